@@ -1,0 +1,375 @@
+"""`MusicCodec`: symbolic music <-> token ids of a pretrained language model.
+
+Two stages. A miditok tokenizer (REMI by default, optionally compressed with music BPE) turns a
+score into *music tokens*; each music token is then one new, readably named LM token, so the
+language model sees e.g. `<Pitch_60>` or, for a BPE merge, `<Position_0+Pitch_60+Velocity_63>`.
+An optional caption (composer, title, key, metre, tempo, instruments) precedes the music as
+ordinary LM text, and `<music>` / `</music>` delimit the music.
+
+`render="text"` is the baseline the design measures against: music tokens are written as plain
+text ("Bar_None Position_0 Pitch_60 ...") through the LM's own tokenizer, with no new rows
+besides the two delimiters.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from importlib.metadata import version as installed_version
+from collections.abc import Mapping
+from pathlib import Path
+
+import miditok
+from miditok import TokenizerConfig, TokSequence
+from miditok.constants import MIDI_INSTRUMENTS
+from symusic import Score
+
+from midillm.version import __version__
+
+from .base_model import DEFAULT_BASE_MODEL, load_lm_tokenizer
+
+TOKENIZATIONS = ("REMI", "TSD", "MIDILike", "Structured", "MMM", "PerTok")
+RENDERS = ("tokens", "text")
+MUSIC_START = "<music>"
+MUSIC_END = "</music>"
+
+CODEC_CONFIG_FILE = "midillm_codec.json"
+MUSIC_TOKENIZER_FILE = "music_tokenizer.json"
+# Bump when the saved layout or the meaning of saved ids changes.
+CODEC_FORMAT_VERSION = 1
+MIDITOK_VERSION = installed_version("miditok")
+
+_PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_MAJOR_KEYS_BY_SHARPS = {-7: "Cb", -6: "Gb", -5: "Db", -4: "Ab", -3: "Eb", -2: "Bb", -1: "F",
+                         0: "C", 1: "G", 2: "D", 3: "A", 4: "E", 5: "B", 6: "F#", 7: "C#"}
+_MINOR_KEYS_BY_SHARPS = {-7: "Ab", -6: "Eb", -5: "Bb", -4: "F", -3: "C", -2: "G", -1: "D",
+                         0: "A", 1: "E", 2: "B", 3: "F#", 4: "C#", 5: "G#", 6: "D#", 7: "A#"}
+
+
+class CodecVersionError(ValueError):
+    """A saved codec this installation cannot read faithfully."""
+
+
+def build_music_tokenizer(tokenization: str = "REMI") -> miditok.MusicTokenizer:
+    """A miditok tokenizer set up for real multi-track General MIDI music.
+
+    All 128 programs plus drums in one token stream, tempo and time-signature changes, the
+    full MIDI pitch range (the default 21-108 silently drops notes of real files) and the
+    time signatures found in real scores (2/2, 3/2, 4/2 and compound metres included).
+    """
+    if tokenization not in TOKENIZATIONS:
+        raise ValueError(
+            f"unknown tokenization {tokenization!r}; choose one of {', '.join(TOKENIZATIONS)}"
+        )
+    settings = dict(
+        use_programs=True,
+        one_token_stream_for_programs=True,
+        programs=list(range(-1, 128)),
+        use_tempos=True,
+        use_time_signatures=True,
+        pitch_range=(0, 127),
+        drums_pitch_range=(0, 127),
+        time_signature_range={1: [1, 2, 3, 4], 2: list(range(1, 9)), 4: list(range(1, 13)),
+                              8: list(range(1, 19)), 16: list(range(1, 25))},
+        encode_ids_split="bar",
+    )
+    if tokenization == "MMM":
+        settings["base_tokenizer"] = "REMI"
+    if tokenization == "PerTok":
+        settings.update(ticks_per_quarter=480, use_microtiming=False, use_position_toks=True)
+    with warnings.catch_warnings():
+        # Structured and MMM switch off what they do not support and warn about it.
+        warnings.simplefilter("ignore")
+        return getattr(miditok, tokenization)(TokenizerConfig(**settings))
+
+
+def pitch_name(pitch: int) -> str:
+    return f"{_PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def describe_music_token(token: str) -> str:
+    """Plain words for one base music token; its new LM row starts from their embedding."""
+    token_type, _, value = token.partition("_")
+    if token_type in ("Pitch", "NoteOn", "NoteOff", "PitchDrum") and value.lstrip("-").isdigit():
+        words = {"Pitch": "note", "NoteOn": "note on", "NoteOff": "note off",
+                 "PitchDrum": "drum note"}[token_type]
+        return f"{words} {pitch_name(int(value))}"
+    if token_type == "Program" and value.lstrip("-").isdigit():
+        program = int(value)
+        return "drums" if program < 0 else f"instrument {MIDI_INSTRUMENTS[program]['name']}"
+    if token_type == "Bar":
+        return "new bar"
+    if token_type == "Position":
+        return f"position {value} in the bar"
+    if token_type == "Duration":
+        return f"duration {value.replace('.', ' ')} beats"
+    if token_type == "TimeShift":
+        return f"time shift {value.replace('.', ' ')} beats"
+    if token_type == "Velocity":
+        return f"velocity {value} loudness"
+    if token_type == "Tempo":
+        return f"tempo {value} beats per minute"
+    if token_type == "TimeSig":
+        return f"time signature {value}"
+    return f"{token_type.lower()} {value}".strip()
+
+
+class MusicCodec:
+    """Scores <-> LM token ids. Build with `MusicCodec.create`, then `train_bpe` if wanted.
+
+    Args:
+        music_tokenizer: the miditok tokenizer (possibly BPE-trained).
+        lm_tokenizer: the base LM's tokenizer; the codec adds its tokens to it.
+        render: "tokens" (one new LM token per music token) or "text" (plain-text baseline).
+        captions: put a caption from the metadata before the music.
+        base_model: the base model the LM tokenizer came from, recorded for later stages.
+    """
+
+    def __init__(self, music_tokenizer, lm_tokenizer, render: str = "tokens",
+                 captions: bool = True, base_model: str = DEFAULT_BASE_MODEL):
+        if render not in RENDERS:
+            raise ValueError(f"unknown render {render!r}; choose one of {', '.join(RENDERS)}")
+        self.music_tokenizer = music_tokenizer
+        self.lm_tokenizer = lm_tokenizer
+        self.render = render
+        self.captions = captions
+        self.base_model = base_model
+        self._register_lm_tokens()
+
+    # ----------------------------------------------------------------------------- building
+
+    @classmethod
+    def create(cls, tokenization: str = "REMI", lm_tokenizer=None, render: str = "tokens",
+               captions: bool = True, base_model: str = DEFAULT_BASE_MODEL) -> MusicCodec:
+        """A new, untrained codec; `lm_tokenizer` defaults to the base model's own."""
+        if lm_tokenizer is None:
+            lm_tokenizer = load_lm_tokenizer(base_model)
+        return cls(build_music_tokenizer(tokenization), lm_tokenizer, render, captions, base_model)
+
+    def train_bpe(self, midi_paths: list[Path], vocab_size: int) -> None:
+        """Learn music BPE merges on these files (ignored by the text render, which has none)."""
+        if self.render == "text" or vocab_size <= len(self.music_tokenizer.vocab):
+            return
+        self.music_tokenizer.train(vocab_size=vocab_size, model="BPE",
+                                   files_paths=[Path(path) for path in midi_paths])
+        self._register_lm_tokens()
+
+    def _register_lm_tokens(self) -> None:
+        """Give every music token its LM token (adding any that the LM tokenizer lacks)."""
+        self.lm_tokenizer.add_special_tokens(
+            {"extra_special_tokens": [MUSIC_START, MUSIC_END]},
+            replace_extra_special_tokens=False,
+        )
+        self.music_start_id = self.lm_tokenizer.convert_tokens_to_ids(MUSIC_START)
+        self.music_end_id = self.lm_tokenizer.convert_tokens_to_ids(MUSIC_END)
+        # The base tokens that each music id stands for: one for a base token, several for a
+        # BPE merge. The grammar, the chunker and the descriptions all read this.
+        tokenizer = self.music_tokenizer
+        special_ids = set(tokenizer.special_tokens_ids)
+        if tokenizer.is_trained:
+            model = tokenizer._model
+            parts = [tokenizer._vocab_learned_bytes_to_tokens[model.id_to_token(music_id)]
+                     for music_id in range(model.get_vocab_size())]
+        else:
+            inverse = {music_id: token for token, music_id in tokenizer.vocab.items()}
+            parts = [[inverse[music_id]] for music_id in range(len(inverse))]
+        self.music_token_parts: list[list[str]] = parts
+        self._music_to_lm: dict[int, int] = {}
+        if self.render == "text":
+            return
+        names = {music_id: "<" + "+".join(tokens) + ">" for music_id, tokens in enumerate(parts)
+                 if not (len(tokens) == 1 and tokenizer.vocab.get(tokens[0]) in special_ids)}
+        self.lm_tokenizer.add_tokens(list(names.values()))
+        self._music_to_lm = {music_id: self.lm_tokenizer.convert_tokens_to_ids(name)
+                             for music_id, name in names.items()}
+        self._lm_to_music = {lm_id: music_id for music_id, lm_id in self._music_to_lm.items()}
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def music_lm_ids(self) -> list[int]:
+        """LM ids that generation may produce: every music token, then the end of music.
+
+        In the text render these are the LM's whole vocabulary (music is ordinary text).
+        """
+        if self.render == "text":
+            return list(range(len(self.lm_tokenizer)))
+        return sorted(self._music_to_lm.values()) + [self.music_end_id]
+
+    def lm_id_of_music_id(self, music_id: int) -> int:
+        return self._music_to_lm[music_id]
+
+    def music_id_of_lm_id(self, lm_id: int) -> int | None:
+        return self._lm_to_music.get(lm_id) if self.render == "tokens" else None
+
+    def new_token_descriptions(self) -> dict[int, str]:
+        """LM id -> plain-text description, for every token the codec added to the LM."""
+        descriptions = {self.music_start_id: "start of the music score",
+                        self.music_end_id: "end of the music score"}
+        for music_id, lm_id in self._music_to_lm.items():
+            descriptions[lm_id] = ", ".join(
+                describe_music_token(token) for token in self.music_token_parts[music_id])
+        return descriptions
+
+    # ----------------------------------------------------------------------------- encoding
+
+    def caption(self, score: Score, metadata: Mapping[str, str] | None = None) -> str:
+        """A short text from what is known: metadata first, then what the score itself says."""
+        metadata = dict(metadata or {})
+        lines = []
+        for label, key in (("Title", "title"), ("Composer", "composer"), ("Genre", "genre")):
+            if metadata.get(key):
+                lines.append(f"{label}: {metadata[key]}")
+        key = metadata.get("key")
+        if not key and len(score.key_signatures):
+            signature = score.key_signatures[0]
+            names = _MINOR_KEYS_BY_SHARPS if signature.tonality else _MAJOR_KEYS_BY_SHARPS
+            if signature.key in names:
+                key = f"{names[signature.key]} {'minor' if signature.tonality else 'major'}"
+        if key:
+            lines.append(f"Key: {key}")
+        if len(score.time_signatures):
+            signature = score.time_signatures[0]
+            lines.append(f"Time signature: {signature.numerator}/{signature.denominator}")
+        if len(score.tempos):
+            lines.append(f"Tempo: {round(score.tempos[0].qpm)} BPM")
+        instruments = []
+        for track in score.tracks:
+            if track.note_num() == 0:
+                continue
+            name = "Drums" if track.is_drum else MIDI_INSTRUMENTS[track.program]["name"]
+            instruments.append(name)
+        if instruments:
+            counted = {name: instruments.count(name) for name in dict.fromkeys(instruments)}
+            lines.append("Instruments: " + ", ".join(
+                f"{count} x {name}" if count > 1 else name for name, count in counted.items()))
+        return "\n".join(lines) + "\n" if lines else ""
+
+    def caption_ids(self, score: Score, metadata: Mapping[str, str] | None = None) -> list[int]:
+        if not self.captions:
+            return []
+        return self.lm_tokenizer(self.caption(score, metadata), add_special_tokens=False).input_ids
+
+    def encode_bars(self, score: Score | str | Path) -> list[list[int]]:
+        """The music of a score as LM ids, bar by bar (music BPE never crosses a bar line)."""
+        if not isinstance(score, Score):
+            score = Score(str(score))
+        sequence: TokSequence = self.music_tokenizer.encode(score, encode_ids=False)
+        bar_lengths = [len(bar) for bar in sequence.split_per_bars()]
+        if sum(bar_lengths) != len(sequence.tokens):
+            bar_lengths = [len(sequence.tokens)]
+        if self.render == "text":
+            bars, start = [], 0
+            for length in bar_lengths:
+                text = " " + " ".join(sequence.tokens[start:start + length])
+                bars.append(self.lm_tokenizer(text, add_special_tokens=False).input_ids)
+                start += length
+            return bars
+        if self.music_tokenizer.is_trained:
+            self.music_tokenizer.encode_token_ids(sequence)
+        bars, current, covered, bar_index = [], [], 0, 0
+        for music_id in sequence.ids:
+            current.append(self._music_to_lm[music_id])
+            covered += len(self.music_token_parts[music_id])
+            if covered >= bar_lengths[bar_index]:
+                bars.append(current)
+                current, covered = [], covered - bar_lengths[bar_index]
+                bar_index = min(bar_index + 1, len(bar_lengths) - 1)
+        if current:
+            bars.append(current)
+        return bars
+
+    def encode(self, score: Score | str | Path, metadata: Mapping[str, str] | None = None) -> list[int]:
+        """Score or MIDI path -> LM ids: [caption] <music> music... </music>."""
+        if not isinstance(score, Score):
+            score = Score(str(score))
+        music = [lm_id for bar in self.encode_bars(score) for lm_id in bar]
+        return self.caption_ids(score, metadata) + [self.music_start_id] + music + [self.music_end_id]
+
+    # ----------------------------------------------------------------------------- decoding
+
+    def music_part(self, ids: list[int]) -> list[int]:
+        """The ids between the last `<music>` and the following `</music>` (or the end)."""
+        ids = [int(lm_id) for lm_id in ids]
+        if self.music_start_id in ids:
+            ids = ids[len(ids) - ids[::-1].index(self.music_start_id):]
+        if self.music_end_id in ids:
+            ids = ids[:ids.index(self.music_end_id)]
+        return ids
+
+    def music_tokens(self, ids: list[int]) -> list[str]:
+        """LM ids -> the base music tokens they stand for (captions and unknown ids dropped)."""
+        music = self.music_part(ids)
+        if self.render == "text":
+            words = self.lm_tokenizer.decode(music).split()
+            return [word for word in words if word in self.music_tokenizer.vocab]
+        tokens = []
+        for lm_id in music:
+            music_id = self._lm_to_music.get(lm_id)
+            if music_id is not None:
+                tokens.extend(self.music_token_parts[music_id])
+        return tokens
+
+    def decode(self, ids: list[int]) -> Score:
+        """LM ids -> symusic Score. Captions, delimiters and non-music ids are ignored."""
+        tokens = self.music_tokens(ids)
+        if not tokens:
+            return Score(self.music_tokenizer.time_division)
+        return self.music_tokenizer.decode(TokSequence(tokens=tokens))
+
+    # ----------------------------------------------------------------------------- saving
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write the LM tokenizer (with the added tokens), the music tokenizer and the codec config."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.lm_tokenizer.save_pretrained(path)
+        self.music_tokenizer.save(path / MUSIC_TOKENIZER_FILE)
+        config = {
+            "format_version": CODEC_FORMAT_VERSION,
+            "midillm_version": __version__,
+            "miditok_version": MIDITOK_VERSION,
+            "tokenization": type(self.music_tokenizer).__name__,
+            "render": self.render,
+            "captions": self.captions,
+            "base_model": self.base_model,
+            "music_vocab_size": len(self.music_token_parts),
+            "music_to_lm": {str(music_id): lm_id for music_id, lm_id in self._music_to_lm.items()},
+        }
+        (path / CODEC_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> MusicCodec:
+        """Load a codec written by `save_pretrained`; refuse one this version cannot read."""
+        from transformers import AutoTokenizer
+
+        path = Path(path)
+        config_file = path / CODEC_CONFIG_FILE
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{path} holds no midillm codec ({CODEC_CONFIG_FILE} missing)")
+        config = json.loads(config_file.read_text())
+        check_codec_versions(config)
+        music_tokenizer = getattr(miditok, config["tokenization"])(
+            params=path / MUSIC_TOKENIZER_FILE)
+        codec = cls(music_tokenizer, AutoTokenizer.from_pretrained(path), config["render"],
+                    config["captions"], config["base_model"])
+        saved = {int(music_id): lm_id for music_id, lm_id in config["music_to_lm"].items()}
+        if saved != codec._music_to_lm:
+            raise CodecVersionError(
+                f"{path}: the saved token mapping does not match the saved tokenizers "
+                "(files edited or mixed from different codecs)")
+        return codec
+
+
+def check_codec_versions(config: dict) -> None:
+    """Fail with one clear line when a saved codec's ids would mean something else here."""
+    written_by = f"midillm {config.get('midillm_version', '?')} with miditok {config.get('miditok_version', '?')}"
+    if config.get("format_version", 0) > CODEC_FORMAT_VERSION:
+        raise CodecVersionError(
+            f"this codec was written by {written_by} in format {config.get('format_version')}; "
+            f"midillm {__version__} reads format {CODEC_FORMAT_VERSION} at most: upgrade midillm")
+    saved_major = str(config.get("miditok_version", "0")).split(".")[0]
+    if saved_major != MIDITOK_VERSION.split(".")[0]:
+        raise CodecVersionError(
+            f"this codec was written by {written_by}, but miditok {MIDITOK_VERSION} is "
+            f"installed and tokenizes differently: install miditok=={config.get('miditok_version')}")
