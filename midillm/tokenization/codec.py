@@ -76,7 +76,9 @@ def build_music_tokenizer(tokenization: str = "REMI") -> miditok.MusicTokenizer:
     if tokenization == "MMM":
         settings["base_tokenizer"] = "REMI"
     if tokenization == "PerTok":
-        settings.update(ticks_per_quarter=480, use_microtiming=False, use_position_toks=True)
+        # PerTok reads the microtiming settings even when microtiming is off.
+        settings.update(ticks_per_quarter=480, use_microtiming=False, use_position_toks=True, use_tempos=False,
+                        max_microtiming_shift=0.125, num_microtiming_bins=30)
     with warnings.catch_warnings():
         # Structured and MMM switch off what they do not support and warn about it.
         warnings.simplefilter("ignore")
@@ -165,7 +167,6 @@ class MusicCodec:
         # The base tokens that each music id stands for: one for a base token, several for a
         # BPE merge. The grammar, the chunker and the descriptions all read this.
         tokenizer = self.music_tokenizer
-        special_ids = set(tokenizer.special_tokens_ids)
         if tokenizer.is_trained:
             model = tokenizer._model
             parts = [tokenizer._vocab_learned_bytes_to_tokens[model.id_to_token(music_id)]
@@ -177,8 +178,10 @@ class MusicCodec:
         self._music_to_lm: dict[int, int] = {}
         if self.render == "text":
             return
+        # Padding never occurs inside a piece; every other token (MMM's track and fill markers
+        # included) does, so each gets its LM row.
         names = {music_id: "<" + "+".join(tokens) + ">" for music_id, tokens in enumerate(parts)
-                 if not (len(tokens) == 1 and tokenizer.vocab.get(tokens[0]) in special_ids)}
+                 if music_id != tokenizer.pad_token_id}
         self.lm_tokenizer.add_tokens(list(names.values()))
         self._music_to_lm = {music_id: self.lm_tokenizer.convert_tokens_to_ids(name)
                              for music_id, name in names.items()}
@@ -315,7 +318,8 @@ class MusicCodec:
         tokens = self.music_tokens(ids)
         if not tokens:
             return Score(self.music_tokenizer.time_division)
-        return self.music_tokenizer.decode(TokSequence(tokens=tokens))
+        base_vocab = self.music_tokenizer.vocab
+        return self.music_tokenizer.decode([base_vocab[token] for token in tokens])
 
     # ----------------------------------------------------------------------------- saving
 
