@@ -1,0 +1,98 @@
+"""Shared fixtures: a tiny LM tokenizer built offline, real and synthetic MIDI files."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from symusic import Note, Score, Tempo, TimeSignature, Track
+
+warnings.filterwarnings("ignore", module="miditok")
+
+MUSIC21_TEST_MIDI = sorted(
+    (Path(__import__("music21").__file__).parent / "midi" / "testPrimitive").glob("*.mid"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_tokenizer_path(tmp_path_factory) -> Path:
+    """A byte-level BPE tokenizer trained on a few lines: stands in for a real LM's tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    text = ["Title: Chorale\nComposer: J.S. Bach\nKey: G major\nTime signature: 4/4\n",
+            "Bar_None Position_0 Program_0 Pitch_60 Velocity_63 Duration_1.0.8 Tempo_120.0",
+            "The quick brown fox jumps over the lazy dog. Instruments: Piano, Drums"] * 20
+    tokenizer.train_from_iterator(text, trainer)
+    path = tmp_path_factory.mktemp("tiny-lm-tokenizer")
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>",
+                            pad_token="<|endoftext|>").save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def tiny_lm_tokenizer(tiny_lm_tokenizer_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path)
+
+
+def make_band_score(seed: int = 0, bars: int = 8) -> Score:
+    """A General MIDI band: drums, bass, piano chords, strings, a lead; tempo and metre changes."""
+    import random
+
+    rng = random.Random(seed)
+    tpq = 480
+    score = Score(tpq)
+    score.tempos.extend([Tempo(0, 96.0), Tempo(4 * tpq * 4, 132.0)])
+    score.time_signatures.extend([TimeSignature(0, 4, 4), TimeSignature(4 * tpq * 4, 3, 4)])
+    bar_starts, time = [], 0
+    for bar in range(bars):
+        bar_starts.append(time)
+        time += (4 if bar < 4 else 3) * tpq
+    for program, is_drum, low, high, step in [(0, True, 35, 51, tpq // 2), (33, False, 28, 48, tpq),
+                                              (0, False, 48, 72, tpq), (48, False, 55, 79, 2 * tpq),
+                                              (73, False, 67, 91, tpq // 4), (25, False, 52, 76, tpq // 2)]:
+        track = Track(name=f"program {program}", program=program, is_drum=is_drum)
+        for start in bar_starts:
+            beats = 4 if start < bar_starts[4] else 3
+            for onset in range(start, start + beats * tpq, step):
+                for _ in range(2 if program == 0 and not is_drum else 1):
+                    track.notes.append(Note(onset, step, rng.randint(low, high), rng.randint(40, 120)))
+        score.tracks.append(track)
+    return score
+
+
+@pytest.fixture(scope="session")
+def band_midi_files(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("band")
+    paths = []
+    for seed in range(3):
+        path = folder / f"band{seed}.mid"
+        make_band_score(seed).dump_midi(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def bach_midi_files(tmp_path_factory) -> list[Path]:
+    """Forty Bach chorales from the music21 corpus, converted to MIDI."""
+    from music21 import corpus
+    from music21.midi.translate import streamToMidiFile
+
+    folder = tmp_path_factory.mktemp("bach")
+    paths = []
+    for source in corpus.getComposer("bach")[:40]:
+        try:
+            data = streamToMidiFile(corpus.parse(source)).writestr()
+        except Exception:  # a few chorales have repeats music21 cannot expand
+            continue
+        path = folder / f"{source.stem}.mid"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
