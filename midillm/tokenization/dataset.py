@@ -1,0 +1,296 @@
+"""`midillm prepare`: a corpus source -> codec + packed `datasets` splits + a report.
+
+Steps: list the source, check every file (bad ones skipped with a reason), drop duplicates by
+content hash, split by hash (stable when files are added), train music BPE on the train split,
+tokenize in worker processes (optionally transposed copies of the train pieces), cut long
+pieces at bar lines to the LM context, pack pieces into fixed-length rows, save.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from midillm.version import __version__
+
+from .base_model import DEFAULT_BASE_MODEL
+from .codec import MIDITOK_VERSION, RENDERS, TOKENIZATIONS, MusicCodec
+from .sources import CheckedFile, Skipped, check_files, list_source
+
+SPLITS = ("train", "validation", "test")
+IGNORE_INDEX = -100  # the label value the loss skips (captions, padding)
+
+
+@dataclass
+class PrepareConfig:
+    """How `midillm prepare` builds a dataset; every field is also a command-line flag."""
+
+    source: str = field(metadata={"help": "A MIDI folder, music21:bach|essen|ryans|palestrina, or hf:<dataset>."})
+    out: str = field(metadata={"help": "Output folder: codec/, dataset/ and prepare.json go here."})
+    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={
+        "help": "Base LM whose tokenizer receives the music tokens (Hub id, folder, .gguf; default: offline SmolLM2)."})
+    tokenization: str = field(default="REMI", metadata={"help": f"miditok tokenization: {', '.join(TOKENIZATIONS)}."})
+    vocab_size: int = field(default=4096, metadata={
+        "help": "Music BPE vocabulary size; at most the base vocabulary means no BPE."})
+    render: str = field(default="tokens", metadata={
+        "help": "tokens: one new LM token per music token; text: plain text through the LM tokenizer (baseline)."})
+    captions: bool = field(default=True, metadata={"help": "Put a metadata caption before each piece."})
+    seq_len: int = field(default=1024, metadata={"help": "Length of a packed training row, in LM tokens."})
+    transpose: int = field(default=0, metadata={
+        "help": "Augment the train split with copies transposed by -N..N semitones (0: off)."})
+    validation_share: float = field(default=0.05, metadata={"help": "Share of pieces in the validation split."})
+    test_share: float = field(default=0.05, metadata={"help": "Share of pieces in the test split."})
+    limit: int | None = field(default=None, metadata={"help": "Use only the first N pieces of the source."})
+    num_workers: int = field(default=2, metadata={"help": "Processes that check and tokenize files."})
+
+    def __post_init__(self):
+        if self.tokenization not in TOKENIZATIONS:
+            raise ValueError(f"tokenization must be one of {', '.join(TOKENIZATIONS)}, not {self.tokenization!r}")
+        if self.render not in RENDERS:
+            raise ValueError(f"render must be one of {', '.join(RENDERS)}, not {self.render!r}")
+        if self.seq_len < 64:
+            raise ValueError(f"seq_len must be at least 64, not {self.seq_len}")
+        if not (0 <= self.validation_share < 0.5 and 0 <= self.test_share < 0.5):
+            raise ValueError("validation_share and test_share must each be in [0, 0.5)")
+        if self.transpose < 0 or self.transpose > 12:
+            raise ValueError(f"transpose must be between 0 and 12 semitones, not {self.transpose}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be positive, not {self.limit}")
+
+
+def split_of(content_hash: str, validation_share: float, test_share: float) -> str:
+    """Deterministic by content: a piece keeps its split when other files come and go."""
+    position = int(content_hash[:8], 16) / 0x1_0000_0000
+    if position < test_share:
+        return "test"
+    if position < test_share + validation_share:
+        return "validation"
+    return "train"
+
+
+def assign_splits(pieces: list[CheckedFile], config: PrepareConfig) -> dict[str, list[CheckedFile]]:
+    splits = {name: [] for name in SPLITS}
+    for piece in pieces:
+        splits[split_of(piece.content_hash, config.validation_share, config.test_share)].append(piece)
+    # Small corpora: make sure held-out splits exist, taking the train pieces whose hashes lie
+    # closest to the held-out ranges so the choice stays deterministic.
+    for name, share in (("test", config.test_share), ("validation", config.validation_share)):
+        if share > 0 and not splits[name] and len(splits["train"]) >= 3:
+            splits["train"].sort(key=lambda piece: piece.content_hash)
+            splits[name].append(splits["train"].pop(0))
+    return splits
+
+
+def chunk_piece(caption: list[int], bars: list[list[int]], start_id: int, end_id: int,
+                seq_len: int) -> list[tuple[list[int], int]]:
+    """Cut a piece at bar lines into chunks of at most `seq_len` ids.
+
+    Each chunk is (ids, number of leading ids without loss): the caption and `<music>` start
+    every chunk so each one is a self-contained example; `</music>` ends only the last.
+    """
+    caption = caption[: seq_len // 4]
+    head = caption + [start_id]
+    budget = seq_len - len(head) - 1
+    # A bar longer than a whole chunk is rare (dense orchestral bars); cut it hard.
+    pieces_of_bars = [bar[i:i + budget] for bar in bars for i in range(0, max(len(bar), 1), budget)]
+    chunks, current = [], []
+    for bar in pieces_of_bars:
+        if current and len(current) + len(bar) > budget:
+            chunks.append(head + current)
+            current = []
+        current = current + bar
+    chunks.append(head + current + [end_id])
+    return [(chunk, len(head)) for chunk in chunks]
+
+
+def pack_rows(chunks: list[tuple[list[int], int]], seq_len: int, pad_id: int) -> tuple[list[list[int]], list[list[int]], int]:
+    """Best-fit-decreasing packing of whole chunks into rows of exactly `seq_len`.
+
+    Returns input ids, labels (captions and padding masked) and the number of padding ids.
+    """
+    order = sorted(range(len(chunks)), key=lambda index: -len(chunks[index][0]))
+    rows: list[list[int]] = []
+    labels: list[list[int]] = []
+    free_space: list[tuple[int, int]] = []  # sorted (space left, row index)
+    for index in order:
+        ids, prompt_length = chunks[index]
+        position = bisect.bisect_left(free_space, (len(ids), -1))
+        if position < len(free_space):
+            space, row = free_space.pop(position)
+        else:
+            space, row = seq_len, len(rows)
+            rows.append([])
+            labels.append([])
+        rows[row].extend(ids)
+        labels[row].extend([IGNORE_INDEX] * prompt_length + ids[prompt_length:])
+        bisect.insort(free_space, (space - len(ids), row))
+    padding = 0
+    for row, row_labels in zip(rows, labels):
+        missing = seq_len - len(row)
+        padding += missing
+        row.extend([pad_id] * missing)
+        row_labels.extend([IGNORE_INDEX] * missing)
+    return rows, labels, padding
+
+
+# ------------------------------------------------------------------------- worker processes
+
+_worker_codec: MusicCodec | None = None
+
+
+def _load_worker_codec(codec_dir: str) -> None:
+    global _worker_codec
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    _worker_codec = MusicCodec.from_pretrained(codec_dir)
+
+
+def _tokenize_piece(task: tuple[str, dict, list[int]]) -> dict:
+    """One file -> caption ids and bars for each requested transposition (0 = as is)."""
+    from symusic import Score
+
+    path, metadata, shifts = task
+    score = Score(path)
+    versions = []
+    for shift in shifts:
+        shifted = score.copy()
+        if shift:
+            for track in shifted.tracks:
+                if not track.is_drum:
+                    track.shift_pitch(shift, inplace=True)
+        versions.append({"caption": _worker_codec.caption_ids(shifted, metadata),
+                         "bars": _worker_codec.encode_bars(shifted)})
+    return {"notes": score.note_num(), "versions": versions}
+
+
+def _tokenize_all(tasks: list[tuple[str, dict, list[int]]], codec_dir: Path, num_workers: int) -> list[dict]:
+    progress = dict(total=len(tasks), desc="Tokenizing", unit="file")
+    if num_workers <= 1:
+        _load_worker_codec(str(codec_dir))
+        return [_tokenize_piece(task) for task in tqdm(tasks, **progress)]
+    with ProcessPoolExecutor(num_workers, initializer=_load_worker_codec,
+                             initargs=(str(codec_dir),)) as executor:
+        return list(tqdm(executor.map(_tokenize_piece, tasks, chunksize=4), **progress))
+
+
+# ------------------------------------------------------------------------- the whole job
+
+
+def fingerprint(config: PrepareConfig, pieces: list[CheckedFile]) -> str:
+    """What the output depends on: settings, file contents, and the tokenizer versions."""
+    settings = {key: value for key, value in asdict(config).items() if key not in ("out", "num_workers")}
+    payload = json.dumps({"settings": settings, "files": sorted(piece.content_hash for piece in pieces),
+                          "midillm": __version__, "miditok": MIDITOK_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def prepare(config: PrepareConfig, log=print) -> dict:
+    """Run the whole preparation; returns the report also written to OUT/prepare.json."""
+    import datasets
+    from datasets import Dataset, DatasetDict, Features, Sequence, Value
+
+    datasets.disable_progress_bars()  # our own bars already show the long steps
+
+    started = time.time()
+    out = Path(config.out)
+    files, skipped = list_source(config.source, limit=config.limit)
+    files_read = len(files) + len(skipped)
+    checked, unreadable = check_files(files, num_workers=config.num_workers)
+    skipped = skipped + unreadable
+    unique: dict[str, CheckedFile] = {}
+    for piece in checked:
+        if piece.content_hash in unique:
+            skipped.append(Skipped(piece.file.name, f"duplicate of {unique[piece.content_hash].file.name}"))
+        else:
+            unique[piece.content_hash] = piece
+    pieces = list(unique.values())
+    for item in skipped:
+        log(f"skipped {item.name}: {item.reason}")
+    if not pieces:
+        raise ValueError(f"no usable MIDI in {config.source}: all {files_read} files were skipped")
+
+    report_path = out / "prepare.json"
+    key = fingerprint(config, pieces)
+    if report_path.is_file() and (out / "dataset" / "dataset_dict.json").is_file():
+        previous = json.loads(report_path.read_text())
+        if previous.get("fingerprint") == key:
+            log(f"{out} is up to date with these files and settings; nothing to do")
+            return previous
+
+    splits = assign_splits(pieces, config)
+    codec = MusicCodec.create(config.tokenization, render=config.render, captions=config.captions,
+                              base_model=config.base_model)
+    log(f"Training music BPE ({config.vocab_size} tokens) on {len(splits['train'])} pieces")
+    codec.train_bpe([piece.file.path for piece in splits["train"]], config.vocab_size)
+    codec_dir = out / "codec"
+    codec.save_pretrained(codec_dir)
+
+    shifts_for_train = [0] + [shift for shift in range(-config.transpose, config.transpose + 1) if shift]
+    tasks, owners = [], []
+    for split in SPLITS:
+        for piece in splits[split]:
+            tasks.append((str(piece.file.path), dict(piece.file.metadata),
+                          shifts_for_train if split == "train" else [0]))
+            owners.append((split, piece))
+    results = _tokenize_all(tasks, codec_dir, config.num_workers)
+
+    pad_id = codec.lm_tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = codec.lm_tokenizer.eos_token_id if codec.lm_tokenizer.eos_token_id is not None else 0
+    chunks = {split: [] for split in SPLITS}
+    split_stats = {split: {"pieces": 0, "notes": 0, "music_tokens": 0} for split in SPLITS}
+    piece_reports = []
+    for (split, piece), result in zip(owners, results):
+        original = result["versions"][0]
+        music_tokens = sum(len(bar) for bar in original["bars"]) + 1  # + </music>
+        split_stats[split]["pieces"] += 1
+        split_stats[split]["notes"] += result["notes"]
+        split_stats[split]["music_tokens"] += music_tokens
+        piece_reports.append({"name": piece.file.name, "path": str(piece.file.path), "split": split,
+                              "hash": piece.content_hash, "notes": result["notes"],
+                              "music_tokens": music_tokens, "metadata": piece.file.metadata})
+        for version in result["versions"]:
+            chunks[split].extend(chunk_piece(version["caption"], version["bars"], codec.music_start_id,
+                                             codec.music_end_id, config.seq_len))
+
+    features = Features({"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))})
+    dataset_splits, padding_total, ids_total = {}, 0, 0
+    for split in SPLITS:
+        rows, labels, padding = pack_rows(chunks[split], config.seq_len, pad_id)
+        split_stats[split]["rows"] = len(rows)
+        split_stats[split]["examples"] = len(chunks[split])
+        padding_total += padding
+        ids_total += len(rows) * config.seq_len
+        dataset_splits[split] = Dataset.from_dict({"input_ids": rows, "labels": labels}, features=features)
+    DatasetDict(dataset_splits).save_to_disk(str(out / "dataset"))
+
+    notes = sum(stats["notes"] for stats in split_stats.values())
+    music_tokens = sum(stats["music_tokens"] for stats in split_stats.values())
+    report = {
+        "source": config.source,
+        "settings": asdict(config),
+        "fingerprint": key,
+        "files_read": files_read,
+        "files_used": len(pieces),
+        "files_skipped": [{"name": item.name, "reason": item.reason} for item in skipped],
+        "notes": notes,
+        "music_tokens": music_tokens,
+        "tokens_per_note": round(music_tokens / max(notes, 1), 4),
+        "music_vocab_size": len(codec.music_token_parts),
+        "lm_vocab_size": len(codec.lm_tokenizer),
+        "padding_share": round(padding_total / max(ids_total, 1), 4),
+        "splits": split_stats,
+        "pieces": piece_reports,
+        "versions": {"midillm": __version__, "miditok": MIDITOK_VERSION},
+        "seconds": round(time.time() - started, 1),
+    }
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -1,0 +1,131 @@
+"""`midillm prepare`: mixed good and bad folders, splits, chunking, packing, caching."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from datasets import load_from_disk
+
+from midillm.cli import main
+from midillm.tokenization.dataset import IGNORE_INDEX, chunk_piece, pack_rows, split_of
+
+
+@pytest.fixture
+def mixed_folder(tmp_path, bach_midi_files, band_midi_files):
+    folder = tmp_path / "mixed"
+    (folder / "nested").mkdir(parents=True)
+    for path in bach_midi_files[:12]:
+        shutil.copy(path, folder / path.name)
+    shutil.copy(band_midi_files[0], folder / "nested" / "band.MIDI")
+    shutil.copy(bach_midi_files[0], folder / "nested" / "copy-of-first.mid")
+    (folder / "empty.mid").write_bytes(b"")
+    (folder / "truncated.mid").write_bytes(bach_midi_files[1].read_bytes()[:200])
+    (folder / "random.mid").write_bytes(bytes(range(256)) * 8)
+    (folder / "letter.mid").write_text("Dear Johann, this is not a MIDI file.")
+    (folder / "readme.txt").write_text("ignored: not a MIDI file name")
+    return folder
+
+
+def snapshot(folder):
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.rglob("*") if path.is_file()}
+
+
+def test_prepare_skips_bad_files_and_writes_the_dataset(mixed_folder, tmp_path, tiny_lm_tokenizer_path,
+                                                       bach_midi_files, capsys):
+    before = snapshot(mixed_folder)
+    out = tmp_path / "out"
+    code = main(["prepare", str(mixed_folder), "--out", str(out), "--base-model", str(tiny_lm_tokenizer_path),
+                 "--vocab-size", "800", "--seq-len", "256", "--num-workers", "2"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "Traceback" not in captured.out + captured.err
+    report = json.loads((out / "prepare.json").read_text())
+    reasons = {item["name"]: item["reason"] for item in report["files_skipped"]}
+    # Files are listed by relative path, so the nested copy is the one seen second.
+    assert set(reasons) == {"empty.mid", "truncated.mid", "random.mid", "letter.mid",
+                            "nested/copy-of-first.mid"}
+    assert "empty" in reasons["empty.mid"]
+    assert "not a valid MIDI" in reasons["random.mid"] and "not a valid MIDI" in reasons["letter.mid"]
+    assert reasons["nested/copy-of-first.mid"] == f"duplicate of {bach_midi_files[0].name}"
+    for name in reasons:
+        assert f"skipped {name}" in captured.out
+    assert report["files_read"] == 18 and report["files_used"] == 13
+    assert report["notes"] > 0 and 0 < report["tokens_per_note"] < 4.0
+    dataset = load_from_disk(str(out / "dataset"))
+    assert set(dataset) == {"train", "validation", "test"}
+    assert all(len(dataset[split]) > 0 for split in dataset)
+    row = dataset["train"][0]
+    assert len(row["input_ids"]) == len(row["labels"]) == 256
+    assert (out / "codec" / "midillm_codec.json").is_file()
+    assert snapshot(mixed_folder) == before  # nothing the user passed in was touched
+
+
+def test_second_run_reuses_the_result(mixed_folder, tmp_path, tiny_lm_tokenizer_path, capsys):
+    arguments = ["prepare", str(mixed_folder), "--out", str(tmp_path / "out"), "--base-model",
+                 str(tiny_lm_tokenizer_path), "--vocab-size", "800", "--seq-len", "256", "--num-workers", "1"]
+    assert main(arguments) == 0
+    first = (tmp_path / "out" / "prepare.json").read_text()
+    capsys.readouterr()
+    assert main(arguments) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert (tmp_path / "out" / "prepare.json").read_text() == first
+    # A changed setting is a new build.
+    assert main(arguments[:-2] + ["--num-workers", "1", "--seq-len", "300"]) == 0
+    assert "up to date" not in capsys.readouterr().out
+
+
+def test_transposition_augments_only_the_train_split(mixed_folder, tmp_path, tiny_lm_tokenizer_path):
+    common = ["--base-model", str(tiny_lm_tokenizer_path), "--vocab-size", "0", "--seq-len", "2048",
+              "--num-workers", "1", "--no-captions"]
+    assert main(["prepare", str(mixed_folder), "--out", str(tmp_path / "plain"), *common]) == 0
+    assert main(["prepare", str(mixed_folder), "--out", str(tmp_path / "shifted"), "--transpose", "2", *common]) == 0
+    plain = json.loads((tmp_path / "plain" / "prepare.json").read_text())["splits"]
+    shifted = json.loads((tmp_path / "shifted" / "prepare.json").read_text())["splits"]
+    assert shifted["train"]["examples"] >= 5 * plain["train"]["examples"] - 4
+    assert shifted["test"]["examples"] == plain["test"]["examples"]
+
+
+def test_bad_source_is_one_clear_line(tmp_path, capsys):
+    assert main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("midillm: error:") and "\n" not in error
+
+
+def test_bad_setting_is_one_clear_line(tmp_path, capsys):
+    assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "out"), "--tokenization", "Nope"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "tokenization must be one of" in error and "\n" not in error
+
+
+def test_split_is_deterministic_by_hash():
+    assert split_of("00000000" + "f" * 56, 0.05, 0.05) == "test"
+    assert split_of("0e000000" + "f" * 56, 0.05, 0.05) == "validation"
+    assert split_of("ffffffff" + "0" * 56, 0.05, 0.05) == "train"
+
+
+def test_chunks_cut_at_bar_lines_and_repeat_the_caption():
+    caption, start, end = [1, 2, 3], 10, 11
+    bars = [[20 + bar] * 5 for bar in range(10)]
+    chunks = chunk_piece(caption, bars, start, end, seq_len=20)
+    assert len(chunks) > 1
+    for ids, prompt_length in chunks:
+        assert len(ids) <= 20
+        assert ids[:prompt_length] == caption + [start]
+        music = ids[prompt_length:]
+        assert len(set(music[:5])) == 1  # starts on a whole bar
+    assert chunks[-1][0][-1] == end and all(ids[-1] != end for ids, _ in chunks[:-1])
+    music_out = [token for ids, length in chunks for token in ids[length:] if token != end]
+    assert music_out == [token for bar in bars for token in bar]
+
+
+def test_packing_fills_rows_and_masks_prompts_and_padding():
+    chunks = [([1, 2, 30, 31, 32], 2), ([1, 2, 40], 2), ([1, 2, 50, 51, 52, 53, 54, 55], 2), ([1, 2, 60], 2)]
+    rows, labels, padding = pack_rows(chunks, seq_len=8, pad_id=0)
+    assert all(len(row) == 8 for row in rows)
+    assert len(rows) == 3 and padding == 3 * 8 - sum(len(ids) for ids, _ in chunks)
+    for row, row_labels in zip(rows, labels):
+        for token, label in zip(row, row_labels):
+            assert label in (token, IGNORE_INDEX)
+    assert sum(label != IGNORE_INDEX for row_labels in labels for label in row_labels) == 3 + 1 + 6 + 1
