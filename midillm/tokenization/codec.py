@@ -180,8 +180,10 @@ class MusicCodec:
             return
         # Padding never occurs inside a piece; every other token (MMM's track and fill markers
         # included) does, so each gets its LM row.
+        # BPE may also learn ids that stand for no token at all (miditok's word-boundary
+        # marker); they carry nothing, so they get no row and are dropped when encoding.
         names = {music_id: "<" + "+".join(tokens) + ">" for music_id, tokens in enumerate(parts)
-                 if music_id != tokenizer.pad_token_id}
+                 if music_id != tokenizer.pad_token_id and tokens}
         self.lm_tokenizer.add_tokens(list(names.values()))
         self._music_to_lm = {music_id: self.lm_tokenizer.convert_tokens_to_ids(name)
                              for music_id, name in names.items()}
@@ -272,6 +274,8 @@ class MusicCodec:
             self.music_tokenizer.encode_token_ids(sequence)
         bars, current, covered, bar_index = [], [], 0, 0
         for music_id in sequence.ids:
+            if music_id not in self._music_to_lm:
+                continue
             current.append(self._music_to_lm[music_id])
             covered += len(self.music_token_parts[music_id])
             if covered >= bar_lengths[bar_index]:

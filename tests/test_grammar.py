@@ -1,0 +1,63 @@
+"""The tokenization grammar: real pieces pass it, and anything sampled under it decodes cleanly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from midillm import MusicCodec
+from midillm.decoding.grammar import GrammarLogitsProcessor, MusicGrammar
+
+
+@pytest.fixture(scope="module", params=[("REMI", 900), ("REMI", 0), ("TSD", 700), ("Structured", 600)],
+                ids=lambda param: f"{param[0]}-bpe{param[1]}")
+def codec(request, tiny_lm_tokenizer_path, bach_midi_files):
+    from transformers import AutoTokenizer
+
+    tokenization, vocab_size = request.param
+    codec = MusicCodec.create(tokenization, lm_tokenizer=AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path))
+    codec.train_bpe(bach_midi_files[:20], vocab_size)
+    return codec
+
+
+def test_real_pieces_are_accepted_token_by_token(codec, bach_midi_files, band_midi_files):
+    grammar = MusicGrammar(codec)
+    for path in bach_midi_files[20:30] + band_midi_files:
+        ids = codec.encode(path)
+        start = ids.index(codec.music_start_id) + 1
+        state = grammar.state_after(ids[:start])
+        for lm_id in ids[start:]:
+            assert grammar.row_mask(state)[grammar.row_of_lm_id[lm_id]], (state, codec.lm_tokenizer.convert_ids_to_tokens(lm_id))
+            state = grammar.advance(state, lm_id)
+
+
+@pytest.mark.parametrize("row_logits", [False, True])
+def test_random_samples_under_the_grammar_always_decode(codec, row_logits):
+    grammar = MusicGrammar(codec)
+    generator = torch.Generator().manual_seed(0)
+    width = len(grammar.row_lm_ids) if row_logits else len(codec.lm_tokenizer)
+    for _ in range(20):
+        processor = GrammarLogitsProcessor(grammar, row_logits=row_logits)
+        ids = torch.tensor([[codec.music_start_id]])
+        for _ in range(200):
+            scores = processor(ids, torch.randn(1, width, generator=generator))
+            choice = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator)
+            next_id = grammar.row_lm_ids[choice.item()] if row_logits else choice.item()
+            ids = torch.cat([ids, torch.tensor([[next_id]])], 1)
+            if next_id == codec.music_end_id:
+                break
+        tokens = codec.music_tokens(ids[0].tolist())
+        assert tokens, "the grammar let nothing through"
+        base_ids = [codec.music_tokenizer.vocab[token] for token in tokens]
+        assert codec.music_tokenizer.tokens_errors(base_ids) == 0
+        codec.decode(ids[0].tolist())  # decodes without raising
+
+
+def test_end_of_music_only_after_a_complete_note(codec):
+    grammar = MusicGrammar(codec)
+    assert not grammar.row_mask(grammar.start_state())[grammar.end_row]
+    pitch_ids = [lm_id for lm_id, walk in grammar.walks.items()
+                 if walk.last_type in ("Pitch", "NoteOn") and walk.valid_inside]
+    assert pitch_ids
+    after_pitch = (grammar.walks[pitch_ids[0]].last_type, 0)
+    assert not grammar.row_mask(after_pitch)[grammar.end_row]
