@@ -1,0 +1,240 @@
+"""`MidiLM`: a fine-tuned bundle that writes music, sampled under the tokenization grammar.
+
+The sampling loop is ours rather than `model.generate` because logits are needed over the
+music rows only (a few thousand of the ~53k): the decoder's last hidden state is multiplied by
+just those rows of the output matrix, which is most of the cost of a step for a small model.
+The warpers (temperature, top-k, top-p, min-p, repetition penalty) are transformers' own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from symusic import Score
+from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
+                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+from midillm.tokenization import MusicCodec
+from midillm.tokenization.codec import CODEC_CONFIG_FILE
+
+from .grammar import GrammarLogitsProcessor, MusicGrammar
+
+
+class BundleError(Exception):
+    """A path that is not a usable midillm bundle; one line for the user."""
+
+
+@dataclass
+class SamplingSettings:
+    """How to sample; each value is validated with a one-line error."""
+
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be above 0, not {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be 0 (off) or more, not {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+        if not 0 <= self.min_p < 1:
+            raise ValueError(f"min_p must be in [0, 1), not {self.min_p}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be above 0, not {self.repetition_penalty}")
+
+    def warpers(self) -> LogitsProcessorList:
+        warpers = LogitsProcessorList()
+        if self.repetition_penalty != 1.0:
+            warpers.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
+        if self.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(self.temperature))
+        if self.top_k:
+            warpers.append(TopKLogitsWarper(self.top_k))
+        if self.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(self.top_p))
+        if self.min_p:
+            warpers.append(MinPLogitsWarper(self.min_p))
+        return warpers
+
+
+def default_inference_dtype() -> torch.dtype:
+    """bf16 where the hardware runs it fast (CUDA, or CPUs with AMX / AVX512-BF16)."""
+    from midillm.finetune.model import cpu_supports_bf16
+
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+class MidiLM:
+    """A causal LM that knows the codec's tokens, plus the codec and its grammar."""
+
+    def __init__(self, model, codec: MusicCodec, dtype: torch.dtype | None = None):
+        self.codec = codec
+        self.model = model.eval()
+        if dtype is not None:
+            self.model.to(dtype)
+        self.grammar = MusicGrammar(codec)
+        self.rows = torch.tensor(self.grammar.row_lm_ids, dtype=torch.long)
+        self.context_length = getattr(model.config, "max_position_embeddings", None) or 2048
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | str | None = "auto") -> MidiLM:
+        """Load a bundle (base model + adapter + codec), with the adapter merged for speed."""
+        from midillm.finetune.model import add_music_tokens, load_base_model
+
+        path = Path(path)
+        if not path.is_dir():
+            path = Path(_download_bundle(str(path)))
+        if not (path / CODEC_CONFIG_FILE).is_file():
+            raise BundleError(f"{path} is not a midillm bundle ({CODEC_CONFIG_FILE} missing)")
+        codec = MusicCodec.from_pretrained(path)
+        if (path / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            base_model = json.loads((path / "adapter_config.json").read_text()).get(
+                "base_model_name_or_path") or codec.base_model
+            model = load_base_model(base_model)
+            add_music_tokens(model, codec)
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        elif (path / "config.json").is_file():  # a merged export
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(path)
+        else:
+            raise BundleError(f"{path} has a codec but no model (adapter_config.json or config.json)")
+        if dtype == "auto":
+            dtype = default_inference_dtype()
+        return cls(model, codec, dtype=dtype)
+
+    # ------------------------------------------------------------------------- prompts
+
+    def prompt_ids(self, prompt: Score | str | Path | bytes | None = None, text: str | None = None) -> list[int]:
+        """Caption text and/or the music of a MIDI prompt, ending where the model continues."""
+        ids: list[int] = []
+        if text:
+            ids += self.codec.lm_tokenizer(text.strip() + "\n", add_special_tokens=False).input_ids
+        ids.append(self.codec.music_start_id)
+        if prompt is not None:
+            if isinstance(prompt, bytes):
+                prompt = Score.from_midi(prompt)
+            elif not isinstance(prompt, Score):
+                if not Path(prompt).is_file():
+                    raise FileNotFoundError(f"prompt file not found: {prompt}")
+                prompt = Score(str(prompt))
+            ids += [lm_id for bar in self.codec.encode_bars(prompt) for lm_id in bar]
+        return ids
+
+    # ------------------------------------------------------------------------- sampling
+
+    def _decoder_step(self, input_ids: torch.Tensor, cache):
+        decoder = self.model.get_decoder()
+        output = decoder(input_ids=input_ids, cache=cache, use_cache=True)
+        return output.last_hidden_state[:, -1], output.cache
+
+    def _head(self) -> torch.Tensor:
+        return self.model.get_output_embeddings().weight[self.rows]
+
+    @torch.inference_mode()
+    def generate_ids(self, num_samples: int = 1, prompt=None, text: str | None = None,
+                     settings: SamplingSettings | None = None, seed: int | None = 0,
+                     programs: list[int] | None = None) -> list[list[int]]:
+        """Sample `num_samples` continuations in one batch; returns prompt + new ids each."""
+        settings = settings or SamplingSettings()
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        prompt_ids = self.prompt_ids(prompt, text)
+        grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True)
+        program_mask = self._program_mask(programs)
+        warpers = settings.warpers()
+        head = self._head()
+        end_row = self.grammar.end_row
+
+        sequences = torch.tensor([prompt_ids] * num_samples)
+        new_rows = torch.empty((num_samples, 0), dtype=torch.long)
+        finished = torch.zeros(num_samples, dtype=torch.bool)
+        window_start = 0
+        hidden, cache = self._decoder_step(sequences, None)
+        for _ in range(settings.max_new_tokens):
+            logits = (hidden.to(head.dtype) @ head.T).float()
+            logits = grammar_processor(sequences, logits)
+            if program_mask is not None:
+                logits = logits.masked_fill(~program_mask, float("-inf"))
+            logits = warpers(new_rows, logits)
+            chosen_rows = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+            chosen_rows = torch.where(finished, torch.full_like(chosen_rows, end_row), chosen_rows)
+            finished |= chosen_rows == end_row
+            next_ids = self.rows[chosen_rows]
+            sequences = torch.cat([sequences, next_ids[:, None]], dim=1)
+            new_rows = torch.cat([new_rows, chosen_rows[:, None]], dim=1)
+            if finished.all():
+                break
+            if sequences.shape[1] - window_start >= self.context_length:
+                window_start, hidden, cache = self._slide_window(sequences, prompt_ids)
+            else:
+                hidden, cache = self._decoder_step(next_ids[:, None], cache)
+        return [self._trim(row.tolist()) for row in sequences]
+
+    def _slide_window(self, sequences: torch.Tensor, prompt_ids: list[int]):
+        """Past the model's context: keep the caption and `<music>`, then the most recent music
+        from a bar line on, so the model always sees a well-formed piece start."""
+        head_length = prompt_ids.index(self.codec.music_start_id) + 1
+        keep = self.context_length // 2
+        music = sequences[:, head_length:]
+        start = music.shape[1] - keep
+        bar_ids = {lm_id for lm_id, walk in self.grammar.walks.items() if walk.first_type == "Bar"}
+        row = music[0].tolist()
+        while start < len(row) and row[start] not in bar_ids:
+            start += 1
+        if start >= len(row):
+            start = music.shape[1] - keep
+        window = torch.cat([sequences[:, :head_length], music[:, start:]], dim=1)
+        hidden, cache = self._decoder_step(window, None)
+        return sequences.shape[1] - window.shape[1], hidden, cache
+
+    def _program_mask(self, programs: list[int] | None) -> torch.Tensor | None:
+        """Rows allowed when only these programs (-1 = drums) may play."""
+        if not programs:
+            return None
+        allowed = set(programs)
+        mask = []
+        for lm_id in self.grammar.row_lm_ids:
+            music_id = self.codec.music_id_of_lm_id(lm_id)
+            parts = self.codec.music_token_parts[music_id] if music_id is not None else []
+            used = {int(token.split("_")[1]) for token in parts if token.startswith("Program_")}
+            mask.append(used <= allowed)
+        return torch.tensor(mask)
+
+    def _trim(self, ids: list[int]) -> list[int]:
+        end = self.codec.music_end_id
+        return ids[: ids.index(end) + 1] if end in ids else ids
+
+    def generate(self, num_samples: int = 1, prompt=None, text: str | None = None, max_new_tokens: int = 512,
+                 seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 min_p: float = 0.0, repetition_penalty: float = 1.0,
+                 programs: list[int] | None = None) -> list[Score]:
+        """Sample scores. `prompt` (a MIDI path, bytes or Score) is continued; `text` is a caption."""
+        settings = SamplingSettings(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty)
+        return [self.codec.decode(ids) for ids in self.generate_ids(num_samples, prompt, text, settings, seed, programs)]
+
+
+def _download_bundle(repo_id: str) -> str:
+    """A Hub id: download the bundle (a missing local folder is reported as such)."""
+    if repo_id.startswith((".", "/", "~")) or repo_id.count("/") != 1:
+        raise BundleError(f"{repo_id} is not a folder (and not a Hub id like owner/name)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo_id)
+    except Exception as error:  # offline, private, missing: one line either way
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BundleError(f"cannot download {repo_id}: {first_line}") from error

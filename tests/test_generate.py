@@ -1,0 +1,98 @@
+"""Sampling: every sample decodes without token errors, prompts are kept, settings are checked."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from midillm import MusicCodec
+from midillm.decoding.generate import MidiLM, SamplingSettings
+from midillm.tokenization.roundtrip import note_keys
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_lm_tokenizer_path, bach_midi_files):
+    from transformers import AutoTokenizer
+
+    codec = MusicCodec.create(lm_tokenizer=AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path))
+    codec.train_bpe(bach_midi_files[:20], 900)
+    return codec
+
+
+@pytest.fixture(scope="module")
+def untrained_lm(codec):
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(codec.lm_tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=128)
+    return MidiLM(LlamaForCausalLM(config), codec, dtype=torch.float32)
+
+
+def token_errors(codec, ids):
+    base = [codec.music_tokenizer.vocab[token] for token in codec.music_tokens(ids)]
+    return codec.music_tokenizer.tokens_errors(base) if base else 0.0
+
+
+def test_twenty_untrained_samples_all_decode_without_token_errors(untrained_lm):
+    samples = untrained_lm.generate_ids(num_samples=20, settings=SamplingSettings(max_new_tokens=150), seed=3)
+    assert len(samples) == 20
+    for ids in samples:
+        assert token_errors(untrained_lm.codec, ids) == 0
+        assert untrained_lm.codec.decode(ids).note_num() >= 0
+    assert sum(untrained_lm.codec.decode(ids).note_num() > 0 for ids in samples) >= 15
+
+
+def test_generation_past_the_context_slides_the_window(untrained_lm):
+    # Context 128, 300 new tokens: the window slides at least twice.
+    [ids] = untrained_lm.generate_ids(settings=SamplingSettings(max_new_tokens=300), seed=1)
+    assert token_errors(untrained_lm.codec, ids) == 0
+
+
+def test_same_seed_same_samples(untrained_lm):
+    first = untrained_lm.generate_ids(num_samples=2, settings=SamplingSettings(max_new_tokens=40), seed=5)
+    again = untrained_lm.generate_ids(num_samples=2, settings=SamplingSettings(max_new_tokens=40), seed=5)
+    assert first == again
+
+
+def test_continuation_starts_with_the_prompt_unchanged(untrained_lm, bach_midi_files):
+    from symusic import Score
+
+    codec = untrained_lm.codec
+    prompt = Score(str(bach_midi_files[3]))
+    [ids] = untrained_lm.generate_ids(prompt=prompt, settings=SamplingSettings(max_new_tokens=60), seed=2)
+    expected = note_keys(codec.music_tokenizer.preprocess_score(prompt.copy()))
+    output = note_keys(codec.decode(ids))
+    assert not (expected - output)  # every prompt note is there, after quantisation
+    prompt_ids = untrained_lm.prompt_ids(prompt)
+    assert ids[:len(prompt_ids)] == prompt_ids
+
+
+def test_caption_prompt_and_instrument_restriction(untrained_lm):
+    samples = untrained_lm.generate_ids(num_samples=3, text="Composer: J.S. Bach", programs=[40],
+                                        settings=SamplingSettings(max_new_tokens=120), seed=0)
+    for ids in samples:
+        score = untrained_lm.codec.decode(ids)
+        assert {track.program for track in score.tracks if track.note_num()} <= {40}
+        assert untrained_lm.codec.lm_tokenizer.decode(ids[:ids.index(untrained_lm.codec.music_start_id)]).startswith("Composer")
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(temperature=-1.0), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_k=-2), "top_k"),
+    (dict(max_new_tokens=0), "max_new_tokens"), (dict(min_p=1.5), "min_p"),
+])
+def test_bad_sampling_settings_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingSettings(**settings)
+
+
+def test_missing_prompt_file_is_reported(untrained_lm, tmp_path):
+    with pytest.raises(FileNotFoundError, match="prompt file not found"):
+        untrained_lm.generate_ids(prompt=tmp_path / "nope.mid")
+
+
+def test_folder_that_is_not_a_bundle_is_reported(tmp_path):
+    from midillm.decoding.generate import BundleError
+
+    with pytest.raises(BundleError, match="not a midillm bundle"):
+        MidiLM.from_pretrained(tmp_path)
