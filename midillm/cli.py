@@ -46,6 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "and write OUT/codec, OUT/dataset (train/validation/test) and OUT/prepare.json. "
                     "Re-running with the same files and settings reuses the result.")
     add_dataclass_arguments(prepare, PrepareConfig, positional=("source",))
+
+    generate = commands.add_parser(
+        "generate", help="Sample music from a fine-tuned bundle and export it.",
+        description="Sample N pieces from MODEL (a bundle folder or a Hub id), under the tokenization "
+                    "grammar so every sample decodes, and write them to OUT in the chosen formats.")
+    generate.add_argument("model", metavar="MODEL", help="A bundle folder written by `midillm train`, or a Hub id.")
+    generate.add_argument("--out", required=True, help="Folder for the samples (sample-000.mid, ...).")
+    generate.add_argument("-n", "--num-samples", type=int, default=4, help="How many pieces (default: 4).")
+    generate.add_argument("--prompt", help="A MIDI file to continue; the output begins with it.")
+    generate.add_argument("--text", help='A caption to start from, e.g. "Composer: J.S. Bach".')
+    generate.add_argument("--max-new-tokens", type=int, default=512, help="Length limit in LM tokens (default: 512).")
+    generate.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature, > 0 (default: 1.0).")
+    generate.add_argument("--top-p", type=float, default=0.95, help="Nucleus sampling mass in (0, 1] (default: 0.95).")
+    generate.add_argument("--top-k", type=int, default=0, help="Keep the K most likely tokens; 0 = off (default: 0).")
+    generate.add_argument("--min-p", type=float, default=0.0, help="Drop tokens below this share of the top one (default: 0).")
+    generate.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default: 1.0).")
+    generate.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    generate.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
     return parser
 
 
@@ -69,21 +87,53 @@ def run_prepare(arguments: argparse.Namespace) -> None:
     print_prepare_report(report, config.out)
 
 
+def run_generate(arguments: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from midillm.decoding.export import export_score, parse_formats
+    from midillm.decoding.generate import MidiLM, SamplingSettings
+
+    # Everything the user typed is checked before the (slow) model load.
+    formats = parse_formats(arguments.formats)
+    settings = SamplingSettings(arguments.max_new_tokens, arguments.temperature, arguments.top_k,
+                                arguments.top_p, arguments.min_p, arguments.repetition_penalty)
+    if arguments.num_samples < 1:
+        raise ValueError(f"-n must be at least 1, not {arguments.num_samples}")
+    if arguments.prompt and not Path(arguments.prompt).is_file():
+        raise FileNotFoundError(f"prompt file not found: {arguments.prompt}")
+    model = MidiLM.from_pretrained(arguments.model)
+    samples = model.generate_ids(arguments.num_samples, arguments.prompt, arguments.text, settings,
+                                 arguments.seed, progress=True)
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for index, ids in enumerate(samples):
+        score = model.codec.decode(ids)
+        written = export_score(score, out / f"sample-{index:03d}", formats)
+        print(f"{out / f'sample-{index:03d}'}: {score.note_num()} notes -> "
+              + ", ".join(path.name for path in written.values()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     warnings.filterwarnings("ignore", module="miditok")
     from midillm.tokenization.base_model import BaseModelError
     from midillm.tokenization.codec import CodecVersionError
+    from midillm.decoding.export import ExportError
+    from midillm.decoding.generate import BundleError
     from midillm.tokenization.sources import SourceError
+
+    user_errors = (SourceError, BaseModelError, CodecVersionError, ExportError, BundleError, ValueError, OSError)
 
     try:
         if arguments.command == "prepare":
             run_prepare(arguments)
+        elif arguments.command == "generate":
+            run_generate(arguments)
     except KeyboardInterrupt:
         print("midillm: interrupted", file=sys.stderr)
         return 130
-    except (SourceError, BaseModelError, CodecVersionError, ValueError, OSError) as error:
+    except user_errors as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"midillm: error: {message}", file=sys.stderr)
         return 1

@@ -96,3 +96,17 @@ def test_folder_that_is_not_a_bundle_is_reported(tmp_path):
 
     with pytest.raises(BundleError, match="not a midillm bundle"):
         MidiLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--temperature", "-1"], "temperature must be above 0"),
+    (["--formats", "mid,mp3"], "unknown export format 'mp3'"),
+    (["--prompt", "missing.mid"], "prompt file not found"),
+    ([], "not a midillm bundle"),
+])
+def test_generate_command_rejects_bad_arguments_in_one_line(tmp_path, capsys, arguments, message):
+    from midillm.cli import main
+
+    assert main(["generate", str(tmp_path), "--out", str(tmp_path / "out"), *arguments]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("midillm: error:") and message in error and "\n" not in error

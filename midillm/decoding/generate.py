@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from symusic import Score
+from tqdm.auto import tqdm
 from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
                           TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
@@ -148,7 +149,7 @@ class MidiLM:
     @torch.inference_mode()
     def generate_ids(self, num_samples: int = 1, prompt=None, text: str | None = None,
                      settings: SamplingSettings | None = None, seed: int | None = 0,
-                     programs: list[int] | None = None) -> list[list[int]]:
+                     programs: list[int] | None = None, progress: bool = False) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each."""
         settings = settings or SamplingSettings()
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -164,7 +165,9 @@ class MidiLM:
         finished = torch.zeros(num_samples, dtype=torch.bool)
         window_start = 0
         hidden, cache = self._decoder_step(sequences, None)
+        bar = tqdm(total=settings.max_new_tokens, desc=f"Sampling {num_samples}", unit="token", disable=not progress)
         for _ in range(settings.max_new_tokens):
+            bar.update()
             logits = (hidden.to(head.dtype) @ head.T).float()
             logits = grammar_processor(sequences, logits)
             if program_mask is not None:
@@ -182,6 +185,7 @@ class MidiLM:
                 window_start, hidden, cache = self._slide_window(sequences, prompt_ids)
             else:
                 hidden, cache = self._decoder_step(next_ids[:, None], cache)
+        bar.close()
         return [self._trim(row.tolist()) for row in sequences]
 
     def _slide_window(self, sequences: torch.Tensor, prompt_ids: list[int]):
