@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "Re-running with the same files and settings reuses the result.")
     add_dataclass_arguments(prepare, PrepareConfig, positional=("source",))
 
+    # Listed for --help only: main() hands `train` straight to the training entry point, so
+    # `midillm train` and `accelerate launch -m midillm.finetune.train` parse exactly alike.
+    commands.add_parser(
+        "train", add_help=False, help="Fine-tune a base LM on a prepared dataset (midillm train --config FILE.yaml [key=value ...]).",
+        description="Same as: accelerate launch -m midillm.finetune.train --config FILE.yaml [key=value ...]")
+
     generate = commands.add_parser(
         "generate", help="Sample music from a fine-tuned bundle and export it.",
         description="Sample N pieces from MODEL (a bundle folder or a Hub id), under the tokenization "
@@ -114,6 +120,12 @@ def run_generate(arguments: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        # argparse cannot hand a leading option (like --help) to a sub-command's remainder.
+        from midillm.finetune.train import main as train_main
+
+        return train_main(argv[1:])
     parser = build_parser()
     arguments = parser.parse_args(argv)
     warnings.filterwarnings("ignore", module="miditok")
