@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--min-p", type=float, default=0.0, help="Drop tokens below this share of the top one (default: 0).")
     generate.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default: 1.0).")
     generate.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    generate.add_argument("--time-signature", help='Force the opening metre, e.g. "3/4" (without --prompt).')
+    generate.add_argument("--tempo", type=float, help="Force the opening tempo in BPM (without --prompt).")
+    generate.add_argument("--programs", help="Only these General MIDI programs may play, e.g. 0,40 (-1 = drums).")
     generate.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
     return parser
 
@@ -103,13 +106,20 @@ def run_generate(arguments: argparse.Namespace) -> None:
     formats = parse_formats(arguments.formats)
     settings = SamplingSettings(arguments.max_new_tokens, arguments.temperature, arguments.top_k,
                                 arguments.top_p, arguments.min_p, arguments.repetition_penalty)
+    try:
+        programs = [int(value) for value in arguments.programs.split(",")] if arguments.programs else None
+    except ValueError:
+        raise ValueError(f"--programs takes comma-separated numbers from -1 to 127, not {arguments.programs!r}") from None
+    if programs and not all(-1 <= program <= 127 for program in programs):
+        raise ValueError(f"--programs takes numbers from -1 (drums) to 127, not {arguments.programs!r}")
     if arguments.num_samples < 1:
         raise ValueError(f"-n must be at least 1, not {arguments.num_samples}")
     if arguments.prompt and not Path(arguments.prompt).is_file():
         raise FileNotFoundError(f"prompt file not found: {arguments.prompt}")
     model = MidiLM.from_pretrained(arguments.model)
     samples = model.generate_ids(arguments.num_samples, arguments.prompt, arguments.text, settings,
-                                 arguments.seed, progress=True)
+                                 arguments.seed, programs=programs, progress=True,
+                                 time_signature=arguments.time_signature, tempo=arguments.tempo)
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     for index, ids in enumerate(samples):

@@ -110,3 +110,15 @@ def test_generate_command_rejects_bad_arguments_in_one_line(tmp_path, capsys, ar
     assert main(["generate", str(tmp_path), "--out", str(tmp_path / "out"), *arguments]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("midillm: error:") and message in error and "\n" not in error
+
+
+def test_forced_time_signature_and_tempo_open_the_piece(untrained_lm):
+    samples = untrained_lm.generate(num_samples=2, time_signature="3/4", tempo=90, max_new_tokens=80, seed=4)
+    for score in samples:
+        assert (score.time_signatures[0].numerator, score.time_signatures[0].denominator) == (3, 4)
+        assert abs(score.tempos[0].qpm - 90) < 8
+
+
+def test_unknown_time_signature_is_refused(untrained_lm):
+    with pytest.raises(ValueError, match="not in the codec's vocabulary"):
+        untrained_lm.generate(time_signature="13/7", max_new_tokens=4)

@@ -120,8 +120,12 @@ class MidiLM:
 
     # ------------------------------------------------------------------------- prompts
 
-    def prompt_ids(self, prompt: Score | str | Path | bytes | None = None, text: str | None = None) -> list[int]:
-        """Caption text and/or the music of a MIDI prompt, ending where the model continues."""
+    def prompt_ids(self, prompt: Score | str | Path | bytes | None = None, text: str | None = None,
+                   time_signature: str | None = None, tempo: float | None = None) -> list[int]:
+        """Caption text and/or the music of a MIDI prompt, ending where the model continues.
+
+        Without a MIDI prompt, `time_signature` ("3/4") and `tempo` (BPM) force how the piece opens.
+        """
         ids: list[int] = []
         if text:
             ids += self.codec.lm_tokenizer(text.strip() + "\n", add_special_tokens=False).input_ids
@@ -134,6 +138,8 @@ class MidiLM:
                     raise FileNotFoundError(f"prompt file not found: {prompt}")
                 prompt = Score(str(prompt))
             ids += [lm_id for bar in self.codec.encode_bars(prompt) for lm_id in bar]
+        elif time_signature or tempo:
+            ids += self.codec.lm_ids_of_base_tokens(self.codec.opening_tokens(time_signature, tempo))
         return ids
 
     # ------------------------------------------------------------------------- sampling
@@ -149,11 +155,12 @@ class MidiLM:
     @torch.inference_mode()
     def generate_ids(self, num_samples: int = 1, prompt=None, text: str | None = None,
                      settings: SamplingSettings | None = None, seed: int | None = 0,
-                     programs: list[int] | None = None, progress: bool = False) -> list[list[int]]:
+                     programs: list[int] | None = None, progress: bool = False,
+                     time_signature: str | None = None, tempo: float | None = None) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each."""
         settings = settings or SamplingSettings()
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        prompt_ids = self.prompt_ids(prompt, text)
+        prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
         grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True)
         program_mask = self._program_mask(programs)
         warpers = settings.warpers()
@@ -225,10 +232,14 @@ class MidiLM:
     def generate(self, num_samples: int = 1, prompt=None, text: str | None = None, max_new_tokens: int = 512,
                  seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  min_p: float = 0.0, repetition_penalty: float = 1.0,
-                 programs: list[int] | None = None) -> list[Score]:
-        """Sample scores. `prompt` (a MIDI path, bytes or Score) is continued; `text` is a caption."""
+                 programs: list[int] | None = None, time_signature: str | None = None,
+                 tempo: float | None = None) -> list[Score]:
+        """Sample scores. `prompt` (a MIDI path, bytes or Score) is continued; `text` is a caption;
+        `programs` (-1 = drums), `time_signature` and `tempo` force those controls."""
         settings = SamplingSettings(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty)
-        return [self.codec.decode(ids) for ids in self.generate_ids(num_samples, prompt, text, settings, seed, programs)]
+        samples = self.generate_ids(num_samples, prompt, text, settings, seed, programs,
+                                    time_signature=time_signature, tempo=tempo)
+        return [self.codec.decode(ids) for ids in samples]
 
 
 def _download_bundle(repo_id: str) -> str:

@@ -207,6 +207,37 @@ class MusicCodec:
     def music_id_of_lm_id(self, lm_id: int) -> int | None:
         return self._lm_to_music.get(lm_id) if self.render == "tokens" else None
 
+    def lm_ids_of_base_tokens(self, tokens: list[str]) -> list[int]:
+        """LM ids for a sequence of base music tokens, one id each (no BPE merging)."""
+        single = {parts[0]: music_id for music_id, parts in enumerate(self.music_token_parts) if len(parts) == 1}
+        unknown = [token for token in tokens if token not in single]
+        if unknown:
+            raise ValueError(f"the codec has no token {unknown[0]!r}")
+        if self.render == "text":
+            return self.lm_tokenizer(" " + " ".join(tokens), add_special_tokens=False).input_ids
+        return [self._music_to_lm[single[token]] for token in tokens]
+
+    def opening_tokens(self, time_signature: str | None = None, tempo: float | None = None) -> list[str]:
+        """Base tokens that open a piece in this metre and tempo (REMI-style tokenizations)."""
+        vocab = self.music_tokenizer.vocab
+        if "Bar_None" not in vocab or "Position_0" not in vocab:
+            raise ValueError(f"forcing a time signature or tempo needs a tokenization with bars and "
+                             f"positions (REMI, MMM), not {type(self.music_tokenizer).__name__}")
+        tokens = ["Bar_None"]
+        if time_signature:
+            if f"TimeSig_{time_signature}" not in vocab:
+                raise ValueError(f"time signature {time_signature} is not in the codec's vocabulary")
+            tokens.append(f"TimeSig_{time_signature}")
+        tokens.append("Position_0")
+        if tempo:
+            tempos = [float(token.split("_")[1]) for token in vocab if token.startswith("Tempo_")]
+            if not tempos:
+                raise ValueError("this codec has no tempo tokens")
+            nearest = min(tempos, key=lambda value: abs(value - tempo))
+            tokens.append(next(token for token in vocab if token.startswith("Tempo_")
+                               and float(token.split("_")[1]) == nearest))
+        return tokens
+
     def new_token_descriptions(self) -> dict[int, str]:
         """LM id -> plain-text description, for every token the codec added to the LM."""
         descriptions = {self.music_start_id: "start of the music score",
