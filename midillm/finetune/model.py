@@ -1,0 +1,301 @@
+"""The model that is fine-tuned: base LM + new, described token rows + LoRA + a music-only head.
+
+`load_base_model` resolves the base (Hub id, folder, GGUF, the offline default) and caches a
+dequantized GGUF as safetensors so later runs start fast. `add_music_tokens` grows the
+embeddings by the codec's tokens, each new row starting from the mean embedding of its text
+description. `build_model` wraps the result with PEFT (LoRA + `trainable_token_indices`) and
+returns a `MusicLM`, whose forward gives the summed NLL of the label tokens and their count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from midillm.tokenization import BaseModelError, MusicCodec, locate_base_model
+
+IGNORE_INDEX = -100
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def cpu_supports_bf16() -> bool:
+    """AMX or AVX512-BF16 make bf16 matmuls several times faster than fp32 on a CPU."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_mixed_precision(setting: str = "auto", device: str | torch.device | None = None) -> str:
+    """`auto` -> "bf16" or "fp32" for the device the run will use."""
+    if setting != "auto":
+        return setting
+    device = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    return "fp32"
+
+
+# ----------------------------------------------------------------------------- the base model
+
+
+def base_model_cache_root() -> Path:
+    try:
+        from midillm.tokenization.sources import cache_dir
+    except ImportError:  # pragma: no cover - sources is part of tokenization
+        return Path(os.environ.get("MIDILLM_CACHE") or Path.home() / ".cache" / "midillm")
+    return cache_dir()
+
+
+def _gguf_cache_folder(gguf_path: Path) -> Path:
+    import transformers
+
+    stat = gguf_path.stat()
+    key = f"{gguf_path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}|{transformers.__version__}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return base_model_cache_root() / "base-models" / f"{gguf_path.stem}-{digest}"
+
+
+def load_base_model(base_model: str, dtype: torch.dtype = torch.float32, log=None):
+    """The base causal LM. A GGUF file is dequantized once, then read from the cache."""
+    from transformers import AutoModelForCausalLM
+
+    location = locate_base_model(base_model)
+    kwargs = {"dtype": dtype}
+    try:
+        if location.gguf_file:
+            cached = _gguf_cache_folder(Path(location.name_or_path) / location.gguf_file)
+            if (cached / "config.json").is_file():
+                return AutoModelForCausalLM.from_pretrained(cached, **kwargs)
+            if log:
+                log(f"Dequantizing {location.gguf_file} once; cached in {cached}")
+            model = AutoModelForCausalLM.from_pretrained(
+                location.name_or_path, gguf_file=location.gguf_file, dtype=torch.float32)
+            partial = cached.with_name(cached.name + f".partial-{os.getpid()}")
+            try:
+                _save_plain(model, partial)
+                if not cached.exists():
+                    partial.rename(cached)  # atomic: other processes never see half a cache
+            except OSError:
+                pass  # a read-only cache only costs the next run the dequantization again
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+            return model.to(dtype)
+        return AutoModelForCausalLM.from_pretrained(location.name_or_path, **kwargs)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BaseModelError(f"cannot load the base model {base_model!r}: {first_line}") from error
+
+
+def _save_plain(model, folder: Path) -> None:
+    """config.json + model.safetensors of a GGUF-loaded model (its save_pretrained refuses)."""
+    from safetensors.torch import save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    config["dtype"] = "float32"
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})  # drops tied copies
+
+
+def weights_are_tied(model) -> bool:
+    output = model.get_output_embeddings()
+    return output is not None and output.weight is model.get_input_embeddings().weight
+
+
+@torch.no_grad()
+def add_music_tokens(model, codec: MusicCodec) -> list[int]:
+    """Grow the embeddings to the codec's LM vocabulary; returns the ids of the new rows.
+
+    Each new row (input and, if untied, output) starts as the mean of the base rows of its
+    description's LM tokens, so `<Pitch_60>` begins near "note C4": training starts from a
+    meaningful point instead of noise, and the untrained logits of new tokens are in range.
+    """
+    tokenizer = codec.lm_tokenizer
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    descriptions = codec.new_token_descriptions()
+    new_ids = sorted(set(descriptions) | set(range(old_rows, len(tokenizer))))
+    if len(tokenizer) > old_rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    tied = weights_are_tied(model)
+    matrices = [model.get_input_embeddings().weight]
+    if not tied and model.get_output_embeddings() is not None:
+        matrices.append(model.get_output_embeddings().weight)
+    texts = [descriptions.get(lm_id, "") for lm_id in new_ids]
+    encoded = tokenizer(texts, add_special_tokens=False).input_ids
+    for matrix in matrices:
+        fallback = matrix[:old_rows].float().mean(dim=0)
+        for lm_id, ids in zip(new_ids, encoded):
+            ids = [token for token in ids if token < old_rows]
+            row = matrix[ids].float().mean(dim=0) if ids else fallback
+            matrix[lm_id] = row.to(matrix.dtype)
+    return new_ids
+
+
+# ----------------------------------------------------------------------------- PEFT + head
+
+
+def _module_name(model, module) -> str:
+    return next(name for name, candidate in model.named_modules() if candidate is module)
+
+
+def lora_config(config, model, token_ids: list[int]):
+    """LoRA on the config's modules; the new token rows trained through `trainable_token_indices`.
+
+    PEFT ties a tied output head to the input embedding's token adapter by itself, so a tied
+    model lists only the embedding; an untied one lists both matrices.
+    """
+    from peft import LoraConfig
+
+    if weights_are_tied(model) or model.get_output_embeddings() is None:
+        trainable = list(token_ids)
+    else:
+        trainable = {
+            _module_name(model, model.get_input_embeddings()).split(".")[-1]: list(token_ids),
+            _module_name(model, model.get_output_embeddings()).split(".")[-1]: list(token_ids),
+        }
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        use_dora=config.use_dora,
+        trainable_token_indices=trainable,
+    )
+
+
+class MusicLM(nn.Module):
+    """A PEFT causal LM whose loss is computed over the music rows of the head only.
+
+    Training labels are music tokens (and `</music>`), so the logits of the other ~50k rows are
+    never needed: the head is `hidden @ W[music_rows].T`, with W the *effective* output matrix
+    (base rows with the trained token rows swapped in). `music_only_head=False` uses the full
+    head instead (same loss on music labels; needed when labels are ordinary text).
+
+    `forward` returns per-row `(nll_sum, label_tokens)`: the caller normalises by the token count
+    of the whole (accumulated, all-process) batch, which a per-batch mean cannot do.
+    """
+
+    def __init__(self, peft_model, music_lm_ids: list[int], vocab_size: int, music_only_head: bool = True):
+        super().__init__()
+        self.peft_model = peft_model
+        self.music_only_head = music_only_head
+        rows = torch.tensor(sorted(set(music_lm_ids)), dtype=torch.long)
+        self.register_buffer("music_rows", rows, persistent=False)
+        row_of = torch.full((vocab_size,), -1, dtype=torch.long)
+        row_of[rows] = torch.arange(len(rows))
+        self.register_buffer("row_of", row_of, persistent=False)
+        self._delta_slots = None  # (positions in music_rows, positions in the token adapter)
+
+    @property
+    def causal_lm(self):
+        return self.peft_model.get_base_model()
+
+    def decoder_hidden_states(self, input_ids, attention_mask=None):
+        lm = self.causal_lm
+        decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else lm.base_model
+        return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+    def music_head_weight(self) -> torch.Tensor:
+        """W[music_rows] of the effective output matrix, differentiable w.r.t. the token rows."""
+        from peft.utils.other import TrainableTokensWrapper
+
+        head = self.causal_lm.get_output_embeddings()
+        if not isinstance(head, TrainableTokensWrapper):
+            return head.weight[self.music_rows]
+        layer = head.token_adapter
+        weight = layer.base_layer.weight[self.music_rows]
+        active = layer.active_adapters
+        if layer.disable_adapters or layer.merged or not active:
+            return weight
+        adapter = active[0]
+        if self._delta_slots is None:
+            position_in_adapter = {lm_id: k for k, lm_id in enumerate(layer.token_indices[adapter])}
+            pairs = [(j, position_in_adapter[lm_id]) for j, lm_id in enumerate(self.music_rows.tolist())
+                     if lm_id in position_in_adapter]
+            device = self.music_rows.device
+            self._delta_slots = (torch.tensor([j for j, _ in pairs], dtype=torch.long, device=device),
+                                 torch.tensor([k for _, k in pairs], dtype=torch.long, device=device))
+        rows_here, rows_in_delta = self._delta_slots
+        delta = layer.trainable_tokens_delta[adapter]
+        return weight.index_copy(0, rows_here, delta[rows_in_delta].to(weight.dtype))
+
+    def _apply(self, fn, *args, **kwargs):
+        self._delta_slots = None  # rebuilt on the new device
+        return super()._apply(fn, *args, **kwargs)
+
+    def forward(self, input_ids, labels, attention_mask=None):
+        """Per row: summed NLL (nats) of its label tokens, and how many there are."""
+        hidden = self.decoder_hidden_states(input_ids, attention_mask)
+        # Labels are not shifted in the dataset: position t predicts label t+1.
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        row_index = keep.nonzero()[:, 0]
+        # Only positions with a label reach the head: captions and padding cost no logits.
+        hidden = hidden[:, :-1][keep]
+        targets = targets[keep]
+        if self.music_only_head:
+            logits = hidden @ self.music_head_weight().to(hidden.dtype).T
+            bias = getattr(self.causal_lm.get_output_embeddings(), "bias", None)
+            if bias is not None:
+                logits = logits + bias[self.music_rows].to(logits.dtype)
+            targets = self.row_of[targets]
+        else:
+            logits = self.causal_lm.get_output_embeddings()(hidden)
+        nll = F.cross_entropy(logits.float(), targets, reduction="none")
+        row_nll = torch.zeros(labels.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, row_index, nll)
+        return row_nll, keep.sum(dim=1)
+
+
+def build_model(config, codec: MusicCodec, dtype: torch.dtype = torch.float32, log=None) -> MusicLM:
+    """Base model + described new rows + LoRA, wrapped for the music-only loss."""
+    from peft import get_peft_model
+
+    model = load_base_model(config.base_model, dtype=dtype, log=log)
+    token_ids = add_music_tokens(model, codec)
+    model.config.use_cache = False
+    peft_model = get_peft_model(model, lora_config(config, model, token_ids))
+    # Adapter weights stay fp32 (PEFT upcasts LoRA itself); the token rows are copies of bf16
+    # rows when the base is bf16, and AdamW on bf16 parameters loses small updates.
+    for name, parameter in peft_model.named_parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+    # Adapters record where the base came from; the offline default's GGUF cache path is
+    # meaningless elsewhere, so keep the user's own string.
+    for adapter_config in peft_model.peft_config.values():
+        adapter_config.base_model_name_or_path = config.base_model
+    music_only = config.music_only_head and codec.render == "tokens"
+    return MusicLM(peft_model, codec.music_lm_ids, len(codec.lm_tokenizer), music_only_head=music_only)
+
+
+def trainable_parameter_groups(music_lm: MusicLM, config) -> list[dict]:
+    """AdamW groups: LoRA weights (with weight decay) and the new token rows (own rate, no decay)."""
+    lora, tokens = [], []
+    for name, parameter in music_lm.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (tokens if "trainable_tokens_delta" in name else lora).append(parameter)
+    groups = [{"params": lora, "weight_decay": config.weight_decay, "lr": config.learning_rate}]
+    if tokens:
+        groups.append({"params": tokens, "weight_decay": 0.0,
+                       "lr": config.new_token_learning_rate or config.learning_rate})
+    return groups

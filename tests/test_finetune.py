@@ -1,0 +1,265 @@
+"""Fine-tuning on tiny Llama models built from a config (no download): tied and untied heads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_band_score
+
+from midillm.finetune import ConfigError, TrainConfig, build_model, load_config
+from midillm.finetune.model import add_music_tokens, load_base_model, trainable_parameter_groups
+from midillm.finetune.train import SUMMARY_FILE, TRAINER_STATE, Collate, load_prepared, main, train
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, tiny_lm_tokenizer_path) -> dict[str, Path]:
+    """Two 2-layer Llamas sharing the tiny tokenizer: one with tied, one with untied embeddings."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path)
+    folders = {}
+    for name, tied in (("tied", True), ("untied", False)):
+        torch.manual_seed(0)
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                             max_position_embeddings=256, tie_word_embeddings=tied)
+        folder = tmp_path_factory.mktemp(f"tiny-llama-{name}")
+        LlamaForCausalLM(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders[name] = folder
+    return folders
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, tiny_models) -> Path:
+    """A `midillm prepare` output on ten small band scores, rows of 128 tokens."""
+    from midillm.tokenization.dataset import PrepareConfig, prepare
+
+    midi = tmp_path_factory.mktemp("band-midi")
+    for seed in range(10):
+        make_band_score(seed, bars=6).dump_midi(midi / f"band{seed}.mid")
+    out = tmp_path_factory.mktemp("tiny-data")
+    prepare(PrepareConfig(source=str(midi), out=str(out), base_model=str(tiny_models["tied"]),
+                          vocab_size=600, seq_len=128, num_workers=1), log=lambda *_: None)
+    return out
+
+
+def tiny_config(data_dir: Path, output_dir: Path, base_model: Path, **overrides) -> TrainConfig:
+    settings = dict(data_dir=str(data_dir), output_dir=str(output_dir), base_model=str(base_model),
+                    max_steps=6, batch_size=4, learning_rate=3e-3, warmup_steps=0, lr_scheduler="constant",
+                    lora_r=4, lora_alpha=8, lora_dropout=0.0, mixed_precision="fp32", eval_every=0,
+                    save_every=0, logging_every=1, report_to="none")
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def first_batches(data_dir: Path, count: int, batch_size: int = 4):
+    _, dataset, _ = load_prepared(data_dir)
+    rows = dataset["train"].with_format("numpy", columns=["input_ids", "labels"])
+    collate = Collate(128)
+    return [collate([rows[i] for i in range(start, start + batch_size)])
+            for start in range(0, count * batch_size, batch_size)]
+
+
+@pytest.mark.parametrize("tying", ["tied", "untied"])
+def test_training_steps_change_only_the_adapter(tiny_models, tiny_data, tmp_path, tying):
+    codec, _, _ = load_prepared(tiny_data)
+    config = tiny_config(tiny_data, tmp_path, tiny_models[tying])
+    torch.manual_seed(0)
+    model = build_model(config, codec)
+    lm = model.causal_lm
+    assert (lm.get_output_embeddings().token_adapter.tied_adapter is not None) == (tying == "tied")
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    embedding = lm.get_input_embeddings().token_adapter.base_layer.weight
+    embedding_before = embedding.detach().clone()
+    optimizer = torch.optim.AdamW(trainable_parameter_groups(model, config))
+    batch = first_batches(tiny_data, 1)[0]
+    losses = []
+    for _ in range(8):
+        row_nll, tokens = model(batch["input_ids"], batch["labels"])
+        loss = row_nll.sum() / tokens.sum()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5, losses
+
+    changed = {name for name, parameter in model.named_parameters()
+               if not torch.equal(parameter.detach(), before[name])}
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert changed == trainable  # every trained parameter moved, nothing frozen did
+    assert any("lora_B" in name for name in changed)
+    assert any("trainable_tokens_delta" in name for name in changed)
+    assert torch.equal(embedding, embedding_before)  # the base rows, old and new, stay as they were
+
+    # The effective embedding changes exactly on the new rows.
+    new_ids = sorted(codec.new_token_descriptions())
+    old_rows = [i for i in range(embedding.shape[0]) if i not in set(new_ids)]
+    effective = lm.get_input_embeddings().weight
+    assert torch.equal(effective[old_rows], embedding_before[old_rows])
+    assert not torch.allclose(effective[new_ids], embedding_before[new_ids])
+    if tying == "untied":
+        head = lm.get_output_embeddings()
+        assert head.token_adapter.trainable_tokens_delta["default"].requires_grad
+        assert torch.equal(head.weight[old_rows], head.token_adapter.base_layer.weight[old_rows])
+
+
+def test_new_rows_start_from_their_descriptions(tiny_models, tiny_data):
+    codec, _, _ = load_prepared(tiny_data)
+    model = load_base_model(str(tiny_models["untied"]))
+    base_input = model.get_input_embeddings().weight.detach().clone()
+    base_output = model.get_output_embeddings().weight.detach().clone()
+    new_ids = add_music_tokens(model, codec)
+    assert model.get_input_embeddings().weight.shape[0] == len(codec.lm_tokenizer)
+    description = codec.new_token_descriptions()[new_ids[3]]
+    ids = codec.lm_tokenizer(description, add_special_tokens=False).input_ids
+    assert torch.allclose(model.get_input_embeddings().weight[new_ids[3]], base_input[ids].mean(0), atol=1e-6)
+    assert torch.allclose(model.get_output_embeddings().weight[new_ids[3]], base_output[ids].mean(0), atol=1e-6)
+
+
+@pytest.mark.parametrize("tying", ["tied", "untied"])
+def test_music_only_head_matches_full_head(tiny_models, tiny_data, tmp_path, tying):
+    codec, _, _ = load_prepared(tiny_data)
+    config = tiny_config(tiny_data, tmp_path, tiny_models[tying])
+    model = build_model(config, codec)
+    with torch.no_grad():  # move the token rows away from their copies in the base matrix
+        for name, parameter in model.named_parameters():
+            if "trainable_tokens_delta" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.5)
+    model.eval()
+    batch = first_batches(tiny_data, 1)[0]
+    with torch.no_grad():
+        model.music_only_head = True
+        music_nll, music_tokens = model(batch["input_ids"], batch["labels"])
+        model.music_only_head = False
+        full_nll, full_tokens = model(batch["input_ids"], batch["labels"])
+        reference = model.peft_model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+    assert torch.equal(music_tokens, full_tokens)
+    assert music_nll.shape == (4,)
+    full_loss = (full_nll.sum() / full_tokens.sum()).item()
+    assert full_loss == pytest.approx(reference.item(), rel=1e-4)  # the full head is the usual LM loss
+
+    # The music-only head is the full head with the non-music logits masked out (which is what
+    # the sampler does): same numbers from the full output matrix, restricted afterwards.
+    with torch.no_grad():
+        hidden = model.decoder_hidden_states(batch["input_ids"])[:, :-1]
+        logits = model.causal_lm.get_output_embeddings()(hidden)
+        rows = model.music_rows
+        assert sorted(rows.tolist()) == sorted(codec.music_lm_ids)
+        targets = batch["labels"][:, 1:]
+        keep = targets != -100
+        masked = torch.log_softmax(logits[keep][:, rows], dim=-1)
+        expected = -masked.gather(1, model.row_of[targets[keep]][:, None]).sum()
+    music_loss = (music_nll.sum() / music_tokens.sum()).item()
+    assert music_nll.sum().item() == pytest.approx(expected.item(), rel=1e-5)
+    assert music_loss < full_loss  # renormalised over fewer rows
+
+
+def test_train_writes_the_bundle(tiny_models, tiny_data, tmp_path):
+    output = train(tiny_config(tiny_data, tmp_path / "run", tiny_models["tied"], max_steps=4,
+                               save_every=2, eval_every=2, report_to="tensorboard"))
+    for name in ("README.md", "adapter_config.json", "adapter_model.safetensors", "generation_config.json",
+                 "midillm_codec.json", "music_tokenizer.json", "tokenizer.json", SUMMARY_FILE):
+        assert (output / name).is_file(), name
+    summary = json.loads((output / SUMMARY_FILE).read_text())
+    assert summary["steps"] == 4 and summary["tokens_seen"] == 4 * 4 * 128
+    assert summary["validation"]["bits_per_note"] > 0 and summary["notes_seen"] > 0
+    generation = json.loads((output / "generation_config.json").read_text())
+    codec, _, _ = load_prepared(tiny_data)
+    assert generation["eos_token_id"] == codec.music_end_id and generation["do_sample"]
+    card = (output / "README.md").read_text()
+    assert "library_name: midillm" in card and "symbolic-music" in card
+    assert list((output / "logs").rglob("events.out.tfevents*"))
+    assert (output / "checkpoints" / "step-0000002" / TRAINER_STATE).is_file()
+
+
+class Preempted(Exception):
+    pass
+
+
+def test_resume_continues_with_the_same_batches(tiny_models, tiny_data, tmp_path, monkeypatch):
+    seen: list[list[int]] = []
+    stop_at = [None]
+    original = Collate.__call__
+
+    def recording(self, rows):
+        if len(seen) == stop_at[0]:
+            raise Preempted  # the machine goes away mid-run
+        batch = original(self, rows)
+        seen.append(batch["input_ids"][:, :8].sum(dim=1).tolist())
+        return batch
+
+    monkeypatch.setattr(Collate, "__call__", recording)
+    # 14 micro-batches make an epoch at this size; resuming at micro-batch 10 crosses into the next.
+    common = dict(max_steps=10, batch_size=8, seq_len=64, gradient_accumulation_steps=2,
+                  lr_scheduler="cosine", warmup_steps=2)
+    straight = train(tiny_config(tiny_data, tmp_path / "straight", tiny_models["untied"], **common))
+    straight_batches = seen[:20]
+    seen.clear()
+    # Checkpoint at step 5 (micro-batches 0-9); the loader collates one batch ahead, so the
+    # run dies while fetching the second batch of step 6, after the checkpoint was written.
+    stop_at[0] = 12
+    with pytest.raises(Preempted):
+        train(tiny_config(tiny_data, tmp_path / "split", tiny_models["untied"], save_every=5, **common))
+    first_batches_seen = seen[:10]
+    seen.clear()
+    stop_at[0] = None
+    resumed = train(tiny_config(tiny_data, tmp_path / "split", tiny_models["untied"], resume="latest", **common))
+    assert first_batches_seen + seen[:10] == straight_batches
+    a = json.loads((straight / SUMMARY_FILE).read_text())
+    b = json.loads((resumed / SUMMARY_FILE).read_text())
+    assert b["steps"] == 10 and b["tokens_seen"] == a["tokens_seen"]
+    assert b["final_train_loss"] == pytest.approx(a["final_train_loss"], rel=1e-3)
+    assert b["validation"]["loss"] == pytest.approx(a["validation"]["loss"], rel=1e-3)
+
+
+def test_accelerate_launch_two_cpu_processes(tiny_models, tiny_data, tmp_path):
+    config = tmp_path / "run.yaml"
+    output = tmp_path / "out"
+    config.write_text(f"data_dir: {tiny_data}\noutput_dir: {output}\nbase_model: {tiny_models['tied']}\n"
+                      "max_steps: 3\nbatch_size: 2\nmixed_precision: fp32\nreport_to: none\n"
+                      "eval_every: 0\nsave_every: 0\neval_batches: 2\n")
+    accelerate = Path(sys.executable).parent / "accelerate"
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(
+        # `--cpu` alone starts a single process (several need mpirun); `--multi_gpu` starts two
+        # with torchrun, and train() picks gloo DDP on the CPU when no GPU is there.
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "midillm.finetune.train",
+         "--config", str(config), "lora_r=2"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((output / SUMMARY_FILE).read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 3
+    assert summary["tokens_seen"] == 3 * 2 * 2 * 128
+    assert (output / "adapter_model.safetensors").is_file()
+
+
+def test_config_errors_are_one_clear_line(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("data_dir: d\noutput_dir: o\nlearning_rate: 1e-4\n")
+    assert load_config(config, ["max_steps=3", "use_dora=true"]).learning_rate == 1e-4
+    cases = {"unknown config key 'lerning_rate'": ["lerning_rate=1"],
+             "invalid int value: 'many'": ["max_steps=many"],
+             "lr_scheduler must be one of": ["lr_scheduler=step"],
+             "mixed_precision must be one of": ["mixed_precision=fp8"],
+             "batch_size must be at least 1": ["batch_size=0"],
+             "not of the form key=value": ["max_steps"]}
+    for expected, overrides in cases.items():
+        with pytest.raises(ConfigError) as error:
+            load_config(config, overrides)
+        assert expected in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    assert main(["--config", str(config), "bogus=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown config key 'bogus'") and "\n" not in err
+    with pytest.raises(ConfigError, match="has no codec"):
+        train(load_config(config))
