@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
 warnings.filterwarnings("ignore", module="miditok")
@@ -96,3 +97,36 @@ def bach_midi_files(tmp_path_factory) -> list[Path]:
         path.write_bytes(data)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, tiny_lm_tokenizer_path) -> dict[str, Path]:
+    """Two 2-layer Llamas sharing the tiny tokenizer: one with tied, one with untied embeddings."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path)
+    folders = {}
+    for name, tied in (("tied", True), ("untied", False)):
+        torch.manual_seed(0)
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                             max_position_embeddings=256, tie_word_embeddings=tied)
+        folder = tmp_path_factory.mktemp(f"tiny-llama-{name}")
+        LlamaForCausalLM(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders[name] = folder
+    return folders
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, tiny_models) -> Path:
+    """A `midillm prepare` output on ten small band scores, rows of 128 tokens."""
+    from midillm.tokenization.dataset import PrepareConfig, prepare
+
+    midi = tmp_path_factory.mktemp("band-midi")
+    for seed in range(10):
+        make_band_score(seed, bars=6).dump_midi(midi / f"band{seed}.mid")
+    out = tmp_path_factory.mktemp("tiny-data")
+    prepare(PrepareConfig(source=str(midi), out=str(out), base_model=str(tiny_models["tied"]),
+                          vocab_size=600, seq_len=128, num_workers=1), log=lambda *_: None)
+    return out

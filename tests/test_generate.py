@@ -122,3 +122,45 @@ def test_forced_time_signature_and_tempo_open_the_piece(untrained_lm):
 def test_unknown_time_signature_is_refused(untrained_lm):
     with pytest.raises(ValueError, match="not in the codec's vocabulary"):
         untrained_lm.generate(time_signature="13/7", max_new_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def trained_bundle(tiny_models, tiny_data, tmp_path_factory):
+    from midillm.finetune import TrainConfig
+    from midillm.finetune.train import train
+
+    config = TrainConfig(data_dir=str(tiny_data), output_dir=str(tmp_path_factory.mktemp("bundle")),
+                         base_model=str(tiny_models["tied"]), max_steps=30, batch_size=4,
+                         learning_rate=3e-3, warmup_steps=0, lr_scheduler="constant", lora_r=4,
+                         lora_alpha=8, lora_dropout=0.0, mixed_precision="fp32", eval_every=0,
+                         save_every=0, report_to="none")
+    return train(config, log=lambda *_: None)
+
+
+def test_twenty_samples_from_a_trained_bundle_all_decode(trained_bundle):
+    model = MidiLM.from_pretrained(trained_bundle, dtype=torch.float32)
+    samples = model.generate_ids(num_samples=20, settings=SamplingSettings(max_new_tokens=120), seed=0)
+    for ids in samples:
+        assert token_errors(model.codec, ids) == 0
+    assert all(model.codec.decode(ids).note_num() > 0 for ids in samples)
+
+
+def test_saved_bundle_gives_the_same_tokens_for_the_same_seed(trained_bundle):
+    first = MidiLM.from_pretrained(trained_bundle, dtype=torch.float32)
+    again = MidiLM.from_pretrained(trained_bundle, dtype=torch.float32)
+    settings = SamplingSettings(max_new_tokens=60)
+    assert first.generate_ids(3, settings=settings, seed=11) == again.generate_ids(3, settings=settings, seed=11)
+
+
+def test_generate_command_writes_every_format(trained_bundle, tmp_path, capsys):
+    from symusic import Score
+
+    from midillm.cli import main
+
+    out = tmp_path / "samples"
+    assert main(["generate", str(trained_bundle), "--out", str(out), "-n", "2", "--max-new-tokens", "80",
+                 "--formats", "mid,musicxml,wav,png"]) == 0
+    for index in range(2):
+        for suffix in ("mid", "musicxml", "wav", "png"):
+            assert (out / f"sample-{index:03d}.{suffix}").is_file()
+        assert Score(str(out / f"sample-{index:03d}.mid")).note_num() > 0

@@ -17,6 +17,7 @@ from transformers import LogitsProcessor
 
 SPECIAL_TYPES = frozenset({"PAD", "BOS", "EOS", "MASK"})
 TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track"})
+NOTE_TYPES = frozenset({"Pitch", "PitchDrum", "NoteOn", "DrumOn"})
 NO_POSITION = -1
 START = "<start>"
 
@@ -83,6 +84,9 @@ class MusicGrammar:
             # The piece may end once the last note is complete (its successors include time).
             self.allowed[type_index, :, -1] = kind != START and (kind in TIME_TYPES or bool(graph[kind] & TIME_TYPES))
         self.allowed_torch = torch.from_numpy(self.allowed)
+        self.note_lm_ids = {lm_id for lm_id in self.row_lm_ids[:-1]
+                            if any(token_type(token) in NOTE_TYPES for token in
+                                   codec.music_token_parts[codec.music_id_of_lm_id(lm_id)])}
 
     def _walk(self, tokens: list[str]) -> _TokenWalk:
         if not tokens:
@@ -137,6 +141,8 @@ class MusicGrammar:
 class GrammarLogitsProcessor(LogitsProcessor):
     """Masks every token the grammar forbids next, for each sequence of a batch.
 
+    Also keeps a piece from ending before its first note: an empty score is valid, but useless.
+
     Works on logits over the whole LM vocabulary (`row_logits=False`) or over the music rows
     only (`row_logits=True`, the music-only head). Call with the ids generated so far.
     """
@@ -147,18 +153,23 @@ class GrammarLogitsProcessor(LogitsProcessor):
         self.row_logits = row_logits
         self.states: list[tuple[str, int]] | None = None
         self.prompt_states = [grammar.state_after(ids) for ids in prompt_ids] if prompt_ids else None
+        self.has_note = ([bool(set(grammar.codec.music_part(ids)) & grammar.note_lm_ids) for ids in prompt_ids]
+                         if prompt_ids else None)
         self.seen = 0
         self.row_lm_ids = torch.tensor(grammar.row_lm_ids)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.states is None:
             self.states = list(self.prompt_states or [self.grammar.start_state()] * input_ids.shape[0])
+            self.has_note = list(self.has_note or [False] * input_ids.shape[0])
             self.seen = input_ids.shape[1]
         for new_position in range(self.seen, input_ids.shape[1]):
             for row, lm_id in enumerate(input_ids[:, new_position].tolist()):
                 self.states[row] = self.grammar.advance(self.states[row], lm_id)
+                self.has_note[row] = self.has_note[row] or lm_id in self.grammar.note_lm_ids
         self.seen = input_ids.shape[1]
         masks = torch.stack([self.grammar.row_mask(state) for state in self.states])
+        masks[:, self.grammar.end_row] &= torch.tensor(self.has_note)
         if self.row_logits:
             return scores.masked_fill(~masks.to(scores.device), float("-inf"))
         full = torch.zeros_like(scores, dtype=torch.bool)
