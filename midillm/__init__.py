@@ -6,6 +6,7 @@ bundle. `MidiLM` is imported on first use so that `import midillm` stays light.
 
 from midillm.tokenization import MusicCodec
 from midillm.version import __version__
+from midillm.hub import pipeline as _pipeline  # noqa: F401 - registers the "midi-generation" pipeline task
 
 __all__ = ["MidiLM", "MusicCodec", "__version__"]
 

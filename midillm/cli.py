@@ -73,6 +73,42 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--tempo", type=float, help="Force the opening tempo in BPM (without --prompt).")
     generate.add_argument("--programs", help="Only these General MIDI programs may play, e.g. 0,40 (-1 = drums).")
     generate.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
+
+    push = commands.add_parser(
+        "push", help="Upload a bundle to the Hugging Face Hub.",
+        description="Make MODEL Hub-ready (remote code for the pipeline, a rendered sample, the full model card) "
+                    "and upload it with huggingface_hub. The token comes from HF_TOKEN or `hf auth login`.")
+    push.add_argument("model", metavar="MODEL", help="A bundle folder written by `midillm train`.")
+    push.add_argument("--repo", required=True, metavar="OWNER/NAME", help="The Hub repository (created if missing).")
+    push.add_argument("--private", action="store_true", help="Create the repository as private.")
+    push.add_argument("--license", help="License id for the model card (default: apache-2.0).")
+    push.add_argument("--no-sample", dest="render", action="store_false",
+                      help="Do not render a sample piano roll for the card.")
+
+    export = commands.add_parser(
+        "export", help="Write a Hub-ready copy of a bundle, or a merged plain transformers model.",
+        description="Without --merge: copy MODEL to OUT and make it Hub-ready. With --merge: the base model with the "
+                    "adapter merged and the new token rows, loadable with AutoModelForCausalLM / AutoTokenizer, "
+                    "plus the codec files (MidiLM.from_pretrained works on it too).")
+    export.add_argument("model", metavar="MODEL", help="A bundle folder written by `midillm train`.")
+    export.add_argument("--out", required=True, help="The folder to write.")
+    export.add_argument("--merge", action="store_true", help="Merge the adapter into the base model.")
+
+    evaluate = commands.add_parser(
+        "eval", help="Evaluate a bundle: likelihood, validity, musical features, memorisation, report.",
+        description="Score MODEL on the held-out split of DATA, generate N samples (or read --samples), compare "
+                    "their musical features with the held-out pieces (MGEval), check them for copies of training "
+                    "pieces, and write OUT/metrics.json, OUT/report.md and a self-contained OUT/report.html.")
+    evaluate.add_argument("model", metavar="MODEL", help="A bundle folder written by `midillm train`, or a Hub id.")
+    evaluate.add_argument("--data", required=True, help="The `midillm prepare` output the model was trained on.")
+    evaluate.add_argument("--out", required=True, help="Folder for metrics.json and the report.")
+    evaluate.add_argument("-n", "--num-samples", type=int, default=16, help="Samples to generate (default: 16).")
+    evaluate.add_argument("--samples", metavar="FOLDER", help="Evaluate these MIDI files instead of generating.")
+    evaluate.add_argument("--max-new-tokens", type=int, default=512, help="Length limit in LM tokens (default: 512).")
+    evaluate.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    evaluate.add_argument("--no-baselines", dest="baselines", action="store_false",
+                          help="Skip the untrained-model and shuffled-bars baselines.")
+
     return parser
 
 
@@ -129,6 +165,33 @@ def run_generate(arguments: argparse.Namespace) -> None:
               + ", ".join(path.name for path in written.values()))
 
 
+def run_push(arguments: argparse.Namespace) -> None:
+    from midillm.hub.push import push_bundle
+
+    url = push_bundle(arguments.model, arguments.repo, private=arguments.private, license=arguments.license,
+                      render=arguments.render, log=print)
+    print(f"Pushed {arguments.model} to {url}")
+
+
+def run_export(arguments: argparse.Namespace) -> None:
+    from midillm.hub.bundle import export_bundle
+
+    out = export_bundle(arguments.model, arguments.out, merge=arguments.merge, log=print)
+    print(f"Exported {arguments.model} to {out}{' (merged)' if arguments.merge else ''}")
+
+
+def run_eval(arguments: argparse.Namespace) -> None:
+    from midillm.eval import EvalConfig, evaluate
+
+    config = EvalConfig(model=arguments.model, data=arguments.data, out=arguments.out,
+                        num_samples=arguments.num_samples, samples=arguments.samples,
+                        max_new_tokens=arguments.max_new_tokens, seed=arguments.seed,
+                        baselines=arguments.baselines)
+    summary = evaluate(config)["summary"]
+    print(", ".join(f"{key} {value:.3f}" for key, value in summary.items() if isinstance(value, float)))
+    print(f"Wrote {arguments.out}/metrics.json, {arguments.out}/report.md and {arguments.out}/report.html")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
@@ -152,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
             run_prepare(arguments)
         elif arguments.command == "generate":
             run_generate(arguments)
+        elif arguments.command == "push":
+            run_push(arguments)
+        elif arguments.command == "export":
+            run_export(arguments)
+        elif arguments.command == "eval":
+            run_eval(arguments)
     except KeyboardInterrupt:
         print("midillm: interrupted", file=sys.stderr)
         return 130

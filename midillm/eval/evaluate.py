@@ -1,0 +1,287 @@
+"""`midillm eval`: likelihood, validity, features, set comparison and memorisation, with baselines.
+
+Sets compared with the reference (the test and validation pieces of a `midillm prepare` data
+folder):
+
+- generated: N samples of the model (or the MIDI files of `--samples FOLDER`);
+- untrained: the base LM with the new token rows, before fine-tuning (same sampling, same seed);
+- shuffled: the reference pieces with their bars shuffled (same bars, no long-range order);
+- ceiling: half of the reference against the other half (the best a model can score).
+
+`evaluate_sets` is the model-free core (also used by scripts/bench_eval.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from symusic import Score
+
+from .compare import compare_sets, mean_over_features, split_half_ceiling, summarise_features
+from .features import piece_features, piece_notes
+from .memorization import TrainingIndex, longest_copy, memorization_summary
+from .validity import sample_validity, score_validity, validity_summary
+
+__all__ = ["EvalConfig", "EvalError", "evaluate", "evaluate_sets", "load_scores", "shuffle_bars"]
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run; the message is one line for the user."""
+
+
+@dataclass
+class EvalConfig:
+    """What `midillm eval` does; each field is also a command-line flag."""
+
+    model: str | None = field(default=None, metadata={"help": "A bundle folder or Hub id (None: only --samples)."})
+    data: str = field(default="", metadata={"help": "A `midillm prepare` output folder."})
+    out: str = field(default="eval", metadata={"help": "Folder for metrics.json, report.md and report.html."})
+    num_samples: int = field(default=16, metadata={"help": "Samples to generate."})
+    samples: str | None = field(default=None, metadata={"help": "Evaluate these MIDI files instead of generating."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Length limit of each sample, in LM tokens."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling and of the shuffles."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
+    baselines: bool = field(default=True, metadata={"help": "Also evaluate the untrained model and shuffled bars."})
+    likelihood_rows: int | None = field(default=None, metadata={
+        "help": "Score only the first N rows of the held-out split (default: all)."})
+    report_samples: int = field(default=3, metadata={"help": "Samples shown as piano rolls and audio in the report."})
+
+    def __post_init__(self):
+        if not self.data:
+            raise EvalError("--data is required: a `midillm prepare` output folder")
+        if self.num_samples < 1:
+            raise EvalError(f"-n must be at least 1, not {self.num_samples}")
+        if self.max_new_tokens < 1:
+            raise EvalError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}")
+        if self.model is None and self.samples is None:
+            raise EvalError("give a MODEL, or --samples FOLDER of MIDI files")
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def load_scores(paths, log=None) -> tuple[list[Score], list[str]]:
+    """Read MIDI files; unreadable ones are skipped (and named through `log`)."""
+    scores, names = [], []
+    for path in paths:
+        try:
+            scores.append(Score(str(path)))
+            names.append(Path(path).name)
+        except Exception as error:  # noqa: BLE001 - one bad file must not stop an evaluation
+            if log:
+                log(f"skipped {path}: {type(error).__name__}: {error}")
+    return scores, names
+
+
+def _data_pieces(data: Path) -> dict[str, list[Path]]:
+    report_path = data / "prepare.json"
+    if not report_path.is_file():
+        raise EvalError(f"{data} has no prepare.json: run `midillm prepare SOURCE --out {data}` first")
+    report = json.loads(report_path.read_text())
+    pieces: dict[str, list[Path]] = {"train": [], "validation": [], "test": []}
+    for piece in report.get("pieces", []):
+        pieces.setdefault(piece["split"], []).append(Path(piece["path"]))
+    missing = [path for paths in pieces.values() for path in paths if not path.is_file()]
+    if missing:
+        raise EvalError(f"{len(missing)} MIDI files listed in {report_path} are gone, e.g. {missing[0]}")
+    if not pieces["test"] + pieces["validation"]:
+        raise EvalError(f"{report_path} lists no test or validation pieces to compare with")
+    return pieces
+
+
+def shuffle_bars(codec, score: Score, rng: random.Random) -> Score:
+    """The score's bars in a random order (the shuffled-token control)."""
+    bars = codec.encode_bars(score)
+    rng.shuffle(bars)
+    return codec.decode([codec.music_start_id] + [i for bar in bars for i in bar] + [codec.music_end_id])
+
+
+# ----------------------------------------------------------------------------- the core
+
+
+def evaluate_sets(sets: dict[str, list[Score]], reference: list[Score], training: list[Score],
+                  training_names: list[str] | None = None, seed: int = 0) -> dict:
+    """Features, comparison with the reference, and memorisation against the training pieces,
+    for each named set of scores; plus the reference's own figures and split-half ceiling."""
+    timings = {}
+    started = time.perf_counter()
+    reference_notes = [piece_notes(score) for score in reference]
+    reference_features = [piece_features(notes) for notes in reference_notes]
+    set_notes = {name: [piece_notes(score) for score in scores] for name, scores in sets.items()}
+    set_features = {name: [piece_features(notes) for notes in notes_list] for name, notes_list in set_notes.items()}
+    timings["features"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    index = TrainingIndex([piece_notes(score) for score in training], training_names)
+    timings["training_index"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    ceiling = split_half_ceiling(reference_features, seed=seed)
+    result = {"reference": {"pieces": len(reference), "features": summarise_features(reference_features),
+                            "per_piece": reference_features, "ceiling": ceiling,
+                            "ceiling_mean_oa": mean_over_features(ceiling, "oa"),
+                            "ceiling_mean_kl": mean_over_features(ceiling, "kl")},
+              "sets": {}}
+    for name, features in set_features.items():
+        comparison = compare_sets(reference_features, features)
+        result["sets"][name] = {"pieces": len(features), "features": summarise_features(features),
+                                "per_piece": features, "comparison": comparison,
+                                "mean_oa": mean_over_features(comparison, "oa"),
+                                "mean_kl": mean_over_features(comparison, "kl")}
+    timings["comparison"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    for name, notes_list in list(set_notes.items()) + [("reference", reference_notes)]:
+        copies = [longest_copy(notes, index) for notes in notes_list]
+        target = result["reference"] if name == "reference" else result["sets"][name]
+        target["memorization"] = {**memorization_summary(copies), "per_piece": copies}
+    timings["memorization"] = time.perf_counter() - started
+    result["seconds"] = timings
+    return result
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def _untrained(lm, model_path: str):
+    """The base LM with the codec's new rows, untrained, sampled the same way."""
+    from midillm.decoding.generate import MidiLM
+    from midillm.finetune.model import add_music_tokens, load_base_model
+
+    adapter_config = Path(model_path) / "adapter_config.json"
+    if not adapter_config.is_file():
+        return None
+    base = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or lm.codec.base_model
+    model = load_base_model(base)
+    add_music_tokens(model, lm.codec)
+    return MidiLM(model, lm.codec, dtype=next(lm.model.parameters()).dtype)
+
+
+def _sample(lm, config: EvalConfig, log) -> tuple[list[Score], dict]:
+    from midillm.decoding.generate import SamplingSettings
+
+    settings = SamplingSettings(config.max_new_tokens, config.temperature, top_p=config.top_p)
+    ids = lm.generate_ids(config.num_samples, settings=settings, seed=config.seed, progress=True)
+    checked = [sample_validity(lm.codec, row) for row in ids]
+    scores = [check["score"] if check["score"] is not None else Score(lm.codec.music_tokenizer.time_division)
+              for check in checked]
+    summary = validity_summary(checked)
+    summary["failures"] = [check["error"] for check in checked if check["error"]]
+    return scores, summary
+
+
+def evaluate(config: EvalConfig, log=print) -> dict:
+    """Run the whole evaluation; writes OUT/metrics.json, OUT/report.md, OUT/report.html."""
+    from midillm.tokenization import MusicCodec
+
+    from .report import write_report
+
+    out = Path(config.out)
+    data = Path(config.data)
+    pieces = _data_pieces(data)
+    reference, reference_names = load_scores(pieces["test"] + pieces["validation"], log)
+    training, training_names = load_scores(pieces["train"], log)
+    metrics: dict = {"model": config.model, "data": str(data), "settings": asdict(config),
+                     "likelihood": {}, "validity": {}}
+    sets: dict[str, list[Score]] = {}
+    names: dict[str, list[str]] = {}
+
+    lm = None
+    if config.model is not None:
+        from midillm.decoding.generate import MidiLM
+
+        from .likelihood import held_out_likelihood
+
+        lm = MidiLM.from_pretrained(config.model)
+        log("Scoring the held-out split")
+        metrics["likelihood"]["generated"] = held_out_likelihood(lm, data, max_rows=config.likelihood_rows,
+                                                                 progress=True)
+    if config.samples is not None:
+        folder = Path(config.samples)
+        if not folder.is_dir():
+            raise EvalError(f"--samples {folder} is not a folder")
+        paths = sorted(path for path in folder.rglob("*") if path.suffix.lower() in (".mid", ".midi"))
+        if not paths:
+            raise EvalError(f"--samples {folder} holds no .mid files")
+        loaded = []
+        for path in paths:
+            try:
+                loaded.append((Score(str(path)), path.name))
+            except Exception:  # noqa: BLE001 - counted as an invalid sample
+                loaded.append((None, path.name))
+        metrics["validity"]["generated"] = validity_summary([score_validity(score) for score, _ in loaded])
+        sets["generated"] = [score for score, _ in loaded if score is not None]
+        names["generated"] = [name for score, name in loaded if score is not None]
+    else:
+        log(f"Sampling {config.num_samples} pieces")
+        sets["generated"], metrics["validity"]["generated"] = _sample(lm, config, log)
+        names["generated"] = [f"sample-{i:03d}" for i in range(len(sets["generated"]))]
+
+    if config.baselines:
+        if lm is not None:
+            untrained = _untrained(lm, config.model) if Path(config.model).is_dir() else None
+            if untrained is not None:
+                log("Baseline: the untrained model")
+                metrics["likelihood"]["untrained"] = held_out_likelihood(
+                    untrained, data, max_rows=config.likelihood_rows, progress=True)
+                sets["untrained"], metrics["validity"]["untrained"] = _sample(untrained, config, log)
+                names["untrained"] = [f"untrained-{i:03d}" for i in range(len(sets["untrained"]))]
+                del untrained
+        codec = lm.codec if lm is not None else MusicCodec.from_pretrained(data / "codec")
+        rng = random.Random(config.seed)
+        sets["shuffled"] = [shuffle_bars(codec, score, rng) for score in reference]
+        names["shuffled"] = [f"shuffled-{name}" for name in reference_names]
+
+    log("Features, comparison and memorisation")
+    metrics.update(evaluate_sets(sets, reference, training, training_names, seed=config.seed))
+    metrics["reference"]["names"] = reference_names
+    for name, set_names in names.items():
+        metrics["sets"][name]["names"] = set_names
+    metrics["summary"] = _summary(metrics)
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_report(metrics, sets, reference, out, report_samples=config.report_samples)
+    metrics["report"] = {key: str(path) for key, path in written.items()}
+    (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2) + "\n")
+    if config.model is not None and Path(config.model).is_dir():
+        (Path(config.model) / "eval").mkdir(exist_ok=True)
+        shutil.copyfile(out / "metrics.json", Path(config.model) / "eval" / "metrics.json")
+    return metrics
+
+
+def _summary(metrics: dict) -> dict:
+    """The headline numbers, flat (what a model card shows)."""
+    summary = {}
+    for name, likelihood in metrics["likelihood"].items():
+        prefix = "" if name == "generated" else f"{name}_"
+        for key in ("loss", "perplexity", "bits_per_note"):
+            summary[prefix + key] = likelihood[key]
+    for name, entry in metrics["sets"].items():
+        prefix = "" if name == "generated" else f"{name}_"
+        summary[prefix + "mean_oa"] = entry["mean_oa"]
+        summary[prefix + "mean_kl"] = entry["mean_kl"]
+        summary[prefix + "share_copying_over_4_bars"] = entry["memorization"].get("share_copying", math.nan)
+        validity = metrics["validity"].get(name)
+        if validity:
+            summary[prefix + "valid_share"] = validity["valid_share"]
+    summary["ceiling_mean_oa"] = metrics["reference"]["ceiling_mean_oa"]
+    summary["ceiling_mean_kl"] = metrics["reference"]["ceiling_mean_kl"]
+    return summary
+
+
+def _clean(value):
+    """JSON without NaN (null instead), so any JSON reader can load metrics.json."""
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(item) for item in value]
+    return value

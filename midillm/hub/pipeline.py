@@ -1,0 +1,166 @@
+"""The `midi-generation` task for `transformers.pipeline`, registered when midillm is imported.
+
+    import midillm                                    # registers the task
+    from transformers import pipeline
+    pipe = pipeline("midi-generation", model="bundle/or/owner-name")
+    pipe("Composer: J.S. Bach", max_new_tokens=256)   # [{"score": Score, "midi": bytes, "ids": [...]}]
+
+How transformers gets from a folder to this pipeline:
+
+- `pipeline()` loads the model before it builds the pipeline, with the task's model classes.
+  A plain auto class cannot load a bundle (the base model, the new token rows and the adapter
+  come from three places), so the registered model class is `MidiLLMForCausalLM`, whose
+  `from_pretrained` is `MidiLM.from_pretrained`: it returns the merged causal LM with the
+  `MidiLM` (codec, grammar) attached, which the pipeline then uses.
+- A Hub-ready bundle (see `midillm.hub.bundle.prepare_bundle_for_hub`) has a `config.json` of
+  model type `midillm` with `auto_map` and `custom_pipelines` pointing at `midi_generation.py`,
+  so `pipeline("midi-generation", model=..., trust_remote_code=True)` works without importing
+  midillm first. With midillm imported, its own (registered) `MidiLLMConfig` is used, which
+  leaves `custom_pipelines` out: transformers would otherwise insist on `trust_remote_code`
+  for a task the installed package already provides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModelForCausalLM, Pipeline, PretrainedConfig, PreTrainedModel
+
+TASK = "midi-generation"
+MODEL_TYPE = "midillm"
+
+# Keyword arguments of the pipeline call, and where each one goes.
+_PROMPT_PARAMETERS = ("time_signature", "tempo")
+_SAMPLING_PARAMETERS = ("num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "min_p",
+                        "repetition_penalty", "seed", "programs")
+
+
+class MidiLLMConfig(PretrainedConfig):
+    """`config.json` of a Hub-ready bundle: which base model, and where the remote code is."""
+
+    model_type = MODEL_TYPE
+    # The copy in a bundle's midi_generation.py sets this: only remote code reads custom_pipelines.
+    keep_custom_pipelines = False
+
+    def __init__(self, base_model_name_or_path: str | None = None, **kwargs):
+        if not self.keep_custom_pipelines:
+            kwargs.pop("custom_pipelines", None)
+        self.base_model_name_or_path = base_model_name_or_path
+        super().__init__(**kwargs)
+
+
+class MidiLLMForCausalLM(PreTrainedModel):
+    """Loader only: `from_pretrained` returns the bundle's merged causal LM (a transformers model),
+    with its `MidiLM` attached as `model.midi_lm`. It is never instantiated itself."""
+
+    config_class = MidiLLMConfig
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, dtype="auto", **kwargs):
+        from midillm.decoding.generate import MidiLM
+
+        midi_lm = MidiLM.from_pretrained(str(pretrained_model_name_or_path), dtype=dtype or "auto")
+        model = midi_lm.model
+        model.midi_lm = midi_lm
+        return model
+
+
+def _as_prompt(inputs):
+    """Pipeline input -> (caption text, MIDI prompt). A str is a caption unless it names a MIDI file."""
+    from symusic import Score
+
+    if inputs is None or (isinstance(inputs, str) and not inputs.strip()):
+        return None, None
+    if isinstance(inputs, (bytes, bytearray)):
+        return None, bytes(inputs)
+    if isinstance(inputs, Score) or (hasattr(inputs, "tracks") and hasattr(inputs, "dump_midi")):
+        return None, inputs
+    if isinstance(inputs, Path) or (isinstance(inputs, str) and inputs.lower().endswith((".mid", ".midi"))):
+        if not Path(inputs).is_file():
+            raise FileNotFoundError(f"prompt file not found: {inputs}")
+        return None, str(inputs)
+    if isinstance(inputs, str):
+        return inputs, None
+    raise TypeError(f"midi-generation takes a caption, a MIDI path, MIDI bytes, a symusic Score or "
+                    f"nothing, not {type(inputs).__name__}")
+
+
+class MidiGenerationPipeline(Pipeline):
+    """Caption text, a MIDI file / bytes / Score to continue, or nothing -> generated scores.
+
+    Call parameters: num_samples, max_new_tokens, temperature, top_k, top_p, min_p,
+    repetition_penalty, seed, programs, time_signature, tempo (as in `MidiLM.generate`).
+    Each output is `{"score": symusic.Score, "midi": bytes, "ids": list[int]}`.
+    """
+
+    # The codec carries the LM tokenizer; transformers need not look for one.
+    _load_tokenizer = False
+    _load_processor = False
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
+
+    def __init__(self, model, *args, device=None, **kwargs):
+        from midillm.decoding.generate import MidiLM
+
+        if isinstance(model, MidiLM):
+            midi_lm = model
+        elif getattr(model, "midi_lm", None) is not None:
+            midi_lm = model.midi_lm
+        else:
+            raise ValueError("the midi-generation pipeline needs a midillm bundle; load it with "
+                             'pipeline("midi-generation", model=PATH_OR_HUB_ID) or pass a MidiLM')
+        self.midi_lm = midi_lm
+        kwargs.setdefault("tokenizer", midi_lm.codec.lm_tokenizer)
+        # MidiLM samples on the device its model is on; do not let the pipeline move it to cuda:0.
+        super().__init__(midi_lm.model, *args, device=midi_lm.model.device if device is None else device,
+                         **kwargs)
+
+    def __call__(self, inputs=None, *args, **kwargs):
+        return super().__call__(inputs, *args, **kwargs)
+
+    def _sanitize_parameters(self, **kwargs):
+        unknown = set(kwargs) - set(_PROMPT_PARAMETERS) - set(_SAMPLING_PARAMETERS)
+        if unknown:
+            raise TypeError(f"midi-generation got unknown parameter(s): {', '.join(sorted(unknown))}")
+        preprocess = {key: kwargs[key] for key in _PROMPT_PARAMETERS if key in kwargs}
+        forward = {key: kwargs[key] for key in _SAMPLING_PARAMETERS if key in kwargs}
+        return preprocess, forward, {}
+
+    def preprocess(self, inputs, time_signature=None, tempo=None):
+        text, prompt = _as_prompt(inputs)
+        return {"prompt": prompt, "text": text, "time_signature": time_signature, "tempo": tempo}
+
+    def _forward(self, model_inputs, num_samples=1, max_new_tokens=512, temperature=1.0, top_k=0,
+                 top_p=1.0, min_p=0.0, repetition_penalty=1.0, seed=0, programs=None):
+        from midillm.decoding.generate import SamplingSettings
+
+        settings = SamplingSettings(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty)
+        ids = self.midi_lm.generate_ids(num_samples, model_inputs["prompt"], model_inputs["text"], settings,
+                                        seed, programs, time_signature=model_inputs["time_signature"],
+                                        tempo=model_inputs["tempo"])
+        return {"ids": ids}
+
+    def postprocess(self, model_outputs):
+        from midillm.decoding.export import to_midi_bytes
+
+        outputs = []
+        for ids in model_outputs["ids"]:
+            score = self.midi_lm.codec.decode(ids)
+            outputs.append({"score": score, "midi": to_midi_bytes(score), "ids": list(ids)})
+        return outputs
+
+
+def register() -> None:
+    """Make `pipeline("midi-generation")`, `AutoConfig` and `AutoModelForCausalLM` know bundles."""
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    AutoConfig.register(MODEL_TYPE, MidiLLMConfig, exist_ok=True)
+    AutoModelForCausalLM.register(MidiLLMConfig, MidiLLMForCausalLM, exist_ok=True)
+    registered = PIPELINE_REGISTRY.supported_tasks.get(TASK, {})
+    if registered.get("impl") is not MidiGenerationPipeline:
+        PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=MidiGenerationPipeline,
+                                            pt_model=MidiLLMForCausalLM)
+
+
+register()

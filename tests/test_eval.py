@@ -1,0 +1,329 @@
+"""Evaluation: each metric on hand-made scores with known answers, then `midillm eval` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from symusic import Note, Score, TimeSignature, Track
+
+from midillm.eval import compare, features, memorization
+from midillm.eval.validity import token_errors_by_type, validity_summary
+
+TPQ = 480
+
+
+def make_score(notes=(), drums=(), signature=(4, 4)) -> Score:
+    """Notes as (onset, duration, pitch) in beats; `drums` the same on a drum track."""
+    score = Score(TPQ)
+    if signature:
+        score.time_signatures.append(TimeSignature(0, *signature))
+    for entries, is_drum in ((notes, False), (drums, True)):
+        if entries:
+            track = Track(program=0, is_drum=is_drum)
+            for onset, duration, pitch in entries:
+                track.notes.append(Note(int(onset * TPQ), int(duration * TPQ), pitch, 80))
+            score.tracks.append(track)
+    return score
+
+
+SCALE = [(beat, 1, pitch) for beat, pitch in enumerate([60, 62, 64, 65, 67, 69, 71, 72])]
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def test_features_of_a_c_major_scale_in_quarters():
+    got = features.piece_features(make_score(SCALE))
+    assert got["n_notes"] == 8
+    assert got["pitch_range"] == 12
+    assert got["n_pitches_used"] == 8
+    assert got["n_pitch_classes_used"] == 7
+    # Pitch classes: C twice, six others once -> -(1/4 log2 1/4 + 6/8 log2 1/8) = 0.5 + 2.25.
+    assert got["pitch_class_entropy"] == pytest.approx(2.75)
+    assert got["scale_consistency"] == 1.0
+    assert got["polyphony"] == 1.0
+    assert got["polyphony_rate"] == 0.0
+    assert got["empty_beat_rate"] == 0.0
+    assert got["groove_consistency"] == 1.0  # two bars of four quarters: identical onset patterns
+    assert got["note_density"] == 1.0
+    assert got["mean_ioi"] == 1.0
+    assert got["note_length_histogram"][2] == 1.0 and sum(got["note_length_histogram"]) == 1.0
+
+
+def test_chromatic_scale_entropy_and_scale_consistency():
+    chromatic = make_score([(i * 0.5, 0.5, 60 + i) for i in range(12)])
+    assert features.pitch_class_entropy(chromatic) == pytest.approx(math.log2(12))
+    assert features.scale_consistency(chromatic) == pytest.approx(7 / 12)
+    assert features.note_length_histogram(chromatic)[3] == 1.0  # all 8th notes
+
+
+def test_polyphony_empty_beats_and_groove_on_a_chord_a_rest_and_a_note():
+    # Beats 0-4: C-E-G; beats 4-6: silence; beats 6-8: one C.
+    score = make_score([(0, 4, 60), (0, 4, 64), (0, 4, 67), (6, 2, 72)])
+    assert features.polyphony(score) == pytest.approx((3 * 4 + 1 * 2) / 6)
+    assert features.polyphony_rate(score) == pytest.approx(4 / 8)  # > 1 pitch for 4 of 8 beats
+    assert features.polyphony_rate(score, threshold=3) == 0.0
+    assert features.empty_beat_rate(score) == pytest.approx(2 / 8)
+    assert features.mean_inter_onset_interval(score) == 6.0
+    assert features.note_density(score) == pytest.approx(4 / 8)
+    # Bar 1 onsets at step 0 only, bar 2 at beat 2 only (step 48 of 96): two differing steps.
+    assert features.groove_consistency(score) == pytest.approx(1 - 2 / 96)
+
+
+def test_groove_follows_the_time_signature():
+    # 3/4: bars of 72 steps; onsets on every beat of two bars, the second bar missing beat 3.
+    score = make_score([(0, 1, 60), (1, 1, 62), (2, 1, 64), (3, 1, 65), (4, 2, 67)], signature=(3, 4))
+    assert features.groove_consistency(score) == pytest.approx(1 - 1 / 72)
+
+
+def test_a_score_without_notes_gives_zero_counts_and_nan_elsewhere():
+    got = features.piece_features(Score(TPQ))
+    assert got["n_notes"] == 0 and got["n_pitches_used"] == 0 and got["n_pitch_classes_used"] == 0
+    for name in ("pitch_range", "pitch_class_entropy", "scale_consistency", "polyphony", "polyphony_rate",
+                 "empty_beat_rate", "groove_consistency", "note_density", "mean_ioi"):
+        assert math.isnan(got[name]), name
+    assert all(math.isnan(share) for share in got["note_length_histogram"])
+
+
+def test_drums_only_has_rhythm_features_but_no_pitch_features():
+    drums = [(beat * 0.5, 0.5, 36 + (beat % 2) * 2) for beat in range(16)]  # 8 beats of 8ths
+    got = features.piece_features(make_score(drums=drums))
+    assert got["n_notes"] == 16 and got["n_pitches_used"] == 0
+    for name in ("pitch_range", "pitch_class_entropy", "scale_consistency", "polyphony", "polyphony_rate"):
+        assert math.isnan(got[name]), name
+    assert got["note_density"] == 2.0
+    assert got["mean_ioi"] == 0.5
+    assert got["empty_beat_rate"] == 0.0
+    assert got["groove_consistency"] == 1.0
+    # Drums next to a melody: pitch features see the melody only.
+    mixed = make_score(SCALE, drums=drums)
+    assert features.pitch_range(mixed) == 12 and features.n_pitches_used(mixed) == 8
+
+
+def test_shorter_than_two_bars_has_no_groove_consistency():
+    assert math.isnan(features.groove_consistency(make_score(SCALE[:7])))  # 7 beats of 4/4
+    assert features.groove_consistency(make_score(SCALE)) == 1.0  # exactly 8 beats
+    assert math.isnan(features.groove_consistency(make_score(SCALE[:5], signature=(3, 4))))
+
+
+def test_two_tracks_on_one_pitch_count_once_in_polyphony():
+    score = make_score(SCALE[:4])
+    score.tracks.append(score.tracks[0].copy())
+    assert features.polyphony(score) == 1.0
+    assert features.piece_features(score)["n_notes"] == 8
+
+
+# ----------------------------------------------------------------------------- validity
+
+
+@pytest.fixture(scope="module")
+def remi():
+    from midillm.tokenization.codec import build_music_tokenizer
+
+    return build_music_tokenizer("REMI")
+
+
+def test_token_errors_by_type(remi):
+    note = ["Pitch_60", "Velocity_63", "Duration_1.0.8"]
+    good = ["Bar_None", "TimeSig_4/4", "Position_0", "Tempo_121.29", "Program_0", *note, "Position_8", "Program_0", *note]
+    assert token_errors_by_type(remi, good) == {"type": 0, "time": 0, "duplicate_note": 0}
+    # Bar -> Velocity, then Velocity -> Position: two successions the grammar forbids.
+    bad_type = ["Bar_None", "Velocity_63", "Position_0", "Program_0", *note]
+    assert token_errors_by_type(remi, bad_type) == {"type": 2, "time": 0, "duplicate_note": 0}
+    backwards = ["Bar_None", "TimeSig_4/4", "Position_8", "Program_0", *note, "Position_4", "Program_0", *note]
+    assert token_errors_by_type(remi, backwards) == {"type": 0, "time": 1, "duplicate_note": 0}
+    duplicate = ["Bar_None", "TimeSig_4/4", "Position_0", "Program_0", *note, "Program_0", *note]
+    assert token_errors_by_type(remi, duplicate)["duplicate_note"] == 0  # the codec keeps duplicates
+    remi.config.remove_duplicated_notes = True
+    try:
+        assert token_errors_by_type(remi, duplicate) == {"type": 0, "time": 0, "duplicate_note": 1}
+    finally:
+        remi.config.remove_duplicated_notes = False
+
+
+def test_token_error_counts_add_up_to_miditok_total(remi):
+    rng = random.Random(0)
+    vocabulary = [token for token in remi.vocab if "_None" not in token or token == "Bar_None"]
+    for remove in (False, True):
+        remi.config.remove_duplicated_notes = remove
+        for _ in range(50):
+            tokens = [rng.choice(vocabulary) for _ in range(rng.randint(1, 60))]
+            assert sum(token_errors_by_type(remi, tokens).values()) == remi._tokens_errors(tokens)
+    remi.config.remove_duplicated_notes = False
+
+
+def test_validity_summary_shares():
+    summary = validity_summary([{"decoded": True, "notes": 5, "tokens": 10, "errors": {"type": 1, "time": 0, "duplicate_note": 0}},
+                                {"decoded": True, "notes": 0, "tokens": 2, "errors": {}},
+                                {"decoded": False, "notes": 0}])
+    assert summary["decoded_share"] == pytest.approx(2 / 3) and summary["valid_share"] == pytest.approx(1 / 3)
+    assert summary["token_errors"]["type"] == 1 and summary["token_error_rate"] == pytest.approx(1 / 12)
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+def test_overlap_area_and_kl_of_known_distributions():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 4000), rng.normal(0, 1, 4000)
+    assert compare.overlap_area(a, b) > 0.95
+    assert compare.kl_divergence(a, b) < 0.01
+    far = rng.normal(20, 1, 4000)
+    assert compare.overlap_area(a, far) < 0.01
+    assert compare.kl_divergence(a, far) > 10
+    # Two unit Gaussians one standard deviation apart overlap by 2 * Phi(-1/2) = 0.617; KL = 1/2.
+    shifted = rng.normal(1, 1, 4000)
+    assert compare.overlap_area(a, shifted) == pytest.approx(0.617, abs=0.03)
+    assert compare.kl_divergence(a, shifted) == pytest.approx(0.5, abs=0.08)
+    assert math.isnan(compare.overlap_area(a, np.zeros(0)))
+    assert compare.overlap_area(np.zeros(5), np.zeros(7)) == pytest.approx(1.0, abs=1e-3)  # constant sets
+
+
+def test_intra_and_inter_set_distances():
+    values = np.array([0.0, 1.0, 3.0])
+    assert sorted(compare.intra_set_distances(values).tolist()) == [1.0, 2.0, 3.0]
+    assert sorted(compare.inter_set_distances(np.array([1.0]), values).tolist()) == [0.0, 1.0, 2.0]
+    vectors = np.array([[0.0, 0.0], [3.0, 4.0]])
+    assert compare.intra_set_distances(vectors).tolist() == [5.0]
+
+
+def test_compare_sets_near_and_far_with_a_ceiling():
+    rng = np.random.default_rng(1)
+
+    def pieces(mean, n=60):
+        return [{"pitch_range": float(v), "note_length_histogram": [0.5, 0.5], "mean_ioi": math.nan}
+                for v in rng.normal(mean, 2, n)]
+
+    reference = pieces(20)
+    names = ("pitch_range", "note_length_histogram", "mean_ioi")
+    near = compare.compare_sets(reference, pieces(20), names)
+    far = compare.compare_sets(reference, pieces(40), names)
+    ceiling = compare.split_half_ceiling(reference, features=names)
+    assert near["pitch_range"]["oa"] > 0.85 and far["pitch_range"]["oa"] < 0.1
+    assert near["pitch_range"]["kl"] < far["pitch_range"]["kl"]
+    assert ceiling["pitch_range"]["oa"] > 0.8
+    assert math.isnan(near["mean_ioi"]["oa"])  # undefined everywhere: left out, not zero
+    assert compare.mean_over_features(near) == pytest.approx(np.mean([near["pitch_range"]["oa"],
+                                                                     near["note_length_histogram"]["oa"]]))
+
+
+# ----------------------------------------------------------------------------- memorisation
+
+
+def test_a_transposed_copy_is_found_whole():
+    rng = random.Random(0)
+    training_piece = [(i * 0.5, 0.5, rng.randint(55, 80)) for i in range(64)]  # 8 bars of 8ths
+    other = [(i, 1, rng.randint(40, 60)) for i in range(32)]
+    index = memorization.TrainingIndex([make_score(other), make_score(training_piece)], ["other", "source"])
+    # 5 bars of the training piece (bars 2-6), transposed up a fourth, after 2 bars of its own.
+    intro = [(i * 1.0, 1, 90 + (i % 3)) for i in range(8)]
+    copied = [(onset + 4, duration, pitch + 5) for onset, duration, pitch in training_piece[8:48]]
+    sample = make_score(intro + copied)
+    found = memorization.longest_copy(sample, index)
+    assert found["source"] == "source"
+    assert found["notes"] == 40
+    assert found["bars"] == pytest.approx(39 * 0.5 / 4)  # first to last copied onset
+    assert found["start_beat"] == 8.0
+    summary = memorization.memorization_summary([found, memorization.longest_copy(make_score(intro), index)])
+    assert summary["share_copying"] == 0.5 and summary["longest_notes_max"] == 40
+
+
+def test_no_match_across_training_pieces_and_empty_samples():
+    a = [(i, 1, 60 + i) for i in range(6)]  # rising steps
+    b = [(i, 1, 70 + i) for i in range(6)]
+    index = memorization.TrainingIndex([make_score(a), make_score(b)])
+    # Twelve rising steps: each training piece holds only six, and the separator stops the
+    # match from running from one into the next.
+    found = memorization.longest_copy(make_score([(i, 1, 50 + i) for i in range(12)]), index)
+    assert found["notes"] == 6
+    empty = memorization.longest_copy(Score(TPQ), index)
+    assert empty["notes"] == 0 and empty["bars"] == 0.0 and empty["source"] is None
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def trained_bundle(tiny_models, tiny_data, tmp_path_factory):
+    from midillm.finetune import TrainConfig
+    from midillm.finetune.train import train
+
+    config = TrainConfig(data_dir=str(tiny_data), output_dir=str(tmp_path_factory.mktemp("bundle")),
+                         base_model=str(tiny_models["tied"]), max_steps=30, batch_size=4,
+                         learning_rate=3e-3, warmup_steps=0, lr_scheduler="constant", lora_r=4,
+                         lora_alpha=8, lora_dropout=0.0, mixed_precision="fp32", eval_every=0,
+                         save_every=0, report_to="none")
+    return train(config, log=lambda *_: None)
+
+
+def test_eval_command_writes_metrics_and_a_report(trained_bundle, tiny_data, tmp_path, capsys):
+    from midillm.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["eval", str(trained_bundle), "--data", str(tiny_data), "--out", str(out),
+                 "-n", "3", "--max-new-tokens", "60", "--seed", "1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads((trained_bundle / "eval" / "metrics.json").read_text()) == metrics
+    assert set(metrics["sets"]) == {"generated", "untrained", "shuffled"}
+    assert metrics["validity"]["generated"]["samples"] == 3
+    assert metrics["validity"]["generated"]["token_errors"] == {"type": 0, "time": 0, "duplicate_note": 0}
+    fine_tuned, untrained = metrics["likelihood"]["generated"], metrics["likelihood"]["untrained"]
+    assert fine_tuned["tokens"] > 0 and fine_tuned["notes"] > 0
+    assert fine_tuned["perplexity"] == pytest.approx(math.exp(fine_tuned["loss"]))
+    assert fine_tuned["bits_per_note"] == pytest.approx(
+        fine_tuned["loss"] * fine_tuned["tokens"] / math.log(2) / fine_tuned["notes"])
+    assert fine_tuned["loss"] < untrained["loss"]  # 30 steps of training beat none
+    assert metrics["summary"]["bits_per_note"] == fine_tuned["bits_per_note"]
+    for name in ("generated", "untrained", "shuffled"):
+        entry = metrics["sets"][name]
+        assert set(entry["comparison"]) >= {"pitch_range", "groove_consistency", "note_length_histogram"}
+        assert "share_copying" in entry["memorization"]
+    # The training pieces themselves would be found whole; the held-out ones are other pieces.
+    assert metrics["reference"]["memorization"]["samples"] == metrics["reference"]["pieces"]
+    for key, path in metrics["report"].items():
+        assert Path(path).is_file(), key
+    assert (out / "figures" / "features.png").stat().st_size > 1000
+    assert (out / "figures" / "note_lengths.png").is_file()
+    assert (out / "samples" / "sample-000.png").is_file() and (out / "samples" / "sample-002.mid").is_file()
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5  # 2 figures + 3 piano rolls, inlined
+    assert "data:audio/wav;base64," in html
+    markdown = (out / "report.md").read_text()
+    assert "figures/features.png" in markdown and "Summary" in markdown
+
+
+def test_eval_of_a_folder_of_midi_without_a_model(tiny_data, tmp_path):
+    from midillm.eval import EvalConfig, evaluate
+
+    prepared = json.loads((tiny_data / "prepare.json").read_text())
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    train_paths = [piece["path"] for piece in prepared["pieces"] if piece["split"] == "train"]
+    for index, path in enumerate(train_paths[:3]):
+        Score(path).dump_midi(folder / f"copy{index}.mid")
+    (folder / "broken.mid").write_bytes(b"not midi")
+    metrics = evaluate(EvalConfig(data=str(tiny_data), out=str(tmp_path / "out"), samples=str(folder)),
+                       log=lambda *_: None)
+    assert metrics["validity"]["generated"]["samples"] == 4
+    assert metrics["validity"]["generated"]["valid_share"] == 0.75
+    assert metrics["likelihood"] == {} and set(metrics["sets"]) == {"generated", "shuffled"}
+    # Samples copied from the training set are caught as copies of whole pieces.
+    memo = metrics["sets"]["generated"]["memorization"]
+    assert memo["share_copying"] == 1.0
+    assert all(copy["source"] in {Path(path).name for path in train_paths}
+               for copy in memo["per_piece"])
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_eval_errors_are_one_line(tiny_data, tmp_path, capsys):
+    from midillm.cli import main
+
+    assert main(["eval", str(tmp_path / "missing"), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "prepare.json" in capsys.readouterr().err
+    assert main(["eval", "x", "--data", str(tiny_data), "--out", str(tmp_path / "o"), "-n", "0"]) == 1
+    assert "-n must be at least 1" in capsys.readouterr().err
