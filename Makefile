@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/midillm prepare music21:bach --out runs/bach
+	$(BIN)/midillm demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs

@@ -27,6 +27,8 @@ class TrainConfig:
     base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={
         "help": "Base LM: Hub id, local folder, .gguf file; default: the offline SmolLM2-135M-Instruct."})
     max_steps: int = field(default=1000, metadata={"help": "Optimizer steps to train for."})
+    max_minutes: Optional[float] = field(default=None, metadata={
+        "help": "Wall-clock budget: stop after the first optimizer step past it, then validate and save; unset: no limit."})
     batch_size: int = field(default=8, metadata={"help": "Rows per micro-batch, per process."})
     gradient_accumulation_steps: int = field(default=1, metadata={
         "help": "Micro-batches per optimizer step (effective batch = batch_size x this x processes)."})
@@ -74,6 +76,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
         if self.seq_len is not None and self.seq_len < 2:
             raise ConfigError(f"seq_len must be at least 2, not {self.seq_len}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"max_minutes must be positive or unset, not {self.max_minutes}")
         if self.eval_batches is not None and self.eval_batches < 1:
             raise ConfigError(f"eval_batches must be at least 1 or unset, not {self.eval_batches}")
         if not self.learning_rate > 0:

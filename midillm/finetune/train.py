@@ -410,6 +410,12 @@ def _train(config: TrainConfig, log=None) -> Path:
                     f"{validation['bits_per_note']:.3f} bits/note")
         if config.save_every and step % config.save_every == 0:
             save_checkpoint()
+        # The budget counts this run's time only; every process must agree to stop together.
+        if config.max_minutes is not None:
+            out_of_time = torch.tensor(float(time.time() - started > config.max_minutes * 60), device=accelerator.device)
+            if accelerator.reduce(out_of_time, reduction="max").item():
+                say(f"max_minutes={config.max_minutes} reached after step {step} of {config.max_steps}; stopping")
+                break
     progress.close()
     wall = seconds_before + time.time() - started
 

@@ -1,0 +1,89 @@
+"""`midillm demo` end to end on a tiny model, and the `max_minutes` training budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import make_band_score
+
+
+@pytest.fixture(scope="module")
+def band_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo-band")
+    for seed in range(10):
+        make_band_score(seed, bars=6).dump_midi(folder / f"band{seed}.mid")
+    return folder
+
+
+def test_demo_writes_every_output(tmp_path, tiny_models, band_folder):
+    from midillm.demo import run_demo
+
+    lines = []
+    out = tmp_path / "demo"
+    result = run_demo(out, base_model=str(tiny_models["tied"]), source=str(band_folder), train_minutes=None,
+                      num_samples=2, eval_samples=2, max_new_tokens=24,
+                      train_overrides={"max_steps": 2, "batch_size": 2, "seq_len": 128, "eval_every": 0,
+                                       "report_to": "none", "logging_every": 1},
+                      prepare_options={"vocab_size": 600, "num_workers": 1}, log=lines.append)
+    bundle = result["bundle"]
+    assert (bundle / "adapter_config.json").is_file() and (bundle / "midillm_codec.json").is_file()
+    assert json.loads((bundle / "training_summary.json").read_text())["steps"] == 2
+    for index in range(2):
+        for fmt in ("mid", "musicxml", "wav", "png"):
+            assert (out / "samples" / f"sample-{index:03d}.{fmt}").is_file()
+    assert (out / "eval" / "metrics.json").is_file() and (out / "eval" / "report.html").is_file()
+    card = (bundle / "README.md").read_text()
+    assert "From `eval/metrics.json`" in card and (bundle / "samples" / "piano-roll.png").is_file()
+    assert (bundle / "config.json").is_file()  # Hub-ready: remote code for the pipeline
+
+    text = "\n".join(lines)
+    for header in range(1, 6):
+        assert f"[{header}/5]" in text
+    for path in (bundle, out / "samples", out / "eval" / "report.html", bundle / "README.md"):
+        assert str(path) in text
+    for words in ("valid samples", "bits per note", "mean overlapped area", "copying > 4 bars",
+                  "midillm generate", "midillm eval", "midillm push", "pipeline("):
+        assert words in text
+
+    # A second run reuses the prepared data.
+    lines.clear()
+    run_demo(out, base_model=str(tiny_models["tied"]), source=str(band_folder), train_minutes=None,
+             num_samples=1, eval_samples=1, max_new_tokens=8,
+             train_overrides={"max_steps": 1, "batch_size": 2, "seq_len": 128, "eval_every": 0,
+                              "report_to": "none"},
+             prepare_options={"vocab_size": 600, "num_workers": 1}, log=lines.append)
+    assert any("up to date" in line for line in lines)
+
+
+def test_max_minutes_stops_training(tmp_path, tiny_models, tiny_data):
+    from midillm.finetune.config import load_config
+    from midillm.finetune.train import train
+
+    lines = []
+    config = load_config(None, [f"data_dir={tiny_data}", f"output_dir={tmp_path / 'run'}",
+                                f"base_model={tiny_models['tied']}", "max_steps=50", "batch_size=2",
+                                "max_minutes=0.0001", "report_to=none", "eval_every=0", "save_every=0"])
+    assert config.max_minutes == pytest.approx(0.0001)
+    train(config, log=lines.append)
+    summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
+    assert summary["steps"] == 1 < config.max_steps
+    assert summary["validation"] is not None  # validated and saved as usual
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+    assert any("max_minutes" in line for line in lines)
+
+
+def test_max_minutes_is_validated(tmp_path):
+    from midillm.finetune.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="max_minutes"):
+        load_config(None, [f"data_dir={tmp_path}", f"output_dir={tmp_path}", "max_minutes=0"])
+
+
+def test_demo_command_errors_are_one_line(tmp_path, capsys):
+    from midillm.cli import main
+
+    assert main(["demo", "--out", str(tmp_path), "--train-minutes", "0"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("midillm: error:") and "train-minutes" in error and "\n" not in error
