@@ -130,3 +130,15 @@ def tiny_data(tmp_path_factory, tiny_models) -> Path:
     prepare(PrepareConfig(source=str(midi), out=str(out), base_model=str(tiny_models["tied"]),
                           vocab_size=600, seq_len=128, num_workers=1), log=lambda *_: None)
     return out
+
+
+def train_tiny_bundle(base_model: Path, data_dir: Path, output_dir: Path, max_steps: int = 30) -> Path:
+    """A tiny bundle as `midillm train` leaves it: a few fp32 steps on the tiny model (~5 s)."""
+    from midillm.finetune import TrainConfig
+    from midillm.finetune.train import train
+
+    config = TrainConfig(data_dir=str(data_dir), output_dir=str(output_dir), base_model=str(base_model),
+                         max_steps=max_steps, batch_size=4, learning_rate=3e-3, warmup_steps=0,
+                         lr_scheduler="constant", lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                         mixed_precision="fp32", eval_every=0, save_every=0, report_to="none")
+    return train(config, log=lambda *_: None)

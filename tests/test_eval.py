@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from symusic import Note, Score, TimeSignature, Track
 
+from conftest import train_tiny_bundle
 from midillm.eval import compare, features, memorization
 from midillm.eval.validity import token_errors_by_type, validity_summary
 
@@ -250,15 +251,7 @@ def test_no_match_across_training_pieces_and_empty_samples():
 
 @pytest.fixture(scope="module")
 def trained_bundle(tiny_models, tiny_data, tmp_path_factory):
-    from midillm.finetune import TrainConfig
-    from midillm.finetune.train import train
-
-    config = TrainConfig(data_dir=str(tiny_data), output_dir=str(tmp_path_factory.mktemp("bundle")),
-                         base_model=str(tiny_models["tied"]), max_steps=30, batch_size=4,
-                         learning_rate=3e-3, warmup_steps=0, lr_scheduler="constant", lora_r=4,
-                         lora_alpha=8, lora_dropout=0.0, mixed_precision="fp32", eval_every=0,
-                         save_every=0, report_to="none")
-    return train(config, log=lambda *_: None)
+    return train_tiny_bundle(tiny_models["tied"], tiny_data, tmp_path_factory.mktemp("bundle"), max_steps=30)
 
 
 def test_eval_command_writes_metrics_and_a_report(trained_bundle, tiny_data, tmp_path, capsys):

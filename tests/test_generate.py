@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from conftest import train_tiny_bundle
 from midillm import MusicCodec
 from midillm.decoding.generate import MidiLM, SamplingSettings
 from midillm.tokenization.roundtrip import note_keys
@@ -126,15 +127,7 @@ def test_unknown_time_signature_is_refused(untrained_lm):
 
 @pytest.fixture(scope="module")
 def trained_bundle(tiny_models, tiny_data, tmp_path_factory):
-    from midillm.finetune import TrainConfig
-    from midillm.finetune.train import train
-
-    config = TrainConfig(data_dir=str(tiny_data), output_dir=str(tmp_path_factory.mktemp("bundle")),
-                         base_model=str(tiny_models["tied"]), max_steps=30, batch_size=4,
-                         learning_rate=3e-3, warmup_steps=0, lr_scheduler="constant", lora_r=4,
-                         lora_alpha=8, lora_dropout=0.0, mixed_precision="fp32", eval_every=0,
-                         save_every=0, report_to="none")
-    return train(config, log=lambda *_: None)
+    return train_tiny_bundle(tiny_models["tied"], tiny_data, tmp_path_factory.mktemp("bundle"), max_steps=30)
 
 
 def test_twenty_samples_from_a_trained_bundle_all_decode(trained_bundle):

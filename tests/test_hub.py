@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import make_band_score, train_tiny_bundle
 from midillm.decoding.generate import MidiLM, SamplingSettings
-from conftest import make_band_score
 
 
 
@@ -36,15 +36,7 @@ def short_prompt():
 @pytest.fixture(scope="module")
 def raw_bundle(tiny_models, tiny_data, tmp_path_factory) -> Path:
     """A tiny bundle exactly as `midillm train` leaves it."""
-    from midillm.finetune import TrainConfig
-    from midillm.finetune.train import train
-
-    config = TrainConfig(data_dir=str(tiny_data), output_dir=str(tmp_path_factory.mktemp("hub-bundle")),
-                         base_model=str(tiny_models["tied"]), max_steps=20, batch_size=4,
-                         learning_rate=3e-3, warmup_steps=0, lr_scheduler="constant", lora_r=4,
-                         lora_alpha=8, lora_dropout=0.0, mixed_precision="fp32", eval_every=0,
-                         save_every=0, report_to="none")
-    return train(config, log=lambda *_: None)
+    return train_tiny_bundle(tiny_models["tied"], tiny_data, tmp_path_factory.mktemp("hub-bundle"), max_steps=20)
 
 
 @pytest.fixture(scope="module")
