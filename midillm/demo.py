@@ -15,6 +15,7 @@ from pathlib import Path
 from midillm.tokenization import DEFAULT_BASE_MODEL
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bach-demo.yaml"
+DEMO_MUSIC_VOCABULARY = 1024
 FORMATS = ["mid", "musicxml", "wav", "png"]
 STEPS = 5
 
@@ -59,8 +60,12 @@ def run_demo(out: str | Path = "runs/demo", base_model: str = DEFAULT_BASE_MODEL
     if train_minutes is not None:
         overrides.setdefault("max_minutes", train_minutes)
     train_config = load_config(config, [f"{key}={value}" for key, value in overrides.items()])
+    # A 1024-token music vocabulary, not prepare's 4096: in an 11-minute budget the smaller one
+    # learns faster (held-out 6.38 vs 7.84 bits per note, scale consistency 0.92 vs 0.83 against
+    # the chorales' 0.94; measured 2026-11-24), at 1.35 instead of 0.76 LM tokens per note.
+    prepare_settings = {"vocab_size": DEMO_MUSIC_VOCABULARY, **(prepare_options or {})}
     prepare_config = PrepareConfig(source=source, out=str(data), base_model=base_model, limit=limit,
-                                   seq_len=train_config.seq_len or 1024, **(prepare_options or {}))
+                                   seq_len=train_config.seq_len or 1024, **prepare_settings)
     timings: dict[str, float] = {}
     started = time.time()
 
