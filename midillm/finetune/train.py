@@ -211,6 +211,18 @@ def train(config: TrainConfig, log=None) -> Path:
         GradientState._reset_state()
 
 
+def compile_decoder_layers(causal_lm) -> None:
+    """torch.compile layer by layer: one small graph compiled once and reused by every layer, and
+    PEFT's wrappers and the loss stay eager (whole-model graphs break on them)."""
+    decoder = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else causal_lm.base_model
+    layers = getattr(decoder, "layers", None) or getattr(decoder, "h", None)
+    if layers is None:
+        decoder.compile()
+        return
+    for layer in layers:
+        layer.compile()
+
+
 def _distributed_cpu() -> bool:
     """Launched as several processes on a machine without a GPU: DDP over gloo on the CPU.
 
@@ -286,6 +298,8 @@ def _train(config: TrainConfig, log=None) -> Path:
     dtype = torch.bfloat16 if precision == "bf16" and accelerator.device.type == "cuda" else torch.float32
     model = build_model(config, codec, dtype=dtype, log=say)
     model.music_only_head = music_only
+    if config.compile:
+        compile_decoder_layers(model.causal_lm)
     peft_model = model.peft_model
     if accelerator.is_main_process:
         trainable, total = peft_model.get_nb_trainable_parameters()
