@@ -1,11 +1,13 @@
 """midillm against its peers' approaches: same base model, data, hardware and training budget.
 
-    .venv/bin/python scripts/bench.py                       # ~45 min on a 2-core CPU
+    .venv/bin/python scripts/bench.py                       # ~50 min on a 2-core CPU
     .venv/bin/python scripts/bench.py --minutes 2 --approaches midillm,remi-tokens   # a quick look
+    .venv/bin/python scripts/bench.py --reuse               # re-measure only approaches without a result
 
 Approaches (all on SmolLM2-135M with LoRA r16, the Bach chorales, `configs/bach-demo.yaml`):
   midillm       REMI + music BPE 4096, one new LM token per BPE token, music-only head (the default)
-  midillm-1024  the same with BPE 1024 (the demo's setting: more steps per note, fewer tokens to learn)
+  midillm-1024  the same with BPE 1024 (the demo's setting: fewer, better-trained rows)
+  midillm-remi  no BPE: one new LM token per plain REMI token, music-only head and grammar
   text          REMI written as plain text through the LM's own tokenizer, full head (ChatMusician)
   remi-tokens   one new LM token per plain REMI token, full vocabulary head (MIDI-LLM)
 
@@ -42,6 +44,8 @@ APPROACHES = {
                     label="(a) midillm: BPE 4096 tokens, music-only head"),
     "midillm-1024": dict(render="tokens", vocab_size=1024, music_only_head=True,
                          label="(a') midillm: BPE 1024 tokens, music-only head"),
+    "midillm-remi": dict(render="tokens", vocab_size=0, music_only_head=True,
+                         label="(a'') midillm: plain REMI tokens, music-only head"),
     "text": dict(render="text", vocab_size=0, music_only_head=False,
                  label="(b) plain-text REMI, LM tokenizer (ChatMusician)"),
     "remi-tokens": dict(render="tokens", vocab_size=0, music_only_head=False,
@@ -194,7 +198,7 @@ def table(results: list[dict]) -> str:
 def target_lines(results: list[dict]) -> list[str]:
     by_name = {result["approach"]: result for result in results}
     lines = []
-    for name in ("midillm", "midillm-1024"):
+    for name in ("midillm", "midillm-1024", "midillm-remi"):
         result = by_name.get(name)
         if not result:
             continue
@@ -248,6 +252,8 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=256, help="Tokens sampled per generation timing.")
     parser.add_argument("--work", default="runs/bench", help="Where prepared data and trained bundles go.")
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks.md"), help="Where the report goes.")
+    parser.add_argument("--reuse", action="store_true",
+                        help="Keep the result an earlier run saved in WORK/APPROACH/result.json (same settings).")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: train and time one approach, print JSON
     args = parser.parse_args()
     if args.one:
@@ -260,6 +266,11 @@ def main() -> int:
     command = "python scripts/bench.py " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
     results = []
     for index, name in enumerate(names, 1):
+        saved = Path(args.work) / name / "result.json"
+        if args.reuse and saved.is_file():
+            results.append(json.loads(saved.read_text()))
+            print(f"[{index}/{len(names)}] {APPROACHES[name]['label']}: reusing {saved}", file=sys.stderr)
+            continue
         print(f"[{index}/{len(names)}] {APPROACHES[name]['label']}: preparing", file=sys.stderr, flush=True)
         prepare_data(name, args)
         print(f"[{index}/{len(names)}] training for {args.minutes:g} min, then timing generation", file=sys.stderr, flush=True)
@@ -272,6 +283,7 @@ def main() -> int:
             print(f"{name}: failed (exit {output.returncode})", file=sys.stderr)
             continue
         results.append(json.loads(lines[-1][len("RESULT "):]))
+        saved.write_text(json.dumps(results[-1], indent=1) + "\n")
     if not results:
         return 1
     print("\n" + table(results) + "\n\n" + "\n".join(target_lines(results)))

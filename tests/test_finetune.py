@@ -145,6 +145,21 @@ def test_train_writes_the_bundle(tiny_models, tiny_data, tmp_path):
     assert (output / "checkpoints" / "step-0000002" / TRAINER_STATE).is_file()
 
 
+def test_compiled_training_matches_eager(tiny_models, tiny_data, tmp_path):
+    settings = dict(max_steps=3, seq_len=64)
+    eager = train(tiny_config(tiny_data, tmp_path / "eager", tiny_models["tied"], **settings))
+    compiled = train(tiny_config(tiny_data, tmp_path / "compiled", tiny_models["tied"], compile=True, **settings))
+    a = json.loads((eager / SUMMARY_FILE).read_text())
+    b = json.loads((compiled / SUMMARY_FILE).read_text())
+    assert b["config"]["compile"] and not a["config"]["compile"]
+    assert b["final_train_loss"] == pytest.approx(a["final_train_loss"], rel=1e-3)
+    assert b["validation"]["loss"] == pytest.approx(a["validation"]["loss"], rel=1e-3)
+    # The compiled run saves a plain adapter: same parameter names, loadable as usual.
+    from safetensors.torch import load_file
+
+    assert load_file(compiled / "adapter_model.safetensors").keys() == load_file(eager / "adapter_model.safetensors").keys()
+
+
 class Preempted(Exception):
     pass
 
