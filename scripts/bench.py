@@ -180,7 +180,8 @@ def table(results: list[dict]) -> str:
                ("peak RAM GiB", "peak_rss_gib", "{:.1f}"),
                ("generate notes/s, batch 1", "generate_notes_per_s_1", "{:.0f}"),
                ("generate notes/s, batch 8", "generate_notes_per_s_8", "{:.0f}"),
-               ("held-out bits / note", "bits_per_note", "{:.2f}")]
+               ("held-out bits / note", "bits_per_note", "{:.2f}"),
+               ("samples with notes (batch 8)", "generate_valid_8", "{:.0%}")]
     lines = ["| approach | " + " | ".join(title for title, _, _ in columns) + " | steps | notes seen |",
              "|---|" + "---|" * (len(columns) + 2)]
     for result in results:
@@ -231,6 +232,10 @@ Written by `scripts/bench.py` on {datetime.date.today().isoformat()}.
 - Data: {args.source}; held-out = the validation and test splits (same pieces for every approach: splits go by content hash).
 - Generation: {args.new_tokens} new tokens, top-p 0.95, bf16, after a warm-up call; notes/s = LM tokens/s / held-out LM tokens per note.
 - Ratios in parentheses are to (a) midillm.
+- Training stops at the budget or at the recipe's max_steps (150, the cosine schedule's length), whichever
+  comes first: see the steps and the raw `train_seconds`. Notes seen = label tokens / tokens per note.
+- Samples with notes: the share of the batch-8 samples that decode to at least one note. midillm samples
+  under its grammar; the peers sample freely over the whole vocabulary, as in their papers.
 
 {table(results)}
 

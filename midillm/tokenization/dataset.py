@@ -228,7 +228,10 @@ def prepare(config: PrepareConfig, log=print) -> dict:
     splits = assign_splits(pieces, config)
     codec = MusicCodec.create(config.tokenization, render=config.render, captions=config.captions,
                               base_model=config.base_model)
-    log(f"Training music BPE ({config.vocab_size} tokens) on {len(splits['train'])} pieces")
+    if config.render == "tokens" and config.vocab_size > len(codec.music_tokenizer.vocab):
+        log(f"Training music BPE ({config.vocab_size} tokens) on {len(splits['train'])} pieces")
+    else:
+        log(f"No music BPE: one LM token per {config.tokenization} token")
     codec.train_bpe([piece.file.path for piece in splits["train"]], config.vocab_size)
     codec_dir = out / "codec"
     codec.save_pretrained(codec_dir)
