@@ -34,7 +34,7 @@ def _format(value, digits: int = 3, percent: bool = False) -> str:
 
 
 def run_demo(out: str | Path = "runs/demo", base_model: str = DEFAULT_BASE_MODEL, source: str = "music21:bach",
-             limit: int | None = None, train_minutes: float | None = 10.0, num_samples: int = 4,
+             limit: int | None = None, train_minutes: float | None = 9.0, num_samples: int = 4,
              eval_samples: int = 16, max_new_tokens: int = 768, config: str | Path = DEMO_CONFIG,
              train_overrides: dict | None = None, prepare_options: dict | None = None, log=print) -> dict:
     """Prepare, fine-tune, generate, evaluate and write the card; returns where everything is.
