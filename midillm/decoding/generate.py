@@ -22,7 +22,9 @@ from midillm.errors import first_line
 from midillm.tokenization import MusicCodec
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
 
-from .grammar import GrammarLogitsProcessor, MusicGrammar
+from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar, programs_named_in
+
+TRAINING_SUMMARY_FILE = "training_summary.json"
 
 
 class BundleError(Exception):
@@ -81,14 +83,19 @@ def default_inference_dtype() -> torch.dtype:
 class MidiLM:
     """A causal LM that knows the codec's tokens, plus the codec and its grammar."""
 
-    def __init__(self, model, codec: MusicCodec, dtype: torch.dtype | None = None):
+    def __init__(self, model, codec: MusicCodec, dtype: torch.dtype | None = None,
+                 context_length: int | None = None):
         self.codec = codec
         self.model = model.eval()
         if dtype is not None:
             self.model.to(dtype)
         self.grammar = MusicGrammar(codec)
         self.rows = torch.tensor(self.grammar.row_lm_ids, dtype=torch.long)
-        self.context_length = getattr(model.config, "max_position_embeddings", None) or 2048
+        # The model only ever saw rows of the training length: past it, slide the window rather
+        # than ask it about positions it never learned music at.
+        self.context_length = context_length or getattr(model.config, "max_position_embeddings", None) or 2048
+        # One record per sample of the last `generate_ids` call: ended, new_tokens, masked_mass.
+        self.last_generation: list[dict] = []
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | str | None = "auto") -> MidiLM:
@@ -117,7 +124,7 @@ class MidiLM:
             raise BundleError(f"{path} has a codec but no model (adapter_config.json or config.json)")
         if dtype == "auto":
             dtype = default_inference_dtype()
-        return cls(model, codec, dtype=dtype)
+        return cls(model, codec, dtype=dtype, context_length=_training_context_length(path))
 
     # ------------------------------------------------------------------------- prompts
 
@@ -125,9 +132,12 @@ class MidiLM:
                    time_signature: str | None = None, tempo: float | None = None) -> list[int]:
         """Caption text and/or the music of a MIDI prompt, ending where the model continues.
 
+        Without `text`, the caption is the corpus's typical one: every training row starts with
+        a caption, so a bare `<music>` is a context the model has never seen.
         Without a MIDI prompt, `time_signature` ("3/4") and `tempo` (BPM) force how the piece opens.
         """
         ids: list[int] = []
+        text = self.default_text(text)
         if text:
             ids += self.codec.lm_tokenizer(text.strip() + "\n", add_special_tokens=False).input_ids
         ids.append(self.codec.music_start_id)
@@ -143,11 +153,28 @@ class MidiLM:
             ids += self.codec.lm_ids_of_base_tokens(self.codec.opening_tokens(time_signature, tempo))
         return ids
 
+    def default_text(self, text: str | None) -> str | None:
+        """The caption to use: the given one, else the corpus's typical caption (if captions
+        were trained), else none."""
+        if text is None and self.codec.captions and self.codec.corpus is not None:
+            return self.codec.corpus.caption or None
+        return text
+
+    def constraints(self, text: str | None = None, programs: list[int] | None = None) -> CorpusConstraints | None:
+        """The corpus constraints for a caption (its instruments, if it names any, else the
+        corpus's programs) or explicit `programs`; None when the codec knows no corpus."""
+        if self.codec.corpus is None:
+            return None
+        return CorpusConstraints(self.grammar, self.codec.corpus,
+                                 programs=programs or programs_named_in(self.default_text(text)) or None)
+
     # ------------------------------------------------------------------------- sampling
 
-    def _decoder_step(self, input_ids: torch.Tensor, cache):
+    def _decoder_step(self, input_ids: torch.Tensor, cache, attention_mask: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None):
         decoder = self.model.get_decoder()
-        output = decoder(input_ids=input_ids, cache=cache, use_cache=True)
+        output = decoder(input_ids=input_ids, cache=cache, attention_mask=attention_mask,
+                         position_ids=position_ids, use_cache=True)
         return output.last_hidden_state[:, -1], output.cache
 
     def _head(self) -> torch.Tensor:
@@ -157,12 +184,20 @@ class MidiLM:
     def generate_ids(self, num_samples: int = 1, prompt=None, text: str | None = None,
                      settings: SamplingSettings | None = None, seed: int | None = 0,
                      programs: list[int] | None = None, progress: bool = False,
-                     time_signature: str | None = None, tempo: float | None = None) -> list[list[int]]:
-        """Sample `num_samples` continuations in one batch; returns prompt + new ids each."""
+                     time_signature: str | None = None, tempo: float | None = None,
+                     constrain: bool = True) -> list[list[int]]:
+        """Sample `num_samples` continuations in one batch; returns prompt + new ids each.
+
+        `constrain=False` samples under the syntax grammar alone (the model on its own); True
+        adds the corpus constraints (`CorpusConstraints`). `self.last_generation` then holds,
+        per sample, whether it ended by itself, its new tokens and the mean masked mass.
+        """
         settings = settings or SamplingSettings()
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
-        grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True)
+        constraints = self.constraints(text, programs) if constrain else None
+        grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True,
+                                                   constraints=constraints)
         program_mask = self._program_mask(programs)
         warpers = settings.warpers()
         head = self._head()
@@ -171,13 +206,19 @@ class MidiLM:
         sequences = torch.tensor([prompt_ids] * num_samples)
         new_rows = torch.empty((num_samples, 0), dtype=torch.long)
         finished = torch.zeros(num_samples, dtype=torch.bool)
-        window_start = 0
+        new_tokens = torch.zeros(num_samples, dtype=torch.long)
+        masked_mass = torch.zeros(num_samples)
+        # The window the model sees: each row left-padded to one length after a slide.
+        attention = torch.ones_like(sequences)
+        next_position = torch.full((num_samples,), sequences.shape[1], dtype=torch.long)
         hidden, cache = self._decoder_step(sequences, None)
         bar = tqdm(total=settings.max_new_tokens, desc=f"Sampling {num_samples}", unit="token", disable=not progress)
         for _ in range(settings.max_new_tokens):
             bar.update()
             logits = (hidden.to(head.dtype) @ head.T).float()
             logits = grammar_processor(sequences, logits)
+            masked_mass += grammar_processor.masked_mass * ~finished
+            new_tokens += (~finished).long()
             if program_mask is not None:
                 logits = logits.masked_fill(~program_mask, float("-inf"))
             logits = warpers(new_rows, logits)
@@ -189,29 +230,42 @@ class MidiLM:
             new_rows = torch.cat([new_rows, chosen_rows[:, None]], dim=1)
             if finished.all():
                 break
-            if sequences.shape[1] - window_start >= self.context_length:
-                window_start, hidden, cache = self._slide_window(sequences, prompt_ids)
+            if attention.shape[1] >= self.context_length:
+                hidden, cache, attention, next_position = self._slide_window(sequences, prompt_ids)
             else:
-                hidden, cache = self._decoder_step(next_ids[:, None], cache)
+                attention = torch.cat([attention, torch.ones((num_samples, 1), dtype=attention.dtype)], dim=1)
+                hidden, cache = self._decoder_step(next_ids[:, None], cache, attention, next_position[:, None])
+                next_position += 1
         bar.close()
+        self.last_generation = [
+            {"ended": bool(ended), "new_tokens": int(count), "masked_mass": float(mass / max(int(count), 1))}
+            for ended, count, mass in zip(finished.tolist(), new_tokens.tolist(), masked_mass.tolist())]
         return [self._trim(row.tolist()) for row in sequences]
 
     def _slide_window(self, sequences: torch.Tensor, prompt_ids: list[int]):
-        """Past the model's context: keep the caption and `<music>`, then the most recent music
-        from a bar line on, so the model always sees a well-formed piece start."""
+        """Past the training context: keep the caption and `<music>`, then each row's most recent
+        music from one of its bar lines on, as every training row starts. Rows are left-padded to
+        one length; returns the hidden state, cache, attention mask and next position ids."""
         head_length = prompt_ids.index(self.codec.music_start_id) + 1
-        keep = self.context_length // 2
-        music = sequences[:, head_length:]
-        start = music.shape[1] - keep
+        keep = max(self.context_length // 2 - head_length, 1)
         bar_ids = {lm_id for lm_id, walk in self.grammar.walks.items() if walk.first_type == "Bar"}
-        row = music[0].tolist()
-        while start < len(row) and row[start] not in bar_ids:
-            start += 1
-        if start >= len(row):
-            start = music.shape[1] - keep
-        window = torch.cat([sequences[:, :head_length], music[:, start:]], dim=1)
-        hidden, cache = self._decoder_step(window, None)
-        return sequences.shape[1] - window.shape[1], hidden, cache
+        windows = []
+        for row in sequences.tolist():
+            music = row[head_length:]
+            start = max(len(music) - keep, 0)
+            while start < len(music) and music[start] not in bar_ids:
+                start += 1
+            if start >= len(music):  # no bar line in the recent music: keep it as it is
+                start = max(len(music) - keep, 0)
+            windows.append(row[:head_length] + music[start:])
+        length = max(len(window) for window in windows)
+        pad_id = self.codec.lm_tokenizer.pad_token_id
+        pad_id = pad_id if pad_id is not None else self.codec.music_end_id
+        input_ids = torch.tensor([[pad_id] * (length - len(window)) + window for window in windows])
+        attention = torch.tensor([[0] * (length - len(window)) + [1] * len(window) for window in windows])
+        positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+        hidden, cache = self._decoder_step(input_ids, None, attention, positions)
+        return hidden, cache, attention, positions[:, -1] + 1
 
     def _program_mask(self, programs: list[int] | None) -> torch.Tensor | None:
         """Rows allowed when only these programs (-1 = drums) may play."""
@@ -234,13 +288,25 @@ class MidiLM:
                  seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  min_p: float = 0.0, repetition_penalty: float = 1.0,
                  programs: list[int] | None = None, time_signature: str | None = None,
-                 tempo: float | None = None) -> list[Score]:
-        """Sample scores. `prompt` (a MIDI path, bytes or Score) is continued; `text` is a caption;
-        `programs` (-1 = drums), `time_signature` and `tempo` force those controls."""
+                 tempo: float | None = None, constrain: bool = True) -> list[Score]:
+        """Sample scores. `prompt` (a MIDI path, bytes or Score) is continued; `text` is a caption
+        (default: the corpus's typical one); `programs` (-1 = drums), `time_signature` and
+        `tempo` force those controls; `constrain=False` turns the corpus constraints off."""
         settings = SamplingSettings(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty)
         samples = self.generate_ids(num_samples, prompt, text, settings, seed, programs,
-                                    time_signature=time_signature, tempo=tempo)
+                                    time_signature=time_signature, tempo=tempo, constrain=constrain)
         return [self.codec.decode(ids) for ids in samples]
+
+
+def _training_context_length(path: Path) -> int | None:
+    """The row length the bundle was trained on, when its training summary says."""
+    summary = path / TRAINING_SUMMARY_FILE
+    if not summary.is_file():
+        return None
+    try:
+        return int(json.loads(summary.read_text()).get("seq_len") or 0) or None
+    except (ValueError, TypeError):
+        return None
 
 
 def _download_bundle(repo_id: str) -> str:

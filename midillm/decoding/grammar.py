@@ -139,39 +139,285 @@ class MusicGrammar:
 
 
 class GrammarLogitsProcessor(LogitsProcessor):
-    """Masks every token the grammar forbids next, for each sequence of a batch.
+    """Masks every token the grammar (and the corpus constraints, when given) forbids next, for
+    each sequence of a batch.
 
     Also keeps a piece from ending before its first note: an empty score is valid, but useless.
+    Keeps, per sequence, the probability mass the masks removed at the last call (`masked_mass`):
+    a model whose mass must be moved a lot has not yet learned its corpus.
 
     Works on logits over the whole LM vocabulary (`row_logits=False`) or over the music rows
     only (`row_logits=True`, the music-only head). Call with the ids generated so far.
     """
 
     def __init__(self, grammar: MusicGrammar, prompt_ids: list[list[int]] | None = None,
-                 row_logits: bool = False):
+                 row_logits: bool = False, constraints: CorpusConstraints | None = None):
         self.grammar = grammar
         self.row_logits = row_logits
+        self.constraints = constraints
         self.states: list[tuple[str, int]] | None = None
         self.prompt_states = [grammar.state_after(ids) for ids in prompt_ids] if prompt_ids else None
+        self.onset_states = None
+        if constraints is not None and prompt_ids:
+            self.onset_states = []
+            for ids in prompt_ids:
+                state = constraints.start_state()
+                for lm_id in grammar.codec.music_part(list(ids)):
+                    state = constraints.advance(state, int(lm_id))
+                self.onset_states.append(state)
         self.has_note = ([bool(set(grammar.codec.music_part(ids)) & grammar.note_lm_ids) for ids in prompt_ids]
                          if prompt_ids else None)
         self.seen = 0
         self.row_lm_ids = torch.tensor(grammar.row_lm_ids)
+        self.masked_mass: torch.Tensor | None = None  # of the last call, per sequence
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        batch = input_ids.shape[0]
         if self.states is None:
-            self.states = list(self.prompt_states or [self.grammar.start_state()] * input_ids.shape[0])
-            self.has_note = list(self.has_note or [False] * input_ids.shape[0])
+            self.states = list(self.prompt_states or [self.grammar.start_state()] * batch)
+            self.has_note = list(self.has_note or [False] * batch)
+            if self.constraints is not None and self.onset_states is None:
+                self.onset_states = [self.constraints.start_state() for _ in range(batch)]
             self.seen = input_ids.shape[1]
         for new_position in range(self.seen, input_ids.shape[1]):
             for row, lm_id in enumerate(input_ids[:, new_position].tolist()):
                 self.states[row] = self.grammar.advance(self.states[row], lm_id)
                 self.has_note[row] = self.has_note[row] or lm_id in self.grammar.note_lm_ids
+                if self.constraints is not None:
+                    self.onset_states[row] = self.constraints.advance(self.onset_states[row], lm_id)
         self.seen = input_ids.shape[1]
         masks = torch.stack([self.grammar.row_mask(state) for state in self.states])
         masks[:, self.grammar.end_row] &= torch.tensor(self.has_note)
+        if self.constraints is not None:
+            for row, state in enumerate(self.onset_states):
+                constrained = masks[row] & self.constraints.row_mask(state)
+                # A dead end (every continuation breaks a constraint) falls back to the syntax.
+                if constrained.any():
+                    masks[row] = constrained
         if self.row_logits:
-            return scores.masked_fill(~masks.to(scores.device), float("-inf"))
-        full = torch.zeros_like(scores, dtype=torch.bool)
-        full[:, self.row_lm_ids.to(scores.device)] = masks.to(scores.device)
+            full = masks.to(scores.device)
+        else:
+            full = torch.zeros_like(scores, dtype=torch.bool)
+            full[:, self.row_lm_ids.to(scores.device)] = masks.to(scores.device)
+        probabilities = torch.softmax(scores.float(), dim=-1)
+        self.masked_mass = probabilities.masked_fill(full, 0.0).sum(dim=-1).cpu()
         return scores.masked_fill(~full, float("-inf"))
+
+
+# ----------------------------------------------------------------------------- corpus constraints
+
+TIME_RESET_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track"})
+
+
+@dataclass
+class _OnsetState:
+    """What the corpus constraints track for one sequence beyond the syntax state."""
+
+    bar_positions: int                      # Position values allowed in the current bar
+    program: int | None = None              # the program in effect (program changes)
+    notes: int = 0                          # notes struck at the current onset
+    pairs: set = None                       # (program, pitch) struck at the current onset
+    programs_used: set = None
+
+    def __post_init__(self):
+        self.pairs = set() if self.pairs is None else self.pairs
+        self.programs_used = set() if self.programs_used is None else self.programs_used
+
+
+def _note_program_and_pitch(token: str) -> tuple[str, int] | None:
+    kind, _, value = token.partition("_")
+    if kind in ("Pitch", "NoteOn", "PitchDrum", "DrumOn") and value.lstrip("-").isdigit():
+        return kind, int(value)
+    return None
+
+
+def programs_named_in(text: str | None) -> list[int]:
+    """General MIDI programs that a caption's "Instruments:" line names (-1 = drums)."""
+    from miditok.constants import MIDI_INSTRUMENTS
+
+    if not text:
+        return []
+    names = {instrument["name"].lower(): program for program, instrument in enumerate(MIDI_INSTRUMENTS)}
+    programs = []
+    for line in text.splitlines():
+        label, _, value = line.partition(":")
+        if label.strip().lower() != "instruments":
+            continue
+        for item in value.split(","):
+            name = item.strip().split(" x ", 1)[-1].strip().lower()
+            if name == "drums":
+                programs.append(-1)
+            elif name in names:
+                programs.append(names[name])
+    return sorted(set(programs))
+
+
+class CorpusConstraints:
+    """What the corpus allows, on top of the syntax: a sample stays inside its corpus's range.
+
+    Each constraint can be switched off: `max_notes_per_onset` (None: no cap), `no_repeats`
+    (the same program and pitch twice at one onset), `programs` (None: any), `max_programs`
+    (None: any number per piece), `pitch_ranges` (a program's pitches stay in the corpus's range),
+    `bar_length` (Position stays inside the current bar's metre), `time_signatures` (only the
+    corpus's). Masks are vectors over the grammar's rows, built once per distinct situation.
+    """
+
+    def __init__(self, grammar: MusicGrammar, profile, programs: list[int] | None = None,
+                 max_notes_per_onset: int | None = -1, no_repeats: bool = True, max_programs: int | None = -1,
+                 pitch_ranges: bool = True, bar_length: bool = True, time_signatures: bool = True):
+        self.grammar = grammar
+        tokenizer = grammar.codec.music_tokenizer
+        self.positions_per_beat = tokenizer.config.max_num_pos_per_beat
+        self.cap = profile.max_notes_per_onset if max_notes_per_onset == -1 else max_notes_per_onset
+        self.max_programs = profile.max_programs_per_piece if max_programs == -1 else max_programs
+        self.no_repeats = no_repeats
+        self.bar_length = bar_length
+        allowed_programs = set(programs) if programs else set(profile.programs) or None
+        self.pitch_ranges = {int(program): tuple(bounds) for program, bounds in profile.pitch_ranges.items()} \
+            if pitch_ranges else {}
+        rows = grammar.row_lm_ids[:-1]
+        codec = grammar.codec
+        parts = [codec.music_token_parts[codec.music_id_of_lm_id(lm_id)] for lm_id in rows]
+        self.parts = parts
+        count = len(grammar.row_lm_ids)
+
+        # Static: rows with a foreign program or metre, or with an onset inside the row over the cap.
+        static = torch.ones(count, dtype=torch.bool)
+        self.pre_notes = torch.zeros(count, dtype=torch.long)   # notes added to the current onset
+        self.ends_needing_note = torch.zeros(count, dtype=torch.bool)
+        self.first_position = torch.full((count,), NO_POSITION, dtype=torch.long)
+        self.pre_pitches_current: dict[tuple[str, int], list[int]] = {}  # under the program in effect
+        self.pre_pairs_explicit: dict[tuple[int, int], list[int]] = {}
+        program_index = {program: index for index, program in enumerate(sorted(
+            {int(token.split("_")[1]) for row in parts for token in row if token.startswith("Program_")}))}
+        self.program_columns = program_index
+        self.row_programs = torch.zeros((count, max(len(program_index), 1)), dtype=torch.bool)
+        signatures = set(profile.time_signatures) if time_signatures and profile.time_signatures else None
+        self.has_drum_tokens = any(kind in ("PitchDrum", "DrumOn") for kind in grammar.graph)
+        for row, tokens in enumerate(parts):
+            seen_time, onset_notes, onset_pairs, program = False, 0, set(), None
+            for token in tokens:
+                kind, _, value = token.partition("_")
+                if kind == "Program":
+                    program = int(value)
+                    self.row_programs[row, program_index[program]] = True
+                    if allowed_programs is not None and program not in allowed_programs:
+                        static[row] = False
+                elif kind == "TimeSig" and signatures is not None and value not in signatures:
+                    static[row] = False
+                elif kind in TIME_RESET_TYPES:
+                    if not seen_time and kind == "Position":
+                        self.first_position[row] = int(value)
+                    seen_time, onset_notes, onset_pairs = True, 0, set()
+                else:
+                    note = _note_program_and_pitch(token)
+                    if note is None:
+                        continue
+                    onset_notes += 1
+                    pair = (program, note[1])
+                    if self.no_repeats and program is not None and pair in onset_pairs:
+                        static[row] = False
+                    onset_pairs.add(pair)
+                    if self.cap is not None and onset_notes > self.cap:
+                        static[row] = False
+                    if not seen_time:
+                        self.pre_notes[row] += 1
+                        if program is None:
+                            self.pre_pitches_current.setdefault(note, []).append(row)
+                        else:
+                            self.pre_pairs_explicit.setdefault((program, note[1]), []).append(row)
+            # A program change with no time token after it promises a note at this same onset.
+            self.ends_needing_note[row] = bool(tokens) and token_type(tokens[-1]) == "Program" and not seen_time
+        self.static = static
+        self.note_demand = self.pre_notes + self.ends_needing_note.long()
+        self._program_masks: dict[int | None, torch.Tensor] = {}
+        self._position_masks: dict[int, torch.Tensor] = {}
+        self._new_program_masks: dict[frozenset, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------------- state
+
+    def bar_positions_of(self, signature: str) -> int:
+        numerator = int(signature.split("/")[0])
+        return numerator * self.positions_per_beat
+
+    def start_state(self) -> _OnsetState:
+        return _OnsetState(bar_positions=self.bar_positions_of("4/4"))
+
+    def advance(self, state: _OnsetState, lm_id: int) -> _OnsetState:
+        row = self.grammar.row_of_lm_id.get(lm_id)
+        if row is None or row >= len(self.parts):
+            return state
+        for token in self.parts[row]:
+            kind, _, value = token.partition("_")
+            if kind == "Program":
+                state.program = int(value)
+                state.programs_used.add(state.program)
+            elif kind == "TimeSig":
+                state.bar_positions = self.bar_positions_of(value)
+            elif kind in TIME_RESET_TYPES:
+                state.notes, state.pairs = 0, set()
+            else:
+                note = _note_program_and_pitch(token)
+                if note is not None:
+                    state.notes += 1
+                    state.pairs.add((state.program, note[1]))
+        return state
+
+    # ------------------------------------------------------------------------- masks
+
+    def _program_mask(self, program: int | None) -> torch.Tensor:
+        """Rows whose notes, under `program` in effect, fit the program (drum notes on drums
+        only, pitches in the corpus's range)."""
+        if program not in self._program_masks:
+            mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
+            for row, tokens in enumerate(self.parts):
+                current = program
+                for token in tokens:
+                    kind, _, value = token.partition("_")
+                    if kind == "Program":
+                        current = int(value)
+                        continue
+                    note = _note_program_and_pitch(token)
+                    if note is None or current is None:
+                        continue
+                    is_drum_note = note[0] in ("PitchDrum", "DrumOn")
+                    if self.has_drum_tokens and is_drum_note != (current == -1):
+                        mask[row] = False
+                    bounds = self.pitch_ranges.get(current)
+                    if bounds and not bounds[0] <= note[1] <= bounds[1]:
+                        mask[row] = False
+            self._program_masks[program] = mask
+        return self._program_masks[program]
+
+    def _position_mask(self, bar_positions: int) -> torch.Tensor:
+        if bar_positions not in self._position_masks:
+            self._position_masks[bar_positions] = self.first_position < bar_positions
+        return self._position_masks[bar_positions]
+
+    def _new_program_mask(self, used: frozenset) -> torch.Tensor:
+        if used not in self._new_program_masks:
+            foreign = [column for program, column in self.program_columns.items() if program not in used]
+            mask = ~self.row_programs[:, foreign].any(dim=1) if foreign else torch.ones(
+                len(self.grammar.row_lm_ids), dtype=torch.bool)
+            self._new_program_masks[used] = mask
+        return self._new_program_masks[used]
+
+    def row_mask(self, state: _OnsetState) -> torch.Tensor:
+        mask = self.static & self._program_mask(state.program)
+        if self.bar_length:
+            mask = mask & self._position_mask(state.bar_positions)
+        if self.cap is not None:
+            mask = mask & (self.note_demand <= self.cap - state.notes)
+        if self.max_programs is not None and len(state.programs_used) >= self.max_programs:
+            mask = mask & self._new_program_mask(frozenset(state.programs_used))
+        if self.no_repeats and state.pairs:
+            mask = mask.clone()
+            for program, pitch in state.pairs:
+                for row in self.pre_pairs_explicit.get((program, pitch), ()):
+                    mask[row] = False
+                if program == state.program:
+                    for kind in ("Pitch", "NoteOn", "PitchDrum", "DrumOn"):
+                        for row in self.pre_pitches_current.get((kind, pitch), ()):
+                            mask[row] = False
+        mask[self.grammar.end_row] = True  # ending is the syntax grammar's call
+        return mask

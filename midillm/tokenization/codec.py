@@ -27,6 +27,7 @@ from symusic import Score
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL, load_lm_tokenizer
+from .profile import CorpusProfile, tokenizer_settings
 
 TOKENIZATIONS = ("REMI", "TSD", "MIDILike", "Structured", "MMM", "PerTok")
 RENDERS = ("tokens", "text")
@@ -50,12 +51,15 @@ class CodecVersionError(ValueError):
     """A saved codec this installation cannot read faithfully."""
 
 
-def build_music_tokenizer(tokenization: str = "REMI") -> miditok.MusicTokenizer:
+def build_music_tokenizer(tokenization: str = "REMI", profile: CorpusProfile | None = None) -> miditok.MusicTokenizer:
     """A miditok tokenizer set up for real multi-track General MIDI music.
 
     All 128 programs plus drums in one token stream, tempo and time-signature changes, the
     full MIDI pitch range (the default 21-108 silently drops notes of real files) and the
     time signatures found in real scores (2/2, 3/2, 4/2 and compound metres included).
+    With a corpus `profile`, what carries no information there is dropped (a constant velocity,
+    a program token before every note) and the time grid, longest duration and metres follow
+    the corpus.
     """
     if tokenization not in TOKENIZATIONS:
         raise ValueError(
@@ -73,6 +77,13 @@ def build_music_tokenizer(tokenization: str = "REMI") -> miditok.MusicTokenizer:
                               8: list(range(1, 19)), 16: list(range(1, 25))},
         encode_ids_split="bar",
     )
+    adaptive = tokenizer_settings(profile)
+    if tokenization not in ("REMI", "TSD", "MIDILike"):
+        # Only these write program changes in one stream; the others keep a program per note.
+        adaptive.pop("program_changes", None)
+    if tokenization == "PerTok":
+        adaptive = {}  # PerTok has its own time model (see below)
+    settings.update(adaptive)
     if tokenization == "MMM":
         settings["base_tokenizer"] = "REMI"
     if tokenization == "PerTok":
@@ -116,6 +127,39 @@ def describe_music_token(token: str) -> str:
     return f"{token_type.lower()} {value}".strip()
 
 
+def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> str:
+    """A short text from what is known: metadata first, then what the score itself says."""
+    metadata = dict(metadata or {})
+    lines = []
+    for label, key in (("Title", "title"), ("Composer", "composer"), ("Genre", "genre")):
+        if metadata.get(key):
+            lines.append(f"{label}: {metadata[key]}")
+    key = metadata.get("key")
+    if not key and len(score.key_signatures):
+        signature = score.key_signatures[0]
+        names = _MINOR_KEYS_BY_SHARPS if signature.tonality else _MAJOR_KEYS_BY_SHARPS
+        if signature.key in names:
+            key = f"{names[signature.key]} {'minor' if signature.tonality else 'major'}"
+    if key:
+        lines.append(f"Key: {key}")
+    if len(score.time_signatures):
+        signature = score.time_signatures[0]
+        lines.append(f"Time signature: {signature.numerator}/{signature.denominator}")
+    if len(score.tempos):
+        lines.append(f"Tempo: {round(score.tempos[0].qpm)} BPM")
+    instruments = []
+    for track in score.tracks:
+        if track.note_num() == 0:
+            continue
+        name = "Drums" if track.is_drum else MIDI_INSTRUMENTS[track.program]["name"]
+        instruments.append(name)
+    if instruments:
+        counted = {name: instruments.count(name) for name in dict.fromkeys(instruments)}
+        lines.append("Instruments: " + ", ".join(
+            f"{count} x {name}" if count > 1 else name for name, count in counted.items()))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 class MusicCodec:
     """Scores <-> LM token ids. Build with `MusicCodec.create`, then `train_bpe` if wanted.
 
@@ -125,10 +169,13 @@ class MusicCodec:
         render: "tokens" (one new LM token per music token) or "text" (plain-text baseline).
         captions: put a caption from the metadata before the music.
         base_model: the base model the LM tokenizer came from, recorded for later stages.
+        corpus: what the training corpus allows (`prepare` measures it); the grammar's corpus
+            constraints, the default caption and the sanity check read it. None: unknown.
     """
 
     def __init__(self, music_tokenizer, lm_tokenizer, render: str = "tokens",
-                 captions: bool = True, base_model: str = DEFAULT_BASE_MODEL):
+                 captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
+                 corpus: CorpusProfile | None = None):
         if render not in RENDERS:
             raise ValueError(f"unknown render {render!r}; choose one of {', '.join(RENDERS)}")
         self.music_tokenizer = music_tokenizer
@@ -136,17 +183,21 @@ class MusicCodec:
         self.render = render
         self.captions = captions
         self.base_model = base_model
+        self.corpus = corpus
         self._register_lm_tokens()
 
     # ----------------------------------------------------------------------------- building
 
     @classmethod
     def create(cls, tokenization: str = "REMI", lm_tokenizer=None, render: str = "tokens",
-               captions: bool = True, base_model: str = DEFAULT_BASE_MODEL) -> MusicCodec:
-        """A new, untrained codec; `lm_tokenizer` defaults to the base model's own."""
+               captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
+               corpus: CorpusProfile | None = None) -> MusicCodec:
+        """A new, untrained codec; `lm_tokenizer` defaults to the base model's own. With a
+        `corpus` profile the music tokens follow that corpus (see `build_music_tokenizer`)."""
         if lm_tokenizer is None:
             lm_tokenizer = load_lm_tokenizer(base_model)
-        return cls(build_music_tokenizer(tokenization), lm_tokenizer, render, captions, base_model)
+        return cls(build_music_tokenizer(tokenization, corpus), lm_tokenizer, render, captions, base_model,
+                   corpus)
 
     def train_bpe(self, midi_paths: list[Path], vocab_size: int) -> None:
         """Learn music BPE merges on these files (ignored by the text render, which has none)."""
@@ -251,35 +302,7 @@ class MusicCodec:
 
     def caption(self, score: Score, metadata: Mapping[str, str] | None = None) -> str:
         """A short text from what is known: metadata first, then what the score itself says."""
-        metadata = dict(metadata or {})
-        lines = []
-        for label, key in (("Title", "title"), ("Composer", "composer"), ("Genre", "genre")):
-            if metadata.get(key):
-                lines.append(f"{label}: {metadata[key]}")
-        key = metadata.get("key")
-        if not key and len(score.key_signatures):
-            signature = score.key_signatures[0]
-            names = _MINOR_KEYS_BY_SHARPS if signature.tonality else _MAJOR_KEYS_BY_SHARPS
-            if signature.key in names:
-                key = f"{names[signature.key]} {'minor' if signature.tonality else 'major'}"
-        if key:
-            lines.append(f"Key: {key}")
-        if len(score.time_signatures):
-            signature = score.time_signatures[0]
-            lines.append(f"Time signature: {signature.numerator}/{signature.denominator}")
-        if len(score.tempos):
-            lines.append(f"Tempo: {round(score.tempos[0].qpm)} BPM")
-        instruments = []
-        for track in score.tracks:
-            if track.note_num() == 0:
-                continue
-            name = "Drums" if track.is_drum else MIDI_INSTRUMENTS[track.program]["name"]
-            instruments.append(name)
-        if instruments:
-            counted = {name: instruments.count(name) for name in dict.fromkeys(instruments)}
-            lines.append("Instruments: " + ", ".join(
-                f"{count} x {name}" if count > 1 else name for name, count in counted.items()))
-        return "\n".join(lines) + "\n" if lines else ""
+        return score_caption(score, metadata)
 
     def caption_ids(self, score: Score, metadata: Mapping[str, str] | None = None) -> list[int]:
         if not self.captions:
@@ -354,7 +377,14 @@ class MusicCodec:
         if not tokens:
             return Score(self.music_tokenizer.time_division)
         base_vocab = self.music_tokenizer.vocab
-        return self.music_tokenizer.decode([base_vocab[token] for token in tokens])
+        score = self.music_tokenizer.decode([base_vocab[token] for token in tokens])
+        if self.corpus is not None and self.corpus.constant_velocity and self.corpus.velocities \
+                and not self.music_tokenizer.config.use_velocities:
+            # The velocity had no token because the corpus never changes it: give it back.
+            for track in score.tracks:
+                for note in track.notes:
+                    note.velocity = self.corpus.velocities[0]
+        return score
 
     # ----------------------------------------------------------------------------- saving
 
@@ -374,6 +404,7 @@ class MusicCodec:
             "base_model": self.base_model,
             "music_vocab_size": len(self.music_token_parts),
             "music_to_lm": {str(music_id): lm_id for music_id, lm_id in self._music_to_lm.items()},
+            "corpus": self.corpus.to_dict() if self.corpus is not None else None,
         }
         (path / CODEC_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -390,8 +421,9 @@ class MusicCodec:
         check_codec_versions(config)
         music_tokenizer = getattr(miditok, config["tokenization"])(
             params=path / MUSIC_TOKENIZER_FILE)
+        corpus = CorpusProfile.from_dict(config["corpus"]) if config.get("corpus") else None
         codec = cls(music_tokenizer, AutoTokenizer.from_pretrained(path), config["render"],
-                    config["captions"], config["base_model"])
+                    config["captions"], config["base_model"], corpus)
         saved = {int(music_id): lm_id for music_id, lm_id in config["music_to_lm"].items()}
         if saved != codec._music_to_lm:
             raise CodecVersionError(

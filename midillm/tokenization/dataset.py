@@ -16,12 +16,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL
-from .codec import MIDITOK_VERSION, RENDERS, TOKENIZATIONS, MusicCodec
+from .codec import MIDITOK_VERSION, RENDERS, TOKENIZATIONS, MusicCodec, score_caption
+from .profile import CorpusProfile, measure_corpus
 from .sources import CheckedFile, Skipped, check_files, list_source
 
 SPLITS = ("train", "validation", "test")
@@ -42,6 +44,9 @@ class PrepareConfig:
     render: str = field(default="tokens", metadata={
         "help": "tokens: one new LM token per music token; text: plain text through the LM tokenizer (baseline)."})
     captions: bool = field(default=True, metadata={"help": "Put a metadata caption before each piece."})
+    adapt_to_corpus: bool = field(default=True, metadata={
+        "help": "Drop tokens that carry nothing in this corpus (constant velocity, repeated programs) and "
+                "fit the time grid, durations and metres to it; off: miditok's general-purpose settings."})
     seq_len: int = field(default=1024, metadata={"help": "Length of a packed training row, in LM tokens."})
     transpose: int = field(default=0, metadata={
         "help": "Augment the train split with copies transposed by -N..N semitones (0: off)."})
@@ -184,6 +189,17 @@ def _tokenize_all(tasks: list[tuple[str, dict, list[int]]], codec_dir: Path, num
 # ------------------------------------------------------------------------- the whole job
 
 
+def _measure_train_split(pieces: list[CheckedFile]) -> CorpusProfile:
+    from symusic import Score
+
+    scores, captions = [], []
+    for piece in tqdm(pieces, desc="Measuring the corpus", unit="file"):
+        score = Score(str(piece.file.path))
+        scores.append(score)
+        captions.append(score_caption(score, piece.file.metadata))
+    return measure_corpus(scores, captions)
+
+
 def fingerprint(config: PrepareConfig, pieces: list[CheckedFile]) -> str:
     """What the output depends on: settings, file contents, and the tokenizer versions."""
     settings = {key: value for key, value in asdict(config).items() if key not in ("out", "num_workers")}
@@ -226,8 +242,15 @@ def prepare(config: PrepareConfig, log=print) -> dict:
             return previous
 
     splits = assign_splits(pieces, config)
+    # What the corpus allows is measured on the train split only, like the BPE merges.
+    corpus = _measure_train_split(splits["train"] or pieces)
+    log(f"Corpus: {corpus.pieces} train pieces, programs {corpus.program_list}, at most "
+        f"{corpus.max_notes_per_onset} notes per onset (mean {corpus.mean_notes_per_onset:.2f}), "
+        f"metres {', '.join(corpus.time_signatures)}, grid 1/{corpus.positions_per_beat} beat")
     codec = MusicCodec.create(config.tokenization, render=config.render, captions=config.captions,
-                              base_model=config.base_model)
+                              base_model=config.base_model,
+                              corpus=corpus if config.adapt_to_corpus else None)
+    codec.corpus = corpus  # the grammar and eval use it even when the tokens are not adapted
     if config.render == "tokens" and config.vocab_size > len(codec.music_tokenizer.vocab):
         log(f"Training music BPE ({config.vocab_size} tokens) on {len(splits['train'])} pieces")
     else:
@@ -264,6 +287,11 @@ def prepare(config: PrepareConfig, log=print) -> dict:
             chunks[split].extend(chunk_piece(version["caption"], version["bars"], codec.music_start_id,
                                              codec.music_end_id, config.seq_len))
 
+    lengths = [sum(len(bar) for bar in result["versions"][0]["bars"]) + 1
+               for (split, _), result in zip(owners, results) if split == "train"] or [1]
+    corpus.music_tokens = [int(np.median(lengths)), int(np.quantile(lengths, 0.95)), int(max(lengths))]
+    codec.save_pretrained(codec_dir)
+
     features = Features({"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))})
     dataset_splits, padding_total, ids_total = {}, 0, 0
     for split in SPLITS:
@@ -290,6 +318,7 @@ def prepare(config: PrepareConfig, log=print) -> dict:
         "music_vocab_size": len(codec.music_token_parts),
         "lm_vocab_size": len(codec.lm_tokenizer),
         "padding_share": round(padding_total / max(ids_total, 1), 4),
+        "corpus": corpus.to_dict(),
         "splits": split_stats,
         "pieces": piece_reports,
         "versions": {"midillm": __version__, "miditok": MIDITOK_VERSION},

@@ -1,0 +1,218 @@
+"""What a corpus allows: measured once by `prepare`, kept in the codec, read by the grammar and eval.
+
+A listener judges a generated piece against the music it imitates: no onset with more notes
+than the corpus has, no instrument it never uses, time that moves about as it does there, an
+ending. `CorpusProfile` holds those facts (from the train split only) and the tokenizer settings
+they imply: a velocity that never changes and a program that never changes between notes carry
+no information, so they get no tokens; the time grid and the longest duration follow the corpus,
+so held notes and fast ornaments keep their length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from symusic import Score
+
+DRUMS = -1  # the program number the profile (and miditok) give drums
+# Candidate grids, in positions per beat: the smallest that holds (almost) every onset and
+# duration of the corpus wins. 12 and 24 hold triplets.
+GRID_CANDIDATES = (4, 8, 12, 16, 24)
+# Share of onsets / durations a grid must hold exactly to be chosen.
+GRID_COVERAGE = 0.995
+# The cap on notes per onset ignores the rarest 1% of onsets: in the 410 chorales a few doubled
+# instrumental parts reach 15 notes at once, while 94% of onsets have at most 4 and 99% at most 8.
+ONSET_QUANTILE = 0.99
+# Durations below 12 beats keep the default fine bins; longer ones get one bin per beat up to
+# the corpus's longest note (organ points, held final chords).
+LONG_DURATION_BEATS = 12
+MAX_DURATION_BEATS = 128
+
+
+@dataclass
+class CorpusProfile:
+    """Facts about the train pieces that tokenization, the grammar and the sanity check use."""
+
+    pieces: int = field(default=0, metadata={"help": "Pieces measured (the train split)."})
+    notes: int = field(default=0, metadata={"help": "Notes in those pieces."})
+    velocities: list[int] = field(default_factory=list, metadata={"help": "Distinct note velocities."})
+    programs: dict[int, int] = field(default_factory=dict, metadata={
+        "help": "Program (-1 = drums) -> pieces that play it."})
+    pitch_ranges: dict[int, list[int]] = field(default_factory=dict, metadata={
+        "help": "Program -> [lowest, highest] pitch it plays."})
+    time_signatures: dict[str, int] = field(default_factory=dict, metadata={
+        "help": "Time signature ('4/4') -> how many times it occurs."})
+    notes_per_onset: dict[int, int] = field(default_factory=dict, metadata={
+        "help": "Histogram: notes struck at one onset (all tracks) -> onsets."})
+    max_notes_per_onset: int = field(default=0, metadata={
+        "help": "The most notes at one onset, ignoring the rarest 1% of onsets."})
+    mean_notes_per_onset: float = field(default=0.0, metadata={"help": "Mean notes struck at one onset."})
+    max_programs_per_piece: int = field(default=0, metadata={"help": "The most programs one piece plays."})
+    max_gap_beats: float = field(default=0.0, metadata={
+        "help": "Longest time without a new onset inside a piece (99th percentile over pieces), in beats."})
+    positions_per_beat: int = field(default=8, metadata={"help": "Time grid that holds the corpus's onsets."})
+    max_duration_beats: float = field(default=0.0, metadata={"help": "Longest note, in beats."})
+    bars: list[int] = field(default_factory=list, metadata={
+        "help": "Bars per piece: [shortest, median, longest]."})
+    music_tokens: list[int] = field(default_factory=list, metadata={
+        "help": "Music tokens per piece after tokenization: [median, 95th percentile, longest]."})
+    caption: str = field(default="", metadata={
+        "help": "A caption typical of the corpus (each field's most common value): the default prompt."})
+
+    # ------------------------------------------------------------------------ derived facts
+
+    @property
+    def constant_velocity(self) -> bool:
+        return len(self.velocities) <= 1
+
+    @property
+    def program_list(self) -> list[int]:
+        return sorted(self.programs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> CorpusProfile:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        profile = cls(**known)
+        # JSON turns int keys into strings.
+        profile.programs = {int(key): value for key, value in profile.programs.items()}
+        profile.pitch_ranges = {int(key): list(value) for key, value in profile.pitch_ranges.items()}
+        profile.notes_per_onset = {int(key): value for key, value in profile.notes_per_onset.items()}
+        return profile
+
+
+def _program(track) -> int:
+    return DRUMS if track.is_drum else int(track.program)
+
+
+def _grid_for(ticks: np.ndarray, ticks_per_quarter: int) -> int:
+    """The coarsest candidate grid (positions per beat) that holds GRID_COVERAGE of these times."""
+    for grid in GRID_CANDIDATES:
+        if ticks_per_quarter % grid:
+            continue
+        step = ticks_per_quarter // grid
+        if ticks.size == 0 or np.mean(ticks % step == 0) >= GRID_COVERAGE:
+            return grid
+    return GRID_CANDIDATES[-1]
+
+
+def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> CorpusProfile:
+    """Measure the pieces (symusic Scores) and their captions into a `CorpusProfile`."""
+    velocities: set[int] = set()
+    programs: Counter = Counter()
+    pitch_low: dict[int, int] = {}
+    pitch_high: dict[int, int] = {}
+    time_signatures: Counter = Counter()
+    onset_histogram: Counter = Counter()
+    programs_per_piece: list[int] = []
+    gaps: list[float] = []
+    bars: list[int] = []
+    grids: Counter = Counter()
+    max_duration = 0.0
+    pieces = notes = 0
+    for score in scores:
+        tpq = score.ticks_per_quarter
+        piece_programs = set()
+        onsets: Counter = Counter()
+        times = []
+        for track in score.tracks:
+            if track.note_num() == 0:
+                continue
+            program = _program(track)
+            piece_programs.add(program)
+            array = track.notes.numpy()
+            velocities.update(np.unique(array["velocity"]).tolist())
+            pitches = array["pitch"]
+            pitch_low[program] = min(pitch_low.get(program, 127), int(pitches.min()))
+            pitch_high[program] = max(pitch_high.get(program, 0), int(pitches.max()))
+            onsets.update(array["time"].tolist())
+            times.append(array["time"])
+            times.append(array["duration"])
+            max_duration = max(max_duration, float(array["duration"].max()) / tpq)
+            notes += len(array["time"])
+        if not onsets:
+            continue
+        pieces += 1
+        for program in piece_programs:
+            programs[program] += 1
+        programs_per_piece.append(len(piece_programs))
+        onset_histogram.update(onsets.values())
+        ordered = sorted(onsets)
+        steps = np.diff([0] + ordered) / tpq if ordered else np.zeros(0)
+        gaps.append(float(steps.max()) if steps.size else 0.0)
+        signatures = list(score.time_signatures) or []
+        for signature in signatures:
+            time_signatures[f"{signature.numerator}/{signature.denominator}"] += 1
+        if not signatures:
+            time_signatures["4/4"] += 1
+        beats_per_bar = (signatures[0].numerator * 4 / signatures[0].denominator) if signatures else 4
+        bars.append(max(1, math.ceil(score.end() / tpq / beats_per_bar)))
+        grids[_grid_for(np.concatenate(times), tpq)] += 1
+    if not pieces:
+        raise ValueError("no notes to measure in the corpus")
+
+    counts = np.array(sorted(onset_histogram.elements()))
+    # The grid that holds GRID_COVERAGE of the pieces' own best grids.
+    grid_order = sorted(grids)
+    covered, positions_per_beat = 0, grid_order[-1]
+    for grid in grid_order:
+        covered += grids[grid]
+        if covered >= GRID_COVERAGE * pieces:
+            positions_per_beat = grid
+            break
+    return CorpusProfile(
+        pieces=pieces,
+        notes=notes,
+        velocities=sorted(int(value) for value in velocities),
+        programs={int(program): count for program, count in sorted(programs.items())},
+        pitch_ranges={program: [pitch_low[program], pitch_high[program]] for program in sorted(pitch_low)},
+        time_signatures=dict(time_signatures.most_common()),
+        notes_per_onset={int(size): count for size, count in sorted(onset_histogram.items())},
+        max_notes_per_onset=int(np.quantile(counts, ONSET_QUANTILE, method="higher")),
+        mean_notes_per_onset=round(float(counts.mean()), 4),
+        max_programs_per_piece=max(programs_per_piece),
+        max_gap_beats=round(float(np.quantile(gaps, 0.99, method="higher")), 4),
+        positions_per_beat=positions_per_beat,
+        max_duration_beats=round(max_duration, 4),
+        bars=[min(bars), int(np.median(bars)), max(bars)],
+        caption=typical_caption(captions),
+    )
+
+
+def typical_caption(captions: Iterable[str]) -> str:
+    """Each caption field's most common value, in the fields' usual order; titles left out
+    (each piece has its own, and a title would ask for that very piece)."""
+    values: dict[str, Counter] = {}
+    for caption in captions:
+        for line in caption.splitlines():
+            label, separator, value = line.partition(": ")
+            if separator and label != "Title":
+                values.setdefault(label, Counter())[value] += 1
+    return "".join(f"{label}: {counter.most_common(1)[0][0]}\n" for label, counter in values.items())
+
+
+def tokenizer_settings(profile: CorpusProfile | None) -> dict:
+    """miditok `TokenizerConfig` settings that follow the corpus (empty without a profile)."""
+    if profile is None:
+        return {}
+    grid = profile.positions_per_beat
+    longest = min(MAX_DURATION_BEATS, max(LONG_DURATION_BEATS, math.ceil(profile.max_duration_beats)))
+    beat_res = {(0, 4): grid, (4, LONG_DURATION_BEATS): min(grid, 4)}
+    if longest > LONG_DURATION_BEATS:
+        beat_res[(LONG_DURATION_BEATS, longest)] = 1
+    signatures: dict[int, set[int]] = {}
+    for signature in list(profile.time_signatures) + ["4/4"]:
+        numerator, denominator = (int(part) for part in signature.split("/"))
+        signatures.setdefault(denominator, set()).add(numerator)
+    return dict(
+        use_velocities=not profile.constant_velocity,
+        program_changes=True,
+        beat_res=beat_res,
+        time_signature_range={denominator: sorted(numerators) for denominator, numerators in signatures.items()},
+    )
