@@ -61,3 +61,66 @@ def test_end_of_music_only_after_a_complete_note(codec):
     assert pitch_ids
     after_pitch = (grammar.walks[pitch_ids[0]].last_type, 0)
     assert not grammar.row_mask(after_pitch)[grammar.end_row]
+
+
+@pytest.fixture(scope="module", params=[0, 700], ids=lambda size: f"adaptive-bpe{size}")
+def corpus_codec(request, tiny_lm_tokenizer_path, bach_midi_files, band_midi_files):
+    """A corpus-adaptive codec whose profile comes from chorales plus band files (drums, programs)."""
+    from symusic import Score
+    from transformers import AutoTokenizer
+
+    from midillm.tokenization.codec import score_caption
+    from midillm.tokenization.profile import measure_corpus
+
+    paths = bach_midi_files[:20] + band_midi_files
+    scores = [Score(str(path)) for path in paths]
+    profile = measure_corpus(scores, [score_caption(score) for score in scores])
+    codec = MusicCodec.create("REMI", lm_tokenizer=AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path),
+                              corpus=profile)
+    codec.train_bpe(paths, request.param)
+    return codec
+
+
+def test_random_logits_under_the_corpus_constraints_give_sane_pieces(corpus_codec):
+    """Whatever the model says, the constraints keep a piece inside its corpus's range."""
+    from midillm.decoding.grammar import CorpusConstraints
+    from midillm.eval.sanity import sample_sanity
+
+    grammar = MusicGrammar(corpus_codec)
+    profile = corpus_codec.corpus
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        processor = GrammarLogitsProcessor(grammar, row_logits=True, constraints=CorpusConstraints(grammar, profile))
+        ids = torch.tensor([[corpus_codec.music_start_id]])
+        for _ in range(300):
+            scores = processor(ids, 3 * torch.randn(1, len(grammar.row_lm_ids), generator=generator))
+            choice = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).item()
+            ids = torch.cat([ids, torch.tensor([[grammar.row_lm_ids[choice]]])], 1)
+            if grammar.row_lm_ids[choice] == corpus_codec.music_end_id:
+                break
+        score = corpus_codec.decode(ids[0].tolist())
+        check = sample_sanity(score, profile)
+        assert check["notes"] > 0
+        assert check["max_notes_per_onset"] <= profile.max_notes_per_onset
+        assert check["duplicate_notes"] == 0
+        assert not check["foreign_programs"] and check["pitches_out_of_range"] == 0, check
+        assert check["longest_gap_beats"] <= profile.max_gap_beats + 1e-6, check
+        assert len(check["programs"]) <= profile.max_programs_per_piece
+
+
+def test_without_constraints_random_logits_break_the_corpus_range(corpus_codec):
+    """The same sampling without the constraints leaves the corpus's range: the test above is not vacuous."""
+    from midillm.eval.sanity import sample_sanity
+
+    grammar = MusicGrammar(corpus_codec)
+    generator = torch.Generator().manual_seed(0)
+    insane = 0
+    for _ in range(4):
+        processor = GrammarLogitsProcessor(grammar, row_logits=True)
+        ids = torch.tensor([[corpus_codec.music_start_id]])
+        for _ in range(300):
+            scores = processor(ids, 3 * torch.randn(1, len(grammar.row_lm_ids), generator=generator))
+            choice = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).item()
+            ids = torch.cat([ids, torch.tensor([[grammar.row_lm_ids[choice]]])], 1)
+        insane += not sample_sanity(corpus_codec.decode(ids[0].tolist()), corpus_codec.corpus)["sane"]
+    assert insane >= 3

@@ -353,8 +353,11 @@ def write_png(score: Score, path: Path, width: int = 1200, height: int = 400) ->
         top.set_xticks(bars[:-1][::step], [str(i + 1) for i in range(0, len(bars) - 1, step)])
         top.tick_params(labelsize=7, length=2)
         top.set_xlabel("bar", fontsize=8)
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize=7, frameon=False, borderaxespad=0)
+        # Many instruments: more legend columns, never more rows than the figure is tall (a
+        # legend taller than the figure squeezes the roll to nothing).
+        rows_that_fit = max(1, (height - 60) // 12)
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
+                  borderaxespad=0, ncols=int(np.ceil(len(handles) / rows_that_fit)))
     try:
         # No bbox_inches="tight": the image must be exactly width x height pixels.
         fig.savefig(str(path), format="png", dpi=dpi)

@@ -214,10 +214,16 @@ class _OnsetState:
     """What the corpus constraints track for one sequence beyond the syntax state."""
 
     bar_positions: int                      # Position values allowed in the current bar
-    program: int | None = None              # the program in effect (program changes)
+    program: int | None = 0                 # the program in effect: miditok decodes notes before
+                                            # any Program token as program 0
     notes: int = 0                          # notes struck at the current onset
     pairs: set = None                       # (program, pitch) struck at the current onset
     programs_used: set = None
+    bar_start: float | None = None          # in quarter notes; None before the first bar line
+    bar_quarters: float = 4.0               # length of the current bar
+    position_quarters: float = 0.125        # length of one Position step in the current metre
+    onset_time: float = 0.0                 # time of the current Position
+    last_onset: float = 0.0                 # time of the last note struck
 
     def __post_init__(self):
         self.pairs = set() if self.pairs is None else self.pairs
@@ -259,20 +265,23 @@ class CorpusConstraints:
     (the same program and pitch twice at one onset), `programs` (None: any), `max_programs`
     (None: any number per piece), `pitch_ranges` (a program's pitches stay in the corpus's range),
     `bar_length` (Position stays inside the current bar's metre), `time_signatures` (only the
-    corpus's). Masks are vectors over the grammar's rows, built once per distinct situation.
+    corpus's), `max_gap` (beats without a new onset; -1: the corpus's longest, None: any). Masks are vectors over the grammar's rows, built once per distinct situation.
     """
 
     def __init__(self, grammar: MusicGrammar, profile, programs: list[int] | None = None,
                  max_notes_per_onset: int | None = -1, no_repeats: bool = True, max_programs: int | None = -1,
-                 pitch_ranges: bool = True, bar_length: bool = True, time_signatures: bool = True):
+                 pitch_ranges: bool = True, bar_length: bool = True, time_signatures: bool = True,
+                 max_gap: float | None = -1):
         self.grammar = grammar
         tokenizer = grammar.codec.music_tokenizer
         self.positions_per_beat = tokenizer.config.max_num_pos_per_beat
         self.cap = profile.max_notes_per_onset if max_notes_per_onset == -1 else max_notes_per_onset
         self.max_programs = profile.max_programs_per_piece if max_programs == -1 else max_programs
         self.no_repeats = no_repeats
+        # Notes before any Program token decode as program 0: it counts as used once one plays.
         self.bar_length = bar_length
         allowed_programs = set(programs) if programs else set(profile.programs) or None
+        self.allowed_programs = allowed_programs
         self.pitch_ranges = {int(program): tuple(bounds) for program, bounds in profile.pitch_ranges.items()} \
             if pitch_ranges else {}
         rows = grammar.row_lm_ids[:-1]
@@ -294,6 +303,12 @@ class CorpusConstraints:
         self.row_programs = torch.zeros((count, max(len(program_index), 1)), dtype=torch.bool)
         signatures = set(profile.time_signatures) if time_signatures and profile.time_signatures else None
         self.has_drum_tokens = any(kind in ("PitchDrum", "DrumOn") for kind in grammar.graph)
+        # Time never stands still longer than the corpus's longest gap between onsets (REMI-style
+        # tokens, where bars and positions say where an onset falls).
+        self.max_gap = profile.max_gap_beats if (max_gap == -1 and "Position" in grammar.graph) else (
+            None if max_gap == -1 else max_gap)
+        self.starts_with_bar = torch.tensor(
+            [bool(tokens) and token_type(tokens[0]) == "Bar" for tokens in parts] + [False])
         for row, tokens in enumerate(parts):
             seen_time, onset_notes, onset_pairs, program = False, 0, set(), None
             for token in tokens:
@@ -315,7 +330,7 @@ class CorpusConstraints:
                         continue
                     onset_notes += 1
                     pair = (program, note[1])
-                    if self.no_repeats and program is not None and pair in onset_pairs:
+                    if self.no_repeats and pair in onset_pairs:
                         static[row] = False
                     onset_pairs.add(pair)
                     if self.cap is not None and onset_notes > self.cap:
@@ -340,8 +355,16 @@ class CorpusConstraints:
         numerator = int(signature.split("/")[0])
         return numerator * self.positions_per_beat
 
+    def _set_metre(self, state: _OnsetState, signature: str) -> None:
+        numerator, denominator = (int(part) for part in signature.split("/"))
+        state.bar_positions = numerator * self.positions_per_beat
+        state.bar_quarters = numerator * 4 / denominator
+        state.position_quarters = 4 / denominator / self.positions_per_beat
+
     def start_state(self) -> _OnsetState:
-        return _OnsetState(bar_positions=self.bar_positions_of("4/4"))
+        state = _OnsetState(bar_positions=0)
+        self._set_metre(state, "4/4")
+        return state
 
     def advance(self, state: _OnsetState, lm_id: int) -> _OnsetState:
         row = self.grammar.row_of_lm_id.get(lm_id)
@@ -353,14 +376,21 @@ class CorpusConstraints:
                 state.program = int(value)
                 state.programs_used.add(state.program)
             elif kind == "TimeSig":
-                state.bar_positions = self.bar_positions_of(value)
+                self._set_metre(state, value)
             elif kind in TIME_RESET_TYPES:
                 state.notes, state.pairs = 0, set()
+                if kind == "Bar":
+                    state.bar_start = 0.0 if state.bar_start is None else state.bar_start + state.bar_quarters
+                    state.onset_time = state.bar_start
+                elif kind == "Position" and value.isdigit() and state.bar_start is not None:
+                    state.onset_time = state.bar_start + int(value) * state.position_quarters
             else:
                 note = _note_program_and_pitch(token)
                 if note is not None:
                     state.notes += 1
                     state.pairs.add((state.program, note[1]))
+                    state.programs_used.add(state.program)
+                    state.last_onset = state.onset_time
         return state
 
     # ------------------------------------------------------------------------- masks
@@ -380,6 +410,8 @@ class CorpusConstraints:
                     note = _note_program_and_pitch(token)
                     if note is None or current is None:
                         continue
+                    if self.allowed_programs is not None and current not in self.allowed_programs:
+                        mask[row] = False
                     is_drum_note = note[0] in ("PitchDrum", "DrumOn")
                     if self.has_drum_tokens and is_drum_note != (current == -1):
                         mask[row] = False
@@ -408,6 +440,12 @@ class CorpusConstraints:
             mask = mask & self._position_mask(state.bar_positions)
         if self.cap is not None:
             mask = mask & (self.note_demand <= self.cap - state.notes)
+        if self.max_gap is not None and state.bar_start is not None:
+            latest = state.last_onset + self.max_gap + 1e-6
+            mask = mask & ((self.first_position == NO_POSITION)
+                           | (self.first_position * state.position_quarters <= latest - state.bar_start))
+            if state.bar_start + state.bar_quarters > latest:
+                mask = mask & ~self.starts_with_bar
         if self.max_programs is not None and len(state.programs_used) >= self.max_programs:
             mask = mask & self._new_program_mask(frozenset(state.programs_used))
         if self.no_repeats and state.pairs:
