@@ -33,7 +33,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_class, posit
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from midillm.decoding.generate import SamplingSettings
     from midillm.tokenization.dataset import PrepareConfig
+
+    # Sampling flags default to None: the bundle's generation_config.json, else SamplingSettings.
+    sampling = SamplingSettings()
 
     parser = argparse.ArgumentParser(
         prog="midillm",
@@ -63,16 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-n", "--num-samples", type=int, default=4, help="How many pieces (default: 4).")
     generate.add_argument("--prompt", help="A MIDI file to continue; the output begins with it.")
     generate.add_argument("--text", help='A caption to start from, e.g. "Composer: J.S. Bach".')
-    generate.add_argument("--max-new-tokens", type=int, default=512, help="Length limit in LM tokens (default: 512).")
-    generate.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature, > 0 (default: 1.0).")
-    generate.add_argument("--top-p", type=float, default=0.95, help="Nucleus sampling mass in (0, 1] (default: 0.95).")
-    generate.add_argument("--top-k", type=int, default=0, help="Keep the K most likely tokens; 0 = off (default: 0).")
-    generate.add_argument("--min-p", type=float, default=0.0, help="Drop tokens below this share of the top one (default: 0).")
-    generate.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default: 1.0).")
+    generate.add_argument("--max-new-tokens", type=int,
+                          help=f"Length limit in LM tokens (default: {sampling.max_new_tokens}).")
+    generate.add_argument("--temperature", type=float, help=f"Sampling temperature, > 0 (default: {sampling.temperature}).")
+    generate.add_argument("--top-p", type=float, help=f"Nucleus sampling mass in (0, 1] (default: {sampling.top_p}).")
+    generate.add_argument("--top-k", type=int, help=f"Keep the K most likely tokens; 0 = off (default: {sampling.top_k}).")
+    generate.add_argument("--min-p", type=float,
+                          help=f"Drop tokens below this share of the top one (default: {sampling.min_p}).")
+    generate.add_argument("--repetition-penalty", type=float,
+                          help=f"> 1 discourages repeats (default: {sampling.repetition_penalty}).")
     generate.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
     generate.add_argument("--time-signature", help='Force the opening metre, e.g. "3/4" (without --prompt).')
     generate.add_argument("--tempo", type=float, help="Force the opening tempo in BPM (without --prompt).")
-    generate.add_argument("--programs", help="Only these General MIDI programs may play, e.g. 0,40 (-1 = drums).")
+    generate.add_argument("--programs", help="Only these General MIDI programs may play, e.g. 0,40 (-1 = drums). "
+                                             "Default: those the caption names, else the training corpus's.")
+    generate.add_argument("--no-constraints", action="store_true",
+                          help="Sample under the token syntax only, without the corpus constraints (notes per "
+                               "onset, no repeated note at an onset, the corpus's instruments, ranges and metres).")
     generate.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
 
     push = commands.add_parser(
@@ -105,8 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="Folder for metrics.json and the report.")
     evaluate.add_argument("-n", "--num-samples", type=int, default=16, help="Samples to generate (default: 16).")
     evaluate.add_argument("--samples", metavar="FOLDER", help="Evaluate these MIDI files instead of generating.")
-    evaluate.add_argument("--max-new-tokens", type=int, default=512, help="Length limit in LM tokens (default: 512).")
+    evaluate.add_argument("--max-new-tokens", type=int, default=sampling.max_new_tokens,
+                          help=f"Length limit in LM tokens (default: {sampling.max_new_tokens}).")
     evaluate.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    evaluate.add_argument("--require-ending", action="store_true",
+                          help="Count a sample cut by --max-new-tokens (no </music> of its own) as not sane.")
     evaluate.add_argument("--no-baselines", dest="baselines", action="store_false",
                           help="Skip the untrained-model and shuffled-bars baselines.")
 
@@ -122,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Base LM: Hub id, local folder, .gguf file (default: the offline SmolLM2-135M-Instruct).")
     demo.add_argument("--limit", type=int, help="Use only the first N chorales (quicker, worse).")
     demo.add_argument("-n", "--num-samples", type=int, default=4, help="Samples to write (default: 4).")
-    demo.add_argument("--eval-samples", type=int, default=16, help="Samples the evaluation draws (default: 16).")
+    demo.add_argument("--eval-samples", type=int, default=32,
+                      help="Samples the evaluation draws, with the corpus constraints and again with the model "
+                           "alone (default: 32).")
 
     return parser
 
@@ -164,8 +180,8 @@ def run_generate(arguments: argparse.Namespace) -> None:
 
     # Everything the user typed is checked before the (slow) model load.
     formats = parse_formats(arguments.formats)
-    settings = SamplingSettings(arguments.max_new_tokens, arguments.temperature, arguments.top_k,
-                                arguments.top_p, arguments.min_p, arguments.repetition_penalty)
+    given = {field.name: getattr(arguments, field.name) for field in dataclasses.fields(SamplingSettings)}
+    SamplingSettings().updated(**given)
     try:
         programs = [int(value) for value in arguments.programs.split(",")] if arguments.programs else None
     except ValueError:
@@ -177,9 +193,11 @@ def run_generate(arguments: argparse.Namespace) -> None:
     if arguments.prompt and not Path(arguments.prompt).is_file():
         raise FileNotFoundError(f"prompt file not found: {arguments.prompt}")
     model = MidiLM.from_pretrained(arguments.model)
+    settings = model.sampling.updated(**given)
     samples = model.generate_ids(arguments.num_samples, arguments.prompt, arguments.text, settings,
                                  arguments.seed, programs=programs, progress=True,
-                                 time_signature=arguments.time_signature, tempo=arguments.tempo)
+                                 time_signature=arguments.time_signature, tempo=arguments.tempo,
+                                 constrain=not arguments.no_constraints)
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     for index, ids in enumerate(samples):
@@ -204,14 +222,22 @@ def run_export(arguments: argparse.Namespace) -> None:
     print(f"Exported {arguments.model} to {out}{' (merged)' if arguments.merge else ''}")
 
 
+def _percent(value) -> str:
+    return "n/a" if not isinstance(value, (int, float)) or value != value else f"{100 * value:.0f}%"
+
+
 def run_eval(arguments: argparse.Namespace) -> None:
     from midillm.eval import EvalConfig, evaluate
 
     config = EvalConfig(model=arguments.model, data=arguments.data, out=arguments.out,
                         num_samples=arguments.num_samples, samples=arguments.samples,
                         max_new_tokens=arguments.max_new_tokens, seed=arguments.seed,
-                        baselines=arguments.baselines)
+                        baselines=arguments.baselines, require_ending=arguments.require_ending)
     summary = evaluate(config)["summary"]
+    print(f"Sane samples: {_percent(summary.get('sane_share'))} with the corpus constraints, "
+          f"{_percent(summary.get('sane_share_model_alone'))} with the model alone "
+          f"(held-out pieces {_percent(summary.get('corpus_sane_share'))}); "
+          f"bits per note {summary.get('bits_per_note', float('nan')):.3f}")
     print(", ".join(f"{key} {value:.3f}" for key, value in summary.items() if isinstance(value, float)))
     print(f"Wrote {arguments.out}/metrics.json, {arguments.out}/report.md and {arguments.out}/report.html")
 
@@ -221,8 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"]:
         # argparse cannot hand a leading option (like --help) to a sub-command's remainder.
         from midillm.finetune.train import main as train_main
+        from midillm.hub.bundle import complete_bundle
 
-        return train_main(argv[1:])
+        # The training part may not import the hub; the command, above both, makes the trained
+        # folder a whole Hub repository (model card, generation config).
+        return train_main(argv[1:], finish=complete_bundle)
     parser = build_parser()
     arguments = parser.parse_args(argv)
     warnings.filterwarnings("ignore", module="miditok")

@@ -1,7 +1,8 @@
-"""`midillm demo`: the whole path on the offline default, on a laptop CPU, in about 15 minutes.
+"""`midillm demo`: the whole path on the offline default, on a laptop CPU.
 
-    prepare the Bach chorales -> fine-tune SmolLM2 (a wall-clock budget) -> generate samples
-    -> evaluate (report.html) -> make the bundle Hub-ready (model card with the eval numbers)
+    prepare the Bach chorales -> fine-tune SmolLM2 (within `train_minutes` of wall clock)
+    -> generate samples -> evaluate (report.html) -> make the bundle Hub-ready (model card with
+    the eval numbers)
 
 Thin orchestration over the parts' public functions; only `midillm.cli` imports it. The training
 settings are `configs/bach-demo.yaml`.
@@ -12,12 +13,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from midillm.bundle_files import MODEL_CARD, PIANO_ROLL, SAMPLE_MIDI
 from midillm.tokenization import DEFAULT_BASE_MODEL
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bach-demo.yaml"
-# No music BPE in the demo: on 379 chorales and a 10-minute CPU budget, plain REMI tokens learn
-# far more per note seen (4.8 held-out bits/note against 6.2 with BPE 1024 and 7.8 with 4096,
-# docs/benchmarks.md); BPE's fewer tokens per note pay off on bigger corpora and longer runs.
+# The music BPE vocabulary `prepare` builds for the demo (0: none, plain tokens). Measured in
+# docs/benchmarks.md: on 379 chorales and a ~10-minute CPU budget, plain REMI learned far more per
+# note seen than BPE (4.8 held-out bits/note against 6.2 with BPE 1024 and 7.8 with 4096); BPE's
+# fewer tokens per note pay off on bigger corpora and longer runs.
 DEMO_MUSIC_VOCABULARY = 0
 FORMATS = ["mid", "musicxml", "wav", "png"]
 STEPS = 5
@@ -35,7 +38,7 @@ def _format(value, digits: int = 3, percent: bool = False) -> str:
 
 def run_demo(out: str | Path = "runs/demo", base_model: str = DEFAULT_BASE_MODEL, source: str = "music21:bach",
              limit: int | None = None, train_minutes: float | None = 9.0, num_samples: int = 4,
-             eval_samples: int = 16, max_new_tokens: int = 768, config: str | Path = DEMO_CONFIG,
+             eval_samples: int = 32, max_new_tokens: int = 768, config: str | Path = DEMO_CONFIG,
              train_overrides: dict | None = None, prepare_options: dict | None = None, log=print) -> dict:
     """Prepare, fine-tune, generate, evaluate and write the card; returns where everything is.
 
@@ -45,9 +48,10 @@ def run_demo(out: str | Path = "runs/demo", base_model: str = DEFAULT_BASE_MODEL
     from midillm.decoding.export import export_score, write_midi, write_png
     from midillm.decoding.generate import MidiLM, SamplingSettings
     from midillm.eval import EvalConfig, evaluate
+    from midillm.eval.sanity import sample_sanity
     from midillm.finetune.config import load_config
     from midillm.finetune.train import train
-    from midillm.hub import prepare_bundle_for_hub, write_model_card
+    from midillm.hub import prepare_bundle_for_hub
     from midillm.tokenization.dataset import PrepareConfig, prepare
 
     if num_samples < 1 or eval_samples < 1:
@@ -63,9 +67,7 @@ def run_demo(out: str | Path = "runs/demo", base_model: str = DEFAULT_BASE_MODEL
     if train_minutes is not None:
         overrides.setdefault("max_minutes", train_minutes)
     train_config = load_config(config, [f"{key}={value}" for key, value in overrides.items()])
-    # A 1024-token music vocabulary, not prepare's 4096: in an 11-minute budget the smaller one
-    # learns faster (held-out 6.38 vs 7.84 bits per note, scale consistency 0.92 vs 0.83 against
-    # the chorales' 0.94; measured 2026-11-24), at 1.35 instead of 0.76 LM tokens per note.
+    # The demo's music vocabulary (DEMO_MUSIC_VOCABULARY, above) unless prepare_options say otherwise.
     prepare_settings = {"vocab_size": DEMO_MUSIC_VOCABULARY, **(prepare_options or {})}
     prepare_config = PrepareConfig(source=source, out=str(data), base_model=base_model, limit=limit,
                                    seq_len=train_config.seq_len or 1024, **prepare_settings)
@@ -87,20 +89,28 @@ def run_demo(out: str | Path = "runs/demo", base_model: str = DEFAULT_BASE_MODEL
     _header(3, f"Generating {num_samples} samples into {samples_dir}", log)
     begun = time.time()
     lm = MidiLM.from_pretrained(bundle)
-    settings = SamplingSettings(max_new_tokens=max_new_tokens, top_p=0.95)
+    settings = SamplingSettings(max_new_tokens=max_new_tokens)
+    # The prompt is the corpus's typical caption (as every training row starts with a caption),
+    # and the corpus constraints are on: the showcase is what a user gets by default.
+    log(f"Caption: {' / '.join(lm.default_text(None).splitlines()) if lm.default_text(None) else '(none)'}")
     ids = lm.generate_ids(num_samples, settings=settings, seed=0, progress=True)
-    written = []
+    written, showcase_sane = [], 0
     for index, row in enumerate(ids):
         score = lm.codec.decode(row)
         stem = samples_dir / f"sample-{index:03d}"
         export_score(score, stem, FORMATS)
         written.append((stem, score.note_num()))
-        log(f"{stem}: {score.note_num()} notes -> " + ", ".join(f"{stem.name}.{fmt}" for fmt in FORMATS))
+        check = sample_sanity(score, lm.codec.corpus, lm.last_generation[index]) if lm.codec.corpus else None
+        showcase_sane += bool(check and check["sane"])
+        verdict = ("sane" if check["sane"] else "NOT sane: " + ", ".join(check["reasons"])) if check else "unchecked"
+        log(f"{stem}: {score.note_num()} notes, {check['bars'] if check else '?'} bars, "
+            f"{'ended' if lm.last_generation[index]['ended'] else 'cut by the token budget'}, {verdict} -> "
+            + ", ".join(f"{stem.name}.{fmt}" for fmt in FORMATS))
     # The card shows the first sample with notes (what the user just heard), not a new one.
     shown = next((index for index, (_, notes) in enumerate(written) if notes), 0)
     card_score = lm.codec.decode(ids[shown])
-    write_midi(card_score, bundle / "samples" / "sample.mid")
-    write_png(card_score, bundle / "samples" / "piano-roll.png")
+    write_midi(card_score, bundle / SAMPLE_MIDI)
+    write_png(card_score, bundle / PIANO_ROLL)
     del lm
     timings["generate"] = time.time() - begun
 
@@ -112,13 +122,14 @@ def run_demo(out: str | Path = "runs/demo", base_model: str = DEFAULT_BASE_MODEL
 
     _header(5, f"Writing the model card ({bundle / 'README.md'})", log)
     begun = time.time()
-    prepare_bundle_for_hub(bundle, render=False)  # remote code + card; the sample is the one above
-    card = write_model_card(bundle)  # again, explicitly: the card must carry eval/metrics.json
+    # After the evaluation, so the card carries eval/metrics.json; its sample is the one above.
+    card = prepare_bundle_for_hub(bundle, render=False) / MODEL_CARD
     timings["card"] = time.time() - begun
     timings["total"] = time.time() - started
 
     summary = metrics["summary"]
-    result = {"bundle": bundle, "data": data, "samples": samples_dir, "eval": eval_dir,
+    result = {"showcase_sane": showcase_sane, "showcase_samples": num_samples,
+              "bundle": bundle, "data": data, "samples": samples_dir, "eval": eval_dir,
               "report": eval_dir / "report.html", "metrics": eval_dir / "metrics.json", "card": card,
               "summary": summary, "timings": timings}
     _print_summary(result, log)
@@ -133,10 +144,22 @@ def _print_summary(result: dict, log) -> None:
     log(f"  model bundle:  {bundle}  (card: {result['card']})")
     log(f"  samples:       {result['samples']}/sample-*.mid, .musicxml, .wav, .png")
     log(f"  eval report:   {result['report']}  (numbers: {result['metrics']})")
+    log(f"Showcase: {result['showcase_sane']} of {result['showcase_samples']} samples sane")
     log("Metrics (held-out chorales):")
-    log(f"  valid samples:            {_format(summary.get('valid_share'), percent=True)}")
+    log(f"  sane samples:             {_format(summary.get('sane_share'), percent=True)} with the corpus constraints, "
+        f"{_format(summary.get('sane_share_model_alone'), percent=True)} with the model alone "
+        f"(held-out pieces: {_format(summary.get('corpus_sane_share'), percent=True)})")
     log(f"  bits per note:            {_format(summary.get('bits_per_note'))} "
         f"(untrained: {_format(summary.get('untrained_bits_per_note'))})")
+    log(f"  ended by themselves:      {_format(summary.get('ended_share'), percent=True)} "
+        f"(model alone {_format(summary.get('ended_share_model_alone'), percent=True)})")
+    log(f"  notes per onset:          {_format(summary.get('mean_notes_per_onset'), 2)} "
+        f"(model alone {_format(summary.get('mean_notes_per_onset_model_alone'), 2)}, "
+        f"held-out pieces {_format(summary.get('corpus_mean_notes_per_onset'), 2)})")
+    reasons = summary.get("insane_reasons") or {}
+    if reasons:
+        log("  why not sane (constrained): " + ", ".join(f"{reason} {count}" for reason, count in reasons.items()))
+    log(f"  valid samples:            {_format(summary.get('valid_share'), percent=True)} (decode and have a note)")
     log(f"  mean overlapped area:     {_format(summary.get('mean_oa'))} "
         f"(ceiling {_format(summary.get('ceiling_mean_oa'))}, untrained {_format(summary.get('untrained_mean_oa'))}, "
         f"shuffled bars {_format(summary.get('shuffled_mean_oa'))})")

@@ -133,7 +133,8 @@ def tiny_data(tmp_path_factory, tiny_models) -> Path:
 
 
 def train_tiny_bundle(base_model: Path, data_dir: Path, output_dir: Path, max_steps: int = 30) -> Path:
-    """A tiny bundle as `midillm train` leaves it: a few fp32 steps on the tiny model (~5 s)."""
+    """A tiny bundle as `train()` leaves it (model, codec, config.json + remote code; `midillm train`
+    then adds the card and generation config): a few fp32 steps on the tiny model (~5 s)."""
     from midillm.finetune import TrainConfig
     from midillm.finetune.train import train
 

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from symusic import Note, Score, TimeSignature, Track
 
 from conftest import train_tiny_bundle
 from midillm.eval import compare, features, memorization
+from midillm.eval.sanity import bars_written, sample_sanity, sanity_summary
 from midillm.eval.validity import token_errors_by_type, validity_summary
+from midillm.tokenization.profile import CorpusProfile, measure_corpus
 
 TPQ = 480
 
@@ -112,11 +115,15 @@ def test_shorter_than_two_bars_has_no_groove_consistency():
     assert math.isnan(features.groove_consistency(make_score(SCALE[:5], signature=(3, 4))))
 
 
-def test_two_tracks_on_one_pitch_count_once_in_polyphony():
+def test_polyphony_counts_notes_so_duplicates_show():
     score = make_score(SCALE[:4])
-    score.tracks.append(score.tracks[0].copy())
-    assert features.polyphony(score) == 1.0
+    score.tracks.append(score.tracks[0].copy())  # every note doubled on a second track
+    assert features.polyphony(score) == 2.0
+    assert features.polyphony_rate(score) == 1.0
     assert features.piece_features(score)["n_notes"] == 8
+    # A cluster of one pitch struck three times at once is three notes, not one.
+    cluster = make_score([(0, 1, 60)] * 3 + [(1, 1, 62)])
+    assert features.polyphony(cluster) == pytest.approx((3 + 1) / 2)
 
 
 # ----------------------------------------------------------------------------- validity
@@ -166,6 +173,146 @@ def test_validity_summary_shares():
     assert summary["token_errors"]["type"] == 1 and summary["token_error_rate"] == pytest.approx(1 / 12)
 
 
+# ----------------------------------------------------------------------------- sanity
+
+SATB = ((60, 79), (55, 74), (48, 67), (36, 60))  # soprano, alto, tenor, bass ranges
+CHORALE_PROFILE = CorpusProfile(pieces=10, programs={0: 10}, pitch_ranges={0: [36, 84]},
+                                max_notes_per_onset=4, mean_notes_per_onset=3.9, max_programs_per_piece=1,
+                                max_gap_beats=2.0, time_signatures={"4/4": 10})
+
+
+def chorale(seed: int = 0, bars: int = 4, program: int = 0) -> Score:
+    """A four-voice texture like a chorale: one track per voice, a chord on every beat, the
+    final chord held for two beats."""
+    rng = random.Random(seed)
+    score = Score(TPQ)
+    score.time_signatures.append(TimeSignature(0, 4, 4))
+    beats = 4 * bars - 1
+    for low, high in SATB:
+        track = Track(program=program)
+        for beat in range(beats):
+            track.notes.append(Note(beat * TPQ, TPQ if beat < beats - 1 else 2 * TPQ, rng.randint(low, high), 80))
+        score.tracks.append(track)
+    return score
+
+
+def reasons(score, profile=CHORALE_PROFILE, **options) -> list[str]:
+    return sample_sanity(score, profile, **options)["reasons"]
+
+
+def test_a_four_voice_chorale_texture_is_sane():
+    got = sample_sanity(chorale(), CHORALE_PROFILE)
+    assert got["sane"] and got["reasons"] == []
+    assert got["notes"] == 4 * 15 and got["onsets"] == 15 and got["bars"] == 4
+    assert got["max_notes_per_onset"] == 4 and got["mean_notes_per_onset"] == 4.0
+    assert got["duplicate_notes"] == 0 and got["programs"] == [0] and got["foreign_programs"] == []
+    assert got["longest_gap_beats"] == 1.0 and got["first_onset_beats"] == 0.0
+    assert got["ended"] is None  # not generated: its ending is unknown
+    # The corpus's own pieces are sane against the profile measured on them.
+    pieces = [chorale(seed) for seed in range(6)]
+    profile = measure_corpus(pieces)
+    assert profile.max_notes_per_onset == 4 and profile.max_gap_beats == 1.0
+    assert sanity_summary([sample_sanity(piece, profile) for piece in pieces])["sane_share"] == 1.0
+
+
+def test_a_twenty_note_cluster_is_a_crowded_onset():
+    score = chorale()
+    cluster = Track(program=0)
+    for pitch in range(40, 60):
+        cluster.notes.append(Note(2 * TPQ, TPQ, pitch, 80))
+    score.tracks.append(cluster)
+    got = sample_sanity(score, CHORALE_PROFILE)
+    assert got["reasons"] == ["crowded_onset"] and got["max_notes_per_onset"] == 24
+    # The cluster alone, as the broken samples were: one onset, time never moves.
+    alone = Score(TPQ)
+    alone.tracks.append(cluster)
+    assert reasons(alone) == ["one_onset", "crowded_onset"]
+    assert reasons(Score(TPQ)) == ["no_notes"]
+
+
+def test_a_note_struck_twice_is_a_duplicate_but_two_voices_in_unison_are_not():
+    score = chorale()
+    soprano, alto = score.tracks[0], score.tracks[1]
+    # At beat 5 the alto rests and the soprano strikes its note twice: still 4 notes at the onset.
+    twice = soprano.notes[5]
+    del alto.notes[5]
+    soprano.notes.append(Note(twice.time, twice.duration, twice.pitch, 70))
+    got = sample_sanity(score, CHORALE_PROFILE)
+    assert got["reasons"] == ["duplicate_notes"] and got["duplicate_notes"] == 1
+    unison = chorale()
+    first = unison.tracks[0].notes[5]
+    unison.tracks[1].notes[5] = Note(first.time, first.duration, first.pitch, 80)  # alto = soprano
+    assert reasons(unison) == []
+
+
+def test_time_that_stalls_inside_the_piece_or_before_it_starts():
+    score = chorale()
+    for track in score.tracks:  # everything from beat 8 on moves 6 beats later: a 7-beat gap
+        for index, note in enumerate(track.notes):
+            if note.time >= 8 * TPQ:
+                track.notes[index] = Note(note.time + 6 * TPQ, note.duration, note.pitch, note.velocity)
+    got = sample_sanity(score, CHORALE_PROFILE)
+    assert got["reasons"] == ["stall"] and got["longest_gap_beats"] == 7.0
+    late = chorale()
+    for track in late.tracks:  # nothing for the first 2.75 beats
+        track.shift_time(int(2.75 * TPQ), inplace=True)
+    got = sample_sanity(late, CHORALE_PROFILE)
+    assert got["reasons"] == ["stall"] and got["first_onset_beats"] == 2.75
+
+
+def test_instruments_and_pitches_the_corpus_never_uses():
+    assert reasons(chorale(program=24)) == ["foreign_program"]  # nylon guitar for the piano
+    mixed = chorale()
+    mixed.tracks[3].program = 47  # timpani on the bass line: a second, foreign instrument
+    got = sample_sanity(mixed, CHORALE_PROFILE)
+    assert got["reasons"] == ["foreign_program", "too_many_programs"] and got["foreign_programs"] == [47]
+    high = chorale()
+    high.tracks[0].notes[3] = Note(3 * TPQ, TPQ, 100, 80)  # far above the corpus's piano
+    got = sample_sanity(high, CHORALE_PROFILE)
+    assert got["reasons"] == ["pitch_out_of_range"] and got["pitches_out_of_range"] == 1
+
+
+def test_ending_is_reported_and_counts_only_when_required():
+    cut = {"ended": False, "new_tokens": 512, "masked_mass": 0.25}
+    ended = {"ended": True, "new_tokens": 300, "masked_mass": 0.05}
+    score = chorale()
+    lenient = [sample_sanity(score, CHORALE_PROFILE, cut), sample_sanity(score, CHORALE_PROFILE, ended)]
+    strict = [sample_sanity(score, CHORALE_PROFILE, cut, require_ending=True),
+              sample_sanity(score, CHORALE_PROFILE, ended, require_ending=True)]
+    assert strict[0]["reasons"] == ["no_ending"] and strict[1]["sane"]
+    summary, strict_summary = sanity_summary(lenient), sanity_summary(strict)
+    assert summary["sane_share"] == 1.0 and strict_summary["sane_share"] == 0.5
+    assert summary["ended_share"] == strict_summary["ended_share"] == 0.5
+    assert summary["mean_masked_mass"] == pytest.approx(0.15)
+    assert strict_summary["reasons"] == {"no_ending": 1}
+    assert sanity_summary([sample_sanity(score, CHORALE_PROFILE)])["ended_share"] is None  # unknown
+
+
+def test_sanity_summary_pools_onsets_and_tallies_reasons():
+    cluster = Score(TPQ)
+    track = Track(program=0)
+    for pitch in range(40, 60):
+        track.notes.append(Note(0, TPQ, pitch, 80))
+    cluster.tracks.append(track)
+    checks = [sample_sanity(chorale(), CHORALE_PROFILE), sample_sanity(cluster, CHORALE_PROFILE),
+              sample_sanity(Score(TPQ), CHORALE_PROFILE)]
+    summary = sanity_summary(checks)
+    assert summary["samples"] == 3 and summary["sane"] == 1 and summary["sane_share"] == pytest.approx(1 / 3)
+    assert summary["mean_notes_per_onset"] == pytest.approx((60 + 20) / (15 + 1))
+    assert summary["max_notes_per_onset"] == 20
+    assert summary["reasons"] == {"no_notes": 1, "one_onset": 1, "crowded_onset": 1}
+
+
+def test_bars_follow_the_time_signatures():
+    assert bars_written(chorale(bars=3)) == 3
+    assert bars_written(Score(TPQ)) == 0
+    score = make_score([(0, 1, 60), (4, 1, 62), (7.5, 0.5, 64)], signature=(4, 4))
+    assert bars_written(score) == 2
+    score.time_signatures.append(TimeSignature(4 * TPQ, 3, 4))  # bar 2 on in 3/4: 4 + 3 + 1 beats
+    assert bars_written(score) == 3
+    assert bars_written(make_score([(0, 1, 60)], signature=None)) == 1  # 4/4 by default
+
+
 # ----------------------------------------------------------------------------- comparison
 
 
@@ -213,6 +360,48 @@ def test_compare_sets_near_and_far_with_a_ceiling():
                                                                      near["note_length_histogram"]["oa"]]))
 
 
+def test_nan_features_are_counted_not_silently_dropped():
+    one_chord = features.piece_features(make_score([(0, 1, 60), (0, 1, 64), (0, 1, 67)]))
+    scale = features.piece_features(make_score(SCALE))
+    empty = features.piece_features(Score(TPQ))
+    generated = [one_chord, scale, empty]
+    counts = compare.nan_counts(generated)
+    assert counts["mean_ioi"] == 2  # one onset, no notes: no inter-onset interval
+    assert counts["groove_consistency"] == 2  # shorter than two bars
+    assert counts["pitch_range"] == 1 and counts["note_length_histogram"] == 1  # only the empty one
+    assert counts["n_pitches_used"] == 0  # a count is 0, never NaN
+    summary = compare.summarise_features(generated)
+    assert summary["mean_ioi"]["n"] == 1 and summary["mean_ioi"]["nan"] == 2
+    assert summary["note_length_histogram"]["nan"] == 1
+    reference = [features.piece_features(make_score([(beat, 1, 60 + beat % 5) for beat in range(8 + k)]))
+                 for k in range(6)]
+    comparison = compare.compare_sets(reference, generated)
+    assert comparison["mean_ioi"]["generated_defined"] == 1 and comparison["mean_ioi"]["generated_nan"] == 2
+    assert comparison["mean_ioi"]["reference_nan"] == 0 and comparison["mean_ioi"]["reference_defined"] == 6
+
+
+
+def test_evaluate_sets_judges_sanity_against_the_held_out_pieces_without_a_profile():
+    from midillm.eval import evaluate_sets
+
+    reference = [chorale(seed) for seed in range(4)]
+    cluster = Score(TPQ)
+    cluster.tracks.append(Track(program=0))
+    for pitch in range(40, 60):
+        cluster.tracks[0].notes.append(Note(0, TPQ, pitch, 80))
+    result = evaluate_sets({"generated": [reference[0].copy(), cluster]}, reference, reference[:2],
+                           generations={"generated": [{"ended": True, "new_tokens": 200, "masked_mass": 0.1},
+                                                      {"ended": False, "new_tokens": 512, "masked_mass": 0.4}]})
+    assert result["sanity"]["profile_source"] == "held-out"
+    assert result["reference"]["sanity"]["sane_share"] == 1.0
+    sanity = result["sets"]["generated"]["sanity"]
+    assert [check["sane"] for check in sanity["per_piece"]] == [True, False]
+    assert sanity["reasons"] == {"one_onset": 1, "crowded_onset": 1} and sanity["ended_share"] == 0.5
+    # The one-chord sample has no inter-onset interval: counted, not silently dropped.
+    assert result["sets"]["generated"]["nan_features"]["mean_ioi"] == 1
+    assert result["sets"]["generated"]["comparison"]["mean_ioi"]["generated_nan"] == 1
+
+
 # ----------------------------------------------------------------------------- memorisation
 
 
@@ -254,25 +443,68 @@ def trained_bundle(tiny_models, tiny_data, tmp_path_factory):
     return train_tiny_bundle(tiny_models["tied"], tiny_data, tmp_path_factory.mktemp("bundle"), max_steps=30)
 
 
+def test_a_model_that_knows_nothing_scores_the_log_of_its_choices(tiny_models, tiny_data):
+    """Likelihood on a known distribution: a zero output matrix gives every one of the K tokens
+    the head scores the same probability, so each held-out token costs exactly log K nats."""
+    from midillm.decoding.generate import MidiLM
+    from midillm.eval.likelihood import held_out_likelihood
+    from midillm.finetune.model import add_music_tokens, load_base_model
+    from midillm.tokenization import MusicCodec
+
+    codec = MusicCodec.from_pretrained(tiny_data / "codec")
+    model = load_base_model(str(tiny_models["untied"]))
+    add_music_tokens(model, codec)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.zero_()
+    got = held_out_likelihood(MidiLM(model, codec, dtype=torch.float32), tiny_data)
+    choices = len(set(codec.music_lm_ids)) if codec.render == "tokens" else len(codec.lm_tokenizer)
+    assert got["loss"] == pytest.approx(math.log(choices), rel=1e-5)
+    assert got["perplexity"] == pytest.approx(choices, rel=1e-4)
+    prepared = json.loads((tiny_data / "prepare.json").read_text())
+    notes = prepared["splits"][got["split"]]["notes"]
+    assert got["notes"] == notes > 0 and got["tokens"] > 0
+    assert got["bits_per_note"] == pytest.approx(got["tokens"] * math.log2(choices) / notes, rel=1e-5)
+
+
 def test_eval_command_writes_metrics_and_a_report(trained_bundle, tiny_data, tmp_path, capsys):
     from midillm.cli import main
 
     out = tmp_path / "eval"
     assert main(["eval", str(trained_bundle), "--data", str(tiny_data), "--out", str(out),
                  "-n", "3", "--max-new-tokens", "60", "--seed", "1"]) == 0
+    printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert json.loads((trained_bundle / "eval" / "metrics.json").read_text()) == metrics
-    assert set(metrics["sets"]) == {"generated", "untrained", "shuffled"}
+    assert set(metrics["sets"]) == {"generated", "model_alone", "untrained", "shuffled"}
     assert metrics["validity"]["generated"]["samples"] == 3
     assert metrics["validity"]["generated"]["token_errors"] == {"type": 0, "time": 0, "duplicate_note": 0}
     fine_tuned, untrained = metrics["likelihood"]["generated"], metrics["likelihood"]["untrained"]
     assert fine_tuned["tokens"] > 0 and fine_tuned["notes"] > 0
-    assert fine_tuned["perplexity"] == pytest.approx(math.exp(fine_tuned["loss"]))
-    assert fine_tuned["bits_per_note"] == pytest.approx(
-        fine_tuned["loss"] * fine_tuned["tokens"] / math.log(2) / fine_tuned["notes"])
-    assert fine_tuned["loss"] < untrained["loss"]  # 30 steps of training beat none
-    assert metrics["summary"]["bits_per_note"] == fine_tuned["bits_per_note"]
-    for name in ("generated", "untrained", "shuffled"):
+    # 30 steps of training beat none, per token and per note.
+    assert fine_tuned["loss"] < untrained["loss"] and fine_tuned["bits_per_note"] < untrained["bits_per_note"]
+
+    # The sane share leads: the summary, the command's output and the report.
+    summary = metrics["summary"]
+    assert list(summary)[:3] == ["sane_share", "sane_share_model_alone", "ended_share"]
+    assert printed.splitlines()[-2].startswith("sane_share ")  # the numbers line, before "Wrote ..."
+    assert summary["bits_per_note"] == fine_tuned["bits_per_note"]
+    assert metrics["sanity"]["profile_source"] == "codec"  # prepare measured the train split
+    for name, key in (("generated", "sane_share"), ("model_alone", "sane_share_model_alone")):
+        sanity = metrics["sets"][name]["sanity"]
+        assert sanity["samples"] == len(sanity["per_piece"]) == 3
+        assert summary[key] == sanity["sane_share"] == sum(check["sane"] for check in sanity["per_piece"]) / 3
+        for check in sanity["per_piece"]:
+            assert isinstance(check["ended"], bool) and check["new_tokens"] <= 60
+            assert check["sane"] == (check["reasons"] == [])
+        assert sum(sanity["reasons"].values()) >= 3 - sanity["sane"]
+    generated = metrics["sets"]["generated"]["sanity"]
+    assert summary["ended_share"] == sum(check["ended"] for check in generated["per_piece"]) / 3
+    assert summary["insane_reasons"] == generated["reasons"]
+    assert summary["corpus_sane_share"] == metrics["reference"]["sanity"]["sane_share"]
+    assert summary["corpus_mean_notes_per_onset"] > 1  # band pieces: chords and drums together
+    assert set(summary["nan_features"]) >= {"mean_ioi", "groove_consistency"}
+    assert summary["nan_features"]["mean_ioi"] == metrics["sets"]["generated"]["features"]["mean_ioi"]["nan"]
+    for name in ("generated", "model_alone", "untrained", "shuffled"):
         entry = metrics["sets"][name]
         assert set(entry["comparison"]) >= {"pitch_range", "groove_consistency", "note_length_histogram"}
         assert "share_copying" in entry["memorization"]
@@ -286,6 +518,7 @@ def test_eval_command_writes_metrics_and_a_report(trained_bundle, tiny_data, tmp
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5  # 2 figures + 3 piano rolls, inlined
     assert "data:audio/wav;base64," in html
+    assert html.index("Sane samples") < html.index("Summary") < html.index("Features and overlapped area")
     markdown = (out / "report.md").read_text()
     assert "figures/features.png" in markdown and "Summary" in markdown
 
@@ -305,6 +538,10 @@ def test_eval_of_a_folder_of_midi_without_a_model(tiny_data, tmp_path):
     assert metrics["validity"]["generated"]["samples"] == 4
     assert metrics["validity"]["generated"]["valid_share"] == 0.75
     assert metrics["likelihood"] == {} and set(metrics["sets"]) == {"generated", "shuffled"}
+    # Files have no record of how they ended; their sanity is judged all the same.
+    assert metrics["summary"]["ended_share"] is None
+    assert metrics["sets"]["generated"]["sanity"]["samples"] == 3
+    assert list(metrics["summary"])[0] == "sane_share"
     # Samples copied from the training set are caught as copies of whole pieces.
     memo = metrics["sets"]["generated"]["memorization"]
     assert memo["share_copying"] == 1.0

@@ -127,22 +127,45 @@ def test_music_only_head_matches_full_head(tiny_models, tiny_data, tmp_path, tyi
     assert music_loss < full_loss  # renormalised over fewer rows
 
 
-def test_train_writes_the_bundle(tiny_models, tiny_data, tmp_path):
+def test_train_writes_the_model_and_what_the_pipeline_needs(tiny_models, tiny_data, tmp_path):
     output = train(tiny_config(tiny_data, tmp_path / "run", tiny_models["tied"], max_steps=4,
                                save_every=2, eval_every=2, report_to="tensorboard"))
-    for name in ("README.md", "adapter_config.json", "adapter_model.safetensors", "generation_config.json",
-                 "midillm_codec.json", "music_tokenizer.json", "tokenizer.json", SUMMARY_FILE):
+    for name in ("adapter_config.json", "adapter_model.safetensors", "midillm_codec.json", "music_tokenizer.json",
+                 "tokenizer.json", SUMMARY_FILE, "config.json", "midi_generation.py"):
         assert (output / name).is_file(), name
+    # PEFT's placeholder card is gone: the one card writer is midillm.hub's (`midillm train` runs it).
+    assert not (output / "README.md").exists()
+    config = json.loads((output / "config.json").read_text())
+    assert config["model_type"] == "midillm" and config["base_model_name_or_path"] == str(tiny_models["tied"])
+    assert config["auto_map"]["AutoModelForCausalLM"] == "midi_generation.MidiLLMForCausalLM"
+    assert "midi-generation" in config["custom_pipelines"]
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["steps"] == 4 and summary["tokens_seen"] == 4 * 4 * 128
     assert summary["validation"]["bits_per_note"] > 0 and summary["notes_seen"] > 0
+    assert list((output / "logs").rglob("events.out.tfevents*"))
+    assert (output / "checkpoints" / "step-0000002" / TRAINER_STATE).is_file()
+
+
+def test_midillm_train_writes_the_whole_bundle(tiny_models, tiny_data, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from midillm.cli import main as cli_main
+    from midillm.decoding.generate import SamplingSettings
+
+    output = tmp_path / "run"
+    assert cli_main(["train", f"data_dir={tiny_data}", f"output_dir={output}", f"base_model={tiny_models['tied']}",
+                     "max_steps=2", "batch_size=4", "mixed_precision=fp32", "eval_every=0", "save_every=0",
+                     "report_to=none"]) == 0
+    for name in ("README.md", "config.json", "midi_generation.py", "generation_config.json", "adapter_config.json",
+                 "midillm_codec.json", SUMMARY_FILE):
+        assert (output / name).is_file(), name
+    card = ModelCard.load(output / "README.md")
+    assert card.data.library_name == "midillm" and "symbolic-music" in card.data.tags
+    assert "samples/piano-roll.png" not in card.text  # no sample is rendered at the end of training
     generation = json.loads((output / "generation_config.json").read_text())
     codec, _, _ = load_prepared(tiny_data)
     assert generation["eos_token_id"] == codec.music_end_id and generation["do_sample"]
-    card = (output / "README.md").read_text()
-    assert "library_name: midillm" in card and "symbolic-music" in card
-    assert list((output / "logs").rglob("events.out.tfevents*"))
-    assert (output / "checkpoints" / "step-0000002" / TRAINER_STATE).is_file()
+    assert SamplingSettings.from_pretrained(output) == SamplingSettings()
 
 
 def test_compiled_training_matches_eager(tiny_models, tiny_data, tmp_path):

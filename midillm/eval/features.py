@@ -13,7 +13,8 @@ Conventions, the same for every feature:
 - Counts are 0 when there is nothing to count (`n_pitches_used`, `n_pitch_classes_used`,
   `n_notes`). Every other feature is NaN when it is undefined: no (pitched) notes, fewer than
   two onsets for an inter-onset interval, fewer than two bars for groove consistency.
-  NaN values are left out of set statistics and set-to-set comparisons.
+  NaN values are left out of set statistics and set-to-set comparisons, and counted there
+  (`compare.nan_counts`): the report shows how many pieces each figure leaves out.
 """
 
 from __future__ import annotations
@@ -143,24 +144,22 @@ def scale_consistency(piece) -> float:
 
 
 def _pianoroll_counts(notes: PieceNotes) -> np.ndarray:
-    """Pitches sounding at each step of the 24-per-beat grid (drums ignored; a pitch played by
-    two tracks at once counts once, as in MusPy's piano roll)."""
+    """Notes sounding at each step of the 24-per-beat grid (drums ignored). Notes, not pitches:
+    MusPy's piano roll counts a pitch struck twice at once (by two tracks, or a duplicated note)
+    once, which hides exactly the duplicate notes a broken sample is full of."""
     mask = notes.pitched
     if not mask.any():
         return np.zeros(0, dtype=np.int64)
     start = np.round(notes.onset[mask] * RESOLUTION).astype(np.int64)
     end = np.maximum(np.round((notes.onset[mask] + notes.duration[mask]) * RESOLUTION).astype(np.int64), start + 1)
-    pitch = notes.pitch[mask]
-    length = int(end.max())
-    delta = np.zeros((length + 1, 128), dtype=np.int32)
-    np.add.at(delta, (start, pitch), 1)
-    np.add.at(delta, (end, pitch), -1)
-    sounding = np.cumsum(delta[:-1], axis=0) > 0
-    return sounding.sum(axis=1)
+    delta = np.zeros(int(end.max()) + 1, dtype=np.int64)
+    np.add.at(delta, start, 1)
+    np.add.at(delta, end, -1)
+    return np.cumsum(delta[:-1])
 
 
 def polyphony(piece) -> float:
-    """Mean number of pitches sounding at once, over the time steps where any pitch sounds."""
+    """Mean number of notes sounding at once, over the time steps where any note sounds."""
     counts = _pianoroll_counts(_notes(piece))
     active = counts[counts > 0]
     return float(active.mean()) if active.size else math.nan
@@ -168,7 +167,7 @@ def polyphony(piece) -> float:
 
 def polyphony_rate(piece, threshold: int = POLYPHONY_THRESHOLD) -> float:
     """Share of time steps (from 0 to the last pitched note's end) with more than `threshold`
-    pitches sounding (MusPy's definition; threshold 1 here, MusPy's default is 2)."""
+    notes sounding (MusPy counts pitches; threshold 1 here, MusPy's default is 2)."""
     counts = _pianoroll_counts(_notes(piece))
     return float((counts > threshold).mean()) if counts.size else math.nan
 

@@ -12,12 +12,14 @@ import numpy as np
 
 from .compare import COMPARED_FEATURES, feature_values
 from .features import NOTE_LENGTH_CLASSES, SCALAR_FEATURES
+from .sanity import PROFILE_SOURCES, REASONS
 
 __all__ = ["write_report", "feature_histograms"]
 
-SET_LABELS = {"generated": "fine-tuned", "untrained": "untrained", "shuffled": "shuffled bars",
-              "reference": "reference"}
-SET_COLOURS = {"reference": "0.35", "generated": "tab:blue", "untrained": "tab:orange", "shuffled": "tab:green"}
+SET_LABELS = {"generated": "fine-tuned", "model_alone": "fine-tuned, model alone", "untrained": "untrained",
+              "shuffled": "shuffled bars", "reference": "reference"}
+SET_COLOURS = {"reference": "0.35", "generated": "tab:blue", "model_alone": "tab:purple", "untrained": "tab:orange",
+               "shuffled": "tab:green"}
 AUDIO_SAMPLE_RATE = 16000  # enough for a preview, and a third of the bytes of 44.1 kHz
 
 
@@ -84,6 +86,71 @@ def _number(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _share(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.0f}%"
+
+
+def _sanity_blocks(metrics: dict) -> list[tuple]:
+    """The headline: which samples a listener of the corpus would accept, and why not the others."""
+    sets, reference, sanity = metrics["sets"], metrics["reference"], metrics["sanity"]
+    facts = sanity["profile"]
+    source = sanity["profile_source"]
+    ending = ("A sample cut by the token budget (no `</music>`) counts as not sane."
+              if sanity.get("require_ending") else
+              "Whether a sample ended by itself (`</music>`) or was cut by the token budget is shown beside "
+              "its sanity, not counted in it.")
+    text = (f"A sample is sane when a listener of the corpus would accept it: it has notes and time moves, "
+            f"no onset has more than {facts['max_notes_per_onset']} notes (all instruments together), no note "
+            f"is struck twice, time never stands still longer than {_number(facts['max_gap_beats'], 2)} beats "
+            f"(from the start too), it plays only the corpus's programs {facts['programs']}, at most "
+            f"{facts['max_programs_per_piece']} of them, each within its pitch range. Judged against "
+            f"{PROFILE_SOURCES.get(source, source)}. {ending} The fine-tuned samples are drawn with the "
+            f"sampler's corpus constraints; \"model alone\" samples with the syntax grammar only. The reference "
+            f"row judges the held-out pieces the same way: a check of the measure itself.")
+    blocks: list[tuple] = [("h2", "Sane samples"), ("p", text)]
+    header = ["set", "samples", "sane share", "ended by itself", "mean notes per onset", "most notes at one onset",
+              "duplicate notes", "mean bars", "masked mass", "bits/note"]
+    rows = []
+    for name, entry in list(sets.items()) + [("reference", reference)]:
+        summary = entry["sanity"]
+        likelihood = metrics["likelihood"].get(name, {})
+        rows.append([SET_LABELS.get(name, name), str(summary["samples"]), _share(summary["sane_share"]),
+                     _share(summary["ended_share"]), _number(summary["mean_notes_per_onset"], 2),
+                     str(summary["max_notes_per_onset"]), str(summary["duplicate_notes"]),
+                     _number(summary["mean_bars"], 1), _number(summary.get("mean_masked_mass"), 3),
+                     _number(likelihood.get("bits_per_note"), 2)])
+    rows.append(["corpus profile", str(facts["pieces"]), "–", "–", _number(facts["mean_notes_per_onset"], 2),
+                 str(facts["max_notes_per_onset"]), "–", "–", "–", "–"])
+    blocks.append(("table", header, rows))
+
+    columns = list(sets.items()) + [("reference", reference)]
+    reason_rows = [[f"{reason}: {description}"] + [str(entry["sanity"]["reasons"].get(reason, 0))
+                                                    for _, entry in columns]
+                   for reason, description in REASONS.items()
+                   if any(entry["sanity"]["reasons"].get(reason) for _, entry in columns)]
+    if reason_rows:
+        blocks += [("h3", "Why samples are not sane (samples failing each check)"),
+                   ("table", ["check"] + [SET_LABELS.get(name, name) for name, _ in columns], reason_rows)]
+    for name in ("generated", "model_alone"):
+        if name not in sets:
+            continue
+        names = sets[name].get("names") or []
+        per_piece = sets[name]["sanity"]["per_piece"]
+        rows = [[names[index] if index < len(names) else str(index), "yes" if check["sane"] else "no",
+                 ", ".join(check["reasons"]) or "–", str(check["notes"]), str(check["bars"]), str(check["onsets"]),
+                 str(check["max_notes_per_onset"]), str(check["duplicate_notes"]),
+                 _number(check["longest_gap_beats"], 2),
+                 "–" if check["ended"] is None else ("yes" if check["ended"] else "no"),
+                 _number(check.get("masked_mass"), 3)]
+                for index, check in enumerate(per_piece)]
+        blocks += [("h3", f"Each sample: {SET_LABELS.get(name, name)}"),
+                   ("table", ["sample", "sane", "why not", "notes", "bars", "onsets", "most notes at one onset",
+                              "duplicate notes", "longest gap (beats)", "ended", "masked mass"], rows)]
+    return blocks
+
+
 def _blocks(metrics: dict, images: dict, sample_media: list[dict]) -> list[tuple]:
     sets = metrics["sets"]
     reference = metrics["reference"]
@@ -92,19 +159,22 @@ def _blocks(metrics: dict, images: dict, sample_media: list[dict]) -> list[tuple
                                  f"(test + validation). Features follow MusPy; set comparison follows MGEval "
                                  f"(overlapped area OA, higher is better, and KL divergence, lower is better, "
                                  f"between the reference intra-set and the set-to-reference distance curves).")]
-    header = ["set", "valid share", "mean OA", "mean KL", "longest copy (bars, max)", "share copying > 4 bars",
+    blocks += _sanity_blocks(metrics)
+    header = ["set", "sane share", "valid share", "mean OA", "mean KL", "longest copy (bars, max)", "share copying > 4 bars",
               "loss", "perplexity", "bits/note"]
     rows = []
     for name, entry in sets.items():
         validity = metrics["validity"].get(name, {})
         likelihood = metrics["likelihood"].get(name, {})
         memo = entry["memorization"]
-        rows.append([SET_LABELS.get(name, name), _number(validity.get("valid_share")), _number(entry["mean_oa"]),
+        rows.append([SET_LABELS.get(name, name), _share(entry["sanity"]["sane_share"]),
+                     _number(validity.get("valid_share")), _number(entry["mean_oa"]),
                      _number(entry["mean_kl"]), _number(memo.get("longest_bars_max"), 1),
                      _number(memo.get("share_copying")), _number(likelihood.get("loss")),
                      _number(likelihood.get("perplexity"), 2), _number(likelihood.get("bits_per_note"), 2)])
     memo = reference["memorization"]
-    rows.append(["reference (split-half ceiling)", "–", _number(reference["ceiling_mean_oa"]),
+    rows.append(["reference (split-half ceiling)", _share(reference["sanity"]["sane_share"]), "–",
+                 _number(reference["ceiling_mean_oa"]),
                  _number(reference["ceiling_mean_kl"]), _number(memo.get("longest_bars_max"), 1),
                  _number(memo.get("share_copying")), "–", "–", "–"])
     blocks += [("h2", "Summary"), ("table", header, rows)]
@@ -115,15 +185,21 @@ def _blocks(metrics: dict, images: dict, sample_media: list[dict]) -> list[tuple
     for feature in COMPARED_FEATURES:
         row = [feature]
         if feature == "note_length_histogram":
-            row += ["(histogram)"] * (1 + len(sets))
+            row += [f"(histogram){'; ' + str(summary[feature]['nan']) + ' NaN' if summary[feature].get('nan') else ''}"
+                    for summary in [reference["features"]] + [entry["features"] for entry in sets.values()]]
         else:
             for summary in [reference["features"]] + [entry["features"] for entry in sets.values()]:
                 stats = summary[feature]
-                row.append(f"{_number(stats['mean'])} ({_number(stats['std'])})")
+                undefined = f"; {stats['nan']} NaN" if stats.get("nan") else ""
+                row.append(f"{_number(stats['mean'])} ({_number(stats['std'])}){undefined}")
         row += [_number(entry["comparison"][feature]["oa"]) for entry in sets.values()]
         row.append(_number(reference["ceiling"][feature]["oa"]))
         rows.append(row)
-    blocks += [("h2", "Features and overlapped area"), ("table", header, rows),
+    blocks += [("h2", "Features and overlapped area"),
+               ("p", "\"k NaN\": pieces where the feature is undefined (no pitched notes, one onset, shorter "
+                     "than two bars); they are left out of that feature's mean and comparison, so a set with "
+                     "many of them is judged on its few other pieces."),
+               ("table", header, rows),
                ("img", images["features"], "feature distributions"),
                ("img", images["note_lengths"], "note-length histograms")]
 
@@ -157,7 +233,7 @@ def _blocks(metrics: dict, images: dict, sample_media: list[dict]) -> list[tuple
     if sample_media:
         blocks.append(("h2", "Samples"))
         for media in sample_media:
-            blocks.append(("h3", media["name"]))
+            blocks.append(("h3", media["name"] + (f" ({media['verdict']})" if media.get("verdict") else "")))
             if media.get("png"):
                 blocks.append(("img", media["png"], f"piano roll of {media['name']}"))
             if media.get("wav"):
@@ -235,6 +311,9 @@ def write_report(metrics: dict, sets: dict, reference: list, out: Path, report_s
         if index >= report_samples:
             continue
         entry = {"name": name, "png": write_png(score, samples_dir / f"{name}.png", width=1000, height=300)}
+        checks = metrics["sets"]["generated"].get("sanity", {}).get("per_piece") or []
+        if index < len(checks):
+            entry["verdict"] = "sane" if checks[index]["sane"] else "not sane: " + ", ".join(checks[index]["reasons"])
         try:
             entry["wav"] = write_wav(score, samples_dir / f"{name}.wav", sample_rate=AUDIO_SAMPLE_RATE)
         except ExportError as error:  # no synthesizer or SoundFont here: the report says so

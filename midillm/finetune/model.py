@@ -21,8 +21,7 @@ from torch import nn
 
 from midillm.errors import first_line
 from midillm.tokenization import BaseModelError, MusicCodec, locate_base_model
-
-IGNORE_INDEX = -100
+from midillm.tokenization.dataset import IGNORE_INDEX
 
 
 # ----------------------------------------------------------------------------- precision

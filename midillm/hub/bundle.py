@@ -1,53 +1,30 @@
-"""A bundle made ready for the Hub, and a merged plain-transformers export of it.
+"""A bundle made complete for the Hub, and a merged plain-transformers export of it.
 
-`prepare_bundle_for_hub(bundle)` adds what a Hub repository needs beyond what `midillm train`
-writes: `config.json` + `midi_generation.py` (so `pipeline("midi-generation", model=...,
-trust_remote_code=True)` works in a process that never imported midillm), a rendered sample
-(`samples/sample.mid`, `samples/piano-roll.png`) and the full model card. It is idempotent.
+Training writes the model, the codec and what the pipeline needs to load the folder without
+midillm imported (`config.json` + `midi_generation.py`, see `midillm.bundle_files`). The rest of a
+Hub repository is written here, above the parts it draws on:
 
-`export_merged(bundle, out)` writes the base model with the adapter merged and the new rows in
-place, as a folder `AutoModelForCausalLM` / `AutoTokenizer` load, plus the codec files.
+- `complete_bundle(bundle)`: `generation_config.json` (the sampling defaults) and the model card.
+  `midillm train` runs it last, so what it writes is the whole bundle.
+- `prepare_bundle_for_hub(bundle)`: the same, plus a rendered sample for the card
+  (`samples/sample.mid`, `samples/piano-roll.png`); `midillm push` and `midillm export` call it.
+
+Both are idempotent. `export_merged(bundle, out)` writes the base model with the adapter merged
+and the new rows in place, as a folder `AutoModelForCausalLM` / `AutoTokenizer` load, plus the
+codec files.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-from midillm.decoding.generate import BundleError
+from midillm.bundle_files import (ADAPTER_CONFIG, CHECKPOINTS, EVAL_METRICS, MODEL_CONFIG, PIANO_ROLL, SAMPLE_MIDI,
+                                  SAMPLES_DIR, SUMMARY_FILE, write_remote_code)
+from midillm.decoding.generate import BundleError, SamplingSettings
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
-from midillm.version import __version__
 
-from .pipeline import MODEL_TYPE, TASK
-
-REMOTE_CODE_FILE = "midi_generation.py"
-SAMPLES_DIR = "samples"
-PIANO_ROLL = f"{SAMPLES_DIR}/piano-roll.png"
-SAMPLE_MIDI = f"{SAMPLES_DIR}/sample.mid"
-SUMMARY_FILE = "training_summary.json"
-EVAL_METRICS = "eval/metrics.json"
-# Only what belongs on the Hub is uploaded (checkpoints hold optimizer state).
-UPLOAD_IGNORE = ["checkpoints/**", "*.partial*", "__pycache__/**", ".cache/**"]
-
-REMOTE_CODE = '''"""Remote code for `pipeline("midi-generation", model=..., trust_remote_code=True)`.
-
-The implementation is the midillm package (https://pypi.org/project/midillm/); this file only
-points transformers at it.
-"""
-
-try:
-    from midillm.hub import pipeline as _midillm_pipeline
-except ImportError as error:
-    raise ImportError("this model needs the midillm package: pip install midillm") from error
-
-MidiGenerationPipeline = _midillm_pipeline.MidiGenerationPipeline
-MidiLLMForCausalLM = _midillm_pipeline.MidiLLMForCausalLM
-
-
-class MidiLLMConfig(_midillm_pipeline.MidiLLMConfig):
-    keep_custom_pipelines = True
-'''
+from .card import write_model_card
 
 
 def check_bundle(path: str | Path) -> Path:
@@ -57,36 +34,19 @@ def check_bundle(path: str | Path) -> Path:
         raise BundleError(f"{path} is not a folder")
     if not (path / CODEC_CONFIG_FILE).is_file():
         raise BundleError(f"{path} is not a midillm bundle ({CODEC_CONFIG_FILE} missing)")
-    if not ((path / "adapter_config.json").is_file() or (path / "config.json").is_file()):
-        raise BundleError(f"{path} has a codec but no model (adapter_config.json or config.json)")
+    if not ((path / ADAPTER_CONFIG).is_file() or (path / MODEL_CONFIG).is_file()):
+        raise BundleError(f"{path} has a codec but no model ({ADAPTER_CONFIG} or {MODEL_CONFIG})")
     return path
 
 
-def is_merged(path: Path) -> bool:
-    return not (path / "adapter_config.json").is_file() and (path / "config.json").is_file()
+def write_generation_config(folder: Path, source: Path | None = None) -> Path:
+    """`generation_config.json` from the sampling defaults; the values `source` (default: the
+    folder itself) already carries are kept. Stop and pad ids are the codec's."""
+    from midillm.tokenization import MusicCodec
 
-
-def bundle_config(bundle: Path) -> dict:
-    """`config.json` of an adapter bundle: model type `midillm`, remote code and pipeline."""
-    adapter = json.loads((bundle / "adapter_config.json").read_text())
-    module = Path(REMOTE_CODE_FILE).stem
-    return {
-        "model_type": MODEL_TYPE,
-        "base_model_name_or_path": adapter.get("base_model_name_or_path"),
-        "auto_map": {"AutoConfig": f"{module}.MidiLLMConfig",
-                     "AutoModelForCausalLM": f"{module}.MidiLLMForCausalLM"},
-        "custom_pipelines": {TASK: {"impl": f"{module}.MidiGenerationPipeline",
-                                    "pt": ["AutoModelForCausalLM"], "type": "text"}},
-        "midillm_version": __version__,
-    }
-
-
-def write_remote_code(bundle: Path) -> None:
-    """config.json + midi_generation.py; a merged export keeps its plain transformers config."""
-    if is_merged(bundle):
-        return
-    (bundle / "config.json").write_text(json.dumps(bundle_config(bundle), indent=2) + "\n")
-    (bundle / REMOTE_CODE_FILE).write_text(REMOTE_CODE)
+    codec = MusicCodec.from_pretrained(folder)
+    return SamplingSettings.from_pretrained(source or folder).save_pretrained(
+        folder, eos_token_id=codec.music_end_id, pad_token_id=codec.lm_tokenizer.pad_token_id)
 
 
 def render_sample(bundle: Path, model=None, max_new_tokens: int = 256, seed: int = 0) -> Path:
@@ -97,31 +57,37 @@ def render_sample(bundle: Path, model=None, max_new_tokens: int = 256, seed: int
 
     model = model or MidiLM.from_pretrained(bundle)
     for attempt in range(3):  # an untrained model may end a piece at once; the card needs notes
-        [score] = model.generate(num_samples=1, max_new_tokens=max_new_tokens, seed=seed + attempt,
-                                 top_p=0.95)
+        [score] = model.generate(num_samples=1, max_new_tokens=max_new_tokens, seed=seed + attempt)
         if score.note_num():
             break
     write_midi(score, bundle / SAMPLE_MIDI)
     return write_png(score, bundle / PIANO_ROLL)
 
 
-def prepare_bundle_for_hub(bundle: str | Path, repo_id: str | None = None, license: str | None = None,
-                           render: bool = True, log=None) -> Path:
-    """Make a bundle folder Hub-ready (remote code, sample, full card); returns the folder.
-
-    Call it after `midillm train` (or `train()`); `midillm push` and `midillm export` call it.
-    `render=False` skips sampling the piano roll (a card written before keeps its picture).
-    """
-    from .card import write_model_card
-
+def complete_bundle(bundle: str | Path, repo_id: str | None = None, license: str | None = None) -> Path:
+    """What a trained folder needs to be a whole Hub repository, short of a rendered sample: the
+    remote code (again, for folders trained before it was written), `generation_config.json`
+    and the model card. Quick: nothing is loaded but the codec. Returns the folder."""
     bundle = check_bundle(bundle)
     write_remote_code(bundle)
+    write_generation_config(bundle)
+    write_model_card(bundle, repo_id=repo_id, license=license)
+    return bundle
+
+
+def prepare_bundle_for_hub(bundle: str | Path, repo_id: str | None = None, license: str | None = None,
+                           render: bool = True, log=None) -> Path:
+    """`complete_bundle`, plus a sample rendered for the card; returns the folder.
+
+    `midillm push` and `midillm export` call it. `render=False` skips sampling the piano roll (a
+    card written before keeps its picture).
+    """
+    bundle = check_bundle(bundle)
     if render:
         if log:
             log(f"Rendering a sample for the model card into {bundle / SAMPLES_DIR}")
         render_sample(bundle)
-    write_model_card(bundle, repo_id=repo_id, license=license)
-    return bundle
+    return complete_bundle(bundle, repo_id=repo_id, license=license)
 
 
 def export_bundle(bundle: str | Path, out: str | Path, merge: bool = False, log=None) -> Path:
@@ -132,7 +98,7 @@ def export_bundle(bundle: str | Path, out: str | Path, merge: bool = False, log=
         raise BundleError(f"--out {out} is the bundle itself; choose another folder")
     if merge:
         return export_merged(bundle, out, log=log)
-    shutil.copytree(bundle, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(bundle, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CHECKPOINTS))
     return prepare_bundle_for_hub(out, log=log)
 
 
@@ -150,14 +116,12 @@ def export_merged(bundle: str | Path, out: str | Path, log=None) -> Path:
         log(f"Writing the merged model to {out}")
     model.model.save_pretrained(out)
     model.codec.save_pretrained(out)  # LM tokenizer with the new tokens, music tokenizer, codec config
-    for name in ("generation_config.json", SUMMARY_FILE):
-        if (bundle / name).is_file():
-            shutil.copy2(bundle / name, out / name)
-    for folder in ("eval", SAMPLES_DIR):
+    write_generation_config(out, source=bundle)  # not the base model's, which save_pretrained wrote
+    if (bundle / SUMMARY_FILE).is_file():
+        shutil.copy2(bundle / SUMMARY_FILE, out / SUMMARY_FILE)
+    for folder in (Path(EVAL_METRICS).parent.name, SAMPLES_DIR):
         if (bundle / folder).is_dir():
             shutil.copytree(bundle / folder, out / folder, dirs_exist_ok=True)
-    from .card import write_model_card
-
     if not (out / PIANO_ROLL).is_file():
         render_sample(out, model)
     write_model_card(out, merged_from=bundle)

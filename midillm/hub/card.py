@@ -1,21 +1,26 @@
 """The model card (`README.md`) of a bundle: `ModelCardData` metadata + a Markdown template.
 
 `write_model_card(bundle)` reads what the folder holds - `training_summary.json`, the codec,
-`eval/metrics.json` when an evaluation was run, `samples/piano-roll.png` - and writes a card
-the Hub shows and `ModelCard.load` parses back. It replaces the short card `midillm train`
-writes (which in turn replaced PEFT's), so run it again after an evaluation.
+`generation_config.json`, `eval/metrics.json` when an evaluation was run,
+`samples/piano-roll.png` - and writes a card the Hub shows and `ModelCard.load` parses back. It
+is the only card writer: `midillm train` ends with it (`complete_bundle`), and it replaces
+whatever card the folder held, so run it again after an evaluation.
+
+The metadata's model-index carries the headline numbers of the evaluation only (`HEADLINE`);
+the full nested metrics stay in `eval/metrics.json`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .bundle import EVAL_METRICS, PIANO_ROLL, SUMMARY_FILE
-from .pipeline import TASK
+from midillm.bundle_files import EVAL_METRICS, MODEL_CARD, PIANO_ROLL, SAMPLE_MIDI, SUMMARY_FILE, TASK
+from midillm.decoding.generate import SamplingSettings
 
 TAGS = ["music", "midi", "symbolic-music", "lora", "miditok", "midillm"]
 DEFAULT_LICENSE = "apache-2.0"
@@ -49,7 +54,7 @@ import midillm  # registers the "midi-generation" task
 from transformers import pipeline
 
 pipe = pipeline("midi-generation", model="{model_id}")
-out = pipe("{caption}", max_new_tokens=512, num_samples=2, top_p=0.95)
+out = pipe("{caption}", max_new_tokens=512, num_samples=2)
 open("sample.mid", "wb").write(out[0]["midi"])
 ```
 
@@ -61,7 +66,7 @@ In Python:
 from midillm import MidiLM
 
 lm = MidiLM.from_pretrained("{model_id}")
-scores = lm.generate(num_samples=2, max_new_tokens=512, top_p=0.95, seed=0)
+scores = lm.generate(num_samples=2, max_new_tokens=512, seed=0)
 scores[0].dump_midi("sample.mid")
 continuation = lm.generate(prompt="intro.mid", max_new_tokens=256)
 ```
@@ -71,6 +76,8 @@ From the command line:
 ```bash
 midillm generate {model_id} --out samples/ -n 4 --formats mid,musicxml,wav,png
 ```
+
+{sampling}
 
 ## Training data
 
@@ -130,15 +137,32 @@ def _hub_datasets(source: str | None) -> list[str] | None:
     return None
 
 
-def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
-    """Numbers of metrics.json, nested dicts flattened with '/' (bools and lists are left out)."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update(_flat_metrics(value, f"{prefix}{key}/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[f"{prefix}{key}"] = value
-    return flat
+# The evaluation's headline, in the card's order: the sane share leads (a sample is judged the way
+# a listener would before any likelihood or feature number means anything), bits per note next.
+HEADLINE = {
+    "sane_share": "sane samples (with the corpus constraints)",
+    "sane_share_model_alone": "sane samples (model alone)",
+    "bits_per_note": "held-out bits per note",
+    "untrained_bits_per_note": "held-out bits per note, untrained",
+    "valid_share": "valid samples (decode, have a note)",
+    "ended_share": "samples that ended by themselves",
+    "mean_notes_per_onset": "notes per onset",
+    "mean_oa": "mean overlapped area of features",
+    "ceiling_mean_oa": "mean overlapped area, held-out ceiling",
+    "share_copying_over_4_bars": "samples copying > 4 bars of training",
+}
+_SHARES = {"sane_share", "sane_share_model_alone", "valid_share", "ended_share", "share_copying_over_4_bars"}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _headline_metrics(metrics: dict) -> dict[str, float]:
+    """The headline numbers of metrics.json (its flat `summary`, written by `midillm eval`; a
+    metrics file without one is read as flat itself). Missing or null values are left out."""
+    summary = metrics.get("summary") if isinstance(metrics.get("summary"), dict) else metrics
+    return {name: summary[name] for name in HEADLINE if _is_number(summary.get(name))}
 
 
 def _eval_results(metrics: dict, source: str | None) -> list[EvalResult]:
@@ -148,13 +172,45 @@ def _eval_results(metrics: dict, source: str | None) -> list[EvalResult]:
     split = metrics.get("split") if isinstance(metrics.get("split"), str) else None
     return [EvalResult(task_type="text-generation", task_name="Symbolic music generation",
                        dataset_type=dataset_type or "midi", dataset_name=Path(dataset).name or dataset,
-                       dataset_split=split, metric_type=name, metric_name=name.replace("_", " "),
+                       dataset_split=split, metric_type=name, metric_name=HEADLINE[name],
                        metric_value=value)
-            for name, value in _flat_metrics(metrics).items()]
+            for name, value in _headline_metrics(metrics).items()]
 
 
 def _number(value, digits: int = 3) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _shown(name: str, value: float) -> str:
+    return f"{100 * value:.0f}%" if name in _SHARES else _number(value)
+
+
+def _evaluation_text(metrics: dict) -> str:
+    """The card's quality section: the sane share first, next to bits per note, then the headline."""
+    headline = _headline_metrics(metrics)
+    if not headline:
+        return "Not evaluated yet: run `midillm eval MODEL --data DIR --out DIR`."
+    sane = headline.get("sane_share")
+    lead = f"**Sane samples: {_shown('sane_share', sane) if sane is not None else 'not measured'}**"
+    if "sane_share_model_alone" in headline:
+        lead += f" ({_shown('sane_share_model_alone', headline['sane_share_model_alone'])} from the model alone)"
+    bits = headline.get("bits_per_note")
+    lead += f"; **held-out bits per note: {_number(bits) if bits is not None else 'not measured'}**."
+    return "\n".join([
+        lead, "",
+        "A sample is sane when it stays in its corpus's range: no onset with more notes than the corpus ever "
+        "has, no duplicate notes, time that moves, only the corpus's instruments, an ending. Only then do "
+        "likelihood and feature numbers mean anything.", "",
+        "From `eval/metrics.json` (`midillm eval`; every number is there, these are the headline):", "",
+        "| metric | value |", "|---|---|",
+        *(f"| {HEADLINE[name]} | {_shown(name, value)} |" for name, value in headline.items())])
+
+
+def _sampling_text(bundle: Path) -> str:
+    """The sampling defaults the snippets above use (the bundle's `generation_config.json`)."""
+    settings = asdict(SamplingSettings.from_pretrained(bundle))
+    return ("Unless a call says otherwise, sampling uses the defaults in `generation_config.json`: "
+            + ", ".join(f"`{name}={value}`" for name, value in settings.items()) + ".")
 
 
 def build_model_card(bundle: str | Path, repo_id: str | None = None, license: str | None = None,
@@ -177,7 +233,7 @@ def build_model_card(bundle: str | Path, repo_id: str | None = None, license: st
     data = ModelCardData(
         base_model=base, library_name="midillm", license=license or DEFAULT_LICENSE, tags=tags,
         datasets=_hub_datasets(source), pipeline_tag="text-generation", model_name=model_name,
-        eval_results=_eval_results(metrics, source) if _flat_metrics(metrics) else None)
+        eval_results=_eval_results(metrics, source) if _headline_metrics(metrics) else None)
 
     tokenizer_name = type(codec.music_tokenizer).__name__
     bpe = " with music BPE" if codec.music_tokenizer.is_trained else ""
@@ -193,7 +249,7 @@ def build_model_card(bundle: str | Path, repo_id: str | None = None, license: st
                  "the continuation of a MIDI prompt; instruments, metre and tempo can be forced. Sampling follows "
                  "the tokenization grammar, so every sample decodes.")
     if (bundle / PIANO_ROLL).is_file():
-        generates += f"\n\nAn unedited sample ([MIDI](samples/sample.mid)):\n\n![piano roll of a sample]({PIANO_ROLL})"
+        generates += f"\n\nAn unedited sample ([MIDI]({SAMPLE_MIDI})):\n\n![piano roll of a sample]({PIANO_ROLL})"
 
     data_lines = []
     if source:
@@ -232,12 +288,7 @@ def build_model_card(bundle: str | Path, repo_id: str | None = None, license: st
     else:
         procedure = "No `training_summary.json` in this folder."
 
-    flat = _flat_metrics(metrics)
-    if flat:
-        evaluation = "From `eval/metrics.json` (`midillm eval`):\n\n| metric | value |\n|---|---|\n" + "\n".join(
-            f"| {name} | {_number(value, 4)} |" for name, value in flat.items())
-    else:
-        evaluation = "Not evaluated yet: run `midillm eval MODEL --data DIR --out DIR`."
+    evaluation = _evaluation_text(metrics)
 
     versions = summary.get("versions") or {}
     versions_text = "\n".join(f"- {name} {value}" for name, value in versions.items()) or "- unknown"
@@ -245,13 +296,14 @@ def build_model_card(bundle: str | Path, repo_id: str | None = None, license: st
     caption = "Composer: J.S. Bach" if codec.captions else ""
     text = TEMPLATE.format(card_data=data.to_yaml(), model_name=model_name, summary=summary_text,
                            generates=generates, model_id=model_id, caption=caption, data="\n".join(data_lines),
-                           procedure=procedure, evaluation=evaluation, versions=versions_text)
+                           sampling=_sampling_text(bundle), procedure=procedure, evaluation=evaluation,
+                           versions=versions_text)
     return ModelCard(text)
 
 
 def write_model_card(bundle: str | Path, repo_id: str | None = None, license: str | None = None,
                      merged_from: str | Path | None = None) -> Path:
     """Write `bundle/README.md` (replacing the one there); returns its path."""
-    path = Path(bundle) / "README.md"
+    path = Path(bundle) / MODEL_CARD
     build_model_card(bundle, repo_id=repo_id, license=license, merged_from=merged_from).save(path)
     return path

@@ -12,7 +12,7 @@ How transformers gets from a folder to this pipeline:
   come from three places), so the registered model class is `MidiLLMForCausalLM`, whose
   `from_pretrained` is `MidiLM.from_pretrained`: it returns the merged causal LM with the
   `MidiLM` (codec, grammar) attached, which the pipeline then uses.
-- A Hub-ready bundle (see `midillm.hub.bundle.prepare_bundle_for_hub`) has a `config.json` of
+- Every bundle (`midillm train` writes it, see `midillm.bundle_files`) has a `config.json` of
   model type `midillm` with `auto_map` and `custom_pipelines` pointing at `midi_generation.py`,
   so `pipeline("midi-generation", model=..., trust_remote_code=True)` works without importing
   midillm first. With midillm imported, its own (registered) `MidiLLMConfig` is used, which
@@ -26,13 +26,12 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForCausalLM, Pipeline, PretrainedConfig, PreTrainedModel
 
-TASK = "midi-generation"
-MODEL_TYPE = "midillm"
+from midillm.bundle_files import MODEL_TYPE, TASK
 
-# Keyword arguments of the pipeline call, and where each one goes.
+# Keyword arguments of the pipeline call, and where each one goes; the sampling settings
+# (max_new_tokens, temperature, top_p, ...) are the fields of `SamplingSettings`.
 _PROMPT_PARAMETERS = ("time_signature", "tempo")
-_SAMPLING_PARAMETERS = ("num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "min_p",
-                        "repetition_penalty", "seed", "programs")
+_GENERATION_PARAMETERS = ("num_samples", "seed", "programs")
 
 
 class MidiLLMConfig(PretrainedConfig):
@@ -89,7 +88,8 @@ class MidiGenerationPipeline(Pipeline):
     """Caption text, a MIDI file / bytes / Score to continue, or nothing -> generated scores.
 
     Call parameters: num_samples, max_new_tokens, temperature, top_k, top_p, min_p,
-    repetition_penalty, seed, programs, time_signature, tempo (as in `MidiLM.generate`).
+    repetition_penalty, seed, programs, time_signature, tempo (as in `MidiLM.generate`); sampling
+    values not given are the bundle's (`generation_config.json`, else `SamplingSettings`).
     Each output is `{"score": symusic.Score, "midi": bytes, "ids": list[int]}`.
     """
 
@@ -101,7 +101,7 @@ class MidiGenerationPipeline(Pipeline):
     _load_feature_extractor = False
 
     def __init__(self, model, *args, device=None, **kwargs):
-        from midillm.decoding.generate import MidiLM
+        from midillm.decoding.generate import MidiLM, SamplingSettings
 
         if isinstance(model, MidiLM):
             midi_lm = model
@@ -111,6 +111,8 @@ class MidiGenerationPipeline(Pipeline):
             raise ValueError("the midi-generation pipeline needs a midillm bundle; load it with "
                              'pipeline("midi-generation", model=PATH_OR_HUB_ID) or pass a MidiLM')
         self.midi_lm = midi_lm
+        # The bundle's own sampling defaults (its generation_config.json), where MidiLM read them.
+        self.sampling = midi_lm.sampling
         kwargs.setdefault("tokenizer", midi_lm.codec.lm_tokenizer)
         # MidiLM samples on the device its model is on; do not let the pipeline move it to cuda:0.
         super().__init__(midi_lm.model, *args, device=midi_lm.model.device if device is None else device,
@@ -120,22 +122,24 @@ class MidiGenerationPipeline(Pipeline):
         return super().__call__(inputs, *args, **kwargs)
 
     def _sanitize_parameters(self, **kwargs):
-        unknown = set(kwargs) - set(_PROMPT_PARAMETERS) - set(_SAMPLING_PARAMETERS)
+        from dataclasses import fields
+
+        from midillm.decoding.generate import SamplingSettings
+
+        forward_parameters = _GENERATION_PARAMETERS + tuple(field.name for field in fields(SamplingSettings))
+        unknown = set(kwargs) - set(_PROMPT_PARAMETERS) - set(forward_parameters)
         if unknown:
             raise TypeError(f"midi-generation got unknown parameter(s): {', '.join(sorted(unknown))}")
         preprocess = {key: kwargs[key] for key in _PROMPT_PARAMETERS if key in kwargs}
-        forward = {key: kwargs[key] for key in _SAMPLING_PARAMETERS if key in kwargs}
+        forward = {key: kwargs[key] for key in forward_parameters if key in kwargs}
         return preprocess, forward, {}
 
     def preprocess(self, inputs, time_signature=None, tempo=None):
         text, prompt = _as_prompt(inputs)
         return {"prompt": prompt, "text": text, "time_signature": time_signature, "tempo": tempo}
 
-    def _forward(self, model_inputs, num_samples=1, max_new_tokens=512, temperature=1.0, top_k=0,
-                 top_p=1.0, min_p=0.0, repetition_penalty=1.0, seed=0, programs=None):
-        from midillm.decoding.generate import SamplingSettings
-
-        settings = SamplingSettings(max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty)
+    def _forward(self, model_inputs, num_samples=1, seed=0, programs=None, **sampling):
+        settings = self.sampling.updated(**sampling)
         ids = self.midi_lm.generate_ids(num_samples, model_inputs["prompt"], model_inputs["text"], settings,
                                         seed, programs, time_signature=model_inputs["time_signature"],
                                         tempo=model_inputs["tempo"])

@@ -10,9 +10,10 @@ import os
 import re
 from pathlib import Path
 
+from midillm.bundle_files import UPLOAD_IGNORE
 from midillm.errors import first_line
 
-from .bundle import UPLOAD_IGNORE, check_bundle, prepare_bundle_for_hub
+from .bundle import check_bundle, prepare_bundle_for_hub
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 

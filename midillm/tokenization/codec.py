@@ -250,7 +250,9 @@ class MusicCodec:
         """
         if self.render == "text":
             return list(range(len(self.lm_tokenizer)))
-        return sorted(self._music_to_lm.values()) + [self.music_end_id]
+        # Two music ids can stand for the same base tokens (BPE may learn a token that decodes to
+        # one base token, e.g. a bar line with miditok's word-boundary marker); they share a row.
+        return sorted(set(self._music_to_lm.values())) + [self.music_end_id]
 
     def lm_id_of_music_id(self, music_id: int) -> int:
         return self._music_to_lm[music_id]

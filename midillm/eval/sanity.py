@@ -1,0 +1,187 @@
+"""Is a sample music a listener of its corpus would accept? Per-sample checks against a `CorpusProfile`.
+
+Before any likelihood or feature number means anything, a sample must be *sane* for its corpus
+(DESIGN.md, "Judging the music"): it has notes and time moves (two onsets or more), no onset
+strikes more notes than the corpus does (`max_notes_per_onset`), no note is struck twice (same
+track, hence program, pitch and onset: a decoded sample has one track per program, while two
+voices of a reference piece in unison on one program are music, not a duplicate), time never stalls longer than the corpus's longest gap between
+onsets (from the piece's start too), it plays only programs the corpus plays, no more of them
+than a corpus piece has, and each program within the pitch range the corpus gives it. Whether
+a sample ended with `</music>` by itself or was cut by the token budget is reported beside the
+sane share; it counts against sanity only with `require_ending=True`.
+
+The same checks run on the held-out reference pieces: their sane share is a check of the
+measure itself (near 100%; a few pieces may pass the corpus's 99th-percentile limits).
+
+"Valid" (`validity.py`) keeps its narrow meaning: the sample decodes and has a note.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+from symusic import Score
+
+from midillm.tokenization.profile import DRUMS, CorpusProfile, measure_corpus
+
+__all__ = ["PROFILE_SOURCES", "REASONS", "sample_sanity", "sanity_summary", "bars_written", "corpus_profile"]
+
+# Why a sample is not sane, in report order: key -> what a listener hears.
+REASONS = {
+    "no_notes": "no notes at all",
+    "one_onset": "time does not move (fewer than 2 onsets)",
+    "crowded_onset": "more notes at one onset than the corpus has",
+    "duplicate_notes": "a note struck twice (same track and program, pitch and onset)",
+    "stall": "a longer stretch without a new onset than the corpus has",
+    "foreign_program": "an instrument the corpus never uses",
+    "too_many_programs": "more instruments than a corpus piece has",
+    "pitch_out_of_range": "a pitch outside the range the corpus gives its instrument",
+    "no_ending": "cut by the token budget (no </music>)",
+}
+# Where the profile the samples are judged against comes from, as the report says it.
+PROFILE_SOURCES = {
+    "codec": "the corpus profile `prepare` measured on the train split (kept in the codec)",
+    "held-out": "a profile measured on the held-out pieces themselves (this codec was written before "
+                "corpus profiles existed), so the held-out pieces' own sane share checks little",
+    "given": "the corpus profile given to `evaluate_sets`",
+}
+# Times compared in beats; grids make them exact, this only absorbs float rounding.
+_EPSILON = 1e-6
+
+
+def _program(track) -> int:
+    return DRUMS if track.is_drum else int(track.program)
+
+
+def _tick_score(score: Score) -> Score:
+    return score if str(score.ttype).endswith("Tick") else score.to("tick")
+
+
+def bars_written(score: Score) -> int:
+    """Bars from 0 to the end of the last note, following the time signatures (4/4 without one)."""
+    score = _tick_score(score)
+    ends = [int((notes["time"] + notes["duration"]).max()) for notes in
+            (track.notes.numpy() for track in score.tracks if track.note_num())]
+    if not ends:
+        return 0
+    end = max(ends)
+    tpq = score.ticks_per_quarter
+    signatures = sorted((int(sig.time), int(sig.numerator), int(sig.denominator)) for sig in score.time_signatures)
+    if not signatures or signatures[0][0] > 0:
+        signatures.insert(0, (0, 4, 4))
+    bars = 0
+    for index, (start, numerator, denominator) in enumerate(signatures):
+        if start >= end:
+            break
+        stop = signatures[index + 1][0] if index + 1 < len(signatures) else end
+        length = tpq * 4 * numerator / denominator
+        if length > 0:
+            bars += math.ceil((min(stop, end) - start) / length - _EPSILON)
+    return max(bars, 1)
+
+
+def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mapping | None = None,
+                  require_ending: bool = False) -> dict:
+    """What a listener hears in one piece, against the corpus `profile`.
+
+    `generation` is the sampler's record of the piece (`MidiLM.last_generation[i]`: "ended",
+    "new_tokens", "masked_mass"); None for files and reference pieces (ending unknown).
+    Returns the measures, `sane` and the `reasons` it is not (keys of `REASONS`).
+    """
+    generation = dict(generation or {})
+    ended = generation.get("ended")
+    result = {"sane": False, "reasons": [], "notes": 0, "bars": 0, "onsets": 0, "max_notes_per_onset": 0,
+              "mean_notes_per_onset": math.nan, "duplicate_notes": 0, "longest_gap_beats": math.nan,
+              "first_onset_beats": math.nan, "programs": [], "foreign_programs": [],
+              "pitches_out_of_range": 0, "ended": None if ended is None else bool(ended),
+              "new_tokens": generation.get("new_tokens"), "masked_mass": generation.get("masked_mass", math.nan)}
+    reasons = result["reasons"]
+    onset_parts, keys, programs = [], [], set()
+    if score is not None:
+        score = _tick_score(score)
+        tpq = score.ticks_per_quarter
+        for track in score.tracks:
+            if track.note_num() == 0:
+                continue
+            program = _program(track)
+            programs.add(program)
+            notes = track.notes.numpy()
+            onset_parts.append(notes["time"].astype(np.int64))
+            keys.append(np.stack([np.full(len(notes["time"]), len(keys), dtype=np.int64),
+                                  notes["pitch"].astype(np.int64), notes["time"].astype(np.int64)], axis=1))
+            low, high = profile.pitch_ranges.get(program, (0, 127))
+            result["pitches_out_of_range"] += int(((notes["pitch"] < low) | (notes["pitch"] > high)).sum())
+    if onset_parts:
+        times = np.concatenate(onset_parts)
+        onsets, per_onset = np.unique(times, return_counts=True)
+        gaps = np.diff(np.concatenate([[0], onsets])) / tpq
+        result.update(
+            notes=int(times.size), bars=bars_written(score), onsets=int(onsets.size),
+            max_notes_per_onset=int(per_onset.max()), mean_notes_per_onset=float(per_onset.mean()),
+            duplicate_notes=int(times.size - np.unique(np.concatenate(keys), axis=0).shape[0]),
+            longest_gap_beats=float(gaps.max()), first_onset_beats=float(onsets[0] / tpq))
+    result["programs"] = sorted(programs)
+    result["foreign_programs"] = sorted(program for program in programs if program not in profile.programs)
+
+    if result["notes"] == 0:
+        reasons.append("no_notes")
+    elif result["onsets"] < 2:
+        reasons.append("one_onset")
+    if result["max_notes_per_onset"] > profile.max_notes_per_onset:
+        reasons.append("crowded_onset")
+    if result["duplicate_notes"]:
+        reasons.append("duplicate_notes")
+    if result["notes"] and result["longest_gap_beats"] > profile.max_gap_beats + _EPSILON:
+        reasons.append("stall")
+    if result["foreign_programs"]:
+        reasons.append("foreign_program")
+    if len(programs) > profile.max_programs_per_piece:
+        reasons.append("too_many_programs")
+    if result["pitches_out_of_range"]:
+        reasons.append("pitch_out_of_range")
+    if require_ending and result["ended"] is False:
+        reasons.append("no_ending")
+    result["sane"] = not reasons
+    return result
+
+
+def sanity_summary(checks: list[dict]) -> dict:
+    """Shares and means over a set's `sample_sanity` results.
+
+    `ended_share` counts the samples whose ending is known (None when none is);
+    `mean_notes_per_onset` pools every onset of the set, as the corpus profile does.
+    """
+    count = len(checks)
+    sane = sum(check["sane"] for check in checks)
+    endings = [check["ended"] for check in checks if check.get("ended") is not None]
+    onsets = sum(check["onsets"] for check in checks)
+    notes = sum(check["notes"] for check in checks if check["onsets"])
+    masked = [check["masked_mass"] for check in checks
+              if check.get("masked_mass") is not None and not math.isnan(check["masked_mass"])]
+    tally = Counter(reason for check in checks for reason in check["reasons"])
+    return {
+        "samples": count,
+        "sane": sane,
+        "sane_share": sane / count if count else math.nan,
+        "ended": sum(endings),
+        "ended_share": sum(endings) / len(endings) if endings else None,
+        "mean_notes_per_onset": notes / onsets if onsets else math.nan,
+        "max_notes_per_onset": max((check["max_notes_per_onset"] for check in checks), default=0),
+        "duplicate_notes": sum(check["duplicate_notes"] for check in checks),
+        "mean_bars": float(np.mean([check["bars"] for check in checks])) if checks else math.nan,
+        "mean_masked_mass": float(np.mean(masked)) if masked else None,
+        "reasons": {reason: tally[reason] for reason in REASONS if tally[reason]},
+    }
+
+
+def corpus_profile(codec, reference: Iterable[Score]) -> tuple[CorpusProfile, str]:
+    """The corpus profile to judge against, and where it comes from: the codec's (measured on the
+    train split by `prepare`), or, for codecs written before profiles existed, one measured on
+    the held-out `reference` pieces."""
+    profile = getattr(codec, "corpus", None) if codec is not None else None
+    if profile is not None:
+        return profile, "codec"
+    return measure_corpus(list(reference)), "held-out"
