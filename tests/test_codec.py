@@ -174,8 +174,8 @@ def test_long_notes_keep_their_length_in_eighth_note_metres(tiny_lm_tokenizer, m
 
 
 def test_corpus_grid_keeps_the_corpus_onsets_in_half_note_metres(tiny_lm_tokenizer):
-    # 32nd notes in 2/2: the profile measures a grid of 8 steps per quarter, which must stay 8
-    # per quarter when the metre's beat is a half note.
+    # 32nd notes in 2/2: a grid of 8 steps per quarter is 16 per beat when the metre's beat
+    # (miditok's unit) is a half note.
     tpq = 480
     score = Score(tpq)
     score.time_signatures.append(TimeSignature(0, 2, 2))
@@ -184,7 +184,7 @@ def test_corpus_grid_keeps_the_corpus_onsets_in_half_note_metres(tiny_lm_tokeniz
         track.notes.append(Note(index * tpq // 8, tpq // 8, 60 + index % 12, 80))
     score.tracks.append(track)
     profile = measure_corpus([score])
-    assert profile.positions_per_beat == 8
+    assert profile.positions_per_beat == 16
     codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=profile)
     decoded = codec.decode(codec.encode(score))
     onsets = sorted(note.time / decoded.ticks_per_quarter for track in decoded.tracks for note in track.notes)

@@ -22,6 +22,7 @@ from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE
 from midillm.errors import first_line
 from midillm.tokenization import MusicCodec
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
+from midillm.tokenization.dataset import caption_budget
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar, programs_named_in
 
@@ -181,7 +182,8 @@ class MidiLM:
         ids: list[int] = []
         text = self.default_text(text)
         if text:
-            ids += self.codec.lm_tokenizer(text.strip() + "\n", add_special_tokens=False).input_ids
+            caption = self.codec.lm_tokenizer(text.strip() + "\n", add_special_tokens=False).input_ids
+            ids += caption[: caption_budget(self.context_length)]
         ids.append(self.codec.music_start_id)
         if prompt is not None:
             if isinstance(prompt, bytes):

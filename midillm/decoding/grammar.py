@@ -224,10 +224,24 @@ class _OnsetState:
     position_quarters: float = 0.125        # length of one Position step in the current metre
     onset_time: float = 0.0                 # time of the current Position
     last_onset: float = 0.0                 # time of the last note struck
+    bars: int = 0                           # bar lines written
+    tempo_here: bool = False                # a Tempo token at the current onset already
+    signature_here: bool = False            # a TimeSig token in the current bar already
 
     def __post_init__(self):
         self.pairs = set() if self.pairs is None else self.pairs
         self.programs_used = set() if self.programs_used is None else self.programs_used
+
+
+def _before_time(tokens: list[str], kind: str, stops: tuple[str, ...] = tuple(TIME_RESET_TYPES)) -> bool:
+    """Whether a token of `kind` comes before any of the `stops` token types in this row."""
+    for token in tokens:
+        current = token_type(token)
+        if current in stops:
+            return False
+        if current == kind:
+            return True
+    return False
 
 
 def _note_program_and_pitch(token: str) -> tuple[str, int] | None:
@@ -265,13 +279,14 @@ class CorpusConstraints:
     (the same program and pitch twice at one onset), `programs` (None: any), `max_programs`
     (None: any number per piece), `pitch_ranges` (a program's pitches stay in the corpus's range),
     `bar_length` (Position stays inside the current bar's metre), `time_signatures` (only the
-    corpus's), `max_gap` (beats without a new onset; -1: the corpus's longest, None: any). Masks are vectors over the grammar's rows, built once per distinct situation.
+    corpus's), `max_gap` (beats without a new onset; -1: the corpus's longest, None: any),
+    `min_bars` (no ending before; -1: the corpus's shortest piece, None: any length). Masks are vectors over the grammar's rows, built once per distinct situation.
     """
 
     def __init__(self, grammar: MusicGrammar, profile, programs: list[int] | None = None,
                  max_notes_per_onset: int | None = -1, no_repeats: bool = True, max_programs: int | None = -1,
                  pitch_ranges: bool = True, bar_length: bool = True, time_signatures: bool = True,
-                 max_gap: float | None = -1):
+                 max_gap: float | None = -1, min_bars: int | None = -1):
         self.grammar = grammar
         tokenizer = grammar.codec.music_tokenizer
         self.positions_per_beat = tokenizer.config.max_num_pos_per_beat
@@ -309,6 +324,13 @@ class CorpusConstraints:
             None if max_gap == -1 else max_gap)
         self.starts_with_bar = torch.tensor(
             [bool(tokens) and token_type(tokens[0]) == "Bar" for tokens in parts] + [False])
+        # Meta tokens never pile up: one tempo per onset, one metre per bar (before any time token
+        # of the row, where they land on the current onset / bar).
+        self.tempo_before_time = torch.tensor([_before_time(tokens, "Tempo") for tokens in parts] + [False])
+        self.signature_before_bar = torch.tensor(
+            [_before_time(tokens, "TimeSig", stops=("Bar",)) for tokens in parts] + [False])
+        # A piece ends once it is as long as the corpus's shortest piece.
+        self.min_bars = (profile.bars[0] if profile.bars else 0) if min_bars == -1 else (min_bars or 0)
         for row, tokens in enumerate(parts):
             seen_time, onset_notes, onset_pairs, program = False, 0, set(), None
             for token in tokens:
@@ -377,13 +399,25 @@ class CorpusConstraints:
                 state.programs_used.add(state.program)
             elif kind == "TimeSig":
                 self._set_metre(state, value)
+                state.signature_here = True
+            elif kind == "Tempo":
+                state.tempo_here = True
             elif kind in TIME_RESET_TYPES:
-                state.notes, state.pairs = 0, set()
+                time = state.onset_time
                 if kind == "Bar":
+                    state.bars += 1
+                    state.signature_here = False
                     state.bar_start = 0.0 if state.bar_start is None else state.bar_start + state.bar_quarters
-                    state.onset_time = state.bar_start
+                    time = state.bar_start
                 elif kind == "Position" and value.isdigit() and state.bar_start is not None:
-                    state.onset_time = state.bar_start + int(value) * state.position_quarters
+                    time = state.bar_start + int(value) * state.position_quarters
+                else:
+                    time = None  # a time shift or track start: a new onset, wherever it falls
+                # Only a new time is a new onset: a bar line and its Position_0 are one onset.
+                if time is None or time != state.onset_time:
+                    state.notes, state.pairs, state.tempo_here = 0, set(), False
+                if time is not None:
+                    state.onset_time = time
             else:
                 note = _note_program_and_pitch(token)
                 if note is not None:
@@ -457,5 +491,10 @@ class CorpusConstraints:
                     for kind in ("Pitch", "NoteOn", "PitchDrum", "DrumOn"):
                         for row in self.pre_pitches_current.get((kind, pitch), ()):
                             mask[row] = False
-        mask[self.grammar.end_row] = True  # ending is the syntax grammar's call
+        if state.tempo_here:
+            mask = mask & ~self.tempo_before_time
+        if state.signature_here:
+            mask = mask & ~self.signature_before_bar
+        # Whether a piece may end is the syntax's call, and then the corpus's shortest length.
+        mask[self.grammar.end_row] = state.bars >= self.min_bars
         return mask

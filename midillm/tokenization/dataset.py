@@ -93,6 +93,12 @@ def assign_splits(pieces: list[CheckedFile], config: PrepareConfig) -> dict[str,
     return splits
 
 
+def caption_budget(seq_len: int) -> int:
+    """The most caption tokens a row of `seq_len` holds (the rest is music); generation cuts
+    its prompt caption the same way, so it starts as training rows do."""
+    return seq_len // 4
+
+
 def chunk_piece(caption: list[int], bars: list[list[int]], start_id: int, end_id: int,
                 seq_len: int) -> list[tuple[list[int], int]]:
     """Cut a piece at bar lines into chunks of at most `seq_len` ids.
@@ -100,7 +106,7 @@ def chunk_piece(caption: list[int], bars: list[list[int]], start_id: int, end_id
     Each chunk is (ids, number of leading ids without loss): the caption and `<music>` start
     every chunk so each one is a self-contained example; `</music>` ends only the last.
     """
-    caption = caption[: seq_len // 4]
+    caption = caption[: caption_budget(seq_len)]
     head = caption + [start_id]
     budget = seq_len - len(head) - 1
     # A bar longer than a whole chunk is rare (dense orchestral bars); cut it hard.

@@ -54,8 +54,10 @@ class CorpusProfile:
     max_programs_per_piece: int = field(default=0, metadata={"help": "The most programs one piece plays."})
     max_gap_beats: float = field(default=0.0, metadata={
         "help": "Longest time without a new onset inside a piece (99th percentile over pieces), in beats."})
-    positions_per_beat: int = field(default=8, metadata={"help": "Time grid that holds the corpus's onsets."})
-    max_duration_beats: float = field(default=0.0, metadata={"help": "Longest note, in beats."})
+    positions_per_beat: int = field(default=8, metadata={
+        "help": "Time grid that holds the corpus's onsets, in steps per beat of the finest metre (miditok's beat)."})
+    max_duration_beats: float = field(default=0.0, metadata={
+        "help": "Longest note, in beats of its piece's metre (miditok's beat: an eighth in 6/8)."})
     bars: list[int] = field(default_factory=list, metadata={
         "help": "Bars per piece: [shortest, median, longest]."})
     music_tokens: list[int] = field(default_factory=list, metadata={
@@ -118,6 +120,8 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
     pieces = notes = 0
     for score in scores:
         tpq = score.ticks_per_quarter
+        # miditok counts durations in beats of the metre (eighths in 6/8, halves in 2/2).
+        beats_per_quarter = max([signature.denominator for signature in score.time_signatures] or [4]) / 4
         piece_programs = set()
         onsets: Counter = Counter()
         times = []
@@ -134,7 +138,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
             onsets.update(array["time"].tolist())
             times.append(array["time"])
             times.append(array["duration"])
-            max_duration = max(max_duration, float(array["duration"].max()) / tpq)
+            max_duration = max(max_duration, float(array["duration"].max()) / tpq * beats_per_quarter)
             notes += len(array["time"])
         if not onsets:
             continue
@@ -158,6 +162,9 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         raise ValueError("no notes to measure in the corpus")
 
     counts = np.array(sorted(onset_histogram.elements()))
+    # A grid in steps per quarter note -> miditok's positions per beat, where a beat is the
+    # metre's denominator: a half note in 2/2 needs twice the quarter's steps.
+    smallest_denominator = min([4] + [int(signature.split("/")[1]) for signature in time_signatures])
     # The grid that holds GRID_COVERAGE of the pieces' own best grids.
     grid_order = sorted(grids)
     covered, positions_per_beat = 0, grid_order[-1]
@@ -178,7 +185,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         mean_notes_per_onset=round(float(counts.mean()), 4),
         max_programs_per_piece=max(programs_per_piece),
         max_gap_beats=round(float(np.quantile(gaps, 0.99, method="higher")), 4),
-        positions_per_beat=positions_per_beat,
+        positions_per_beat=max(1, positions_per_beat * 4 // smallest_denominator),
         max_duration_beats=round(max_duration, 4),
         bars=[min(bars), int(np.median(bars)), max(bars)],
         caption=typical_caption(captions),
