@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "under a wall-clock budget, generate samples (mid, musicxml, wav, png), evaluate them, and "
                     "write a Hub-ready bundle whose card carries the numbers. About 15 minutes on a 2-core CPU.")
     demo.add_argument("--out", default="runs/demo", help="Folder for everything (default: runs/demo).")
-    demo.add_argument("--train-minutes", type=float, default=9.0,
-                      help="Wall-clock budget of the fine-tuning, in minutes (default: 9).")
+    demo.add_argument("--train-minutes", type=float, default=8.0,
+                      help="Wall-clock budget of the fine-tuning, in minutes (default: 8).")
     demo.add_argument("--base-model", default=None,
                       help="Base LM: Hub id, local folder, .gguf file (default: the offline SmolLM2-135M-Instruct).")
     demo.add_argument("--limit", type=int, help="Use only the first N chorales (quicker, worse).")

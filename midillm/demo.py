@@ -37,8 +37,8 @@ def _format(value, digits: int = 3, percent: bool = False) -> str:
 
 
 def run_demo(out: str | Path = "runs/demo", base_model: str = DEFAULT_BASE_MODEL, source: str = "music21:bach",
-             limit: int | None = None, train_minutes: float | None = 9.0, num_samples: int = 4,
-             eval_samples: int = 32, max_new_tokens: int = 768, config: str | Path = DEMO_CONFIG,
+             limit: int | None = None, train_minutes: float | None = 8.0, num_samples: int = 4,
+             eval_samples: int = 32, max_new_tokens: int = 768, eval_max_new_tokens: int = 512, config: str | Path = DEMO_CONFIG,
              train_overrides: dict | None = None, prepare_options: dict | None = None, log=print) -> dict:
     """Prepare, fine-tune, generate, evaluate and write the card; returns where everything is.
 
@@ -117,7 +117,7 @@ def run_demo(out: str | Path = "runs/demo", base_model: str = DEFAULT_BASE_MODEL
     _header(4, f"Evaluating on the held-out chorales ({eval_samples} samples, with baselines) into {eval_dir}", log)
     begun = time.time()
     metrics = evaluate(EvalConfig(model=str(bundle), data=str(data), out=str(eval_dir), num_samples=eval_samples,
-                                  max_new_tokens=max_new_tokens), log=log)
+                                  max_new_tokens=eval_max_new_tokens), log=log)
     timings["eval"] = time.time() - begun
 
     _header(5, f"Writing the model card ({bundle / 'README.md'})", log)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import random
@@ -178,7 +180,7 @@ def test_validity_summary_shares():
 SATB = ((60, 79), (55, 74), (48, 67), (36, 60))  # soprano, alto, tenor, bass ranges
 CHORALE_PROFILE = CorpusProfile(pieces=10, programs={0: 10}, pitch_ranges={0: [36, 84]},
                                 max_notes_per_onset=4, mean_notes_per_onset=3.9, max_programs_per_piece=1,
-                                max_gap_beats=2.0, time_signatures={"4/4": 10})
+                                max_gap_beats=2.0, time_signatures={"4/4": 10}, max_unison=2)
 
 
 def chorale(seed: int = 0, bars: int = 4, program: int = 0) -> Score:
@@ -230,19 +232,27 @@ def test_a_twenty_note_cluster_is_a_crowded_onset():
     assert reasons(Score(TPQ)) == ["no_notes"]
 
 
-def test_a_note_struck_twice_is_a_duplicate_but_two_voices_in_unison_are_not():
-    score = chorale()
-    soprano, alto = score.tracks[0], score.tracks[1]
-    # At beat 5 the alto rests and the soprano strikes its note twice: still 4 notes at the onset.
-    twice = soprano.notes[5]
-    del alto.notes[5]
-    soprano.notes.append(Note(twice.time, twice.duration, twice.pitch, 70))
-    got = sample_sanity(score, CHORALE_PROFILE)
-    assert got["reasons"] == ["duplicate_notes"] and got["duplicate_notes"] == 1
-    unison = chorale()
-    first = unison.tracks[0].notes[5]
-    unison.tracks[1].notes[5] = Note(first.time, first.duration, first.pitch, 80)  # alto = soprano
+def test_notes_struck_more_often_than_the_corpus_unisons_are_duplicates():
+    # The chorale profile allows two voices in unison on one program (as the chorales do).
+    unison = chorale(seed=3)
+    for voice in (1, 2):
+        unison.tracks[voice].notes[5] = Note(unison.tracks[0].notes[5].time, TPQ, 64, 80)
+    unison.tracks[0].notes[5] = Note(unison.tracks[0].notes[5].time, TPQ, 72, 80)
     assert reasons(unison) == []
+    # A third strike of the same key at that onset is a duplicate.
+    tripled = chorale(seed=3)
+    time = tripled.tracks[0].notes[5].time
+    for voice in (0, 1, 2):
+        tripled.tracks[voice].notes[5] = Note(time, TPQ, 64, 80)
+    got = sample_sanity(tripled, CHORALE_PROFILE)
+    assert got["reasons"] == ["duplicate_notes"] and got["duplicate_notes"] == 1
+    # Without unisons in the corpus, the second strike is already one.
+    pair = Score(TPQ)
+    for pitch in (60, 60, 55):
+        pair.tracks.append(Track(program=0))
+        pair.tracks[-1].notes.extend([Note(0, TPQ, pitch, 80), Note(TPQ, TPQ, pitch - 5, 80)])
+    assert sample_sanity(pair, CHORALE_PROFILE)["duplicate_notes"] == 0
+    assert sample_sanity(pair, dataclasses.replace(CHORALE_PROFILE, max_unison=1))["duplicate_notes"] == 2
 
 
 def test_time_that_stalls_inside_the_piece_or_before_it_starts():

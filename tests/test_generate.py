@@ -153,7 +153,7 @@ def test_twenty_samples_from_a_trained_bundle_all_decode_and_stay_in_the_corpus(
         assert token_errors(model.codec, ids) == 0
         score = model.codec.decode(ids)
         assert score.note_num() > 0
-        assert_sane_structure(score, corpus.max_notes_per_onset, corpus.program_list)
+        assert_sane_structure(score, corpus.max_notes_per_onset, corpus.program_list, corpus.max_unison)
 
 
 def test_saved_bundle_gives_the_same_tokens_for_the_same_seed(trained_bundle):

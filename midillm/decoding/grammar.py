@@ -1,6 +1,7 @@
 """A finite-state grammar of the codec's tokenization, so that every generated sequence decodes.
 
-The state after a token is (type of the last base token, position in the current bar). A token
+The state after a token is (type of the last base token, position in the current bar, pitch of
+the last note in the current run of notes at one onset). A token
 may follow a state when miditok's own type graph allows each step through its base tokens (a
 music-BPE merge is walked token by token) and time never goes back inside a bar (a Position
 after the current one, or a new bar). Masks are compiled once per codec for every state, over
@@ -9,6 +10,7 @@ the codec's music rows, and applied as a `transformers` `LogitsProcessor`.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +21,10 @@ SPECIAL_TYPES = frozenset({"PAD", "BOS", "EOS", "MASK"})
 TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track"})
 NOTE_TYPES = frozenset({"Pitch", "PitchDrum", "NoteOn", "DrumOn"})
 NO_POSITION = -1
+NO_PITCH = 128  # no note yet at this onset: any pitch may come
 START = "<start>"
+# Tokens that end a run of notes at one onset (see `midillm.tokenization.codec.order_notes_by_pitch`).
+NOTE_RUN_BREAKERS = frozenset({"Bar", "Position", "TimeShift", "Track", "Program"})
 
 
 def token_type(token: str) -> str:
@@ -41,6 +46,8 @@ class _TokenWalk:
     last_type: str
     resets_position: bool       # a bar line (or track start) after its last Position
     last_position: int          # its last Position value, or NO_POSITION if it has none
+    first_pitch: int = -1       # pitch of its first note before anything that ends a run of notes
+    pitch_after: int | None = None  # the run's last pitch after it; NO_PITCH: run ended; None: unchanged
 
 
 class MusicGrammar:
@@ -49,6 +56,7 @@ class MusicGrammar:
     def __init__(self, codec):
         self.codec = codec
         tokenizer = codec.music_tokenizer
+        self.pitch_ordered = getattr(codec, "note_order", None) == "pitch-descending"
         graph = {kind: {token_type(successor) for successor in successors} - SPECIAL_TYPES
                  for kind, successors in tokenizer.tokens_types_graph.items() if kind not in SPECIAL_TYPES}
         if "Track" in graph:  # MMM: every track starts with Track_Start
@@ -84,6 +92,9 @@ class MusicGrammar:
             # The piece may end once the last note is complete (its successors include time).
             self.allowed[type_index, :, -1] = kind != START and (kind in TIME_TYPES or bool(graph[kind] & TIME_TYPES))
         self.allowed_torch = torch.from_numpy(self.allowed)
+        # Rows' first pitch (-1: none; the end row has none): in the canonical note order a run
+        # of notes at one onset never rises.
+        self.first_pitch = torch.tensor([walk.first_pitch for walk in walks] + [-1])
         self.note_lm_ids = {lm_id for lm_id in self.row_lm_ids[:-1]
                             if any(token_type(token) in NOTE_TYPES for token in
                                    codec.music_token_parts[codec.music_id_of_lm_id(lm_id)])}
@@ -91,6 +102,18 @@ class MusicGrammar:
     def _walk(self, tokens: list[str]) -> _TokenWalk:
         if not tokens:
             return _TokenWalk(False, "PAD", NO_POSITION, "PAD", False, NO_POSITION)
+        # Canonical note order: within a run of notes, pitches never rise.
+        first_pitch, pitch_after, run_pitch, broken = -1, None, NO_PITCH, False
+        for token in tokens:
+            kind, _, value = token.partition("_")
+            if kind in NOTE_RUN_BREAKERS:
+                run_pitch, broken, pitch_after = NO_PITCH, True, NO_PITCH
+            elif kind in ("Pitch", "PitchDrum") and value.isdigit():
+                if not broken and first_pitch == -1:
+                    first_pitch = int(value)
+                elif self.pitch_ordered and int(value) > run_pitch:
+                    return _TokenWalk(False, "PAD", NO_POSITION, "PAD", False, NO_POSITION)
+                run_pitch = pitch_after = int(value)
         types = [token_type(token) for token in tokens]
         valid = not (set(types) & SPECIAL_TYPES) and all(
             following in self.graph.get(previous, set()) for previous, following in zip(types, types[1:]))
@@ -106,14 +129,15 @@ class MusicGrammar:
                 elif value <= position:
                     valid = False
                 position, last_position, resets = value, value, False
-        return _TokenWalk(valid, types[0], first_position, types[-1], resets, last_position)
+        return _TokenWalk(valid, types[0], first_position, types[-1], resets, last_position,
+                          first_pitch, pitch_after)
 
     # ------------------------------------------------------------------------- state
 
-    def start_state(self) -> tuple[str, int]:
-        return (START, NO_POSITION)
+    def start_state(self) -> tuple[str, int, int]:
+        return (START, NO_POSITION, NO_PITCH)
 
-    def advance(self, state: tuple[str, int], lm_id: int) -> tuple[str, int]:
+    def advance(self, state: tuple, lm_id: int) -> tuple[str, int, int]:
         walk = self.walks.get(lm_id)
         if walk is None:  # the end token, or an id outside the music (caption text)
             return state
@@ -123,7 +147,8 @@ class MusicGrammar:
             position = walk.last_position
         else:
             position = state[1]
-        return (walk.last_type, position)
+        pitch = state[2] if len(state) > 2 else NO_PITCH
+        return (walk.last_type, position, pitch if walk.pitch_after is None else walk.pitch_after)
 
     def state_after(self, lm_ids) -> tuple[str, int]:
         """The state after a prompt's music ids (caption and `<music>` are skipped)."""
@@ -132,10 +157,14 @@ class MusicGrammar:
             state = self.advance(state, int(lm_id))
         return state
 
-    def row_mask(self, state: tuple[str, int]) -> torch.Tensor:
-        """Booleans over the music rows: which may come next."""
-        kind, position = state
-        return self.allowed_torch[self.types.index(kind), min(position + 1, self.positions - 1)]
+    def row_mask(self, state: tuple) -> torch.Tensor:
+        """Booleans over the music rows: which may come next. `state` is (type, position) or
+        (type, position, pitch of the last note in the current run)."""
+        kind, position = state[0], state[1]
+        mask = self.allowed_torch[self.types.index(kind), min(position + 1, self.positions - 1)]
+        if self.pitch_ordered and len(state) > 2 and state[2] != NO_PITCH:
+            mask = mask & (self.first_pitch <= state[2])
+        return mask
 
 
 class GrammarLogitsProcessor(LogitsProcessor):
@@ -217,7 +246,7 @@ class _OnsetState:
     program: int | None = 0                 # the program in effect: miditok decodes notes before
                                             # any Program token as program 0
     notes: int = 0                          # notes struck at the current onset
-    pairs: set = None                       # (program, pitch) struck at the current onset
+    pairs: Counter = None                   # (program, pitch) -> strikes at the current onset
     programs_used: set = None
     bar_start: float | None = None          # in quarter notes; None before the first bar line
     bar_quarters: float = 4.0               # length of the current bar
@@ -229,7 +258,7 @@ class _OnsetState:
     signature_here: bool = False            # a TimeSig token in the current bar already
 
     def __post_init__(self):
-        self.pairs = set() if self.pairs is None else self.pairs
+        self.pairs = Counter() if self.pairs is None else self.pairs
         self.programs_used = set() if self.programs_used is None else self.programs_used
 
 
@@ -293,6 +322,8 @@ class CorpusConstraints:
         self.cap = profile.max_notes_per_onset if max_notes_per_onset == -1 else max_notes_per_onset
         self.max_programs = profile.max_programs_per_piece if max_programs == -1 else max_programs
         self.no_repeats = no_repeats
+        # Voices in unison on one program are music (chorales: 5% of notes); more is a stuck key.
+        self.unison = max(1, getattr(profile, "max_unison", 1))
         # Notes before any Program token decode as program 0: it counts as used once one plays.
         self.bar_length = bar_length
         allowed_programs = set(programs) if programs else set(profile.programs) or None
@@ -332,7 +363,7 @@ class CorpusConstraints:
         # A piece ends once it is as long as the corpus's shortest piece.
         self.min_bars = (profile.bars[0] if profile.bars else 0) if min_bars == -1 else (min_bars or 0)
         for row, tokens in enumerate(parts):
-            seen_time, onset_notes, onset_pairs, program = False, 0, set(), None
+            seen_time, onset_notes, onset_pairs, program = False, 0, Counter(), None
             for token in tokens:
                 kind, _, value = token.partition("_")
                 if kind == "Program":
@@ -345,16 +376,16 @@ class CorpusConstraints:
                 elif kind in TIME_RESET_TYPES:
                     if not seen_time and kind == "Position":
                         self.first_position[row] = int(value)
-                    seen_time, onset_notes, onset_pairs = True, 0, set()
+                    seen_time, onset_notes, onset_pairs = True, 0, Counter()
                 else:
                     note = _note_program_and_pitch(token)
                     if note is None:
                         continue
                     onset_notes += 1
                     pair = (program, note[1])
-                    if self.no_repeats and pair in onset_pairs:
+                    if self.no_repeats and onset_pairs[pair] >= self.unison:
                         static[row] = False
-                    onset_pairs.add(pair)
+                    onset_pairs[pair] += 1
                     if self.cap is not None and onset_notes > self.cap:
                         static[row] = False
                     if not seen_time:
@@ -415,14 +446,14 @@ class CorpusConstraints:
                     time = None  # a time shift or track start: a new onset, wherever it falls
                 # Only a new time is a new onset: a bar line and its Position_0 are one onset.
                 if time is None or time != state.onset_time:
-                    state.notes, state.pairs, state.tempo_here = 0, set(), False
+                    state.notes, state.pairs, state.tempo_here = 0, Counter(), False
                 if time is not None:
                     state.onset_time = time
             else:
                 note = _note_program_and_pitch(token)
                 if note is not None:
                     state.notes += 1
-                    state.pairs.add((state.program, note[1]))
+                    state.pairs[(state.program, note[1])] += 1
                     state.programs_used.add(state.program)
                     state.last_onset = state.onset_time
         return state
@@ -484,7 +515,9 @@ class CorpusConstraints:
             mask = mask & self._new_program_mask(frozenset(state.programs_used))
         if self.no_repeats and state.pairs:
             mask = mask.clone()
-            for program, pitch in state.pairs:
+            for (program, pitch), strikes in state.pairs.items():
+                if strikes < self.unison:
+                    continue
                 for row in self.pre_pairs_explicit.get((program, pitch), ()):
                     mask[row] = False
                 if program == state.program:

@@ -2,9 +2,10 @@
 
 Before any likelihood or feature number means anything, a sample must be *sane* for its corpus
 (DESIGN.md, "Judging the music"): it has notes and time moves (two onsets or more), no onset
-strikes more notes than the corpus does (`max_notes_per_onset`), no note is struck twice (same
-track, hence program, pitch and onset: a decoded sample has one track per program, while two
-voices of a reference piece in unison on one program are music, not a duplicate), time never stalls longer than the corpus's longest gap between
+strikes more notes than the corpus does (`max_notes_per_onset`), no program strikes one pitch at
+one onset more often than the corpus's voices do in unison (`max_unison`: two chorale voices on
+one piano program often meet on a pitch; a cluster of repeated keys is a duplicate), time never
+stalls longer than the corpus's longest gap between
 onsets (from the piece's start too), it plays only programs the corpus plays, no more of them
 than a corpus piece has, and each program within the pitch range the corpus gives it. Whether
 a sample ended with `</music>` by itself or was cut by the token budget is reported beside the
@@ -34,7 +35,7 @@ REASONS = {
     "no_notes": "no notes at all",
     "one_onset": "time does not move (fewer than 2 onsets)",
     "crowded_onset": "more notes at one onset than the corpus has",
-    "duplicate_notes": "a note struck twice (same track and program, pitch and onset)",
+    "duplicate_notes": "one program strikes a pitch at one onset more often than the corpus's unisons",
     "stall": "a longer stretch without a new onset than the corpus has",
     "foreign_program": "an instrument the corpus never uses",
     "too_many_programs": "more instruments than a corpus piece has",
@@ -83,6 +84,12 @@ def bars_written(score: Score) -> int:
     return max(bars, 1)
 
 
+def _duplicates(keys: np.ndarray, allowed: int) -> int:
+    """Notes beyond `allowed` strikes of one (program, pitch, onset)."""
+    _, counts = np.unique(keys, axis=0, return_counts=True)
+    return int(np.maximum(counts - max(allowed, 1), 0).sum())
+
+
 def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mapping | None = None,
                   require_ending: bool = False) -> dict:
     """What a listener hears in one piece, against the corpus `profile`.
@@ -110,7 +117,7 @@ def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mappi
             programs.add(program)
             notes = track.notes.numpy()
             onset_parts.append(notes["time"].astype(np.int64))
-            keys.append(np.stack([np.full(len(notes["time"]), len(keys), dtype=np.int64),
+            keys.append(np.stack([np.full(len(notes["time"]), program, dtype=np.int64),
                                   notes["pitch"].astype(np.int64), notes["time"].astype(np.int64)], axis=1))
             low, high = profile.pitch_ranges.get(program, (0, 127))
             result["pitches_out_of_range"] += int(((notes["pitch"] < low) | (notes["pitch"] > high)).sum())
@@ -121,7 +128,7 @@ def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mappi
         result.update(
             notes=int(times.size), bars=bars_written(score), onsets=int(onsets.size),
             max_notes_per_onset=int(per_onset.max()), mean_notes_per_onset=float(per_onset.mean()),
-            duplicate_notes=int(times.size - np.unique(np.concatenate(keys), axis=0).shape[0]),
+            duplicate_notes=_duplicates(np.concatenate(keys), getattr(profile, "max_unison", 1)),
             longest_gap_beats=float(gaps.max()), first_onset_beats=float(onsets[0] / tpq))
     result["programs"] = sorted(programs)
     result["foreign_programs"] = sorted(program for program in programs if program not in profile.programs)

@@ -34,6 +34,13 @@ RENDERS = ("tokens", "text")
 MUSIC_START = "<music>"
 MUSIC_END = "</music>"
 
+# The notes struck at one onset (by one program) are written highest first: a canonical order,
+# so the model learns "lower than the last one, or move on" (a chord ends at its bass, and no
+# pitch is struck twice), and the grammar can enforce it. miditok's own order (by duration, then
+# pitch) carries nothing. Codecs saved before this order existed keep theirs (None).
+PITCH_DESCENDING = "pitch-descending"
+NOTE_TYPES = ("Pitch", "PitchDrum")
+
 CODEC_CONFIG_FILE = "midillm_codec.json"
 MUSIC_TOKENIZER_FILE = "music_tokenizer.json"
 # Bump when the saved layout or the meaning of saved ids changes.
@@ -94,6 +101,39 @@ def build_music_tokenizer(tokenization: str = "REMI", profile: CorpusProfile | N
         # Structured and MMM switch off what they do not support and warn about it.
         warnings.simplefilter("ignore")
         return getattr(miditok, tokenization)(TokenizerConfig(**settings))
+
+
+def note_order_by_pitch(tokens: list[str]) -> list[int]:
+    """The permutation that puts each run of notes at one onset (and one program) highest first.
+
+    A note is its Pitch token and the Velocity / Duration tokens after it; anything else (time,
+    a program change, tempo, metre) ends the run. Notes of equal pitch keep their order.
+    """
+    order, run, note = [], [], None
+
+    def flush():
+        run.sort(key=lambda group: -int(tokens[group[0]].split("_")[1]))
+        order.extend(index for group in run for index in group)
+        run.clear()
+
+    for index, token in enumerate(tokens):
+        kind = token.split("_", 1)[0]
+        if kind in NOTE_TYPES:
+            note = [index]
+            run.append(note)
+        elif note is not None and kind in ("Velocity", "Duration"):
+            note.append(index)
+        else:
+            flush()
+            note = None
+            order.append(index)
+    flush()
+    return order
+
+
+def order_notes_by_pitch(tokens: list[str]) -> list[str]:
+    """`tokens` in the canonical note order (see `note_order_by_pitch`)."""
+    return [tokens[index] for index in note_order_by_pitch(tokens)]
 
 
 def pitch_name(pitch: int) -> str:
@@ -171,11 +211,13 @@ class MusicCodec:
         base_model: the base model the LM tokenizer came from, recorded for later stages.
         corpus: what the training corpus allows (`prepare` measures it); the grammar's corpus
             constraints, the default caption and the sanity check read it. None: unknown.
+        note_order: `PITCH_DESCENDING` (notes at one onset highest first, enforced by the
+            grammar) or None (miditok's order; codecs saved before the canonical order).
     """
 
     def __init__(self, music_tokenizer, lm_tokenizer, render: str = "tokens",
                  captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
-                 corpus: CorpusProfile | None = None):
+                 corpus: CorpusProfile | None = None, note_order: str | None = PITCH_DESCENDING):
         if render not in RENDERS:
             raise ValueError(f"unknown render {render!r}; choose one of {', '.join(RENDERS)}")
         self.music_tokenizer = music_tokenizer
@@ -184,6 +226,8 @@ class MusicCodec:
         self.captions = captions
         self.base_model = base_model
         self.corpus = corpus
+        has_pitches = any(token.split("_", 1)[0] in NOTE_TYPES for token in music_tokenizer.vocab)
+        self.note_order = note_order if has_pitches else None
         self._register_lm_tokens()
 
     # ----------------------------------------------------------------------------- building
@@ -316,6 +360,15 @@ class MusicCodec:
         if not isinstance(score, Score):
             score = Score(str(score))
         sequence: TokSequence = self.music_tokenizer.encode(score, encode_ids=False)
+        if self.note_order == PITCH_DESCENDING:
+            # Reorder tokens, ids and events alike: miditok splits bars by the events' times.
+            order = note_order_by_pitch(sequence.tokens)
+            for name in ("tokens", "ids", "events"):
+                values = getattr(sequence, name)
+                if values is not None and len(values) == len(order):
+                    setattr(sequence, name, [values[index] for index in order])
+            if sequence.bytes and len(sequence.bytes) == len(order):
+                sequence.bytes = "".join(sequence.bytes[index] for index in order)
         bar_lengths = [len(bar) for bar in sequence.split_per_bars()]
         if sum(bar_lengths) != len(sequence.tokens):
             bar_lengths = [len(sequence.tokens)]
@@ -407,6 +460,7 @@ class MusicCodec:
             "music_vocab_size": len(self.music_token_parts),
             "music_to_lm": {str(music_id): lm_id for music_id, lm_id in self._music_to_lm.items()},
             "corpus": self.corpus.to_dict() if self.corpus is not None else None,
+            "note_order": self.note_order,
         }
         (path / CODEC_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -425,7 +479,7 @@ class MusicCodec:
             params=path / MUSIC_TOKENIZER_FILE)
         corpus = CorpusProfile.from_dict(config["corpus"]) if config.get("corpus") else None
         codec = cls(music_tokenizer, AutoTokenizer.from_pretrained(path), config["render"],
-                    config["captions"], config["base_model"], corpus)
+                    config["captions"], config["base_model"], corpus, note_order=config.get("note_order"))
         saved = {int(music_id): lm_id for music_id, lm_id in config["music_to_lm"].items()}
         if saved != codec._music_to_lm:
             raise CodecVersionError(

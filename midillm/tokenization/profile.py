@@ -48,6 +48,8 @@ class CorpusProfile:
         "help": "Time signature ('4/4') -> how many times it occurs."})
     notes_per_onset: dict[int, int] = field(default_factory=dict, metadata={
         "help": "Histogram: notes struck at one onset (all tracks) -> onsets."})
+    max_unison: int = field(default=1, metadata={
+        "help": "The most times one program strikes one pitch at one onset (voices in unison), 99% of pieces."})
     max_notes_per_onset: int = field(default=0, metadata={
         "help": "The most notes at one onset, ignoring the rarest 1% of onsets."})
     mean_notes_per_onset: float = field(default=0.0, metadata={"help": "Mean notes struck at one onset."})
@@ -113,6 +115,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
     time_signatures: Counter = Counter()
     onset_histogram: Counter = Counter()
     programs_per_piece: list[int] = []
+    unisons: list[int] = []
     gaps: list[float] = []
     bars: list[int] = []
     grids: Counter = Counter()
@@ -124,6 +127,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         beats_per_quarter = max([signature.denominator for signature in score.time_signatures] or [4]) / 4
         piece_programs = set()
         onsets: Counter = Counter()
+        struck: Counter = Counter()
         times = []
         for track in score.tracks:
             if track.note_num() == 0:
@@ -136,6 +140,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
             pitch_low[program] = min(pitch_low.get(program, 127), int(pitches.min()))
             pitch_high[program] = max(pitch_high.get(program, 0), int(pitches.max()))
             onsets.update(array["time"].tolist())
+            struck.update(zip([program] * len(pitches), array["time"].tolist(), pitches.tolist()))
             times.append(array["time"])
             times.append(array["duration"])
             max_duration = max(max_duration, float(array["duration"].max()) / tpq * beats_per_quarter)
@@ -146,6 +151,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         for program in piece_programs:
             programs[program] += 1
         programs_per_piece.append(len(piece_programs))
+        unisons.append(max(struck.values()))
         onset_histogram.update(onsets.values())
         ordered = sorted(onsets)
         steps = np.diff([0] + ordered) / tpq if ordered else np.zeros(0)
@@ -182,6 +188,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         time_signatures=dict(time_signatures.most_common()),
         notes_per_onset={int(size): count for size, count in sorted(onset_histogram.items())},
         max_notes_per_onset=int(np.quantile(counts, ONSET_QUANTILE, method="higher")),
+        max_unison=int(np.quantile(unisons, 0.99, method="higher")),
         mean_notes_per_onset=round(float(counts.mean()), 4),
         max_programs_per_piece=max(programs_per_piece),
         max_gap_beats=round(float(np.quantile(gaps, 0.99, method="higher")), 4),
