@@ -203,7 +203,8 @@ def run_generate(arguments: argparse.Namespace) -> None:
     for index, ids in enumerate(samples):
         score = model.codec.decode(ids)
         written = export_score(score, out / f"sample-{index:03d}", formats)
-        print(f"{out / f'sample-{index:03d}'}: {score.note_num()} notes -> "
+        ending = "ended" if model.last_generation[index]["ended"] else "cut by --max-new-tokens"
+        print(f"{out / f'sample-{index:03d}'}: {score.note_num()} notes, {ending} -> "
               + ", ".join(path.name for path in written.values()))
 
 
