@@ -153,6 +153,10 @@ def test_pipeline_in_process_takes_a_midilm_and_checks_parameters(hub_bundle):
     pipe = pipeline("midi-generation", model=lm)
     first = pipe("", max_new_tokens=30, seed=3)
     assert first[0]["ids"] == lm.generate_ids(settings=SamplingSettings(max_new_tokens=30), seed=3)[0]
+    # The corpus constraints can be switched off through the pipeline, as in MidiLM.
+    alone = pipe("", max_new_tokens=30, seed=3, constrain=False)
+    assert alone[0]["ids"] == lm.generate_ids(settings=SamplingSettings(max_new_tokens=30), seed=3,
+                                              constrain=False)[0]
     with pytest.raises(TypeError, match="unknown parameter"):
         pipe(max_new_tokens=10, colour="blue")
     with pytest.raises(FileNotFoundError, match="prompt file not found"):

@@ -31,7 +31,7 @@ from midillm.bundle_files import MODEL_TYPE, TASK
 # Keyword arguments of the pipeline call, and where each one goes; the sampling settings
 # (max_new_tokens, temperature, top_p, ...) are the fields of `SamplingSettings`.
 _PROMPT_PARAMETERS = ("time_signature", "tempo")
-_GENERATION_PARAMETERS = ("num_samples", "seed", "programs")
+_GENERATION_PARAMETERS = ("num_samples", "seed", "programs", "constrain")
 
 
 class MidiLLMConfig(PretrainedConfig):
@@ -88,7 +88,8 @@ class MidiGenerationPipeline(Pipeline):
     """Caption text, a MIDI file / bytes / Score to continue, or nothing -> generated scores.
 
     Call parameters: num_samples, max_new_tokens, temperature, top_k, top_p, min_p,
-    repetition_penalty, seed, programs, time_signature, tempo (as in `MidiLM.generate`); sampling
+    repetition_penalty, seed, programs, time_signature, tempo, constrain (as in `MidiLM.generate`:
+    False samples without the corpus constraints); sampling
     values not given are the bundle's (`generation_config.json`, else `SamplingSettings`).
     Each output is `{"score": symusic.Score, "midi": bytes, "ids": list[int]}`.
     """
@@ -138,11 +139,11 @@ class MidiGenerationPipeline(Pipeline):
         text, prompt = _as_prompt(inputs)
         return {"prompt": prompt, "text": text, "time_signature": time_signature, "tempo": tempo}
 
-    def _forward(self, model_inputs, num_samples=1, seed=0, programs=None, **sampling):
+    def _forward(self, model_inputs, num_samples=1, seed=0, programs=None, constrain=True, **sampling):
         settings = self.sampling.updated(**sampling)
         ids = self.midi_lm.generate_ids(num_samples, model_inputs["prompt"], model_inputs["text"], settings,
                                         seed, programs, time_signature=model_inputs["time_signature"],
-                                        tempo=model_inputs["tempo"])
+                                        tempo=model_inputs["tempo"], constrain=constrain)
         return {"ids": ids}
 
     def postprocess(self, model_outputs):
