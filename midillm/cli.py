@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("model", metavar="MODEL", help="A bundle folder written by `midillm train`, or a Hub id.")
     generate.add_argument("--out", required=True, help="Folder for the samples (sample-000.mid, ...).")
     generate.add_argument("-n", "--num-samples", type=int, default=4, help="How many pieces (default: 4).")
-    generate.add_argument("--prompt", help="A MIDI file to continue; the output begins with it.")
+    generate.add_argument("--prompt", help="A MIDI file to continue, or a recording (wav, flac, ogg, mp3), "
+                                           "transcribed first; the output begins with it.")
     generate.add_argument("--text", help='A caption to start from, e.g. "Composer: J.S. Bach".')
     generate.add_argument("--max-new-tokens", type=int,
                           help=f"Length limit in LM tokens (default: {sampling.max_new_tokens}).")
@@ -85,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Sample under the token syntax only, without the corpus constraints (notes per "
                                "onset, no repeated note at an onset, the corpus's instruments, ranges and metres).")
     generate.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
+
+    transcribe = commands.add_parser(
+        "transcribe", help="Turn a recording into a MIDI file on a beat grid (Basic Pitch + librosa).",
+        description="Transcribe AUDIO (wav, flac, ogg, mp3; at most 300 s) with Spotify's Basic Pitch on "
+                    "onnxruntime, estimate its tempo (or take --tempo), put the first note on beat 1 and every "
+                    "onset on a 1/GRID beat grid, and write one track of --program to OUT.")
+    transcribe.add_argument("audio", metavar="AUDIO", help="The recording.")
+    transcribe.add_argument("--out", required=True, help="The MIDI file to write.")
+    transcribe.add_argument("--tempo", type=float, help="The known tempo in BPM (default: estimated).")
+    transcribe.add_argument("--program", type=int, default=0,
+                            help="General MIDI program of the notes, 0-127 (default: 0, piano).")
+    transcribe.add_argument("--grid", type=int, default=4, help="Grid steps per beat (default: 4).")
 
     push = commands.add_parser(
         "push", help="Upload a bundle to the Hugging Face Hub.",
@@ -192,20 +205,45 @@ def run_generate(arguments: argparse.Namespace) -> None:
         raise ValueError(f"-n must be at least 1, not {arguments.num_samples}")
     if arguments.prompt and not Path(arguments.prompt).is_file():
         raise FileNotFoundError(f"prompt file not found: {arguments.prompt}")
+    from midillm.audio import check_audio, codec_grid, is_audio_path, transcribe
+
+    prompt = arguments.prompt
+    if prompt and is_audio_path(prompt):
+        check_audio(prompt)  # not audio, empty, too long: one line before the model loads
     model = MidiLM.from_pretrained(arguments.model)
+    transcription = None
+    if prompt and is_audio_path(prompt):
+        prompt = transcription = transcribe(prompt, grid=codec_grid(model.codec))
     settings = model.sampling.updated(**given)
-    samples = model.generate_ids(arguments.num_samples, arguments.prompt, arguments.text, settings,
+    samples = model.generate_ids(arguments.num_samples, prompt, arguments.text, settings,
                                  arguments.seed, programs=programs, progress=True,
                                  time_signature=arguments.time_signature, tempo=arguments.tempo,
                                  constrain=not arguments.no_constraints)
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
+    if transcription is not None:  # what the model heard
+        written = export_score(transcription, out / "prompt-transcription", formats)
+        print(f"{out / 'prompt-transcription'}: {transcription.note_num()} notes transcribed from "
+              f"{arguments.prompt} at {transcription.tempos[0].qpm:.1f} BPM -> "
+              + ", ".join(path.name for path in written.values()))
     for index, ids in enumerate(samples):
         score = model.codec.decode(ids)
         written = export_score(score, out / f"sample-{index:03d}", formats)
         ending = "ended" if model.last_generation[index]["ended"] else "cut by --max-new-tokens"
         print(f"{out / f'sample-{index:03d}'}: {score.note_num()} notes, {ending} -> "
               + ", ".join(path.name for path in written.values()))
+
+
+def run_transcribe(arguments: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from midillm.audio import transcribe
+    from midillm.decoding.export import write_midi
+
+    score = transcribe(arguments.audio, tempo=arguments.tempo, program=arguments.program, grid=arguments.grid)
+    path = write_midi(score, Path(arguments.out))
+    print(f"{path}: {score.note_num()} notes from {arguments.audio}, {score.tempos[0].qpm:.1f} BPM, "
+          f"onsets on a 1/{arguments.grid} beat grid")
 
 
 def run_push(arguments: argparse.Namespace) -> None:
@@ -269,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             run_prepare(arguments)
         elif arguments.command == "generate":
             run_generate(arguments)
+        elif arguments.command == "transcribe":
+            run_transcribe(arguments)
         elif arguments.command == "push":
             run_push(arguments)
         elif arguments.command == "export":

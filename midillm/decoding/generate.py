@@ -175,6 +175,9 @@ class MidiLM:
                    time_signature: str | None = None, tempo: float | None = None) -> list[int]:
         """Caption text and/or the music of a MIDI prompt, ending where the model continues.
 
+        A prompt path with an audio suffix (.wav, .flac, .ogg, .mp3...) is transcribed first
+        (`midillm.audio.transcribe`, tempo estimated, onsets on the codec's grid).
+
         Without `text`, the caption is the corpus's typical one: every training row starts with
         a caption, so a bare `<music>` is a context the model has never seen.
         Without a MIDI prompt, `time_signature` ("3/4") and `tempo` (BPM) force how the piece opens.
@@ -191,7 +194,12 @@ class MidiLM:
             elif not isinstance(prompt, Score):
                 if not Path(prompt).is_file():
                     raise FileNotFoundError(f"prompt file not found: {prompt}")
-                prompt = Score(str(prompt))
+                from midillm.audio import codec_grid, is_audio_path, transcribe
+
+                if is_audio_path(prompt):  # a recording: transcribed onto the codec's grid
+                    prompt = transcribe(prompt, grid=codec_grid(self.codec))
+                else:
+                    prompt = Score(str(prompt))
             ids += [lm_id for bar in self.codec.encode_bars(prompt) for lm_id in bar]
         elif time_signature or tempo:
             ids += self.codec.lm_ids_of_base_tokens(self.codec.opening_tokens(time_signature, tempo))
@@ -334,7 +342,7 @@ class MidiLM:
                  repetition_penalty: float | None = None,
                  programs: list[int] | None = None, time_signature: str | None = None,
                  tempo: float | None = None, constrain: bool = True) -> list[Score]:
-        """Sample scores. `prompt` (a MIDI path, bytes or Score) is continued; `text` is a caption
+        """Sample scores. `prompt` (a MIDI or audio path, bytes or Score) is continued; `text` is a caption
         (default: the corpus's typical one); `programs` (-1 = drums), `time_signature` and
         `tempo` force those controls; `constrain=False` turns the corpus constraints off."""
         # Sampling values left None are SamplingSettings' defaults.

@@ -65,7 +65,8 @@ class MidiLLMForCausalLM(PreTrainedModel):
 
 
 def _as_prompt(inputs):
-    """Pipeline input -> (caption text, MIDI prompt). A str is a caption unless it names a MIDI file."""
+    """Pipeline input -> (caption text, MIDI prompt). A str is a caption unless it names a MIDI or
+    audio file."""
     from symusic import Score
 
     if inputs is None or (isinstance(inputs, str) and not inputs.strip()):
@@ -74,7 +75,10 @@ def _as_prompt(inputs):
         return None, bytes(inputs)
     if isinstance(inputs, Score) or (hasattr(inputs, "tracks") and hasattr(inputs, "dump_midi")):
         return None, inputs
-    if isinstance(inputs, Path) or (isinstance(inputs, str) and inputs.lower().endswith((".mid", ".midi"))):
+    from midillm.audio import is_audio_path
+
+    named_file = isinstance(inputs, str) and (inputs.lower().endswith((".mid", ".midi")) or is_audio_path(inputs))
+    if isinstance(inputs, Path) or named_file:  # a MIDI file, or a recording (transcribed first)
         if not Path(inputs).is_file():
             raise FileNotFoundError(f"prompt file not found: {inputs}")
         return None, str(inputs)
@@ -85,7 +89,7 @@ def _as_prompt(inputs):
 
 
 class MidiGenerationPipeline(Pipeline):
-    """Caption text, a MIDI file / bytes / Score to continue, or nothing -> generated scores.
+    """Caption text, a MIDI file / bytes / Score or a recording to continue, or nothing -> generated scores.
 
     Call parameters: num_samples, max_new_tokens, temperature, top_k, top_p, min_p,
     repetition_penalty, seed, programs, time_signature, tempo, constrain (as in `MidiLM.generate`:
