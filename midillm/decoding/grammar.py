@@ -404,10 +404,6 @@ class CorpusConstraints:
 
     # ------------------------------------------------------------------------- state
 
-    def bar_positions_of(self, signature: str) -> int:
-        numerator = int(signature.split("/")[0])
-        return numerator * self.positions_per_beat
-
     def _set_metre(self, state: _OnsetState, signature: str) -> None:
         numerator, denominator = (int(part) for part in signature.split("/"))
         state.bar_positions = numerator * self.positions_per_beat

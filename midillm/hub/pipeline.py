@@ -106,7 +106,7 @@ class MidiGenerationPipeline(Pipeline):
     _load_feature_extractor = False
 
     def __init__(self, model, *args, device=None, **kwargs):
-        from midillm.decoding.generate import MidiLM, SamplingSettings
+        from midillm.decoding.generate import MidiLM
 
         if isinstance(model, MidiLM):
             midi_lm = model
