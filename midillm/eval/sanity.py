@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from symusic import Score
 
-from midillm.tokenization.profile import DRUMS, CorpusProfile, measure_corpus
+from midillm.tokenization.profile import CorpusProfile, measure_corpus, played_tracks
 
 __all__ = ["PROFILE_SOURCES", "REASONS", "sample_sanity", "sanity_summary", "bars_written", "corpus_profile"]
 
@@ -51,10 +51,6 @@ PROFILE_SOURCES = {
 }
 # Times compared in beats; grids make them exact, this only absorbs float rounding.
 _EPSILON = 1e-6
-
-
-def _program(track) -> int:
-    return DRUMS if track.is_drum else int(track.program)
 
 
 def _tick_score(score: Score) -> Score:
@@ -110,12 +106,8 @@ def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mappi
     if score is not None:
         score = _tick_score(score)
         tpq = score.ticks_per_quarter
-        for track in score.tracks:
-            if track.note_num() == 0:
-                continue
-            program = _program(track)
+        for program, notes in played_tracks(score):
             programs.add(program)
-            notes = track.notes.numpy()
             onset_parts.append(notes["time"].astype(np.int64))
             keys.append(np.stack([np.full(len(notes["time"]), program, dtype=np.int64),
                                   notes["pitch"].astype(np.int64), notes["time"].astype(np.int64)], axis=1))

@@ -91,8 +91,11 @@ class CorpusProfile:
         return profile
 
 
-def _program(track) -> int:
-    return DRUMS if track.is_drum else int(track.program)
+def played_tracks(score: Score):
+    """(program, notes as a numpy record array) for each track with notes; drums are -1."""
+    for track in score.tracks:
+        if track.note_num():
+            yield (DRUMS if track.is_drum else int(track.program)), track.notes.numpy()
 
 
 def _grid_for(ticks: np.ndarray, ticks_per_quarter: int) -> int:
@@ -129,12 +132,8 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         onsets: Counter = Counter()
         struck: Counter = Counter()
         times = []
-        for track in score.tracks:
-            if track.note_num() == 0:
-                continue
-            program = _program(track)
+        for program, array in played_tracks(score):
             piece_programs.add(program)
-            array = track.notes.numpy()
             velocities.update(np.unique(array["velocity"]).tolist())
             pitches = array["pitch"]
             pitch_low[program] = min(pitch_low.get(program, 127), int(pitches.min()))
