@@ -4,8 +4,8 @@
     -> generate samples -> evaluate (report.html) -> make the bundle Hub-ready (model card with
     the eval numbers)
 
-Thin orchestration over the parts' public functions; only `midillm.cli` imports it. The training
-settings are `configs/bach-demo.yaml`.
+Thin orchestration over the parts' public functions; only `midillm.cli` imports it (and
+`midillm.studio`, for where the demo's bundle lies). The training settings are `configs/bach-demo.yaml`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,12 @@ DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bach-demo.ya
 DEMO_MUSIC_VOCABULARY = 0
 FORMATS = ["mid", "musicxml", "wav", "png"]
 STEPS = 5
+DEFAULT_DEMO_OUT = "runs/demo"
+
+
+def demo_bundle_path(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_MODEL) -> Path:
+    """Where `run_demo` writes its bundle (the studio opens on it when given no model)."""
+    return Path(out) / ("bach-smollm2" if base_model == DEFAULT_BASE_MODEL else "model")
 
 
 def _header(number: int, text: str, log) -> None:
@@ -36,7 +42,7 @@ def _format(value, digits: int = 3, percent: bool = False) -> str:
     return f"{100 * value:.0f}%" if percent else f"{value:.{digits}f}"
 
 
-def run_demo(out: str | Path = "runs/demo", base_model: str = DEFAULT_BASE_MODEL, source: str = "music21:bach",
+def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_MODEL, source: str = "music21:bach",
              limit: int | None = None, train_minutes: float | None = 8.0, num_samples: int = 4,
              eval_samples: int = 32, max_new_tokens: int = 768, eval_max_new_tokens: int = 512, config: str | Path = DEMO_CONFIG,
              train_overrides: dict | None = None, prepare_options: dict | None = None, log=print) -> dict:
@@ -59,9 +65,8 @@ def run_demo(out: str | Path = "runs/demo", base_model: str = DEFAULT_BASE_MODEL
     if train_minutes is not None and not train_minutes > 0:
         raise ValueError(f"--train-minutes must be positive, not {train_minutes}")
     out = Path(out)
-    data, bundle, samples_dir, eval_dir = out / "data", out / "bach-smollm2", out / "samples", out / "eval"
-    if base_model != DEFAULT_BASE_MODEL:
-        bundle = out / "model"
+    data, samples_dir, eval_dir = out / "data", out / "samples", out / "eval"
+    bundle = demo_bundle_path(out, base_model)
     # The config is read first (and checked) so prepare builds rows of the length training uses.
     overrides = {"data_dir": data, "output_dir": bundle, "base_model": base_model, **(train_overrides or {})}
     if train_minutes is not None:

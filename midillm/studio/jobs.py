@@ -1,0 +1,325 @@
+"""One generation at a time: a bounded queue of requests, one worker thread, and the results of
+this session kept in memory only (a result leaves the machine when the user downloads it;
+nothing is written to disk that outlives the request that made it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import queue
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import LogitsProcessor
+
+from midillm.decoding.generate import SamplingSettings
+from midillm.errors import first_line
+
+from .models import LoadedModel, StudioError
+
+# What a result can be downloaded or shown as: kind -> (file suffix, media type).
+RESULT_FILES = {
+    "mid": ("mid", "audio/midi"),
+    "musicxml": ("musicxml", "application/vnd.recordare.musicxml+xml"),
+    "wav": ("wav", "audio/wav"),
+    "png": ("png", "image/png"),
+    "svg": ("svg", "image/svg+xml"),
+}
+# Sheet music past this many pages is cut: a page of SVG is ~100 kB and the page is for a glance.
+MAX_SHEET_PAGES = 6
+
+
+@dataclass
+class Request:
+    """One thing the user asked for, checked by the server before it is queued."""
+
+    model: str
+    task: str = "generate"
+    caption: str | None = None
+    midi: object = None  # a symusic Score: the uploaded MIDI, or the recording once transcribed
+    audio: tuple[str, bytes] | None = None  # an uploaded recording: (suffix, bytes)
+    upload_name: str = ""
+    bars: tuple[int, int] | None = None
+    tracks: list[str] | None = None
+    num_samples: int = 1
+    seed: int = 0
+    constrain: bool = True
+    sampling: dict = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    id: str
+    request: Request
+    state: str = "queued"  # queued -> running -> done | error
+    step: int = 0
+    total: int = 0
+    message: str = ""
+    results: list[str] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    seconds: float = 0.0
+
+
+@dataclass
+class Result:
+    """One sample: its files in memory, and what the history lists of it."""
+
+    id: str
+    title: str
+    summary: str
+    files: dict[str, bytes]
+
+
+@dataclasses.dataclass
+class _ObservedSampling(SamplingSettings):
+    """SamplingSettings that also report each sampling step to the job, so the page can show
+    progress. Every task samples through `settings.warpers()`, and `updated()` keeps this class,
+    so the hook reaches `generate` and the other tasks without changing them."""
+
+    on_step: object = dataclasses.field(default=None, compare=False, repr=False)
+
+    def warpers(self):
+        warpers = super().warpers()
+        if self.on_step is not None:
+            warpers.insert(0, _StepReporter(self.on_step))
+        return warpers
+
+
+class _StepReporter(LogitsProcessor):
+    """Changes nothing; tells `on_step` how many tokens the sample has so far."""
+
+    def __init__(self, on_step):
+        self.on_step = on_step
+
+    def __call__(self, input_ids, scores):
+        self.on_step(int(input_ids.shape[1]) + 1)
+        return scores
+
+
+class QueueFull(StudioError):
+    pass
+
+
+class Studio:
+    """The queue, the worker and this session's results."""
+
+    def __init__(self, models: LoadedModel, queue_size: int = 4, history_size: int = 24, log=print):
+        self.models = models
+        self.queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
+        self.jobs: dict[str, Job] = {}
+        self.results: OrderedDict[str, Result] = OrderedDict()
+        self.history_size = history_size
+        self.log = log
+        self._lock = threading.Lock()
+        self._worker = threading.Thread(target=self._work, name="studio-worker", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------ queue
+
+    def submit(self, request: Request) -> Job:
+        job = Job(id=uuid.uuid4().hex, request=request)
+        with self._lock:
+            try:
+                self.queue.put_nowait(job)
+            except queue.Full:
+                raise QueueFull(f"the studio is busy: {self.queue.maxsize} requests are already waiting; "
+                                "try again when one has finished") from None
+            self.jobs[job.id] = job
+            # Finished jobs are only looked up by the page that is polling them: keep a few.
+            finished = [key for key, old in self.jobs.items() if old.state in ("done", "error")]
+            for key in finished[:-self.history_size]:
+                del self.jobs[key]
+        return job
+
+    def position(self, job: Job) -> int:
+        """Requests ahead of this one (the one running counts), 0 when it runs."""
+        if job.state != "queued":
+            return 0
+        with self.queue.mutex:
+            waiting = list(self.queue.queue)
+        ahead = waiting.index(job) if job in waiting else 0
+        running = any(other.state == "running" for other in self.jobs.values())
+        return ahead + int(running)
+
+    def status(self, job: Job) -> dict:
+        status = {"id": job.id, "state": job.state, "step": job.step, "total": job.total,
+                  "position": self.position(job), "message": job.message, "seconds": round(job.seconds, 1)}
+        if job.state == "done":
+            status["results"] = [self.describe(result_id) for result_id in job.results
+                                 if result_id in self.results]
+        return status
+
+    def describe(self, result_id: str) -> dict:
+        result = self.results[result_id]
+        return {"id": result.id, "title": result.title, "summary": result.summary,
+                "files": {kind: f"/api/results/{result.id}/{kind}" for kind in result.files}}
+
+    def history(self) -> list[dict]:
+        return [self.describe(result_id) for result_id in reversed(self.results)]
+
+    # ------------------------------------------------------------------ the worker
+
+    def _work(self) -> None:
+        while True:
+            job = self.queue.get()
+            job.state = "running"
+            started = time.perf_counter()
+            try:
+                job.results = self._run(job)
+                job.state = "done"
+            except Exception as error:  # the page gets one line, the console the cause
+                job.message = first_line(error)
+                job.state = "error"
+                if not isinstance(error, (StudioError, ValueError, OSError)):
+                    self.log("".join(traceback.format_exception(error)).rstrip())
+            finally:
+                job.seconds = time.perf_counter() - started
+                # The upload is not kept past its request.
+                job.request.midi = job.request.audio = None
+                self.queue.task_done()
+            self.log(f"studio: {job.request.task} on {job.request.model}: {job.state} in {job.seconds:.1f} s"
+                     + (f" ({job.message})" if job.message else ""))
+
+    def _run(self, job: Job) -> list[str]:
+        request = job.request
+        job.message = "loading the model"
+        lm = self.models.get(request.model)
+        if request.audio is not None:
+            job.message = "transcribing the recording"
+            request.midi = transcribe_upload(*request.audio, lm.codec, request.upload_name)
+        job.message = ""
+        settings = _ObservedSampling(**dataclasses.asdict(lm.sampling.updated(**request.sampling)))
+        job.total = settings.max_new_tokens
+
+        def on_step(step: int) -> None:
+            job.step = step
+
+        settings.on_step = on_step
+        scores = self._sample(lm, request, settings)
+        job.message = "writing the score, the sheet music and the audio"
+        results = []
+        for index, score in enumerate(scores):
+            title = _title(request, index, len(scores))
+            result = Result(id=uuid.uuid4().hex, title=title, summary=_summary(score, lm, index),
+                            files=render_files(score))
+            results.append(result.id)
+            with self._lock:
+                self.results[result.id] = result
+                while len(self.results) > self.history_size:
+                    self.results.popitem(last=False)
+        job.message = ""
+        return results
+
+    def _sample(self, lm, request: Request, settings: _ObservedSampling) -> list:
+        original = lm.sampling
+        lm.sampling = settings  # every task starts from lm.sampling: this carries the progress hook
+        try:
+            common = {"num_samples": request.num_samples, "seed": request.seed}
+            sampling = {"constrain": request.constrain}
+            if request.task == "generate":
+                return lm.generate(text=request.caption, **common, **sampling)
+            if request.task == "continue":
+                return lm.generate(prompt=request.midi, text=request.caption, **common, **sampling)
+            method = getattr(lm, request.task, None)
+            if request.task not in getattr(lm, "tasks", ()) or method is None:
+                raise StudioError(f"model {request.model} was not trained to {request.task}")
+            if request.task == "infill":
+                arguments = {"bars": request.bars, "text": request.caption}
+            elif request.task == "accompany":
+                arguments = {"tracks": request.tracks or None, "text": request.caption}
+            else:  # arrange
+                arguments = {"text": request.caption}
+            return method(request.midi, **arguments, **common, **_accepted(method, sampling))
+        finally:
+            lm.sampling = original
+
+
+def transcribe_upload(suffix: str, data: bytes, codec, name: str):
+    """An uploaded recording as a Score on the codec's grid. The transcriber reads files: the
+    bytes go to a file of our own name in a folder deleted before this returns."""
+    from midillm.audio import AudioError, check_audio, codec_grid, transcribe
+
+    with tempfile.TemporaryDirectory(prefix="midillm-studio-") as folder:
+        path = Path(folder) / f"recording{suffix}"
+        path.write_bytes(data)
+        try:
+            check_audio(path)
+            return transcribe(path, grid=codec_grid(codec))
+        except AudioError as error:  # its message names our temporary file: name the user's
+            raise StudioError(first_line(error).replace(str(path), name)) from None
+
+
+def _accepted(method, options: dict) -> dict:
+    """The options a task takes: a task that takes no `constrain` samples under its own rules."""
+    parameters = inspect.signature(method).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return options
+    return {name: value for name, value in options.items() if name in parameters}
+
+
+def _title(request: Request, index: int, count: int) -> str:
+    what = {"generate": "New piece", "continue": "Continuation", "infill": "Infill",
+            "accompany": "Accompaniment", "arrange": "Arrangement"}[request.task]
+    source = f" of {request.upload_name}" if request.upload_name and request.task != "generate" else ""
+    number = f" {index + 1}/{count}" if count > 1 else ""
+    return f"{what}{source}{number} (seed {request.seed})"
+
+
+def _summary(score, lm, index: int) -> str:
+    seconds = score.to("second").end()
+    ended = ""
+    if index < len(lm.last_generation):
+        ended = ", ended" if lm.last_generation[index]["ended"] else ", cut by the token limit"
+    return f"{score.note_num()} notes, {seconds:.0f} s{ended}"
+
+
+def render_files(score) -> dict[str, bytes]:
+    """The score as MIDI, MusicXML, sheet music (SVG), WAV and a piano roll (PNG), in memory.
+
+    The project's writers take paths: they write into a folder deleted before this returns."""
+    from midillm.decoding.export import to_midi_bytes, write_musicxml, write_png, write_wav
+
+    files = {"mid": to_midi_bytes(score)}
+    with tempfile.TemporaryDirectory(prefix="midillm-studio-") as folder:
+        folder = Path(folder)
+        files["png"] = write_png(score, folder / "piano-roll.png", width=1100, height=320).read_bytes()
+        files["wav"] = write_wav(score, folder / "audio.wav").read_bytes()
+        files["musicxml"] = write_musicxml(score, folder / "score.musicxml").read_bytes()
+    files["svg"] = sheet_music_svg(files["musicxml"])
+    return files
+
+
+def sheet_music_svg(musicxml: bytes) -> bytes:
+    """Engrave MusicXML with verovio (bundled fonts, no network): the pages stacked in one SVG."""
+    import verovio
+
+    toolkit = verovio.toolkit()
+    toolkit.setOptions({"pageWidth": 2100, "adjustPageHeight": True, "scale": 40, "header": "none",
+                        "footer": "none", "breaks": "auto"})
+    if not toolkit.loadData(musicxml.decode("utf-8")):
+        raise StudioError("verovio could not read the MusicXML export")
+    pages = [toolkit.renderToSVG(page) for page in range(1, min(toolkit.getPageCount(), MAX_SHEET_PAGES) + 1)]
+    if not pages:
+        raise StudioError("verovio rendered no page of sheet music")
+    # One document: each page as a nested <svg>, one under the other.
+    import re
+
+    heights, bodies, width = [], [], 0
+    for page in pages:
+        size = re.search(r'<svg[^>]*width="(\d+)px"[^>]*height="(\d+)px"', page)
+        page_width, page_height = (int(size.group(1)), int(size.group(2))) if size else (2100, 2970)
+        width = max(width, page_width)
+        body = re.sub(r"^<\?xml[^>]*>\s*", "", page)
+        bodies.append((sum(heights), body.replace("<svg ", f'<svg y="{sum(heights)}" ', 1)))
+        heights.append(page_height)
+    inner = "".join(body for _, body in bodies)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+            f'width="{width}px" height="{sum(heights)}px" viewBox="0 0 {width} {sum(heights)}">{inner}</svg>'
+            ).encode("utf-8")

@@ -1,0 +1,198 @@
+"""The studio's models: which bundles the page may choose, the one loaded, and what the page
+shows for it (caption fields from the codec's corpus profile, tasks, sampling defaults).
+
+The page names a model by the name listed here, never by a path: the server maps names to the
+folders it was started on.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from midillm.tokenization.codec import CODEC_CONFIG_FILE, score_caption
+
+# What a bundle can be asked to do besides sampling from nothing, in the order the page lists
+# them. A bundle says which it was trained for in `lm.tasks` (default: continuation only).
+PROMPT_TASKS = ("continue", "infill", "accompany", "arrange")
+DEFAULT_TASKS = ("continue",)
+# How deep under a folder of bundles to look: runs/<experiment>/<bundle> is the usual layout.
+SEARCH_DEPTH = 3
+
+
+class StudioError(ValueError):
+    """Something the studio cannot do as asked; the message is one line for the user (a
+    ValueError, so the command line reports it as it reports any bad value)."""
+
+
+def is_bundle(folder: Path) -> bool:
+    return (folder / CODEC_CONFIG_FILE).is_file()
+
+
+def default_model() -> Path:
+    """The bundle `midillm demo` writes by default, relative to the working folder."""
+    from midillm.demo import DEFAULT_DEMO_OUT, demo_bundle_path
+
+    bundle = demo_bundle_path(DEFAULT_DEMO_OUT)
+    if not is_bundle(bundle):
+        raise StudioError(f"no model given and no demo bundle at {bundle}: run `make demo` first, "
+                          "or pass MODEL (a bundle folder or a folder of bundles)")
+    return bundle
+
+
+def find_models(model: str | Path | None) -> dict[str, Path]:
+    """Name -> bundle folder: the bundle given, the bundles under a folder, or the demo's."""
+    if model is None:
+        bundle = default_model()
+        return {bundle.name: bundle.resolve()}
+    root = Path(model).expanduser()
+    if not root.is_dir():
+        raise StudioError(f"{model} is not a folder (give a bundle folder or a folder of bundles)")
+    if is_bundle(root):
+        return {root.resolve().name: root.resolve()}
+    found: dict[str, Path] = {}
+    for depth in range(1, SEARCH_DEPTH + 1):
+        for config in sorted(root.glob("/".join(["*"] * depth) + "/" + CODEC_CONFIG_FILE)):
+            bundle = config.parent
+            # A bundle's own checkpoints hold codec files too; list the bundle, not its insides.
+            if not any(is_bundle(parent) for parent in bundle.parents if root in parent.parents):
+                found[bundle.relative_to(root).as_posix()] = bundle.resolve()
+    if not found:
+        raise StudioError(f"no midillm bundle under {model} (a bundle folder holds {CODEC_CONFIG_FILE})")
+    return found
+
+
+class LoadedModel:
+    """One bundle in memory at a time: a studio runs one generation at a time, and a second
+    model held for later would double the memory for nothing."""
+
+    def __init__(self, models: dict[str, Path], dtype="auto"):
+        self.models = models
+        self.dtype = dtype
+        self._lock = threading.Lock()
+        self._name: str | None = None
+        self._lm = None
+
+    def path(self, name: str) -> Path:
+        if name not in self.models:
+            raise StudioError(f"unknown model {name!r}; choose one of: {', '.join(self.models)}")
+        return self.models[name]
+
+    def get(self, name: str):
+        path = self.path(name)
+        with self._lock:
+            if self._name != name:
+                from midillm.decoding.generate import MidiLM
+
+                self._lm = None  # free the old one before loading the next
+                self._lm = MidiLM.from_pretrained(path, dtype=self.dtype)
+                self._name = name
+            return self._lm
+
+
+# ------------------------------------------------------------------------------ caption fields
+
+
+def _instrument_names() -> list[str]:
+    from miditok.constants import MIDI_INSTRUMENTS
+
+    return [instrument["name"] for instrument in MIDI_INSTRUMENTS]
+
+
+def instrument_name(program: int) -> str:
+    return "Drums" if program == -1 else _instrument_names()[program]
+
+
+def key_names() -> list[str]:
+    """Every key a caption can name, spelled as `score_caption` spells them."""
+    from symusic import KeySignature, Score
+
+    names = []
+    for tonality in (0, 1):
+        for sharps in range(-7, 8):
+            score = Score(480)
+            score.key_signatures.append(KeySignature(0, sharps, tonality))
+            names.append(score_caption(score).removeprefix("Key: ").strip())
+    return names
+
+
+def build_caption(composer: str = "", genre: str = "", key: str = "", time_signature: str = "",
+                  tempo: float | None = None, instruments: dict[int, int] | None = None) -> str:
+    """The caption for these fields, written by `score_caption` itself (the one home of the
+    caption format): a score holding just the asked metre, tempo and instruments, with the
+    composer, genre and key as metadata."""
+    from symusic import Note, Score, Tempo, TimeSignature, Track
+
+    sketch = Score(480)
+    if time_signature:
+        try:
+            numerator, denominator = (int(part) for part in time_signature.split("/"))
+        except ValueError:
+            raise StudioError(f"time signature must look like 3/4, not {time_signature!r}") from None
+        sketch.time_signatures.append(TimeSignature(0, numerator, denominator))
+    if tempo:
+        if not 10 <= float(tempo) <= 400:
+            raise StudioError(f"tempo must be between 10 and 400 BPM, not {tempo:g}")
+        sketch.tempos.append(Tempo(0, float(tempo)))
+    for program, count in (instruments or {}).items():
+        if not -1 <= int(program) <= 127 or not 0 <= int(count) <= 16:
+            raise StudioError(f"an instrument is a program from -1 (drums) to 127 played by 0 to 16 parts, "
+                              f"not {program} x {count}")
+        for _ in range(int(count)):
+            track = Track(program=max(int(program), 0), is_drum=int(program) == -1)
+            track.notes.append(Note(0, 1, 60, 64))  # score_caption lists only tracks that play
+            sketch.tracks.append(track)
+    metadata = {"composer": composer.strip(), "genre": genre.strip(), "key": key.strip()}
+    return score_caption(sketch, metadata)
+
+
+def caption_fields(caption: str) -> dict:
+    """A caption's lines as the page's fields: composer, genre, key, time signature, tempo,
+    instruments (program -> parts)."""
+    from midillm.decoding.grammar import programs_named_in
+
+    fields: dict = {"composer": "", "genre": "", "key": "", "time_signature": "", "tempo": None,
+                    "instruments": {}}
+    for line in caption.splitlines():
+        label, _, value = line.partition(": ")
+        value = value.strip()
+        if label in ("Composer", "Genre", "Key"):
+            fields[label.lower()] = value
+        elif label == "Time signature":
+            fields["time_signature"] = value
+        elif label == "Tempo":
+            try:
+                fields["tempo"] = float(value.removesuffix("BPM").strip())
+            except ValueError:
+                pass
+        elif label == "Instruments":
+            for item in value.split(","):
+                count, times, _name = item.strip().partition(" x ")
+                programs = programs_named_in(f"Instruments: {item}")
+                if programs:
+                    fields["instruments"][programs[0]] = int(count) if times and count.isdigit() else 1
+    return fields
+
+
+def model_info(name: str, lm) -> dict:
+    """What the page needs to offer for this model: its tasks, caption fields and defaults."""
+    from midillm.decoding.generate import SamplingSettings
+
+    codec = lm.codec
+    corpus = codec.corpus
+    tasks = [task for task in PROMPT_TASKS if task in tuple(getattr(lm, "tasks", DEFAULT_TASKS))]
+    caption = lm.default_text(None) or ""
+    programs = corpus.program_list if corpus is not None else []
+    return {
+        "name": name,
+        "tasks": ["generate"] + tasks,
+        "captions": bool(codec.captions),
+        "caption": caption,
+        "fields": caption_fields(caption),
+        "keys": key_names(),
+        "time_signatures": list(corpus.time_signatures) if corpus is not None else [],
+        "instruments": [{"program": program, "name": instrument_name(program)} for program in programs],
+        # The fields of SamplingSettings only: a running job's copy carries its progress hook too.
+        "sampling": {name: getattr(lm.sampling, name) for name in SamplingSettings.__dataclass_fields__},
+        "constraints": corpus is not None,
+    }
