@@ -153,7 +153,30 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Samples the evaluation draws, with the corpus constraints and again with the model "
                            "alone (default: 32).")
 
+    studio = commands.add_parser(
+        "studio", help="A local web page: pick a model, write a caption or upload a MIDI file, listen, download.",
+        description="Serve the studio page on http://HOST:PORT (127.0.0.1 by default; no outside request). It "
+                    "samples one request at a time and queues the rest; results stay in memory until it stops.")
+    studio.add_argument("model", metavar="MODEL", nargs="?",
+                        help="A bundle folder, or a folder of bundles to choose from "
+                             "(default: the bundle `midillm demo` writes, runs/demo/bach-smollm2).")
+    studio.add_argument("--port", type=int, default=7860, help="Port to listen on (default: 7860).")
+    studio.add_argument("--host", default="127.0.0.1",
+                        help="Address to listen on (default: 127.0.0.1, this computer only; 0.0.0.0 opens the "
+                             "studio to the network, with no password).")
+    studio.add_argument("--queue-size", type=int, default=4,
+                        help="Requests that may wait behind the running one; more are refused (default: 4).")
+    studio.add_argument("--max-upload-mb", type=float, default=20.0,
+                        help="Largest MIDI file or recording accepted, in MB (default: 20).")
+
     return parser
+
+
+def run_studio(arguments: argparse.Namespace) -> None:
+    from midillm.studio import serve
+
+    serve(arguments.model, port=arguments.port, host=arguments.host, queue_size=arguments.queue_size,
+          max_upload_mb=arguments.max_upload_mb)
 
 
 def run_demo(arguments: argparse.Namespace) -> None:
@@ -317,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             run_eval(arguments)
         elif arguments.command == "demo":
             run_demo(arguments)
+        elif arguments.command == "studio":
+            run_studio(arguments)
     except KeyboardInterrupt:
         print("midillm: interrupted", file=sys.stderr)
         return 130
