@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml Makefile
 	# Audio in: Basic Pitch's ONNX model on onnxruntime (the `audio` extra); --no-deps because its
 	# metadata requires TensorFlow, which is never used here.
 	$(BIN)/pip install --quiet --no-deps basic-pitch==0.4.0
+	# The studio's browser test drives Debian's headless Chromium; installed where apt works as
+	# root (CI, the build machines), skipped quietly elsewhere (the test then skips, saying how).
+	-if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+			|| echo "chromium not installed: the studio's browser test will skip"; fi
 	touch $(STAMP)
 
 install: $(STAMP)
