@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--no-constraints", action="store_true",
                           help="Sample under the token syntax only, without the corpus constraints (notes per "
                                "onset, no repeated note at an onset, the corpus's instruments, ranges and metres).")
+    generate.add_argument("--like", nargs="+", metavar="FILE.mid",
+                          help="Generate for this taste: continue the opening of the liked piece nearest their "
+                               "mean, under a caption of what they share (instead of --prompt; --text overrides "
+                               "the caption).")
     generate.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
 
     transcribe = commands.add_parser(
@@ -136,6 +140,50 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Count a sample cut by --max-new-tokens (no </music> of its own) as not sane.")
     evaluate.add_argument("--no-baselines", dest="baselines", action="store_false",
                           help="Skip the untrained-model and shuffled-bars baselines.")
+
+    embed = commands.add_parser(
+        "embed", help="One vector per piece from a fine-tuned bundle, into an index for similar / recommend.",
+        description="Read SOURCE as `prepare` does (bad files skipped, each with its reason), move each piece to a "
+                    "canonical key, and store the mean of MODEL's hidden states over its music tokens in the index "
+                    "folder INDEX (vectors.npy + index.json, with the model's fingerprint). Re-running embeds only "
+                    "new or changed pieces.")
+    embed.add_argument("model", metavar="MODEL", help="A bundle folder written by `midillm train`, or a Hub id.")
+    embed.add_argument("source", metavar="SOURCE",
+                       help="A MIDI folder, music21:bach | music21:essen | music21:ryans | music21:palestrina, "
+                            "or hf:<dataset>.")
+    embed.add_argument("--out", required=True, metavar="INDEX", help="The index folder (created or updated).")
+    embed.add_argument("--layer", type=int,
+                       help="Decoder layer to read: 0 = token embeddings, negative = from the top "
+                            "(default: the middle layer, which retrieved best on the demo bundle).")
+    embed.add_argument("--limit", type=int, help="Use only the first N pieces of SOURCE.")
+    embed.add_argument("--num-workers", type=int, default=2, help="Processes that check the files (default: 2).")
+
+    def add_query_flags(command):
+        command.add_argument("-k", type=int, default=10, help="How many pieces to list (default: 10).")
+        command.add_argument("--diverse", action="store_true",
+                             help="At most one piece from each group of near-duplicates (copies, transpositions).")
+        command.add_argument("--json", action="store_true", help="Print the results as JSON for other programs.")
+        command.add_argument("--model", help="The bundle to embed query files with, when it has moved since the "
+                                             "index was built (it must be the same model).")
+
+    similar = commands.add_parser(
+        "similar", help="The pieces of an index nearest a MIDI file.",
+        description="Rank the pieces of INDEX by cosine similarity to QUERY (embedded with the index's model, "
+                    "or its stored vector when the index holds that file).")
+    similar.add_argument("index", metavar="INDEX", help="An index folder written by `midillm embed`.")
+    similar.add_argument("query", metavar="QUERY.mid", help="The MIDI file to find similar pieces for.")
+    add_query_flags(similar)
+
+    recommend = commands.add_parser(
+        "recommend", help="Pieces of an index for a taste: near the liked pieces, away from the disliked.",
+        description="Score each piece of INDEX by its mean similarity to the liked pieces minus half its mean "
+                    "similarity to the disliked ones; the liked and disliked pieces, and pieces closer to a "
+                    "disliked piece than to any liked one, are left out.")
+    recommend.add_argument("index", metavar="INDEX", help="An index folder written by `midillm embed`.")
+    recommend.add_argument("--likes", nargs="+", required=True, metavar="FILE.mid", help="MIDI files the listener likes.")
+    recommend.add_argument("--dislikes", nargs="+", default=[], metavar="FILE.mid",
+                           help="MIDI files the listener dislikes.")
+    add_query_flags(recommend)
 
     demo = commands.add_parser(
         "demo", help="The whole path on the offline default: prepare, train, generate, eval, model card.",
@@ -228,6 +276,11 @@ def run_generate(arguments: argparse.Namespace) -> None:
         raise ValueError(f"-n must be at least 1, not {arguments.num_samples}")
     if arguments.prompt and not Path(arguments.prompt).is_file():
         raise FileNotFoundError(f"prompt file not found: {arguments.prompt}")
+    if arguments.like and arguments.prompt:
+        raise ValueError("--like sets the prompt itself: give --like or --prompt, not both")
+    for liked in arguments.like or []:
+        if not Path(liked).is_file():
+            raise FileNotFoundError(f"--like file not found: {liked}")
     from midillm.audio import check_audio, codec_grid, is_audio_path, transcribe
 
     prompt = arguments.prompt
@@ -237,8 +290,15 @@ def run_generate(arguments: argparse.Namespace) -> None:
     transcription = None
     if prompt and is_audio_path(prompt):
         prompt = transcription = transcribe(prompt, grid=codec_grid(model.codec))
+    text = arguments.text
+    if arguments.like:
+        from midillm.retrieval import taste_prompt
+
+        prompt, taste_caption = taste_prompt(model, arguments.like)
+        text = text or taste_caption
+        print(f"Prompt: the opening of the liked piece nearest the taste; caption: {' / '.join((text or '').splitlines())}")
     settings = model.sampling.updated(**given)
-    samples = model.generate_ids(arguments.num_samples, prompt, arguments.text, settings,
+    samples = model.generate_ids(arguments.num_samples, prompt, text, settings,
                                  arguments.seed, programs=programs, progress=True,
                                  time_signature=arguments.time_signature, tempo=arguments.tempo,
                                  constrain=not arguments.no_constraints)
@@ -255,6 +315,44 @@ def run_generate(arguments: argparse.Namespace) -> None:
         ending = "ended" if model.last_generation[index]["ended"] else "cut by --max-new-tokens"
         print(f"{out / f'sample-{index:03d}'}: {score.note_num()} notes, {ending} -> "
               + ", ".join(path.name for path in written.values()))
+
+
+def run_embed(arguments: argparse.Namespace) -> None:
+    from midillm.retrieval import build_index
+
+    report = build_index(arguments.model, arguments.source, arguments.out, layer=arguments.layer,
+                         limit=arguments.limit, num_workers=arguments.num_workers)
+    print(f"Files read: {report['files_read']}, embedded: {report['embedded']}, unchanged: {report['kept']}, "
+          f"same content as an indexed piece: {report['reused']}, skipped: {len(report['skipped'])}")
+    print(f"Wrote {arguments.out} ({report['pieces']} pieces)")
+
+
+def print_results(results: list[dict], as_json: bool) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps(results, ensure_ascii=False, indent=1))
+        return
+    for result in results:
+        about = ", ".join(f"{key}: {value}" for key, value in result.get("metadata", {}).items()
+                          if key in ("composer", "title", "key"))
+        print(f"{result['rank']:>3}. {result['score']:+.3f}  {result['name']}" + (f"  ({about})" if about else ""))
+
+
+def run_similar(arguments: argparse.Namespace) -> None:
+    from midillm.retrieval import Index, similar
+
+    index = Index.load(arguments.index)
+    print_results(similar(index, arguments.query, k=arguments.k, diverse=arguments.diverse,
+                          model=arguments.model), arguments.json)
+
+
+def run_recommend(arguments: argparse.Namespace) -> None:
+    from midillm.retrieval import Index, recommend
+
+    index = Index.load(arguments.index)
+    print_results(recommend(index, arguments.likes, arguments.dislikes, k=arguments.k, diverse=arguments.diverse,
+                            model=arguments.model), arguments.json)
 
 
 def run_transcribe(arguments: argparse.Namespace) -> None:
@@ -332,6 +430,12 @@ def main(argv: list[str] | None = None) -> int:
             run_generate(arguments)
         elif arguments.command == "transcribe":
             run_transcribe(arguments)
+        elif arguments.command == "embed":
+            run_embed(arguments)
+        elif arguments.command == "similar":
+            run_similar(arguments)
+        elif arguments.command == "recommend":
+            run_recommend(arguments)
         elif arguments.command == "push":
             run_push(arguments)
         elif arguments.command == "export":

@@ -21,7 +21,7 @@ from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenal
 from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE
 from midillm.errors import first_line
 from midillm.tokenization import MusicCodec
-from midillm.tokenization.codec import CODEC_CONFIG_FILE
+from midillm.tokenization.codec import CODEC_CONFIG_FILE, names_in_caption
 from midillm.tokenization.dataset import caption_budget
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar, programs_named_in
@@ -217,8 +217,12 @@ class MidiLM:
         corpus's programs) or explicit `programs`; None when the codec knows no corpus."""
         if self.codec.corpus is None:
             return None
+        text = self.default_text(text)
+        # A caption that names its parts asks for that many.
+        named_parts = len(names_in_caption(text)) if self.codec.parts else 0
         return CorpusConstraints(self.grammar, self.codec.corpus,
-                                 programs=programs or programs_named_in(self.default_text(text)) or None)
+                                 programs=programs or programs_named_in(text) or None,
+                                 max_parts=named_parts or -1)
 
     # ------------------------------------------------------------------------- sampling
 
@@ -300,7 +304,7 @@ class MidiLM:
         one length; returns the hidden state, cache, attention mask and next position ids."""
         head_length = prompt_ids.index(self.codec.music_start_id) + 1
         keep = max(self.context_length // 2 - head_length, 1)
-        bar_ids = {lm_id for lm_id, walk in self.grammar.walks.items() if walk.first_type == "Bar"}
+        bar_ids = self.grammar.bar_start_lm_ids
         windows = []
         for row in sequences.tolist():
             music = row[head_length:]
@@ -351,6 +355,13 @@ class MidiLM:
         samples = self.generate_ids(num_samples, prompt, text, settings, seed, programs,
                                     time_signature=time_signature, tempo=tempo, constrain=constrain)
         return [self.codec.decode(ids) for ids in samples]
+
+    def embed(self, pieces, layer: int | None = None, progress: bool = False):
+        """One vector per piece (MIDI paths, bytes or Scores): the mean hidden state over its
+        music tokens (`midillm.decoding.embedding`); an (n, hidden size) float32 numpy array."""
+        from .embedding import embed_pieces
+
+        return embed_pieces(self, pieces, layer=layer, progress=progress)
 
 
 def _training_context_length(path: Path) -> int | None:

@@ -1,7 +1,9 @@
 """A finite-state grammar of the codec's tokenization, so that every generated sequence decodes.
 
 The state after a token is (type of the last base token, position in the current bar, pitch of
-the last note in the current run of notes at one onset). A token
+the last note in the current run of notes at one onset, current part). With parts, `<Part_0>`
+opens every bar, a bar line only follows a part token, and parts come in rising order within a
+bar. A token
 may follow a state when miditok's own type graph allows each step through its base tokens (a
 music-BPE merge is walked token by token) and time never goes back inside a bar (a Position
 after the current one, or a new bar). Masks are compiled once per codec for every state, over
@@ -17,14 +19,18 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
+from midillm.tokenization.codec import MAX_PARTS
+
 SPECIAL_TYPES = frozenset({"PAD", "BOS", "EOS", "MASK"})
-TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track"})
+TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track", "Part"})
 NOTE_TYPES = frozenset({"Pitch", "PitchDrum", "NoteOn", "DrumOn"})
 NO_POSITION = -1
 NO_PITCH = 128  # no note yet at this onset: any pitch may come
 START = "<start>"
 # Tokens that end a run of notes at one onset (see `midillm.tokenization.codec.order_notes_by_pitch`).
-NOTE_RUN_BREAKERS = frozenset({"Bar", "Position", "TimeShift", "Track", "Program"})
+NOTE_RUN_BREAKERS = frozenset({"Bar", "Position", "TimeShift", "Track", "Part", "Program"})
+PART = "Part"  # the codec's part tokens (`midillm.tokenization.codec`): `<Part_k>` opens part k's bar
+NO_PART = -1
 
 
 def token_type(token: str) -> str:
@@ -59,7 +65,18 @@ class MusicGrammar:
         self.pitch_ordered = getattr(codec, "note_order", None) == "pitch-descending"
         graph = {kind: {token_type(successor) for successor in successors} - SPECIAL_TYPES
                  for kind, successors in tokenizer.tokens_types_graph.items() if kind not in SPECIAL_TYPES}
-        if "Track" in graph:  # MMM: every track starts with Track_Start
+        self.parts = bool(getattr(codec, "parts", False))
+        if self.parts:
+            # Every bar line follows a part token, which is where a bar line could come.
+            graph = {kind: (successors - {"Bar"}) | {PART} if "Bar" in successors else successors
+                     for kind, successors in graph.items()}
+            graph[PART] = {"Bar"}
+            # miditok writes the metre after every bar line; parts after the first leave it to part 0.
+            if "TimeSig" in graph.get("Bar", ()):
+                graph["Bar"] = graph["Bar"] | (graph["TimeSig"] - {PART})
+            graph["Bar"] = graph["Bar"] | {PART}  # an empty bar of a part
+            first_types = {PART}
+        elif "Track" in graph:  # MMM: every track starts with Track_Start
             first_types = {"Track"}
         elif "Bar" in graph:
             first_types = {"Bar"}
@@ -90,8 +107,21 @@ class MusicGrammar:
                 time_ok = (first_position == NO_POSITION) | (first_position > position)
                 self.allowed[type_index, position + 1, :-1] = type_ok & time_ok
             # The piece may end once the last note is complete (its successors include time).
-            self.allowed[type_index, :, -1] = kind != START and (kind in TIME_TYPES or bool(graph[kind] & TIME_TYPES))
+            self.allowed[type_index, :, -1] = kind not in (START, PART) and (
+                kind in TIME_TYPES or bool(graph[kind] & TIME_TYPES))
         self.allowed_torch = torch.from_numpy(self.allowed)
+        # Parts: which part each row opens (-1: none), and per current part the rows allowed.
+        self.row_part = torch.tensor([NO_PART if codec.part_of_lm_id(lm_id) is None else codec.part_of_lm_id(lm_id)
+                                      for lm_id in self.row_lm_ids[:-1]] + [NO_PART]) if self.parts else None
+        if self.parts:
+            opens = self.row_part >= 0
+            self.part_masks = [~opens | (self.row_part == 0)]  # before any part: part 0 first
+            for current in range(MAX_PARTS):
+                self.part_masks.append(~opens | (self.row_part == 0) | (self.row_part > current))
+            self.bar_start_lm_ids = {lm_id for lm_id, row_part in zip(self.row_lm_ids, self.row_part.tolist())
+                                     if row_part == 0}
+        else:
+            self.bar_start_lm_ids = {lm_id for lm_id, walk in self.walks.items() if walk.first_type == "Bar"}
         # Rows' first pitch (-1: none; the end row has none): in the canonical note order a run
         # of notes at one onset never rises.
         self.first_pitch = torch.tensor([walk.first_pitch for walk in walks] + [-1])
@@ -121,7 +151,7 @@ class MusicGrammar:
         resets, last_position = False, NO_POSITION
         for token, kind in zip(tokens, types):
             value = position_value(token)
-            if kind in ("Bar", "Track"):
+            if kind in ("Bar", "Track", PART):
                 seen_reset, resets, position = True, True, NO_POSITION
             elif value is not None:
                 if not seen_reset and first_position == NO_POSITION:
@@ -134,13 +164,16 @@ class MusicGrammar:
 
     # ------------------------------------------------------------------------- state
 
-    def start_state(self) -> tuple[str, int, int]:
-        return (START, NO_POSITION, NO_PITCH)
+    def start_state(self) -> tuple[str, int, int, int]:
+        return (START, NO_POSITION, NO_PITCH, NO_PART)
 
-    def advance(self, state: tuple, lm_id: int) -> tuple[str, int, int]:
+    def advance(self, state: tuple, lm_id: int) -> tuple[str, int, int, int]:
         walk = self.walks.get(lm_id)
         if walk is None:  # the end token, or an id outside the music (caption text)
             return state
+        part = state[3] if len(state) > 3 else NO_PART
+        if self.parts and walk.first_type == PART:
+            part = int(self.row_part[self.row_of_lm_id[lm_id]])
         if walk.resets_position:
             position = NO_POSITION
         elif walk.last_position != NO_POSITION:
@@ -148,7 +181,7 @@ class MusicGrammar:
         else:
             position = state[1]
         pitch = state[2] if len(state) > 2 else NO_PITCH
-        return (walk.last_type, position, pitch if walk.pitch_after is None else walk.pitch_after)
+        return (walk.last_type, position, pitch if walk.pitch_after is None else walk.pitch_after, part)
 
     def state_after(self, lm_ids) -> tuple[str, int]:
         """The state after a prompt's music ids (caption and `<music>` are skipped)."""
@@ -164,6 +197,9 @@ class MusicGrammar:
         mask = self.allowed_torch[self.types.index(kind), min(position + 1, self.positions - 1)]
         if self.pitch_ordered and len(state) > 2 and state[2] != NO_PITCH:
             mask = mask & (self.first_pitch <= state[2])
+        if self.parts:
+            part = state[3] if len(state) > 3 else NO_PART
+            mask = mask & self.part_masks[min(part + 1, len(self.part_masks) - 1)]
         return mask
 
 
@@ -235,7 +271,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
 
 # ----------------------------------------------------------------------------- corpus constraints
 
-TIME_RESET_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track"})
+TIME_RESET_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track", PART})
 
 
 @dataclass
@@ -256,10 +292,15 @@ class _OnsetState:
     bars: int = 0                           # bar lines written
     tempo_here: bool = False                # a Tempo token at the current onset already
     signature_here: bool = False            # a TimeSig token in the current bar already
+    part: int = NO_PART                     # parts: the part being written
+    part_programs: dict = None              # parts: part -> its program
+    bar_onsets: Counter = None              # parts: time -> notes struck there, all parts of this bar
 
     def __post_init__(self):
         self.pairs = Counter() if self.pairs is None else self.pairs
         self.programs_used = set() if self.programs_used is None else self.programs_used
+        self.part_programs = {} if self.part_programs is None else self.part_programs
+        self.bar_onsets = Counter() if self.bar_onsets is None else self.bar_onsets
 
 
 def _before_time(tokens: list[str], kind: str, stops: tuple[str, ...] = tuple(TIME_RESET_TYPES)) -> bool:
@@ -309,21 +350,28 @@ class CorpusConstraints:
     (None: any number per piece), `pitch_ranges` (a program's pitches stay in the corpus's range),
     `bar_length` (Position stays inside the current bar's metre), `time_signatures` (only the
     corpus's), `max_gap` (beats without a new onset; -1: the corpus's longest, None: any),
-    `min_bars` (no ending before; -1: the corpus's shortest piece, None: any length). Masks are vectors over the grammar's rows, built once per distinct situation.
+    `min_bars` (no ending before; -1: the corpus's shortest piece, None: any length), `max_parts`
+    (parts: how many; -1: the corpus's most, None: any). Masks are vectors over the grammar's
+    rows, built once per distinct situation.
+
+    With parts, an onset's notes are counted over all parts of the bar, a duplicate is the same
+    pitch twice at one onset of one part, and only part 0 writes the metre and tempo.
     """
 
     def __init__(self, grammar: MusicGrammar, profile, programs: list[int] | None = None,
                  max_notes_per_onset: int | None = -1, no_repeats: bool = True, max_programs: int | None = -1,
                  pitch_ranges: bool = True, bar_length: bool = True, time_signatures: bool = True,
-                 max_gap: float | None = -1, min_bars: int | None = -1):
+                 max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1):
         self.grammar = grammar
+        self.parts = grammar.parts
+        self.max_parts = (getattr(profile, "max_parts", 0) or None) if max_parts == -1 else max_parts
         tokenizer = grammar.codec.music_tokenizer
         self.positions_per_beat = tokenizer.config.max_num_pos_per_beat
         self.cap = profile.max_notes_per_onset if max_notes_per_onset == -1 else max_notes_per_onset
         self.max_programs = profile.max_programs_per_piece if max_programs == -1 else max_programs
         self.no_repeats = no_repeats
         # Voices in unison on one program are music (chorales: 5% of notes); more is a stuck key.
-        self.unison = max(1, getattr(profile, "max_unison", 1))
+        self.unison = 1 if self.parts else max(1, getattr(profile, "max_unison", 1))
         # Notes before any Program token decode as program 0: it counts as used once one plays.
         self.bar_length = bar_length
         allowed_programs = set(programs) if programs else set(profile.programs) or None
@@ -353,8 +401,13 @@ class CorpusConstraints:
         # tokens, where bars and positions say where an onset falls).
         self.max_gap = profile.max_gap_beats if (max_gap == -1 and "Position" in grammar.graph) else (
             None if max_gap == -1 else max_gap)
+        # The rows that open a new bar: a bar line, or with parts `<Part_0>`.
         self.starts_with_bar = torch.tensor(
-            [bool(tokens) and token_type(tokens[0]) == "Bar" for tokens in parts] + [False])
+            [bool(tokens) and (tokens[0] == f"{PART}_0" if self.parts else token_type(tokens[0]) == "Bar")
+             for tokens in parts] + [False])
+        self.opens_part = grammar.row_part if self.parts else None
+        self.has_score_meta = torch.tensor(
+            [any(token_type(token) in ("TimeSig", "Tempo") for token in tokens) for tokens in parts] + [False])
         # Meta tokens never pile up: one tempo per onset, one metre per bar (before any time token
         # of the row, where they land on the current onset / bar).
         self.tempo_before_time = torch.tensor([_before_time(tokens, "Tempo") for tokens in parts] + [False])
@@ -421,9 +474,15 @@ class CorpusConstraints:
             return state
         for token in self.parts[row]:
             kind, _, value = token.partition("_")
+            if self.parts and kind == PART:
+                self._enter_part(state, int(value))
+                continue
+            if self.parts and kind == "Bar":
+                continue  # a part's own bar line: the part token already placed it
             if kind == "Program":
                 state.program = int(value)
                 state.programs_used.add(state.program)
+                state.part_programs[state.part] = state.program
             elif kind == "TimeSig":
                 self._set_metre(state, value)
                 state.signature_here = True
@@ -445,14 +504,30 @@ class CorpusConstraints:
                     state.notes, state.pairs, state.tempo_here = 0, Counter(), False
                 if time is not None:
                     state.onset_time = time
+                if self.parts:  # other parts' notes at this time count too
+                    state.notes = state.bar_onsets[state.onset_time]
             else:
                 note = _note_program_and_pitch(token)
                 if note is not None:
                     state.notes += 1
+                    state.bar_onsets[state.onset_time] += 1
                     state.pairs[(state.program, note[1])] += 1
                     state.programs_used.add(state.program)
                     state.last_onset = state.onset_time
         return state
+
+    def _enter_part(self, state: _OnsetState, part: int) -> None:
+        """`<Part_k>`: part 0 opens a new bar; any other goes back to the bar's start."""
+        if part == 0 or state.bar_start is None:
+            state.bars += 1
+            state.signature_here = False
+            state.bar_start = 0.0 if state.bar_start is None else state.bar_start + state.bar_quarters
+            state.bar_onsets = Counter()
+        state.part = part
+        state.program = state.part_programs.get(part, 0)
+        state.onset_time = state.bar_start
+        state.pairs, state.tempo_here = Counter(), False
+        state.notes = state.bar_onsets[state.onset_time]
 
     # ------------------------------------------------------------------------- masks
 
@@ -520,6 +595,11 @@ class CorpusConstraints:
                     for kind in ("Pitch", "NoteOn", "PitchDrum", "DrumOn"):
                         for row in self.pre_pitches_current.get((kind, pitch), ()):
                             mask[row] = False
+        if self.parts:
+            if state.part > 0:  # the metre and tempo are part 0's
+                mask = mask & ~self.has_score_meta
+            if self.max_parts is not None:
+                mask = mask & (self.opens_part < self.max_parts)
         if state.tempo_here:
             mask = mask & ~self.tempo_before_time
         if state.signature_here:

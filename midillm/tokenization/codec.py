@@ -6,6 +6,17 @@ language model sees e.g. `<Pitch_60>` or, for a BPE merge, `<Position_0+Pitch_60
 An optional caption (composer, title, key, metre, tempo, instruments) precedes the music as
 ordinary LM text, and `<music>` / `</music>` delimit the music.
 
+Parts (REMI): a score's tracks keep their identity. Each played track is one *part*, tokenized
+on its own, and the music is written bar by bar, part by part: `<Part_0> bar of part 0 <Part_1>
+bar of part 1 ... <Part_0> next bar ...`. Part 0 opens every bar (possibly empty), other parts
+appear where they play. The caption's "Parts:" line names them in that order; each part's own
+Program token (its first note) says its instrument. One voice's line stays contiguous within a
+bar, and a part can be given (kept exactly) while the others are written.
+
+Tasks besides continuation (see `TASKS`): *infill* rows put `<gap>` for each missing bar where the
+bars were, then `<fill>` and the missing bars (the fill-in-the-middle layout of code models), and
+*accompany* rows put the given parts first (parts 0..k-1).
+
 `render="text"` is the baseline the design measures against: music tokens are written as plain
 text ("Bar_None Position_0 Pitch_60 ...") through the LM's own tokenizer, with no new rows
 besides the two delimiters.
@@ -40,6 +51,15 @@ MUSIC_END = "</music>"
 # pitch) carries nothing. Codecs saved before this order existed keep theirs (None).
 PITCH_DESCENDING = "pitch-descending"
 NOTE_TYPES = ("Pitch", "PitchDrum")
+
+# Parts: codec-level tokens (not miditok's); each part's own tokens are miditok's.
+PART = "Part"
+MAX_PARTS = 16
+GAP = "<gap>"    # one per missing bar in an infill prompt
+FILL = "<fill>"  # the missing bars follow
+TASKS = ("continue", "infill", "accompany", "arrange")  # arrange = accompany under a new caption
+# Tokens of a part's bar that belong to the whole score: kept in part 0, copied into the others.
+SCORE_META_TYPES = ("TimeSig", "Tempo")
 
 CODEC_CONFIG_FILE = "midillm_codec.json"
 MUSIC_TOKENIZER_FILE = "music_tokenizer.json"
@@ -136,6 +156,47 @@ def order_notes_by_pitch(tokens: list[str]) -> list[str]:
     return [tokens[index] for index in note_order_by_pitch(tokens)]
 
 
+def part_scores(score: Score) -> list[Score]:
+    """One single-track score per played track (in score order), each with the score's time
+    signatures (so bars line up) and part 0 with its tempos. Tracks past `MAX_PARTS` join the
+    part of the same program (else the last part): rare, and no note is lost."""
+    played = [track for track in score.tracks if track.note_num()]
+    parts: list[Score] = []
+    for track in played:
+        if len(parts) < MAX_PARTS:
+            part = Score(score.ticks_per_quarter)
+            part.time_signatures = score.time_signatures.copy()
+            if not parts:
+                part.tempos = score.tempos.copy()
+            part.tracks.append(track.copy())
+            parts.append(part)
+            continue
+        host = next((part for part in parts if part.tracks[0].program == track.program
+                     and part.tracks[0].is_drum == track.is_drum), parts[-1])
+        host.tracks[0].notes.extend(track.notes)
+        host.tracks[0].notes.sort()
+    return parts
+
+
+def part_names(score: Score) -> list[str]:
+    """A name for each played track: its own, else its instrument's."""
+    names = []
+    for track in score.tracks:
+        if track.note_num():
+            fallback = "Drums" if track.is_drum else MIDI_INSTRUMENTS[track.program]["name"]
+            names.append(" ".join(track.name.replace(",", " ").split()) or fallback)
+    return names[:MAX_PARTS]
+
+
+def names_in_caption(text: str | None) -> list[str]:
+    """The part names of a caption's "Parts:" line (empty without one)."""
+    for line in (text or "").splitlines():
+        label, _, value = line.partition(":")
+        if label.strip().lower() == "parts":
+            return [name.strip() for name in value.split(",") if name.strip()]
+    return []
+
+
 def pitch_name(pitch: int) -> str:
     return f"{_PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
 
@@ -143,6 +204,8 @@ def pitch_name(pitch: int) -> str:
 def describe_music_token(token: str) -> str:
     """Plain words for one base music token; its new LM row starts from their embedding."""
     token_type, _, value = token.partition("_")
+    if token_type == PART:
+        return f"new bar of part number {int(value) + 1} voice"
     if token_type in ("Pitch", "NoteOn", "NoteOff", "PitchDrum") and value.lstrip("-").isdigit():
         words = {"Pitch": "note", "NoteOn": "note on", "NoteOff": "note off",
                  "PitchDrum": "drum note"}[token_type]
@@ -197,6 +260,8 @@ def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> st
         counted = {name: instruments.count(name) for name in dict.fromkeys(instruments)}
         lines.append("Instruments: " + ", ".join(
             f"{count} x {name}" if count > 1 else name for name, count in counted.items()))
+    if any(track.name.strip() for track in score.tracks if track.note_num()):
+        lines.append("Parts: " + ", ".join(part_names(score)))
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -213,11 +278,16 @@ class MusicCodec:
             constraints, the default caption and the sanity check read it. None: unknown.
         note_order: `PITCH_DESCENDING` (notes at one onset highest first, enforced by the
             grammar) or None (miditok's order; codecs saved before the canonical order).
+        parts: write tracks as parts (see the module's docstring); REMI only. Codecs saved
+            before parts existed have False: one stream, tracks of one program merge.
+        tasks: what the training rows taught besides continuation (`prepare` sets it); a
+            model refuses the tasks it never saw.
     """
 
     def __init__(self, music_tokenizer, lm_tokenizer, render: str = "tokens",
                  captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
-                 corpus: CorpusProfile | None = None, note_order: str | None = PITCH_DESCENDING):
+                 corpus: CorpusProfile | None = None, note_order: str | None = PITCH_DESCENDING,
+                 parts: bool | None = None, tasks: tuple[str, ...] = ("continue",)):
         if render not in RENDERS:
             raise ValueError(f"unknown render {render!r}; choose one of {', '.join(RENDERS)}")
         self.music_tokenizer = music_tokenizer
@@ -228,6 +298,10 @@ class MusicCodec:
         self.corpus = corpus
         has_pitches = any(token.split("_", 1)[0] in NOTE_TYPES for token in music_tokenizer.vocab)
         self.note_order = note_order if has_pitches else None
+        bars_and_one_stream = "Bar_None" in music_tokenizer.vocab and music_tokenizer.one_token_stream \
+            and type(music_tokenizer).__name__ == "REMI"
+        self.parts = bars_and_one_stream if parts is None else (bool(parts) and bars_and_one_stream)
+        self.tasks = tuple(tasks)
         self._register_lm_tokens()
 
     # ----------------------------------------------------------------------------- building
@@ -235,30 +309,43 @@ class MusicCodec:
     @classmethod
     def create(cls, tokenization: str = "REMI", lm_tokenizer=None, render: str = "tokens",
                captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
-               corpus: CorpusProfile | None = None) -> MusicCodec:
+               corpus: CorpusProfile | None = None, parts: bool = True) -> MusicCodec:
         """A new, untrained codec; `lm_tokenizer` defaults to the base model's own. With a
         `corpus` profile the music tokens follow that corpus (see `build_music_tokenizer`)."""
         if lm_tokenizer is None:
             lm_tokenizer = load_lm_tokenizer(base_model)
         return cls(build_music_tokenizer(tokenization, corpus), lm_tokenizer, render, captions, base_model,
-                   corpus)
+                   corpus, parts=parts)
 
     def train_bpe(self, midi_paths: list[Path], vocab_size: int) -> None:
-        """Learn music BPE merges on these files (ignored by the text render, which has none)."""
+        """Learn music BPE merges on these files (ignored by the text render, which has none).
+        With parts, the merges are learned on the parts, as they are tokenized."""
         if self.render == "text" or vocab_size <= len(self.music_tokenizer.vocab):
             return
-        self.music_tokenizer.train(vocab_size=vocab_size, model="BPE",
-                                   files_paths=[Path(path) for path in midi_paths])
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            files = [Path(path) for path in midi_paths]
+            if self.parts:
+                split = []
+                for index, path in enumerate(files):
+                    for number, part in enumerate(part_scores(Score(str(path)))):
+                        split.append(Path(folder) / f"{index}-{number}.mid")
+                        part.dump_midi(split[-1])
+                files = split
+            self.music_tokenizer.train(vocab_size=vocab_size, model="BPE", files_paths=files)
         self._register_lm_tokens()
 
     def _register_lm_tokens(self) -> None:
         """Give every music token its LM token (adding any that the LM tokenizer lacks)."""
         self.lm_tokenizer.add_special_tokens(
-            {"extra_special_tokens": [MUSIC_START, MUSIC_END]},
+            {"extra_special_tokens": [MUSIC_START, MUSIC_END] + ([GAP, FILL] if self.parts else [])},
             replace_extra_special_tokens=False,
         )
         self.music_start_id = self.lm_tokenizer.convert_tokens_to_ids(MUSIC_START)
         self.music_end_id = self.lm_tokenizer.convert_tokens_to_ids(MUSIC_END)
+        self.gap_id = self.lm_tokenizer.convert_tokens_to_ids(GAP) if self.parts else None
+        self.fill_id = self.lm_tokenizer.convert_tokens_to_ids(FILL) if self.parts else None
         # The base tokens that each music id stands for: one for a base token, several for a
         # BPE merge. The grammar, the chunker and the descriptions all read this.
         tokenizer = self.music_tokenizer
@@ -269,6 +356,10 @@ class MusicCodec:
         else:
             inverse = {music_id: token for token, music_id in tokenizer.vocab.items()}
             parts = [[inverse[music_id]] for music_id in range(len(inverse))]
+        # Part tokens are music ids past miditok's vocabulary: rows the model writes like any other.
+        self.first_part_music_id = len(parts)
+        if self.parts:
+            parts = parts + [[f"{PART}_{number}"] for number in range(MAX_PARTS)]
         self.music_token_parts: list[list[str]] = parts
         self._music_to_lm: dict[int, int] = {}
         if self.render == "text":
@@ -278,7 +369,7 @@ class MusicCodec:
         # BPE may also learn ids that stand for no token at all (miditok's word-boundary
         # marker); they carry nothing, so they get no row and are dropped when encoding.
         names = {music_id: "<" + "+".join(tokens) + ">" for music_id, tokens in enumerate(parts)
-                 if music_id != tokenizer.pad_token_id and tokens}
+                 if (music_id != tokenizer.pad_token_id or music_id >= self.first_part_music_id) and tokens}
         self.lm_tokenizer.add_tokens(list(names.values()))
         self._music_to_lm = {music_id: self.lm_tokenizer.convert_tokens_to_ids(name)
                              for music_id, name in names.items()}
@@ -303,6 +394,19 @@ class MusicCodec:
 
     def music_id_of_lm_id(self, lm_id: int) -> int | None:
         return self._lm_to_music.get(lm_id) if self.render == "tokens" else None
+
+    def part_lm_id(self, number: int) -> int:
+        """The LM id of `<Part_number>` (tokens render) or of its first text piece."""
+        if self.render == "text":
+            return self.lm_tokenizer(f" {PART}_{number}", add_special_tokens=False).input_ids[0]
+        return self._music_to_lm[self.first_part_music_id + number]
+
+    def part_of_lm_id(self, lm_id: int) -> int | None:
+        """The part number a `<Part_k>` id stands for (None for any other id)."""
+        music_id = self._lm_to_music.get(lm_id) if self.render == "tokens" else None
+        if music_id is None or music_id < self.first_part_music_id or not self.parts:
+            return None
+        return music_id - self.first_part_music_id
 
     def lm_ids_of_base_tokens(self, tokens: list[str]) -> list[int]:
         """LM ids for a sequence of base music tokens, one id each (no BPE merging)."""
@@ -339,6 +443,9 @@ class MusicCodec:
         """LM id -> plain-text description, for every token the codec added to the LM."""
         descriptions = {self.music_start_id: "start of the music score",
                         self.music_end_id: "end of the music score"}
+        if self.parts:
+            descriptions[self.gap_id] = "a missing bar of music, to be filled in later"
+            descriptions[self.fill_id] = "now the missing bars of music that fill the gap"
         for music_id, lm_id in self._music_to_lm.items():
             descriptions[lm_id] = ", ".join(
                 describe_music_token(token) for token in self.music_token_parts[music_id])
@@ -356,18 +463,50 @@ class MusicCodec:
         return self.lm_tokenizer(self.caption(score, metadata), add_special_tokens=False).input_ids
 
     def encode_bars(self, score: Score | str | Path) -> list[list[int]]:
-        """The music of a score as LM ids, bar by bar (music BPE never crosses a bar line)."""
+        """The music of a score as LM ids, bar by bar (music BPE never crosses a bar line).
+        With parts, each bar holds each part's bar behind its `<Part_k>` (part 0 always)."""
         if not isinstance(score, Score):
             score = Score(str(score))
+        if not self.parts:
+            return self._stream_bars(score)
+        part_bars = [self._stream_bars(part, keep_score_meta=number == 0)
+                     for number, part in enumerate(part_scores(score))] or [[]]
+        empty_bar = self.lm_ids_of_base_tokens(["Bar_None"])
+        note_ids = self._note_lm_ids()
+        bars = []
+        for index in range(max(len(bars_of_part) for bars_of_part in part_bars)):
+            bar = []
+            for number, bars_of_part in enumerate(part_bars):
+                segment = bars_of_part[index] if index < len(bars_of_part) else []
+                if number == 0 or any(lm_id in note_ids for lm_id in segment):
+                    bar += [self.part_lm_id(number)] + (segment or empty_bar)
+            bars.append(bar)
+        return bars
+
+    def _note_lm_ids(self) -> set[int]:
+        """LM ids whose tokens strike a note (text render: the words' ids are not per token)."""
+        if self.render == "text":
+            return set(self.lm_tokenizer(" Pitch", add_special_tokens=False).input_ids)
+        return {lm_id for music_id, lm_id in self._music_to_lm.items()
+                if any(token.split("_", 1)[0] in NOTE_TYPES for token in self.music_token_parts[music_id])}
+
+    def _stream_bars(self, score: Score, keep_score_meta: bool = True) -> list[list[int]]:
+        """One miditok stream of `score`, in LM ids, bar by bar. Without `keep_score_meta` the
+        metre and tempo tokens are left out (parts after the first: they are part 0's)."""
         sequence: TokSequence = self.music_tokenizer.encode(score, encode_ids=False)
+        order = list(range(len(sequence.tokens)))
         if self.note_order == PITCH_DESCENDING:
-            # Reorder tokens, ids and events alike: miditok splits bars by the events' times.
             order = note_order_by_pitch(sequence.tokens)
+        if not keep_score_meta:
+            order = [index for index in order if sequence.tokens[index].split("_", 1)[0] not in SCORE_META_TYPES]
+        count = len(sequence.tokens)
+        if len(order) != count or order != sorted(order):
+            # Reorder tokens, ids and events alike: miditok splits bars by the events' times.
             for name in ("tokens", "ids", "events"):
                 values = getattr(sequence, name)
-                if values is not None and len(values) == len(order):
+                if values is not None and len(values) == count:
                     setattr(sequence, name, [values[index] for index in order])
-            if sequence.bytes and len(sequence.bytes) == len(order):
+            if sequence.bytes and len(sequence.bytes) == count:
                 sequence.bytes = "".join(sequence.bytes[index] for index in order)
         bar_lengths = [len(bar) for bar in sequence.split_per_bars()]
         if sum(bar_lengths) != len(sequence.tokens):
@@ -405,10 +544,12 @@ class MusicCodec:
     # ----------------------------------------------------------------------------- decoding
 
     def music_part(self, ids: list[int]) -> list[int]:
-        """The ids between the last `<music>` and the following `</music>` (or the end)."""
+        """The ids between the last `<music>` (or infill's `<fill>`) and the following `</music>`
+        (or the end)."""
         ids = [int(lm_id) for lm_id in ids]
-        if self.music_start_id in ids:
-            ids = ids[len(ids) - ids[::-1].index(self.music_start_id):]
+        for start in (self.music_start_id, self.fill_id if self.parts else None):
+            if start is not None and start in ids:
+                ids = ids[len(ids) - ids[::-1].index(start):]
         if self.music_end_id in ids:
             ids = ids[:ids.index(self.music_end_id)]
         return ids
@@ -418,7 +559,8 @@ class MusicCodec:
         music = self.music_part(ids)
         if self.render == "text":
             words = self.lm_tokenizer.decode(music).split()
-            return [word for word in words if word in self.music_tokenizer.vocab]
+            return [word for word in words if word in self.music_tokenizer.vocab
+                    or (self.parts and word.startswith(PART + "_") and word[len(PART) + 1:].isdigit())]
         tokens = []
         for lm_id in music:
             music_id = self._lm_to_music.get(lm_id)
@@ -431,8 +573,10 @@ class MusicCodec:
         tokens = self.music_tokens(ids)
         if not tokens:
             return Score(self.music_tokenizer.time_division)
-        base_vocab = self.music_tokenizer.vocab
-        score = self.music_tokenizer.decode([base_vocab[token] for token in tokens])
+        if self.parts:
+            score = self._decode_parts(tokens, names_in_caption(self._caption_text(ids)))
+        else:
+            score = self._decode_stream(tokens)
         if self.corpus is not None and self.corpus.constant_velocity and self.corpus.velocities \
                 and not self.music_tokenizer.config.use_velocities:
             # The velocity had no token because the corpus never changes it: give it back.
@@ -440,6 +584,69 @@ class MusicCodec:
                 for note in track.notes:
                     note.velocity = self.corpus.velocities[0]
         return score
+
+    def _decode_stream(self, tokens: list[str]) -> Score:
+        base_vocab = self.music_tokenizer.vocab
+        return self.music_tokenizer.decode([base_vocab[token] for token in tokens if token in base_vocab])
+
+    def _caption_text(self, ids: list[int]) -> str:
+        ids = [int(lm_id) for lm_id in ids]
+        if self.music_start_id not in ids:
+            return ""
+        return self.lm_tokenizer.decode(ids[:ids.index(self.music_start_id)], skip_special_tokens=True)
+
+    def _decode_parts(self, tokens: list[str], names: list[str]) -> Score:
+        """Part-by-part bars -> one track per part, on part 0's metre and tempo."""
+        bars: list[dict[int, list[str]]] = []
+        current = None
+        for token in tokens:
+            kind, _, value = token.partition("_")
+            if kind == PART:
+                number = int(value)
+                if number == 0 or not bars or number in bars[-1]:
+                    bars.append({})
+                current = bars[-1].setdefault(number, [])
+            else:
+                if current is None:  # music before any part token: part 0's first bar
+                    bars.append({})
+                    current = bars[-1].setdefault(0, [])
+                current.append(token)
+        # A part's bar must start with its bar line; the score's metre and tempo are part 0's.
+        def with_bar_line(segment):
+            return segment if segment and segment[0] == "Bar_None" else ["Bar_None"] + (segment or [])
+
+        score_meta = [[token for token in with_bar_line(bar.get(0))[1:] if token.startswith("TimeSig_")]
+                      for bar in bars]
+        merged = None
+        tracks = []
+        for number in sorted({number for bar in bars for number in bar}):
+            stream = []
+            for bar, meta in zip(bars, score_meta):
+                segment = with_bar_line(bar.get(number))
+                if number:
+                    segment = [segment[0]] + meta + [token for token in segment[1:]
+                                                     if token.split("_", 1)[0] not in SCORE_META_TYPES]
+                stream += segment
+            decoded = self._decode_stream(stream)
+            if merged is None:
+                merged = Score(decoded.ticks_per_quarter)
+                merged.time_signatures = decoded.time_signatures.copy()
+                merged.tempos = decoded.tempos.copy()
+                merged.key_signatures = decoded.key_signatures.copy()
+            played = [track for track in decoded.tracks if track.note_num()]
+            if not played:
+                continue
+            track = played[0].copy()
+            for other in played[1:]:  # a program change inside a part: one track, its first program
+                track.notes.extend(other.notes)
+            track.notes.sort()
+            if number < len(names):
+                track.name = names[number]
+            tracks.append(track)
+        merged = merged or Score(self.music_tokenizer.time_division)
+        for track in tracks:
+            merged.tracks.append(track)
+        return merged
 
     # ----------------------------------------------------------------------------- saving
 
@@ -461,6 +668,8 @@ class MusicCodec:
             "music_to_lm": {str(music_id): lm_id for music_id, lm_id in self._music_to_lm.items()},
             "corpus": self.corpus.to_dict() if self.corpus is not None else None,
             "note_order": self.note_order,
+            "parts": self.parts,
+            "tasks": list(self.tasks),
         }
         (path / CODEC_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -479,7 +688,8 @@ class MusicCodec:
             params=path / MUSIC_TOKENIZER_FILE)
         corpus = CorpusProfile.from_dict(config["corpus"]) if config.get("corpus") else None
         codec = cls(music_tokenizer, AutoTokenizer.from_pretrained(path), config["render"],
-                    config["captions"], config["base_model"], corpus, note_order=config.get("note_order"))
+                    config["captions"], config["base_model"], corpus, note_order=config.get("note_order"),
+                    parts=config.get("parts", False), tasks=tuple(config.get("tasks") or ("continue",)))
         saved = {int(music_id): lm_id for music_id, lm_id in config["music_to_lm"].items()}
         if saved != codec._music_to_lm:
             raise CodecVersionError(

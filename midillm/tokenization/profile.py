@@ -54,6 +54,8 @@ class CorpusProfile:
         "help": "The most notes at one onset, ignoring the rarest 1% of onsets."})
     mean_notes_per_onset: float = field(default=0.0, metadata={"help": "Mean notes struck at one onset."})
     max_programs_per_piece: int = field(default=0, metadata={"help": "The most programs one piece plays."})
+    max_parts: int = field(default=0, metadata={
+        "help": "The most played tracks (parts) one piece has; 0: not measured."})
     max_gap_beats: float = field(default=0.0, metadata={
         "help": "Longest time without a new onset inside a piece (99th percentile over pieces), in beats."})
     positions_per_beat: int = field(default=8, metadata={
@@ -118,6 +120,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
     time_signatures: Counter = Counter()
     onset_histogram: Counter = Counter()
     programs_per_piece: list[int] = []
+    parts_per_piece: list[int] = []
     unisons: list[int] = []
     gaps: list[float] = []
     bars: list[int] = []
@@ -150,6 +153,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         for program in piece_programs:
             programs[program] += 1
         programs_per_piece.append(len(piece_programs))
+        parts_per_piece.append(sum(1 for track in score.tracks if track.note_num()))
         unisons.append(max(struck.values()))
         onset_histogram.update(onsets.values())
         ordered = sorted(onsets)
@@ -190,6 +194,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         max_unison=int(np.quantile(unisons, 0.99, method="higher")),
         mean_notes_per_onset=round(float(counts.mean()), 4),
         max_programs_per_piece=max(programs_per_piece),
+        max_parts=max(parts_per_piece),
         max_gap_beats=round(float(np.quantile(gaps, 0.99, method="higher")), 4),
         positions_per_beat=max(1, positions_per_beat * 4 // smallest_denominator),
         max_duration_beats=round(max_duration, 4),

@@ -1,0 +1,21 @@
+"""Retrieval: one vector per piece from a fine-tuned bundle, an index of them, similar pieces,
+recommendations for a taste, and prompts that generate for it.
+
+    midillm embed MODEL SOURCE --out INDEX
+    midillm similar INDEX QUERY.mid [-k 10]
+    midillm recommend INDEX --likes A.mid B.mid [--dislikes C.mid] [-k 10]
+    midillm generate MODEL --like A.mid B.mid --out DIR
+
+In Python: `MidiLM.embed(pieces)` gives the vectors; `Index.load(path)` reads an index, whose
+`similar(vector)` / `recommend(likes, dislikes)` rank its pieces; `similar(index, "q.mid")` and
+`recommend(index, likes=[...])` embed query files first (or reuse the stored vector of a piece
+the index already holds).
+"""
+
+from .build import (QueryEmbedder, build_index, bundle_fingerprint, recommend, resolve_bundle, similar,
+                    taste_prompt)
+from .index import DISLIKE_WEIGHT, NEAR_DUPLICATE_COSINE, Index, RetrievalError, content_hash
+
+__all__ = ["DISLIKE_WEIGHT", "Index", "NEAR_DUPLICATE_COSINE", "QueryEmbedder", "RetrievalError",
+           "build_index", "bundle_fingerprint", "content_hash", "recommend", "resolve_bundle", "similar",
+           "taste_prompt"]

@@ -1,0 +1,259 @@
+"""Building and updating an index from a SOURCE, embedding queries, and prompts for a taste.
+
+`build_index` reads a source the way `prepare` does (folder, music21 corpus, Hugging Face
+dataset; bad files skipped, each with its reason) and embeds only what the index lacks: a piece
+whose name and content hash are already there is kept, a piece whose content is already there
+under another name reuses that vector, so a re-run over an unchanged source loads no model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from symusic import Score
+
+from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG
+from midillm.decoding.embedding import EmbeddingError, embed_pieces, read_score, resolve_layer
+from midillm.tokenization.codec import CODEC_CONFIG_FILE
+from midillm.tokenization.sources import check_files, list_source
+
+from .index import Index, RetrievalError, content_hash
+
+
+def resolve_bundle(model: str | Path) -> Path:
+    """A bundle folder, or a Hub id downloaded to the local cache."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    text = str(model)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise RetrievalError(f"model not found: {model} (not a folder, and not a Hub id like owner/name)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text))
+    except Exception as error:  # offline, private, missing: one line either way
+        raise RetrievalError(f"cannot download {model}: {str(error).strip().splitlines()[0]}") from error
+
+
+def bundle_fingerprint(bundle: str | Path) -> str:
+    """sha256 over the files that decide the vectors: the codec config and the weights.
+
+    From the files rather than the loaded parameters, so that it is the same on a CPU that
+    loads the model in bf16 and a GPU that loads it in fp16, and costs no model load.
+    """
+    bundle = Path(bundle)
+    if not (bundle / CODEC_CONFIG_FILE).is_file():
+        raise RetrievalError(f"{bundle} is not a midillm bundle ({CODEC_CONFIG_FILE} missing)")
+    weights = sorted(path for pattern in ("*.safetensors", "*.bin") for path in bundle.glob(pattern))
+    if not weights and not (bundle / ADAPTER_CONFIG).is_file() and not (bundle / MODEL_CONFIG).is_file():
+        raise RetrievalError(f"{bundle} has a codec but no model weights")
+    digest = hashlib.sha256()
+    for path in [bundle / CODEC_CONFIG_FILE, *weights]:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(bundle: Path):
+    from midillm.decoding.generate import MidiLM
+
+    return MidiLM.from_pretrained(bundle)
+
+
+def build_index(model: str | Path, source: str, out: str | Path, layer: int | None = None,
+                limit: int | None = None, num_workers: int = 2, progress: bool = True,
+                log: Callable[[str], None] = print) -> dict:
+    """Embed the pieces of `source` into the index at `out` (created, or updated in place).
+
+    Returns a report: files read, pieces embedded, kept, reused, skipped (name and reason).
+    """
+    bundle = resolve_bundle(model)
+    fingerprint = bundle_fingerprint(bundle)
+    out = Path(out)
+    index = Index.load(out) if out.exists() else None
+    if index is not None and index.model.get("fingerprint") != fingerprint:
+        raise RetrievalError(f"{out} was built with another model ({index.model.get('path')}); "
+                             "write this model's index to another --out")
+    if index is not None and layer is not None and layer != index.model.get("layer"):
+        raise RetrievalError(f"{out} holds layer {index.model.get('layer')} vectors, not layer {layer}; "
+                             "write another --out for another layer")
+
+    files, unlisted = list_source(source, limit)
+    checked, bad = check_files(files, num_workers=num_workers, progress=progress)
+    skipped = unlisted + bad
+    pieces = [{"name": item.file.name, "path": str(item.file.path), "metadata": dict(item.file.metadata),
+               "content_hash": item.content_hash} for item in checked]
+
+    rows_by_name = {piece["name"]: row for row, piece in enumerate(index.pieces)} if index else {}
+    kept, reused, to_embed = 0, 0, []
+    vectors = dict()  # position in `pieces` -> vector
+    for position, piece in enumerate(pieces):
+        row = rows_by_name.get(piece["name"])
+        if row is not None and index.pieces[row]["content_hash"] == piece["content_hash"]:
+            kept += 1
+            continue
+        same_content = index.row_of_hash(piece["content_hash"]) if index else None
+        if same_content is not None:
+            vectors[position] = index.vectors[same_content]
+            reused += 1
+        else:
+            to_embed.append(position)
+
+    resolved_layer = index.model["layer"] if index else None
+    if to_embed or index is None:
+        lm = load_model(bundle)
+        resolved_layer = resolve_layer(lm, layer if index is None else index.model["layer"])
+        dim = int(lm.model.config.hidden_size)
+        for position in _progress(to_embed, progress):
+            try:
+                vectors[position] = embed_pieces(lm, [pieces[position]["path"]], layer=resolved_layer)[0]
+            except EmbeddingError as error:
+                skipped.append(_Skip(pieces[position]["name"], str(error)))
+    else:
+        dim = index.vectors.shape[1]
+
+    old_pieces = list(index.pieces) if index else []
+    old_vectors = list(index.vectors) if index else []
+    for position, vector in sorted(vectors.items()):
+        piece = pieces[position]
+        row = rows_by_name.get(piece["name"])
+        if row is None:
+            old_pieces.append(piece)
+            old_vectors.append(vector)
+        else:  # the same name with new content: replaced in place
+            old_pieces[row], old_vectors[row] = piece, vector
+    model_record = {"path": str(model), "fingerprint": fingerprint, "layer": int(resolved_layer), "dim": dim}
+    updated = Index(np.stack(old_vectors) if old_vectors else np.zeros((0, dim), np.float32), old_pieces,
+                    model_record)
+    updated.save(out)
+    embedded = len(vectors) - reused
+    for item in skipped:
+        log(f"skipped {item.name}: {item.reason}")
+    return {"files_read": len(files) + len(unlisted),
+            "pieces": len(updated), "embedded": embedded, "kept": kept, "reused": reused,
+            "skipped": [{"name": item.name, "reason": item.reason} for item in skipped]}
+
+
+class _Skip:
+    """A piece that read as MIDI but gave no vector (no notes the codec can encode)."""
+
+    def __init__(self, name: str, reason: str):
+        self.name, self.reason = name, reason
+
+
+def _progress(items: list, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc="Embedding", unit="piece", disable=not enabled)
+
+
+class QueryEmbedder:
+    """Vectors for query files in an index's space: the stored vector of a piece the index holds
+    (same content hash), else the index's model embeds it, loaded once and only if needed.
+
+    `model` overrides the index's recorded bundle path (a moved bundle, or a Hub copy); its
+    fingerprint must match the index's either way.
+    """
+
+    def __init__(self, index: Index, model: str | Path | None = None):
+        self.index = index
+        self.model = model
+        self._lm = None
+
+    def _loaded(self):
+        if self._lm is None:
+            bundle = resolve_bundle(self.model or self.index.model.get("path"))
+            self.index.check_model(bundle_fingerprint(bundle), self.index.model.get("layer"))
+            self._lm = load_model(bundle)
+        return self._lm
+
+    def vector(self, query: str | Path | bytes | Score | np.ndarray) -> np.ndarray:
+        if isinstance(query, np.ndarray):
+            return query
+        if isinstance(query, Score):
+            return embed_pieces(self._loaded(), [query], layer=self.index.model["layer"])[0]
+        if isinstance(query, bytes):
+            data = query
+        else:
+            path = Path(query)
+            if not path.is_file():
+                raise FileNotFoundError(f"query file not found: {query}")
+            data = path.read_bytes()
+        row = self.index.row_of_hash(content_hash(data))
+        if row is not None:
+            return self.index.vectors[row]
+        score = read_score(data if isinstance(query, bytes) else path)
+        return embed_pieces(self._loaded(), [score], layer=self.index.model["layer"])[0]
+
+    def vectors(self, queries: Iterable) -> list[np.ndarray]:
+        # Every file is read (and checked) before the slow model load.
+        queries = list(queries)
+        for query in queries:
+            if isinstance(query, (str, Path)) and not Path(query).is_file():
+                raise FileNotFoundError(f"query file not found: {query}")
+        return [self.vector(query) for query in queries]
+
+
+def similar(index: Index, query, k: int = 10, diverse: bool = False, model: str | Path | None = None) -> list[dict]:
+    """`Index.similar` for a query file, bytes, Score or vector."""
+    return index.similar(QueryEmbedder(index, model).vector(query), k=k, diverse=diverse)
+
+
+def recommend(index: Index, likes: Iterable, dislikes: Iterable = (), k: int = 10, diverse: bool = False,
+              model: str | Path | None = None) -> list[dict]:
+    """`Index.recommend` for liked and disliked files, bytes, Scores or vectors."""
+    embedder = QueryEmbedder(index, model)
+    return index.recommend(embedder.vectors(likes), embedder.vectors(dislikes), k=k, diverse=diverse)
+
+
+# ------------------------------------------------------------------------- generating for a taste
+
+# Caption lines that describe the music rather than one piece (a title names just one).
+_SHARED_CAPTION_LABELS = ("Composer", "Genre", "Key", "Time signature", "Tempo", "Instruments")
+
+
+def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2) -> tuple[Score, str | None]:
+    """A prompt and caption for new music in the style of the liked pieces.
+
+    The prompt is the opening of the liked piece nearest the taste (the mean of their vectors):
+    the most typical of them sets the start. The caption keeps the lines that every liked
+    piece's caption shares (key, metre, instruments...), over the corpus's typical caption for
+    what they do not say, so the model is prompted the way it was trained.
+    """
+    scores = [read_score(piece) for piece in liked]
+    if not scores:
+        raise ValueError("--like needs at least one MIDI file")
+    vectors = embed_pieces(lm, scores)
+    nearest = int(np.argmax(vectors @ vectors.mean(axis=0)))
+    opening = _first_bars(scores[nearest], opening_bars)
+
+    def lines(caption: str) -> dict[str, str]:
+        return {line.split(":", 1)[0]: line for line in caption.splitlines() if ":" in line}
+
+    captions = [lines(lm.codec.caption(score)) for score in scores]
+    shared = {label: captions[0][label] for label in _SHARED_CAPTION_LABELS
+              if label in captions[0] and all(caption.get(label) == captions[0][label] for caption in captions)}
+    typical = lines(lm.default_text(None) or "")
+    merged = [shared.get(label) or typical.get(label) for label in ("Title", *_SHARED_CAPTION_LABELS)
+              if label != "Title" and (shared.get(label) or typical.get(label))]
+    return opening, ("\n".join(merged) if merged else lm.default_text(None))
+
+
+def _first_bars(score: Score, bars: int) -> Score:
+    """The score up to the end of its `bars`-th bar (metre from its first time signature)."""
+    quarters = score.to("quarter")
+    if len(quarters.time_signatures):
+        signature = quarters.time_signatures[0]
+        bar_length = signature.numerator * 4 / signature.denominator
+    else:
+        bar_length = 4.0
+    first_onset = min((track.notes[0].time for track in quarters.tracks if len(track.notes)), default=0.0)
+    end = (int(first_onset // bar_length) + bars) * bar_length
+    ticks = score.to("tick")
+    return ticks.clip(0, int(round(end * ticks.tpq)), clip_end=True)
