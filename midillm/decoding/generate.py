@@ -9,7 +9,7 @@ The warpers (temperature, top-k, top-p, min-p, repetition penalty) are transform
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,6 +30,49 @@ from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar, pr
 
 class BundleError(Exception):
     """A path that is not a usable midillm bundle; one line for the user."""
+
+
+class TaskError(ValueError):
+    """A task the model cannot do, or a request it cannot be done on; one line for the user."""
+
+
+@dataclass
+class _BarPlan:
+    """Bar bookkeeping of a task while sampling, one per sample.
+
+    Infill: exactly `exact_bars` bars (no ending before, no new bar after). Accompaniment: the
+    given parts are parts 0..given_parts-1; at each new bar (`<Part_0>`, which the model chooses)
+    their bar is written as given, then only the other parts may be written until the next bar,
+    and the piece ends with the given music.
+    """
+
+    bar_row: int
+    end_row: int
+    row_part: torch.Tensor              # the part each row opens (-1: none)
+    exact_bars: int | None = None
+    given_bars: list[list[int]] | None = None
+    given_parts: int = 0
+    bars_done: int = 0
+    part: int = -1                      # the part being written
+    queue: list[int] = field(default_factory=list)  # given ids still to write, as rows
+
+    def allowed_rows(self) -> torch.Tensor:
+        total = self.exact_bars if self.exact_bars is not None else len(self.given_bars or [])
+        allowed = torch.ones(len(self.row_part), dtype=torch.bool)
+        allowed[self.bar_row if self.bars_done >= total else self.end_row] = False
+        if 0 <= self.part < self.given_parts:  # a given part's bar is complete: on to the others
+            opens = self.row_part
+            allowed &= (opens >= self.given_parts) | (opens == 0)
+            allowed[self.end_row] = self.bars_done >= total
+        return allowed
+
+    def record(self, row: int, forced: bool) -> None:
+        if int(self.row_part[row]) >= 0:
+            self.part = int(self.row_part[row])
+        if not forced and row == self.bar_row:
+            if self.given_bars is not None and self.bars_done < len(self.given_bars):
+                self.queue = list(self.given_bars[self.bars_done][1:])  # the bar token is the chosen one
+            self.bars_done += 1
 
 
 @dataclass
@@ -189,21 +232,33 @@ class MidiLM:
             ids += caption[: caption_budget(self.context_length)]
         ids.append(self.codec.music_start_id)
         if prompt is not None:
-            if isinstance(prompt, bytes):
-                prompt = Score.from_midi(prompt)
-            elif not isinstance(prompt, Score):
-                if not Path(prompt).is_file():
-                    raise FileNotFoundError(f"prompt file not found: {prompt}")
-                from midillm.audio import codec_grid, is_audio_path, transcribe
-
-                if is_audio_path(prompt):  # a recording: transcribed onto the codec's grid
-                    prompt = transcribe(prompt, grid=codec_grid(self.codec))
-                else:
-                    prompt = Score(str(prompt))
-            ids += [lm_id for bar in self.codec.encode_bars(prompt) for lm_id in bar]
+            ids += [lm_id for bar in self.codec.encode_bars(self.load_score(prompt)) for lm_id in bar]
         elif time_signature or tempo:
+            if self.codec.parts:
+                ids.append(self.codec.part_lm_id(0))
             ids += self.codec.lm_ids_of_base_tokens(self.codec.opening_tokens(time_signature, tempo))
         return ids
+
+    def load_score(self, music: Score | str | Path | bytes) -> Score:
+        """A Score from a Score, MIDI bytes, a MIDI path or a recording (transcribed onto the
+        codec's grid with `midillm.audio.transcribe`)."""
+        if isinstance(music, Score):
+            return music
+        if isinstance(music, (bytes, bytearray)):
+            try:
+                return Score.from_midi(bytes(music))
+            except Exception as error:
+                raise TaskError(f"not a MIDI file: {first_line(error)}") from error
+        if not Path(music).is_file():
+            raise FileNotFoundError(f"file not found: {music}")
+        from midillm.audio import codec_grid, is_audio_path, transcribe
+
+        if is_audio_path(music):
+            return transcribe(music, grid=codec_grid(self.codec))
+        try:
+            return Score(str(music))
+        except Exception as error:
+            raise TaskError(f"{music} is not a readable MIDI file: {first_line(error)}") from error
 
     def default_text(self, text: str | None) -> str | None:
         """The caption to use: the given one, else the corpus's typical caption (if captions
@@ -241,16 +296,20 @@ class MidiLM:
                      settings: SamplingSettings | None = None, seed: int | None = 0,
                      programs: list[int] | None = None, progress: bool = False,
                      time_signature: str | None = None, tempo: float | None = None,
-                     constrain: bool = True) -> list[list[int]]:
+                     constrain: bool = True, prompt_ids: list[int] | None = None,
+                     plans: list[_BarPlan] | None = None) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each.
 
         `constrain=False` samples under the syntax grammar alone (the model on its own); True
         adds the corpus constraints (`CorpusConstraints`). `self.last_generation` then holds,
         per sample, whether it ended by itself, its new tokens and the mean masked mass.
+        `prompt_ids` replaces the prompt built from `prompt` and `text`; `plans` (one per sample)
+        hold a task's bars (see `_BarPlan`).
         """
         settings = settings or self.sampling
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
+        if prompt_ids is None:
+            prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
         constraints = self.constraints(text, programs) if constrain else None
         grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True,
                                                    constraints=constraints)
@@ -277,8 +336,19 @@ class MidiLM:
             new_tokens += (~finished).long()
             if program_mask is not None:
                 logits = logits.masked_fill(~program_mask, float("-inf"))
+            if plans is not None:
+                for row, plan in enumerate(plans):
+                    planned = logits[row].masked_fill(~plan.allowed_rows(), float("-inf"))
+                    if torch.isfinite(planned).any():
+                        logits[row] = planned
             logits = warpers(new_rows, logits)
             chosen_rows = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+            if plans is not None:  # given music is written as given, not sampled
+                for row, plan in enumerate(plans):
+                    forced = bool(plan.queue)
+                    if forced:
+                        chosen_rows[row] = self.grammar.row_of_lm_id[plan.queue.pop(0)]
+                    plan.record(int(chosen_rows[row]), forced)
             chosen_rows = torch.where(finished, torch.full_like(chosen_rows, end_row), chosen_rows)
             finished |= chosen_rows == end_row
             next_ids = self.rows[chosen_rows]
@@ -356,12 +426,210 @@ class MidiLM:
                                     time_signature=time_signature, tempo=tempo, constrain=constrain)
         return [self.codec.decode(ids) for ids in samples]
 
+    # ------------------------------------------------------------------------- tasks on given music
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """What this model was trained to do: "continue", and where its rows taught them,
+        "infill", "accompany" and "arrange"."""
+        return tuple(self.codec.tasks) if self.codec.parts else ("continue",)
+
+    def _require(self, task: str) -> None:
+        if task in self.tasks:
+            return
+        why = ("its codec writes no parts (a codec from before parts, or not REMI)" if not self.codec.parts
+               else f"its training data had no {'accompaniment' if task == 'arrange' else task} examples")
+        flag = "--infill-ratio" if task == "infill" else "--accompany-ratio"
+        raise TaskError(f"this model cannot {task}: {why}; prepare the data again with {flag} above 0 "
+                        f"and train again (it can: {', '.join(self.tasks)})")
+
+    def _sampling(self, values: dict) -> SamplingSettings:
+        return self.sampling.updated(**{name: values.get(name) for name in (
+            "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty")})
+
+    def infill(self, midi, bars: tuple[int, int] | str, num_samples: int = 1, text: str | None = None,
+               seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:
+        """New bars `bars` (first, last; counted from 1, inclusive, or "5-8") of `midi` (a path,
+        MIDI bytes, a Score or a recording), leading from the bar before into the bar after.
+        Everything outside the gap is the piece as given; the gap has exactly that many bars."""
+        self._require("infill")
+        score = self.load_score(midi)
+        first, last = parse_bar_range(bars)
+        piece_bars = self.codec.encode_bars(score)
+        if last > len(piece_bars):
+            raise TaskError(f"bars {first}-{last} are outside the piece, which has {len(piece_bars)} bars")
+        gap_start, gap_bars = first - 1, last - first + 1
+        caption = self._caption_ids(text if text is not None else self.codec.caption(score))
+        # Room for the new bars: twice the piece's mean bar length, within the training context.
+        mean_bar = max(1, sum(len(bar) for bar in piece_bars) // len(piece_bars))
+        room = min(self.context_length // 2, 2 * mean_bar * gap_bars + 8)
+        budget = self.context_length - len(caption) - gap_bars - 3 - room
+        if budget < 0:
+            raise TaskError(f"a gap of {gap_bars} bars does not fit this model's context of "
+                            f"{self.context_length} tokens; ask for fewer bars")
+        from midillm.tokenization.dataset import infill_prompt
+
+        prompt = infill_prompt(caption, piece_bars, gap_start, gap_bars, self.codec.music_start_id,
+                               self.codec.gap_id, self.codec.fill_id, budget)
+        settings = self._sampling(sampling)
+        settings = settings.updated(max_new_tokens=min(settings.max_new_tokens * 4,
+                                                       self.context_length - len(prompt)))
+        plans = [self._plan(exact_bars=gap_bars) for _ in range(num_samples)]
+        rows = self.generate_ids(num_samples, settings=settings, seed=seed, constrain=constrain, prompt_ids=prompt,
+                                 text=text if text is not None else self.codec.caption(score), plans=plans)
+        scores = []
+        for row in rows:
+            middle = self.codec.music_part(row)
+            whole = (caption + [self.codec.music_start_id]
+                     + [lm_id for bar in piece_bars[:gap_start] for lm_id in bar] + middle
+                     + [lm_id for bar in piece_bars[gap_start + gap_bars:] for lm_id in bar]
+                     + [self.codec.music_end_id])
+            scores.append(self.codec.decode(whole))
+        return scores
+
+    def accompany(self, midi, tracks: list[str] | None = None, num_samples: int = 1, text: str | None = None,
+                  seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:
+        """Keep the `tracks` of `midi` (by name; default: all of its tracks) exactly and write the
+        other parts for them, bar by bar (on the chorales: harmonise a soprano line). The parts
+        to write come from the caption's "Parts:" line (`text`, else the corpus's)."""
+        self._require("accompany")
+        return self._accompany(self.load_score(midi), tracks, num_samples, text, seed, constrain, sampling,
+                               keep_style=True)
+
+    def arrange(self, midi, text: str, tracks: list[str] | None = None, num_samples: int = 1,
+                seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:
+        """Keep the melody of `midi` (the `tracks` named, else its highest part) and write the rest
+        anew under the caption `text` (instruments, composer, tempo, parts)."""
+        self._require("arrange")
+        if not text or not text.strip():
+            raise TaskError("arrange needs a caption (--text), e.g. \"Instruments: String Ensemble 1\"")
+        score = self.load_score(midi)
+        if not tracks:
+            played = [track for track in score.tracks if track.note_num()]
+            if not played:
+                raise TaskError("the MIDI file has no notes")
+            melody = max(played, key=lambda track: float(track.notes.numpy()["pitch"].mean()))
+            tracks = [melody.name or ""]
+            score = score.copy()
+            score.tracks = [melody.copy()]
+        return self._accompany(score, tracks if score.tracks[0].name else None, num_samples, text, seed,
+                               constrain, sampling, keep_style=False)
+
+    def _accompany(self, score: Score, tracks, num_samples, text, seed, constrain, sampling,
+                   keep_style: bool) -> list[Score]:
+        from midillm.tokenization.codec import names_in_caption, part_names
+
+        given = select_tracks(score, tracks)
+        given_names = part_names(given)
+        # The caption: the user's fields, then the melody's own key, metre and tempo, then the
+        # corpus's (composer, instruments); its parts are the given ones first, then the others.
+        own = _caption_fields(self.codec.caption(given))
+        user = _caption_fields(text or "")
+        typical = _caption_fields(self.default_text(None) or "") if keep_style or not user else {}
+        fields = {**typical, **{key: own[key] for key in ("Key", "Time signature", "Tempo") if key in own}, **user}
+        fields.pop("Title", None)
+        taken = {name.lower() for name in given_names}
+        others = [name for name in names_in_caption(f"Parts: {fields.get('Parts', '')}") if name.lower() not in taken]
+        if not others and fields.get("Instruments"):  # one part per instrument named
+            for item in fields["Instruments"].split(","):
+                count, _, name = item.strip().rpartition(" x ")
+                others += [name.strip()] * (int(count) if count.strip().isdigit() else 1)
+        if not others:
+            others = [name for name in names_in_caption(self.default_text(None)) if name.lower() not in taken]
+        if not others:  # nothing names them: as many parts as the corpus's pieces have
+            most = getattr(self.codec.corpus, "max_parts", 0) or len(given_names) + 1
+            others = [f"Part {number + 1}" for number in range(len(given_names), max(most, len(given_names) + 1))]
+        fields["Parts"] = ", ".join(given_names + others)
+        caption_text = "".join(f"{key}: {value}\n" for key, value in fields.items() if value)
+        caption = self._caption_ids(caption_text)
+        given_bars = self.codec.encode_bars(given)
+        prompt = caption + [self.codec.music_start_id] + given_bars[0]
+        plans = [self._plan(given_bars=given_bars, given_parts=len(given.tracks)) for _ in range(num_samples)]
+        settings = self._sampling(sampling)
+        total_given = sum(len(bar) for bar in given_bars)
+        # Room for the given music and about three times as much of the other parts.
+        settings = settings.updated(max_new_tokens=max(settings.max_new_tokens, 4 * total_given))
+        rows = self.generate_ids(num_samples, settings=settings, seed=seed, constrain=constrain,
+                                 prompt_ids=prompt, text=caption_text, plans=plans)
+        scores = []
+        for row, plan in zip(rows, plans):
+            music = self.codec.music_part(row)
+            # Out of tokens before the given music ended: the rest is written as given.
+            music += [lm_id for bar in given_bars[plan.bars_done:] for lm_id in bar]
+            score = self.codec.decode(caption + [self.codec.music_start_id] + music + [self.codec.music_end_id])
+            if not keep_style:  # an arrangement's parts play the instruments they are named after
+                for track in list(score.tracks)[len(given.tracks):]:
+                    program = programs_named_in(f"Instruments: {track.name}")
+                    if program and program[0] >= 0:
+                        track.program = program[0]
+            scores.append(score)
+        return scores
+
+    def _plan(self, exact_bars: int | None = None, given_bars: list[list[int]] | None = None,
+              given_parts: int = 0) -> _BarPlan:
+        plan = _BarPlan(bar_row=self.grammar.row_of_lm_id[self.codec.part_lm_id(0)], end_row=self.grammar.end_row,
+                        row_part=self.grammar.row_part, exact_bars=exact_bars, given_bars=given_bars,
+                        given_parts=given_parts)
+        if given_bars:  # the prompt holds the first given bar
+            plan.bars_done = 1
+            plan.part = max(part for part in map(self.codec.part_of_lm_id, given_bars[0]) if part is not None)
+        return plan
+
+    def _caption_ids(self, text: str | None) -> list[int]:
+        if not text or not self.codec.captions:
+            return []
+        ids = self.codec.lm_tokenizer(text.strip() + "\n", add_special_tokens=False).input_ids
+        return ids[: caption_budget(self.context_length)]
+
     def embed(self, pieces, layer: int | None = None, progress: bool = False):
         """One vector per piece (MIDI paths, bytes or Scores): the mean hidden state over its
         music tokens (`midillm.decoding.embedding`); an (n, hidden size) float32 numpy array."""
         from .embedding import embed_pieces
 
         return embed_pieces(self, pieces, layer=layer, progress=progress)
+
+
+def parse_bar_range(bars: tuple[int, int] | str) -> tuple[int, int]:
+    """"5-8", "5" or (5, 8) -> (5, 8): bars counted from 1, both included; one line if not."""
+    try:
+        if isinstance(bars, str):
+            first, _, last = bars.strip().partition("-")
+            first, last = int(first), int(last or first)
+        else:
+            first, last = (int(value) for value in bars)
+    except (TypeError, ValueError):
+        raise TaskError(f"bars must look like 5-8 (first and last bar, counted from 1), not {bars!r}") from None
+    if first < 1 or last < first:
+        raise TaskError(f"bars {first}-{last} is not a range of bars counted from 1 (first <= last)")
+    return first, last
+
+
+def select_tracks(score: Score, names: list[str] | None) -> Score:
+    """A copy of `score` with only the played tracks named (case-insensitive), in the order
+    asked; all played tracks when `names` is empty. One line for a name it lacks."""
+    played = [track for track in score.tracks if track.note_num()]
+    if not played:
+        raise TaskError("the MIDI file has no notes")
+    chosen = played
+    if names:
+        by_name = {track.name.strip().lower(): track for track in played}
+        missing = [name for name in names if name.strip().lower() not in by_name]
+        if missing:
+            have = ", ".join(track.name.strip() or "(unnamed)" for track in played)
+            raise TaskError(f"no track named {missing[0]!r} in the MIDI file (its tracks: {have})")
+        chosen = [by_name[name.strip().lower()] for name in names]
+    selected = score.copy()
+    selected.tracks = [track.copy() for track in chosen]
+    return selected
+
+
+def _caption_fields(text: str) -> dict[str, str]:
+    fields = {}
+    for line in text.splitlines():
+        label, separator, value = line.partition(":")
+        if separator and label.strip():
+            fields[label.strip()] = value.strip()
+    return fields
 
 
 def _training_context_length(path: Path) -> int | None:

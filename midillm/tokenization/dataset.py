@@ -48,6 +48,12 @@ class PrepareConfig:
         "help": "Drop tokens that carry nothing in this corpus (constant velocity, repeated programs) and "
                 "fit the time grid, durations and metres to it; off: miditok's general-purpose settings."})
     seq_len: int = field(default=1024, metadata={"help": "Length of a packed training row, in LM tokens."})
+    infill_ratio: float = field(default=0.25, metadata={
+        "help": "Bar-infilling examples per continuation example in the train split (music before and "
+                "after a gap, then the gap); 0: the model cannot infill."})
+    accompany_ratio: float = field(default=0.15, metadata={
+        "help": "Accompaniment examples per continuation example in the train split (some parts moved "
+                "first, to be kept while the others are written); 0: the model cannot accompany or arrange."})
     transpose: int = field(default=0, metadata={
         "help": "Augment the train split with copies transposed by -N..N semitones (0: off)."})
     validation_share: float = field(default=0.05, metadata={"help": "Share of pieces in the validation split."})
@@ -66,6 +72,8 @@ class PrepareConfig:
             raise ValueError("validation_share and test_share must each be in [0, 0.5)")
         if self.transpose < 0 or self.transpose > 12:
             raise ValueError(f"transpose must be between 0 and 12 semitones, not {self.transpose}")
+        if not (0 <= self.infill_ratio <= 4 and 0 <= self.accompany_ratio <= 4):
+            raise ValueError("infill_ratio and accompany_ratio must each be between 0 and 4")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be positive, not {self.limit}")
 
@@ -121,6 +129,67 @@ def chunk_piece(caption: list[int], bars: list[list[int]], start_id: int, end_id
     return [(chunk, len(head)) for chunk in chunks]
 
 
+def infill_window(bars: list[list[int]], gap_start: int, gap_bars: int, budget: int) -> tuple[int, int]:
+    """The bars around a gap that fit `budget` ids, nearest first, alternating sides: returns
+    (first bar before the gap, bar after the last one kept after it)."""
+    before, after = gap_start, gap_start + gap_bars
+    grew = True
+    while grew:
+        grew = False
+        if before > 0 and len(bars[before - 1]) <= budget:
+            before -= 1
+            budget -= len(bars[before])
+            grew = True
+        if after < len(bars) and len(bars[after]) <= budget:
+            budget -= len(bars[after])
+            after += 1
+            grew = True
+    return before, after
+
+
+def infill_prompt(caption: list[int], bars: list[list[int]], gap_start: int, gap_bars: int,
+                  start_id: int, gap_id: int, fill_id: int, budget: int) -> list[int]:
+    """caption <music> before [<gap> x gap_bars] after <fill>: as much music on each side of the
+    gap as `budget` ids hold. The one layout of infill rows and infill prompts."""
+    before, after = infill_window(bars, gap_start, gap_bars, budget)
+    return (caption + [start_id] + [lm_id for bar in bars[before:gap_start] for lm_id in bar]
+            + [gap_id] * gap_bars + [lm_id for bar in bars[gap_start + gap_bars:after] for lm_id in bar]
+            + [fill_id])
+
+
+def infill_example(caption: list[int], bars: list[list[int]], gap_bars: int, gap_start: int,
+                   start_id: int, end_id: int, gap_id: int, fill_id: int,
+                   seq_len: int) -> tuple[list[int], int] | None:
+    """One fill-in-the-middle example (the layout of code models): `infill_prompt`, then the
+    missing bars and `</music>`; loss only on what follows `<fill>`. None if the gap alone does
+    not fit the row."""
+    caption = caption[: caption_budget(seq_len)]
+    middle = [lm_id for bar in bars[gap_start:gap_start + gap_bars] for lm_id in bar]
+    budget = seq_len - len(caption) - 3 - gap_bars - len(middle)
+    if budget < 0 or not middle:
+        return None
+    prompt = infill_prompt(caption, bars, gap_start, gap_bars, start_id, gap_id, fill_id, budget)
+    return prompt + middle + [end_id], len(prompt)
+
+
+def accompaniment_order(parts: int, rng) -> list[int] | None:
+    """A new order of a piece's parts for an accompaniment example: a random proper subset
+    (the given parts) first, the rest after, each group in score order. None for one part."""
+    if parts < 2:
+        return None
+    given = sorted(rng.sample(range(parts), rng.randint(1, min(2, parts - 1))))
+    order = given + [part for part in range(parts) if part not in given]
+    return order if order != list(range(parts)) else None
+
+
+def reorder_parts(score, order: list[int]):
+    """A copy of `score` whose played tracks come in `order` (the others are left out)."""
+    played = [track for track in score.tracks if track.note_num()]
+    reordered = score.copy()
+    reordered.tracks = [played[index].copy() for index in order]
+    return reordered
+
+
 def pack_rows(chunks: list[tuple[list[int], int]], seq_len: int, pad_id: int) -> tuple[list[list[int]], list[list[int]], int]:
     """Best-fit-decreasing packing of whole chunks into rows of exactly `seq_len`.
 
@@ -164,11 +233,14 @@ def _load_worker_codec(codec_dir: str) -> None:
     _worker_codec = MusicCodec.from_pretrained(codec_dir)
 
 
-def _tokenize_piece(task: tuple[str, dict, list[int]]) -> dict:
-    """One file -> caption ids and bars for each requested transposition (0 = as is)."""
+def _tokenize_piece(task: tuple) -> dict:
+    """One file -> caption ids and bars for each requested transposition (0 = as is), and for
+    each of them an accompaniment version when `accompany_seed` is set (parts reordered)."""
+    import random
+
     from symusic import Score
 
-    path, metadata, shifts = task
+    path, metadata, shifts, accompany_seed = task
     score = Score(path)
     versions = []
     for shift in shifts:
@@ -178,7 +250,14 @@ def _tokenize_piece(task: tuple[str, dict, list[int]]) -> dict:
                 if not track.is_drum:
                     track.shift_pitch(shift, inplace=True)
         versions.append({"caption": _worker_codec.caption_ids(shifted, metadata),
-                         "bars": _worker_codec.encode_bars(shifted)})
+                         "bars": _worker_codec.encode_bars(shifted), "task": "continue"})
+        if accompany_seed is not None:
+            played = sum(1 for track in shifted.tracks if track.note_num())
+            order = accompaniment_order(played, random.Random(accompany_seed + shift))
+            if order is not None:
+                reordered = reorder_parts(shifted, order)
+                versions.append({"caption": _worker_codec.caption_ids(reordered, metadata),
+                                 "bars": _worker_codec.encode_bars(reordered), "task": "accompany"})
     return {"notes": score.note_num(), "versions": versions}
 
 
@@ -262,15 +341,24 @@ def prepare(config: PrepareConfig, log=print) -> dict:
     else:
         log(f"No music BPE: one LM token per {config.tokenization} token")
     codec.train_bpe([piece.file.path for piece in splits["train"]], config.vocab_size)
+    # What the rows will teach besides continuation: tasks need parts (REMI).
+    codec.tasks = ("continue",) + (("infill",) if config.infill_ratio > 0 and codec.parts else ()) + (
+        ("accompany", "arrange") if config.accompany_ratio > 0 and codec.parts else ())
     codec_dir = out / "codec"
     codec.save_pretrained(codec_dir)
 
     shifts_for_train = [0] + [shift for shift in range(-config.transpose, config.transpose + 1) if shift]
+    import random
+
     tasks, owners = [], []
     for split in SPLITS:
         for piece in splits[split]:
+            # Deterministic by content, like the splits: the same piece gets the same examples.
+            rng = random.Random(piece.content_hash)
+            accompany = split == "train" and "accompany" in codec.tasks and rng.random() < config.accompany_ratio
             tasks.append((str(piece.file.path), dict(piece.file.metadata),
-                          shifts_for_train if split == "train" else [0]))
+                          shifts_for_train if split == "train" else [0],
+                          int(piece.content_hash[:8], 16) if accompany else None))
             owners.append((split, piece))
     results = _tokenize_all(tasks, codec_dir, config.num_workers)
 
@@ -278,6 +366,7 @@ def prepare(config: PrepareConfig, log=print) -> dict:
     if pad_id is None:
         pad_id = codec.lm_tokenizer.eos_token_id if codec.lm_tokenizer.eos_token_id is not None else 0
     chunks = {split: [] for split in SPLITS}
+    task_counts = {"continue": 0, "infill": 0, "accompany": 0}  # train examples of each task
     split_stats = {split: {"pieces": 0, "notes": 0, "music_tokens": 0} for split in SPLITS}
     piece_reports = []
     for (split, piece), result in zip(owners, results):
@@ -289,9 +378,27 @@ def prepare(config: PrepareConfig, log=print) -> dict:
         piece_reports.append({"name": piece.file.name, "path": str(piece.file.path), "split": split,
                               "hash": piece.content_hash, "notes": result["notes"],
                               "music_tokens": music_tokens, "metadata": piece.file.metadata})
+        rng = random.Random(piece.content_hash + "infill")
         for version in result["versions"]:
-            chunks[split].extend(chunk_piece(version["caption"], version["bars"], codec.music_start_id,
-                                             codec.music_end_id, config.seq_len))
+            pieces_chunks = chunk_piece(version["caption"], version["bars"], codec.music_start_id,
+                                        codec.music_end_id, config.seq_len)
+            chunks[split].extend(pieces_chunks)
+            task_counts[version["task"]] += len(pieces_chunks) if split == "train" else 0
+            if split != "train" or version["task"] != "continue" or "infill" not in codec.tasks:
+                continue
+            # About infill_ratio infill examples per continuation chunk of this piece.
+            wanted = sum(rng.random() < config.infill_ratio for _ in pieces_chunks)
+            bars = version["bars"]
+            for _ in range(wanted):
+                if len(bars) < 3:
+                    break
+                gap_bars = rng.randint(1, min(4, len(bars) - 2))
+                example = infill_example(version["caption"], bars, gap_bars, rng.randint(1, len(bars) - gap_bars - 1),
+                                         codec.music_start_id, codec.music_end_id, codec.gap_id, codec.fill_id,
+                                         config.seq_len)
+                if example is not None:
+                    chunks[split].append(example)
+                    task_counts["infill"] += 1
 
     lengths = [sum(len(bar) for bar in result["versions"][0]["bars"]) + 1
                for (split, _), result in zip(owners, results) if split == "train"] or [1]
@@ -326,6 +433,8 @@ def prepare(config: PrepareConfig, log=print) -> dict:
         "padding_share": round(padding_total / max(ids_total, 1), 4),
         "corpus": corpus.to_dict(),
         "splits": split_stats,
+        "tasks": list(codec.tasks),
+        "train_examples_by_task": task_counts,
         "pieces": piece_reports,
         "versions": {"midillm": __version__, "miditok": MIDITOK_VERSION},
         "seconds": round(time.time() - started, 1),
