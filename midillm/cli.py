@@ -32,6 +32,20 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_class, posit
                             help=help_text + ("" if required else f" (default: {default})"))
 
 
+def add_sampling_arguments(parser: argparse.ArgumentParser, sampling) -> None:
+    """The sampling flags of every command that samples; None keeps the bundle's own settings."""
+    parser.add_argument("--max-new-tokens", type=int,
+                          help=f"Length limit in LM tokens (default: {sampling.max_new_tokens}).")
+    parser.add_argument("--temperature", type=float, help=f"Sampling temperature, > 0 (default: {sampling.temperature}).")
+    parser.add_argument("--top-p", type=float, help=f"Nucleus sampling mass in (0, 1] (default: {sampling.top_p}).")
+    parser.add_argument("--top-k", type=int, help=f"Keep the K most likely tokens; 0 = off (default: {sampling.top_k}).")
+    parser.add_argument("--min-p", type=float,
+                          help=f"Drop tokens below this share of the top one (default: {sampling.min_p}).")
+    parser.add_argument("--repetition-penalty", type=float,
+                          help=f"> 1 discourages repeats (default: {sampling.repetition_penalty}).")
+    parser.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from midillm.decoding.generate import SamplingSettings
     from midillm.tokenization.dataset import PrepareConfig
@@ -68,16 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", help="A MIDI file to continue, or a recording (wav, flac, ogg, mp3), "
                                            "transcribed first; the output begins with it.")
     generate.add_argument("--text", help='A caption to start from, e.g. "Composer: J.S. Bach".')
-    generate.add_argument("--max-new-tokens", type=int,
-                          help=f"Length limit in LM tokens (default: {sampling.max_new_tokens}).")
-    generate.add_argument("--temperature", type=float, help=f"Sampling temperature, > 0 (default: {sampling.temperature}).")
-    generate.add_argument("--top-p", type=float, help=f"Nucleus sampling mass in (0, 1] (default: {sampling.top_p}).")
-    generate.add_argument("--top-k", type=int, help=f"Keep the K most likely tokens; 0 = off (default: {sampling.top_k}).")
-    generate.add_argument("--min-p", type=float,
-                          help=f"Drop tokens below this share of the top one (default: {sampling.min_p}).")
-    generate.add_argument("--repetition-penalty", type=float,
-                          help=f"> 1 discourages repeats (default: {sampling.repetition_penalty}).")
-    generate.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    add_sampling_arguments(generate, sampling)
     generate.add_argument("--time-signature", help='Force the opening metre, e.g. "3/4" (without --prompt).')
     generate.add_argument("--tempo", type=float, help="Force the opening tempo in BPM (without --prompt).")
     generate.add_argument("--programs", help="Only these General MIDI programs may play, e.g. 0,40 (-1 = drums). "
@@ -90,6 +95,40 @@ def build_parser() -> argparse.ArgumentParser:
                                "mean, under a caption of what they share (instead of --prompt; --text overrides "
                                "the caption).")
     generate.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
+
+    task_help = {
+        "infill": ("Write new bars inside a piece, leading from the bar before into the bar after.",
+                   "Replace bars FIRST-LAST of IN.mid (counted from 1) with new ones that lead from the bar "
+                   "before the gap into the bar after it; everything else stays exactly as given."),
+        "accompany": ("Keep some tracks of a MIDI file and write the other parts (harmonise a melody).",
+                      "Keep the tracks named by --tracks (default: all tracks of the file) note for note and "
+                      "write the other parts of the caption's \"Parts:\" line (default: the training corpus's), "
+                      "bar by bar; on the Bach chorales, a soprano line becomes a four-part chorale."),
+        "arrange": ("Keep a piece's melody and rewrite the rest under another caption.",
+                    "Keep the melody of IN.mid (the tracks named by --tracks, else its highest part) note for "
+                    "note and write new parts under --text: its \"Instruments:\" or \"Parts:\" line says which."),
+    }
+    for task, (short, long) in task_help.items():
+        command = commands.add_parser(task, help=short, description=long)
+        command.add_argument("model", metavar="MODEL", help="A bundle folder written by `midillm train`, or a Hub id.")
+        command.add_argument("--midi", required=True, metavar="IN.mid",
+                             help="The music to work on: a MIDI file, or a recording (wav, flac, ogg, mp3).")
+        command.add_argument("--out", required=True, help="Folder for the results (sample-000.mid, ...).")
+        if task == "infill":
+            command.add_argument("--bars", required=True, help="The bars to write, e.g. 5-8 (counted from 1, both included).")
+        else:
+            command.add_argument("--tracks", nargs="+", metavar="NAME",
+                                 help="Track names to keep (default: " + ("all tracks of the file" if task == "accompany"
+                                                                         else "the highest part") + ").")
+        command.add_argument("--text", required=task == "arrange",
+                             help='The caption, e.g. "Composer: J.S. Bach" (default: ' + (
+                                 "the piece's own)." if task == "infill" else "the corpus's)." if task == "accompany"
+                                 else "required).").replace("(default: required)", "(required)"))
+        command.add_argument("-n", "--num-samples", type=int, default=1, help="How many versions (default: 1).")
+        add_sampling_arguments(command, sampling)
+        command.add_argument("--no-constraints", action="store_true",
+                             help="Sample under the token syntax only, without the corpus constraints.")
+        command.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
 
     transcribe = commands.add_parser(
         "transcribe", help="Turn a recording into a MIDI file on a beat grid (Basic Pitch + librosa).",
@@ -278,9 +317,11 @@ def run_generate(arguments: argparse.Namespace) -> None:
         raise FileNotFoundError(f"prompt file not found: {arguments.prompt}")
     if arguments.like and arguments.prompt:
         raise ValueError("--like sets the prompt itself: give --like or --prompt, not both")
-    for liked in arguments.like or []:
-        if not Path(liked).is_file():
-            raise FileNotFoundError(f"--like file not found: {liked}")
+    if arguments.like:
+        from midillm.decoding.embedding import read_score
+
+        for liked in arguments.like:
+            read_score(liked)  # missing or not MIDI: one line before the model loads
     from midillm.audio import check_audio, codec_grid, is_audio_path, transcribe
 
     prompt = arguments.prompt
@@ -314,6 +355,40 @@ def run_generate(arguments: argparse.Namespace) -> None:
         written = export_score(score, out / f"sample-{index:03d}", formats)
         ending = "ended" if model.last_generation[index]["ended"] else "cut by --max-new-tokens"
         print(f"{out / f'sample-{index:03d}'}: {score.note_num()} notes, {ending} -> "
+              + ", ".join(path.name for path in written.values()))
+
+
+def run_task(arguments: argparse.Namespace) -> None:
+    """infill / accompany / arrange: the given music kept exactly, new music written around it."""
+    from pathlib import Path
+
+    from midillm.decoding.export import export_score, parse_formats
+    from midillm.decoding.generate import MidiLM, SamplingSettings, parse_bar_range
+
+    formats = parse_formats(arguments.formats)
+    given = {field.name: getattr(arguments, field.name, None) for field in dataclasses.fields(SamplingSettings)}
+    SamplingSettings().updated(**given)
+    if arguments.num_samples < 1:
+        raise ValueError(f"-n must be at least 1, not {arguments.num_samples}")
+    if not Path(arguments.midi).is_file():
+        raise FileNotFoundError(f"file not found: {arguments.midi}")
+    if arguments.command == "infill":
+        parse_bar_range(arguments.bars)  # a bad range is one line before the model loads
+    model = MidiLM.from_pretrained(arguments.model)
+    options = dict(num_samples=arguments.num_samples, seed=arguments.seed,
+                   constrain=not arguments.no_constraints, **{k: v for k, v in given.items() if v is not None})
+    if arguments.command == "infill":
+        scores = model.infill(arguments.midi, arguments.bars, text=arguments.text, **options)
+    elif arguments.command == "accompany":
+        scores = model.accompany(arguments.midi, arguments.tracks, text=arguments.text, **options)
+    else:
+        scores = model.arrange(arguments.midi, arguments.text, tracks=arguments.tracks, **options)
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for index, score in enumerate(scores):
+        written = export_score(score, out / f"sample-{index:03d}", formats)
+        parts = ", ".join(f"{track.name or 'unnamed'} ({track.note_num()})" for track in score.tracks)
+        print(f"{out / f'sample-{index:03d}'}: {score.note_num()} notes in {parts} -> "
               + ", ".join(path.name for path in written.values()))
 
 
@@ -428,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             run_prepare(arguments)
         elif arguments.command == "generate":
             run_generate(arguments)
+        elif arguments.command in ("infill", "accompany", "arrange"):
+            run_task(arguments)
         elif arguments.command == "transcribe":
             run_transcribe(arguments)
         elif arguments.command == "embed":
