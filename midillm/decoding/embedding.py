@@ -150,22 +150,24 @@ def normalized(vectors: np.ndarray) -> np.ndarray:
 
 
 def read_score(piece: Score | str | Path | bytes) -> Score:
-    """A Score from a Score, MIDI bytes or a MIDI path; an unreadable file is one line."""
+    """A Score from a Score, MIDI bytes or a MIDI path; a file that `prepare` would skip (not
+    MIDI, truncated, empty, no notes) is one line saying why."""
     if isinstance(piece, Score):
         return piece
-    try:
-        if isinstance(piece, bytes):
+    if isinstance(piece, bytes):
+        try:
             return Score.from_midi(piece)
-        path = Path(piece)
-        if not path.is_file():
-            raise FileNotFoundError(f"MIDI file not found: {piece}")
-        return Score(str(path))
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # symusic reports a bad file as RuntimeError with its own words
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise EmbeddingError(f"{piece if not isinstance(piece, bytes) else 'MIDI bytes'} is not a readable "
-                             f"MIDI file: {message}") from error
+        except Exception as error:  # symusic reports a bad file as RuntimeError in its own words
+            raise EmbeddingError(f"the MIDI bytes are not a readable MIDI file ({type(error).__name__})") from error
+    from midillm.tokenization.sources import MidiFile, Skipped, check_midi_file
+
+    path = Path(piece)
+    if not path.is_file():
+        raise FileNotFoundError(f"MIDI file not found: {piece}")
+    checked = check_midi_file(MidiFile(path, str(piece), {}))
+    if isinstance(checked, Skipped):
+        raise EmbeddingError(f"{piece}: {checked.reason}")
+    return Score(str(path))
 
 
 def embed_pieces(lm, pieces: Iterable[Score | str | Path | bytes], layer: int | None = None,

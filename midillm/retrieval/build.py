@@ -202,12 +202,14 @@ class QueryEmbedder:
 
 def similar(index: Index, query, k: int = 10, diverse: bool = False, model: str | Path | None = None) -> list[dict]:
     """`Index.similar` for a query file, bytes, Score or vector."""
+    index.require_pieces()
     return index.similar(QueryEmbedder(index, model).vector(query), k=k, diverse=diverse)
 
 
 def recommend(index: Index, likes: Iterable, dislikes: Iterable = (), k: int = 10, diverse: bool = False,
               model: str | Path | None = None) -> list[dict]:
     """`Index.recommend` for liked and disliked files, bytes, Scores or vectors."""
+    index.require_pieces()
     embedder = QueryEmbedder(index, model)
     return index.recommend(embedder.vectors(likes), embedder.vectors(dislikes), k=k, diverse=diverse)
 
@@ -223,8 +225,8 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
 
     The prompt is the opening of the liked piece nearest the taste (the mean of their vectors):
     the most typical of them sets the start. The caption keeps the lines that every liked
-    piece's caption shares (key, metre, instruments...), over the corpus's typical caption for
-    what they do not say, so the model is prompted the way it was trained.
+    piece's caption shares (key, metre, instruments...), and the corpus's typical caption's
+    lines for what none of them says, so the model is prompted the way it was trained.
     """
     scores = [read_score(piece) for piece in liked]
     if not scores:
@@ -239,9 +241,11 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
     captions = [lines(lm.codec.caption(score)) for score in scores]
     shared = {label: captions[0][label] for label in _SHARED_CAPTION_LABELS
               if label in captions[0] and all(caption.get(label) == captions[0][label] for caption in captions)}
+    # A label the liked pieces disagree on is left out (the prompt itself says it); one none of
+    # them has (a plain MIDI file names no composer) comes from the corpus's typical caption.
     typical = lines(lm.default_text(None) or "")
-    merged = [shared.get(label) or typical.get(label) for label in ("Title", *_SHARED_CAPTION_LABELS)
-              if label != "Title" and (shared.get(label) or typical.get(label))]
+    merged = [shared.get(label) or typical[label] for label in _SHARED_CAPTION_LABELS
+              if label in shared or (label in typical and not any(label in caption for caption in captions))]
     return opening, ("\n".join(merged) if merged else lm.default_text(None))
 
 

@@ -62,7 +62,10 @@ class Index:
     _row_of_hash: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
-        self.vectors = np.asarray(self.vectors, dtype=np.float32).reshape(len(self.pieces), -1)
+        self.vectors = np.asarray(self.vectors, dtype=np.float32)
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.pieces):
+            raise RetrievalError(f"{self.vectors.shape[0] if self.vectors.ndim else 0} vectors for "
+                                 f"{len(self.pieces)} pieces")
         # With one piece there is no spread to measure: it is compared as it is.
         if len(self.pieces) >= 2:
             self.center = self.vectors.mean(axis=0)
@@ -138,7 +141,8 @@ class Index:
         if layer != self.model.get("layer"):
             raise RetrievalError(f"the index holds layer {self.model.get('layer')} vectors, not layer {layer}")
 
-    def _require_pieces(self) -> None:
+    def require_pieces(self) -> None:
+        """Refuse to rank an empty index (before any query is embedded)."""
         if not len(self):
             raise RetrievalError("the index holds no pieces: add some with `midillm embed MODEL SOURCE --out INDEX`")
 
@@ -161,7 +165,7 @@ class Index:
 
         `diverse`: at most one result from each group of near-duplicates (`NEAR_DUPLICATE_COSINE`).
         """
-        self._require_pieces()
+        self.require_pieces()
         scores = self.unit @ self._as_query(query)
         return self._ranked(scores, k, diverse)
 
@@ -173,7 +177,7 @@ class Index:
         mean similarity to the disliked ones. The liked and disliked pieces themselves are never
         recommended, nor is any piece more similar to some disliked piece than to every liked one.
         """
-        self._require_pieces()
+        self.require_pieces()
         if not len(likes):
             raise RetrievalError("recommend needs at least one liked piece")
         liked = np.stack([self._as_query(vector) for vector in likes])

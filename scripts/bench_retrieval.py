@@ -1,0 +1,231 @@
+"""Retrieval precision@10 on a labelled mix of the music21 corpora, and index timings.
+
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_retrieval.py --model /tmp/demo2/bach-smollm2 \
+        --per-collection 40 --max-windows 2 --out docs/retrieval-bench.md
+
+For each piece of the mix (Bach chorales, Palestrina, Essen folk songs, Ryan's fiddle tunes) the
+other pieces are ranked by cosine similarity (the index's standardised cosine, as `Index.similar`
+ranks them), and precision@10 is the share of the 10 nearest from the query's own collection and,
+for queries whose composer music21 names, with the same composer. Vectors from:
+
+- the fine-tuned bundle, at several decoder layers (one forward pass reads them all);
+- the untrained base with the bundle's new token rows (the same base model and codec, no adapter);
+- a feature baseline: MusPy's features as `midillm.eval.features` implements them (MusPy itself is
+  not a dependency), plus the pitch-class and note-length histograms, z-scored.
+
+Every piece is moved to the canonical key first (`in_canonical_key`), for all three, so the
+comparison is of the same music. Also timed: embedding a piece, and a query against 100,000 vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore")
+
+COLLECTIONS = ("bach", "palestrina", "essen", "ryans")
+
+
+def load_mix(per_collection: int):
+    from symusic import Score
+
+    from midillm.tokenization.sources import check_files, list_source
+
+    pieces = []
+    for collection in COLLECTIONS:
+        files, _ = list_source(f"music21:{collection}", limit=per_collection * 2)
+        checked, _ = check_files(files, num_workers=1, progress=False)
+        for item in checked[:per_collection]:
+            pieces.append({"name": item.file.name, "collection": collection,
+                           "composer": item.file.metadata.get("composer"), "score": Score(str(item.file.path))})
+    return pieces
+
+
+def model_vectors(lm, pieces, layers, max_windows, label):
+    from tqdm.auto import tqdm
+
+    from midillm.decoding.embedding import layer_means
+
+    vectors = {layer: [] for layer in layers}
+    seconds, tokens = [], []
+    from midillm.decoding.embedding import embedding_windows
+
+    for piece in tqdm(pieces, desc=f"Embedding ({label})", unit="piece"):
+        start = time.perf_counter()
+        means = layer_means(lm, piece["score"], layers, max_windows)
+        seconds.append(time.perf_counter() - start)
+        tokens.append(sum(len(ids) for ids, _ in embedding_windows(lm, piece["score"])[:max_windows]))
+        for layer in layers:
+            vectors[layer].append(means[layer])
+    return {layer: np.stack(rows) for layer, rows in vectors.items()}, np.array(seconds), np.array(tokens)
+
+
+def feature_vectors(pieces):
+    from midillm.decoding.embedding import in_canonical_key
+    from midillm.eval.features import SCALAR_FEATURES, piece_features
+
+    rows = []
+    for piece in pieces:
+        score = in_canonical_key(piece["score"])
+        features = piece_features(score)
+        pitch_classes = np.zeros(12)
+        for track in score.tracks:
+            if not track.is_drum and len(track.notes):
+                notes = track.notes.numpy()
+                pitch_classes += np.bincount(notes["pitch"] % 12, weights=notes["duration"], minlength=12)
+        pitch_classes /= max(pitch_classes.sum(), 1e-9)
+        rows.append(np.concatenate([[features[name] for name in SCALAR_FEATURES],
+                                    features["note_length_histogram"], pitch_classes]).astype(np.float64))
+    matrix = np.stack(rows)
+    column_means = np.nanmean(matrix, axis=0)
+    matrix = np.where(np.isnan(matrix), column_means, matrix)
+    return matrix.astype(np.float32)
+
+
+def standardized_unit(vectors):
+    from midillm.retrieval import Index
+
+    return Index(vectors, [{"name": str(row)} for row in range(len(vectors))], {}).unit
+
+
+def precision_at(unit, labels, k=10):
+    """Mean share of the k nearest others with the query's label (queries with a label only)."""
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.argsort(-similarity, axis=1)[:, :k]
+    shares = [np.mean([labels[other] == labels[row] for other in nearest[row]])
+              for row in range(len(labels)) if labels[row] is not None]
+    return float(np.mean(shares))
+
+
+def query_timing(dim: int, count: int = 100_000, queries: int = 20):
+    from midillm.retrieval import Index
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((count, dim)).astype(np.float32)
+    start = time.perf_counter()
+    index = Index(vectors, [{"name": f"piece-{row}", "content_hash": str(row)} for row in range(count)], {})
+    build = time.perf_counter() - start
+    timings = []
+    for row in range(queries):
+        start = time.perf_counter()
+        index.similar(vectors[row], k=10)
+        timings.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    index.similar(vectors[0], k=10, diverse=True)
+    diverse = time.perf_counter() - start
+    return {"vectors": count, "dim": dim, "load_seconds": build, "query_ms": 1000 * float(np.median(timings)),
+            "diverse_query_ms": 1000 * diverse}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="/tmp/demo2/bach-smollm2", help="The fine-tuned bundle.")
+    parser.add_argument("--per-collection", type=int, default=40, help="Pieces from each collection.")
+    parser.add_argument("--max-windows", type=int, default=2,
+                        help="Windows of the training length read per piece (the opening; CPU time).")
+    parser.add_argument("--layers", default="0,5,10,15,20,25,30", help="Hidden states to compare.")
+    parser.add_argument("--out", default="docs/retrieval-bench.md", help="Markdown table to write.")
+    parser.add_argument("--cache", default="runs/bench-retrieval/vectors.npz", help="Vectors, reused when present.")
+    arguments = parser.parse_args()
+    torch.set_grad_enabled(False)
+
+    from midillm.decoding.generate import MidiLM, default_inference_dtype
+    from midillm.finetune.model import add_music_tokens, load_base_model
+
+    layers = [int(value) for value in arguments.layers.split(",")]
+    pieces = load_mix(arguments.per_collection)
+    collections = [piece["collection"] for piece in pieces]
+    composers = [piece["composer"] for piece in pieces]
+    print(f"{len(pieces)} pieces: " + ", ".join(f"{name} {collections.count(name)}" for name in COLLECTIONS))
+
+    cache = Path(arguments.cache)
+    stored = dict(np.load(cache)) if cache.is_file() else {}
+    results = {}
+    lm = MidiLM.from_pretrained(arguments.model)
+    depth = lm.model.config.num_hidden_layers
+    layers = [layer for layer in layers if layer <= depth]
+    timing = {}
+    for label in ("fine-tuned", "untrained base"):
+        keys = [f"{label}/{layer}" for layer in layers]
+        if all(key in stored for key in keys):
+            vectors = {layer: stored[f"{label}/{layer}"] for layer in layers}
+        else:
+            if label == "untrained base":
+                base = load_base_model(lm.codec.base_model)
+                add_music_tokens(base, lm.codec)
+                lm = MidiLM(base, lm.codec, dtype=default_inference_dtype(), context_length=lm.context_length)
+            vectors, seconds, tokens = model_vectors(lm, pieces, layers, arguments.max_windows, label)
+            timing[label] = {"seconds_per_piece": float(seconds.mean()),
+                             "seconds_per_1000_tokens": float(1000 * seconds.sum() / tokens.sum()),
+                             "tokens_per_piece": float(tokens.mean())}
+            stored.update({f"{label}/{layer}": vectors[layer] for layer in layers})
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, **stored)
+        for layer in layers:
+            unit = standardized_unit(vectors[layer])
+            raw = vectors[layer] / np.linalg.norm(vectors[layer], axis=1, keepdims=True)
+            results[(label, layer)] = {
+                "collection": precision_at(unit, collections), "composer": precision_at(unit, composers),
+                "collection_raw_cosine": precision_at(raw, collections)}
+    features = feature_vectors(pieces)
+    unit = standardized_unit(features)
+    results[("features", None)] = {"collection": precision_at(unit, collections),
+                                   "composer": precision_at(unit, composers),
+                                   "collection_raw_cosine": float("nan")}
+    chance = {"collection": float(np.mean([(collections.count(c) - 1) / (len(pieces) - 1) for c in collections]))}
+
+    # Near-duplicates: how similar the most similar other piece is, at the default layer.
+    from midillm.decoding.embedding import resolve_layer
+
+    default_layer = resolve_layer(lm, None)
+    duplicate_stats = {}
+    if ("fine-tuned", default_layer) in results:
+        unit = standardized_unit(stored[f"fine-tuned/{default_layer}"])
+        similarity = unit @ unit.T
+        np.fill_diagonal(similarity, -np.inf)
+        nearest_other = similarity.max(axis=1)
+        duplicate_stats = {"nearest_other_median": float(np.median(nearest_other)),
+                           "nearest_other_p95": float(np.quantile(nearest_other, 0.95)),
+                           "nearest_other_max": float(nearest_other.max()),
+                           "pairs_at_or_above_0.97": int((np.triu(similarity, 1) >= 0.97).sum())}
+    timing["query"] = query_timing(lm.model.config.hidden_size)
+
+    lines = [f"Retrieval precision@10 on {len(pieces)} music21 pieces ({arguments.per_collection} each of "
+             f"{', '.join(COLLECTIONS)}); first {arguments.max_windows} windows of "
+             f"{lm.context_length} tokens per piece; chance (collection) {chance['collection']:.2f}.", "",
+             "| vectors | layer | P@10 collection | P@10 composer | P@10 collection, raw cosine |",
+             "|---|---|---|---|---|"]
+    for (label, layer), values in results.items():
+        raw_cosine = values["collection_raw_cosine"]
+        marker = " (default)" if layer == default_layer and label != "features" else ""
+        lines.append(f"| {label if label != 'features' else 'MusPy-style features'} | "
+                     f"{'-' if layer is None else f'{layer}/{depth}{marker}'} | {values['collection']:.3f} | "
+                     f"{values['composer']:.3f} | "
+                     f"{'-' if raw_cosine != raw_cosine else format(raw_cosine, '.3f')} |")
+    lines += ["", "Timings (this machine, 2 shared CPU cores):", ""]
+    for label, values in timing.items():
+        lines.append(f"- {label}: " + ", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                                                for key, value in values.items()))
+    if duplicate_stats:
+        lines.append(f"- nearest other piece at layer {default_layer} (standardised cosine): "
+                     + ", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                                 for key, value in duplicate_stats.items()))
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(arguments.out).write_text(text)
+    Path(arguments.out).with_suffix(".json").write_text(json.dumps(
+        {"results": {f"{label}/{layer}": values for (label, layer), values in results.items()},
+         "timing": timing, "near_duplicates": duplicate_stats, "chance": chance}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
