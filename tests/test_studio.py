@@ -20,7 +20,7 @@ import torch
 from symusic import KeySignature, Note, Score, Tempo, TimeSignature, Track
 
 from conftest import make_band_score, train_tiny_bundle
-from midillm.studio.models import LoadedModel, build_caption, caption_fields, find_models
+from midillm.studio.models import PROMPT_TASKS, LoadedModel, build_caption, caption_fields, find_models
 from midillm.studio.server import create_app
 from midillm.tokenization.codec import score_caption
 
@@ -191,7 +191,8 @@ def test_page_and_model_description(studio, tiny_bundle):
     lm = studio.models.get("tiny")
     status, info = studio.get("/api/models/tiny")
     assert status == 200
-    assert info["tasks"] == ["generate", "continue"]  # the tiny bundle was trained for no other task
+    trained_for = getattr(lm, "tasks", ("continue",))
+    assert info["tasks"] == ["generate"] + [task for task in PROMPT_TASKS if task in trained_for]
     assert info["caption"] == lm.codec.corpus.caption
     assert info["fields"]["time_signature"] == "4/4"
     assert [item["program"] for item in info["instruments"]] == lm.codec.corpus.program_list
@@ -201,6 +202,12 @@ def test_page_and_model_description(studio, tiny_bundle):
     assert status == 200
     assert caption["caption"] == "Composer: Anon\nTime signature: 3/4\nTempo: 90 BPM\nInstruments: 2 x Acoustic Grand Piano, Drums\n"
     assert_one_line(*studio.get("/api/models/other"), 400, "unknown model")
+
+
+def test_a_folder_that_fails_to_load_is_one_line(tmp_path):
+    models = LoadedModel({"broken": tmp_path})
+    with pytest.raises(ValueError, match=f"^cannot load model broken: {tmp_path} is not a midillm bundle"):
+        models.get("broken")
 
 
 def test_generation_from_nothing_gives_every_file(studio):
@@ -250,6 +257,21 @@ def test_bad_uploads_get_one_line_and_the_server_keeps_serving(studio, name, con
     assert_still_serving(studio)
 
 
+def test_an_oversized_upload_streamed_without_a_length_is_refused_too(studio):
+    import http.client
+
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.mid"\r\n\r\n'.encode()
+            + b"MThd" + bytes(int(MAX_UPLOAD_MB * 1e6) * 4) + f"\r\n--{boundary}--\r\n".encode())
+    connection = http.client.HTTPConnection(studio.url.removeprefix("http://"), timeout=30)
+    connection.request("POST", "/api/jobs", body=(body[i:i + 16384] for i in range(0, len(body), 16384)),
+                       headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, encode_chunked=True)
+    response = connection.getresponse()
+    assert_one_line(response.status, json.loads(response.read()), 413, "too large")
+    connection.close()
+    assert_still_serving(studio)
+
+
 @pytest.mark.parametrize("fields, status, words", [
     ({"temperature": "0"}, 400, ["temperature must be above 0"]),
     ({"temperature": "hot"}, 422, ["temperature"]),
@@ -262,13 +284,50 @@ def test_bad_settings_get_one_line(studio, fields, status, words):
     assert_one_line(*studio.post("/api/jobs", {"model": "tiny", **fields}), status, *words)
 
 
-def test_a_task_the_bundle_was_not_trained_for_fails_in_one_line(studio):
+def test_a_task_the_bundle_was_not_trained_for_fails_in_one_line(studio, monkeypatch):
+    lm = studio.models.get("tiny")
+    monkeypatch.setattr(type(lm), "tasks", property(lambda self: ("continue",)), raising=False)
+    assert studio.get("/api/models/tiny")[1]["tasks"] == ["generate", "continue"]
     status, job = studio.post("/api/jobs", {"model": "tiny", "task": "infill", "bars": "1-2"},
                               file=("tune.mid", small_midi()))
     assert status == 202
     job = studio.wait(job["id"])
     assert job["state"] == "error" and job["message"] == "model tiny was not trained to infill"
     assert_still_serving(studio)
+
+
+@pytest.mark.parametrize("task, fields, expected", [
+    ("infill", {"bars": "2-3"}, {"bars": (2, 3)}),
+    ("accompany", {"tracks": "Alto, Bass"}, {"tracks": ["Alto", "Bass"]}),
+    ("accompany", {}, {"tracks": None}),
+    ("arrange", {"caption": "Instruments: Flute"}, {"text": "Instruments: Flute\n"}),
+])
+def test_prompt_tasks_are_called_by_name_with_the_upload_and_the_settings(studio, monkeypatch, task, fields,
+                                                                           expected):
+    lm = studio.models.get("tiny")
+    calls = []
+
+    def fake_task(self, midi, num_samples=1, text=None, seed=0, **options):
+        calls.append({"midi": midi, "num_samples": num_samples, "text": text, "seed": seed,
+                      "temperature": self.sampling.temperature, **options})
+        return [midi] * num_samples
+
+    monkeypatch.setattr(type(lm), "tasks", property(lambda self: PROMPT_TASKS), raising=False)
+    monkeypatch.setattr(type(lm), task, fake_task, raising=False)
+    assert studio.get("/api/models/tiny")[1]["tasks"] == ["generate", *PROMPT_TASKS]
+    status, job = studio.post("/api/jobs", {"model": "tiny", "task": task, "seed": "5", "temperature": "0.7",
+                                            **fields}, file=("tune.mid", small_midi()))
+    assert status == 202, job
+    job = studio.wait(job["id"])
+    assert job["state"] == "done", job
+    (call,) = calls
+    assert call["midi"].note_num() == Score.from_midi(small_midi()).note_num()
+    assert call["num_samples"] == 1 and call["seed"] == 5 and call["temperature"] == 0.7
+    assert call["constrain"] is True
+    for name, value in expected.items():
+        assert call[name] == value
+    # No caption written: the task gets none, and uses its own default.
+    assert call["text"] == expected.get("text")
 
 
 def test_full_queue_refuses_and_both_waiting_requests_finish(studio):

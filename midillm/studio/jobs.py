@@ -222,7 +222,9 @@ class Studio:
         lm.sampling = settings  # every task starts from lm.sampling: this carries the progress hook
         try:
             common = {"num_samples": request.num_samples, "seed": request.seed}
-            sampling = {"constrain": request.constrain}
+            # Given explicitly as well as through lm.sampling: a task that builds its settings
+            # from the arguments alone still samples as asked.
+            sampling = {**request.sampling, "constrain": request.constrain}
             if request.task == "generate":
                 return lm.generate(text=request.caption, **common, **sampling)
             if request.task == "continue":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from midillm.errors import first_line
 from midillm.tokenization.codec import CODEC_CONFIG_FILE, score_caption
 
 # What a bundle can be asked to do besides sampling from nothing, in the order the page lists
@@ -84,8 +85,11 @@ class LoadedModel:
             if self._name != name:
                 from midillm.decoding.generate import MidiLM
 
-                self._lm = None  # free the old one before loading the next
-                self._lm = MidiLM.from_pretrained(path, dtype=self.dtype)
+                self._lm = self._name = None  # free the old one before loading the next
+                try:
+                    self._lm = MidiLM.from_pretrained(path, dtype=self.dtype)
+                except Exception as error:  # a broken or foreign folder: one line on the page
+                    raise StudioError(f"cannot load model {name}: {first_line(error)}") from None
                 self._name = name
             return self._lm
 

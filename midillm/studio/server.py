@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fastapi import FastAPI, File, Form, Request as HttpRequest, UploadFile
+from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -37,8 +37,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class UploadLimit:
-    """ASGI middleware: a request body over the limit is refused with one line, before the
-    multipart parser spools it anywhere (by its Content-Length, or while it streams in)."""
+    """ASGI middleware: a request body over the limit is refused with one line: by its
+    Content-Length before any of it is read, or, streamed without one, as soon as it passes."""
 
     def __init__(self, app, max_bytes: int):
         self.app = app
@@ -57,30 +57,30 @@ class UploadLimit:
         if length is not None and length.isdigit() and int(length) > limit:
             return await _error(413, self._message())(scope, receive, send)
         received = 0
-        started = False
-
-        class TooLarge(Exception):
-            pass
+        refused = False
 
         async def counted_receive():
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not refused:
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise TooLarge
+                    # A body streamed without a length: answer now; the app's own answer to the
+                    # cut-off body (a parse error) is dropped by quiet_send.
+                    refused = True
+                    await _error(413, self._message())(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def watched_send(message):
-            nonlocal started
-            started |= message["type"] == "http.response.start"
-            await send(message)
+        async def quiet_send(message):
+            if not refused:
+                await send(message)
 
         try:
-            await self.app(scope, counted_receive, watched_send)
-        except TooLarge:
-            if not started:
-                await _error(413, self._message())(scope, receive, send)
+            await self.app(scope, counted_receive, quiet_send)
+        except Exception:
+            if not refused:
+                raise
 
 
 def _plain_name(name: str | None) -> str:
