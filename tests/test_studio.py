@@ -24,7 +24,7 @@ from midillm.studio.models import PROMPT_TASKS, LoadedModel, build_caption, capt
 from midillm.studio.server import create_app
 from midillm.tokenization.codec import score_caption
 
-MAX_UPLOAD_MB = 0.05  # small, so an oversized upload is cheap to send
+MAX_UPLOAD_MB = 0.5  # small, so an oversized upload is cheap to send
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
@@ -242,8 +242,35 @@ def test_continuation_of_an_uploaded_midi_starts_with_it(studio):
     assert continued.note_num() >= prompt.note_num()
 
 
+def test_an_uploaded_recording_is_transcribed_and_continued(studio, tmp_path):
+    pytest.importorskip("basic_pitch")
+    from midillm.decoding.export import write_wav
+
+    melody = Score(480)
+    melody.tempos.append(Tempo(0, 120.0))
+    melody.time_signatures.append(TimeSignature(0, 4, 4))
+    track = Track(program=0)
+    for beat, pitch in enumerate((60, 64, 67, 72)):
+        track.notes.append(Note(beat * 480, 460, pitch, 90))
+    melody.tracks.append(track)
+    recording = write_wav(melody, tmp_path / "take.wav").read_bytes()
+    status, job = studio.post("/api/jobs", {"model": "tiny", "task": "continue", "max_new_tokens": "30"},
+                              file=("take.wav", recording))
+    assert status == 202, job
+    job = studio.wait(job["id"])
+    assert job["state"] == "done", job
+    assert job["results"][0]["title"].startswith("Continuation of take.wav")
+    continued = Score.from_midi(studio.request(job["results"][0]["files"]["mid"])[1])
+    heard = sorted(note.pitch for track in continued.tracks for note in track.notes if note.time < 4 * continued.ticks_per_quarter)
+    assert {60, 64, 67, 72} <= set(heard), heard
+    # Not audio after all: one line naming the user's file, not a temporary path.
+    status, job = studio.post("/api/jobs", {"model": "tiny", "task": "continue"}, file=("noise.wav", b"RIFF nonsense"))
+    job = studio.wait(job["id"])
+    assert job["state"] == "error" and job["message"].startswith("noise.wav") and "/tmp" not in job["message"]
+
+
 @pytest.mark.parametrize("name, content, status, words", [
-    ("big.mid", b"MThd" + bytes(int(MAX_UPLOAD_MB * 1e6) + 100_000), 413, ["too large", "0.05 MB"]),
+    ("big.mid", b"MThd" + bytes(int(MAX_UPLOAD_MB * 1e6) + 100_000), 413, ["too large", "0.5 MB"]),
     ("notes.txt", b"C D E F G", 400, ["notes.txt", "not a MIDI file"]),
     ("fake.mid", b"this is text, not MIDI", 400, ["fake.mid", "not a MIDI file"]),
     ("broken.mid", b"MThd\x00\x00\x00\x06garbage", 400, ["broken.mid", "not a readable MIDI file"]),
