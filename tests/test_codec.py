@@ -196,8 +196,9 @@ def test_constant_velocity_corpus_has_no_velocity_tokens_and_fewer_tokens_per_no
     scores = [Score(str(path)) for path in bach_midi_files]
     profile = measure_corpus(scores)
     assert profile.constant_velocity and profile.program_list == [0]
-    adaptive = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=profile, captions=False)
-    general = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, captions=False)
+    # One stream (no parts), so the comparison is of the token settings alone.
+    adaptive = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=profile, captions=False, parts=False)
+    general = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, captions=False, parts=False)
     assert not [token for token in adaptive.music_tokenizer.vocab if token.startswith("Velocity_")]
     assert [token for token in general.music_tokenizer.vocab if token.startswith("Velocity_")]
     notes = sum(score.note_num() for score in scores)
@@ -265,8 +266,13 @@ def test_bars_never_split_a_bpe_token(tiny_lm_tokenizer, bach_midi_files):
     assert len(bars) > 4
     for bar in bars:
         tokens = codec.music_tokens([codec.music_start_id, *bar])
-        assert tokens[0] == "Bar_None"
-        assert tokens.count("Bar_None") == 1
+        # Part 0 opens each bar; every part's bar is its own bar line and what follows it.
+        assert tokens[:2] == ["Part_0", "Bar_None"]
+        part_starts = [index for index, token in enumerate(tokens) if token.startswith("Part_")]
+        assert [tokens[index + 1] for index in part_starts] == ["Bar_None"] * len(part_starts)
+        assert tokens.count("Bar_None") == len(part_starts)
+        # No merged token holds a part token: each is one LM id of its own.
+        assert sum(codec.part_of_lm_id(lm_id) is not None for lm_id in bar) == len(part_starts)
 
 
 def test_text_render_round_trips_through_the_lm_tokenizer(tiny_lm_tokenizer, bach_midi_files):
@@ -299,7 +305,8 @@ def test_new_tokens_have_readable_names_and_descriptions(tiny_lm_tokenizer):
     descriptions = codec.new_token_descriptions()
     assert descriptions[lm_id] == "note C4"
     assert descriptions[codec.lm_tokenizer.convert_tokens_to_ids("<Program_-1>")] == "drums"
-    assert set(descriptions) == set(codec.music_lm_ids) | {codec.music_start_id}
+    assert set(descriptions) == set(codec.music_lm_ids) | {codec.music_start_id, codec.gap_id, codec.fill_id}
+    assert descriptions[codec.part_lm_id(1)] == "new bar of part number 2 voice"
     assert codec.lm_tokenizer.convert_tokens_to_ids(MUSIC_START) == codec.music_start_id
     assert codec.lm_tokenizer.convert_tokens_to_ids(MUSIC_END) == codec.music_end_id
 

@@ -31,8 +31,7 @@ def untrained_lm(codec):
 
 
 def token_errors(codec, ids):
-    base = [codec.music_tokenizer.vocab[token] for token in codec.music_tokens(ids)]
-    return codec.music_tokenizer.tokens_errors(base) if base else 0.0
+    return codec.token_errors(ids)
 
 
 def test_twenty_untrained_samples_all_decode_without_token_errors(untrained_lm):
@@ -96,7 +95,7 @@ def test_bad_sampling_settings_are_refused(settings, message):
 
 
 def test_missing_prompt_file_is_reported(untrained_lm, tmp_path):
-    with pytest.raises(FileNotFoundError, match="prompt file not found"):
+    with pytest.raises(FileNotFoundError, match="file not found"):
         untrained_lm.generate_ids(prompt=tmp_path / "nope.mid")
 
 

@@ -120,6 +120,18 @@ class MusicGrammar:
                 self.part_masks.append(~opens | (self.row_part == 0) | (self.row_part > current))
             self.bar_start_lm_ids = {lm_id for lm_id, row_part in zip(self.row_lm_ids, self.row_part.tolist())
                                      if row_part == 0}
+            # Part 0 carries the metre: its bar line is followed by a TimeSig, as miditok writes it.
+            row_tokens = [codec.music_token_parts[codec.music_id_of_lm_id(lm_id)] for lm_id in self.row_lm_ids[:-1]]
+            has_metres = any(token.startswith("TimeSig_") for tokens in row_tokens for token in tokens)
+            self.metre_after_part = torch.tensor(
+                [tokens[0] == "Bar_None" and (len(tokens) == 1 or tokens[1].startswith("TimeSig_"))
+                 for tokens in row_tokens] + [False]) if has_metres else None
+            self.metre_after_bar = torch.tensor(
+                [tokens[0].startswith("TimeSig_") for tokens in row_tokens] + [False]) if has_metres else None
+            # The other parts leave metre and tempo to part 0 (the codec drops theirs).
+            self.without_score_meta = torch.tensor(
+                [not any(token.split("_", 1)[0] in ("TimeSig", "Tempo") for token in tokens)
+                 for tokens in row_tokens] + [True])
         else:
             self.bar_start_lm_ids = {lm_id for lm_id, walk in self.walks.items() if walk.first_type == "Bar"}
         # Rows' first pitch (-1: none; the end row has none): in the canonical note order a run
@@ -200,6 +212,13 @@ class MusicGrammar:
         if self.parts:
             part = state[3] if len(state) > 3 else NO_PART
             mask = mask & self.part_masks[min(part + 1, len(self.part_masks) - 1)]
+            if part > 0:
+                mask = mask & self.without_score_meta
+            if part == 0 and self.metre_after_part is not None:
+                if kind == PART:
+                    mask = mask & self.metre_after_part
+                elif kind == "Bar":
+                    mask = mask & self.metre_after_bar
         return mask
 
 
@@ -295,12 +314,16 @@ class _OnsetState:
     part: int = NO_PART                     # parts: the part being written
     part_programs: dict = None              # parts: part -> its program
     bar_onsets: Counter = None              # parts: time -> notes struck there, all parts of this bar
+    bar_pairs: dict = None                  # parts: time -> (program, pitch) -> strikes, all parts
+    parts_settled: set = None               # parts: parts whose program is set (a Program or a note)
 
     def __post_init__(self):
         self.pairs = Counter() if self.pairs is None else self.pairs
         self.programs_used = set() if self.programs_used is None else self.programs_used
         self.part_programs = {} if self.part_programs is None else self.part_programs
         self.bar_onsets = Counter() if self.bar_onsets is None else self.bar_onsets
+        self.bar_pairs = {} if self.bar_pairs is None else self.bar_pairs
+        self.parts_settled = set() if self.parts_settled is None else self.parts_settled
 
 
 def _before_time(tokens: list[str], kind: str, stops: tuple[str, ...] = tuple(TIME_RESET_TYPES)) -> bool:
@@ -371,7 +394,7 @@ class CorpusConstraints:
         self.max_programs = profile.max_programs_per_piece if max_programs == -1 else max_programs
         self.no_repeats = no_repeats
         # Voices in unison on one program are music (chorales: 5% of notes); more is a stuck key.
-        self.unison = 1 if self.parts else max(1, getattr(profile, "max_unison", 1))
+        self.unison = max(1, getattr(profile, "max_unison", 1))
         # Notes before any Program token decode as program 0: it counts as used once one plays.
         self.bar_length = bar_length
         allowed_programs = set(programs) if programs else set(profile.programs) or None
@@ -406,8 +429,9 @@ class CorpusConstraints:
             [bool(tokens) and (tokens[0] == f"{PART}_0" if self.parts else token_type(tokens[0]) == "Bar")
              for tokens in parts] + [False])
         self.opens_part = grammar.row_part if self.parts else None
-        self.has_score_meta = torch.tensor(
-            [any(token_type(token) in ("TimeSig", "Tempo") for token in tokens) for tokens in parts] + [False])
+        self.has_program = torch.tensor(
+            [any(token_type(token) == "Program" for token in tokens) for tokens in parts] + [False])
+
         # Meta tokens never pile up: one tempo per onset, one metre per bar (before any time token
         # of the row, where they land on the current onset / bar).
         self.tempo_before_time = torch.tensor([_before_time(tokens, "Tempo") for tokens in parts] + [False])
@@ -451,6 +475,27 @@ class CorpusConstraints:
             self.ends_needing_note[row] = bool(tokens) and token_type(tokens[-1]) == "Program" and not seen_time
         self.static = static
         self.note_demand = self.pre_notes + self.ends_needing_note.long()
+        # Parts: a Position can go back to an onset other parts filled; what a row strikes at
+        # each Position it names (rows x positions) is checked against what is there already.
+        self.notes_at_position = None
+        if self.parts:
+            positions = max([int(token.split("_")[1]) for tokens in parts for token in tokens
+                             if token.startswith("Position_")] + [0]) + 1
+            self.notes_at_position = torch.zeros((count, positions), dtype=torch.long)
+            for row, tokens in enumerate(parts):
+                position, struck = None, False
+                for token in tokens:
+                    kind, _, value = token.partition("_")
+                    if kind == "Position":
+                        position, struck = int(value), False
+                    elif kind in TIME_RESET_TYPES:
+                        position = None
+                    elif position is not None and _note_program_and_pitch(token) is not None:
+                        self.notes_at_position[row, position] += 1
+                        struck = True
+                if position is not None and not struck:  # a Position promises a note there
+                    self.notes_at_position[row, position] += 1
+            self.rows_with_positions = self.notes_at_position.any(dim=1)
         self._program_masks: dict[int | None, torch.Tensor] = {}
         self._position_masks: dict[int, torch.Tensor] = {}
         self._new_program_masks: dict[frozenset, torch.Tensor] = {}
@@ -483,6 +528,7 @@ class CorpusConstraints:
                 state.program = int(value)
                 state.programs_used.add(state.program)
                 state.part_programs[state.part] = state.program
+                state.parts_settled.add(state.part)
             elif kind == "TimeSig":
                 self._set_metre(state, value)
                 state.signature_here = True
@@ -506,14 +552,17 @@ class CorpusConstraints:
                     state.onset_time = time
                 if self.parts:  # other parts' notes at this time count too
                     state.notes = state.bar_onsets[state.onset_time]
+                    state.pairs = state.bar_pairs.setdefault(state.onset_time, Counter())
             else:
                 note = _note_program_and_pitch(token)
                 if note is not None:
                     state.notes += 1
                     state.bar_onsets[state.onset_time] += 1
+                    state.parts_settled.add(state.part)
                     state.pairs[(state.program, note[1])] += 1
                     state.programs_used.add(state.program)
-                    state.last_onset = state.onset_time
+                    # Parts revisit earlier times of the bar: the latest onset is what time has reached.
+                    state.last_onset = max(state.last_onset, state.onset_time) if self.parts else state.onset_time
         return state
 
     def _enter_part(self, state: _OnsetState, part: int) -> None:
@@ -522,12 +571,13 @@ class CorpusConstraints:
             state.bars += 1
             state.signature_here = False
             state.bar_start = 0.0 if state.bar_start is None else state.bar_start + state.bar_quarters
-            state.bar_onsets = Counter()
+            state.bar_onsets, state.bar_pairs = Counter(), {}
         state.part = part
         state.program = state.part_programs.get(part, 0)
         state.onset_time = state.bar_start
-        state.pairs, state.tempo_here = Counter(), False
+        state.tempo_here = False
         state.notes = state.bar_onsets[state.onset_time]
+        state.pairs = state.bar_pairs.setdefault(state.onset_time, Counter())
 
     # ------------------------------------------------------------------------- masks
 
@@ -576,6 +626,11 @@ class CorpusConstraints:
             mask = mask & self._position_mask(state.bar_positions)
         if self.cap is not None:
             mask = mask & (self.note_demand <= self.cap - state.notes)
+            if self.notes_at_position is not None and state.bar_onsets and state.bar_start is not None:
+                occupied = torch.tensor([state.bar_onsets.get(state.bar_start + position * state.position_quarters, 0)
+                                         for position in range(self.notes_at_position.shape[1])])
+                crowded = ((self.notes_at_position > 0) & (self.notes_at_position + occupied > self.cap)).any(dim=1)
+                mask = mask & ~crowded
         if self.max_gap is not None and state.bar_start is not None:
             latest = state.last_onset + self.max_gap + 1e-6
             mask = mask & ((self.first_position == NO_POSITION)
@@ -596,8 +651,8 @@ class CorpusConstraints:
                         for row in self.pre_pitches_current.get((kind, pitch), ()):
                             mask[row] = False
         if self.parts:
-            if state.part > 0:  # the metre and tempo are part 0's
-                mask = mask & ~self.has_score_meta
+            if state.part in state.parts_settled:  # a part plays one instrument, named before its first note
+                mask = mask & ~self.has_program
             if self.max_parts is not None:
                 mask = mask & (self.opens_part < self.max_parts)
         if state.tempo_here:

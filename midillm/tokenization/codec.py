@@ -396,10 +396,14 @@ class MusicCodec:
         return self._lm_to_music.get(lm_id) if self.render == "tokens" else None
 
     def part_lm_id(self, number: int) -> int:
-        """The LM id of `<Part_number>` (tokens render) or of its first text piece."""
-        if self.render == "text":
-            return self.lm_tokenizer(f" {PART}_{number}", add_special_tokens=False).input_ids[0]
+        """The LM id of `<Part_number>` (tokens render)."""
         return self._music_to_lm[self.first_part_music_id + number]
+
+    def part_ids(self, number: int) -> list[int]:
+        """The LM ids that open part `number`'s bar: its one token, or in the text render its words."""
+        if self.render == "text":
+            return self.lm_tokenizer(f" {PART}_{number}", add_special_tokens=False).input_ids
+        return [self.part_lm_id(number)]
 
     def part_of_lm_id(self, lm_id: int) -> int | None:
         """The part number a `<Part_k>` id stands for (None for any other id)."""
@@ -471,15 +475,19 @@ class MusicCodec:
             return self._stream_bars(score)
         part_bars = [self._stream_bars(part, keep_score_meta=number == 0)
                      for number, part in enumerate(part_scores(score))] or [[]]
-        empty_bar = self.lm_ids_of_base_tokens(["Bar_None"])
         note_ids = self._note_lm_ids()
+        # Part 0 past its last note still opens each bar, with the metre as miditok writes it.
+        metres = [token for token in self.music_tokens([self.music_start_id] + [lm_id for bar in part_bars[0]
+                                                                               for lm_id in bar])
+                  if token.startswith("TimeSig_")]
+        empty_bar = self.lm_ids_of_base_tokens(["Bar_None"] + metres[-1:])
         bars = []
         for index in range(max(len(bars_of_part) for bars_of_part in part_bars)):
             bar = []
             for number, bars_of_part in enumerate(part_bars):
                 segment = bars_of_part[index] if index < len(bars_of_part) else []
                 if number == 0 or any(lm_id in note_ids for lm_id in segment):
-                    bar += [self.part_lm_id(number)] + (segment or empty_bar)
+                    bar += self.part_ids(number) + (segment or empty_bar)
             bars.append(bar)
         return bars
 
@@ -595,8 +603,9 @@ class MusicCodec:
             return ""
         return self.lm_tokenizer.decode(ids[:ids.index(self.music_start_id)], skip_special_tokens=True)
 
-    def _decode_parts(self, tokens: list[str], names: list[str]) -> Score:
-        """Part-by-part bars -> one track per part, on part 0's metre and tempo."""
+    def part_streams(self, tokens: list[str]) -> dict[int, list[str]]:
+        """Part-by-part base tokens -> each part's own miditok stream (a bar line for every bar it
+        skips, part 0's metre in each of its bars, no metre or tempo of its own)."""
         bars: list[dict[int, list[str]]] = []
         current = None
         for token in tokens:
@@ -611,14 +620,14 @@ class MusicCodec:
                     bars.append({})
                     current = bars[-1].setdefault(0, [])
                 current.append(token)
-        # A part's bar must start with its bar line; the score's metre and tempo are part 0's.
+
         def with_bar_line(segment):
             return segment if segment and segment[0] == "Bar_None" else ["Bar_None"] + (segment or [])
 
-        score_meta = [[token for token in with_bar_line(bar.get(0))[1:] if token.startswith("TimeSig_")]
+        # The metre that opens part 0's bar (miditok writes it right after the bar line).
+        score_meta = [[token for token in with_bar_line(bar.get(0))[1:2] if token.startswith("TimeSig_")]
                       for bar in bars]
-        merged = None
-        tracks = []
+        streams = {}
         for number in sorted({number for bar in bars for number in bar}):
             stream = []
             for bar, meta in zip(bars, score_meta):
@@ -627,6 +636,22 @@ class MusicCodec:
                     segment = [segment[0]] + meta + [token for token in segment[1:]
                                                      if token.split("_", 1)[0] not in SCORE_META_TYPES]
                 stream += segment
+            streams[number] = stream
+        return streams
+
+    def token_errors(self, ids: list[int]) -> float:
+        """miditok's share of token errors in the music of `ids` (the worst part's, with parts)."""
+        tokens = self.music_tokens(ids)
+        streams = self.part_streams(tokens) if self.parts else {0: tokens}
+        vocab = self.music_tokenizer.vocab
+        return max([self.music_tokenizer.tokens_errors([vocab[token] for token in stream])
+                    for stream in streams.values() if stream] or [0.0])
+
+    def _decode_parts(self, tokens: list[str], names: list[str]) -> Score:
+        """Part-by-part bars -> one track per part, on part 0's metre and tempo."""
+        merged = None
+        tracks = []
+        for number, stream in self.part_streams(tokens).items():
             decoded = self._decode_stream(stream)
             if merged is None:
                 merged = Score(decoded.ticks_per_quarter)
