@@ -386,7 +386,7 @@ class CorpusConstraints:
                  pitch_ranges: bool = True, bar_length: bool = True, time_signatures: bool = True,
                  max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1):
         self.grammar = grammar
-        self.parts = grammar.parts
+        self.with_parts = grammar.parts
         self.max_parts = (getattr(profile, "max_parts", 0) or None) if max_parts == -1 else max_parts
         tokenizer = grammar.codec.music_tokenizer
         self.positions_per_beat = tokenizer.config.max_num_pos_per_beat
@@ -426,9 +426,9 @@ class CorpusConstraints:
             None if max_gap == -1 else max_gap)
         # The rows that open a new bar: a bar line, or with parts `<Part_0>`.
         self.starts_with_bar = torch.tensor(
-            [bool(tokens) and (tokens[0] == f"{PART}_0" if self.parts else token_type(tokens[0]) == "Bar")
+            [bool(tokens) and (tokens[0] == f"{PART}_0" if self.with_parts else token_type(tokens[0]) == "Bar")
              for tokens in parts] + [False])
-        self.opens_part = grammar.row_part if self.parts else None
+        self.opens_part = grammar.row_part if self.with_parts else None
         self.has_program = torch.tensor(
             [any(token_type(token) == "Program" for token in tokens) for tokens in parts] + [False])
 
@@ -478,7 +478,7 @@ class CorpusConstraints:
         # Parts: a Position can go back to an onset other parts filled; what a row strikes at
         # each Position it names (rows x positions) is checked against what is there already.
         self.notes_at_position = None
-        if self.parts:
+        if self.with_parts:
             positions = max([int(token.split("_")[1]) for tokens in parts for token in tokens
                              if token.startswith("Position_")] + [0]) + 1
             self.notes_at_position = torch.zeros((count, positions), dtype=torch.long)
@@ -519,10 +519,10 @@ class CorpusConstraints:
             return state
         for token in self.parts[row]:
             kind, _, value = token.partition("_")
-            if self.parts and kind == PART:
+            if self.with_parts and kind == PART:
                 self._enter_part(state, int(value))
                 continue
-            if self.parts and kind == "Bar":
+            if self.with_parts and kind == "Bar":
                 continue  # a part's own bar line: the part token already placed it
             if kind == "Program":
                 state.program = int(value)
@@ -550,7 +550,7 @@ class CorpusConstraints:
                     state.notes, state.pairs, state.tempo_here = 0, Counter(), False
                 if time is not None:
                     state.onset_time = time
-                if self.parts:  # other parts' notes at this time count too
+                if self.with_parts:  # other parts' notes at this time count too
                     state.notes = state.bar_onsets[state.onset_time]
                     state.pairs = state.bar_pairs.setdefault(state.onset_time, Counter())
             else:
@@ -562,7 +562,7 @@ class CorpusConstraints:
                     state.pairs[(state.program, note[1])] += 1
                     state.programs_used.add(state.program)
                     # Parts revisit earlier times of the bar: the latest onset is what time has reached.
-                    state.last_onset = max(state.last_onset, state.onset_time) if self.parts else state.onset_time
+                    state.last_onset = max(state.last_onset, state.onset_time) if self.with_parts else state.onset_time
         return state
 
     def _enter_part(self, state: _OnsetState, part: int) -> None:
@@ -650,7 +650,7 @@ class CorpusConstraints:
                     for kind in ("Pitch", "NoteOn", "PitchDrum", "DrumOn"):
                         for row in self.pre_pitches_current.get((kind, pitch), ()):
                             mask[row] = False
-        if self.parts:
+        if self.with_parts:
             if state.part in state.parts_settled:  # a part plays one instrument, named before its first note
                 mask = mask & ~self.has_program
             if self.max_parts is not None:
