@@ -21,7 +21,7 @@ from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenal
 from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE
 from midillm.errors import first_line
 from midillm.tokenization import MusicCodec
-from midillm.tokenization.codec import CODEC_CONFIG_FILE, names_in_caption
+from midillm.tokenization.codec import CODEC_CONFIG_FILE, names_in_caption, part_names
 from midillm.tokenization.dataset import caption_budget
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar, programs_named_in
@@ -52,18 +52,26 @@ class _BarPlan:
     exact_bars: int | None = None
     given_bars: list[list[int]] | None = None
     given_parts: int = 0
+    row_metre: torch.Tensor | None = None  # infill: the metre each row writes (-1: none)
+    metres: list[int] | None = None        # infill: each new bar's metre (as in row_metre), kept from the piece
     bars_done: int = 0
     part: int = -1                      # the part being written
     queue: list[int] = field(default_factory=list)  # given ids still to write, as rows
 
+    @property
+    def done(self) -> bool:
+        return self.bars_done >= (self.exact_bars if self.exact_bars is not None else len(self.given_bars or []))
+
     def allowed_rows(self) -> torch.Tensor:
-        total = self.exact_bars if self.exact_bars is not None else len(self.given_bars or [])
         allowed = torch.ones(len(self.row_part), dtype=torch.bool)
-        allowed[self.bar_row if self.bars_done >= total else self.end_row] = False
+        allowed[self.bar_row if self.done else self.end_row] = False
+        if self.metres and self.row_metre is not None:  # new bars keep the piece's metre: the bars after fit
+            bar = min(max(self.bars_done - 1, 0), len(self.metres) - 1)
+            allowed &= (self.row_metre < 0) | (self.row_metre == self.metres[bar])
         if 0 <= self.part < self.given_parts:  # a given part's bar is complete: on to the others
             opens = self.row_part
             allowed &= (opens >= self.given_parts) | (opens == 0)
-            allowed[self.end_row] = self.bars_done >= total
+            allowed[self.end_row] = self.done
         return allowed
 
     def record(self, row: int, forced: bool) -> None:
@@ -267,7 +275,8 @@ class MidiLM:
             return self.codec.corpus.caption or None
         return text
 
-    def constraints(self, text: str | None = None, programs: list[int] | None = None) -> CorpusConstraints | None:
+    def constraints(self, text: str | None = None, programs: list[int] | None = None,
+                    min_bars: int | None = -1) -> CorpusConstraints | None:
         """The corpus constraints for a caption (its instruments, if it names any, else the
         corpus's programs) or explicit `programs`; None when the codec knows no corpus."""
         if self.codec.corpus is None:
@@ -277,7 +286,7 @@ class MidiLM:
         named_parts = len(names_in_caption(text)) if self.codec.parts else 0
         return CorpusConstraints(self.grammar, self.codec.corpus,
                                  programs=programs or programs_named_in(text) or None,
-                                 max_parts=named_parts or -1)
+                                 max_parts=named_parts or -1, min_bars=min_bars)
 
     # ------------------------------------------------------------------------- sampling
 
@@ -310,7 +319,8 @@ class MidiLM:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         if prompt_ids is None:
             prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
-        constraints = self.constraints(text, programs) if constrain else None
+        # A task's plan says when its music ends, not the corpus's shortest piece.
+        constraints = self.constraints(text, programs, min_bars=None if plans else -1) if constrain else None
         grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True,
                                                    constraints=constraints)
         program_mask = self._program_mask(programs)
@@ -339,8 +349,10 @@ class MidiLM:
             if plans is not None:
                 for row, plan in enumerate(plans):
                     planned = logits[row].masked_fill(~plan.allowed_rows(), float("-inf"))
-                    if torch.isfinite(planned).any():
-                        logits[row] = planned
+                    if not torch.isfinite(planned).any():  # the plan wins: the piece ends or a bar opens
+                        planned = torch.full_like(planned, float("-inf"))
+                        planned[plan.end_row if plan.done else plan.bar_row] = 0.0
+                    logits[row] = planned
             logits = warpers(new_rows, logits)
             chosen_rows = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
             if plans is not None:  # given music is written as given, not sampled
@@ -366,6 +378,8 @@ class MidiLM:
         self.last_generation = [
             {"ended": bool(ended), "new_tokens": int(count), "masked_mass": float(mass / max(int(count), 1))}
             for ended, count, mass in zip(finished.tolist(), new_tokens.tolist(), masked_mass.tolist())]
+        for record, plan in zip(self.last_generation, plans or []):
+            record["bars"] = plan.bars_done  # bars of a task's plan (infill: the new bars)
         return [self._trim(row.tolist()) for row in sequences]
 
     def _slide_window(self, sequences: torch.Tensor, prompt_ids: list[int]):
@@ -475,6 +489,9 @@ class MidiLM:
         settings = settings.updated(max_new_tokens=min(settings.max_new_tokens * 4,
                                                        self.context_length - len(prompt)))
         plans = [self._plan(exact_bars=gap_bars) for _ in range(num_samples)]
+        row_metre, metres = self._bar_metres(piece_bars[gap_start:gap_start + gap_bars])
+        for plan in plans:
+            plan.row_metre, plan.metres = row_metre, metres
         rows = self.generate_ids(num_samples, settings=settings, seed=seed, constrain=constrain, prompt_ids=prompt,
                                  text=text if text is not None else self.codec.caption(score), plans=plans)
         scores = []
@@ -484,7 +501,7 @@ class MidiLM:
                      + [lm_id for bar in piece_bars[:gap_start] for lm_id in bar] + middle
                      + [lm_id for bar in piece_bars[gap_start + gap_bars:] for lm_id in bar]
                      + [self.codec.music_end_id])
-            scores.append(self.codec.decode(whole))
+            scores.append(self.codec.decode(whole, names=part_names(score)))
         return scores
 
     def accompany(self, midi, tracks: list[str] | None = None, num_samples: int = 1, text: str | None = None,
@@ -517,8 +534,6 @@ class MidiLM:
 
     def _accompany(self, score: Score, tracks, num_samples, text, seed, constrain, sampling,
                    keep_style: bool) -> list[Score]:
-        from midillm.tokenization.codec import names_in_caption, part_names
-
         given = select_tracks(score, tracks)
         given_names = part_names(given)
         # The caption: the user's fields, then the melody's own key, metre and tempo, then the
@@ -556,7 +571,8 @@ class MidiLM:
             music = self.codec.music_part(row)
             # Out of tokens before the given music ended: the rest is written as given.
             music += [lm_id for bar in given_bars[plan.bars_done:] for lm_id in bar]
-            score = self.codec.decode(caption + [self.codec.music_start_id] + music + [self.codec.music_end_id])
+            score = self.codec.decode(caption + [self.codec.music_start_id] + music + [self.codec.music_end_id],
+                                      names=given_names + others)
             if not keep_style:  # an arrangement's parts play the instruments they are named after
                 for track in list(score.tracks)[len(given.tracks):]:
                     program = programs_named_in(f"Instruments: {track.name}")
@@ -574,6 +590,23 @@ class MidiLM:
             plan.bars_done = 1
             plan.part = max(part for part in map(self.codec.part_of_lm_id, given_bars[0]) if part is not None)
         return plan
+
+    def _bar_metres(self, bars: list[list[int]]) -> tuple[torch.Tensor, list[int]]:
+        """The metre each row writes (an index, -1: none) and the metre of each of `bars`."""
+        names: dict[str, int] = {}
+        row_metre = []
+        for lm_id in self.grammar.row_lm_ids:
+            music_id = self.codec.music_id_of_lm_id(lm_id)
+            tokens = self.codec.music_token_parts[music_id] if music_id is not None else []
+            metre = next((token for token in tokens if token.startswith("TimeSig_")), None)
+            row_metre.append(names.setdefault(metre, len(names)) if metre else -1)
+        metres, current = [], -1
+        for bar in bars:
+            metre = next((token for token in self.codec.music_tokens([self.codec.music_start_id, *bar])
+                          if token.startswith("TimeSig_")), None)
+            current = names.get(metre, current) if metre else current
+            metres.append(current)
+        return torch.tensor(row_metre), metres
 
     def _caption_ids(self, text: str | None) -> list[int]:
         if not text or not self.codec.captions:

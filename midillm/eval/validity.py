@@ -82,7 +82,12 @@ def token_errors_by_type(tokenizer, tokens: list[str]) -> dict[str, int]:
 def sample_validity(codec, ids: list[int]) -> dict:
     """One generated id sequence: decodes?, notes, tokens and token errors by kind."""
     tokens = codec.music_tokens(ids)
-    errors = token_errors_by_type(codec.music_tokenizer, tokens)
+    # With parts, each part is its own miditok stream; errors add up over the parts.
+    streams = codec.part_streams(tokens).values() if getattr(codec, "parts", False) else [tokens]
+    errors = dict.fromkeys(ERROR_TYPES, 0)
+    for stream in streams:
+        for kind, count in token_errors_by_type(codec.music_tokenizer, stream).items():
+            errors[kind] += count
     try:
         score = codec.decode(ids)
         decoded, notes, error = True, score.note_num(), None

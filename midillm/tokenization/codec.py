@@ -237,6 +237,9 @@ def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> st
     for label, key in (("Title", "title"), ("Composer", "composer"), ("Genre", "genre")):
         if metadata.get(key):
             lines.append(f"{label}: {metadata[key]}")
+    # The parts' names come early: a caption cut to the row's caption budget keeps them.
+    if any(track.name.strip() for track in score.tracks if track.note_num()):
+        lines.append("Parts: " + ", ".join(part_names(score)))
     key = metadata.get("key")
     if not key and len(score.key_signatures):
         signature = score.key_signatures[0]
@@ -260,8 +263,6 @@ def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> st
         counted = {name: instruments.count(name) for name in dict.fromkeys(instruments)}
         lines.append("Instruments: " + ", ".join(
             f"{count} x {name}" if count > 1 else name for name, count in counted.items()))
-    if any(track.name.strip() for track in score.tracks if track.note_num()):
-        lines.append("Parts: " + ", ".join(part_names(score)))
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -576,13 +577,14 @@ class MusicCodec:
                 tokens.extend(self.music_token_parts[music_id])
         return tokens
 
-    def decode(self, ids: list[int]) -> Score:
-        """LM ids -> symusic Score. Captions, delimiters and non-music ids are ignored."""
+    def decode(self, ids: list[int], names: list[str] | None = None) -> Score:
+        """LM ids -> symusic Score. Captions, delimiters and non-music ids are ignored, but for
+        the caption's "Parts:" line, which names the parts (`names` overrides it)."""
         tokens = self.music_tokens(ids)
         if not tokens:
             return Score(self.music_tokenizer.time_division)
         if self.parts:
-            score = self._decode_parts(tokens, names_in_caption(self._caption_text(ids)))
+            score = self._decode_parts(tokens, names if names is not None else names_in_caption(self._caption_text(ids)))
         else:
             score = self._decode_stream(tokens)
         if self.corpus is not None and self.corpus.constant_velocity and self.corpus.velocities \

@@ -1,0 +1,285 @@
+"""Tracks keep their identity, and work on music the user already has: infill, accompany, arrange.
+
+The guarantees are checked on the notes themselves: what was given comes back unchanged (same
+track, onset, pitch, duration), an infilled gap has exactly the bars asked for, and a model
+whose rows never taught a task refuses it in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from symusic import Score
+
+from conftest import train_tiny_bundle
+from midillm.cli import main
+from midillm.decoding.generate import MidiLM, TaskError
+from midillm.tokenization.codec import CODEC_CONFIG_FILE, MusicCodec
+
+
+def notes_of(track, ticks_per_quarter: int) -> list[tuple[float, int, float]]:
+    """(onset, pitch, duration) in quarter notes: comparable across time resolutions."""
+    return sorted((note.time / ticks_per_quarter, note.pitch, note.duration / ticks_per_quarter)
+                  for note in track.notes)
+
+
+def one_error_line(stderr: str, message: str) -> bool:
+    """One `midillm: error:` line holding `message`, and no traceback (progress bars aside)."""
+    errors = [line for line in stderr.splitlines() if line.startswith("midillm: error:")]
+    return len(errors) == 1 and message in errors[0] and "Traceback" not in stderr
+
+
+def track_named(score: Score, name: str):
+    matches = [track for track in score.tracks if track.name == name and track.note_num()]
+    assert len(matches) == 1, [track.name for track in score.tracks]
+    return matches[0]
+
+
+# ----------------------------------------------------------------------------- tracks keep identity
+
+
+def test_chorales_decode_to_their_named_voices(tiny_lm_tokenizer, bach_midi_files):
+    from midillm.tokenization.profile import measure_corpus
+
+    # Corpus-adapted, as `prepare` builds it: its durations hold the chorales' long final chords.
+    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer,
+                              corpus=measure_corpus(Score(str(path)) for path in bach_midi_files))
+    for path in bach_midi_files[:6]:
+        score = Score(str(path))
+        decoded = codec.decode(codec.encode(score))
+        played = [track for track in score.tracks if track.note_num()]
+        assert [track.name for track in decoded.tracks] == [track.name for track in played]
+        assert {"Soprano", "Alto", "Tenor", "Bass"} <= {track.name for track in decoded.tracks}
+        for original, back in zip(played, decoded.tracks):
+            assert notes_of(back, decoded.ticks_per_quarter) == notes_of(original, score.ticks_per_quarter)
+
+
+@pytest.mark.parametrize("vocab_size", [0, 900])
+def test_multitrack_files_keep_their_tracks(tiny_lm_tokenizer, band_midi_files, vocab_size):
+    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer)
+    codec.train_bpe(band_midi_files, vocab_size)
+    kept = total = 0
+    for path in band_midi_files:
+        score = Score(str(path))
+        decoded = codec.decode(codec.encode(score))
+        played = [track for track in score.tracks if track.note_num()]
+        assert len(decoded.tracks) == len(played)
+        for original, back in zip(played, decoded.tracks):
+            assert (back.program, back.is_drum, back.name) == (original.program, original.is_drum, original.name)
+            wanted = set(notes_of(original, score.ticks_per_quarter))
+            kept += len(wanted & set(notes_of(back, decoded.ticks_per_quarter)))
+            total += len(wanted)
+        # The metre and tempo changes are the score's, and every part follows them.
+        assert [(signature.numerator, signature.denominator) for signature in decoded.time_signatures] == [(4, 4), (3, 4)]
+    assert kept / total >= 0.99
+
+
+def test_one_stream_codecs_still_merge_tracks_of_one_program(tiny_lm_tokenizer, bach_midi_files):
+    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, parts=False)
+    decoded = codec.decode(codec.encode(bach_midi_files[0]))
+    assert len(decoded.tracks) == 1 and not codec.parts
+
+
+# ----------------------------------------------------------------------------- a bundle that learned the tasks
+
+
+def trio_score(seed: int, bars: int = 8) -> Score:
+    """Melody, bass and piano, named, in 4/4 then 3/4: light enough for 256-token rows."""
+    import random
+
+    from symusic import Note, Tempo, TimeSignature, Track
+
+    rng = random.Random(seed)
+    tpq = 480
+    score = Score(tpq)
+    score.tempos.append(Tempo(0, 100.0))
+    score.time_signatures.extend([TimeSignature(0, 4, 4), TimeSignature(4 * tpq * (bars // 2), 3, 4)])
+    tracks = {name: Track(name=name, program=program) for name, program in
+              (("Melody", 73), ("Bass", 33), ("Piano", 0))}
+    time = 0
+    for bar in range(bars):
+        beats = 4 if bar < bars // 2 else 3
+        for beat in range(beats):
+            onset = time + beat * tpq
+            tracks["Melody"].notes.append(Note(onset, tpq, rng.randint(67, 84), 90))
+            tracks["Piano"].notes.append(Note(onset, tpq, rng.randint(55, 64), 70))
+        tracks["Bass"].notes.append(Note(time, beats * tpq, rng.randint(36, 48), 80))
+        time += beats * tpq
+    score.tracks.extend(list(tracks.values()))
+    return score
+
+
+def test_prepare_mixes_the_tasks_in_by_default():
+    from midillm.tokenization.dataset import PrepareConfig
+
+    config = PrepareConfig(source="music21:bach", out="unused")
+    assert config.infill_ratio > 0 and config.accompany_ratio > 0
+
+
+@pytest.fixture(scope="module")
+def task_data(tiny_models, tmp_path_factory) -> Path:
+    from midillm.tokenization.dataset import PrepareConfig, prepare
+
+    folder = tmp_path_factory.mktemp("trio")
+    for seed in range(12):
+        trio_score(seed).dump_midi(folder / f"trio{seed}.mid")
+    out = tmp_path_factory.mktemp("trio-data")
+    report = prepare(PrepareConfig(source=str(folder), out=str(out), base_model=str(tiny_models["tied"]),
+                                   vocab_size=0, seq_len=256, infill_ratio=1.0, accompany_ratio=1.0,
+                                   num_workers=1), log=lambda *_: None)
+    assert report["tasks"] == ["continue", "infill", "accompany", "arrange"]
+    assert report["train_examples_by_task"]["infill"] > 0 and report["train_examples_by_task"]["accompany"] > 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def task_bundle(tiny_models, task_data, tmp_path_factory):
+    return train_tiny_bundle(tiny_models["tied"], task_data, tmp_path_factory.mktemp("task-bundle"), max_steps=40)
+
+
+@pytest.fixture(scope="module")
+def task_lm(task_bundle):
+    return MidiLM.from_pretrained(task_bundle, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def band_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("trio-input") / "trio.mid"
+    trio_score(seed=42, bars=6).dump_midi(path)
+    return path
+
+
+def bar_starts(score: Score) -> list[float]:
+    """Start of each bar in quarter notes, from the score's metres (4/4 then 3/4 in the band)."""
+    starts, time = [], 0.0
+    signatures = [(signature.time / score.ticks_per_quarter, signature.numerator * 4 / signature.denominator)
+                  for signature in score.time_signatures]
+    end = score.end() / score.ticks_per_quarter
+    while time < end + 1e-9:
+        starts.append(time)
+        length = [length for start, length in signatures if start <= time + 1e-9][-1]
+        time += length
+    return starts
+
+
+def test_infill_keeps_everything_outside_the_gap_and_fills_exactly_its_bars(task_lm, band_file):
+    given = task_lm.codec.decode(task_lm.codec.encode(band_file))  # the input as the codec sees it
+    starts = bar_starts(given)
+    gap_start, gap_end = starts[1], starts[3]  # bars 2-3
+    results = task_lm.infill(band_file, "2-3", num_samples=3, seed=1, max_new_tokens=120)
+    assert len(results) == 3
+    for result in results:
+        assert [track.name for track in result.tracks][:len(given.tracks)] == [track.name for track in given.tracks]
+        for original in given.tracks:
+            back = track_named(result, original.name) if sum(
+                track.name == original.name for track in given.tracks) == 1 else None
+            if back is None:
+                continue
+            outside = [note for note in notes_of(original, given.ticks_per_quarter)
+                       if not gap_start <= note[0] < gap_end]
+            written = [note for note in notes_of(back, result.ticks_per_quarter)
+                       if not gap_start <= note[0] < gap_end]
+            assert written == outside, original.name
+        # The new music lies inside the gap: exactly two bars, no more, no fewer.
+        new_onsets = [note.time / result.ticks_per_quarter for track in result.tracks for note in track.notes
+                      if gap_start <= note.time / result.ticks_per_quarter < gap_end]
+        assert new_onsets, "the gap was left empty"
+
+
+def test_infill_writes_exactly_the_bars_asked(task_lm, band_file):
+    for bars, count in (("2-2", 1), ("3-5", 3)):
+        results = task_lm.infill(band_file, bars, num_samples=2, seed=3, max_new_tokens=150)
+        assert len(results) == 2
+        for record in task_lm.last_generation:
+            assert record["ended"], "the infill stopped on the token budget instead of after its bars"
+            assert record["bars"] == count
+
+
+def test_accompany_keeps_the_given_track_exactly(task_lm, band_file):
+    given = task_lm.codec.decode(task_lm.codec.encode(band_file))
+    kept = track_named(given, "Bass")
+    results = task_lm.accompany(band_file, ["Bass"], num_samples=2, seed=0, max_new_tokens=300)
+    for result in results:
+        assert result.tracks[0].name == "Bass"
+        assert notes_of(result.tracks[0], result.ticks_per_quarter) == notes_of(kept, given.ticks_per_quarter)
+        assert (result.tracks[0].program, result.tracks[0].is_drum) == (kept.program, kept.is_drum)
+
+
+def test_arrange_keeps_the_melody_exactly(task_lm, band_file):
+    given = task_lm.codec.decode(task_lm.codec.encode(band_file))
+    melody = track_named(given, "Melody")
+    results = task_lm.arrange(band_file, "Instruments: Electric Bass (finger), Acoustic Guitar (steel)",
+                              tracks=["Melody"], num_samples=1, seed=0, max_new_tokens=300)
+    result = results[0]
+    assert result.tracks[0].name == "Melody"
+    assert notes_of(result.tracks[0], result.ticks_per_quarter) == notes_of(melody, given.ticks_per_quarter)
+
+
+def test_task_commands_write_scores(task_bundle, band_file, tmp_path, capsys):
+    assert main(["infill", str(task_bundle), "--midi", str(band_file), "--bars", "2-3",
+                 "--out", str(tmp_path / "infill"), "--max-new-tokens", "100"]) == 0
+    assert main(["accompany", str(task_bundle), "--midi", str(band_file), "--tracks", "Bass",
+                 "--out", str(tmp_path / "accompany"), "--max-new-tokens", "200"]) == 0
+    assert main(["arrange", str(task_bundle), "--midi", str(band_file), "--tracks", "Melody",
+                 "--text", "Instruments: Electric Bass (finger)", "--out", str(tmp_path / "arrange"),
+                 "--max-new-tokens", "200"]) == 0
+    for folder in ("infill", "accompany", "arrange"):
+        score = Score(str(tmp_path / folder / "sample-000.mid"))
+        assert score.note_num() > 0
+    assert "Bass" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["infill", "--bars", "5-2"], "not a range of bars"),
+    (["infill", "--bars", "0-1"], "not a range of bars"),
+    (["infill", "--bars", "five"], "bars must look like 5-8"),
+    (["infill", "--bars", "4-40"], "outside the piece"),
+    (["accompany", "--tracks", "Soprano"], "no track named 'Soprano'"),
+    (["arrange", "--tracks", "Tuba", "--text", "Instruments: Violin"], "no track named 'Tuba'"),
+])
+def test_bad_requests_are_one_line(task_bundle, band_file, tmp_path, capsys, arguments, message):
+    command, *rest = arguments
+    code = main([command, str(task_bundle), "--midi", str(band_file), "--out", str(tmp_path / "out"), *rest])
+    error = capsys.readouterr().err
+    assert code == 1
+    assert one_error_line(error, message)
+
+
+def test_not_a_midi_file_is_one_line(task_bundle, tmp_path, capsys):
+    text = tmp_path / "notes.mid"
+    text.write_text("not music")
+    assert main(["accompany", str(task_bundle), "--midi", str(text), "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert one_error_line(error, "not a readable MIDI file")
+
+
+def test_a_model_without_the_task_rows_refuses_in_one_line(task_bundle, tiny_models, band_midi_files,
+                                                           tmp_path, band_file, capsys):
+    from midillm.tokenization.dataset import PrepareConfig, prepare
+
+    # prepare with the task ratios at 0 records that the rows teach continuation only.
+    report = prepare(PrepareConfig(source=str(band_midi_files[0].parent), out=str(tmp_path / "data"),
+                                   base_model=str(tiny_models["tied"]), vocab_size=0, seq_len=128,
+                                   infill_ratio=0, accompany_ratio=0, num_workers=1), log=lambda *_: None)
+    assert report["tasks"] == ["continue"]
+    assert report["train_examples_by_task"]["infill"] == report["train_examples_by_task"]["accompany"] == 0
+    # Such a bundle (here: the task bundle with its codec saying so) refuses each task.
+    plain = tmp_path / "plain-bundle"
+    shutil.copytree(task_bundle, plain)
+    config = json.loads((plain / CODEC_CONFIG_FILE).read_text())
+    config["tasks"] = report["tasks"]
+    (plain / CODEC_CONFIG_FILE).write_text(json.dumps(config))
+    lm = MidiLM.from_pretrained(plain, dtype=torch.float32)
+    assert lm.tasks == ("continue",)
+    with pytest.raises(TaskError, match="cannot infill"):
+        lm.infill(band_file, "2-3")
+    for command, extra in (("infill", ["--bars", "2-3"]), ("accompany", []),
+                           ("arrange", ["--text", "Instruments: Violin"])):
+        assert main([command, str(plain), "--midi", str(band_file), "--out", str(tmp_path / command), *extra]) == 1
+        error = capsys.readouterr().err
+        assert one_error_line(error, f"cannot {command}") and "-ratio above 0" in error
+
