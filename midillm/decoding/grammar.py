@@ -412,6 +412,7 @@ class CorpusConstraints:
         self.pre_notes = torch.zeros(count, dtype=torch.long)   # notes added to the current onset
         self.ends_needing_note = torch.zeros(count, dtype=torch.bool)
         self.first_position = torch.full((count,), NO_POSITION, dtype=torch.long)
+        self.last_position = torch.full((count,), NO_POSITION, dtype=torch.long)  # before any bar line
         self.pre_pitches_current: dict[tuple[str, int], list[int]] = {}  # under the program in effect
         self.pre_pairs_explicit: dict[tuple[int, int], list[int]] = {}
         program_index = {program: index for index, program in enumerate(sorted(
@@ -441,6 +442,7 @@ class CorpusConstraints:
         self.min_bars = (profile.bars[0] if profile.bars else 0) if min_bars == -1 else (min_bars or 0)
         for row, tokens in enumerate(parts):
             seen_time, onset_notes, onset_pairs, program = False, 0, Counter(), None
+            seen_bar = False
             for token in tokens:
                 kind, _, value = token.partition("_")
                 if kind == "Program":
@@ -453,6 +455,10 @@ class CorpusConstraints:
                 elif kind in TIME_RESET_TYPES:
                     if not seen_time and kind == "Position":
                         self.first_position[row] = int(value)
+                    if kind in ("Bar", PART, "Track"):
+                        seen_bar = True
+                    elif kind == "Position" and not seen_bar:  # a merge may hold several Positions
+                        self.last_position[row] = max(int(self.last_position[row]), int(value))
                     seen_time, onset_notes, onset_pairs = True, 0, Counter()
                 else:
                     note = _note_program_and_pitch(token)
@@ -609,7 +615,8 @@ class CorpusConstraints:
 
     def _position_mask(self, bar_positions: int) -> torch.Tensor:
         if bar_positions not in self._position_masks:
-            self._position_masks[bar_positions] = self.first_position < bar_positions
+            self._position_masks[bar_positions] = (self.first_position < bar_positions) & (
+                self.last_position < bar_positions)
         return self._position_masks[bar_positions]
 
     def _new_program_mask(self, used: frozenset) -> torch.Tensor:
