@@ -111,6 +111,7 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
         log(f"{stem}: {score.note_num()} notes, {check['bars'] if check else '?'} bars, "
             f"{'ended' if lm.last_generation[index]['ended'] else 'cut by the token budget'}, {verdict} -> "
             + ", ".join(f"{stem.name}.{fmt}" for fmt in FORMATS))
+    harmonised = _harmonise_a_held_out_melody(lm, report, samples_dir, log)
     # The card shows the first sample with notes (what the user just heard), not a new one.
     shown = next((index for index, (_, notes) in enumerate(written) if notes), 0)
     card_score = lm.codec.decode(ids[shown])
@@ -133,12 +134,42 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     timings["total"] = time.time() - started
 
     summary = metrics["summary"]
-    result = {"showcase_sane": showcase_sane, "showcase_samples": num_samples,
+    result = {"showcase_sane": showcase_sane, "showcase_samples": num_samples, "harmonised": harmonised,
               "bundle": bundle, "data": data, "samples": samples_dir, "eval": eval_dir,
               "report": eval_dir / "report.html", "metrics": eval_dir / "metrics.json", "card": card,
               "summary": summary, "timings": timings}
     _print_summary(result, log)
     return result
+
+
+def _harmonise_a_held_out_melody(lm, report: dict, samples_dir: Path, log) -> dict | None:
+    """The first held-out piece's top part (a chorale's soprano) harmonised by the model, next
+    to the composer's own setting: samples/harmonised-000.* and samples/reference-000.*."""
+    from symusic import Score
+
+    from midillm.decoding.export import export_score
+    from midillm.eval.sanity import sample_sanity
+
+    if "accompany" not in lm.tasks:
+        return None
+    for piece in report["pieces"]:
+        if piece["split"] != "test":
+            continue
+        score = Score(piece["path"])
+        played = [track for track in score.tracks if track.note_num()]
+        if len(played) < 2 or not played[0].name:
+            continue
+        reference = lm.codec.decode(lm.codec.encode(score))
+        result = lm.accompany(reference, [played[0].name], seed=0, max_new_tokens=1024)[0]
+        check = sample_sanity(result, lm.codec.corpus, lm.last_generation[0])
+        export_score(result, samples_dir / "harmonised-000", FORMATS)
+        export_score(reference, samples_dir / "reference-000", FORMATS)
+        log(f"{samples_dir / 'harmonised-000'}: the {played[0].name} of held-out {piece['name']} harmonised "
+            f"({', '.join(track.name for track in result.tracks)}), "
+            f"{'sane' if check['sane'] else 'NOT sane: ' + ', '.join(check['reasons'])}; "
+            f"the composer's own setting: {samples_dir / 'reference-000'}")
+        return {"piece": piece["name"], "melody": played[0].name, "sane": check["sane"]}
+    return None
 
 
 def _print_summary(result: dict, log) -> None:
@@ -150,6 +181,10 @@ def _print_summary(result: dict, log) -> None:
     log(f"  samples:       {result['samples']}/sample-*.mid, .musicxml, .wav, .png")
     log(f"  eval report:   {result['report']}  (numbers: {result['metrics']})")
     log(f"Showcase: {result['showcase_sane']} of {result['showcase_samples']} samples sane")
+    if result.get("harmonised"):
+        harmonised = result["harmonised"]
+        log(f"Harmonised the {harmonised['melody']} of held-out {harmonised['piece']}: "
+            f"{'sane' if harmonised['sane'] else 'not sane'} (samples/harmonised-000.*, beside reference-000.*)")
     log("Metrics (held-out chorales):")
     log(f"  sane samples:             {_format(summary.get('sane_share'), percent=True)} with the corpus constraints, "
         f"{_format(summary.get('sane_share_model_alone'), percent=True)} with the model alone "

@@ -283,3 +283,84 @@ def test_a_model_without_the_task_rows_refuses_in_one_line(task_bundle, tiny_mod
         error = capsys.readouterr().err
         assert one_error_line(error, f"cannot {command}") and "-ratio above 0" in error
 
+
+
+# ----------------------------------------------------------------------------- task evaluation
+
+
+def two_voices(upper: list[int], lower: list[int]) -> Score:
+    from symusic import Note, Track
+
+    score = Score(480)
+    for name, pitches in (("Soprano", upper), ("Bass", lower)):
+        track = Track(name=name, program=0)
+        for beat, pitch in enumerate(pitches):
+            track.notes.append(Note(beat * 480, 480, pitch, 80))
+        score.tracks.append(track)
+    return score
+
+
+def test_parallel_fifths_and_octaves_are_counted():
+    from midillm.eval.tasks import parallel_motion
+
+    # C5/F4 -> D5/G4: a fifth moving to a fifth in the same direction.
+    assert parallel_motion(two_voices([72, 74], [65, 67])) == {"moves": 1, "parallels": 1}
+    # Octaves in parallel, then contrary motion from an octave to a tenth.
+    assert parallel_motion(two_voices([72, 74, 76], [60, 62, 60])) == {"moves": 2, "parallels": 1}
+    # A voice that holds its note is not a move of two voices.
+    assert parallel_motion(two_voices([72, 72], [65, 67])) == {"moves": 0, "parallels": 0}
+
+
+def test_shuffled_control_keeps_the_melody_and_the_notes(band_file):
+    import random
+
+    from midillm.eval.tasks import shuffled_control
+
+    score = Score(str(band_file))
+    control = shuffled_control(score, random.Random(0))
+    played = [track for track in score.tracks if track.note_num()]
+    shuffled = [track for track in control.tracks if track.note_num()]
+    assert notes_of(shuffled[0], control.ticks_per_quarter) == notes_of(played[0], score.ticks_per_quarter)
+    assert [track.note_num() for track in shuffled] == [track.note_num() for track in played]
+    assert any(notes_of(a, control.ticks_per_quarter) != notes_of(b, score.ticks_per_quarter)
+               for a, b in zip(shuffled[1:], played[1:]))
+
+
+def test_task_evaluation_reports_harmonisation_and_infill(task_lm, band_file, tmp_path):
+    import math
+
+    from midillm.eval.tasks import evaluate_tasks
+
+    other = tmp_path / "other.mid"
+    trio_score(seed=7, bars=6).dump_midi(other)
+    result = evaluate_tasks(task_lm, [band_file, other], tmp_path / "tasks", max_bars=4, max_new_tokens=200,
+                            log=lambda *_: None)
+    assert result["pieces"] == 2
+    harmonisation = result["harmonisation"]
+    assert 0 <= harmonisation["sane_share"] <= 1
+    assert harmonisation["bits_per_note_written_parts"] > 0 and math.isfinite(harmonisation["bits_per_note_written_parts"])
+    assert set(harmonisation["voice_ranges"]) == {"Melody", "Bass", "Piano"}
+    assert result["infill"]["exact_gap_share"] == 1.0
+    assert (tmp_path / "tasks" / "tasks.json").is_file()
+    assert (tmp_path / "tasks" / "harmonised-000.png").is_file()
+
+
+def test_pipeline_does_the_tasks_on_given_music(task_bundle, band_file):
+    from transformers import pipeline
+
+    import midillm  # noqa: F401  (registers the task)
+
+    pipe = pipeline("midi-generation", model=str(task_bundle))
+    data = band_file.read_bytes()
+    given = Score(str(band_file))
+    bass = notes_of(track_named(given, "Bass"), given.ticks_per_quarter)
+    accompanied = pipe(data, task="accompany", tracks=["Bass"], max_new_tokens=200)
+    assert len(accompanied) == 1 and accompanied[0]["ids"] is None
+    back = Score.from_midi(accompanied[0]["midi"])
+    assert notes_of(track_named(back, "Bass"), back.ticks_per_quarter) == bass
+    filled = pipe(str(band_file), task="infill", bars="2-3", num_samples=2, max_new_tokens=120)
+    assert len(filled) == 2 and all(output["score"].note_num() > 0 for output in filled)
+    arranged = pipe(data, task="arrange", text="Instruments: Violin", tracks=["Melody"], max_new_tokens=150)
+    assert track_named(arranged[0]["score"], "Melody").note_num() == track_named(given, "Melody").note_num()
+    with pytest.raises(ValueError, match="needs bars"):
+        pipe(data, task="infill")

@@ -30,8 +30,9 @@ from midillm.bundle_files import MODEL_TYPE, TASK
 
 # Keyword arguments of the pipeline call, and where each one goes; the sampling settings
 # (max_new_tokens, temperature, top_p, ...) are the fields of `SamplingSettings`.
-_PROMPT_PARAMETERS = ("time_signature", "tempo")
-_GENERATION_PARAMETERS = ("num_samples", "seed", "programs", "constrain")
+_PROMPT_PARAMETERS = ("time_signature", "tempo", "text")
+_GENERATION_PARAMETERS = ("num_samples", "seed", "programs", "constrain", "task", "bars", "tracks")
+TASKS = ("continue", "infill", "accompany", "arrange")
 
 
 class MidiLLMConfig(PretrainedConfig):
@@ -95,7 +96,11 @@ class MidiGenerationPipeline(Pipeline):
     repetition_penalty, seed, programs, time_signature, tempo, constrain (as in `MidiLM.generate`:
     False samples without the corpus constraints); sampling
     values not given are the bundle's (`generation_config.json`, else `SamplingSettings`).
-    Each output is `{"score": symusic.Score, "midi": bytes, "ids": list[int]}`.
+    `task="infill"` (with `bars="5-8"`), `"accompany"` (with `tracks=[...]`) or `"arrange"` (with
+    `text=` the new caption) work on the MIDI given as input, as `MidiLM.infill` / `accompany` /
+    `arrange` do; `text=` also sets the caption of the other tasks.
+    Each output is `{"score": symusic.Score, "midi": bytes, "ids": list[int] | None}` (no ids for
+    the tasks on given music, whose scores are assembled from given and written bars).
     """
 
     # The codec carries the LM tokenizer; transformers need not look for one.
@@ -139,11 +144,29 @@ class MidiGenerationPipeline(Pipeline):
         forward = {key: kwargs[key] for key in forward_parameters if key in kwargs}
         return preprocess, forward, {}
 
-    def preprocess(self, inputs, time_signature=None, tempo=None):
-        text, prompt = _as_prompt(inputs)
-        return {"prompt": prompt, "text": text, "time_signature": time_signature, "tempo": tempo}
+    def preprocess(self, inputs, time_signature=None, tempo=None, text=None):
+        caption, prompt = _as_prompt(inputs)
+        return {"prompt": prompt, "text": text if text is not None else caption,
+                "time_signature": time_signature, "tempo": tempo}
 
-    def _forward(self, model_inputs, num_samples=1, seed=0, programs=None, constrain=True, **sampling):
+    def _forward(self, model_inputs, num_samples=1, seed=0, programs=None, constrain=True, task="continue",
+                 bars=None, tracks=None, **sampling):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+        if task != "continue":
+            midi, text = model_inputs["prompt"], model_inputs["text"]
+            if midi is None:
+                raise ValueError(f"task={task!r} works on given music: pass a MIDI file, MIDI bytes or a Score")
+            options = dict(num_samples=num_samples, seed=seed, constrain=constrain, **sampling)
+            if task == "infill":
+                if bars is None:
+                    raise ValueError('task="infill" needs bars="FIRST-LAST", e.g. bars="5-8"')
+                scores = self.midi_lm.infill(midi, bars, text=text, **options)
+            elif task == "accompany":
+                scores = self.midi_lm.accompany(midi, tracks, text=text, **options)
+            else:
+                scores = self.midi_lm.arrange(midi, text, tracks=tracks, **options)
+            return {"scores": scores}
         settings = self.sampling.updated(**sampling)
         ids = self.midi_lm.generate_ids(num_samples, model_inputs["prompt"], model_inputs["text"], settings,
                                         seed, programs, time_signature=model_inputs["time_signature"],
@@ -153,6 +176,8 @@ class MidiGenerationPipeline(Pipeline):
     def postprocess(self, model_outputs):
         from midillm.decoding.export import to_midi_bytes
 
+        if "scores" in model_outputs:
+            return [{"score": score, "midi": to_midi_bytes(score), "ids": None} for score in model_outputs["scores"]]
         outputs = []
         for ids in model_outputs["ids"]:
             score = self.midi_lm.codec.decode(ids)

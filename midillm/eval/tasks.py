@@ -1,0 +1,202 @@
+"""Tasks on given music, judged on held-out pieces: harmonising a melody and infilling bars.
+
+Harmonisation keeps a piece's first part (the soprano of a chorale) and lets the model write the
+others; it is judged by the sane share of the results, each voice's range against the
+reference's, and the rate of parallel fifths and octaves between voices (music21's
+`VoiceLeadingQuartet`), for the model, for the reference itself and for a shuffled control (the
+reference's other voices with their bars in random order under the kept melody: the rate that
+voices which ignore each other give). Bits per note of the written parts are those the model
+gives the reference's own parts, with the melody given (teacher forcing, the first window of
+the training context). Infilling writes 2 bars in the middle of each piece; the result must be
+sane and the gap exactly 2 bars long.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from symusic import Score
+from tqdm.auto import tqdm
+
+from .sanity import sample_sanity, sanity_summary
+
+
+def _sounding(track, ticks_per_quarter: int):
+    """(onsets in quarter notes, a function time -> pitch sounding then or None) for one part."""
+    notes = sorted((note.time / ticks_per_quarter, note.end / ticks_per_quarter, note.pitch) for note in track.notes)
+
+    def pitch_at(time: float):
+        sounding = [pitch for start, end, pitch in notes if start <= time + 1e-9 < end]
+        return max(sounding) if sounding else None
+
+    return [start for start, _, _ in notes], pitch_at
+
+
+def parallel_motion(score: Score) -> dict:
+    """Parallel fifths and octaves (unisons included) between every pair of parts: moves where
+    both voices change pitch, and how many of them are parallel perfect intervals."""
+    from music21 import note
+    from music21.voiceLeading import VoiceLeadingQuartet
+
+    parts = [_sounding(track, score.ticks_per_quarter) for track in score.tracks if track.note_num()]
+    moves = parallels = 0
+    for upper in range(len(parts)):
+        for lower in range(upper + 1, len(parts)):
+            (onsets_a, pitch_a), (onsets_b, pitch_b) = parts[upper], parts[lower]
+            times = sorted(set(onsets_a) | set(onsets_b))
+            for first, second in zip(times, times[1:]):
+                a1, a2, b1, b2 = pitch_a(first), pitch_a(second), pitch_b(first), pitch_b(second)
+                if None in (a1, a2, b1, b2) or a1 == a2 or b1 == b2:
+                    continue
+                moves += 1
+                quartet = VoiceLeadingQuartet(note.Note(midi=a1), note.Note(midi=a2),
+                                              note.Note(midi=b1), note.Note(midi=b2))
+                parallels += bool(quartet.parallelFifth() or quartet.parallelUnisonOrOctave())
+    return {"moves": moves, "parallels": parallels}
+
+
+def voice_ranges(scores: list[Score]) -> dict[str, list[int]]:
+    """Part name -> [lowest, highest] pitch over the scores."""
+    ranges: dict[str, list[int]] = {}
+    for score in scores:
+        for track in score.tracks:
+            if not track.note_num():
+                continue
+            pitches = track.notes.numpy()["pitch"]
+            low, high = ranges.get(track.name, [127, 0])
+            ranges[track.name] = [min(low, int(pitches.min())), max(high, int(pitches.max()))]
+    return ranges
+
+
+def shuffled_control(score: Score, rng: random.Random) -> Score:
+    """The score with every part but the first moved bar by bar into a random order (4/4 bars
+    of the first metre): the same notes, with no regard for the melody above them."""
+    signature = score.time_signatures[0] if len(score.time_signatures) else None
+    bar = score.ticks_per_quarter * (signature.numerator * 4 // signature.denominator if signature else 4)
+    bars = max(1, math.ceil(score.end() / bar))
+    shuffled = score.copy()
+    for track in list(shuffled.tracks)[1:]:
+        order = list(range(bars))
+        rng.shuffle(order)
+        for item in track.notes:
+            old_bar = item.time // bar
+            item.time = order[old_bar] * bar + item.time % bar
+        track.notes.sort()
+    return shuffled
+
+
+@torch.inference_mode()
+def written_parts_bits_per_note(lm, score: Score, given_parts: int = 1) -> tuple[float, int]:
+    """Bits the model gives the parts after the first `given_parts` of `score` (the reference's
+    own), with the given parts in view: teacher forcing over the first window of bars that fits
+    the training context. Returns (bits, notes of the written parts in that window)."""
+    codec = lm.codec
+    caption = lm._caption_ids(codec.caption(score))
+    bars = codec.encode_bars(score)
+    ids = caption + [codec.music_start_id]
+    for bar in bars:
+        if len(ids) + len(bar) + 1 > lm.context_length:
+            break
+        ids += bar
+    start = len(caption) + 1
+    targets = ids[start:]
+    written = []  # whether each target id belongs to a written part
+    part = -1
+    for lm_id in targets:
+        number = codec.part_of_lm_id(lm_id)
+        if number is not None:
+            part = number
+        written.append(part >= given_parts)
+    device = next(lm.model.parameters()).device
+    hidden = lm.model.get_decoder()(input_ids=torch.tensor([ids], device=device)).last_hidden_state[0]
+    head = lm._head()
+    log_probs = torch.log_softmax((hidden[start - 1:-1].to(head.dtype) @ head.T).float(), dim=-1)
+    rows = torch.tensor([lm.grammar.row_of_lm_id.get(lm_id, -1) for lm_id in targets])
+    known = rows >= 0
+    nll = -log_probs[torch.arange(len(targets))[known], rows[known]]
+    mask = torch.tensor(written)[known]
+    notes = sum(1 for lm_id, is_written in zip(targets, written) if is_written and lm_id in lm.grammar.note_lm_ids)
+    return float(nll[mask].sum()) / math.log(2), notes
+
+
+def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: int = 0,
+                   max_bars: int = 8, max_new_tokens: int = 512, log=print) -> dict:
+    """Harmonise the first part of each piece (its first `max_bars` bars) and infill 2 bars in
+    its middle; returns the numbers (and writes the scores and `tasks.json` under `out`)."""
+    import json
+
+    from midillm.decoding.export import export_score
+
+    profile = lm.codec.corpus
+    rng = random.Random(seed)
+    out = Path(out) if out else None
+    harmonised, references, controls, checks, infill_checks, exact_gaps = [], [], [], [], [], []
+    bits = notes = 0.0
+    for index, path in enumerate(tqdm(pieces, desc="Harmonising and infilling", unit="piece")):
+        score = Score(str(path))
+        played = [track for track in score.tracks if track.note_num()]
+        if len(played) < 2:
+            continue
+        reference = lm.codec.decode(lm.codec.encode(_first_bars(score, max_bars)))
+        melody = played[0].name
+        result = lm.accompany(reference, [melody], seed=seed + index, max_new_tokens=max_new_tokens)[0]
+        checks.append(sample_sanity(result, profile, lm.last_generation[0]))
+        harmonised.append(result)
+        references.append(reference)
+        controls.append(shuffled_control(reference, rng))
+        piece_bits, piece_notes = written_parts_bits_per_note(lm, reference)
+        bits, notes = bits + piece_bits, notes + piece_notes
+        bar_count = len(lm.codec.encode_bars(reference))
+        if bar_count >= 4:
+            first = bar_count // 2
+            filled = lm.infill(reference, (first, first + 1), seed=seed + index, max_new_tokens=max_new_tokens)[0]
+            infill_checks.append(sample_sanity(filled, profile, lm.last_generation[0]))
+            exact_gaps.append(lm.last_generation[0].get("bars") == 2)
+            if out:
+                export_score(filled, out / f"infilled-{index:03d}", ["mid", "png"])
+        if out:
+            export_score(result, out / f"harmonised-{index:03d}", ["mid", "png"])
+            export_score(reference, out / f"reference-{index:03d}", ["mid", "png"])
+
+    def rate(scores):
+        counted = [parallel_motion(score) for score in scores]
+        moves = sum(item["moves"] for item in counted)
+        return (sum(item["parallels"] for item in counted) / moves) if moves else float("nan")
+
+    harmonised_summary = sanity_summary(checks)
+    result = {
+        "pieces": len(harmonised),
+        "harmonisation": {
+            "sane_share": harmonised_summary.get("sane_share"),
+            "insane_reasons": harmonised_summary.get("insane_reasons"),
+            "bits_per_note_written_parts": bits / notes if notes else float("nan"),
+            "parallel_rate": rate(harmonised),
+            "reference_parallel_rate": rate(references),
+            "shuffled_parallel_rate": rate(controls),
+            "voice_ranges": voice_ranges(harmonised),
+            "reference_voice_ranges": voice_ranges(references),
+        },
+        "infill": {
+            "pieces": len(infill_checks),
+            "sane_share": sanity_summary(infill_checks).get("sane_share") if infill_checks else float("nan"),
+            "exact_gap_share": float(np.mean(exact_gaps)) if exact_gaps else float("nan"),
+        },
+    }
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "tasks.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return result
+
+
+def _first_bars(score: Score, bars: int) -> Score:
+    """The score cut after `bars` bars of its first metre (whole pieces are long to sample on a CPU)."""
+    signature = score.time_signatures[0] if len(score.time_signatures) else None
+    bar = score.ticks_per_quarter * (signature.numerator * 4 / signature.denominator if signature else 4)
+    return score.clip(0, int(bars * bar), clip_end=True)
+
+
+__all__ = ["evaluate_tasks", "parallel_motion", "shuffled_control", "voice_ranges", "written_parts_bits_per_note"]
