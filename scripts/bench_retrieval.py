@@ -1,6 +1,6 @@
 """Retrieval precision@10 on a labelled mix of the music21 corpora, and index timings.
 
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_retrieval.py --model /tmp/demo2/bach-smollm2 \
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_retrieval.py --model /tmp/demo2/bach-smollm2 \
         --per-collection 40 --max-windows 2 --out docs/retrieval-bench.md
 
 For each piece of the mix (Bach chorales, Palestrina, Essen folk songs, Ryan's fiddle tunes) the
