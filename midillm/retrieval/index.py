@@ -225,6 +225,10 @@ def _write_atomically(path: Path, write) -> None:
     try:
         with os.fdopen(descriptor, "wb") as stream:
             write(stream)
+        # mkstemp makes the file private (0600); an index is as readable as any file the user writes.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
