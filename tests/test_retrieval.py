@@ -15,8 +15,7 @@ from conftest import train_tiny_bundle
 from midillm.cli import main
 from midillm.decoding.embedding import canonical_transposition, embedding_windows
 from midillm.decoding.generate import MidiLM
-from midillm.retrieval import (Index, RetrievalError, build_index, rank_for_taste, recommend, similar,
-                               taste_prompt)
+from midillm.retrieval import Index, RetrievalError, build_index, rank_for_taste, similar, taste_prompt
 from midillm.retrieval.index import INDEX_FILE, VECTORS_FILE
 
 

@@ -142,13 +142,6 @@ def layer_means(lm, score: Score, layers: Iterable[int], max_windows: int | None
     return {layer: (total / count).numpy().astype(np.float32) for layer, total in sums.items()}
 
 
-def normalized(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (cosine similarity is then a dot product); zero rows stay zero."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1.0)
-
-
 def read_score(piece: Score | str | Path | bytes) -> Score:
     """A Score from a Score, MIDI bytes or a MIDI path; a file that `prepare` would skip (not
     MIDI, truncated, empty, no notes) is one line saying why."""
