@@ -94,9 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Generate for this taste: continue the opening of the liked piece nearest their "
                                "mean, under a caption of what they share (instead of --prompt; --text overrides "
                                "the caption).")
-    generate.add_argument("--like-candidates", type=int, default=1, metavar="M",
-                          help="With --like: draw M samples for each one written and keep those whose new music "
-                               "lies nearest the taste in the model's own representation (default: 1, no ranking).")
     generate.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
 
     task_help = {
@@ -320,8 +317,6 @@ def run_generate(arguments: argparse.Namespace) -> None:
         raise FileNotFoundError(f"prompt file not found: {arguments.prompt}")
     if arguments.like and arguments.prompt:
         raise ValueError("--like sets the prompt itself: give --like or --prompt, not both")
-    if arguments.like_candidates < 1 or (arguments.like_candidates > 1 and not arguments.like):
-        raise ValueError("--like-candidates takes a number from 1 up, and only with --like")
     if arguments.like:
         from midillm.decoding.embedding import read_score
 
@@ -336,7 +331,7 @@ def run_generate(arguments: argparse.Namespace) -> None:
     transcription = None
     if prompt and is_audio_path(prompt):
         prompt = transcription = transcribe(prompt, grid=codec_grid(model.codec))
-    text, taste = arguments.text, None
+    text = arguments.text
     if arguments.like:
         from midillm.retrieval import taste_prompt
 
@@ -344,18 +339,10 @@ def run_generate(arguments: argparse.Namespace) -> None:
         prompt, text = taste.prompt, text or taste.text
         print(f"Prompt: the opening of the liked piece nearest the taste; caption: {' / '.join((text or '').splitlines())}")
     settings = model.sampling.updated(**given)
-    candidates = arguments.like_candidates if taste is not None else 1
-    samples = model.generate_ids(arguments.num_samples * candidates, prompt, text, settings,
+    samples = model.generate_ids(arguments.num_samples, prompt, text, settings,
                                  arguments.seed, programs=programs, progress=True,
                                  time_signature=arguments.time_signature, tempo=arguments.tempo,
                                  constrain=not arguments.no_constraints)
-    records = model.last_generation
-    if candidates > 1:
-        from midillm.retrieval import rank_for_taste
-
-        kept = rank_for_taste(model, samples, taste.vectors, len(model.prompt_ids(prompt, text)))
-        kept = kept[:arguments.num_samples]
-        samples, records = [samples[index] for index in kept], [records[index] for index in kept]
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     if transcription is not None:  # what the model heard
@@ -366,7 +353,7 @@ def run_generate(arguments: argparse.Namespace) -> None:
     for index, ids in enumerate(samples):
         score = model.codec.decode(ids)
         written = export_score(score, out / f"sample-{index:03d}", formats)
-        ending = "ended" if records[index]["ended"] else "cut by --max-new-tokens"
+        ending = "ended" if model.last_generation[index]["ended"] else "cut by --max-new-tokens"
         print(f"{out / f'sample-{index:03d}'}: {score.note_num()} notes, {ending} -> "
               + ", ".join(path.name for path in written.values()))
 

@@ -57,8 +57,6 @@ def main():
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--candidates", type=int, default=1,
-                        help="--like-candidates: draw this many --like samples per sample kept.")
     parser.add_argument("--taste", choices=("busy", "atypical"), default="busy",
                         help="busy: the three chorales of highest note density; atypical: the chorale farthest "
                              "from the corpus mean in features, and its two nearest.")
@@ -76,7 +74,7 @@ def main():
     from midillm.decoding.generate import MidiLM
     from midillm.eval.features import SCALAR_FEATURES
     from midillm.eval.sanity import sample_sanity, sanity_summary
-    from midillm.retrieval import rank_for_taste, taste_prompt
+    from midillm.retrieval import taste_prompt
     from midillm.tokenization.sources import list_source
 
     lm = MidiLM.from_pretrained(arguments.model)
@@ -104,21 +102,17 @@ def main():
     liked_center = np.nanmean(features[liked_rows], axis=0)
     print(f"Liked: {', '.join(files[row].name for row in liked_rows)} ({len(files)} of {len(listed)} corpus pieces sane)")
 
-    prompt, caption, liked_vectors = taste_prompt(lm, liked, opening_bars=arguments.opening_bars)
+    prompt, caption, _ = taste_prompt(lm, liked, opening_bars=arguments.opening_bars)
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"liked": [files[row].name for row in liked_rows], "caption": caption,
               "features": list(SCALAR_FEATURES), "runs": {}}
     for label, (run_prompt, text) in {"like": (prompt, caption), "default prompt": (None, None)}.items():
         prompt_ids = lm.prompt_ids(run_prompt, text)
-        draws = arguments.candidates if label == "like" else 1
-        samples = lm.generate_ids(arguments.samples * draws, run_prompt, text,
+        samples = lm.generate_ids(arguments.samples, run_prompt, text,
                                   lm.sampling.updated(max_new_tokens=arguments.max_new_tokens),
                                   seed=arguments.seed, progress=True)
         records = lm.last_generation
-        if draws > 1:  # as `generate --like ... --like-candidates M` keeps them
-            kept = rank_for_taste(lm, samples, liked_vectors, len(prompt_ids))[:arguments.samples]
-            samples, records = [samples[index] for index in kept], [records[index] for index in kept]
         whole = [lm.codec.decode(ids) for ids in samples]
         continuations = [lm.codec.decode([lm.codec.music_start_id] + ids[len(prompt_ids):]) for ids in samples]
         checks = [sample_sanity(score, lm.codec.corpus, record) for score, record in zip(whole, records)]

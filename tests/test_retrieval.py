@@ -15,7 +15,7 @@ from conftest import train_tiny_bundle
 from midillm.cli import main
 from midillm.decoding.embedding import canonical_transposition, embedding_windows
 from midillm.decoding.generate import MidiLM
-from midillm.retrieval import Index, RetrievalError, build_index, rank_for_taste, similar, taste_prompt
+from midillm.retrieval import Index, RetrievalError, build_index, similar, taste_prompt
 from midillm.retrieval.index import INDEX_FILE, VECTORS_FILE
 
 
@@ -256,24 +256,3 @@ def test_generate_for_a_taste(bundle, chorales, lm, tmp_path, capsys):
     assert code == 0, error
     assert "Prompt: the opening of the liked piece" in printed
     assert len(list((tmp_path / "taste").glob("sample-*.mid"))) == 2
-    code, printed, error = run_cli(capsys, "generate", bundle, "--out", tmp_path / "ranked", "--like", *liked,
-                                   "-n", 2, "--like-candidates", 3, "--max-new-tokens", 40)
-    assert code == 0, error
-    assert sorted(path.name for path in (tmp_path / "ranked").glob("*.mid")) == ["sample-000.mid", "sample-001.mid"]
-    code, _, error = run_cli(capsys, "generate", bundle, "--out", tmp_path / "x", "--like-candidates", 3)
-    assert code == 1 and "only with --like" in error and len(error.strip().splitlines()) == 1
-
-
-def test_candidates_nearest_the_taste_come_first(lm, chorales):
-    paths = sorted(chorales.glob("*.mid"))
-    liked = [Score(str(path)) for path in paths[:2]]
-    taste = taste_prompt(lm, liked)
-
-    def as_sample(score):  # a "sample" of a one-token prompt: <music>, then the piece's music
-        return [lm.codec.music_start_id] + [lm_id for bar in lm.codec.encode_bars(score) for lm_id in bar]
-
-    silent = [lm.codec.music_start_id]
-    samples = [as_sample(Score(str(paths[5]))), silent, as_sample(transposed(paths[0], 3)),
-               as_sample(Score(str(paths[6])))]
-    order = rank_for_taste(lm, samples, taste.vectors, prompt_length=1)
-    assert order[0] == 2 and order[-1] == 1 and sorted(order) == [0, 1, 2, 3]

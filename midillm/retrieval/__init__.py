@@ -12,10 +12,10 @@ In Python: `MidiLM.embed(pieces)` gives the vectors; `Index.load(path)` reads an
 the index already holds).
 """
 
-from .build import (QueryEmbedder, TastePrompt, build_index, bundle_fingerprint, rank_for_taste, recommend,
+from .build import (QueryEmbedder, TastePrompt, build_index, bundle_fingerprint, recommend,
                     resolve_bundle, similar, taste_prompt)
 from .index import DISLIKE_WEIGHT, NEAR_DUPLICATE_COSINE, Index, RetrievalError, content_hash
 
 __all__ = ["DISLIKE_WEIGHT", "Index", "NEAR_DUPLICATE_COSINE", "QueryEmbedder", "RetrievalError", "TastePrompt",
-           "build_index", "bundle_fingerprint", "content_hash", "rank_for_taste", "recommend", "resolve_bundle",
+           "build_index", "bundle_fingerprint", "content_hash", "recommend", "resolve_bundle",
            "similar", "taste_prompt"]

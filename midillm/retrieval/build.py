@@ -257,34 +257,6 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
     return TastePrompt(opening, "\n".join(merged) if merged else lm.default_text(None), vectors)
 
 
-def rank_for_taste(lm, samples: list[list[int]], liked_vectors: np.ndarray, prompt_length: int) -> list[int]:
-    """Sample indices, the sample whose new music lies nearest the taste first.
-
-    Each sample's vector is read from what the model wrote after the prompt (the copied opening
-    would make every candidate alike), and compared with the mean of the liked pieces' vectors by
-    the index's standardised cosine, fitted on the liked pieces and the candidates together. A
-    sample that wrote no notes comes last.
-    """
-    from midillm.decoding.embedding import EmbeddingError
-
-    vectors = []
-    for ids in samples:
-        new_music = lm.codec.decode([lm.codec.music_start_id] + list(ids[prompt_length:]))
-        try:
-            vectors.append(embed_pieces(lm, [new_music])[0])
-        except EmbeddingError:
-            vectors.append(None)
-    rows = [index for index, vector in enumerate(vectors) if vector is not None]
-    if not rows:
-        return list(range(len(samples)))
-    stacked = np.vstack([liked_vectors] + [vectors[index] for index in rows])
-    unit = Index(stacked, [{"name": str(row)} for row in range(len(stacked))], {}).unit
-    taste = unit[:len(liked_vectors)].mean(axis=0)
-    scores = unit[len(liked_vectors):] @ taste
-    ranked = [rows[position] for position in np.argsort(-scores, kind="stable")]
-    return ranked + [index for index in range(len(samples)) if vectors[index] is None]
-
-
 def _first_bars(score: Score, bars: int) -> Score:
     """The score up to the end of its `bars`-th bar (metre from its first time signature)."""
     quarters = score.to("quarter")
