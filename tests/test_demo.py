@@ -34,6 +34,15 @@ def test_demo_writes_every_output(tmp_path, tiny_models, band_folder):
         for fmt in ("mid", "musicxml", "wav", "png"):
             assert (out / "samples" / f"sample-{index:03d}.{fmt}").is_file()
     assert (out / "eval" / "metrics.json").is_file() and (out / "eval" / "report.html").is_file()
+    # One held-out melody harmonised, beside the original: the melody is kept note for note.
+    assert result["harmonised"] is not None
+    from symusic import Score
+
+    harmonised = Score(str(out / "samples" / "harmonised-000.mid"))
+    reference = Score(str(out / "samples" / "reference-000.mid"))
+    melody = [(note.time, note.pitch, note.duration) for note in reference.tracks[0].notes]
+    assert [(note.time, note.pitch, note.duration) for note in harmonised.tracks[0].notes] == melody
+    assert harmonised.tracks[0].name == reference.tracks[0].name
     card = (bundle / "README.md").read_text()
     assert "From `eval/metrics.json`" in card and (bundle / "samples" / "piano-roll.png").is_file()
     assert (bundle / "config.json").is_file()  # Hub-ready: remote code for the pipeline

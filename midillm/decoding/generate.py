@@ -645,7 +645,9 @@ def select_tracks(score: Score, names: list[str] | None) -> Score:
         raise TaskError("the MIDI file has no notes")
     chosen = played
     if names:
-        by_name = {track.name.strip().lower(): track for track in played}
+        by_name = {}
+        for track in played:  # two tracks of one name: the first
+            by_name.setdefault(track.name.strip().lower(), track)
         missing = [name for name in names if name.strip().lower() not in by_name]
         if missing:
             have = ", ".join(track.name.strip() or "(unnamed)" for track in played)
