@@ -310,11 +310,12 @@ def write_png(score: Score, path: Path, width: int = 1200, height: int = 400) ->
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)  # the Agg canvas, set on this figure only: pyplot's backend is untouched
     quarter = score.to("quarter")
-    groups: dict[tuple[bool, int], list[np.ndarray]] = {}
+    groups: dict[tuple[bool, int, str], list[np.ndarray]] = {}
     for track in quarter.tracks:
         if len(track.notes):
             notes = track.notes.numpy()
-            key = (bool(track.is_drum), 0 if track.is_drum else int(track.program))
+            # One colour per instrument, and per named part of it (a chorale's four voices).
+            key = (bool(track.is_drum), 0 if track.is_drum else int(track.program), track.name.strip())
             groups.setdefault(key, []).append(np.stack(
                 [notes["time"], notes["duration"], notes["pitch"].astype(np.float32)], axis=1))
 
@@ -326,8 +327,8 @@ def write_png(score: Score, path: Path, width: int = 1200, height: int = 400) ->
         low, high = 127.0, 0.0
         colours = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
         handles = []
-        # Melodic instruments by program, drums last; the legend follows the same order.
-        for index, key in enumerate(sorted(groups, key=lambda k: (k[0], k[1]))):
+        # Parts in score order, drums last; the legend follows the same order.
+        for index, key in enumerate(sorted(groups, key=lambda k: k[0])):
             data = np.concatenate(groups[key])
             start, duration, pitch = data[:, 0], np.maximum(data[:, 1], end / 2000), data[:, 2]
             low, high = min(low, float(pitch.min())), max(high, float(pitch.max()))
@@ -339,7 +340,9 @@ def write_png(score: Score, path: Path, width: int = 1200, height: int = 400) ->
             colour = colours(index % colours.N)
             ax.add_collection(PolyCollection(verts, facecolors=colour, edgecolors="none",
                                              alpha=0.85, zorder=2))
-            handles.append(Patch(color=colour, label=_instrument_name(key[1], key[0])))
+            instrument = _instrument_name(key[1], key[0])
+            handles.append(Patch(color=colour, label=f"{key[2]} ({instrument})" if key[2] and key[2] != instrument
+                                 else instrument))
         bars = _bar_lines(quarter, end)
         for bar in bars:
             ax.axvline(bar, color="0.75", linewidth=0.6, zorder=1)
