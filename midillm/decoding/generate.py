@@ -21,7 +21,8 @@ from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenal
 from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE
 from midillm.errors import first_line
 from midillm.tokenization import MusicCodec
-from midillm.tokenization.codec import CODEC_CONFIG_FILE, names_in_caption, part_names
+from midillm.tokenization.codec import CODEC_CONFIG_FILE, names_in_caption
+from midillm.tokenization.profile import part_names
 from midillm.tokenization.dataset import caption_budget
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar, programs_named_in
@@ -283,10 +284,10 @@ class MidiLM:
             return None
         text = self.default_text(text)
         # A caption that names its parts asks for that many.
-        named_parts = len(names_in_caption(text)) if self.codec.parts else 0
+        named_parts = names_in_caption(text) if self.codec.parts else []
         return CorpusConstraints(self.grammar, self.codec.corpus,
                                  programs=programs or programs_named_in(text) or None,
-                                 max_parts=named_parts or -1, min_bars=min_bars)
+                                 max_parts=len(named_parts) or -1, min_bars=min_bars, part_names=named_parts)
 
     # ------------------------------------------------------------------------- sampling
 

@@ -384,8 +384,14 @@ class CorpusConstraints:
     def __init__(self, grammar: MusicGrammar, profile, programs: list[int] | None = None,
                  max_notes_per_onset: int | None = -1, no_repeats: bool = True, max_programs: int | None = -1,
                  pitch_ranges: bool = True, bar_length: bool = True, time_signatures: bool = True,
-                 max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1):
+                 max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1,
+                 part_names: list[str] | None = None):
         self.grammar = grammar
+        # Parts named like the corpus's (a chorale's Bass) keep to the range the corpus gives them.
+        known = getattr(profile, "part_ranges", None) or {}
+        self.part_ranges = [tuple(known[name]) if name in known else None for name in (part_names or [])] \
+            if pitch_ranges else []
+        self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
         self.with_parts = grammar.parts
         self.max_parts = (getattr(profile, "max_parts", 0) or None) if max_parts == -1 else max_parts
         tokenizer = grammar.codec.music_tokenizer
@@ -613,6 +619,18 @@ class CorpusConstraints:
             self._program_masks[program] = mask
         return self._program_masks[program]
 
+    def _range_mask(self, bounds: tuple[int, int]) -> torch.Tensor:
+        """Rows whose pitched notes all lie within `bounds` (drum notes are not pitches)."""
+        if bounds not in self._part_range_masks:
+            mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
+            for row, tokens in enumerate(self.parts):
+                for token in tokens:
+                    kind, _, value = token.partition("_")
+                    if kind in ("Pitch", "NoteOn") and value.isdigit() and not bounds[0] <= int(value) <= bounds[1]:
+                        mask[row] = False
+            self._part_range_masks[bounds] = mask
+        return self._part_range_masks[bounds]
+
     def _position_mask(self, bar_positions: int) -> torch.Tensor:
         if bar_positions not in self._position_masks:
             self._position_masks[bar_positions] = (self.first_position < bar_positions) & (
@@ -658,6 +676,8 @@ class CorpusConstraints:
                         for row in self.pre_pitches_current.get((kind, pitch), ()):
                             mask[row] = False
         if self.with_parts:
+            if 0 <= state.part < len(self.part_ranges) and self.part_ranges[state.part] is not None:
+                mask = mask & self._range_mask(self.part_ranges[state.part])
             if state.part in state.parts_settled:  # a part plays one instrument, named before its first note
                 mask = mask & ~self.has_program
             if self.max_parts is not None:

@@ -38,7 +38,7 @@ from symusic import Score
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL, load_lm_tokenizer
-from .profile import CorpusProfile, tokenizer_settings
+from .profile import CorpusProfile, part_names, tokenizer_settings
 
 TOKENIZATIONS = ("REMI", "TSD", "MIDILike", "Structured", "MMM", "PerTok")
 RENDERS = ("tokens", "text")
@@ -176,16 +176,6 @@ def part_scores(score: Score) -> list[Score]:
         host.tracks[0].notes.extend(track.notes)
         host.tracks[0].notes.sort()
     return parts
-
-
-def part_names(score: Score) -> list[str]:
-    """A name for each played track: its own, else its instrument's."""
-    names = []
-    for track in score.tracks:
-        if track.note_num():
-            fallback = "Drums" if track.is_drum else MIDI_INSTRUMENTS[track.program]["name"]
-            names.append(" ".join(track.name.replace(",", " ").split()) or fallback)
-    return names[:MAX_PARTS]
 
 
 def names_in_caption(text: str | None) -> list[str]:

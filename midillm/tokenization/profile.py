@@ -56,6 +56,8 @@ class CorpusProfile:
     max_programs_per_piece: int = field(default=0, metadata={"help": "The most programs one piece plays."})
     max_parts: int = field(default=0, metadata={
         "help": "The most played tracks (parts) one piece has; 0: not measured."})
+    part_ranges: dict[str, list[int]] = field(default_factory=dict, metadata={
+        "help": "Part name -> [lowest, highest] pitch of the parts of that name (a chorale's Bass)."})
     max_gap_beats: float = field(default=0.0, metadata={
         "help": "Longest time without a new onset inside a piece (99th percentile over pieces), in beats."})
     positions_per_beat: int = field(default=8, metadata={
@@ -100,6 +102,18 @@ def played_tracks(score: Score):
             yield (DRUMS if track.is_drum else int(track.program)), track.notes.numpy()
 
 
+def part_names(score: Score) -> list[str]:
+    """A name for each played track: its own, else its instrument's."""
+    names = []
+    for track in score.tracks:
+        if track.note_num():
+            from miditok.constants import MIDI_INSTRUMENTS
+
+            fallback = "Drums" if track.is_drum else MIDI_INSTRUMENTS[track.program]["name"]
+            names.append(" ".join(track.name.replace(",", " ").split()) or fallback)
+    return names
+
+
 def _grid_for(ticks: np.ndarray, ticks_per_quarter: int) -> int:
     """The coarsest candidate grid (positions per beat) that holds GRID_COVERAGE of these times."""
     for grid in GRID_CANDIDATES:
@@ -121,6 +135,8 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
     onset_histogram: Counter = Counter()
     programs_per_piece: list[int] = []
     parts_per_piece: list[int] = []
+    part_low: dict[str, int] = {}
+    part_high: dict[str, int] = {}
     unisons: list[int] = []
     gaps: list[float] = []
     bars: list[int] = []
@@ -154,6 +170,12 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
             programs[program] += 1
         programs_per_piece.append(len(piece_programs))
         parts_per_piece.append(sum(1 for track in score.tracks if track.note_num()))
+        for name, track in zip(part_names(score), [track for track in score.tracks if track.note_num()]):
+            if track.is_drum:
+                continue
+            pitches = track.notes.numpy()["pitch"]
+            part_low[name] = min(part_low.get(name, 127), int(pitches.min()))
+            part_high[name] = max(part_high.get(name, 0), int(pitches.max()))
         unisons.append(max(struck.values()))
         onset_histogram.update(onsets.values())
         ordered = sorted(onsets)
@@ -195,6 +217,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         mean_notes_per_onset=round(float(counts.mean()), 4),
         max_programs_per_piece=max(programs_per_piece),
         max_parts=max(parts_per_piece),
+        part_ranges={name: [part_low[name], part_high[name]] for name in sorted(part_low)},
         max_gap_beats=round(float(np.quantile(gaps, 0.99, method="higher")), 4),
         positions_per_beat=max(1, positions_per_beat * 4 // smallest_denominator),
         max_duration_beats=round(max_duration, 4),
