@@ -364,3 +364,28 @@ def test_pipeline_does_the_tasks_on_given_music(task_bundle, band_file):
     assert track_named(arranged[0]["score"], "Melody").note_num() == track_named(given, "Melody").note_num()
     with pytest.raises(ValueError, match="needs bars"):
         pipe(data, task="infill")
+
+
+def test_each_named_part_keeps_the_range_the_corpus_gives_it(tiny_lm_tokenizer, bach_midi_files):
+    from midillm.decoding.grammar import CorpusConstraints, MusicGrammar
+    from midillm.tokenization.codec import score_caption
+    from midillm.tokenization.profile import measure_corpus
+
+    scores = [Score(str(path)) for path in bach_midi_files]
+    profile = measure_corpus(scores, [score_caption(score) for score in scores])
+    low, high = profile.part_ranges["Bass"]
+    assert high < profile.part_ranges["Soprano"][1] and low < profile.part_ranges["Soprano"][0]
+    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=profile)
+    grammar = MusicGrammar(codec)
+    constraints = CorpusConstraints(grammar, profile, part_names=["Soprano", "Alto", "Tenor", "Bass"])
+    state = constraints.start_state()
+    ids = ([codec.part_lm_id(0)] + codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Position_0"])
+           + [codec.part_lm_id(3)] + codec.lm_ids_of_base_tokens(["Bar_None", "Position_0"]))
+    for lm_id in ids:
+        state = constraints.advance(state, lm_id)
+    mask = constraints.row_mask(state)
+
+    def allowed(pitch):
+        return bool(mask[grammar.row_of_lm_id[codec.lm_ids_of_base_tokens([f"Pitch_{pitch}"])[0]]])
+
+    assert allowed(low) and allowed(high) and not allowed(high + 1) and not allowed(low - 1)

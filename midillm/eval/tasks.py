@@ -22,6 +22,8 @@ import torch
 from symusic import Score
 from tqdm.auto import tqdm
 
+from midillm.tokenization.profile import first_bars
+
 from .sanity import sample_sanity, sanity_summary
 
 
@@ -141,7 +143,7 @@ def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: 
         played = [track for track in score.tracks if track.note_num()]
         if len(played) < 2:
             continue
-        reference = lm.codec.decode(lm.codec.encode(_first_bars(score, max_bars)))
+        reference = lm.codec.decode(lm.codec.encode(first_bars(score, max_bars)))
         melody = played[0].name
         result = lm.accompany(reference, [melody], seed=seed + index, max_new_tokens=max_new_tokens)[0]
         checks.append(sample_sanity(result, profile, lm.last_generation[0]))
@@ -190,13 +192,6 @@ def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: 
         out.mkdir(parents=True, exist_ok=True)
         (out / "tasks.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     return result
-
-
-def _first_bars(score: Score, bars: int) -> Score:
-    """The score cut after `bars` bars of its first metre (whole pieces are long to sample on a CPU)."""
-    signature = score.time_signatures[0] if len(score.time_signatures) else None
-    bar = score.ticks_per_quarter * (signature.numerator * 4 / signature.denominator if signature else 4)
-    return score.clip(0, int(bars * bar), clip_end=True)
 
 
 __all__ = ["evaluate_tasks", "parallel_motion", "shuffled_control", "voice_ranges", "written_parts_bits_per_note"]

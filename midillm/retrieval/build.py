@@ -18,6 +18,7 @@ from symusic import Score
 from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG
 from midillm.decoding.embedding import EmbeddingError, embed_pieces, read_score, resolve_layer
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
+from midillm.tokenization.profile import first_bars
 from midillm.tokenization.sources import check_files, list_source
 
 from .index import Index, RetrievalError, content_hash
@@ -241,7 +242,7 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
         raise ValueError("--like needs at least one MIDI file")
     vectors = embed_pieces(lm, scores)
     nearest = int(np.argmax(vectors @ vectors.mean(axis=0)))
-    opening = _first_bars(scores[nearest], opening_bars)
+    opening = first_bars(scores[nearest], opening_bars)
 
     def lines(caption: str) -> dict[str, str]:
         return {line.split(":", 1)[0]: line for line in caption.splitlines() if ":" in line}
@@ -257,15 +258,3 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
     return TastePrompt(opening, "\n".join(merged) if merged else lm.default_text(None), vectors)
 
 
-def _first_bars(score: Score, bars: int) -> Score:
-    """The score up to the end of its `bars`-th bar (metre from its first time signature)."""
-    quarters = score.to("quarter")
-    if len(quarters.time_signatures):
-        signature = quarters.time_signatures[0]
-        bar_length = signature.numerator * 4 / signature.denominator
-    else:
-        bar_length = 4.0
-    first_onset = min((track.notes[0].time for track in quarters.tracks if len(track.notes)), default=0.0)
-    end = (int(first_onset // bar_length) + bars) * bar_length
-    ticks = score.to("tick")
-    return ticks.clip(0, int(round(end * ticks.tpq)), clip_end=True)

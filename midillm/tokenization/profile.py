@@ -114,6 +114,20 @@ def part_names(score: Score) -> list[str]:
     return names
 
 
+def first_bars(score: Score, bars: int) -> Score:
+    """The score up to the end of its `bars`-th bar (metre from its first time signature)."""
+    quarters = score.to("quarter")
+    if len(quarters.time_signatures):
+        signature = quarters.time_signatures[0]
+        bar_length = signature.numerator * 4 / signature.denominator
+    else:
+        bar_length = 4.0
+    first_onset = min((track.notes[0].time for track in quarters.tracks if len(track.notes)), default=0.0)
+    end = (int(first_onset // bar_length) + bars) * bar_length
+    ticks = score.to("tick")
+    return ticks.clip(0, int(round(end * ticks.tpq)), clip_end=True)
+
+
 def _grid_for(ticks: np.ndarray, ticks_per_quarter: int) -> int:
     """The coarsest candidate grid (positions per beat) that holds GRID_COVERAGE of these times."""
     for grid in GRID_CANDIDATES:
