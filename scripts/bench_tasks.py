@@ -45,10 +45,11 @@ def main() -> None:
     print(f"| bits per note of the written parts (melody given) | {harmonisation['bits_per_note_written_parts']:.2f} | | |")
     for name, (low, high) in harmonisation["voice_ranges"].items():
         reference = harmonisation["reference_voice_ranges"].get(name)
-        print(f"| range of {name} (MIDI) | {low}-{high} | {reference[0]}-{reference[1] if reference else ''} | |"
-              if reference else f"| range of {name} (MIDI) | {low}-{high} | | |")
+        bach = f"{reference[0]}-{reference[1]}" if reference else ""
+        print(f"| range of {name} (MIDI) | {low}-{high} | {bach} | |")
     print(f"| 2-bar infills sane | {100 * infill['sane_share']:.0f}% ({infill['pieces']} pieces) | | |")
     print(f"| infills exactly 2 bars | {100 * infill['exact_gap_share']:.0f}% | | |")
+    print(f"| bits per note of the 2 infilled bars (the rest given) | {infill['bits_per_note']:.2f} | | |")
 
 
 if __name__ == "__main__":

@@ -341,6 +341,7 @@ def test_task_evaluation_reports_harmonisation_and_infill(task_lm, band_file, tm
     assert harmonisation["bits_per_note_written_parts"] > 0 and math.isfinite(harmonisation["bits_per_note_written_parts"])
     assert set(harmonisation["voice_ranges"]) == {"Melody", "Bass", "Piano"}
     assert result["infill"]["exact_gap_share"] == 1.0
+    assert result["infill"]["bits_per_note"] > 0 and math.isfinite(result["infill"]["bits_per_note"])
     assert (tmp_path / "tasks" / "tasks.json").is_file()
     assert (tmp_path / "tasks" / "harmonised-000.png").is_file()
 

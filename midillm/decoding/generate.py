@@ -469,23 +469,8 @@ class MidiLM:
         Everything outside the gap is the piece as given; the gap has exactly that many bars."""
         self._require("infill")
         score = self.load_score(midi)
-        first, last = parse_bar_range(bars)
-        piece_bars = self.codec.encode_bars(score)
-        if last > len(piece_bars):
-            raise TaskError(f"bars {first}-{last} are outside the piece, which has {len(piece_bars)} bars")
-        gap_start, gap_bars = first - 1, last - first + 1
-        caption = self._caption_ids(text if text is not None else self.codec.caption(score))
-        # Room for the new bars: twice the piece's mean bar length, within the training context.
-        mean_bar = max(1, sum(len(bar) for bar in piece_bars) // len(piece_bars))
-        room = min(self.context_length // 2, 2 * mean_bar * gap_bars + 8)
-        budget = self.context_length - len(caption) - gap_bars - 3 - room
-        if budget < 0:
-            raise TaskError(f"a gap of {gap_bars} bars does not fit this model's context of "
-                            f"{self.context_length} tokens; ask for fewer bars")
-        from midillm.tokenization.dataset import infill_prompt
-
-        prompt = infill_prompt(caption, piece_bars, gap_start, gap_bars, self.codec.music_start_id,
-                               self.codec.gap_id, self.codec.fill_id, budget)
+        prompt, piece_bars, gap_start, gap_bars = self.infill_prompt(score, bars, text)
+        caption = prompt[:prompt.index(self.codec.music_start_id)]
         settings = self._sampling(sampling)
         settings = settings.updated(max_new_tokens=min(settings.max_new_tokens * 4,
                                                        self.context_length - len(prompt)))
@@ -504,6 +489,29 @@ class MidiLM:
                      + [self.codec.music_end_id])
             scores.append(self.codec.decode(whole, names=part_names(score)))
         return scores
+
+    def infill_prompt(self, score: Score, bars: tuple[int, int] | str, text: str | None = None):
+        """The infill prompt for bars `bars` of `score` (caption, the music around the gap with
+        `<gap>` per missing bar, `<fill>`), leaving room for the new bars in the training
+        context. Returns (prompt ids, the piece's bars as ids, first gap bar from 0, gap bars)."""
+        from midillm.tokenization.dataset import infill_prompt
+
+        first, last = parse_bar_range(bars)
+        piece_bars = self.codec.encode_bars(score)
+        if last > len(piece_bars):
+            raise TaskError(f"bars {first}-{last} are outside the piece, which has {len(piece_bars)} bars")
+        gap_start, gap_bars = first - 1, last - first + 1
+        caption = self._caption_ids(text if text is not None else self.codec.caption(score))
+        # Room for the new bars: twice the piece's mean bar length, within the training context.
+        mean_bar = max(1, sum(len(bar) for bar in piece_bars) // len(piece_bars))
+        room = min(self.context_length // 2, 2 * mean_bar * gap_bars + 8)
+        budget = self.context_length - len(caption) - gap_bars - 3 - room
+        if budget < 0:
+            raise TaskError(f"a gap of {gap_bars} bars does not fit this model's context of "
+                            f"{self.context_length} tokens; ask for fewer bars")
+        prompt = infill_prompt(caption, piece_bars, gap_start, gap_bars, self.codec.music_start_id,
+                               self.codec.gap_id, self.codec.fill_id, budget)
+        return prompt, piece_bars, gap_start, gap_bars
 
     def accompany(self, midi, tracks: list[str] | None = None, num_samples: int = 1, text: str | None = None,
                   seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:

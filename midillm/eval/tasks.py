@@ -8,7 +8,8 @@ reference's other voices with their bars in random order under the kept melody: 
 voices which ignore each other give). Bits per note of the written parts are those the model
 gives the reference's own parts, with the melody given (teacher forcing, the first window of
 the training context). Infilling writes 2 bars in the middle of each piece; the result must be
-sane and the gap exactly 2 bars long.
+sane and the gap exactly 2 bars long; its bits per note are those of the reference's own 2 bars
+in the infill layout.
 """
 
 from __future__ import annotations
@@ -92,37 +93,47 @@ def shuffled_control(score: Score, rng: random.Random) -> Score:
 
 
 @torch.inference_mode()
+def _bits(lm, ids: list[int], start: int, counted: list[bool]) -> float:
+    """Bits the model gives ids[start:] where `counted`, each predicted from what precedes it
+    (the music rows' distribution, as in training)."""
+    device = next(lm.model.parameters()).device
+    hidden = lm.model.get_decoder()(input_ids=torch.tensor([ids], device=device)).last_hidden_state[0]
+    head = lm._head()
+    log_probs = torch.log_softmax((hidden[start - 1:-1].to(head.dtype) @ head.T).float(), dim=-1)
+    rows = torch.tensor([lm.grammar.row_of_lm_id.get(lm_id, -1) for lm_id in ids[start:]])
+    keep = (rows >= 0) & torch.tensor(counted)
+    return float(-log_probs[torch.arange(len(rows))[keep], rows[keep]].sum()) / math.log(2)
+
+
 def written_parts_bits_per_note(lm, score: Score, given_parts: int = 1) -> tuple[float, int]:
     """Bits the model gives the parts after the first `given_parts` of `score` (the reference's
     own), with the given parts in view: teacher forcing over the first window of bars that fits
     the training context. Returns (bits, notes of the written parts in that window)."""
     codec = lm.codec
     caption = lm._caption_ids(codec.caption(score))
-    bars = codec.encode_bars(score)
     ids = caption + [codec.music_start_id]
-    for bar in bars:
+    for bar in codec.encode_bars(score):
         if len(ids) + len(bar) + 1 > lm.context_length:
             break
         ids += bar
     start = len(caption) + 1
-    targets = ids[start:]
-    written = []  # whether each target id belongs to a written part
-    part = -1
-    for lm_id in targets:
+    written, part = [], -1  # whether each target id belongs to a written part
+    for lm_id in ids[start:]:
         number = codec.part_of_lm_id(lm_id)
-        if number is not None:
-            part = number
+        part = number if number is not None else part
         written.append(part >= given_parts)
-    device = next(lm.model.parameters()).device
-    hidden = lm.model.get_decoder()(input_ids=torch.tensor([ids], device=device)).last_hidden_state[0]
-    head = lm._head()
-    log_probs = torch.log_softmax((hidden[start - 1:-1].to(head.dtype) @ head.T).float(), dim=-1)
-    rows = torch.tensor([lm.grammar.row_of_lm_id.get(lm_id, -1) for lm_id in targets])
-    known = rows >= 0
-    nll = -log_probs[torch.arange(len(targets))[known], rows[known]]
-    mask = torch.tensor(written)[known]
-    notes = sum(1 for lm_id, is_written in zip(targets, written) if is_written and lm_id in lm.grammar.note_lm_ids)
-    return float(nll[mask].sum()) / math.log(2), notes
+    notes = sum(1 for lm_id, is_written in zip(ids[start:], written) if is_written and lm_id in lm.grammar.note_lm_ids)
+    return _bits(lm, ids, start, written), notes
+
+
+def infill_bits_per_note(lm, score: Score, first_bar: int, bars: int = 2) -> tuple[float, int]:
+    """Bits the model gives the reference's own bars `first_bar`.. (from 1) in the infill layout
+    (the music around them given), and the notes in them."""
+    prompt, piece_bars, gap_start, gap_bars = lm.infill_prompt(score, (first_bar, first_bar + bars - 1))
+    middle = [lm_id for bar in piece_bars[gap_start:gap_start + gap_bars] for lm_id in bar]
+    ids = prompt + middle + [lm.codec.music_end_id]
+    notes = sum(1 for lm_id in middle if lm_id in lm.grammar.note_lm_ids)
+    return _bits(lm, ids, len(prompt), [True] * (len(middle) + 1)), notes
 
 
 def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: int = 0,
@@ -137,7 +148,7 @@ def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: 
     rng = random.Random(seed)
     out = Path(out) if out else None
     harmonised, references, controls, checks, infill_checks, exact_gaps = [], [], [], [], [], []
-    bits = notes = 0.0
+    bits = notes = infill_bits = infill_notes = 0.0
     for index, path in enumerate(tqdm(pieces, desc="Harmonising and infilling", unit="piece")):
         score = Score(str(path))
         played = [track for track in score.tracks if track.note_num()]
@@ -155,6 +166,8 @@ def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: 
         bar_count = len(lm.codec.encode_bars(reference))
         if bar_count >= 4:
             first = bar_count // 2
+            gap_bits, gap_notes = infill_bits_per_note(lm, reference, first)
+            infill_bits, infill_notes = infill_bits + gap_bits, infill_notes + gap_notes
             filled = lm.infill(reference, (first, first + 1), seed=seed + index, max_new_tokens=max_new_tokens)[0]
             infill_checks.append(sample_sanity(filled, profile, lm.last_generation[0]))
             exact_gaps.append(lm.last_generation[0].get("bars") == 2)
@@ -186,6 +199,7 @@ def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: 
             "pieces": len(infill_checks),
             "sane_share": sanity_summary(infill_checks).get("sane_share") if infill_checks else float("nan"),
             "exact_gap_share": float(np.mean(exact_gaps)) if exact_gaps else float("nan"),
+            "bits_per_note": infill_bits / infill_notes if infill_notes else float("nan"),
         },
     }
     if out:
@@ -194,4 +208,5 @@ def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: 
     return result
 
 
-__all__ = ["evaluate_tasks", "parallel_motion", "shuffled_control", "voice_ranges", "written_parts_bits_per_note"]
+__all__ = ["evaluate_tasks", "infill_bits_per_note", "parallel_motion", "shuffled_control", "voice_ranges",
+           "written_parts_bits_per_note"]
