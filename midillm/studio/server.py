@@ -36,6 +36,10 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+# How far past the upload limit a declared body is still read (and dropped) before the refusal.
+DRAIN_FACTOR = 8
+
+
 class UploadLimit:
     """ASGI middleware: a request body over the limit is refused with one line: by its
     Content-Length before any of it is read, or, streamed without one, as soon as it passes."""
@@ -55,6 +59,14 @@ class UploadLimit:
         # The form fields around the file need a little room of their own.
         limit = self.max_bytes + 64 * 1024
         if length is not None and length.isdigit() and int(length) > limit:
+            # A client (a browser, urllib) sends the whole body before it reads the answer: read
+            # and drop a body of moderate size first, or it meets a closed socket instead of the
+            # one-line refusal. A huge one is refused at once.
+            if int(length) <= DRAIN_FACTOR * limit:
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        break
             return await _error(413, self._message())(scope, receive, send)
         received = 0
         refused = False
