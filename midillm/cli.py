@@ -120,10 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--tracks", nargs="+", metavar="NAME",
                                  help="Track names to keep (default: " + ("all tracks of the file" if task == "accompany"
                                                                          else "the highest part") + ").")
+        caption_default = {"infill": "default: the piece's own", "accompany": "default: the corpus's",
+                           "arrange": "required"}[task]
         command.add_argument("--text", required=task == "arrange",
-                             help='The caption, e.g. "Composer: J.S. Bach" (default: ' + (
-                                 "the piece's own)." if task == "infill" else "the corpus's)." if task == "accompany"
-                                 else "required).").replace("(default: required)", "(required)"))
+                             help=f'The caption, e.g. "Composer: J.S. Bach" ({caption_default}).')
         command.add_argument("-n", "--num-samples", type=int, default=1, help="How many versions (default: 1).")
         add_sampling_arguments(command, sampling)
         command.add_argument("--no-constraints", action="store_true",
