@@ -23,7 +23,7 @@ import torch
 from symusic import Score
 from tqdm.auto import tqdm
 
-from midillm.tokenization.profile import first_bars
+from midillm.tokenization.profile import first_bars, measure_corpus
 
 from .sanity import sample_sanity, sanity_summary
 
@@ -63,16 +63,8 @@ def parallel_motion(score: Score) -> dict:
 
 
 def voice_ranges(scores: list[Score]) -> dict[str, list[int]]:
-    """Part name -> [lowest, highest] pitch over the scores."""
-    ranges: dict[str, list[int]] = {}
-    for score in scores:
-        for track in score.tracks:
-            if not track.note_num():
-                continue
-            pitches = track.notes.numpy()["pitch"]
-            low, high = ranges.get(track.name, [127, 0])
-            ranges[track.name] = [min(low, int(pitches.min())), max(high, int(pitches.max()))]
-    return ranges
+    """Part name -> [lowest, highest] pitch over the scores (as the corpus profile measures it)."""
+    return measure_corpus(scores).part_ranges
 
 
 def shuffled_control(score: Score, rng: random.Random) -> Score:
