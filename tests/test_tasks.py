@@ -390,3 +390,16 @@ def test_each_named_part_keeps_the_range_the_corpus_gives_it(tiny_lm_tokenizer, 
         return bool(mask[grammar.row_of_lm_id[codec.lm_ids_of_base_tokens([f"Pitch_{pitch}"])[0]]])
 
     assert allowed(low) and allowed(high) and not allowed(high + 1) and not allowed(low - 1)
+
+
+def test_model_card_says_which_tasks_the_model_can_do(task_bundle, tmp_path):
+    from midillm.hub.card import build_model_card
+
+    card = str(build_model_card(task_bundle))
+    assert "## Work on your own music" in card and "midillm infill" in card and "task=\"accompany\"" in card
+    plain = tmp_path / "plain"
+    shutil.copytree(task_bundle, plain)
+    config = json.loads((plain / CODEC_CONFIG_FILE).read_text())
+    config["tasks"] = ["continue"]
+    (plain / CODEC_CONFIG_FILE).write_text(json.dumps(config))
+    assert "not trained to infill, accompany or arrange" in str(build_model_card(plain))

@@ -79,6 +79,8 @@ midillm generate {model_id} --out samples/ -n 4 --formats mid,musicxml,wav,png
 
 {sampling}
 
+{tasks}
+
 ## Training data
 
 {data}
@@ -259,7 +261,8 @@ def build_model_card(bundle: str | Path, repo_id: str | None = None, license: st
                           f"{_number(summary.get('tokens_seen', 0))} LM tokens over {summary.get('steps', '?')} steps")
     data_lines.append(f"- tokenization: miditok {tokenizer_name}{bpe}, rendered as "
                       f"{'new LM tokens' if codec.render == 'tokens' else codec.render}"
-                      f"{', with captions' if codec.captions else ''}")
+                      f"{', with captions' if codec.captions else ''}"
+                      f"{'; each track is a part of its own, written bar by bar' if getattr(codec, 'parts', False) else ''}")
 
     if summary:
         hardware = summary.get("hardware") or {}
@@ -293,10 +296,27 @@ def build_model_card(bundle: str | Path, repo_id: str | None = None, license: st
     versions = summary.get("versions") or {}
     versions_text = "\n".join(f"- {name} {value}" for name, value in versions.items()) or "- unknown"
 
+    tasks = tuple(getattr(codec, "tasks", ("continue",))) if getattr(codec, "parts", False) else ("continue",)
+    if len(tasks) > 1:
+        tasks_text = "\n".join([
+            "## Work on your own music", "",
+            f"Besides continuing, this model was trained to {', '.join(task for task in tasks if task != 'continue')}; "
+            "what you give comes back note for note:", "",
+            "```bash",
+            f"midillm infill {model_id} --midi piece.mid --bars 5-8 --out infilled/" if "infill" in tasks else "",
+            f"midillm accompany {model_id} --midi melody.mid --tracks Soprano --out harmonised/"
+            if "accompany" in tasks else "",
+            f'midillm arrange {model_id} --midi song.mid --text "Instruments: Violin, Cello" --out arranged/'
+            if "arrange" in tasks else "",
+            "```", "",
+            'The pipeline takes the same: `pipe(midi_bytes, task="accompany", tracks=["Soprano"])`.',
+        ]).replace("\n\n\n", "\n\n").replace("```bash\n\n", "```bash\n")
+    else:
+        tasks_text = "This model continues music or starts it; it was not trained to infill, accompany or arrange."
     caption = "Composer: J.S. Bach" if codec.captions else ""
     text = TEMPLATE.format(card_data=data.to_yaml(), model_name=model_name, summary=summary_text,
                            generates=generates, model_id=model_id, caption=caption, data="\n".join(data_lines),
-                           sampling=_sampling_text(bundle), procedure=procedure, evaluation=evaluation,
+                           sampling=_sampling_text(bundle), tasks=tasks_text, procedure=procedure, evaluation=evaluation,
                            versions=versions_text)
     return ModelCard(text)
 
