@@ -21,7 +21,7 @@ from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenal
 from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE
 from midillm.errors import first_line
 from midillm.tokenization import MusicCodec
-from midillm.tokenization.codec import CODEC_CONFIG_FILE, names_in_caption
+from midillm.tokenization.codec import CODEC_CONFIG_FILE, caption_fields, names_in_caption
 from midillm.tokenization.profile import part_names
 from midillm.tokenization.dataset import caption_budget
 
@@ -547,9 +547,9 @@ class MidiLM:
         given_names = part_names(given)
         # The caption: the user's fields, then the melody's own key, metre and tempo, then the
         # corpus's (composer, instruments); its parts are the given ones first, then the others.
-        own = _caption_fields(self.codec.caption(given))
-        user = _caption_fields(text or "")
-        typical = _caption_fields(self.default_text(None) or "") if keep_style or not user else {}
+        own = caption_fields(self.codec.caption(given))
+        user = caption_fields(text or "")
+        typical = caption_fields(self.default_text(None) or "") if keep_style or not user else {}
         fields = {**typical, **{key: own[key] for key in ("Key", "Time signature", "Tempo") if key in own}, **user}
         fields.pop("Title", None)
         taken = {name.lower() for name in given_names}
@@ -665,15 +665,6 @@ def select_tracks(score: Score, names: list[str] | None) -> Score:
     selected = score.copy()
     selected.tracks = [track.copy() for track in chosen]
     return selected
-
-
-def _caption_fields(text: str) -> dict[str, str]:
-    fields = {}
-    for line in text.splitlines():
-        label, separator, value = line.partition(":")
-        if separator and label.strip():
-            fields[label.strip()] = value.strip()
-    return fields
 
 
 def _training_context_length(path: Path) -> int | None:

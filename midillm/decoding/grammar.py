@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from midillm.tokenization.codec import MAX_PARTS
+from midillm.tokenization.codec import MAX_PARTS, caption_field
 
 SPECIAL_TYPES = frozenset({"PAD", "BOS", "EOS", "MASK"})
 TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track", "Part"})
@@ -111,8 +111,9 @@ class MusicGrammar:
                 kind in TIME_TYPES or bool(graph[kind] & TIME_TYPES))
         self.allowed_torch = torch.from_numpy(self.allowed)
         # Parts: which part each row opens (-1: none), and per current part the rows allowed.
-        self.row_part = torch.tensor([NO_PART if codec.part_of_lm_id(lm_id) is None else codec.part_of_lm_id(lm_id)
-                                      for lm_id in self.row_lm_ids[:-1]] + [NO_PART]) if self.parts else None
+        parts_of_rows = [codec.part_of_lm_id(lm_id) for lm_id in self.row_lm_ids[:-1]] if self.parts else []
+        self.row_part = torch.tensor([NO_PART if part is None else part for part in parts_of_rows] + [NO_PART]) \
+            if self.parts else None
         if self.parts:
             opens = self.row_part >= 0
             self.part_masks = [~opens | (self.row_part == 0)]  # before any part: part 0 first
@@ -348,20 +349,14 @@ def programs_named_in(text: str | None) -> list[int]:
     """General MIDI programs that a caption's "Instruments:" line names (-1 = drums)."""
     from miditok.constants import MIDI_INSTRUMENTS
 
-    if not text:
-        return []
     names = {instrument["name"].lower(): program for program, instrument in enumerate(MIDI_INSTRUMENTS)}
     programs = []
-    for line in text.splitlines():
-        label, _, value = line.partition(":")
-        if label.strip().lower() != "instruments":
-            continue
-        for item in value.split(","):
-            name = item.strip().split(" x ", 1)[-1].strip().lower()
-            if name == "drums":
-                programs.append(-1)
-            elif name in names:
-                programs.append(names[name])
+    for item in caption_field(text, "Instruments").split(","):
+        name = item.strip().split(" x ", 1)[-1].strip().lower()
+        if name == "drums":
+            programs.append(-1)
+        elif name in names:
+            programs.append(names[name])
     return sorted(set(programs))
 
 

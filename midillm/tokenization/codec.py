@@ -178,13 +178,25 @@ def part_scores(score: Score) -> list[Score]:
     return parts
 
 
+def caption_fields(text: str | None) -> dict[str, str]:
+    """A caption's "Label: value" lines as {label: value} (labels as written, values stripped):
+    the one reader of the caption format `score_caption` writes."""
+    fields = {}
+    for line in (text or "").splitlines():
+        label, separator, value = line.partition(":")
+        if separator and label.strip():
+            fields[label.strip()] = value.strip()
+    return fields
+
+
+def caption_field(text: str | None, label: str) -> str:
+    """One field of a caption, its label matched without case ("" without it)."""
+    return next((value for name, value in caption_fields(text).items() if name.lower() == label.lower()), "")
+
+
 def names_in_caption(text: str | None) -> list[str]:
     """The part names of a caption's "Parts:" line (empty without one)."""
-    for line in (text or "").splitlines():
-        label, _, value = line.partition(":")
-        if label.strip().lower() == "parts":
-            return [name.strip() for name in value.split(",") if name.strip()]
-    return []
+    return [name.strip() for name in caption_field(text, "Parts").split(",") if name.strip()]
 
 
 def pitch_name(pitch: int) -> str:
