@@ -93,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--like", nargs="+", metavar="FILE.mid",
                           help="Generate for this taste: continue the opening of the liked piece nearest their "
                                "mean, under a caption of what they share (instead of --prompt; --text overrides "
-                               "the caption).")
+                               "the caption). Of --candidates continuations per sample, the one nearest the taste "
+                               "in the model's own representation is kept.")
+    generate.add_argument("--candidates", type=int, default=None, metavar="K",
+                          help="With --like: continuations drawn per sample, the nearest to the taste kept "
+                               "(default: 3; 1: keep every draw).")
     generate.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
 
     task_help = {
@@ -317,6 +321,8 @@ def run_generate(arguments: argparse.Namespace) -> None:
         raise FileNotFoundError(f"prompt file not found: {arguments.prompt}")
     if arguments.like and arguments.prompt:
         raise ValueError("--like sets the prompt itself: give --like or --prompt, not both")
+    if arguments.candidates is not None and (arguments.candidates < 1 or not arguments.like):
+        raise ValueError("--candidates goes with --like and must be at least 1")
     if arguments.like:
         from midillm.decoding.embedding import read_score
 
@@ -332,17 +338,24 @@ def run_generate(arguments: argparse.Namespace) -> None:
     if prompt and is_audio_path(prompt):
         prompt = transcription = transcribe(prompt, grid=codec_grid(model.codec))
     text = arguments.text
-    if arguments.like:
-        from midillm.retrieval import taste_prompt
-
-        taste = taste_prompt(model, arguments.like)
-        prompt, text = taste.prompt, text or taste.text
-        print(f"Prompt: the opening of the liked piece nearest the taste; caption: {' / '.join((text or '').splitlines())}")
     settings = model.sampling.updated(**given)
-    samples = model.generate_ids(arguments.num_samples, prompt, text, settings,
-                                 arguments.seed, programs=programs, progress=True,
-                                 time_signature=arguments.time_signature, tempo=arguments.tempo,
-                                 constrain=not arguments.no_constraints)
+    if arguments.like:
+        from midillm.retrieval import CANDIDATES_PER_SAMPLE, generate_for_taste, taste_prompt
+
+        candidates = arguments.candidates or CANDIDATES_PER_SAMPLE
+        taste = taste_prompt(model, arguments.like)
+        caption = text or taste.text
+        print(f"Prompt: the opening of the liked piece nearest the taste; caption: {' / '.join((caption or '').splitlines())}; "
+              f"keeping the nearest of {candidates} continuations per sample")
+        samples = generate_for_taste(model, arguments.like, arguments.num_samples, caption, settings, arguments.seed,
+                                     candidates_per_sample=candidates, progress=True, taste=taste, programs=programs,
+                                     time_signature=arguments.time_signature, tempo=arguments.tempo,
+                                     constrain=not arguments.no_constraints)
+    else:
+        samples = model.generate_ids(arguments.num_samples, prompt, text, settings,
+                                     arguments.seed, programs=programs, progress=True,
+                                     time_signature=arguments.time_signature, tempo=arguments.tempo,
+                                     constrain=not arguments.no_constraints)
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     if transcription is not None:  # what the model heard

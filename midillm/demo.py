@@ -17,11 +17,6 @@ from midillm.bundle_files import MODEL_CARD, PIANO_ROLL, SAMPLE_MIDI
 from midillm.tokenization import DEFAULT_BASE_MODEL
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bach-demo.yaml"
-# The music BPE vocabulary `prepare` builds for the demo (0: none, plain tokens). Measured in
-# docs/benchmarks.md: on 379 chorales and a ~10-minute CPU budget, plain REMI learned far more per
-# note seen than BPE (4.8 held-out bits/note against 6.2 with BPE 1024 and 7.8 with 4096); BPE's
-# fewer tokens per note pay off on bigger corpora and longer runs.
-DEMO_MUSIC_VOCABULARY = 0
 FORMATS = ["mid", "musicxml", "wav", "png"]
 STEPS = 5
 DEFAULT_DEMO_OUT = "runs/demo"
@@ -72,10 +67,8 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     if train_minutes is not None:
         overrides.setdefault("max_minutes", train_minutes)
     train_config = load_config(config, [f"{key}={value}" for key, value in overrides.items()])
-    # The demo's music vocabulary (DEMO_MUSIC_VOCABULARY, above) unless prepare_options say otherwise.
-    prepare_settings = {"vocab_size": DEMO_MUSIC_VOCABULARY, **(prepare_options or {})}
     prepare_config = PrepareConfig(source=source, out=str(data), base_model=base_model, limit=limit,
-                                   seq_len=train_config.seq_len or 1024, **prepare_settings)
+                                   seq_len=train_config.seq_len or 1024, **(prepare_options or {}))
     timings: dict[str, float] = {}
     started = time.time()
 

@@ -1,17 +1,22 @@
 """Does `midillm generate MODEL --like ...` write music closer to the liked pieces than to the corpus?
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_like.py --model /tmp/demo2/bach-smollm2 \
-        --samples 8 --max-new-tokens 384 --out runs/bench-like
+    .venv/bin/python scripts/bench_like.py --model runs/demo/bach-smollm2 \
+        --samples 8 --max-new-tokens 384 --out runs/bench-like [--taste atypical]
 
 The taste: the three busiest chorales (highest note density, among the corpus pieces that are
 sane for the corpus): a listener who likes running voices, which the model does not drift to by
 itself (its samples are sparser than the corpus). `--taste atypical`: the chorale farthest from
-the corpus mean in features and its two nearest. Samples are drawn as `generate --like` draws them (`taste_prompt`: the opening of the liked piece nearest their mean,
-the caption they share) and, for comparison, with the default prompt. For each sane sample
-(`midillm.eval.sanity`) the distance of its features (`midillm.eval.features`, z-scored by the
-corpus's spread) to the mean of the liked pieces and to the corpus mean is measured, on the
-generated continuation only (the copied opening left out), against the same features of
-stretches of the corpus pieces of about the samples' length (bars 3 to 10).
+the corpus mean in features and its two nearest. Three runs of `--samples` each:
+  like, nearest of K   as `generate --like` draws them: the opening of the liked piece nearest
+                       their mean and the caption they share (`taste_prompt`), K continuations
+                       per sample, the one nearest the taste in the model's representation kept
+  like, one draw each  the same prompt and caption, every draw kept
+  default prompt       the model's default caption and no prompt
+For each sane sample (`midillm.eval.sanity`) the distance of its features
+(`midillm.eval.features`, z-scored by the corpus's spread) to the mean of the liked pieces and to
+the corpus mean is measured, on the generated continuation only (the copied opening left out),
+against the same features of stretches of the corpus pieces of about the samples' length (bars
+3 to 10).
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ def main():
     parser.add_argument("--bars", type=int, default=8,
                         help="Length of the corpus stretches the samples are compared with (about what "
                              "--max-new-tokens writes).")
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="Continuations drawn per sample, the nearest to the taste kept (default: generate's).")
     parser.add_argument("--out", default="runs/bench-like")
     arguments = parser.parse_args()
 
@@ -74,10 +81,11 @@ def main():
     from midillm.decoding.generate import MidiLM
     from midillm.eval.features import SCALAR_FEATURES
     from midillm.eval.sanity import sample_sanity, sanity_summary
-    from midillm.retrieval import taste_prompt
+    from midillm.retrieval import CANDIDATES_PER_SAMPLE, generate_for_taste, taste_prompt
     from midillm.tokenization.sources import list_source
 
     lm = MidiLM.from_pretrained(arguments.model)
+    arguments.candidates = arguments.candidates or CANDIDATES_PER_SAMPLE
     listed, _ = list_source(arguments.corpus, limit=arguments.corpus_pieces)
     # The taste is drawn from the corpus pieces that are sane for it: an instrumental chorale with
     # doubled parts (more notes at an onset than the training split ever has) would make every
@@ -102,16 +110,22 @@ def main():
     liked_center = np.nanmean(features[liked_rows], axis=0)
     print(f"Liked: {', '.join(files[row].name for row in liked_rows)} ({len(files)} of {len(listed)} corpus pieces sane)")
 
-    prompt, caption, _ = taste_prompt(lm, liked, opening_bars=arguments.opening_bars)
+    taste = taste_prompt(lm, liked, opening_bars=arguments.opening_bars)
+    prompt, caption = taste.prompt, taste.text
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"liked": [files[row].name for row in liked_rows], "caption": caption,
               "features": list(SCALAR_FEATURES), "runs": {}}
-    for label, (run_prompt, text) in {"like": (prompt, caption), "default prompt": (None, None)}.items():
+    settings = lm.sampling.updated(max_new_tokens=arguments.max_new_tokens)
+    runs = {f"like, nearest of {arguments.candidates}": (prompt, caption, arguments.candidates),
+            "like, one draw each": (prompt, caption, 1), "default prompt": (None, None, 1)}
+    for label, (run_prompt, text, candidates) in runs.items():
         prompt_ids = lm.prompt_ids(run_prompt, text)
-        samples = lm.generate_ids(arguments.samples, run_prompt, text,
-                                  lm.sampling.updated(max_new_tokens=arguments.max_new_tokens),
-                                  seed=arguments.seed, progress=True)
+        if candidates > 1:  # as `midillm generate --like` draws them
+            samples = generate_for_taste(lm, liked, arguments.samples, text, settings, arguments.seed,
+                                         candidates_per_sample=candidates, progress=True, taste=taste)
+        else:
+            samples = lm.generate_ids(arguments.samples, run_prompt, text, settings, seed=arguments.seed, progress=True)
         records = lm.last_generation
         whole = [lm.codec.decode(ids) for ids in samples]
         continuations = [lm.codec.decode([lm.codec.music_start_id] + ids[len(prompt_ids):]) for ids in samples]
@@ -134,7 +148,7 @@ def main():
             "note_density": float(np.nanmean(rows[:, density])) if sane else None,
             "liked_note_density": float(liked_center[density]), "corpus_note_density": float(center[density])}
         for index, score in enumerate(whole):
-            export_score(score, out / f"{label.replace(' ', '-')}-{index:02d}", ["mid", "png"])
+            export_score(score, out / f"{label.replace(' ', '-').replace(',', '')}-{index:02d}", ["mid", "png"])
         print(label, json.dumps(report["runs"][label]["sanity"].get("sane_share")),
               {key: value for key, value in report["runs"][label].items() if key != "sanity"})
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))

@@ -266,3 +266,57 @@ def test_config_errors_are_one_clear_line(tmp_path, capsys):
     assert err.startswith("error: unknown config key 'bogus'") and "\n" not in err
     with pytest.raises(ConfigError, match="has no codec"):
         train(load_config(config))
+
+
+def test_merge_rows_are_built_from_their_base_tokens(tiny_models, tiny_data, tmp_path):
+    """Compositional rows: a merge starts where it did without them, learns through its parts'
+    rows, and the saved bundle holds the composed rows as plain trainable-token rows."""
+    from safetensors.torch import load_file
+    from torch.nn.utils import parametrize
+
+    from midillm.finetune.model import composition_of_rows, plain_token_rows
+
+    codec, _, _ = load_prepared(tiny_data)
+    config = tiny_config(tiny_data, tmp_path, tiny_models["tied"])
+    torch.manual_seed(0)
+    separate = build_model(TrainConfig(**{**config.to_dict(), "compositional_rows": False}), codec)
+    torch.manual_seed(0)
+    composed = build_model(config, codec)
+    embedding = lambda model: model.causal_lm.get_input_embeddings().weight.detach()  # noqa: E731
+    assert torch.allclose(embedding(separate), embedding(composed), atol=1e-5)
+
+    adapter = composed.causal_lm.get_input_embeddings().token_adapter
+    rows = adapter.trainable_tokens_delta
+    assert parametrize.is_parametrized(rows)
+    token_ids = list(adapter.token_indices["default"])
+    merged, components, _ = composition_of_rows(codec, token_ids)
+    assert merged  # the tiny data's BPE learned merges
+    merge = merged[0]
+    parts = [components[k] for k, position in enumerate(merged) if position == merge]
+    assert len(parts) >= 2
+    assert [codec.music_token_parts[codec.music_id_of_lm_id(token_ids[part])][0] for part in parts] == \
+        codec.music_token_parts[codec.music_id_of_lm_id(token_ids[merge])]
+
+    # A loss on the merge's row alone reaches its base tokens' parameters, and no others.
+    raw = rows.parametrizations["default"].original
+    rows["default"][merge].sum().backward()
+    touched = sorted(set(raw.grad.abs().sum(dim=1).nonzero()[:, 0].tolist()))
+    assert touched == sorted({merge, *parts})
+
+    # Moving a base token's parameter moves every merge that holds it.
+    with torch.no_grad():
+        before = rows["default"].detach().clone()
+        raw[parts[0]] += 1.0
+        after = rows["default"].detach()
+    moved = sorted(set((after - before).abs().sum(dim=1).nonzero()[:, 0].tolist()))
+    holders = {position for position, part in zip(merged, components) if part == parts[0]}
+    assert moved == sorted(holders | {parts[0]})
+
+    # Saved: plain rows with the composed values, and the parametrization is back afterwards.
+    with plain_token_rows(composed):
+        assert not parametrize.is_parametrized(rows)
+        composed.peft_model.save_pretrained(tmp_path / "saved", save_embedding_layers=False)
+    assert parametrize.is_parametrized(rows)
+    saved = next(value for key, value in load_file(tmp_path / "saved" / "adapter_model.safetensors").items()
+                 if "trainable_tokens_delta" in key)
+    assert torch.allclose(saved, rows["default"].detach(), atol=1e-6)

@@ -256,3 +256,25 @@ def test_generate_for_a_taste(bundle, chorales, lm, tmp_path, capsys):
     assert code == 0, error
     assert "Prompt: the opening of the liked piece" in printed
     assert len(list((tmp_path / "taste").glob("sample-*.mid"))) == 2
+
+
+def test_generating_for_a_taste_keeps_the_candidates_nearest_it(chorales, lm):
+    from midillm.retrieval import generate_for_taste, rank_by_taste
+
+    pieces = sorted(chorales.glob("*.mid"))
+    liked = pieces[0]
+    # Among other chorales, a transposed copy of the liked piece is the nearest to its taste.
+    candidates = [Score(str(path)) for path in pieces[1:6]] + [transposed(liked, 3)]
+    assert rank_by_taste(lm, candidates, lm.embed([Score(str(liked))]))[0] == len(candidates) - 1
+    # A candidate with nothing to embed is ranked last, not an error.
+    empty = Score(lm.codec.music_tokenizer.time_division)
+    assert rank_by_taste(lm, [empty] + candidates, lm.embed([Score(str(liked))]))[-1] == 0
+
+    taste = taste_prompt(lm, pieces[:2])
+    drawn = lm.generate_ids(6, taste.prompt, taste.text, lm.sampling.updated(max_new_tokens=40), seed=0)
+    kept = generate_for_taste(lm, pieces[:2], 2, settings=lm.sampling.updated(max_new_tokens=40), seed=0,
+                              candidates_per_sample=3, taste=taste)
+    assert len(kept) == 2 and all(ids in drawn for ids in kept) and kept[0] != kept[1]
+    assert len(lm.last_generation) == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        generate_for_taste(lm, pieces[:2], 1, candidates_per_sample=0)

@@ -98,7 +98,7 @@ def load_scores(paths, log=None) -> tuple[list[Score], list[str]]:
     return scores, names
 
 
-def _data_pieces(data: Path) -> dict[str, list[Path]]:
+def data_pieces(data: Path) -> dict[str, list[Path]]:
     report_path = data / "prepare.json"
     if not report_path.is_file():
         raise EvalError(f"{data} has no prepare.json: run `midillm prepare SOURCE --out {data}` first")
@@ -241,7 +241,7 @@ def evaluate(config: EvalConfig, log=print) -> dict:
 
     out = Path(config.out)
     data = Path(config.data)
-    pieces = _data_pieces(data)
+    pieces = data_pieces(data)
     reference, reference_names = load_scores(pieces["test"] + pieces["validation"], log)
     training, training_names = load_scores(pieces["train"], log)
     metrics: dict = {"model": config.model, "data": str(data), "settings": asdict(config),

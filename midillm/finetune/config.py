@@ -52,6 +52,8 @@ class TrainConfig:
         "help": "auto (bf16 on bf16-capable GPUs and AMX/AVX512-BF16 CPUs, else fp32) | bf16 | fp32."})
     compile: bool = field(default=False, metadata={
         "help": "torch.compile each decoder layer: the first step takes ~30 s longer, later ones ~15% less on a CPU."})
+    compositional_rows: bool = field(default=True, metadata={
+        "help": "A BPE merge's row = the mean of its base tokens' rows + its own residual, so merges share what their parts learn."})
     music_only_head: bool = field(default=True, metadata={
         "help": "Compute logits over the music rows only (same loss, far less memory); false: full vocabulary."})
     eval_every: int = field(default=100, metadata={"help": "Validation loss and bits per note every N steps (0: only at the end)."})

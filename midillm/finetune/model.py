@@ -13,11 +13,13 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from midillm.errors import first_line
 from midillm.tokenization import BaseModelError, MusicCodec, locate_base_model
@@ -149,6 +151,90 @@ def add_music_tokens(model, codec: MusicCodec) -> list[int]:
     return new_ids
 
 
+# ----------------------------------------------------------------------------- compositional rows
+
+
+class ComposedRows(nn.Module):
+    """A BPE merge's row = its own residual + the mean of its base tokens' rows.
+
+    Registered as a parametrization of PEFT's trainable-token rows: what the model learns about
+    `Pitch_60` then reaches every merge that holds it, so a large merge vocabulary, where each
+    merge is seen a few times, learns at the pace of the few hundred base tokens. Base tokens
+    (and every row that is not a merge) are their own parameter. The residual starts at the
+    row's described starting point minus its parts' mean (`right_inverse`), so step 0 is
+    unchanged.
+    """
+
+    def __init__(self, merged: list[int], components: list[int], weights: list[float]):
+        super().__init__()
+        self.register_buffer("merged", torch.tensor(merged, dtype=torch.long), persistent=False)
+        self.register_buffer("components", torch.tensor(components, dtype=torch.long), persistent=False)
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32), persistent=False)
+
+    def forward(self, residual: torch.Tensor) -> torch.Tensor:
+        parts = residual[self.components] * self.weights[:, None].to(residual.dtype)
+        return residual.index_add(0, self.merged, parts)
+
+    def right_inverse(self, rows: torch.Tensor) -> torch.Tensor:
+        # Base rows are their own parameter, so the parts' mean can be read off `rows` directly.
+        parts = rows[self.components] * self.weights[:, None].to(rows.dtype)
+        return rows.index_add(0, self.merged, parts, alpha=-1)
+
+
+def composition_of_rows(codec: MusicCodec, token_ids: list[int]) -> tuple[list[int], list[int], list[float]]:
+    """(position of a merge, position of one of its base tokens, 1 / its length) over `token_ids`."""
+    position = {lm_id: index for index, lm_id in enumerate(token_ids)}
+    single = {parts[0]: codec.lm_id_of_music_id(music_id) for music_id, parts in enumerate(codec.music_token_parts)
+              if len(parts) == 1 and music_id in codec._music_to_lm}
+    merged, components, weights = [], [], []
+    for music_id, parts in enumerate(codec.music_token_parts):
+        lm_id = codec._music_to_lm.get(music_id)
+        if len(parts) < 2 or lm_id not in position or not all(single.get(token) in position for token in parts):
+            continue
+        for token in parts:
+            merged.append(position[lm_id])
+            components.append(position[single[token]])
+            weights.append(1.0 / len(parts))
+    return merged, components, weights
+
+
+def compose_token_rows(peft_model, codec: MusicCodec) -> int:
+    """Make the BPE merges' rows compositional (`ComposedRows`); returns how many rows are merges."""
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    composed = 0
+    for module in peft_model.modules():
+        if not isinstance(module, TrainableTokensLayer) or module.tied_adapter is not None:
+            continue  # a tied head shares the embedding's rows: composing them once is enough
+        for adapter, token_ids in module.token_indices.items():
+            merged, components, weights = composition_of_rows(codec, list(token_ids))
+            if not merged:
+                continue
+            parametrize.register_parametrization(module.trainable_tokens_delta, adapter,
+                                                 ComposedRows(merged, components, weights))
+            composed = max(composed, len(set(merged)))
+    return composed
+
+
+@contextmanager
+def plain_token_rows(model):
+    """Within the block, composed rows are plain parameters holding their composed values: what
+    PEFT saves and what a loaded bundle reads. The parametrization (and the optimizer's hold on
+    the same parameter objects) comes back afterwards."""
+    undone = []
+    for module in model.modules():
+        if isinstance(module, nn.ParameterDict) and parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                composition = module.parametrizations[name][0]
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+                undone.append((module, name, composition))
+    try:
+        yield
+    finally:
+        for module, name, composition in undone:
+            parametrize.register_parametrization(module, name, composition)
+
+
 # ----------------------------------------------------------------------------- PEFT + head
 
 
@@ -273,6 +359,10 @@ def build_model(config, codec: MusicCodec, dtype: torch.dtype = torch.float32, l
     token_ids = add_music_tokens(model, codec)
     model.config.use_cache = False
     peft_model = get_peft_model(model, lora_config(config, model, token_ids))
+    if config.compositional_rows and codec.render == "tokens":
+        composed = compose_token_rows(peft_model, codec)
+        if composed and log:
+            log(f"{composed:,} BPE merge rows are built from their base tokens' rows plus their own")
     # Adapter weights stay fp32 (PEFT upcasts LoRA itself); the token rows are copies of bf16
     # rows when the base is bf16, and AdamW on bf16 parameters loses small updates.
     for name, parameter in peft_model.named_parameters():

@@ -195,7 +195,7 @@ def _train(config: TrainConfig, log=None) -> Path:
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    from .model import build_model, resolve_mixed_precision, trainable_parameter_groups
+    from .model import build_model, plain_token_rows, resolve_mixed_precision, trainable_parameter_groups
 
     cpu = _distributed_cpu()
     state = PartialState(cpu=cpu)
@@ -399,7 +399,8 @@ def _train(config: TrainConfig, log=None) -> Path:
         output_dir.mkdir(parents=True, exist_ok=True)
         unwrapped = accelerator.unwrap_model(model)
         # The new rows travel as trainable-token deltas; the full embedding matrix is not needed.
-        unwrapped.peft_model.save_pretrained(output_dir, save_embedding_layers=False)
+        with plain_token_rows(unwrapped):
+            unwrapped.peft_model.save_pretrained(output_dir, save_embedding_layers=False)
         # PEFT wrote a placeholder card naming `base_model` as a Hub id; the card is midillm.hub's.
         (output_dir / MODEL_CARD).unlink(missing_ok=True)
         codec.save_pretrained(output_dir)

@@ -258,3 +258,61 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
     return TastePrompt(opening, "\n".join(merged) if merged else lm.default_text(None), vectors)
 
 
+
+
+# Candidates drawn per sample that `generate --like` keeps: the nearest to the taste of each
+# `CANDIDATES_PER_SAMPLE` (scripts/bench_like.py measures what the choice buys).
+CANDIDATES_PER_SAMPLE = 3
+
+
+def rank_by_taste(lm, candidates: list[Score], taste_vectors: np.ndarray) -> list[int]:
+    """Candidate indices, nearest the taste first, by the model's own representation.
+
+    Mean hidden states all point much the same way, so (as an index does with its collection)
+    each dimension is centred and scaled over the candidates and the liked pieces together
+    before the cosine to the liked pieces' mean. A candidate with nothing to embed comes last.
+    """
+    embeddable, vectors = [], []
+    for index, score in enumerate(candidates):
+        try:
+            vectors.append(embed_pieces(lm, [score])[0])
+            embeddable.append(index)
+        except EmbeddingError:
+            continue
+    if not embeddable:
+        return list(range(len(candidates)))
+    vectors = np.stack(vectors)
+    pool = np.concatenate([vectors, taste_vectors])
+    center, spread = pool.mean(axis=0), pool.std(axis=0) + 1e-6
+    normalised = (vectors - center) / spread
+    taste = ((taste_vectors - center) / spread).mean(axis=0)
+    cosines = normalised @ taste / (np.linalg.norm(normalised, axis=1) * np.linalg.norm(taste) + 1e-12)
+    ranked = [embeddable[position] for position in np.argsort(-cosines, kind="stable")]
+    return ranked + [index for index in range(len(candidates)) if index not in set(embeddable)]
+
+
+def generate_for_taste(lm, liked: Iterable[str | Path | Score], num_samples: int = 1, text: str | None = None,
+                       settings=None, seed: int | None = 0, candidates_per_sample: int = CANDIDATES_PER_SAMPLE,
+                       progress: bool = False, taste: TastePrompt | None = None, **sampling) -> list[list[int]]:
+    """New music for the taste of the liked pieces (`taste_prompt`), prompt + new ids each.
+
+    `candidates_per_sample` continuations are drawn for each sample asked and the ones nearest
+    the taste in the model's own representation (`rank_by_taste`, on the new music only) are
+    kept; `lm.last_generation` then describes the kept ones. `taste`: the liked pieces'
+    `taste_prompt`, if already made. Other keyword arguments go to `MidiLM.generate_ids`
+    (programs, constrain...).
+    """
+    if candidates_per_sample < 1:
+        raise ValueError(f"candidates per sample must be at least 1, not {candidates_per_sample}")
+    taste = taste or taste_prompt(lm, liked)
+    text = text or taste.text
+    prompt_ids = lm.prompt_ids(taste.prompt, text)
+    ids = lm.generate_ids(num_samples * candidates_per_sample, taste.prompt, text, settings, seed,
+                          progress=progress, **sampling)
+    if candidates_per_sample == 1:
+        return ids
+    records = list(lm.last_generation)
+    continuations = [lm.codec.decode([lm.codec.music_start_id] + row[len(prompt_ids):]) for row in ids]
+    kept = rank_by_taste(lm, continuations, taste.vectors)[:num_samples]
+    lm.last_generation = [records[index] for index in kept]
+    return [ids[index] for index in kept]

@@ -39,8 +39,10 @@ class PrepareConfig:
     base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={
         "help": "Base LM whose tokenizer receives the music tokens (Hub id, folder, .gguf; default: offline SmolLM2)."})
     tokenization: str = field(default="REMI", metadata={"help": f"miditok tokenization: {', '.join(TOKENIZATIONS)}."})
-    vocab_size: int = field(default=4096, metadata={
-        "help": "Music BPE vocabulary size; at most the base vocabulary means no BPE."})
+    vocab_size: int = field(default=0, metadata={
+        "help": "Music BPE vocabulary size (0 or at most the base vocabulary: no BPE). No BPE learns the most per "
+                "note in a short run; BPE 4096 writes ~2.4x fewer tokens per note but learns less per note "
+                "(docs/benchmarks.md)."})
     render: str = field(default="tokens", metadata={
         "help": "tokens: one new LM token per music token; text: plain text through the LM tokenizer (baseline)."})
     captions: bool = field(default=True, metadata={"help": "Put a metadata caption before each piece."})
