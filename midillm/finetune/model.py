@@ -183,17 +183,19 @@ class ComposedRows(nn.Module):
 
 def composition_of_rows(codec: MusicCodec, token_ids: list[int]) -> tuple[list[int], list[int], list[float]]:
     """(position of a merge, position of one of its base tokens, 1 / its length) over `token_ids`."""
-    position = {lm_id: index for index, lm_id in enumerate(token_ids)}
-    single = {parts[0]: codec.lm_id_of_music_id(music_id) for music_id, parts in enumerate(codec.music_token_parts)
-              if len(parts) == 1 and music_id in codec._music_to_lm}
+    parts_at = {}
+    for position, lm_id in enumerate(token_ids):
+        music_id = codec.music_id_of_lm_id(lm_id)
+        if music_id is not None:
+            parts_at[position] = codec.music_token_parts[music_id]
+    single = {parts[0]: position for position, parts in parts_at.items() if len(parts) == 1}
     merged, components, weights = [], [], []
-    for music_id, parts in enumerate(codec.music_token_parts):
-        lm_id = codec._music_to_lm.get(music_id)
-        if len(parts) < 2 or lm_id not in position or not all(single.get(token) in position for token in parts):
+    for position, parts in parts_at.items():
+        if len(parts) < 2 or not all(token in single for token in parts):
             continue
         for token in parts:
-            merged.append(position[lm_id])
-            components.append(position[single[token]])
+            merged.append(position)
+            components.append(single[token])
             weights.append(1.0 / len(parts))
     return merged, components, weights
 
@@ -359,15 +361,15 @@ def build_model(config, codec: MusicCodec, dtype: torch.dtype = torch.float32, l
     token_ids = add_music_tokens(model, codec)
     model.config.use_cache = False
     peft_model = get_peft_model(model, lora_config(config, model, token_ids))
-    if config.compositional_rows and codec.render == "tokens":
-        composed = compose_token_rows(peft_model, codec)
-        if composed and log:
-            log(f"{composed:,} BPE merge rows are built from their base tokens' rows plus their own")
     # Adapter weights stay fp32 (PEFT upcasts LoRA itself); the token rows are copies of bf16
     # rows when the base is bf16, and AdamW on bf16 parameters loses small updates.
     for name, parameter in peft_model.named_parameters():
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()
+    if config.compositional_rows and codec.render == "tokens":
+        composed = compose_token_rows(peft_model, codec)
+        if composed and log:
+            log(f"{composed:,} BPE merge rows are built from their base tokens' rows plus their own")
     # Adapters record where the base came from; the offline default's GGUF cache path is
     # meaningless elsewhere, so keep the user's own string.
     for adapter_config in peft_model.peft_config.values():
