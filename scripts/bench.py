@@ -234,6 +234,7 @@ def ratio(value: float, reference: float) -> str:
     return f"{value / reference:.2f}x" if reference else "-"
 
 
+ANALYSIS_MARKER = "<!-- Written by hand below this line: scripts/bench.py keeps it when it rewrites the file. -->"
 # (title, key, format, whether higher is better); quality first, as in every midillm report.
 COLUMNS = [("sane samples, model alone", "sane_alone", "{:.0%}", True),
            ("sane samples, corpus constraints", "sane_constrained", "{:.0%}", True),
@@ -339,6 +340,9 @@ Written by `scripts/bench.py` on {datetime.date.today().isoformat()}.
 Targets of issue 12 for the default (a):
 
 """ + "\n".join(target_lines(results, has_amx())) + "\n\nRaw numbers:\n\n```json\n" + json.dumps(results, indent=1) + "\n```\n"
+    # What people wrote below the marker (why a target is missed, what would close it) is kept.
+    if path.is_file() and ANALYSIS_MARKER in path.read_text():
+        text += "\n" + ANALYSIS_MARKER + path.read_text().split(ANALYSIS_MARKER, 1)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
