@@ -1,6 +1,6 @@
 """Retrieval precision@10 on a labelled mix of the music21 corpora, and index timings.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_retrieval.py --model /tmp/demo2/bach-smollm2 \
+    .venv/bin/python scripts/bench_retrieval.py --model runs/demo/bach-smollm2 \
         --per-collection 40 --max-windows 2 --out docs/retrieval-bench.md
 
 For each piece of the mix (Bach chorales, Palestrina, Essen folk songs, Ryan's fiddle tunes) the
@@ -137,7 +137,9 @@ def main():
     parser.add_argument("--out", default="docs/retrieval-bench.md", help="Markdown table to write.")
     parser.add_argument("--time-pieces", type=int, default=12,
                         help="Pieces to time the embedding on when the vectors come from the cache.")
-    parser.add_argument("--cache", default="runs/bench-retrieval/vectors.npz", help="Vectors, reused when present.")
+    parser.add_argument("--cache", default=None,
+                        help="Vectors, reused when present (default: runs/bench-retrieval/vectors-<the bundle's "
+                             "fingerprint>.npz, so another bundle never reuses them).")
     arguments = parser.parse_args()
     torch.set_grad_enabled(False)
 
@@ -150,7 +152,9 @@ def main():
     composers = [piece["composer"] for piece in pieces]
     print(f"{len(pieces)} pieces: " + ", ".join(f"{name} {collections.count(name)}" for name in COLLECTIONS))
 
-    cache = Path(arguments.cache)
+    from midillm.retrieval import bundle_fingerprint
+
+    cache = Path(arguments.cache or f"runs/bench-retrieval/vectors-{bundle_fingerprint(arguments.model)[:12]}.npz")
     stored = dict(np.load(cache)) if cache.is_file() else {}
     results = {}
     lm = MidiLM.from_pretrained(arguments.model)
