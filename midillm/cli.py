@@ -339,6 +339,8 @@ def run_generate(arguments: argparse.Namespace) -> None:
         prompt = transcription = transcribe(prompt, grid=codec_grid(model.codec))
     text = arguments.text
     settings = model.sampling.updated(**given)
+    sampling = dict(programs=programs, progress=True, time_signature=arguments.time_signature,
+                    tempo=arguments.tempo, constrain=not arguments.no_constraints)
     if arguments.like:
         from midillm.retrieval import CANDIDATES_PER_SAMPLE, generate_for_taste, taste_prompt
 
@@ -348,14 +350,9 @@ def run_generate(arguments: argparse.Namespace) -> None:
         print(f"Prompt: the opening of the liked piece nearest the taste; caption: {' / '.join((caption or '').splitlines())}; "
               f"keeping the nearest of {candidates} continuations per sample")
         samples = generate_for_taste(model, arguments.like, arguments.num_samples, caption, settings, arguments.seed,
-                                     candidates_per_sample=candidates, progress=True, taste=taste, programs=programs,
-                                     time_signature=arguments.time_signature, tempo=arguments.tempo,
-                                     constrain=not arguments.no_constraints)
+                                     candidates_per_sample=candidates, taste=taste, **sampling)
     else:
-        samples = model.generate_ids(arguments.num_samples, prompt, text, settings,
-                                     arguments.seed, programs=programs, progress=True,
-                                     time_signature=arguments.time_signature, tempo=arguments.tempo,
-                                     constrain=not arguments.no_constraints)
+        samples = model.generate_ids(arguments.num_samples, prompt, text, settings, arguments.seed, **sampling)
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     if transcription is not None:  # what the model heard

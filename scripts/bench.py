@@ -10,8 +10,8 @@ Approaches (all on SmolLM2-135M with LoRA r16, the Bach chorales, `configs/bach-
   midillm-bpe                music BPE 4096, each merge's row built from its base tokens' rows
                              (compositional rows, `train`'s default whenever there is BPE)
   midillm-bpe-separate-rows  music BPE 4096, each merge a row of its own (the default before issue 12)
-  text                   REMI written as plain text through the LM's own tokenizer, full head (ChatMusician)
-  remi-tokens            one new LM token per plain REMI token, full vocabulary head (MIDI-LLM)
+  text                       REMI written as plain text through the LM's own tokenizer, full head (ChatMusician)
+  remi-tokens                one new LM token per plain REMI token, full vocabulary head (MIDI-LLM)
 
 For each: `midillm prepare` (cached), `midillm train` for exactly `--minutes` of wall clock,
 then, in the order every midillm report uses: the sane-sample share (the model alone, and with
@@ -94,6 +94,9 @@ def merged_model(bundle: Path, dtype):
     return model, codec
 
 
+_samplers: dict = {}  # id(model) -> its MidiLM, within this process
+
+
 def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool, seed: int = 0):
     """(ids of each sample, seconds, new tokens per row, the sampler's records or None).
 
@@ -106,8 +109,10 @@ def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool
     from midillm.decoding.generate import MidiLM, SamplingSettings
 
     if codec.render == "tokens" and (APPROACHES[name]["music_only_head"] or constrain):
-        midi_lm = MidiLM(model, codec)
-        midi_lm.generate_ids(1, settings=SamplingSettings(max_new_tokens=4))  # warm-up
+        midi_lm = _samplers.get(id(model))
+        if midi_lm is None:  # one sampler (and grammar) per model, warmed up once
+            midi_lm = _samplers[id(model)] = MidiLM(model, codec)
+            midi_lm.generate_ids(1, settings=SamplingSettings(max_new_tokens=4))
         started = time.perf_counter()
         ids = midi_lm.generate_ids(batch, settings=SamplingSettings(max_new_tokens=new_tokens, top_p=0.95),
                                    seed=seed, constrain=constrain)
