@@ -92,12 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
                                "onset, no repeated note at an onset, the corpus's instruments, ranges and metres).")
     generate.add_argument("--like", nargs="+", metavar="FILE.mid",
                           help="Generate for this taste: continue the opening of the liked piece nearest their "
-                               "mean, under a caption of what they share (instead of --prompt; --text overrides "
-                               "the caption). Of --candidates continuations per sample, the one nearest the taste "
-                               "in the model's own representation is kept.")
+                               "mean, under that piece's caption without its title (instead of --prompt; --text "
+                               "overrides the caption). Of --candidates continuations per sample, the one nearest "
+                               "the taste (--rank-by) is kept.")
     generate.add_argument("--candidates", type=int, default=None, metavar="K",
                           help="With --like: continuations drawn per sample, the nearest to the taste kept "
                                "(default: 3; 1: keep every draw).")
+    generate.add_argument("--rank-by", choices=("model", "features", "both"), default=None,
+                          help="With --like: how nearness to the taste is judged. features (default): note density, "
+                               "voices at once, rhythm, pitch-class use, against the liked pieces'; model: the "
+                               "model's own representation; both: the sum of the two.")
     generate.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
 
     task_help = {
@@ -323,6 +327,8 @@ def run_generate(arguments: argparse.Namespace) -> None:
         raise ValueError("--like sets the prompt itself: give --like or --prompt, not both")
     if arguments.candidates is not None and (arguments.candidates < 1 or not arguments.like):
         raise ValueError("--candidates goes with --like and must be at least 1")
+    if arguments.rank_by is not None and not arguments.like:
+        raise ValueError("--rank-by goes with --like")
     if arguments.like:
         from midillm.decoding.embedding import read_score
 
@@ -342,15 +348,16 @@ def run_generate(arguments: argparse.Namespace) -> None:
     sampling = dict(programs=programs, progress=True, time_signature=arguments.time_signature,
                     tempo=arguments.tempo, constrain=not arguments.no_constraints)
     if arguments.like:
-        from midillm.retrieval import CANDIDATES_PER_SAMPLE, generate_for_taste, taste_prompt
+        from midillm.retrieval import CANDIDATES_PER_SAMPLE, TASTE_RANKING, generate_for_taste, taste_prompt
 
         candidates = arguments.candidates or CANDIDATES_PER_SAMPLE
+        rank_by = arguments.rank_by or TASTE_RANKING
         taste = taste_prompt(model, arguments.like)
         caption = text or taste.text
         print(f"Prompt: the opening of the liked piece nearest the taste; caption: {' / '.join((caption or '').splitlines())}; "
-              f"keeping the nearest of {candidates} continuations per sample")
+              f"keeping the nearest of {candidates} continuations per sample (by {rank_by})")
         samples = generate_for_taste(model, arguments.like, arguments.num_samples, caption, settings, arguments.seed,
-                                     candidates_per_sample=candidates, taste=taste, **sampling)
+                                     candidates_per_sample=candidates, taste=taste, rank_by=rank_by, **sampling)
     else:
         samples = model.generate_ids(arguments.num_samples, prompt, text, settings, arguments.seed, **sampling)
     out = Path(arguments.out)

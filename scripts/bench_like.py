@@ -1,22 +1,28 @@
 """Does `midillm generate MODEL --like ...` write music closer to the liked pieces than to the corpus?
 
     .venv/bin/python scripts/bench_like.py --model runs/demo/bach-smollm2 \
-        --samples 8 --max-new-tokens 384 --out runs/bench-like [--taste atypical]
+        --samples 8 --max-new-tokens 384 --out runs/bench-like
 
-The taste: the three busiest chorales (highest note density, among the corpus pieces that are
-sane for the corpus): a listener who likes running voices, which the model does not drift to by
-itself (its samples are sparser than the corpus). `--taste atypical`: the chorale farthest from
-the corpus mean in features and its two nearest. Three runs of `--samples` each:
-  like, nearest of K   as `generate --like` draws them: the opening of the liked piece nearest
-                       their mean and the caption they share (`taste_prompt`), K continuations
-                       per sample, the one nearest the taste in the model's representation kept
-  like, one draw each  the same prompt and caption, every draw kept
-  default prompt       the model's default caption and no prompt
-For each sane sample (`midillm.eval.sanity`) the distance of its features
-(`midillm.eval.features`, z-scored by the corpus's spread) to the mean of the liked pieces and to
-the corpus mean is measured, on the generated continuation only (the copied opening left out),
-against the same features of stretches of the corpus pieces of about the samples' length (bars
-3 to 10).
+Tastes (three liked pieces each, among the corpus pieces that are sane for it):
+  busy            the three of highest note density: the orchestral chorales (trumpets, timpani,
+                  continuo over the choir), a texture the model does not drift to by itself
+  atypical        the chorale farthest from the corpus mean in features, and its two nearest
+  neighbours-N    `--neighbourhoods` listeners who each like a chorale drawn at random and its two
+                  nearest in features: a taste for one corner of the corpus
+For each taste, `--samples` x K continuations are drawn once from the prompt and caption
+`generate --like` uses (`taste_prompt`: the opening of the liked piece nearest their mean, and its
+caption without the title), and `--samples` of them are kept four ways:
+  one draw each   the first `--samples` (no choosing)
+  by model        nearest the taste in the model's representation (`rank_by_taste(by="model")`)
+  by features     nearest in `TASTE_FEATURES` (`by="features"`)
+  by both         the sum of the two (`by="both"`)
+plus, once, `--samples` from the default prompt (the corpus's typical caption, no prompt music).
+For each sane sample (`midillm.eval.sanity`) the distance of its features (all of
+`midillm.eval.features`' scalar features, z-scored by the corpus's spread: more than the ranking
+uses) to the mean of the liked pieces and to the corpus mean is measured, on the generated
+continuation only (the copied opening left out), against the same features of stretches of the
+corpus pieces as many bars long as that continuation, from bar 3 on (counts and ranges grow
+with length: a 4-bar sample has fewer pitches than an 8-bar stretch of any chorale).
 """
 
 from __future__ import annotations
@@ -48,30 +54,47 @@ def excerpt(score, first_bar: int, bars: int):
     return ticks.clip(first_bar * bar, (first_bar + bars) * bar, clip_end=True).shift_time(-first_bar * bar)
 
 
+def bars_spanned(score) -> int:
+    """How many bars a score spans (metre from its first time signature), at least one."""
+    ticks = score.to("tick")
+    signature = ticks.time_signatures[0] if len(ticks.time_signatures) else None
+    bar = ticks.tpq * (signature.numerator * 4 // signature.denominator if signature else 4)
+    return max(1, -(-ticks.end() // bar))
+
+
 def distances(rows, center, spread):
     """Euclidean distance in z-scored features, over the features each row defines."""
     z = (rows - center) / spread
     return np.sqrt(np.nanmean(z ** 2, axis=1))
 
 
+def tastes(features, center, spread, density, neighbourhoods, seed):
+    """{name: the corpus rows of the three liked pieces}."""
+    chosen = {"busy": list(np.argsort(-np.nan_to_num(features[:, density], nan=-np.inf))[:3])}
+    atypical = int(np.nanargmax(distances(features, center, spread)))
+    chosen["atypical"] = list(np.argsort(distances(features, features[atypical], spread))[:3])
+    for number, row in enumerate(np.random.default_rng(seed).choice(len(features), neighbourhoods, replace=False)):
+        chosen[f"neighbours-{number + 1}"] = list(np.argsort(distances(features, features[row], spread))[:3])
+    return chosen
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="/tmp/demo2/bach-smollm2")
+    parser.add_argument("--model", default="runs/demo/bach-smollm2")
     parser.add_argument("--corpus", default="music21:bach", help="The corpus the model was trained on.")
     parser.add_argument("--corpus-pieces", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=8, help="Samples kept per taste and way of keeping.")
     parser.add_argument("--max-new-tokens", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--taste", choices=("busy", "atypical"), default="busy",
-                        help="busy: the three chorales of highest note density; atypical: the chorale farthest "
-                             "from the corpus mean in features, and its two nearest.")
+    parser.add_argument("--neighbourhoods", type=int, default=6,
+                        help="Tastes for a random chorale and its two nearest, besides busy and atypical.")
+    parser.add_argument("--only", nargs="*", default=None, help="Measure only these tastes (busy, atypical, neighbours-N).")
     parser.add_argument("--opening-bars", type=int, default=2,
                         help="Bars of the liked piece the prompt copies; the samples are measured after them.")
     parser.add_argument("--bars", type=int, default=8,
-                        help="Length of the corpus stretches the samples are compared with (about what "
-                             "--max-new-tokens writes).")
+                        help="Length of the corpus stretches the tastes are chosen on.")
     parser.add_argument("--candidates", type=int, default=None,
-                        help="Continuations drawn per sample, the nearest to the taste kept (default: generate's).")
+                        help="Continuations drawn per sample kept (default: generate --like's).")
     parser.add_argument("--out", default="runs/bench-like")
     arguments = parser.parse_args()
 
@@ -81,15 +104,15 @@ def main():
     from midillm.decoding.generate import MidiLM
     from midillm.eval.features import SCALAR_FEATURES
     from midillm.eval.sanity import sample_sanity, sanity_summary
-    from midillm.retrieval import CANDIDATES_PER_SAMPLE, generate_for_taste, taste_prompt
+    from midillm.retrieval import CANDIDATES_PER_SAMPLE, TASTE_RANKING, rank_by_taste, taste_prompt
     from midillm.tokenization.sources import list_source
 
     lm = MidiLM.from_pretrained(arguments.model)
-    arguments.candidates = arguments.candidates or CANDIDATES_PER_SAMPLE
+    candidates = arguments.candidates or CANDIDATES_PER_SAMPLE
     listed, _ = list_source(arguments.corpus, limit=arguments.corpus_pieces)
-    # The taste is drawn from the corpus pieces that are sane for it: an instrumental chorale with
-    # doubled parts (more notes at an onset than the training split ever has) would make every
-    # sample that opens with it "not sane" before the model writes a note.
+    # The tastes are drawn from the corpus pieces that are sane for it: an instrumental chorale
+    # with doubled parts (more notes at an onset than the training split ever has) would make
+    # every sample that opens with it "not sane" before the model writes a note.
     files, corpus = [], []
     for file in listed:
         score = Score(str(file.path))
@@ -100,59 +123,102 @@ def main():
     center, spread = np.nanmean(features, axis=0), np.nanstd(features, axis=0)
     spread = np.where(spread > 0, spread, 1.0)
     density = list(SCALAR_FEATURES).index("note_density")
-    if arguments.taste == "busy":
-        # Unsampled by default: the model alone writes fewer notes a beat than the chorales do.
-        liked_rows = list(np.argsort(-np.nan_to_num(features[:, density], nan=-np.inf))[:3])
-    else:  # the chorale farthest from the corpus mean and its two nearest in feature space
-        atypical = int(np.nanargmax(distances(features, center, spread)))
-        liked_rows = list(np.argsort(distances(features, features[atypical], spread))[:3])
-    liked = [files[row].path for row in liked_rows]
-    liked_center = np.nanmean(features[liked_rows], axis=0)
-    print(f"Liked: {', '.join(files[row].name for row in liked_rows)} ({len(files)} of {len(listed)} corpus pieces sane)")
-
-    taste = taste_prompt(lm, liked, opening_bars=arguments.opening_bars)
-    prompt, caption = taste.prompt, taste.text
+    chosen = tastes(features, center, spread, density, arguments.neighbourhoods, arguments.seed)
+    if arguments.only:
+        chosen = {name: rows for name, rows in chosen.items() if name in arguments.only}
+    settings = lm.sampling.updated(max_new_tokens=arguments.max_new_tokens)
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"liked": [files[row].name for row in liked_rows], "caption": caption,
-              "features": list(SCALAR_FEATURES), "runs": {}}
-    settings = lm.sampling.updated(max_new_tokens=arguments.max_new_tokens)
-    runs = {f"like, nearest of {arguments.candidates}": (prompt, caption, arguments.candidates),
-            "like, one draw each": (prompt, caption, 1), "default prompt": (None, None, 1)}
-    for label, (run_prompt, text, candidates) in runs.items():
-        prompt_ids = lm.prompt_ids(run_prompt, text)
-        if candidates > 1:  # as `midillm generate --like` draws them
-            samples = generate_for_taste(lm, liked, arguments.samples, text, settings, arguments.seed,
-                                         candidates_per_sample=candidates, progress=True, taste=taste)
-        else:
-            samples = lm.generate_ids(arguments.samples, run_prompt, text, settings, seed=arguments.seed, progress=True)
-        records = lm.last_generation
-        whole = [lm.codec.decode(ids) for ids in samples]
-        continuations = [lm.codec.decode([lm.codec.music_start_id] + ids[len(prompt_ids):]) for ids in samples]
+    report = {"model": arguments.model, "features": list(SCALAR_FEATURES), "candidates": candidates,
+              "default_ranking": TASTE_RANKING, "samples": arguments.samples, "tastes": {}}
+
+    references = {}
+
+    def reference(bars):
+        """The corpus's features on stretches of `bars` bars after the opening: a sample is
+        compared with stretches as long as itself, since counts and ranges grow with length."""
+        if bars not in references:
+            rows = feature_matrix([excerpt(score, arguments.opening_bars, bars) for score in corpus])
+            spread = np.nanstd(rows, axis=0)
+            references[bars] = rows, np.nanmean(rows, axis=0), np.where(spread > 0, spread, 1.0)
+        return references[bars]
+
+    def measure(whole, continuations, records, liked_rows):
         checks = [sample_sanity(score, lm.codec.corpus, record) for score, record in zip(whole, records)]
         sane = [index for index, check in enumerate(checks) if check["sane"]]
-        rows = feature_matrix([continuations[index] for index in sane]) if sane else np.zeros((0, len(center)))
-        to_liked = distances(rows, liked_center, spread)
-        to_corpus = distances(rows, center, spread)
-        # Along the line from the corpus mean (0) to the liked pieces' mean (1), in z units: how
-        # far the taste moved the samples, apart from how far every sample is from the corpus.
-        axis = np.nan_to_num((liked_center - center) / spread)
-        offsets = np.nan_to_num((rows - center) / spread)
-        along = offsets @ axis / (axis @ axis)
-        report["runs"][label] = {
-            "mean_position_corpus_0_liked_1": float(np.mean(along)) if sane else None,
-            "sanity": sanity_summary(checks), "sane": len(sane),
-            "distance_to_liked_mean": float(np.mean(to_liked)) if sane else None,
-            "distance_to_corpus_mean": float(np.mean(to_corpus)) if sane else None,
-            "closer_to_liked": int((to_liked < to_corpus).sum()),
-            "note_density": float(np.nanmean(rows[:, density])) if sane else None,
-            "liked_note_density": float(liked_center[density]), "corpus_note_density": float(center[density])}
-        for index, score in enumerate(whole):
-            export_score(score, out / f"{label.replace(' ', '-').replace(',', '')}-{index:02d}", ["mid", "png"])
-        print(label, json.dumps(report["runs"][label]["sanity"].get("sane_share")),
-              {key: value for key, value in report["runs"][label].items() if key != "sanity"})
+        to_liked, to_corpus, along, densities = [], [], [], []
+        for index in sane:
+            row = feature_matrix([continuations[index]])
+            rows, center, spread = reference(bars_spanned(continuations[index]))
+            liked_center = np.nanmean(rows[liked_rows], axis=0)
+            to_liked.append(distances(row, liked_center, spread)[0])
+            to_corpus.append(distances(row, center, spread)[0])
+            # Along the line from the corpus mean (0) to the liked pieces' mean (1), in z units:
+            # how far the taste moved the sample, apart from how far it is from the corpus.
+            axis = np.nan_to_num((liked_center - center) / spread)
+            along.append(float(np.nan_to_num((row[0] - center) / spread) @ axis / (axis @ axis)))
+            densities.append(row[0, density])
+        to_liked, to_corpus = np.array(to_liked), np.array(to_corpus)
+        return {"sane": len(sane), "samples": len(whole), "sanity": sanity_summary(checks),
+                "distance_to_liked_mean": float(np.mean(to_liked)) if sane else float("nan"),
+                "distance_to_corpus_mean": float(np.mean(to_corpus)) if sane else float("nan"),
+                "closer_to_liked": int((to_liked < to_corpus).sum()),
+                "mean_position_corpus_0_liked_1": float(np.mean(along)) if sane else float("nan"),
+                "note_density": float(np.nanmean(densities)) if sane else float("nan"),
+                "bars": [bars_spanned(continuations[index]) for index in sane]}
+
+    default_ids = lm.generate_ids(arguments.samples, None, None, settings, seed=arguments.seed, progress=True)
+    default_records = list(lm.last_generation)
+    default_prompt = lm.prompt_ids(None, None)
+    default_whole = [lm.codec.decode(ids) for ids in default_ids]
+    default_continuations = [lm.codec.decode([lm.codec.music_start_id] + ids[len(default_prompt):]) for ids in default_ids]
+    for index, score in enumerate(default_whole):
+        export_score(score, out / f"default-prompt-{index:02d}", ["mid", "png"])
+
+    for name, liked_rows in chosen.items():
+        liked = [files[row].path for row in liked_rows]
+        liked_center = np.nanmean(features[liked_rows], axis=0)
+        taste = taste_prompt(lm, liked, opening_bars=arguments.opening_bars)
+        prompt_ids = lm.prompt_ids(taste.prompt, taste.text)
+        # As `generate_for_taste` draws them: one batch of samples x K from the same seed.
+        drawn = lm.generate_ids(arguments.samples * candidates, taste.prompt, taste.text, settings,
+                                seed=arguments.seed, progress=True)
+        records = list(lm.last_generation)
+        whole = [lm.codec.decode(ids) for ids in drawn]
+        continuations = [lm.codec.decode([lm.codec.music_start_id] + ids[len(prompt_ids):]) for ids in drawn]
+        kept = {"one draw each": list(range(arguments.samples))}
+        for ranking in ("model", "features", "both"):
+            kept[f"by {ranking}"] = rank_by_taste(lm, continuations, taste, by=ranking)[:arguments.samples]
+        entry = {"liked": [files[row].name for row in liked_rows], "caption": taste.text,
+                 "liked_note_density": float(liked_center[density]), "runs": {}}
+        for label, indices in kept.items():
+            entry["runs"][label] = measure([whole[i] for i in indices], [continuations[i] for i in indices],
+                                           [records[i] for i in indices], liked_rows)
+            for position, index in enumerate(indices[:4]):
+                export_score(whole[index], out / f"{name}-{label.replace(' ', '-')}-{position:02d}", ["mid", "png"])
+        entry["runs"]["default prompt"] = measure(default_whole, default_continuations, default_records, liked_rows)
+        report["tastes"][name] = entry
+        print(f"{name}: liked {', '.join(entry['liked'])} (note density {entry['liked_note_density']:.2f})")
+        for label, run in entry["runs"].items():
+            print(f"  {label:14s} sane {run['sane']}/{run['samples']}  to liked {run['distance_to_liked_mean']:.2f}  "
+                  f"to corpus {run['distance_to_corpus_mean']:.2f}  closer {run['closer_to_liked']}/{run['sane']}  "
+                  f"position {run['mean_position_corpus_0_liked_1']:.2f}  density {run['note_density']:.2f}", flush=True)
+    labels = list(next(iter(report["tastes"].values()))["runs"]) if report["tastes"] else []
+    report["summary"] = {}
+    for label in labels:
+        runs = [entry["runs"][label] for entry in report["tastes"].values()]
+        report["summary"][label] = {
+            "tastes_closer_on_average": sum(run["distance_to_liked_mean"] < run["distance_to_corpus_mean"] for run in runs),
+            "samples_closer": sum(run["closer_to_liked"] for run in runs), "sane": sum(run["sane"] for run in runs),
+            "samples": sum(run["samples"] for run in runs),
+            "mean_distance_to_liked": float(np.mean([run["distance_to_liked_mean"] for run in runs])),
+            "mean_distance_to_corpus": float(np.mean([run["distance_to_corpus_mean"] for run in runs]))}
+        summary = report["summary"][label]
+        print(f"{label:14s} tastes closer {summary['tastes_closer_on_average']}/{len(runs)}  samples closer "
+              f"{summary['samples_closer']}/{summary['sane']}  sane {summary['sane']}/{summary['samples']}  "
+              f"to liked {summary['mean_distance_to_liked']:.2f}  to corpus {summary['mean_distance_to_corpus']:.2f}")
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    print(f"Wrote {out}/report.json and the samples' piano rolls")
+    print(f"Wrote {out}/report.json and piano rolls of the first kept samples")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from symusic import Score
+from symusic import Note, Score
 
 from conftest import train_tiny_bundle
 from midillm.cli import main
@@ -17,6 +17,7 @@ from midillm.decoding.embedding import canonical_transposition, embedding_window
 from midillm.decoding.generate import MidiLM
 from midillm.retrieval import Index, RetrievalError, build_index, similar, taste_prompt
 from midillm.retrieval.index import INDEX_FILE, VECTORS_FILE
+from midillm.tokenization.codec import names_in_caption, part_names
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +226,7 @@ def test_cli_failures_are_one_line_and_exit_1(bundle, chorales, index_path, tmp_
         (["similar", tmp_path / "other-model-index", tmp_path / "unindexed.mid"], "another model"),
         (["embed", tiny_models["tied"], chorales, "--out", tmp_path / "x"], "not a midillm bundle"),
         (["generate", bundle, "--out", tmp_path / "g", "--like", bad_query], "not a valid MIDI file"),
+        (["generate", bundle, "--out", tmp_path / "g", "--rank-by", "features"], "--rank-by goes with --like"),
     ]
     capsys.readouterr()
     for argv, expected in cases:
@@ -237,7 +239,7 @@ def test_cli_failures_are_one_line_and_exit_1(bundle, chorales, index_path, tmp_
 
 def test_generate_for_a_taste(bundle, chorales, lm, tmp_path, capsys):
     liked = sorted(chorales.glob("*.mid"))[:3]
-    prompt, caption, _ = taste_prompt(lm, liked)
+    prompt, caption, _, _ = taste_prompt(lm, liked)
     scores = [Score(str(path)) for path in liked]
     vectors = lm.embed(scores)
     nearest = int(np.argmax(vectors @ vectors.mean(axis=0)))
@@ -245,12 +247,13 @@ def test_generate_for_a_taste(bundle, chorales, lm, tmp_path, capsys):
     opening = sorted((note.time, note.pitch) for track in scores[nearest].tracks for note in track.notes)
     prompt_notes = sorted((note.time, note.pitch) for track in prompt.tracks for note in track.notes)
     assert 0 < len(prompt_notes) < len(opening) and prompt_notes == opening[:len(prompt_notes)]
-    # The caption says what every liked piece's caption says, and nothing they disagree on.
-    own = [lm.codec.caption(score).splitlines() for score in scores]
-    shared = [line for line in own[0] if all(line in lines for lines in own) and not line.startswith("Title")]
-    assert shared and set(shared) <= set(caption.splitlines())
-    for line in set(caption.splitlines()) - set(shared):
-        assert not any(other.startswith(line.split(":")[0] + ":") for lines in own for other in lines)
+    # The caption is that piece's own, without a title, so that it names the parts the prompt
+    # plays; what a MIDI file cannot say (the composer) comes from the corpus's typical caption.
+    own = [line for line in lm.codec.caption(scores[nearest]).splitlines() if not line.startswith("Title:")]
+    metadata = [line for line in caption.splitlines() if line.startswith(("Composer:", "Genre:"))]
+    assert caption.splitlines() == metadata + own
+    assert set(metadata) <= set(lm.default_text(None).splitlines())
+    assert names_in_caption(caption) == part_names(prompt) and len(part_names(prompt)) >= 2
     code, printed, error = run_cli(capsys, "generate", bundle, "--out", tmp_path / "taste", "--like", *liked,
                                    "-n", 2, "--max-new-tokens", 40)
     assert code == 0, error
@@ -263,12 +266,27 @@ def test_generating_for_a_taste_keeps_the_candidates_nearest_it(chorales, lm):
 
     pieces = sorted(chorales.glob("*.mid"))
     liked = pieces[0]
-    # Among other chorales, a transposed copy of the liked piece is the nearest to its taste.
+    # Among other chorales, a transposed copy of the liked piece is the nearest to its taste, in
+    # the model's representation, in features and by both.
+    taste = taste_prompt(lm, [liked])
     candidates = [Score(str(path)) for path in pieces[1:6]] + [transposed(liked, 3)]
-    assert rank_by_taste(lm, candidates, lm.embed([Score(str(liked))]))[0] == len(candidates) - 1
-    # A candidate with nothing to embed is ranked last, not an error.
+    for ranking in ("model", "features", "both"):
+        assert rank_by_taste(lm, candidates, taste, by=ranking)[0] == len(candidates) - 1, ranking
+    # In features, a candidate with twice the liked piece's notes a beat ranks after its own
+    # texture; a candidate with nothing to embed or measure is ranked last, not an error.
+    own = Score(str(liked))
+    doubled = own.copy()
+    for track in doubled.tracks:  # each note played as two of half its length
+        halves = [Note(note.time + start, length, note.pitch, note.velocity) for note in track.notes
+                  for start, length in ((0, note.duration // 2), (note.duration // 2, note.duration - note.duration // 2))]
+        track.notes.clear()
+        track.notes.extend(halves)
+    assert rank_by_taste(lm, [doubled, transposed(liked, -2)], taste, by="features") == [1, 0]
     empty = Score(lm.codec.music_tokenizer.time_division)
-    assert rank_by_taste(lm, [empty] + candidates, lm.embed([Score(str(liked))]))[-1] == 0
+    for ranking in ("model", "features", "both"):
+        assert rank_by_taste(lm, [empty] + candidates, taste, by=ranking)[-1] == 0, ranking
+    with pytest.raises(ValueError, match="choose one of"):
+        rank_by_taste(lm, candidates, taste, by="popularity")
 
     taste = taste_prompt(lm, pieces[:2])
     drawn = lm.generate_ids(6, taste.prompt, taste.text, lm.sampling.updated(max_new_tokens=40), seed=0)

@@ -9,6 +9,7 @@ under another name reuses that vector, so a re-run over an unchanged source load
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
@@ -17,7 +18,7 @@ from symusic import Score
 
 from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG
 from midillm.decoding.embedding import EmbeddingError, embed_pieces, read_score, resolve_layer
-from midillm.tokenization.codec import CODEC_CONFIG_FILE
+from midillm.tokenization.codec import CODEC_CONFIG_FILE, caption_fields
 from midillm.tokenization.profile import first_bars
 from midillm.tokenization.sources import check_files, list_source
 
@@ -217,25 +218,44 @@ def recommend(index: Index, likes: Iterable, dislikes: Iterable = (), k: int = 1
 
 # ------------------------------------------------------------------------- generating for a taste
 
-# Caption lines that describe the music rather than one piece (a title names just one).
-_SHARED_CAPTION_LABELS = ("Composer", "Genre", "Key", "Time signature", "Tempo", "Instruments")
+# Caption lines a plain MIDI file cannot say (it names no composer), taken from the corpus's
+# typical caption when the prompt's piece lacks them; every other line comes from that piece.
+_METADATA_CAPTION_LABELS = ("Composer", "Genre")
+
+
+# Features that judge a candidate against the liked pieces: rates and means, which do not grow
+# with a piece's length (a candidate is a few bars, a liked piece a whole chorale), with MusPy's
+# definitions (`midillm.eval.piece_features`).
+TASTE_FEATURES = ("pitch_class_entropy", "scale_consistency", "polyphony", "polyphony_rate", "empty_beat_rate",
+                  "groove_consistency", "note_density", "mean_ioi")
+
+
+def taste_features(scores: Iterable[Score]) -> np.ndarray:
+    """One row of `TASTE_FEATURES` per score (NaN where a feature is undefined)."""
+    from midillm.eval import piece_features
+
+    return np.array([[piece_features(score)[name] for name in TASTE_FEATURES] for score in scores], dtype=float)
 
 
 class TastePrompt(NamedTuple):
-    """What `generate --like` starts from: the prompt, the caption, and the liked pieces' vectors."""
+    """What `generate --like` starts from: the prompt, the caption, and the liked pieces'
+    vectors (the model's representation) and `TASTE_FEATURES` (after their opening bars)."""
 
     prompt: Score
     text: str | None
     vectors: np.ndarray
+    features: np.ndarray
 
 
 def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2) -> TastePrompt:
     """A prompt and caption for new music in the style of the liked pieces.
 
     The prompt is the opening of the liked piece nearest the taste (the mean of their vectors):
-    the most typical of them sets the start. The caption keeps the lines that every liked
-    piece's caption shares (key, metre, instruments...), and the corpus's typical caption's
-    lines for what none of them says, so the model is prompted the way it was trained.
+    the most typical of them sets the start. The caption is that piece's own caption without its
+    title, so caption and prompt agree as in every training row: the parts it names are the
+    parts the prompt plays, which the corpus constraints then keep (a caption naming fewer parts
+    than the prompt plays cuts a busy orchestral chorale down to four voices). What a plain
+    MIDI file cannot say (composer, genre) comes from the corpus's typical caption.
     """
     scores = [read_score(piece) for piece in liked]
     if not scores:
@@ -243,62 +263,84 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
     vectors = embed_pieces(lm, scores)
     nearest = int(np.argmax(vectors @ vectors.mean(axis=0)))
     opening = first_bars(scores[nearest], opening_bars)
-
-    def lines(caption: str) -> dict[str, str]:
-        return {line.split(":", 1)[0]: line for line in caption.splitlines() if ":" in line}
-
-    captions = [lines(lm.codec.caption(score)) for score in scores]
-    shared = {label: captions[0][label] for label in _SHARED_CAPTION_LABELS
-              if label in captions[0] and all(caption.get(label) == captions[0][label] for caption in captions)}
-    # A label the liked pieces disagree on is left out (the prompt itself says it); one none of
-    # them has (a plain MIDI file names no composer) comes from the corpus's typical caption.
-    typical = lines(lm.default_text(None) or "")
-    merged = [shared.get(label) or typical[label] for label in _SHARED_CAPTION_LABELS
-              if label in shared or (label in typical and not any(label in caption for caption in captions))]
-    return TastePrompt(opening, "\n".join(merged) if merged else lm.default_text(None), vectors)
-
-
+    own = caption_fields(lm.codec.caption(scores[nearest]))
+    typical = caption_fields(lm.default_text(None))
+    # In the order captions are written (`score_caption`): metadata first, then the music.
+    fields = {label: own.get(label) or typical.get(label) for label in _METADATA_CAPTION_LABELS}
+    fields.update((label, value) for label, value in own.items() if label != "Title")
+    ordered = [label for label in fields if fields[label]]
+    text = "".join(f"{label}: {fields[label]}\n" for label in ordered)
+    # The liked pieces' music after the opening the prompt copies, as the candidates are.
+    after_opening = [ticks.clip(first_bars(ticks, opening_bars).end(), ticks.end() + 1)
+                     for ticks in (score.to("tick") for score in scores)]
+    return TastePrompt(opening, text or lm.default_text(None), vectors, taste_features(after_opening))
 
 
 # Candidates drawn per sample that `generate --like` keeps: the nearest to the taste of each
-# `CANDIDATES_PER_SAMPLE` (scripts/bench_like.py measures what the choice buys).
+# `CANDIDATES_PER_SAMPLE`, judged by `TASTE_RANKING` (scripts/bench_like.py measures what each
+# choice buys).
 CANDIDATES_PER_SAMPLE = 3
+TASTE_RANKINGS = ("model", "features", "both")
+TASTE_RANKING = "features"
 
 
-def rank_by_taste(lm, candidates: list[Score], taste_vectors: np.ndarray) -> list[int]:
-    """Candidate indices, nearest the taste first, by the model's own representation.
+def _standardised(values: np.ndarray) -> np.ndarray:
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
 
-    Mean hidden states all point much the same way, so (as an index does with its collection)
-    each dimension is centred and scaled over the candidates and the liked pieces together
-    before the cosine to the liked pieces' mean. A candidate with nothing to embed comes last.
+
+def rank_by_taste(lm, candidates: list[Score], taste: TastePrompt, by: str = TASTE_RANKING) -> list[int]:
+    """Candidate indices, nearest the taste first.
+
+    by="model": the model's own representation. Mean hidden states all point much the same way,
+    so (as an index does with its collection) each dimension is centred and scaled over the
+    candidates and the liked pieces together before the cosine to the liked pieces' mean.
+    by="features": the distance to the liked pieces' mean in `TASTE_FEATURES` (what a listener
+    hears: how busy, how many voices at once, how regular the rhythm, how diatonic), each
+    feature scaled by its spread over the candidates and the liked pieces together.
+    by="both": the sum of the two, each standardised over the candidates.
+    A candidate with nothing to embed or measure comes last.
     """
-    embeddable, vectors = [], []
-    for index, score in enumerate(candidates):
-        try:
-            vectors.append(embed_pieces(lm, [score])[0])
-            embeddable.append(index)
-        except EmbeddingError:
-            continue
-    if not embeddable:
-        return list(range(len(candidates)))
-    vectors = np.stack(vectors)
-    pool = np.concatenate([vectors, taste_vectors])
-    center, spread = pool.mean(axis=0), pool.std(axis=0) + 1e-6
-    normalised = (vectors - center) / spread
-    taste = ((taste_vectors - center) / spread).mean(axis=0)
-    cosines = normalised @ taste / (np.linalg.norm(normalised, axis=1) * np.linalg.norm(taste) + 1e-12)
-    ranked = [embeddable[position] for position in np.argsort(-cosines, kind="stable")]
-    return ranked + [index for index in range(len(candidates)) if index not in set(embeddable)]
+    if by not in TASTE_RANKINGS:
+        raise ValueError(f"ranking by {by!r}: choose one of {', '.join(TASTE_RANKINGS)}")
+    nearness = np.zeros(len(candidates))
+    usable = np.ones(len(candidates), dtype=bool)
+    if by in ("model", "both"):
+        vectors = np.zeros((len(candidates), taste.vectors.shape[1]))
+        for index, score in enumerate(candidates):
+            try:
+                vectors[index] = embed_pieces(lm, [score])[0]
+            except EmbeddingError:
+                usable[index] = False
+        if usable.any():
+            pool = np.concatenate([vectors[usable], taste.vectors])
+            center, spread = pool.mean(axis=0), pool.std(axis=0) + 1e-6
+            normalised = (vectors - center) / spread
+            liked = ((taste.vectors - center) / spread).mean(axis=0)
+            cosines = normalised @ liked / (np.linalg.norm(normalised, axis=1) * np.linalg.norm(liked) + 1e-12)
+            nearness[usable] += _standardised(cosines[usable])
+    if by in ("features", "both"):
+        rows = taste_features(candidates)
+        with warnings.catch_warnings():  # a feature no piece defines (one onset: no rhythm) stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            spread = np.nanstd(np.concatenate([rows, taste.features]), axis=0)
+            spread = np.where(spread > 0, spread, 1.0)
+            distances = np.sqrt(np.nanmean(((rows - np.nanmean(taste.features, axis=0)) / spread) ** 2, axis=1))
+        usable &= np.isfinite(distances)
+        if usable.any():
+            nearness[usable] += _standardised(-distances[usable])
+    order = np.argsort(-nearness, kind="stable")
+    return [int(index) for index in order if usable[index]] + [int(index) for index in order if not usable[index]]
 
 
 def generate_for_taste(lm, liked: Iterable[str | Path | Score], num_samples: int = 1, text: str | None = None,
                        settings=None, seed: int | None = 0, candidates_per_sample: int = CANDIDATES_PER_SAMPLE,
-                       progress: bool = False, taste: TastePrompt | None = None, **sampling) -> list[list[int]]:
+                       progress: bool = False, taste: TastePrompt | None = None, rank_by: str = TASTE_RANKING,
+                       **sampling) -> list[list[int]]:
     """New music for the taste of the liked pieces (`taste_prompt`), prompt + new ids each.
 
     `candidates_per_sample` continuations are drawn for each sample asked and the ones nearest
-    the taste in the model's own representation (`rank_by_taste`, on the new music only) are
-    kept; `lm.last_generation` then describes the kept ones. `taste`: the liked pieces'
+    the taste (`rank_by_taste` by `rank_by`, on the new music only) are kept; `lm.last_generation` then describes the kept ones. `taste`: the liked pieces'
     `taste_prompt`, if already made. Other keyword arguments go to `MidiLM.generate_ids`
     (programs, constrain...).
     """
@@ -313,6 +355,6 @@ def generate_for_taste(lm, liked: Iterable[str | Path | Score], num_samples: int
         return ids
     records = list(lm.last_generation)
     continuations = [lm.codec.decode([lm.codec.music_start_id] + row[len(prompt_ids):]) for row in ids]
-    kept = rank_by_taste(lm, continuations, taste.vectors)[:num_samples]
+    kept = rank_by_taste(lm, continuations, taste, by=rank_by)[:num_samples]
     lm.last_generation = [records[index] for index in kept]
     return [ids[index] for index in kept]
