@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--candidates", type=int, default=None, metavar="K",
                           help="With --like: continuations drawn per sample, the nearest to the taste kept "
                                "(default: 3; 1: keep every draw).")
+    generate.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+                          help="With --like: optimiser steps of a small LoRA on the liked pieces before sampling, "
+                               "so that the whole piece, not only its opening, follows them (default: 20, about "
+                               "two minutes on a 2-core CPU; 0: sample from the model as it is). The bundle is "
+                               "not changed.")
     generate.add_argument("--rank-by", choices=("model", "features", "both"), default=None,
                           help="With --like: how nearness to the taste is judged. features (default): note density, "
                                "voices at once, rhythm, pitch-class use, against the liked pieces'; model: the "
@@ -329,6 +334,8 @@ def run_generate(arguments: argparse.Namespace) -> None:
         raise ValueError("--candidates goes with --like and must be at least 1")
     if arguments.rank_by is not None and not arguments.like:
         raise ValueError("--rank-by goes with --like")
+    if arguments.adapt_steps is not None and (arguments.adapt_steps < 0 or not arguments.like):
+        raise ValueError("--adapt-steps goes with --like and must be 0 or more")
     if arguments.like:
         from midillm.decoding.embedding import read_score
 
@@ -348,16 +355,19 @@ def run_generate(arguments: argparse.Namespace) -> None:
     sampling = dict(programs=programs, progress=True, time_signature=arguments.time_signature,
                     tempo=arguments.tempo, constrain=not arguments.no_constraints)
     if arguments.like:
-        from midillm.retrieval import CANDIDATES_PER_SAMPLE, TASTE_RANKING, generate_for_taste, taste_prompt
+        from midillm.retrieval import ADAPT_STEPS, CANDIDATES_PER_SAMPLE, TASTE_RANKING, generate_for_taste, taste_prompt
 
         candidates = arguments.candidates or CANDIDATES_PER_SAMPLE
         rank_by = arguments.rank_by or TASTE_RANKING
+        adapt_steps = ADAPT_STEPS if arguments.adapt_steps is None else arguments.adapt_steps
         taste = taste_prompt(model, arguments.like)
         caption = text or taste.text
         print(f"Prompt: the opening of the liked piece nearest the taste; caption: {' / '.join((caption or '').splitlines())}; "
+              f"model adapted to the liked pieces for {adapt_steps} steps; "
               f"keeping the nearest of {candidates} continuations per sample (by {rank_by})")
         samples = generate_for_taste(model, arguments.like, arguments.num_samples, caption, settings, arguments.seed,
-                                     candidates_per_sample=candidates, taste=taste, rank_by=rank_by, **sampling)
+                                     candidates_per_sample=candidates, taste=taste, rank_by=rank_by,
+                                     adapt_steps=adapt_steps, **sampling)
     else:
         samples = model.generate_ids(arguments.num_samples, prompt, text, settings, arguments.seed, **sampling)
     out = Path(arguments.out)

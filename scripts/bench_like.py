@@ -9,9 +9,10 @@ Tastes (three liked pieces each, among the corpus pieces that are sane for it):
   atypical        the chorale farthest from the corpus mean in features, and its two nearest
   neighbours-N    `--neighbourhoods` listeners who each like a chorale drawn at random and its two
                   nearest in features: a taste for one corner of the corpus
-For each taste, `--samples` x K continuations are drawn once from the prompt and caption
-`generate --like` uses (`taste_prompt`: the opening of the liked piece nearest their mean, and its
-caption without the title), and `--samples` of them are kept four ways:
+For each taste, `--samples` x K continuations are drawn once as `generate --like` draws them: from
+the model adapted to the liked pieces for `--adapt-steps` steps (`adapted_to_taste`; 0: not
+adapted), prompted with the opening of the liked piece nearest their mean and its caption without
+the title (`taste_prompt`). `--samples` of them are kept four ways:
   one draw each   the first `--samples` (no choosing)
   by model        nearest the taste in the model's representation (`rank_by_taste(by="model")`)
   by features     nearest in `TASTE_FEATURES` (`by="features"`)
@@ -22,7 +23,9 @@ For each sane sample (`midillm.eval.sanity`) the distance of its features (all o
 uses) to the mean of the liked pieces and to the corpus mean is measured, on the generated
 continuation only (the copied opening left out), against the same features of stretches of the
 corpus pieces as many bars long as that continuation, from bar 3 on (counts and ranges grow
-with length: a 4-bar sample has fewer pitches than an 8-bar stretch of any chorale).
+with length: a 4-bar sample has fewer pitches than an 8-bar stretch of any chorale). Copying:
+the longest stretch of a sample's continuation found verbatim (transposed or not) in a liked
+piece (`midillm.eval.memorization.longest_copy`), in bars.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ def main():
                         help="Length of the corpus stretches the tastes are chosen on.")
     parser.add_argument("--candidates", type=int, default=None,
                         help="Continuations drawn per sample kept (default: generate --like's).")
+    parser.add_argument("--adapt-steps", type=int, default=None,
+                        help="Steps of adaptation to the liked pieces before drawing (default: generate --like's).")
     parser.add_argument("--out", default="runs/bench-like")
     arguments = parser.parse_args()
 
@@ -104,11 +109,14 @@ def main():
     from midillm.decoding.generate import MidiLM
     from midillm.eval.features import SCALAR_FEATURES
     from midillm.eval.sanity import sample_sanity, sanity_summary
-    from midillm.retrieval import CANDIDATES_PER_SAMPLE, TASTE_RANKING, rank_by_taste, taste_prompt
+    from midillm.eval.memorization import TrainingIndex, longest_copy
+    from midillm.retrieval import (ADAPT_STEPS, CANDIDATES_PER_SAMPLE, TASTE_RANKING, adapted_to_taste,
+                                   rank_by_taste, taste_prompt)
     from midillm.tokenization.sources import list_source
 
     lm = MidiLM.from_pretrained(arguments.model)
     candidates = arguments.candidates or CANDIDATES_PER_SAMPLE
+    adapt_steps = ADAPT_STEPS if arguments.adapt_steps is None else arguments.adapt_steps
     listed, _ = list_source(arguments.corpus, limit=arguments.corpus_pieces)
     # The tastes are drawn from the corpus pieces that are sane for it: an instrumental chorale
     # with doubled parts (more notes at an onset than the training split ever has) would make
@@ -130,7 +138,7 @@ def main():
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"model": arguments.model, "features": list(SCALAR_FEATURES), "candidates": candidates,
-              "default_ranking": TASTE_RANKING, "samples": arguments.samples, "tastes": {}}
+              "default_ranking": TASTE_RANKING, "adapt_steps": adapt_steps, "samples": arguments.samples, "tastes": {}}
 
     references = {}
 
@@ -143,7 +151,7 @@ def main():
             references[bars] = rows, np.nanmean(rows, axis=0), np.where(spread > 0, spread, 1.0)
         return references[bars]
 
-    def measure(whole, continuations, records, liked_rows):
+    def measure(whole, continuations, records, liked_rows, copies):
         checks = [sample_sanity(score, lm.codec.corpus, record) for score, record in zip(whole, records)]
         sane = [index for index, check in enumerate(checks) if check["sane"]]
         to_liked, to_corpus, along, densities = [], [], [], []
@@ -165,7 +173,9 @@ def main():
                 "closer_to_liked": int((to_liked < to_corpus).sum()),
                 "mean_position_corpus_0_liked_1": float(np.mean(along)) if sane else float("nan"),
                 "note_density": float(np.nanmean(densities)) if sane else float("nan"),
-                "bars": [bars_spanned(continuations[index]) for index in sane]}
+                "bars": [bars_spanned(continuations[index]) for index in sane],
+                "longest_copy_bars": [round(copies[index], 2) for index in sane],
+                "copying_more_than_4_bars": int(sum(copies[index] > 4 for index in sane))}
 
     default_ids = lm.generate_ids(arguments.samples, None, None, settings, seed=arguments.seed, progress=True)
     default_records = list(lm.last_generation)
@@ -181,28 +191,35 @@ def main():
         taste = taste_prompt(lm, liked, opening_bars=arguments.opening_bars)
         prompt_ids = lm.prompt_ids(taste.prompt, taste.text)
         # As `generate_for_taste` draws them: one batch of samples x K from the same seed.
-        drawn = lm.generate_ids(arguments.samples * candidates, taste.prompt, taste.text, settings,
-                                seed=arguments.seed, progress=True)
+        with adapted_to_taste(lm, taste.pieces, taste.text, steps=adapt_steps, seed=arguments.seed,
+                              progress=True) as losses:
+            drawn = lm.generate_ids(arguments.samples * candidates, taste.prompt, taste.text, settings,
+                                    seed=arguments.seed, progress=True)
         records = list(lm.last_generation)
         whole = [lm.codec.decode(ids) for ids in drawn]
         continuations = [lm.codec.decode([lm.codec.music_start_id] + ids[len(prompt_ids):]) for ids in drawn]
+        liked_index = TrainingIndex([corpus[row] for row in liked_rows], [files[row].name for row in liked_rows])
+        copies = [longest_copy(score, liked_index)["bars"] for score in continuations]
+        default_copies = [longest_copy(score, liked_index)["bars"] for score in default_continuations]
         kept = {"one draw each": list(range(arguments.samples))}
         for ranking in ("model", "features", "both"):
             kept[f"by {ranking}"] = rank_by_taste(lm, continuations, taste, by=ranking)[:arguments.samples]
         entry = {"liked": [files[row].name for row in liked_rows], "caption": taste.text,
-                 "liked_note_density": float(liked_center[density]), "runs": {}}
+                 "liked_note_density": float(liked_center[density]), "adaptation_losses": losses, "runs": {}}
         for label, indices in kept.items():
             entry["runs"][label] = measure([whole[i] for i in indices], [continuations[i] for i in indices],
-                                           [records[i] for i in indices], liked_rows)
+                                           [records[i] for i in indices], liked_rows, [copies[i] for i in indices])
             for position, index in enumerate(indices[:4]):
                 export_score(whole[index], out / f"{name}-{label.replace(' ', '-')}-{position:02d}", ["mid", "png"])
-        entry["runs"]["default prompt"] = measure(default_whole, default_continuations, default_records, liked_rows)
+        entry["runs"]["default prompt"] = measure(default_whole, default_continuations, default_records, liked_rows,
+                                                  default_copies)
         report["tastes"][name] = entry
         print(f"{name}: liked {', '.join(entry['liked'])} (note density {entry['liked_note_density']:.2f})")
         for label, run in entry["runs"].items():
             print(f"  {label:14s} sane {run['sane']}/{run['samples']}  to liked {run['distance_to_liked_mean']:.2f}  "
                   f"to corpus {run['distance_to_corpus_mean']:.2f}  closer {run['closer_to_liked']}/{run['sane']}  "
-                  f"position {run['mean_position_corpus_0_liked_1']:.2f}  density {run['note_density']:.2f}", flush=True)
+                  f"position {run['mean_position_corpus_0_liked_1']:.2f}  density {run['note_density']:.2f}  "
+                  f"copy max {max(run['longest_copy_bars'], default=0):.1f} bars", flush=True)
     labels = list(next(iter(report["tastes"].values()))["runs"]) if report["tastes"] else []
     report["summary"] = {}
     for label in labels:
@@ -211,12 +228,14 @@ def main():
             "tastes_closer_on_average": sum(run["distance_to_liked_mean"] < run["distance_to_corpus_mean"] for run in runs),
             "samples_closer": sum(run["closer_to_liked"] for run in runs), "sane": sum(run["sane"] for run in runs),
             "samples": sum(run["samples"] for run in runs),
+            "copying_more_than_4_bars": sum(run["copying_more_than_4_bars"] for run in runs),
             "mean_distance_to_liked": float(np.mean([run["distance_to_liked_mean"] for run in runs])),
             "mean_distance_to_corpus": float(np.mean([run["distance_to_corpus_mean"] for run in runs]))}
         summary = report["summary"][label]
         print(f"{label:14s} tastes closer {summary['tastes_closer_on_average']}/{len(runs)}  samples closer "
               f"{summary['samples_closer']}/{summary['sane']}  sane {summary['sane']}/{summary['samples']}  "
-              f"to liked {summary['mean_distance_to_liked']:.2f}  to corpus {summary['mean_distance_to_corpus']:.2f}")
+              f"to liked {summary['mean_distance_to_liked']:.2f}  to corpus {summary['mean_distance_to_corpus']:.2f}  "
+              f"copying > 4 bars {summary['copying_more_than_4_bars']}")
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     print(f"Wrote {out}/report.json and piano rolls of the first kept samples")
 

@@ -239,7 +239,7 @@ def test_cli_failures_are_one_line_and_exit_1(bundle, chorales, index_path, tmp_
 
 def test_generate_for_a_taste(bundle, chorales, lm, tmp_path, capsys):
     liked = sorted(chorales.glob("*.mid"))[:3]
-    prompt, caption, _, _ = taste_prompt(lm, liked)
+    prompt, caption, pieces, _, _ = taste_prompt(lm, liked)
     scores = [Score(str(path)) for path in liked]
     vectors = lm.embed(scores)
     nearest = int(np.argmax(vectors @ vectors.mean(axis=0)))
@@ -291,8 +291,49 @@ def test_generating_for_a_taste_keeps_the_candidates_nearest_it(chorales, lm):
     taste = taste_prompt(lm, pieces[:2])
     drawn = lm.generate_ids(6, taste.prompt, taste.text, lm.sampling.updated(max_new_tokens=40), seed=0)
     kept = generate_for_taste(lm, pieces[:2], 2, settings=lm.sampling.updated(max_new_tokens=40), seed=0,
-                              candidates_per_sample=3, taste=taste)
+                              candidates_per_sample=3, taste=taste, adapt_steps=0)
     assert len(kept) == 2 and all(ids in drawn for ids in kept) and kept[0] != kept[1]
     assert len(lm.last_generation) == 2
     with pytest.raises(ValueError, match="at least 1"):
         generate_for_taste(lm, pieces[:2], 1, candidates_per_sample=0)
+
+
+def test_adapting_to_a_taste_moves_the_model_only_inside_the_block(chorales, lm):
+    from midillm.retrieval import adapted_to_taste
+    from midillm.retrieval.adapt import taste_rows
+    from midillm.tokenization.dataset import IGNORE_INDEX
+
+    pieces = [Score(str(path)) for path in sorted(chorales.glob("*.mid"))[:2]]
+    taste = taste_prompt(lm, pieces)
+    rows = taste_rows(lm, taste.pieces, taste.text)
+    row_of_lm_id = {lm_id: row for row, lm_id in enumerate(lm.rows.tolist())}
+
+    def loss_on_liked_pieces() -> float:
+        """Mean NLL of the adaptation rows' music under the sampler's head (music rows only)."""
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for ids, labels in rows:
+                positions = [position for position, label in enumerate(labels[1:]) if label != IGNORE_INDEX]
+                hidden = lm.model.get_decoder()(input_ids=torch.tensor([ids])).last_hidden_state[0, :-1][positions]
+                logits = hidden @ lm.model.get_output_embeddings().weight[lm.rows].T
+                targets = torch.tensor([row_of_lm_id[labels[position + 1]] for position in positions])
+                total += float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"))
+                count += len(positions)
+        return total / count
+
+    weights = {name: tensor.clone() for name, tensor in lm.model.state_dict().items()}
+    before = loss_on_liked_pieces()
+    with adapted_to_taste(lm, taste.pieces, taste.text, steps=12, learning_rate=3e-3) as losses:
+        during = loss_on_liked_pieces()
+        adapted = lm.generate_ids(2, taste.prompt, taste.text, lm.sampling.updated(max_new_tokens=30), seed=0)
+    # The liked pieces became likelier while adapted; afterwards the model is the one loaded.
+    assert len(losses) == 12 and losses[-1] < losses[0] and during < before - 0.05, (losses, before, during)
+    assert loss_on_liked_pieces() == pytest.approx(before, abs=1e-6)
+    after = lm.model.state_dict()
+    assert after.keys() == weights.keys() and all(torch.equal(after[name], weights[name]) for name in weights)
+    # Sampling while adapted still writes music that decodes, after the prompt.
+    prompt_length = len(lm.prompt_ids(taste.prompt, taste.text))
+    assert all(len(row) > prompt_length and lm.codec.decode(row).note_num() > 0 for row in adapted)
+    # Adapting twice in a row works (the first adapter left nothing behind).
+    with adapted_to_taste(lm, taste.pieces, taste.text, steps=1) as losses:
+        assert len(losses) == 1

@@ -12,12 +12,13 @@ In Python: `MidiLM.embed(pieces)` gives the vectors; `Index.load(path)` reads an
 the index already holds).
 """
 
+from .adapt import ADAPT_STEPS, adapted_to_taste
 from .build import (CANDIDATES_PER_SAMPLE, TASTE_FEATURES, TASTE_RANKING, TASTE_RANKINGS, QueryEmbedder, TastePrompt,
                     build_index, bundle_fingerprint, generate_for_taste, rank_by_taste, recommend, resolve_bundle,
                     similar, taste_features, taste_prompt)
 from .index import DISLIKE_WEIGHT, NEAR_DUPLICATE_COSINE, Index, RetrievalError, content_hash
 
-__all__ = ["CANDIDATES_PER_SAMPLE", "DISLIKE_WEIGHT", "Index", "NEAR_DUPLICATE_COSINE", "QueryEmbedder", "RetrievalError",
-           "TASTE_FEATURES", "TASTE_RANKING", "TASTE_RANKINGS", "TastePrompt", "build_index", "bundle_fingerprint",
+__all__ = ["ADAPT_STEPS", "CANDIDATES_PER_SAMPLE", "DISLIKE_WEIGHT", "Index", "NEAR_DUPLICATE_COSINE", "QueryEmbedder", "RetrievalError",
+           "TASTE_FEATURES", "TASTE_RANKING", "TASTE_RANKINGS", "TastePrompt", "adapted_to_taste", "build_index", "bundle_fingerprint",
            "content_hash", "generate_for_taste", "rank_by_taste", "recommend", "resolve_bundle", "similar",
            "taste_features", "taste_prompt"]

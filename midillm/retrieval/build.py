@@ -22,6 +22,7 @@ from midillm.tokenization.codec import CODEC_CONFIG_FILE, caption_fields
 from midillm.tokenization.profile import first_bars
 from midillm.tokenization.sources import check_files, list_source
 
+from .adapt import ADAPT_STEPS, adapted_to_taste
 from .index import Index, RetrievalError, content_hash
 
 
@@ -238,11 +239,12 @@ def taste_features(scores: Iterable[Score]) -> np.ndarray:
 
 
 class TastePrompt(NamedTuple):
-    """What `generate --like` starts from: the prompt, the caption, and the liked pieces'
+    """What `generate --like` starts from: the prompt, the caption, the liked pieces, and their
     vectors (the model's representation) and `TASTE_FEATURES` (after their opening bars)."""
 
     prompt: Score
     text: str | None
+    pieces: list[Score]
     vectors: np.ndarray
     features: np.ndarray
 
@@ -273,7 +275,7 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
     # The liked pieces' music after the opening the prompt copies, as the candidates are.
     after_opening = [ticks.clip(first_bars(ticks, opening_bars).end(), ticks.end() + 1)
                      for ticks in (score.to("tick") for score in scores)]
-    return TastePrompt(opening, text or lm.default_text(None), vectors, taste_features(after_opening))
+    return TastePrompt(opening, text or lm.default_text(None), scores, vectors, taste_features(after_opening))
 
 
 # Candidates drawn per sample that `generate --like` keeps: the nearest to the taste of each
@@ -336,23 +338,29 @@ def rank_by_taste(lm, candidates: list[Score], taste: TastePrompt, by: str = TAS
 def generate_for_taste(lm, liked: Iterable[str | Path | Score], num_samples: int = 1, text: str | None = None,
                        settings=None, seed: int | None = 0, candidates_per_sample: int = CANDIDATES_PER_SAMPLE,
                        progress: bool = False, taste: TastePrompt | None = None, rank_by: str = TASTE_RANKING,
-                       **sampling) -> list[list[int]]:
+                       adapt_steps: int = ADAPT_STEPS, **sampling) -> list[list[int]]:
     """New music for the taste of the liked pieces (`taste_prompt`), prompt + new ids each.
 
-    `candidates_per_sample` continuations are drawn for each sample asked and the ones nearest
-    the taste (`rank_by_taste` by `rank_by`, on the new music only) are kept; `lm.last_generation` then describes the kept ones. `taste`: the liked pieces'
-    `taste_prompt`, if already made. Other keyword arguments go to `MidiLM.generate_ids`
-    (programs, constrain...).
+    The model is first adapted to the liked pieces for `adapt_steps` steps (`adapted_to_taste`;
+    0: not at all; the loaded model is unchanged afterwards). `candidates_per_sample`
+    continuations are drawn for each sample asked and the ones nearest the taste (`rank_by_taste`
+    by `rank_by`, on the new music only) are kept; `lm.last_generation` then describes the kept
+    ones. `taste`: the liked pieces' `taste_prompt`, if already made. Other keyword arguments go
+    to `MidiLM.generate_ids` (programs, constrain...).
     """
     if candidates_per_sample < 1:
         raise ValueError(f"candidates per sample must be at least 1, not {candidates_per_sample}")
+    if adapt_steps < 0:
+        raise ValueError(f"adaptation steps must be 0 or more, not {adapt_steps}")
     taste = taste or taste_prompt(lm, liked)
     text = text or taste.text
     prompt_ids = lm.prompt_ids(taste.prompt, text)
-    ids = lm.generate_ids(num_samples * candidates_per_sample, taste.prompt, text, settings, seed,
-                          progress=progress, **sampling)
+    with adapted_to_taste(lm, taste.pieces, text, steps=adapt_steps, seed=seed, progress=progress):
+        ids = lm.generate_ids(num_samples * candidates_per_sample, taste.prompt, text, settings, seed,
+                              progress=progress, **sampling)
     if candidates_per_sample == 1:
         return ids
+    # Ranked by the model as loaded, the one that embedded the liked pieces.
     records = list(lm.last_generation)
     continuations = [lm.codec.decode([lm.codec.music_start_id] + row[len(prompt_ids):]) for row in ids]
     kept = rank_by_taste(lm, continuations, taste, by=rank_by)[:num_samples]
