@@ -227,6 +227,7 @@ def test_cli_failures_are_one_line_and_exit_1(bundle, chorales, index_path, tmp_
         (["embed", tiny_models["tied"], chorales, "--out", tmp_path / "x"], "not a midillm bundle"),
         (["generate", bundle, "--out", tmp_path / "g", "--like", bad_query], "not a valid MIDI file"),
         (["generate", bundle, "--out", tmp_path / "g", "--rank-by", "features"], "--rank-by goes with --like"),
+        (["generate", bundle, "--out", tmp_path / "g", "--like", query, "--adapt-steps", "-1"], "must be 0 or more"),
     ]
     capsys.readouterr()
     for argv, expected in cases:
