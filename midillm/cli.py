@@ -363,7 +363,7 @@ def run_generate(arguments: argparse.Namespace) -> None:
         taste = taste_prompt(model, arguments.like)
         caption = text or taste.text
         print(f"Prompt: the opening of the liked piece nearest the taste; caption: {' / '.join((caption or '').splitlines())}; "
-              f"model adapted to the liked pieces for {adapt_steps} steps; "
+              f"adapting the model to the liked pieces for {adapt_steps} steps; "
               f"keeping the nearest of {candidates} continuations per sample (by {rank_by})")
         samples = generate_for_taste(model, arguments.like, arguments.num_samples, caption, settings, arguments.seed,
                                      candidates_per_sample=candidates, taste=taste, rank_by=rank_by,
