@@ -255,9 +255,8 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
     The prompt is the opening of the liked piece nearest the taste (the mean of their vectors):
     the most typical of them sets the start. The caption is that piece's own caption without its
     title, so caption and prompt agree as in every training row: the parts it names are the
-    parts the prompt plays, which the corpus constraints then keep (a caption naming fewer parts
-    than the prompt plays cuts a busy orchestral chorale down to four voices). What a plain
-    MIDI file cannot say (composer, genre) comes from the corpus's typical caption.
+    parts the prompt plays, and the corpus constraints keep each to its range. What a plain MIDI
+    file cannot say (composer, genre) comes from the corpus's typical caption.
     """
     scores = [read_score(piece) for piece in liked]
     if not scores:
