@@ -40,11 +40,16 @@ import numpy as np
 warnings.filterwarnings("ignore")
 
 
-
 def feature_matrix(scores):
     from midillm.eval.features import SCALAR_FEATURES, piece_features
 
     return np.array([[piece_features(score)[name] for name in SCALAR_FEATURES] for score in scores], dtype=float)
+
+
+def bar_ticks(ticks) -> int:
+    """Ticks per bar of a tick-time score, from its first time signature (4/4 without one)."""
+    signature = ticks.time_signatures[0] if len(ticks.time_signatures) else None
+    return ticks.tpq * signature.numerator * 4 // signature.denominator if signature else ticks.tpq * 4
 
 
 def excerpt(score, first_bar: int, bars: int):
@@ -52,17 +57,14 @@ def excerpt(score, first_bar: int, bars: int):
     reference pieces are measured on stretches as long as the samples, since counts and ranges
     grow with length."""
     ticks = score.to("tick")
-    signature = ticks.time_signatures[0] if len(ticks.time_signatures) else None
-    bar = ticks.tpq * (signature.numerator * 4 // signature.denominator if signature else 4)
+    bar = bar_ticks(ticks)
     return ticks.clip(first_bar * bar, (first_bar + bars) * bar, clip_end=True).shift_time(-first_bar * bar)
 
 
 def bars_spanned(score) -> int:
-    """How many bars a score spans (metre from its first time signature), at least one."""
+    """How many bars a score spans, at least one."""
     ticks = score.to("tick")
-    signature = ticks.time_signatures[0] if len(ticks.time_signatures) else None
-    bar = ticks.tpq * (signature.numerator * 4 // signature.denominator if signature else 4)
-    return max(1, -(-ticks.end() // bar))
+    return max(1, -(-ticks.end() // bar_ticks(ticks)))
 
 
 def distances(rows, center, spread):
