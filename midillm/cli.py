@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=int, default=sampling.max_new_tokens,
                           help=f"Length limit in LM tokens (default: {sampling.max_new_tokens}).")
     evaluate.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    evaluate.add_argument("--temperature", type=float,
+                          help="Sampling temperature, > 0 (default: the bundle's own, as `generate` samples).")
+    evaluate.add_argument("--top-p", type=float, help="Nucleus sampling mass in (0, 1] (default: the bundle's own).")
     evaluate.add_argument("--require-ending", action="store_true",
                           help="Count a sample cut by --max-new-tokens (no </music> of its own) as not sane.")
     evaluate.add_argument("--no-baselines", dest="baselines", action="store_false",
@@ -489,11 +492,15 @@ def _percent(value) -> str:
 
 
 def run_eval(arguments: argparse.Namespace) -> None:
+    from midillm.decoding.generate import SamplingSettings
     from midillm.eval import EvalConfig, evaluate
+
+    SamplingSettings().updated(temperature=arguments.temperature, top_p=arguments.top_p)  # one line, before loading
 
     config = EvalConfig(model=arguments.model, data=arguments.data, out=arguments.out,
                         num_samples=arguments.num_samples, samples=arguments.samples,
                         max_new_tokens=arguments.max_new_tokens, seed=arguments.seed,
+                        temperature=arguments.temperature, top_p=arguments.top_p,
                         baselines=arguments.baselines, require_ending=arguments.require_ending)
     summary = evaluate(config)["summary"]
     print(f"Sane samples: {_percent(summary.get('sane_share'))} with the corpus constraints, "

@@ -17,7 +17,9 @@ the title (`taste_prompt`). `--samples` of them are kept four ways:
   by model        nearest the taste in the model's representation (`rank_by_taste(by="model")`)
   by features     nearest in `TASTE_FEATURES` (`by="features"`)
   by both         the sum of the two (`by="both"`)
-plus, once, `--samples` from the default prompt (the corpus's typical caption, no prompt music).
+plus, once, `--samples` from the default prompt (the corpus's typical caption, no prompt music),
+and a ceiling: the liked chorales' own later bars (Bach's continuation of them), in stretches as
+long as the kept samples, after the stretch the liked mean is measured on.
 For each sane sample (`midillm.eval.sanity`) the distance of its features (all of
 `midillm.eval.features`' scalar features, z-scored by the corpus's spread: more than the ranking
 uses) to the mean of the liked pieces and to the corpus mean is measured, on the generated
@@ -102,6 +104,8 @@ def main():
                         help="Continuations drawn per sample kept (default: generate --like's).")
     parser.add_argument("--adapt-steps", type=int, default=None,
                         help="Steps of adaptation to the liked pieces before drawing (default: generate --like's).")
+    parser.add_argument("--temperature", type=float, default=None, help="Sampling temperature (default: the bundle's).")
+    parser.add_argument("--top-p", type=float, default=None, help="Nucleus sampling share (default: the bundle's).")
     parser.add_argument("--out", default="runs/bench-like")
     arguments = parser.parse_args()
 
@@ -136,11 +140,13 @@ def main():
     chosen = tastes(features, center, spread, density, arguments.neighbourhoods, arguments.seed)
     if arguments.only:
         chosen = {name: rows for name, rows in chosen.items() if name in arguments.only}
-    settings = lm.sampling.updated(max_new_tokens=arguments.max_new_tokens)
+    settings = lm.sampling.updated(max_new_tokens=arguments.max_new_tokens, temperature=arguments.temperature,
+                                   top_p=arguments.top_p)
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"model": arguments.model, "features": list(SCALAR_FEATURES), "candidates": candidates,
-              "default_ranking": TASTE_RANKING, "adapt_steps": adapt_steps, "samples": arguments.samples, "tastes": {}}
+              "default_ranking": TASTE_RANKING, "adapt_steps": adapt_steps, "samples": arguments.samples,
+              "temperature": settings.temperature, "top_p": settings.top_p, "tastes": {}}
 
     references = {}
 
@@ -153,13 +159,13 @@ def main():
             references[bars] = rows, np.nanmean(rows, axis=0), np.where(spread > 0, spread, 1.0)
         return references[bars]
 
-    def measure(whole, continuations, records, liked_rows, copies):
-        checks = [sample_sanity(score, lm.codec.corpus, record) for score, record in zip(whole, records)]
-        sane = [index for index, check in enumerate(checks) if check["sane"]]
-        to_liked, to_corpus, along, densities = [], [], [], []
-        for index in sane:
-            row = feature_matrix([continuations[index]])
-            rows, center, spread = reference(bars_spanned(continuations[index]))
+    def compare(pieces, liked_rows):
+        """Where `pieces` (continuations, or stretches of real chorales) lie between the corpus
+        mean and the liked pieces' mean, each against reference stretches as long as itself."""
+        to_liked, to_corpus, along, densities, sample_z, liked_z = [], [], [], [], [], []
+        for piece in pieces:
+            row = feature_matrix([piece])
+            rows, center, spread = reference(bars_spanned(piece))
             liked_center = np.nanmean(rows[liked_rows], axis=0)
             to_liked.append(distances(row, liked_center, spread)[0])
             to_corpus.append(distances(row, center, spread)[0])
@@ -168,16 +174,38 @@ def main():
             axis = np.nan_to_num((liked_center - center) / spread)
             along.append(float(np.nan_to_num((row[0] - center) / spread) @ axis / (axis @ axis)))
             densities.append(row[0, density])
+            sample_z.append((row[0] - center) / spread)
+            liked_z.append((liked_center - center) / spread)
         to_liked, to_corpus = np.array(to_liked), np.array(to_corpus)
-        return {"sane": len(sane), "samples": len(whole), "sanity": sanity_summary(checks),
-                "distance_to_liked_mean": float(np.mean(to_liked)) if sane else float("nan"),
-                "distance_to_corpus_mean": float(np.mean(to_corpus)) if sane else float("nan"),
+        measured = bool(pieces)
+        return {"distance_to_liked_mean": float(np.mean(to_liked)) if measured else float("nan"),
+                "distance_to_corpus_mean": float(np.mean(to_corpus)) if measured else float("nan"),
                 "closer_to_liked": int((to_liked < to_corpus).sum()),
-                "mean_position_corpus_0_liked_1": float(np.mean(along)) if sane else float("nan"),
-                "note_density": float(np.nanmean(densities)) if sane else float("nan"),
-                "bars": [bars_spanned(continuations[index]) for index in sane],
+                "mean_position_corpus_0_liked_1": float(np.mean(along)) if measured else float("nan"),
+                "note_density": float(np.nanmean(densities)) if measured else float("nan"),
+                # Per feature, in the corpus's z units: where the samples and the liked pieces lie
+                # relative to the corpus mean (what pulls a taste's samples one way or the other).
+                "feature_z_samples": np.nanmean(sample_z, axis=0).tolist() if measured else None,
+                "feature_z_liked": np.nanmean(liked_z, axis=0).tolist() if measured else None,
+                "bars": [bars_spanned(piece) for piece in pieces]}
+
+    def measure(whole, continuations, records, liked_rows, copies):
+        checks = [sample_sanity(score, lm.codec.corpus, record) for score, record in zip(whole, records)]
+        sane = [index for index, check in enumerate(checks) if check["sane"]]
+        return {"sane": len(sane), "samples": len(whole), "sanity": sanity_summary(checks),
+                **compare([continuations[index] for index in sane], liked_rows),
                 "longest_copy_bars": [round(copies[index], 2) for index in sane],
                 "copying_more_than_4_bars": int(sum(copies[index] > 4 for index in sane))}
+
+    def bach_later_bars(liked_rows, bars):
+        """The ceiling: the liked chorales' own later bars, in stretches of `bars` bars after the
+        stretch the liked mean is measured on. Would Bach's own continuation of the liked pieces
+        come out closer to their mean than to the corpus's?"""
+        stretches = []
+        for row in liked_rows:
+            for first in range(arguments.opening_bars + bars, bars_spanned(corpus[row]) - bars + 1, bars):
+                stretches.append(excerpt(corpus[row], first, bars))
+        return {"sane": len(stretches), "samples": len(stretches), **compare(stretches, liked_rows)}
 
     default_ids = lm.generate_ids(arguments.samples, None, None, settings, seed=arguments.seed, progress=True)
     default_records = list(lm.last_generation)
@@ -215,13 +243,15 @@ def main():
                 export_score(whole[index], out / f"{name}-{label.replace(' ', '-')}-{position:02d}", ["mid", "png"])
         entry["runs"]["default prompt"] = measure(default_whole, default_continuations, default_records, liked_rows,
                                                   default_copies)
+        kept_bars = entry["runs"][f"by {TASTE_RANKING}"]["bars"]
+        entry["runs"]["Bach's later bars"] = bach_later_bars(liked_rows, int(np.median(kept_bars)) if kept_bars else 4)
         report["tastes"][name] = entry
         print(f"{name}: liked {', '.join(entry['liked'])} (note density {entry['liked_note_density']:.2f})")
         for label, run in entry["runs"].items():
             print(f"  {label:14s} sane {run['sane']}/{run['samples']}  to liked {run['distance_to_liked_mean']:.2f}  "
                   f"to corpus {run['distance_to_corpus_mean']:.2f}  closer {run['closer_to_liked']}/{run['sane']}  "
                   f"position {run['mean_position_corpus_0_liked_1']:.2f}  density {run['note_density']:.2f}  "
-                  f"copy max {max(run['longest_copy_bars'], default=0):.1f} bars", flush=True)
+                  f"copy max {max(run.get('longest_copy_bars', []), default=0):.1f} bars", flush=True)
     labels = list(next(iter(report["tastes"].values()))["runs"]) if report["tastes"] else []
     report["summary"] = {}
     for label in labels:
@@ -230,9 +260,9 @@ def main():
             "tastes_closer_on_average": sum(run["distance_to_liked_mean"] < run["distance_to_corpus_mean"] for run in runs),
             "samples_closer": sum(run["closer_to_liked"] for run in runs), "sane": sum(run["sane"] for run in runs),
             "samples": sum(run["samples"] for run in runs),
-            "copying_more_than_4_bars": sum(run["copying_more_than_4_bars"] for run in runs),
-            "mean_distance_to_liked": float(np.mean([run["distance_to_liked_mean"] for run in runs])),
-            "mean_distance_to_corpus": float(np.mean([run["distance_to_corpus_mean"] for run in runs]))}
+            "copying_more_than_4_bars": sum(run.get("copying_more_than_4_bars", 0) for run in runs),
+            "mean_distance_to_liked": float(np.nanmean([run["distance_to_liked_mean"] for run in runs])),
+            "mean_distance_to_corpus": float(np.nanmean([run["distance_to_corpus_mean"] for run in runs]))}
         summary = report["summary"][label]
         print(f"{label:14s} tastes closer {summary['tastes_closer_on_average']}/{len(runs)}  samples closer "
               f"{summary['samples_closer']}/{summary['sane']}  sane {summary['sane']}/{summary['samples']}  "

@@ -481,9 +481,16 @@ def test_eval_command_writes_metrics_and_a_report(trained_bundle, tiny_data, tmp
 
     out = tmp_path / "eval"
     assert main(["eval", str(trained_bundle), "--data", str(tiny_data), "--out", str(out),
-                 "-n", "3", "--max-new-tokens", "60", "--seed", "1"]) == 0
+                 "-n", "3", "--max-new-tokens", "60", "--seed", "1", "--top-p", "0.9"]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
+    # Sampled as `generate` samples this bundle (its own settings), but for the flags given.
+    from midillm.decoding.generate import SamplingSettings
+
+    bundle_sampling = SamplingSettings.from_pretrained(trained_bundle)
+    assert metrics["sampling"]["temperature"] == bundle_sampling.temperature
+    assert metrics["sampling"]["top_p"] == 0.9 != bundle_sampling.top_p
+    assert metrics["sampling"]["max_new_tokens"] == 60
     assert json.loads((trained_bundle / "eval" / "metrics.json").read_text()) == metrics
     assert set(metrics["sets"]) == {"generated", "model_alone", "untrained", "shuffled"}
     assert metrics["validity"]["generated"]["samples"] == 3
@@ -567,3 +574,5 @@ def test_eval_errors_are_one_line(tiny_data, tmp_path, capsys):
     assert "prepare.json" in capsys.readouterr().err
     assert main(["eval", "x", "--data", str(tiny_data), "--out", str(tmp_path / "o"), "-n", "0"]) == 1
     assert "-n must be at least 1" in capsys.readouterr().err
+    assert main(["eval", "x", "--data", str(tiny_data), "--out", str(tmp_path / "o"), "--temperature", "0"]) == 1
+    assert capsys.readouterr().err.strip().endswith("temperature must be above 0, not 0.0")

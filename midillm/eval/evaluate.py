@@ -60,8 +60,10 @@ class EvalConfig:
     max_new_tokens: int = field(default=SamplingSettings.max_new_tokens, metadata={
         "help": "Length limit of each sample, in LM tokens."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling and of the shuffles."})
-    temperature: float = field(default=SamplingSettings.temperature, metadata={"help": "Sampling temperature."})
-    top_p: float = field(default=SamplingSettings.top_p, metadata={"help": "Nucleus sampling mass."})
+    temperature: float | None = field(default=None, metadata={
+        "help": "Sampling temperature (default: the bundle's own, as `generate` samples it)."})
+    top_p: float | None = field(default=None, metadata={
+        "help": "Nucleus sampling mass (default: the bundle's own)."})
     baselines: bool = field(default=True, metadata={"help": "Also evaluate the untrained model and shuffled bars."})
     baseline_samples: int | None = field(default=8, metadata={
         "help": "Samples drawn from the untrained model (None: as many as num_samples); it only shows the floor."})
@@ -219,9 +221,8 @@ def _sample(lm, config: EvalConfig, log, constrain: bool = True,
             count: int | None = None) -> tuple[list[Score], dict, list[dict]]:
     """N samples (with the corpus constraints, or the model alone), their validity, and the
     sampler's record of each (ended, new tokens, masked mass)."""
-    from midillm.decoding.generate import SamplingSettings
-
-    settings = SamplingSettings(config.max_new_tokens, config.temperature, top_p=config.top_p)
+    settings = lm.sampling.updated(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                   top_p=config.top_p)
     ids = lm.generate_ids(count or config.num_samples, settings=settings, seed=config.seed, progress=True,
                           constrain=constrain)
     records = list(lm.last_generation)
@@ -259,6 +260,9 @@ def evaluate(config: EvalConfig, log=print) -> dict:
 
         lm = MidiLM.from_pretrained(config.model)
         codec = lm.codec
+        # What the samples were drawn with: the flags given, else the bundle's own settings.
+        metrics["sampling"] = asdict(lm.sampling.updated(max_new_tokens=config.max_new_tokens,
+                                                         temperature=config.temperature, top_p=config.top_p))
         log("Scoring the held-out split")
         metrics["likelihood"]["generated"] = held_out_likelihood(lm, data, max_rows=config.likelihood_rows,
                                                                  progress=True)
