@@ -114,7 +114,10 @@ def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool
             midi_lm = _samplers[id(model)] = MidiLM(model, codec)
             midi_lm.generate_ids(1, settings=SamplingSettings(max_new_tokens=4))
         started = time.perf_counter()
-        ids = midi_lm.generate_ids(batch, settings=SamplingSettings(max_new_tokens=new_tokens, top_p=0.95),
+        # Temperature 1.0 as the peers sample (their papers), not midillm's default 0.7: one
+        # setting for every approach.
+        ids = midi_lm.generate_ids(batch, settings=SamplingSettings(max_new_tokens=new_tokens, temperature=1.0,
+                                                                    top_p=0.95),
                                    seed=seed, constrain=constrain)
         seconds = time.perf_counter() - started
         steps = max(len(row) for row in ids) - len(midi_lm.prompt_ids())
@@ -326,7 +329,7 @@ Written by `scripts/bench.py` on {datetime.date.today().isoformat()}.
   (batch 4 x {args.seq_len} tokens, bf16 autocast, torch.compile), the same {args.minutes:g}-minute training budget each.
 - Data: {args.source}; held-out = the validation and test splits (same pieces for every approach: splits go by content hash).
 - Quality: {args.quality_samples} samples of about {args.quality_notes} notes each (new tokens = notes x the approach's
-  LM tokens per note), top-p 0.95, judged against the held-out pieces as `midillm eval` judges them.
+  LM tokens per note), temperature 1.0 and top-p 0.95 for every approach, judged against the held-out pieces as `midillm eval` judges them.
   - Sane: the share that passes the sanity check against the corpus profile (notes, onsets, no stalls,
     no crowded onsets or duplicate notes, the corpus's instruments and ranges).
   - Model alone: midillm's approaches under the syntax grammar only; the peers sample freely over the whole
@@ -335,7 +338,7 @@ Written by `scripts/bench.py` on {datetime.date.today().isoformat()}.
     midillm's plain REMI; not applicable to the text rendering.
   - Overlapped area: the mean over features of the overlap between the samples' and the held-out pieces'
     feature distributions; the held-out pieces' own split-half ceiling is {results[0].get('ceiling_oa', float('nan')):.3f}.
-- Speed: {args.new_tokens} new tokens, top-p 0.95, bf16, after a warm-up call; notes/s = LM tokens/s / held-out LM tokens per note.
+- Speed: {args.new_tokens} new tokens, temperature 1.0, top-p 0.95, bf16, after a warm-up call; notes/s = LM tokens/s / held-out LM tokens per note.
 - Ratios in parentheses are to (a) midillm.
 - Training stops at the budget or at the recipe's max_steps (the cosine schedule's length), whichever
   comes first: see the steps and the raw `train_seconds`. Notes seen = label tokens / tokens per note.

@@ -96,10 +96,10 @@ class SamplingSettings:
 
     max_new_tokens: int = 512
     # Below 1: a model trained for minutes on CPU leaves enough mass on wrong durations and
-    # off-key pitches that, at 1.0, voices rest or overlap between notes (17% and 15% of a
-    # voice's notes on the demo bundle, against 1% and 0% in Bach). 0.7 more than halves that,
-    # without the held notes and narrower range that 0.6 brings (docs/retrieval.md, "Sampling
-    # temperature").
+    # off-key pitches that, at 1.0, a voice rests or overlaps between notes (16% and 18% of its
+    # notes on the demo bundle, against 1% and 0% in Bach). 0.7 cuts both to about 6% without
+    # the held, unison notes 0.6 brings (scripts/bench_temperature.py; docs/benchmarks.md,
+    # "Sampling temperature").
     temperature: float = 0.7
     top_k: int = 0
     top_p: float = 0.95
