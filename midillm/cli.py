@@ -524,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     warnings.filterwarnings("ignore", module="miditok")
+    # peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5 deprecates with a
+    # FutureWarning at every adapter load: noise to a musician, nothing they can act on.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     from midillm.tokenization.base_model import BaseModelError
     from midillm.tokenization.codec import CodecVersionError
     from midillm.decoding.export import ExportError
