@@ -217,13 +217,18 @@ def _untrained(lm, model_path: str):
                   sampling=lm.sampling)
 
 
+def _settings(lm, config: EvalConfig):
+    """What the samples are drawn with: the flags given, else the bundle's own settings, as
+    `generate` would sample it."""
+    return lm.sampling.updated(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                               top_p=config.top_p)
+
+
 def _sample(lm, config: EvalConfig, log, constrain: bool = True,
             count: int | None = None) -> tuple[list[Score], dict, list[dict]]:
     """N samples (with the corpus constraints, or the model alone), their validity, and the
     sampler's record of each (ended, new tokens, masked mass)."""
-    settings = lm.sampling.updated(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                                   top_p=config.top_p)
-    ids = lm.generate_ids(count or config.num_samples, settings=settings, seed=config.seed, progress=True,
+    ids = lm.generate_ids(count or config.num_samples, settings=_settings(lm, config), seed=config.seed, progress=True,
                           constrain=constrain)
     records = list(lm.last_generation)
     checked = [sample_validity(lm.codec, row) for row in ids]
@@ -260,9 +265,7 @@ def evaluate(config: EvalConfig, log=print) -> dict:
 
         lm = MidiLM.from_pretrained(config.model)
         codec = lm.codec
-        # What the samples were drawn with: the flags given, else the bundle's own settings.
-        metrics["sampling"] = asdict(lm.sampling.updated(max_new_tokens=config.max_new_tokens,
-                                                         temperature=config.temperature, top_p=config.top_p))
+        metrics["sampling"] = asdict(_settings(lm, config))
         log("Scoring the held-out split")
         metrics["likelihood"]["generated"] = held_out_likelihood(lm, data, max_rows=config.likelihood_rows,
                                                                  progress=True)
