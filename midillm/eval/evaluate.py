@@ -1,4 +1,5 @@
-"""`midillm eval`: sanity, likelihood, validity, features, set comparison and memorisation, with baselines.
+"""`midillm eval`: sanity, listener measures, likelihood, validity, features, set comparison and
+memorisation, with baselines.
 
 The headline is the *sane share* (`sanity.py`): the samples a listener of the corpus would
 accept (no onset crowded beyond the corpus, no duplicate notes, time that moves, the corpus's
@@ -6,6 +7,12 @@ instruments and pitch ranges), judged against the corpus profile `prepare` kept 
 (for codecs without one, a profile of the held-out pieces). It is measured with the corpus
 constraints of the sampler and with the model alone (syntax grammar only), beside the share of
 samples that ended by themselves and the held-out bits per note.
+
+Sanity is a floor: what separates a model from its corpus are the listener measures
+(`listener.py`), reported for every set beside its sane share: chords of the corpus's vocabulary
+on the beat, parallel fifths and octaves per move of two voices, rests inside voices, and the
+accuracy of a classifier telling the set from the held-out pieces (0.5: it cannot; the held-out
+pieces score one half against the other).
 
 Sets compared with the reference (the test and validation pieces of a `midillm prepare` data
 folder):
@@ -37,8 +44,11 @@ from midillm.decoding.generate import SamplingSettings  # the sampling defaults
 
 from .compare import compare_sets, mean_over_features, nan_counts, split_half_ceiling, summarise_features
 from .features import piece_features, piece_notes
+from .listener import (LISTENER_MEASURES, classifier_rows, listening_summary, piece_listening,
+                       split_half_classifier_accuracy)
 from .memorization import TrainingIndex, longest_copy, memorization_summary
 from .sanity import corpus_profile, sample_sanity, sanity_summary
+from .two_sample import two_sample_classifier_accuracy
 from .validity import sample_validity, score_validity, validity_summary
 
 __all__ = ["EvalConfig", "EvalError", "evaluate", "evaluate_sets", "load_scores", "shuffle_bars"]
@@ -130,8 +140,9 @@ def evaluate_sets(sets: dict[str, list[Score]], reference: list[Score], training
                   training_names: list[str] | None = None, seed: int = 0, profile=None,
                   generations: dict[str, list[dict]] | None = None, require_ending: bool = False,
                   profile_source: str = "given") -> dict:
-    """Sanity, features, comparison with the reference, and memorisation against the training
-    pieces, for each named set of scores; plus the reference's own figures and split-half ceiling.
+    """Sanity, listener measures, features, comparison with the reference, and memorisation
+    against the training pieces, for each named set of scores; plus the reference's own figures
+    and split-half ceiling.
 
     `profile` is the `CorpusProfile` the sanity checks judge against (None: measured on the
     reference pieces); `generations` the sampler's per-sample records of the sets that were
@@ -156,6 +167,20 @@ def evaluate_sets(sets: dict[str, list[Score]], reference: list[Score], training
     timings["features"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    reference_listening = [piece_listening(score) for score in reference]
+    set_listening = {name: [piece_listening(score) for score in scores] for name, scores in sets.items()}
+    reference_rows = classifier_rows(reference_listening, reference_features)
+    listener = {"reference": {**listening_summary(reference_listening),
+                              "classifier_accuracy": split_half_classifier_accuracy(reference_rows, seed=seed),
+                              "listener_per_piece": reference_listening}}
+    for name, listening in set_listening.items():
+        rows = classifier_rows(listening, set_features[name])
+        listener[name] = {**listening_summary(listening),
+                          "classifier_accuracy": two_sample_classifier_accuracy(rows, reference_rows, seed=seed),
+                          "listener_per_piece": listening}
+    timings["listener"] = time.perf_counter() - started
+
+    started = time.perf_counter()
     index = TrainingIndex([piece_notes(score) for score in training], training_names)
     timings["training_index"] = time.perf_counter() - started
 
@@ -163,7 +188,7 @@ def evaluate_sets(sets: dict[str, list[Score]], reference: list[Score], training
     ceiling = split_half_ceiling(reference_features, seed=seed)
     result = {"sanity": {"profile_source": profile_source, "require_ending": require_ending,
                          "profile": _profile_facts(profile)},
-              "reference": {"pieces": len(reference),
+              "reference": {"pieces": len(reference), **listener["reference"],
                             "sanity": {**sanity_summary(reference_sanity), "per_piece": reference_sanity},
                             "features": summarise_features(reference_features),
                             "nan_features": nan_counts(reference_features),
@@ -173,7 +198,7 @@ def evaluate_sets(sets: dict[str, list[Score]], reference: list[Score], training
               "sets": {}}
     for name, features in set_features.items():
         comparison = compare_sets(reference_features, features)
-        result["sets"][name] = {"pieces": len(features),
+        result["sets"][name] = {"pieces": len(features), **listener[name],
                                 "sanity": {**sanity_summary(sanity[name]), "per_piece": sanity[name]},
                                 "features": summarise_features(features), "nan_features": nan_counts(features),
                                 "per_piece": features, "comparison": comparison,
@@ -320,7 +345,7 @@ def evaluate(config: EvalConfig, log=print) -> dict:
         sets["shuffled"] = [shuffle_bars(codec, score, rng) for score in reference]
         names["shuffled"] = [f"shuffled-{name}" for name in reference_names]
 
-    log("Sanity, features, comparison and memorisation")
+    log("Sanity, listener measures, features, comparison and memorisation")
     metrics.update(evaluate_sets(sets, reference, training, training_names, seed=config.seed, profile=profile,
                                  generations=generations, require_ending=config.require_ending,
                                  profile_source=profile_source))
@@ -377,6 +402,10 @@ def _summary(metrics: dict) -> dict:
             summary[prefix + "valid_share"] = validity["valid_share"]
     summary["ceiling_mean_oa"] = metrics["reference"]["ceiling_mean_oa"]
     summary["ceiling_mean_kl"] = metrics["reference"]["ceiling_mean_kl"]
+    for name, entry in list(sets.items()) + [("corpus", metrics["reference"])]:
+        prefix = "" if name == "generated" else f"{name}_"
+        for key in (*LISTENER_MEASURES, "classifier_accuracy"):
+            summary[prefix + key] = entry[key]
     summary["insane_reasons"] = dict(sanity["reasons"])
     if "model_alone" in sets:
         summary["insane_reasons_model_alone"] = dict(sets["model_alone"]["sanity"]["reasons"])

@@ -2,10 +2,10 @@
 
 Harmonisation keeps a piece's first part (the soprano of a chorale) and lets the model write the
 others; it is judged by the sane share of the results, each voice's range against the
-reference's, and the rate of parallel fifths and octaves between voices (music21's
-`VoiceLeadingQuartet`), for the model, for the reference itself and for a shuffled control (the
-reference's other voices with their bars in random order under the kept melody: the rate that
-voices which ignore each other give). Bits per note of the written parts are those the model
+reference's, and the rate of parallel fifths and octaves between voices
+(`voice_leading.parallel_motion`), for the model, for the reference itself and for a shuffled
+control (the reference's other voices with their bars in random order under the kept melody:
+the rate that voices which ignore each other give). Bits per note of the written parts are those the model
 gives the reference's own parts, with the melody given (teacher forcing, the first window of
 the training context). Infilling writes 2 bars in the middle of each piece; the result must be
 sane and the gap exactly 2 bars long; its bits per note are those of the reference's own 2 bars
@@ -26,40 +26,7 @@ from tqdm.auto import tqdm
 from midillm.tokenization.profile import first_bars, measure_corpus
 
 from .sanity import sample_sanity, sanity_summary
-
-
-def _sounding(track, ticks_per_quarter: int):
-    """(onsets in quarter notes, a function time -> pitch sounding then or None) for one part."""
-    notes = sorted((note.time / ticks_per_quarter, note.end / ticks_per_quarter, note.pitch) for note in track.notes)
-
-    def pitch_at(time: float):
-        sounding = [pitch for start, end, pitch in notes if start <= time + 1e-9 < end]
-        return max(sounding) if sounding else None
-
-    return [start for start, _, _ in notes], pitch_at
-
-
-def parallel_motion(score: Score) -> dict:
-    """Parallel fifths and octaves (unisons included) between every pair of parts: moves where
-    both voices change pitch, and how many of them are parallel perfect intervals."""
-    from music21 import note
-    from music21.voiceLeading import VoiceLeadingQuartet
-
-    parts = [_sounding(track, score.ticks_per_quarter) for track in score.tracks if track.note_num()]
-    moves = parallels = 0
-    for upper in range(len(parts)):
-        for lower in range(upper + 1, len(parts)):
-            (onsets_a, pitch_a), (onsets_b, pitch_b) = parts[upper], parts[lower]
-            times = sorted(set(onsets_a) | set(onsets_b))
-            for first, second in zip(times, times[1:]):
-                a1, a2, b1, b2 = pitch_a(first), pitch_a(second), pitch_b(first), pitch_b(second)
-                if None in (a1, a2, b1, b2) or a1 == a2 or b1 == b2:
-                    continue
-                moves += 1
-                quartet = VoiceLeadingQuartet(note.Note(midi=a1), note.Note(midi=a2),
-                                              note.Note(midi=b1), note.Note(midi=b2))
-                parallels += bool(quartet.parallelFifth() or quartet.parallelUnisonOrOctave())
-    return {"moves": moves, "parallels": parallels}
+from .voice_leading import parallel_motion
 
 
 def voice_ranges(scores: list[Score]) -> dict[str, list[int]]:
@@ -200,5 +167,4 @@ def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: 
     return result
 
 
-__all__ = ["evaluate_tasks", "infill_bits_per_note", "parallel_motion", "shuffled_control", "voice_ranges",
-           "written_parts_bits_per_note"]
+__all__ = ["evaluate_tasks", "infill_bits_per_note", "shuffled_control", "voice_ranges", "written_parts_bits_per_note"]
