@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import warnings
 from importlib.metadata import version as installed_version
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -60,11 +61,23 @@ FILL = "<fill>"  # the missing bars follow
 TASKS = ("continue", "infill", "accompany", "arrange")  # arrange = accompany under a new caption
 # Tokens of a part's bar that belong to the whole score: kept in part 0, copied into the others.
 SCORE_META_TYPES = ("TimeSig", "Tempo")
+# How parts are laid out. "bars": bar by bar, part by part (`<Part_k>` opens part k's bar; a
+# chord's notes stand 10-40 tokens apart). "onsets": one stream in time order, each onset's
+# notes together, parts rising, each part's notes at the onset after its `<Part_k>`; with the
+# codec's note compounds (`train_compounds`) a note is one LM position, so harmony is local.
+LAYOUTS = ("bars", "onsets")
+DEFAULT_LAYOUT = "onsets"
+# A note compound merges one note's tokens (its part, program, pitch, velocity, duration) into
+# one LM token; kept when it occurs at least this often in the train split.
+COMPOUND_MIN_COUNT = 2
+DEFAULT_COMPOUND_VOCAB = 4096
+# Token types that start a note unit in the onsets layout, and the one that ends it.
+_UNIT_START_TYPES = (PART, "Program", "Pitch", "PitchDrum")
 
 CODEC_CONFIG_FILE = "midillm_codec.json"
 MUSIC_TOKENIZER_FILE = "music_tokenizer.json"
 # Bump when the saved layout or the meaning of saved ids changes.
-CODEC_FORMAT_VERSION = 1
+CODEC_FORMAT_VERSION = 2  # 2: the onsets layout and note compounds
 MIDITOK_VERSION = installed_version("miditok")
 
 _PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -178,6 +191,71 @@ def part_scores(score: Score) -> list[Score]:
     return parts
 
 
+def split_bar_by_onset(bar: list[str]) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """One part's REMI bar -> (its head: bar line and metre, [(position, the tokens there)])."""
+    head, onsets = [], []
+    for token in bar:
+        kind, _, value = token.partition("_")
+        if kind == "Position":
+            onsets.append((int(value), []))
+        elif onsets:
+            onsets[-1][1].append(token)
+        else:
+            head.append(token)
+    return head, onsets
+
+
+def interleave_part_bars(part_bars: list[list[list[str]]]) -> list[list[str]]:
+    """Each part's REMI bars (part 0 with the metre and tempo) -> the onsets layout, bar by bar:
+    `Bar [TimeSig] Position [Tempo] <Part_k> notes of part k... <Part_m> ... Position ...`.
+
+    A part's tokens at one onset stay as miditok wrote them (its program change, its notes
+    highest first); parts come in rising order. Past part 0's last bar a bar keeps its metre."""
+    bars, metre = [], []
+    for index in range(max((len(bars_of_part) for bars_of_part in part_bars), default=0)):
+        at_position: dict[int, list[str]] = {}
+        head = None
+        for number, bars_of_part in enumerate(part_bars):
+            if index >= len(bars_of_part):
+                continue
+            part_head, onsets = split_bar_by_onset(bars_of_part[index])
+            if number == 0:
+                head = part_head
+            for position, tokens in onsets:
+                meta = [token for token in tokens if token.split("_", 1)[0] == "Tempo"]
+                music = [token for token in tokens if token.split("_", 1)[0] != "Tempo"]
+                slot = at_position.setdefault(position, [])
+                slot[:0] = meta if number == 0 else []
+                if music:
+                    slot += [f"{PART}_{number}"] + music
+        if head is None:
+            head = ["Bar_None"] + metre
+        metre = [token for token in head if token.startswith("TimeSig_")] or metre
+        bar = list(head)
+        for position in sorted(at_position):
+            bar += [f"Position_{position}"] + at_position[position]
+        bars.append(bar)
+    return bars
+
+
+def note_units(tokens: list[str]) -> list[list[str]]:
+    """Base tokens of the onsets layout -> units: one note (from its part token, program change
+    or pitch up to its duration) or one other token. Note compounds never cross a unit."""
+    units: list[list[str]] = []
+    open_note = False
+    for token in tokens:
+        kind = token.split("_", 1)[0]
+        if open_note and kind != PART:
+            units[-1].append(token)
+            open_note = kind != "Duration"
+        elif kind in _UNIT_START_TYPES:
+            units.append([token])
+            open_note = True
+        else:
+            units.append([token])
+    return units
+
+
 def caption_fields(text: str | None) -> dict[str, str]:
     """A caption's "Label: value" lines as {label: value} (labels as written, values stripped):
     the one reader of the caption format `score_caption` writes."""
@@ -285,12 +363,17 @@ class MusicCodec:
             before parts existed have False: one stream, tracks of one program merge.
         tasks: what the training rows taught besides continuation (`prepare` sets it); a
             model refuses the tasks it never saw.
+        layout: how parts are laid out, "onsets" or "bars" (see `LAYOUTS`); codecs saved before
+            layouts existed are "bars".
+        compounds: the note compounds (each a tuple of base tokens, one LM token) of the onsets
+            layout, learned by `train_compounds`.
     """
 
     def __init__(self, music_tokenizer, lm_tokenizer, render: str = "tokens",
                  captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
                  corpus: CorpusProfile | None = None, note_order: str | None = PITCH_DESCENDING,
-                 parts: bool | None = None, tasks: tuple[str, ...] = ("continue",)):
+                 parts: bool | None = None, tasks: tuple[str, ...] = ("continue",),
+                 layout: str = "bars", compounds: list[tuple[str, ...]] | None = None):
         if render not in RENDERS:
             raise ValueError(f"unknown render {render!r}; choose one of {', '.join(RENDERS)}")
         self.music_tokenizer = music_tokenizer
@@ -305,6 +388,12 @@ class MusicCodec:
             and type(music_tokenizer).__name__ == "REMI"
         self.parts = bars_and_one_stream if parts is None else (bool(parts) and bars_and_one_stream)
         self.tasks = tuple(tasks)
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        self.layout = layout if self.parts else "bars"
+        if self.layout == "onsets" and (render != "tokens" or music_tokenizer.is_trained):
+            raise ValueError("the onsets layout needs render='tokens' and no music BPE (it has note compounds)")
+        self.compounds = [tuple(compound) for compound in (compounds or [])] if self.layout == "onsets" else []
         self._register_lm_tokens()
 
     # ----------------------------------------------------------------------------- building
@@ -312,19 +401,51 @@ class MusicCodec:
     @classmethod
     def create(cls, tokenization: str = "REMI", lm_tokenizer=None, render: str = "tokens",
                captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
-               corpus: CorpusProfile | None = None, parts: bool = True) -> MusicCodec:
+               corpus: CorpusProfile | None = None, parts: bool = True,
+               layout: str = DEFAULT_LAYOUT) -> MusicCodec:
         """A new, untrained codec; `lm_tokenizer` defaults to the base model's own. With a
-        `corpus` profile the music tokens follow that corpus (see `build_music_tokenizer`)."""
+        `corpus` profile the music tokens follow that corpus (see `build_music_tokenizer`).
+        The onsets layout needs parts, REMI and the tokens render; elsewhere it falls back to bars."""
         if lm_tokenizer is None:
             lm_tokenizer = load_lm_tokenizer(base_model)
+        if tokenization != "REMI" or render != "tokens":
+            layout = "bars"
         return cls(build_music_tokenizer(tokenization, corpus), lm_tokenizer, render, captions, base_model,
-                   corpus, parts=parts)
+                   corpus, parts=parts, layout=layout)
+
+    def train_compounds(self, scores, vocab_size: int = DEFAULT_COMPOUND_VOCAB,
+                        min_count: int = COMPOUND_MIN_COUNT) -> None:
+        """Learn the note compounds of the onsets layout: the `vocab_size` commonest whole notes
+        of these scores (part, program change, pitch, velocity, duration as one token) and, for
+        a part's further notes at one onset and for rarer notes, their pitch-to-duration tails.
+        A note no compound covers is written token by token, so nothing is ever lost."""
+        if self.layout != "onsets":
+            return
+        counts: Counter = Counter()
+        for score in scores:
+            if not isinstance(score, Score):
+                score = Score(str(score))
+            for bar in self._onset_bars(score):
+                for unit in note_units(bar):
+                    if len(unit) < 2:
+                        continue
+                    counts[tuple(unit)] += 1
+                    pitch_at = next((index for index, token in enumerate(unit)
+                                     if token.split("_", 1)[0] in NOTE_TYPES), 0)
+                    if pitch_at > 0 and len(unit) - pitch_at >= 2:
+                        counts[tuple(unit[pitch_at:])] += 1
+        common = [unit for unit, count in counts.most_common(vocab_size) if count >= min_count]
+        self.compounds = sorted(common, key=lambda unit: (len(unit), unit))
+        self._register_lm_tokens()
 
     def train_bpe(self, midi_paths: list[Path], vocab_size: int) -> None:
         """Learn music BPE merges on these files (ignored by the text render, which has none).
         With parts, the merges are learned on the parts, as they are tokenized."""
         if self.render == "text" or vocab_size <= len(self.music_tokenizer.vocab):
             return
+        if self.layout == "onsets":
+            raise ValueError("music BPE needs the bars layout (layout=bars); the onsets layout merges "
+                             "each note into one token instead")
         import tempfile
 
         with tempfile.TemporaryDirectory() as folder:
@@ -363,6 +484,13 @@ class MusicCodec:
         self.first_part_music_id = len(parts)
         if self.parts:
             parts = parts + [[f"{PART}_{number}"] for number in range(MAX_PARTS)]
+        # Note compounds (onsets layout) follow the part tokens: one id per whole note.
+        self.first_compound_music_id = len(parts)
+        parts = parts + [list(compound) for compound in getattr(self, "compounds", [])]
+        self._compound_music_ids = {tuple(tokens): music_id for music_id, tokens in enumerate(parts)
+                                    if music_id >= self.first_compound_music_id}
+        self._longest_compound = max((len(tokens) for tokens in self._compound_music_ids), default=1)
+        self._single_music_ids = {tokens[0]: music_id for music_id, tokens in enumerate(parts) if len(tokens) == 1}
         self.music_token_parts: list[list[str]] = parts
         self._music_to_lm: dict[int, int] = {}
         if self.render == "text":
@@ -417,7 +545,7 @@ class MusicCodec:
 
     def lm_ids_of_base_tokens(self, tokens: list[str]) -> list[int]:
         """LM ids for a sequence of base music tokens, one id each (no BPE merging)."""
-        single = {parts[0]: music_id for music_id, parts in enumerate(self.music_token_parts) if len(parts) == 1}
+        single = self._single_music_ids
         unknown = [token for token in tokens if token not in single]
         if unknown:
             raise ValueError(f"the codec has no token {unknown[0]!r}")
@@ -476,6 +604,8 @@ class MusicCodec:
             score = Score(str(score))
         if not self.parts:
             return self._stream_bars(score)
+        if self.layout == "onsets":
+            return [self.lm_ids_of_onset_tokens(bar) for bar in self._onset_bars(score)]
         part_bars = [self._stream_bars(part, keep_score_meta=number == 0)
                      for number, part in enumerate(part_scores(score))] or [[]]
         note_ids = self._note_lm_ids()
@@ -493,6 +623,44 @@ class MusicCodec:
                     bar += self.part_ids(number) + (segment or empty_bar)
             bars.append(bar)
         return bars
+
+    def _onset_bars(self, score: Score) -> list[list[str]]:
+        """The base tokens of `score` in the onsets layout, bar by bar."""
+        part_bars = [self._part_token_bars(part, keep_score_meta=number == 0)
+                     for number, part in enumerate(part_scores(score))]
+        return interleave_part_bars(part_bars) if part_bars else [["Bar_None"]]
+
+    def _part_token_bars(self, score: Score, keep_score_meta: bool) -> list[list[str]]:
+        """One part's miditok tokens in the canonical note order, bar by bar (each from its bar line)."""
+        tokens = self.music_tokenizer.encode(score, encode_ids=False).tokens
+        if self.note_order == PITCH_DESCENDING:
+            tokens = order_notes_by_pitch(tokens)
+        bars: list[list[str]] = []
+        for token in tokens:
+            if token == "Bar_None" or not bars:
+                bars.append([])
+            if keep_score_meta or token.split("_", 1)[0] not in SCORE_META_TYPES:
+                bars[-1].append(token)
+        return bars
+
+    def lm_ids_of_onset_tokens(self, tokens: list[str]) -> list[int]:
+        """Base tokens of the onsets layout -> LM ids: each note as its longest compound (the
+        whole note where the codec has it), the rest token by token."""
+        ids = []
+        for unit in note_units(tokens):
+            start = 0
+            while start < len(unit):
+                for end in range(min(len(unit), start + self._longest_compound), start, -1):
+                    piece = tuple(unit[start:end])
+                    music_id = self._compound_music_ids.get(piece) if end - start > 1 else \
+                        self._single_music_ids.get(piece[0])
+                    if music_id is not None:
+                        ids.append(self._music_to_lm[music_id])
+                        start = end
+                        break
+                else:
+                    raise ValueError(f"the codec has no token {unit[start]!r}")
+        return ids
 
     def _note_lm_ids(self) -> set[int]:
         """LM ids whose tokens strike a note (text render: the words' ids are not per token)."""
@@ -610,6 +778,8 @@ class MusicCodec:
     def part_streams(self, tokens: list[str]) -> dict[int, list[str]]:
         """Part-by-part base tokens -> each part's own miditok stream (a bar line for every bar it
         skips, part 0's metre in each of its bars, no metre or tempo of its own)."""
+        if self.layout == "onsets":
+            return self._onset_part_streams(tokens)
         bars: list[dict[int, list[str]]] = []
         current = None
         for token in tokens:
@@ -640,6 +810,41 @@ class MusicCodec:
                     segment = [segment[0]] + meta + [token for token in segment[1:]
                                                      if token.split("_", 1)[0] not in SCORE_META_TYPES]
                 stream += segment
+            streams[number] = stream
+        return streams
+
+    def _onset_part_streams(self, tokens: list[str]) -> dict[int, list[str]]:
+        """Onsets-layout base tokens -> each part's miditok stream: every bar with part 0's metre,
+        each of the part's onsets as `Position` and its tokens; tempos go to part 0."""
+        bars: list[tuple[list[str], dict[int, dict[int, list[str]]]]] = []
+        position, part = 0, 0
+        for token in tokens:
+            kind, _, value = token.partition("_")
+            if kind == "Bar" or not bars:
+                bars.append((["Bar_None"], {}))
+                position, part = 0, 0
+                if kind == "Bar":
+                    continue
+            metre, onsets = bars[-1]
+            if kind == "TimeSig":
+                metre.append(token)
+            elif kind == "Position":
+                position, part = int(value), 0
+            elif kind == PART:
+                part = int(value)
+                onsets.setdefault(part, {}).setdefault(position, [])
+            elif kind == "Tempo":
+                onsets.setdefault(0, {}).setdefault(position, []).insert(0, token)
+            else:
+                onsets.setdefault(part, {}).setdefault(position, []).append(token)
+        streams: dict[int, list[str]] = {}
+        for number in sorted({number for _, onsets in bars for number in onsets}):
+            stream = []
+            for metre, onsets in bars:
+                stream += metre
+                for at, onset_tokens in sorted(onsets.get(number, {}).items()):
+                    if onset_tokens:
+                        stream += [f"Position_{at}"] + onset_tokens
             streams[number] = stream
         return streams
 
@@ -699,6 +904,8 @@ class MusicCodec:
             "note_order": self.note_order,
             "parts": self.parts,
             "tasks": list(self.tasks),
+            "layout": self.layout,
+            "compounds": [list(compound) for compound in self.compounds],
         }
         (path / CODEC_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -718,7 +925,8 @@ class MusicCodec:
         corpus = CorpusProfile.from_dict(config["corpus"]) if config.get("corpus") else None
         codec = cls(music_tokenizer, AutoTokenizer.from_pretrained(path), config["render"],
                     config["captions"], config["base_model"], corpus, note_order=config.get("note_order"),
-                    parts=config.get("parts", False), tasks=tuple(config.get("tasks") or ("continue",)))
+                    parts=config.get("parts", False), tasks=tuple(config.get("tasks") or ("continue",)),
+                    layout=config.get("layout", "bars"), compounds=config.get("compounds"))
         saved = {int(music_id): lm_id for music_id, lm_id in config["music_to_lm"].items()}
         if saved != codec._music_to_lm:
             raise CodecVersionError(
