@@ -128,7 +128,7 @@ def tiny_data(tmp_path_factory, tiny_models) -> Path:
         make_band_score(seed, bars=6).dump_midi(midi / f"band{seed}.mid")
     out = tmp_path_factory.mktemp("tiny-data")
     prepare(PrepareConfig(source=str(midi), out=str(out), base_model=str(tiny_models["tied"]),
-                          vocab_size=600, seq_len=128, num_workers=1), log=lambda *_: None)
+                          seq_len=128, num_workers=1), log=lambda *_: None)
     return out
 
 

@@ -137,7 +137,7 @@ def test_corpus_codec_keeps_pitch_onset_and_duration_of_long_notes_too(
     paths = duration_corpora[corpus]
     scores = [Score(str(path)) for path in paths]
     profile = measure_corpus(scores)
-    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=profile)
+    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=profile, layout="bars" if bpe else "onsets")
     if bpe:
         codec.train_bpe(paths, bpe)
         assert codec.music_tokenizer.is_trained
@@ -223,7 +223,7 @@ def test_each_music_token_has_its_own_lm_row(tiny_lm_tokenizer, tmp_path):
         paths.append(tmp_path / f"band{seed}.mid")
         make_band_score(seed, bars=6).dump_midi(paths[-1])
     profile = measure_corpus([Score(str(path)) for path in paths])
-    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=profile)
+    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=profile, layout="bars")
     codec.train_bpe(paths, 600)
     assert len(set(codec.music_lm_ids)) == len(codec.music_lm_ids)
     assert codec.decode(codec.encode(paths[0])).note_num() > 0
@@ -241,8 +241,8 @@ def test_band_score_keeps_drums_programs_and_tempo_changes(tiny_lm_tokenizer):
 
 def test_music_bpe_compresses_and_still_round_trips(tiny_lm_tokenizer, bach_midi_files):
     train, held_out = bach_midi_files[:30], bach_midi_files[30:]
-    plain = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, captions=False)
-    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, captions=False)
+    plain = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, captions=False, layout="bars")
+    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, captions=False, layout="bars")
     codec.train_bpe(train, vocab_size=2000)
 
     def tokens_per_note(codec_):
@@ -260,7 +260,7 @@ def test_music_bpe_compresses_and_still_round_trips(tiny_lm_tokenizer, bach_midi
 
 
 def test_bars_never_split_a_bpe_token(tiny_lm_tokenizer, bach_midi_files):
-    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, captions=False)
+    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, captions=False, layout="bars")
     codec.train_bpe(bach_midi_files[:20], vocab_size=1500)
     bars = codec.encode_bars(bach_midi_files[25])
     assert len(bars) > 4
@@ -312,7 +312,7 @@ def test_new_tokens_have_readable_names_and_descriptions(tiny_lm_tokenizer):
 
 
 def test_save_and_load_give_the_same_ids(tmp_path, tiny_lm_tokenizer, bach_midi_files):
-    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer)
+    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, layout="bars")
     codec.train_bpe(bach_midi_files[:20], vocab_size=1200)
     codec.save_pretrained(tmp_path / "codec")
     loaded = MusicCodec.from_pretrained(tmp_path / "codec")

@@ -26,7 +26,7 @@ def test_demo_writes_every_output(tmp_path, tiny_models, band_folder):
                       num_samples=2, eval_samples=2, max_new_tokens=24,
                       train_overrides={"max_steps": 2, "batch_size": 2, "seq_len": 128, "eval_every": 0,
                                        "report_to": "none", "logging_every": 1},
-                      prepare_options={"vocab_size": 600, "num_workers": 1}, log=lines.append)
+                      prepare_options={"num_workers": 1}, log=lines.append)
     bundle = result["bundle"]
     assert (bundle / "adapter_config.json").is_file() and (bundle / "midillm_codec.json").is_file()
     assert json.loads((bundle / "training_summary.json").read_text())["steps"] == 2
@@ -62,7 +62,7 @@ def test_demo_writes_every_output(tmp_path, tiny_models, band_folder):
              num_samples=1, eval_samples=1, max_new_tokens=8,
              train_overrides={"max_steps": 1, "batch_size": 2, "seq_len": 128, "eval_every": 0,
                               "report_to": "none"},
-             prepare_options={"vocab_size": 600, "num_workers": 1}, log=lines.append)
+             prepare_options={"num_workers": 1}, log=lines.append)
     assert any("up to date" in line for line in lines)
 
 

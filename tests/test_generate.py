@@ -17,7 +17,7 @@ def codec(tiny_lm_tokenizer_path, bach_midi_files):
     from transformers import AutoTokenizer
 
     codec = MusicCodec.create(lm_tokenizer=AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path))
-    codec.train_bpe(bach_midi_files[:20], 900)
+    codec.train_compounds(bach_midi_files[:20])
     return codec
 
 

@@ -15,8 +15,10 @@ def codec(request, tiny_lm_tokenizer_path, bach_midi_files):
     from transformers import AutoTokenizer
 
     tokenization, vocab_size = request.param
-    codec = MusicCodec.create(tokenization, lm_tokenizer=AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path))
+    codec = MusicCodec.create(tokenization, lm_tokenizer=AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path),
+                              layout="bars" if vocab_size else "onsets")
     codec.train_bpe(bach_midi_files[:20], vocab_size)
+    codec.train_compounds(bach_midi_files[:20])  # the onsets layout's note compounds (a no-op for bars)
     return codec
 
 
@@ -75,8 +77,9 @@ def corpus_codec(request, tiny_lm_tokenizer_path, bach_midi_files, band_midi_fil
     scores = [Score(str(path)) for path in paths]
     profile = measure_corpus(scores, [score_caption(score) for score in scores])
     codec = MusicCodec.create("REMI", lm_tokenizer=AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path),
-                              corpus=profile)
+                              corpus=profile, layout="bars" if request.param else "onsets")
     codec.train_bpe(paths, request.param)
+    codec.train_compounds(paths)
     return codec
 
 

@@ -21,7 +21,7 @@ def test_prepare_train_and_sample_with_the_default_base_model(tmp_path):
 
     data = tmp_path / "data"
     report = prepare(PrepareConfig(source="music21:bach", out=str(data), base_model=DEFAULT_BASE_MODEL,
-                                   limit=12, vocab_size=1500, seq_len=128, num_workers=1), log=lambda *_: None)
+                                   limit=12, seq_len=128, num_workers=1), log=lambda *_: None)
     assert report["files_used"] >= 10 and report["tokens_per_note"] < 2.0
 
     bundle = train(TrainConfig(data_dir=str(data), output_dir=str(tmp_path / "bundle"), max_steps=2,

@@ -41,7 +41,7 @@ def bundle(tmp_path_factory, tiny_models, chorales):
 
     data = tmp_path_factory.mktemp("chorale-data")
     prepare(PrepareConfig(source=str(chorales), out=str(data), base_model=str(tiny_models["tied"]),
-                          vocab_size=500, seq_len=128, num_workers=1), log=lambda *_: None)
+                          seq_len=128, num_workers=1), log=lambda *_: None)
     return train_tiny_bundle(tiny_models["tied"], data, tmp_path_factory.mktemp("chorale-bundle"))
 
 

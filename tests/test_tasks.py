@@ -60,8 +60,9 @@ def test_chorales_decode_to_their_named_voices(tiny_lm_tokenizer, bach_midi_file
 
 @pytest.mark.parametrize("vocab_size", [0, 900])
 def test_multitrack_files_keep_their_tracks(tiny_lm_tokenizer, band_midi_files, vocab_size):
-    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer)
+    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, layout="bars" if vocab_size else "onsets")
     codec.train_bpe(band_midi_files, vocab_size)
+    codec.train_compounds(band_midi_files)
     kept = total = 0
     for path in band_midi_files:
         score = Score(str(path))

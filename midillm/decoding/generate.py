@@ -84,6 +84,72 @@ class _BarPlan:
             self.bars_done += 1
 
 
+    def fallback_row(self) -> int:
+        """The row to write when every other is masked: the plan wins."""
+        return self.end_row if self.done else self.bar_row
+
+    def rest_ids(self) -> list[int]:
+        """The given music not yet written (when tokens run out), as ids."""
+        return [lm_id for bar in (self.given_bars or [])[self.bars_done:] for lm_id in bar]
+
+
+@dataclass
+class _OnsetPlan:
+    """Accompaniment in the onsets layout, one per sample: the given parts are parts
+    0..given_parts-1, so at each onset their notes come first. The model moves time (a Position,
+    a bar line) but never past an onset of the given music; when it reaches one, the given notes
+    there are written as given, then only the other parts may join them. The piece has the
+    given music's bars and ends with it."""
+
+    bar_row: int
+    end_row: int
+    row_part: torch.Tensor        # the part each row opens (-1: none)
+    row_position: torch.Tensor    # the Position each row moves to (-1: none)
+    given_bars: list[tuple[list[int], list[tuple[int, list[int]]]]]  # (bar head ids, [(position, ids)])
+    given_parts: int
+    bars_done: int = 0
+    pending: list[tuple[int, list[int]]] = field(default_factory=list)  # the current bar's given onsets to come
+    queue: list[int] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.bars_done >= len(self.given_bars) and not self.pending
+
+    def allowed_rows(self) -> torch.Tensor:
+        allowed = (self.row_part < 0) | (self.row_part >= self.given_parts)
+        if self.pending:
+            allowed &= self.row_position <= self.pending[0][0]
+        allowed[self.bar_row] = not self.pending and self.bars_done < len(self.given_bars)
+        allowed[self.end_row] = self.done
+        return allowed
+
+    def fallback_row(self) -> int:
+        if self.pending:
+            return int((self.row_position == self.pending[0][0]).nonzero()[0])
+        return self.end_row if self.done else self.bar_row
+
+    def record(self, row: int, forced: bool) -> None:
+        if forced:
+            return
+        if row == self.bar_row and self.bars_done < len(self.given_bars):
+            head, onsets = self.given_bars[self.bars_done]
+            self.queue, self.pending = list(head[1:]), list(onsets)
+            self.bars_done += 1
+        elif int(self.row_position[row]) >= 0 and self.pending and int(self.row_position[row]) == self.pending[0][0]:
+            self.queue = list(self.pending.pop(0)[1])
+
+    def rest_ids(self) -> list[int]:
+        """The given music not yet written (when tokens run out): this bar's onsets, then its bars."""
+        position_rows = {int(position): row for row, position in enumerate(self.row_position.tolist()) if position >= 0}
+        ids = [lm_id for position, onset in self.pending for lm_id in [self.row_lm_ids[position_rows[position]]] + onset]
+        for head, onsets in self.given_bars[self.bars_done:]:
+            ids += head + [lm_id for position, onset in onsets
+                           for lm_id in [self.row_lm_ids[position_rows[position]]] + onset]
+        return ids
+
+    row_lm_ids: list[int] = field(default_factory=list)
+
+
 @dataclass
 class SamplingSettings:
     """How to sample; each value is validated with a one-line error.
@@ -248,7 +314,7 @@ class MidiLM:
         if prompt is not None:
             ids += [lm_id for bar in self.codec.encode_bars(self.load_score(prompt)) for lm_id in bar]
         elif time_signature or tempo:
-            if self.codec.parts:
+            if self.codec.parts and self.codec.layout == "bars":
                 ids.append(self.codec.part_lm_id(0))
             ids += self.codec.lm_ids_of_base_tokens(self.codec.opening_tokens(time_signature, tempo))
         return ids
@@ -357,7 +423,7 @@ class MidiLM:
                     planned = logits[row].masked_fill(~plan.allowed_rows(), float("-inf"))
                     if not torch.isfinite(planned).any():  # the plan wins: the piece ends or a bar opens
                         planned = torch.full_like(planned, float("-inf"))
-                        planned[plan.end_row if plan.done else plan.bar_row] = 0.0
+                        planned[plan.fallback_row()] = 0.0
                     logits[row] = planned
             logits = warpers(new_rows, logits)
             chosen_rows = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
@@ -572,8 +638,14 @@ class MidiLM:
         caption_text = "".join(f"{key}: {value}\n" for key, value in fields.items() if value)
         caption = self._caption_ids(caption_text)
         given_bars = self.codec.encode_bars(given)
-        prompt = caption + [self.codec.music_start_id] + given_bars[0]
-        plans = [self._plan(given_bars=given_bars, given_parts=len(given.tracks)) for _ in range(num_samples)]
+        if self.codec.layout == "onsets":
+            plans = [self._onset_plan(given_bars, len(given.tracks)) for _ in range(num_samples)]
+            prompt = caption + [self.codec.music_start_id] + given_bars[0][:1]
+            for plan in plans:
+                plan.record(plan.bar_row, forced=False)  # the prompt opened the first bar
+        else:
+            prompt = caption + [self.codec.music_start_id] + given_bars[0]
+            plans = [self._plan(given_bars=given_bars, given_parts=len(given.tracks)) for _ in range(num_samples)]
         settings = self._sampling(sampling)
         total_given = sum(len(bar) for bar in given_bars)
         # Room for the given music and about three times as much of the other parts.
@@ -584,7 +656,7 @@ class MidiLM:
         for row, plan in zip(rows, plans):
             music = self.codec.music_part(row)
             # Out of tokens before the given music ended: the rest is written as given.
-            music += [lm_id for bar in given_bars[plan.bars_done:] for lm_id in bar]
+            music += plan.rest_ids()
             score = self.codec.decode(caption + [self.codec.music_start_id] + music + [self.codec.music_end_id],
                                       names=given_names + others)
             if not keep_style:  # an arrangement's parts play the instruments they are named after
@@ -595,9 +667,36 @@ class MidiLM:
             scores.append(score)
         return scores
 
+    def _bar_row(self) -> int:
+        """The row that opens a bar: `<Part_0>` in the bars layout, else the bar line."""
+        if self.codec.parts and self.codec.layout == "bars":
+            return self.grammar.row_of_lm_id[self.codec.part_lm_id(0)]
+        return self.grammar.row_of_lm_id[self.codec.lm_ids_of_base_tokens(["Bar_None"])[0]]
+
+    def _onset_plan(self, given_bars: list[list[int]], given_parts: int) -> _OnsetPlan:
+        """The plan of an accompaniment in the onsets layout (see `_OnsetPlan`)."""
+        walks = self.grammar.walks
+        row_position = torch.tensor([walks[lm_id].first_position if lm_id in walks and walks[lm_id].first_type == "Position"
+                                     else -1 for lm_id in self.grammar.row_lm_ids])
+        bars = []
+        for bar in given_bars:
+            head, onsets = [], []
+            for lm_id in bar:
+                walk = walks[lm_id]
+                if walk.first_type == "Position":
+                    onsets.append((walk.first_position, []))
+                elif onsets:
+                    onsets[-1][1].append(lm_id)
+                else:
+                    head.append(lm_id)
+            bars.append((head, onsets))
+        return _OnsetPlan(bar_row=self._bar_row(), end_row=self.grammar.end_row, row_part=self.grammar.row_part,
+                          row_position=row_position, given_bars=bars, given_parts=given_parts,
+                          row_lm_ids=self.grammar.row_lm_ids)
+
     def _plan(self, exact_bars: int | None = None, given_bars: list[list[int]] | None = None,
               given_parts: int = 0) -> _BarPlan:
-        plan = _BarPlan(bar_row=self.grammar.row_of_lm_id[self.codec.part_lm_id(0)], end_row=self.grammar.end_row,
+        plan = _BarPlan(bar_row=self._bar_row(), end_row=self.grammar.end_row,
                         row_part=self.grammar.row_part, exact_bars=exact_bars, given_bars=given_bars,
                         given_parts=given_parts)
         if given_bars:  # the prompt holds the first given bar

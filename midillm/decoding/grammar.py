@@ -66,7 +66,29 @@ class MusicGrammar:
         graph = {kind: {token_type(successor) for successor in successors} - SPECIAL_TYPES
                  for kind, successors in tokenizer.tokens_types_graph.items() if kind not in SPECIAL_TYPES}
         self.parts = bool(getattr(codec, "parts", False))
-        if self.parts:
+        # The onsets layout: one stream in time order; `<Part_k>` names the part of the notes after
+        # it (parts rising within an onset) and leaves time where it is.
+        self.onsets = self.parts and getattr(codec, "layout", "bars") == "onsets"
+        if self.onsets:
+            note_starts = {"Pitch", "PitchDrum", "Program"}
+            for kind, successors in graph.items():
+                if kind == "Duration":  # the same part's next note (with its program where each
+                    graph[kind] = successors | {PART}  # note has one), another part, or time moves
+                elif kind in ("Position", "Tempo"):
+                    graph[kind] = (successors - note_starts) | {PART}
+                elif kind != "Program":
+                    graph[kind] = successors - note_starts if "Pitch" in successors or "Program" in successors \
+                        else successors
+            for kind in graph:  # the metre opens its bar, right after the bar line, as the codec writes it
+                if kind != "Bar":
+                    graph[kind] = graph[kind] - {"TimeSig"}
+            graph[PART] = {kind for kind in note_starts if kind in graph}
+            if "Program" in graph and not tokenizer.config.program_changes:  # a program before every note
+                graph[PART] = {"Program"}
+            if "Program" in graph:
+                graph["Program"] = {kind for kind in ("Pitch", "PitchDrum") if kind in graph}
+            first_types = {"Bar"}
+        elif self.parts:
             # Every bar line follows a part token, which is where a bar line could come.
             graph = {kind: (successors - {"Bar"}) | {PART} if "Bar" in successors else successors
                      for kind, successors in graph.items()}
@@ -111,19 +133,27 @@ class MusicGrammar:
                 kind in TIME_TYPES or bool(graph[kind] & TIME_TYPES))
         self.allowed_torch = torch.from_numpy(self.allowed)
         # Parts: which part each row opens (-1: none), and per current part the rows allowed.
-        parts_of_rows = [codec.part_of_lm_id(lm_id) for lm_id in self.row_lm_ids[:-1]] if self.parts else []
+        parts_of_rows = [self._opened_part(codec.music_token_parts[codec.music_id_of_lm_id(lm_id)])
+                         for lm_id in self.row_lm_ids[:-1]] if self.parts else []
         self.row_part = torch.tensor([NO_PART if part is None else part for part in parts_of_rows] + [NO_PART]) \
             if self.parts else None
         if self.parts:
             opens = self.row_part >= 0
-            self.part_masks = [~opens | (self.row_part == 0)]  # before any part: part 0 first
-            for current in range(MAX_PARTS):
-                self.part_masks.append(~opens | (self.row_part == 0) | (self.row_part > current))
+            if self.onsets:  # any part may open an onset; the next one at this onset is higher
+                self.part_masks = [torch.ones(len(self.row_part), dtype=torch.bool)]
+                for current in range(MAX_PARTS):
+                    self.part_masks.append(~opens | (self.row_part > current))
+            else:
+                self.part_masks = [~opens | (self.row_part == 0)]  # before any part: part 0 first
+                for current in range(MAX_PARTS):
+                    self.part_masks.append(~opens | (self.row_part == 0) | (self.row_part > current))
             self.bar_start_lm_ids = {lm_id for lm_id, row_part in zip(self.row_lm_ids, self.row_part.tolist())
-                                     if row_part == 0}
+                                     if row_part == 0} if not self.onsets else \
+                {lm_id for lm_id, walk in self.walks.items() if walk.first_type == "Bar"}
             # Part 0 carries the metre: its bar line is followed by a TimeSig, as miditok writes it.
             row_tokens = [codec.music_token_parts[codec.music_id_of_lm_id(lm_id)] for lm_id in self.row_lm_ids[:-1]]
-            has_metres = any(token.startswith("TimeSig_") for tokens in row_tokens for token in tokens)
+            # (The onsets layout writes the metre after the bar line as miditok does: the type graph says it.)
+            has_metres = not self.onsets and any(token.startswith("TimeSig_") for tokens in row_tokens for token in tokens)
             self.metre_after_part = torch.tensor(
                 [tokens[0] == "Bar_None" and (len(tokens) == 1 or tokens[1].startswith("TimeSig_"))
                  for tokens in row_tokens] + [False]) if has_metres else None
@@ -141,6 +171,11 @@ class MusicGrammar:
         self.note_lm_ids = {lm_id for lm_id in self.row_lm_ids[:-1]
                             if any(token_type(token) in NOTE_TYPES for token in
                                    codec.music_token_parts[codec.music_id_of_lm_id(lm_id)])}
+
+    def _opened_part(self, tokens: list[str]) -> int | None:
+        """The part a row's `<Part_k>` opens (its first token; None without one)."""
+        kind, _, value = tokens[0].partition("_") if tokens else ("", "", "")
+        return int(value) if kind == PART and value.isdigit() else None
 
     def _walk(self, tokens: list[str]) -> _TokenWalk:
         if not tokens:
@@ -162,9 +197,10 @@ class MusicGrammar:
             following in self.graph.get(previous, set()) for previous, following in zip(types, types[1:]))
         first_position, position, seen_reset = NO_POSITION, NO_POSITION, False
         resets, last_position = False, NO_POSITION
+        resetting = ("Bar", "Track") if self.onsets else ("Bar", "Track", PART)
         for token, kind in zip(tokens, types):
             value = position_value(token)
-            if kind in ("Bar", "Track", PART):
+            if kind in resetting:
                 seen_reset, resets, position = True, True, NO_POSITION
             elif value is not None:
                 if not seen_reset and first_position == NO_POSITION:
@@ -187,6 +223,8 @@ class MusicGrammar:
         part = state[3] if len(state) > 3 else NO_PART
         if self.parts and walk.first_type == PART:
             part = int(self.row_part[self.row_of_lm_id[lm_id]])
+        elif self.onsets and walk.first_type in ("Bar", "Position"):
+            part = NO_PART  # a new onset: parts start again from the lowest
         if walk.resets_position:
             position = NO_POSITION
         elif walk.last_position != NO_POSITION:
@@ -388,6 +426,11 @@ class CorpusConstraints:
             if pitch_ranges else []
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
         self.with_parts = grammar.parts
+        # The bars layout revisits each bar's onsets part by part; the onsets layout never goes back.
+        self.onsets = grammar.onsets
+        self.part_bars = grammar.parts and not grammar.onsets
+        time_resets = TIME_RESET_TYPES - {PART} if self.onsets else TIME_RESET_TYPES
+        self.time_resets = time_resets
         self.max_parts = (getattr(profile, "max_parts", 0) or None) if max_parts == -1 else max_parts
         tokenizer = grammar.codec.music_tokenizer
         self.positions_per_beat = tokenizer.config.max_num_pos_per_beat
@@ -428,9 +471,10 @@ class CorpusConstraints:
             None if max_gap == -1 else max_gap)
         # The rows that open a new bar: a bar line, or with parts `<Part_0>`.
         self.starts_with_bar = torch.tensor(
-            [bool(tokens) and (tokens[0] == f"{PART}_0" if self.with_parts else token_type(tokens[0]) == "Bar")
+            [bool(tokens) and (tokens[0] == f"{PART}_0" if self.part_bars else token_type(tokens[0]) == "Bar")
              for tokens in parts] + [False])
         self.opens_part = grammar.row_part if self.with_parts else None
+        self.opened_parts = set(self.opens_part.tolist()) - {NO_PART} if self.with_parts else set()
         self.has_program = torch.tensor(
             [any(token_type(token) == "Program" for token in tokens) for tokens in parts] + [False])
 
@@ -453,7 +497,7 @@ class CorpusConstraints:
                         static[row] = False
                 elif kind == "TimeSig" and signatures is not None and value not in signatures:
                     static[row] = False
-                elif kind in TIME_RESET_TYPES:
+                elif kind in time_resets:
                     if not seen_time and kind == "Position":
                         self.first_position[row] = int(value)
                     if kind in ("Bar", PART, "Track"):
@@ -478,14 +522,16 @@ class CorpusConstraints:
                             self.pre_pitches_current.setdefault(note, []).append(row)
                         else:
                             self.pre_pairs_explicit.setdefault((program, note[1]), []).append(row)
-            # A program change with no time token after it promises a note at this same onset.
-            self.ends_needing_note[row] = bool(tokens) and token_type(tokens[-1]) == "Program" and not seen_time
+            # A program change (or in the onsets layout a part token) with no time token after it
+            # promises a note at this same onset.
+            self.ends_needing_note[row] = bool(tokens) and not seen_time and (
+                token_type(tokens[-1]) == "Program" or (self.onsets and token_type(tokens[-1]) == PART))
         self.static = static
         self.note_demand = self.pre_notes + self.ends_needing_note.long()
         # Parts: a Position can go back to an onset other parts filled; what a row strikes at
         # each Position it names (rows x positions) is checked against what is there already.
         self.notes_at_position = None
-        if self.with_parts:
+        if self.part_bars:
             positions = max([int(token.split("_")[1]) for tokens in parts for token in tokens
                              if token.startswith("Position_")] + [0]) + 1
             self.notes_at_position = torch.zeros((count, positions), dtype=torch.long)
@@ -526,10 +572,14 @@ class CorpusConstraints:
             return state
         for token in self.parts[row]:
             kind, _, value = token.partition("_")
-            if self.with_parts and kind == PART:
+            if self.onsets and kind == PART:  # the notes after it are this part's, at this same onset
+                state.part = int(value)
+                state.program = state.part_programs.get(state.part, 0)
+                continue
+            if self.part_bars and kind == PART:
                 self._enter_part(state, int(value))
                 continue
-            if self.with_parts and kind == "Bar":
+            if self.part_bars and kind == "Bar":
                 continue  # a part's own bar line: the part token already placed it
             if kind == "Program":
                 state.program = int(value)
@@ -557,7 +607,7 @@ class CorpusConstraints:
                     state.notes, state.pairs, state.tempo_here = 0, Counter(), False
                 if time is not None:
                     state.onset_time = time
-                if self.with_parts:  # other parts' notes at this time count too
+                if self.part_bars:  # other parts' notes at this time count too
                     state.notes = state.bar_onsets[state.onset_time]
                     state.pairs = state.bar_pairs.setdefault(state.onset_time, Counter())
             else:
@@ -569,7 +619,7 @@ class CorpusConstraints:
                     state.pairs[(state.program, note[1])] += 1
                     state.programs_used.add(state.program)
                     # Parts revisit earlier times of the bar: the latest onset is what time has reached.
-                    state.last_onset = max(state.last_onset, state.onset_time) if self.with_parts else state.onset_time
+                    state.last_onset = max(state.last_onset, state.onset_time) if self.part_bars else state.onset_time
         return state
 
     def _enter_part(self, state: _OnsetState, part: int) -> None:
@@ -640,8 +690,26 @@ class CorpusConstraints:
             self._new_program_masks[used] = mask
         return self._new_program_masks[used]
 
+    def _onset_part_mask(self, state: _OnsetState) -> torch.Tensor:
+        """Onsets layout: a row's notes belong to the part it opens (else the current one), so that
+        part's range, program and settled instrument decide; no more parts than the corpus has."""
+        mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
+        target = torch.where(self.opens_part >= 0, self.opens_part, torch.full_like(self.opens_part, state.part))
+        for part in sorted(self.opened_parts | {state.part}):
+            rows = target == part
+            allowed = self._program_mask(state.part_programs.get(part, 0))
+            if 0 <= part < len(self.part_ranges) and self.part_ranges[part] is not None:
+                allowed = allowed & self._range_mask(self.part_ranges[part])
+            if part in state.parts_settled:  # a part plays one instrument, named before its first note
+                allowed = allowed & ~self.has_program
+            mask = torch.where(rows, allowed, mask)
+        if self.max_parts is not None:
+            mask = mask & (self.opens_part < self.max_parts)
+        return mask
+
     def row_mask(self, state: _OnsetState) -> torch.Tensor:
-        mask = self.static & self._program_mask(state.program)
+        # (The onsets layout judges a row's notes by the part the row writes them for, below.)
+        mask = self.static if self.onsets else self.static & self._program_mask(state.program)
         if self.bar_length:
             mask = mask & self._position_mask(state.bar_positions)
         if self.cap is not None:
@@ -670,7 +738,9 @@ class CorpusConstraints:
                     for kind in ("Pitch", "NoteOn", "PitchDrum", "DrumOn"):
                         for row in self.pre_pitches_current.get((kind, pitch), ()):
                             mask[row] = False
-        if self.with_parts:
+        if self.onsets:
+            mask = mask & self._onset_part_mask(state)
+        elif self.with_parts:
             if 0 <= state.part < len(self.part_ranges) and self.part_ranges[state.part] is not None:
                 mask = mask & self._range_mask(self.part_ranges[state.part])
             if state.part in state.parts_settled:  # a part plays one instrument, named before its first note

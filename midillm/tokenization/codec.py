@@ -281,10 +281,12 @@ def pitch_name(pitch: int) -> str:
     return f"{_PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
 
 
-def describe_music_token(token: str) -> str:
+def describe_music_token(token: str, layout: str = "bars") -> str:
     """Plain words for one base music token; its new LM row starts from their embedding."""
     token_type, _, value = token.partition("_")
     if token_type == PART:
+        if layout == "onsets":
+            return f"part number {int(value) + 1} voice plays"
         return f"new bar of part number {int(value) + 1} voice"
     if token_type in ("Pitch", "NoteOn", "NoteOff", "PitchDrum") and value.lstrip("-").isdigit():
         words = {"Pitch": "note", "NoteOn": "note on", "NoteOff": "note off",
@@ -583,7 +585,7 @@ class MusicCodec:
             descriptions[self.fill_id] = "now the missing bars of music that fill the gap"
         for music_id, lm_id in self._music_to_lm.items():
             descriptions[lm_id] = ", ".join(
-                describe_music_token(token) for token in self.music_token_parts[music_id])
+                describe_music_token(token, self.layout) for token in self.music_token_parts[music_id])
         return descriptions
 
     # ----------------------------------------------------------------------------- encoding

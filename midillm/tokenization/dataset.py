@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL
-from .codec import MIDITOK_VERSION, RENDERS, TOKENIZATIONS, MusicCodec, score_caption
+from .codec import (DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, LAYOUTS, MIDITOK_VERSION, RENDERS, TOKENIZATIONS,
+                    MusicCodec, score_caption)
 from .profile import CorpusProfile, measure_corpus
 from .sources import CheckedFile, Skipped, check_files, list_source
 
@@ -43,6 +44,11 @@ class PrepareConfig:
         "help": "Music BPE vocabulary size (0 or at most the base vocabulary: no BPE). No BPE learns the most per "
                 "note in a short run; BPE 4096 writes ~2.4x fewer tokens per note but learns less per note "
                 "(docs/benchmarks.md)."})
+    layout: str = field(default=DEFAULT_LAYOUT, metadata={
+        "help": "How parts are laid out: onsets (time order, a chord's notes together, each note one LM token "
+                "where a note compound covers it) or bars (bar by bar, part by part; needed for music BPE)."})
+    compound_vocab: int = field(default=DEFAULT_COMPOUND_VOCAB, metadata={
+        "help": "Onsets layout: the most note compounds (whole notes as one token) learned from the train split."})
     render: str = field(default="tokens", metadata={
         "help": "tokens: one new LM token per music token; text: plain text through the LM tokenizer (baseline)."})
     captions: bool = field(default=True, metadata={"help": "Put a metadata caption before each piece."})
@@ -66,6 +72,10 @@ class PrepareConfig:
     def __post_init__(self):
         if self.tokenization not in TOKENIZATIONS:
             raise ValueError(f"tokenization must be one of {', '.join(TOKENIZATIONS)}, not {self.tokenization!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if self.layout == "onsets" and self.vocab_size:
+            raise ValueError("music BPE (vocab_size) needs layout=bars; the onsets layout has note compounds")
         if self.render not in RENDERS:
             raise ValueError(f"render must be one of {', '.join(RENDERS)}, not {self.render!r}")
         if self.seq_len < 64:
@@ -336,13 +346,16 @@ def prepare(config: PrepareConfig, log=print) -> dict:
         f"metres {', '.join(corpus.time_signatures)}, grid 1/{corpus.positions_per_beat} beat")
     codec = MusicCodec.create(config.tokenization, render=config.render, captions=config.captions,
                               base_model=config.base_model,
-                              corpus=corpus if config.adapt_to_corpus else None)
+                              corpus=corpus if config.adapt_to_corpus else None, layout=config.layout)
     codec.corpus = corpus  # the grammar and eval use it even when the tokens are not adapted
     if config.render == "tokens" and config.vocab_size > len(codec.music_tokenizer.vocab):
         log(f"Training music BPE ({config.vocab_size} tokens) on {len(splits['train'])} pieces")
     else:
         log(f"No music BPE: one LM token per {config.tokenization} token")
     codec.train_bpe([piece.file.path for piece in splits["train"]], config.vocab_size)
+    if codec.layout == "onsets":
+        codec.train_compounds([piece.file.path for piece in splits["train"]], config.compound_vocab)
+        log(f"Onsets layout: {len(codec.compounds)} note compounds learned from the train split")
     # What the rows will teach besides continuation: tasks need parts (REMI).
     codec.tasks = ("continue",) + (("infill",) if config.infill_ratio > 0 and codec.parts else ()) + (
         ("accompany", "arrange") if config.accompany_ratio > 0 and codec.parts else ())
