@@ -6,7 +6,10 @@
 
 Approaches (all on SmolLM2-135M with LoRA r16, the Bach chorales, `configs/bach-demo.yaml`):
   midillm                    the defaults of `midillm prepare` and `midillm train`: corpus-adapted
-                             REMI with parts, one new LM token per token, music-only head, grammar
+                             REMI with parts in the onsets layout (a chord's notes together), each
+                             note one LM token where a note compound covers it, music-only head, grammar
+  midillm-bars               (a0) the default before issue 23: plain REMI with parts written bar by
+                             bar, part by part, one new LM token per REMI token
   midillm-bpe                music BPE 4096, each merge's row built from its base tokens' rows
                              (compositional rows, `train`'s default whenever there is BPE)
   midillm-bpe-separate-rows  music BPE 4096, each merge a row of its own (the default before issue 12)
@@ -48,13 +51,16 @@ ROOT = Path(__file__).resolve().parent.parent
 APPROACHES = {
     "midillm": dict(render="tokens", vocab_size=None, music_only_head=True, compositional_rows=None,
                     label="(a) midillm: the defaults of `prepare` and `train`"),
-    "midillm-bpe": dict(render="tokens", vocab_size=4096, music_only_head=True, compositional_rows=True,
+    "midillm-bars": dict(render="tokens", vocab_size=0, music_only_head=True, compositional_rows=None, layout="bars",
+                         label="(a0) plain REMI with parts, 2026-12"),
+    "midillm-bpe": dict(render="tokens", vocab_size=4096, music_only_head=True, compositional_rows=True, layout="bars",
                         label="(a') midillm, music BPE 4096"),
     "midillm-bpe-separate-rows": dict(render="tokens", vocab_size=4096, music_only_head=True, compositional_rows=False,
+                                      layout="bars",
                                       label="(a'') midillm, music BPE 4096"),
-    "text": dict(render="text", vocab_size=0, music_only_head=False, compositional_rows=None,
+    "text": dict(render="text", vocab_size=0, music_only_head=False, compositional_rows=None, layout="bars",
                  label="(b) plain-text REMI, LM tokenizer (ChatMusician)"),
-    "remi-tokens": dict(render="tokens", vocab_size=0, music_only_head=False, compositional_rows=None,
+    "remi-tokens": dict(render="tokens", vocab_size=0, music_only_head=False, compositional_rows=None, layout="bars",
                         label="(c) one token per REMI token, full head (MIDI-LLM)"),
 }
 # Issue 12's targets for the default on a 2-core CPU (training: 2000 notes/s with AMX, 1000 with AVX512-BF16 only).
@@ -73,6 +79,8 @@ def prepare_data(name: str, args) -> Path:
     spec = APPROACHES[name]
     out = Path(args.work) / name / "data"
     settings = dict(render=spec["render"], seq_len=args.seq_len)
+    if spec.get("layout"):
+        settings["layout"] = spec["layout"]
     if spec["vocab_size"] is not None:
         settings["vocab_size"] = spec["vocab_size"]
     prepare(PrepareConfig(source=args.source, out=str(out), base_model=args.base_model, **settings),
@@ -95,6 +103,7 @@ def merged_model(bundle: Path, dtype):
 
 
 _samplers: dict = {}  # id(model) -> its MidiLM, within this process
+TEMPERATURE = 0.7  # --temperature: midillm's default
 
 
 def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool, seed: int = 0):
@@ -114,9 +123,8 @@ def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool
             midi_lm = _samplers[id(model)] = MidiLM(model, codec)
             midi_lm.generate_ids(1, settings=SamplingSettings(max_new_tokens=4))
         started = time.perf_counter()
-        # Temperature 1.0 as the peers sample (their papers), not midillm's default 0.7: one
-        # setting for every approach.
-        ids = midi_lm.generate_ids(batch, settings=SamplingSettings(max_new_tokens=new_tokens, temperature=1.0,
+        # One temperature for every approach (--temperature).
+        ids = midi_lm.generate_ids(batch, settings=SamplingSettings(max_new_tokens=new_tokens, temperature=TEMPERATURE,
                                                                     top_p=0.95),
                                    seed=seed, constrain=constrain)
         seconds = time.perf_counter() - started
@@ -125,7 +133,8 @@ def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool
     prompt = [codec.music_start_id]
     pad = codec.lm_tokenizer.pad_token_id if codec.lm_tokenizer.pad_token_id is not None else codec.music_end_id
     inputs = torch.tensor([prompt] * batch)
-    settings = dict(do_sample=True, top_p=0.95, top_k=0, pad_token_id=pad, eos_token_id=codec.music_end_id)
+    settings = dict(do_sample=True, temperature=TEMPERATURE, top_p=0.95, top_k=0, pad_token_id=pad,
+                    eos_token_id=codec.music_end_id)
     with torch.inference_mode():
         model.generate(inputs[:1], max_new_tokens=4, **settings)  # warm-up
         torch.manual_seed(seed)
@@ -148,6 +157,8 @@ def sample_quality(name: str, model, codec, data: Path, tokens_per_note: float, 
     from midillm.eval.compare import compare_sets, mean_over_features, split_half_ceiling
     from midillm.eval.evaluate import data_pieces, load_scores
     from midillm.eval.features import piece_features, piece_notes
+    from midillm.eval.listener import classifier_rows, listening_summary, piece_listening
+    from midillm.eval.two_sample import two_sample_classifier_accuracy
     from midillm.eval.sanity import corpus_profile, sample_sanity, sanity_summary
     from midillm.eval.validity import sample_validity
 
@@ -155,6 +166,9 @@ def sample_quality(name: str, model, codec, data: Path, tokens_per_note: float, 
     reference, _ = load_scores(pieces["test"] + pieces["validation"])
     profile, _ = corpus_profile(codec, reference)
     reference_features = [piece_features(piece_notes(score)) for score in reference]
+    reference_listening = [piece_listening(score) for score in reference]
+    reference_rows = classifier_rows(reference_listening, reference_features)
+    result_reference = listening_summary(reference_listening)
     new_tokens = math.ceil(args.quality_notes * tokens_per_note)
     result = {"quality_new_tokens": new_tokens,
               "ceiling_oa": mean_over_features(split_half_ceiling(reference_features), "oa")}
@@ -170,6 +184,16 @@ def sample_quality(name: str, model, codec, data: Path, tokens_per_note: float, 
         result[f"reasons_{setting}"] = sanity["reasons"]
         result[f"oa_{setting}"] = (mean_over_features(compare_sets(reference_features, features), "oa")
                                    if len(features) >= 2 else 0.0)
+        # What a listener hears: harmony on the beat, voice leading, and whether a classifier
+        # tells the samples from the held-out pieces (0.5: it cannot).
+        played = [score for score in scores if score is not None and score.note_num()]
+        listening = [piece_listening(score) for score in played]
+        for measure, value in listening_summary(listening).items():
+            result[f"{measure}_{setting}"] = value
+        result[f"classifier_{setting}"] = two_sample_classifier_accuracy(
+            classifier_rows(listening, features), reference_rows) if len(played) >= 4 else float("nan")
+    for measure, value in result_reference.items():
+        result[f"{measure}_held_out"] = value
     return result
 
 
@@ -244,7 +268,11 @@ def ratio(value: float, reference: float) -> str:
 
 ANALYSIS_MARKER = "<!-- Written by hand below this line: scripts/bench.py keeps it when it rewrites the file. -->"
 # (title, key, format, whether higher is better); quality first, as in every midillm report.
-COLUMNS = [("sane samples, model alone", "sane_alone", "{:.0%}", True),
+COLUMNS = [("chord on the beat (constrained)", "chord_on_beat_constrained", "{:.0%}", True),
+           ("parallels / move (constrained)", "parallels_per_move_constrained", "{:.3f}", False),
+           ("rests inside voices (constrained)", "rests_inside_voices_constrained", "{:.1%}", False),
+           ("classifier vs held-out (constrained)", "classifier_constrained", "{:.2f}", False),
+           ("sane samples, model alone", "sane_alone", "{:.0%}", True),
            ("sane samples, corpus constraints", "sane_constrained", "{:.0%}", True),
            ("overlapped area, model alone", "oa_alone", "{:.3f}", True),
            ("held-out bits / note", "bits_per_note", "{:.2f}", False),
@@ -272,6 +300,34 @@ def table(results: list[dict]) -> str:
         lines.append(f"| {result['label']} | " + " | ".join(cells)
                      + f" | {result['steps']} | {result['notes_seen']:,} |")
     return "\n".join(lines)
+
+
+def issue_23_lines(results: list[dict]) -> list[str]:
+    """Issue 23's targets for the new default (a), against today's (a0) measured in the same run."""
+    by_name = {result["approach"]: result for result in results}
+    result, before = by_name.get("midillm"), by_name.get("midillm-bars")
+    if not result:
+        return []
+    # (what, measured, target, whether the measured value must reach the target or stay below it)
+    checks = [("LM positions per note <= 1.5", result["tokens_per_note"], 1.5, False),
+              ("held-out bits per note <= 4.2", result["bits_per_note"], 4.2, False),
+              ("sane share with the corpus constraints = 100%", result["sane_constrained"], 1.0, True),
+              ("sane share, model alone >= 95%", result["sane_alone"], 0.95, True),
+              ("voice notes followed by a rest <= 3%", result["rests_inside_voices_constrained"], 0.03, False),
+              ("beats with a triad or seventh chord >= 70%", result["chord_on_beat_constrained"], 0.70, True),
+              ("two-sample classifier accuracy <= 0.75", result["classifier_constrained"], 0.75, False)]
+    if before:
+        checks += [(f"{what} >= 4x (a0)", result[key], 4 * before[key], True) for what, key in (
+            ("training notes/s", "train_notes_per_s"), ("generated notes/s at batch 1", "generate_notes_per_s_1"),
+            ("generated notes/s at batch 8", "generate_notes_per_s_8"))]
+    lines = []
+    for what, value, target, higher_is_better in checks:
+        met = value >= target if higher_is_better else value <= target
+        lines.append(f"- {what}: {value:.3g} vs {target:.3g} -> {'met' if met else 'MISSED'}")
+    held_out = {key[:-len("_held_out")]: value for key, value in result.items() if key.endswith("_held_out")}
+    if held_out:
+        lines.append("- held-out pieces themselves: " + ", ".join(f"{key} {value:.3g}" for key, value in held_out.items()))
+    return lines
 
 
 def target_lines(results: list[dict], amx: bool) -> list[str]:
@@ -329,7 +385,7 @@ Written by `scripts/bench.py` on {datetime.date.today().isoformat()}.
   (batch 4 x {args.seq_len} tokens, bf16 autocast, torch.compile), the same {args.minutes:g}-minute training budget each.
 - Data: {args.source}; held-out = the validation and test splits (same pieces for every approach: splits go by content hash).
 - Quality: {args.quality_samples} samples of about {args.quality_notes} notes each (new tokens = notes x the approach's
-  LM tokens per note), temperature 1.0 and top-p 0.95 for every approach, judged against the held-out pieces as `midillm eval` judges them.
+  LM tokens per note), temperature {args.temperature:g} and top-p 0.95 for every approach, judged against the held-out pieces as `midillm eval` judges them.
   - Sane: the share that passes the sanity check against the corpus profile (notes, onsets, no stalls,
     no crowded onsets or duplicate notes, the corpus's instruments and ranges).
   - Model alone: midillm's approaches under the syntax grammar only; the peers sample freely over the whole
@@ -338,12 +394,16 @@ Written by `scripts/bench.py` on {datetime.date.today().isoformat()}.
     midillm's plain REMI; not applicable to the text rendering.
   - Overlapped area: the mean over features of the overlap between the samples' and the held-out pieces'
     feature distributions; the held-out pieces' own split-half ceiling is {results[0].get('ceiling_oa', float('nan')):.3f}.
-- Speed: {args.new_tokens} new tokens, temperature 1.0, top-p 0.95, bf16, after a warm-up call; notes/s = LM tokens/s / held-out LM tokens per note.
+- Speed: {args.new_tokens} new tokens, temperature {args.temperature:g}, top-p 0.95, bf16, after a warm-up call; notes/s = LM tokens/s / held-out LM tokens per note.
 - Ratios in parentheses are to (a) midillm.
 - Training stops at the budget or at the recipe's max_steps (the cosine schedule's length), whichever
   comes first: see the steps and the raw `train_seconds`. Notes seen = label tokens / tokens per note.
 
 {table(results)}
+
+Targets of issue 23 for the default (a), against (a0) of the same run:
+
+""" + "\n".join(issue_23_lines(results)) + """
 
 Targets of issue 12 for the default (a):
 
@@ -370,8 +430,12 @@ def main() -> int:
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks.md"), help="Where the report goes.")
     parser.add_argument("--reuse", action="store_true",
                         help="Keep the result an earlier run saved in WORK/APPROACH/result.json (same settings).")
+    parser.add_argument("--temperature", type=float, default=0.7,
+                        help="Sampling temperature of every approach's quality and speed samples (midillm's default).")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: train and time one approach, print JSON
     args = parser.parse_args()
+    global TEMPERATURE
+    TEMPERATURE = args.temperature
     if args.one:
         print("RESULT " + json.dumps(run_approach(args.one, args)), flush=True)
         return 0
@@ -393,7 +457,7 @@ def main() -> int:
         child = [sys.executable, __file__, "--one", name, "--minutes", str(args.minutes), "--source", args.source,
                  "--base-model", args.base_model, "--seq-len", str(args.seq_len), "--new-tokens", str(args.new_tokens),
                  "--quality-samples", str(args.quality_samples), "--quality-notes", str(args.quality_notes),
-                 "--work", args.work]
+                 "--work", args.work, "--temperature", str(args.temperature)]
         output = subprocess.run(child, stdout=subprocess.PIPE, text=True)  # its progress goes to our stderr
         lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
         if output.returncode or not lines:
@@ -403,7 +467,7 @@ def main() -> int:
         saved.write_text(json.dumps(results[-1], indent=1) + "\n")
     if not results:
         return 1
-    print("\n" + table(results) + "\n\n" + "\n".join(target_lines(results, has_amx())))
+    print("\n" + table(results) + "\n\n" + "\n".join(issue_23_lines(results) + target_lines(results, has_amx())))
     write_markdown(results, args, command, Path(args.markdown))
     print(f"\nWrote {args.markdown}")
     return 0

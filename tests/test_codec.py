@@ -306,7 +306,9 @@ def test_new_tokens_have_readable_names_and_descriptions(tiny_lm_tokenizer):
     assert descriptions[lm_id] == "note C4"
     assert descriptions[codec.lm_tokenizer.convert_tokens_to_ids("<Program_-1>")] == "drums"
     assert set(descriptions) == set(codec.music_lm_ids) | {codec.music_start_id, codec.gap_id, codec.fill_id}
-    assert descriptions[codec.part_lm_id(1)] == "new bar of part number 2 voice"
+    assert descriptions[codec.part_lm_id(1)] == "part number 2 voice plays"  # the onsets layout
+    bars = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, layout="bars")
+    assert bars.new_token_descriptions()[bars.part_lm_id(1)] == "new bar of part number 2 voice"
     assert codec.lm_tokenizer.convert_tokens_to_ids(MUSIC_START) == codec.music_start_id
     assert codec.lm_tokenizer.convert_tokens_to_ids(MUSIC_END) == codec.music_end_id
 

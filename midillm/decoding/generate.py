@@ -105,11 +105,13 @@ class _OnsetPlan:
     end_row: int
     row_part: torch.Tensor        # the part each row opens (-1: none)
     row_position: torch.Tensor    # the Position each row moves to (-1: none)
+    row_continues_part: torch.Tensor  # rows that add to the current part's notes without naming a part
     given_bars: list[tuple[list[int], list[tuple[int, list[int]]]]]  # (bar head ids, [(position, ids)])
     given_parts: int
     bars_done: int = 0
     pending: list[tuple[int, list[int]]] = field(default_factory=list)  # the current bar's given onsets to come
     queue: list[int] = field(default_factory=list)
+    part: int = -1                # the part whose notes come now (-1: none yet at this onset)
 
     @property
     def done(self) -> bool:
@@ -117,6 +119,8 @@ class _OnsetPlan:
 
     def allowed_rows(self) -> torch.Tensor:
         allowed = (self.row_part < 0) | (self.row_part >= self.given_parts)
+        if 0 <= self.part < self.given_parts:  # a given part's notes here are all written already
+            allowed &= ~self.row_continues_part
         if self.pending:
             allowed &= self.row_position <= self.pending[0][0]
         allowed[self.bar_row] = not self.pending and self.bars_done < len(self.given_bars)
@@ -129,6 +133,10 @@ class _OnsetPlan:
         return self.end_row if self.done else self.bar_row
 
     def record(self, row: int, forced: bool) -> None:
+        if int(self.row_part[row]) >= 0:
+            self.part = int(self.row_part[row])
+        elif row == self.bar_row or int(self.row_position[row]) >= 0:
+            self.part = -1
         if forced:
             return
         if row == self.bar_row and self.bars_done < len(self.given_bars):
@@ -690,8 +698,12 @@ class MidiLM:
                 else:
                     head.append(lm_id)
             bars.append((head, onsets))
+        continues = torch.tensor([lm_id in walks and walks[lm_id].first_type in ("Program", "Pitch", "PitchDrum",
+                                                                                 "Velocity", "Duration")
+                                  for lm_id in self.grammar.row_lm_ids])
         return _OnsetPlan(bar_row=self._bar_row(), end_row=self.grammar.end_row, row_part=self.grammar.row_part,
-                          row_position=row_position, given_bars=bars, given_parts=given_parts,
+                          row_position=row_position, row_continues_part=continues, given_bars=bars,
+                          given_parts=given_parts,
                           row_lm_ids=self.grammar.row_lm_ids)
 
     def _plan(self, exact_bars: int | None = None, given_bars: list[list[int]] | None = None,

@@ -630,7 +630,7 @@ class MusicCodec:
         """The base tokens of `score` in the onsets layout, bar by bar."""
         part_bars = [self._part_token_bars(part, keep_score_meta=number == 0)
                      for number, part in enumerate(part_scores(score))]
-        return interleave_part_bars(part_bars) if part_bars else [["Bar_None"]]
+        return interleave_part_bars(part_bars)  # no played track: no bars, as in the bars layout
 
     def _part_token_bars(self, score: Score, keep_score_meta: bool) -> list[list[str]]:
         """One part's miditok tokens in the canonical note order, bar by bar (each from its bar line)."""

@@ -44,9 +44,10 @@ class PrepareConfig:
         "help": "Music BPE vocabulary size (0 or at most the base vocabulary: no BPE). No BPE learns the most per "
                 "note in a short run; BPE 4096 writes ~2.4x fewer tokens per note but learns less per note "
                 "(docs/benchmarks.md)."})
-    layout: str = field(default=DEFAULT_LAYOUT, metadata={
+    layout: str | None = field(default=None, metadata={
         "help": "How parts are laid out: onsets (time order, a chord's notes together, each note one LM token "
-                "where a note compound covers it) or bars (bar by bar, part by part; needed for music BPE)."})
+                "where a note compound covers it) or bars (bar by bar, part by part; what music BPE needs). "
+                f"Default: {DEFAULT_LAYOUT}, or bars when --vocab-size asks for music BPE."})
     compound_vocab: int = field(default=DEFAULT_COMPOUND_VOCAB, metadata={
         "help": "Onsets layout: the most note compounds (whole notes as one token) learned from the train split."})
     render: str = field(default="tokens", metadata={
@@ -72,6 +73,8 @@ class PrepareConfig:
     def __post_init__(self):
         if self.tokenization not in TOKENIZATIONS:
             raise ValueError(f"tokenization must be one of {', '.join(TOKENIZATIONS)}, not {self.tokenization!r}")
+        if self.layout is None:
+            self.layout = "bars" if self.vocab_size else DEFAULT_LAYOUT
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
         if self.layout == "onsets" and self.vocab_size:
