@@ -13,7 +13,7 @@ from symusic import Note, Score, Tempo, TimeSignature, Track
 
 from conftest import MUSIC21_TEST_MIDI, make_band_score
 from midillm import MusicCodec
-from midillm.tokenization.codec import (CODEC_CONFIG_FILE, MUSIC_END, MUSIC_START,
+from midillm.tokenization.codec import (part_scores, CODEC_CONFIG_FILE, MUSIC_END, MUSIC_START,
                                         CodecVersionError)
 from midillm.tokenization.profile import LONG_DURATION_BEATS, measure_corpus
 from midillm.tokenization.roundtrip import notes_kept
@@ -340,3 +340,78 @@ def test_incompatible_codec_fails_with_a_clear_message(tmp_path, tiny_lm_tokeniz
 def test_missing_codec_folder_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="no midillm codec"):
         MusicCodec.from_pretrained(tmp_path)
+
+
+# ----------------------------------------------------------------------------- the onsets layout
+
+
+def _part_notes(score: Score) -> list[list[tuple[int, int, int]]]:
+    """Each played track's notes as (onset, pitch, duration) in ticks, sorted."""
+    return [sorted((note.time, note.pitch, note.duration) for note in track.notes)
+            for track in score.tracks if track.note_num()]
+
+
+def test_onsets_layout_keeps_every_note_in_its_part(tiny_lm_tokenizer, bach_midi_files, band_midi_files):
+    """Pitch, onset, duration and part of every note come back, chorales and band files alike."""
+    from midillm.tokenization.profile import measure_corpus
+
+    for paths in (bach_midi_files[:12], band_midi_files):
+        scores = [Score(str(path)) for path in paths]
+        codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=measure_corpus(scores))
+        codec.train_compounds(paths[: len(paths) // 2])  # half the pieces: the rest lean on the fallback
+        assert codec.layout == "onsets" and codec.compounds
+        for score in scores:
+            # Each part as the tokenizer quantises it on its own (miditok's own preprocessing
+            # merges the tracks of one program, which parts keep apart).
+            reference = [_part_notes(codec.music_tokenizer.preprocess_score(part))[0] for part in part_scores(score)]
+            decoded = codec.decode(codec.encode(score))
+            assert _part_notes(decoded.resample(codec.music_tokenizer.time_division)) == reference
+
+
+def test_onsets_layout_writes_a_chord_together_and_a_note_as_one_position(tiny_lm_tokenizer, bach_midi_files):
+    from midillm.tokenization.profile import measure_corpus
+
+    train, held_out = bach_midi_files[:30], bach_midi_files[30:]
+    profile = measure_corpus([Score(str(path)) for path in train])
+    onsets = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=profile, captions=False)
+    onsets.train_compounds(train)
+    bars = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=profile, captions=False, layout="bars")
+
+    def positions_per_note(codec) -> float:
+        positions = sum(len(codec.encode(path)) - 2 for path in held_out)
+        return positions / sum(Score(str(path)).note_num() for path in held_out)
+
+    # Held-out chorales: about one position per note plus one per onset (compounds learned from
+    # 30 chorales here; 1.4 from the whole train split), against 3.6 bar by bar.
+    assert positions_per_note(onsets) < 1.8 and positions_per_note(bars) > 3.0
+    # Each onset: one Position, then the notes, parts rising; a four-voice chord is four
+    # positions after its Position, each a whole note (part, pitch, duration).
+    onsets_of_piece, current = [], None
+    for lm_id in onsets.encode(held_out[0])[1:-1]:
+        unit = onsets.music_token_parts[onsets.music_id_of_lm_id(lm_id)]
+        if unit[0].startswith(("Position_", "Bar_")):
+            current = []
+            onsets_of_piece.append(current)
+        elif current is not None and unit[0].startswith("Part_"):
+            current.append(unit)
+    for onset in onsets_of_piece:
+        numbers = [int(unit[0].split("_")[1]) for unit in onset]
+        assert numbers == sorted(set(numbers))
+    chords = [onset for onset in onsets_of_piece if len(onset) >= 4]
+    assert len(chords) > len(onsets_of_piece) / 4
+    whole = [len(unit) >= 3 and unit[-1].startswith("Duration_") for onset in chords for unit in onset]
+    assert sum(whole) > 0.8 * len(whole)  # the rest: rare notes, written token by token
+
+
+def test_onsets_codec_saves_its_layout_and_compounds(tmp_path, tiny_lm_tokenizer, bach_midi_files):
+    codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer)
+    codec.train_compounds(bach_midi_files[:10])
+    codec.save_pretrained(tmp_path / "codec")
+    loaded = MusicCodec.from_pretrained(tmp_path / "codec")
+    assert loaded.layout == "onsets" and loaded.compounds == codec.compounds
+    assert loaded.encode(bach_midi_files[12]) == codec.encode(bach_midi_files[12])
+    # A codec saved before layouts existed (no "layout" key) reads as the bars layout it was.
+    config = json.loads((tmp_path / "codec" / "midillm_codec.json").read_text())
+    del config["layout"], config["compounds"]
+    (tmp_path / "codec" / "midillm_codec.json").write_text(json.dumps(config))
+    assert MusicCodec.from_pretrained(tmp_path / "codec").layout == "bars"
