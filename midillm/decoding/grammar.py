@@ -27,6 +27,7 @@ NOTE_TYPES = frozenset({"Pitch", "PitchDrum", "NoteOn", "DrumOn"})
 NO_POSITION = -1
 NO_PITCH = 128  # no note yet at this onset: any pitch may come
 START = "<start>"
+FIRST_BAR = "<first bar>"  # onsets layout: the piece's first bar line, which the metre must follow
 # Tokens that end a run of notes at one onset (see `midillm.tokenization.codec.order_notes_by_pitch`).
 NOTE_RUN_BREAKERS = frozenset({"Bar", "Position", "TimeShift", "Track", "Part", "Program"})
 PART = "Part"  # the codec's part tokens (`midillm.tokenization.codec`): `<Part_k>` opens part k's bar
@@ -82,6 +83,9 @@ class MusicGrammar:
             for kind in graph:  # the metre opens its bar, right after the bar line, as the codec writes it
                 if kind != "Bar":
                     graph[kind] = graph[kind] - {"TimeSig"}
+            if "TimeSig" in graph.get("Bar", ()):  # the metre is written where it changes, and first
+                graph[FIRST_BAR] = {"TimeSig"}
+                graph["Bar"] = graph["Bar"] | graph["TimeSig"]
             graph[PART] = {kind for kind in note_starts if kind in graph}
             if "Program" in graph and not tokenizer.config.program_changes:  # a program before every note
                 graph[PART] = {"Program"}
@@ -232,7 +236,10 @@ class MusicGrammar:
         else:
             position = state[1]
         pitch = state[2] if len(state) > 2 else NO_PITCH
-        return (walk.last_type, position, pitch if walk.pitch_after is None else walk.pitch_after, part)
+        last_type = walk.last_type
+        if self.onsets and state[0] == START and last_type == "Bar" and FIRST_BAR in self.graph:
+            last_type = FIRST_BAR
+        return (last_type, position, pitch if walk.pitch_after is None else walk.pitch_after, part)
 
     def state_after(self, lm_ids) -> tuple[str, int]:
         """The state after a prompt's music ids (caption and `<music>` are skipped)."""

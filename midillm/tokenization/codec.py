@@ -210,7 +210,8 @@ def interleave_part_bars(part_bars: list[list[list[str]]]) -> list[list[str]]:
     `Bar [TimeSig] Position [Tempo] <Part_k> notes of part k... <Part_m> ... Position ...`.
 
     A part's tokens at one onset stay as miditok wrote them (its program change, its notes
-    highest first); parts come in rising order. Past part 0's last bar a bar keeps its metre."""
+    highest first); parts come in rising order. The metre is written where it changes (miditok
+    repeats it after every bar line: a position a bar that says nothing)."""
     bars, metre = [], []
     for index in range(max((len(bars_of_part) for bars_of_part in part_bars), default=0)):
         at_position: dict[int, list[str]] = {}
@@ -228,9 +229,11 @@ def interleave_part_bars(part_bars: list[list[list[str]]]) -> list[list[str]]:
                 slot[:0] = meta if number == 0 else []
                 if music:
                     slot += [f"{PART}_{number}"] + music
-        if head is None:
-            head = ["Bar_None"] + metre
-        metre = [token for token in head if token.startswith("TimeSig_")] or metre
+        head = head or ["Bar_None"]
+        written = [token for token in head if token.startswith("TimeSig_")]
+        if written == metre:
+            head = [token for token in head if not token.startswith("TimeSig_")]
+        metre = written or metre
         bar = list(head)
         for position in sorted(at_position):
             bar += [f"Position_{position}"] + at_position[position]
@@ -816,10 +819,11 @@ class MusicCodec:
         return streams
 
     def _onset_part_streams(self, tokens: list[str]) -> dict[int, list[str]]:
-        """Onsets-layout base tokens -> each part's miditok stream: every bar with part 0's metre,
-        each of the part's onsets as `Position` and its tokens; tempos go to part 0."""
+        """Onsets-layout base tokens -> each part's miditok stream: every bar with the metre in
+        force (the last one written), each of the part's onsets as `Position` and its tokens;
+        tempos go to part 0."""
         bars: list[tuple[list[str], dict[int, dict[int, list[str]]]]] = []
-        position, part = 0, 0
+        position, part, metre = 0, 0, []
         for token in tokens:
             kind, _, value = token.partition("_")
             if kind == "Bar" or not bars:
@@ -827,9 +831,9 @@ class MusicCodec:
                 position, part = 0, 0
                 if kind == "Bar":
                     continue
-            metre, onsets = bars[-1]
+            head, onsets = bars[-1]
             if kind == "TimeSig":
-                metre.append(token)
+                head[1:] = [token]
             elif kind == "Position":
                 position, part = int(value), 0
             elif kind == PART:
@@ -839,11 +843,16 @@ class MusicCodec:
                 onsets.setdefault(0, {}).setdefault(position, []).insert(0, token)
             else:
                 onsets.setdefault(part, {}).setdefault(position, []).append(token)
+        metre = []
+        for head, _ in bars:  # a bar that writes no metre keeps the one before
+            if len(head) == 1:
+                head += metre
+            metre = head[1:]
         streams: dict[int, list[str]] = {}
         for number in sorted({number for _, onsets in bars for number in onsets}):
             stream = []
-            for metre, onsets in bars:
-                stream += metre
+            for head, onsets in bars:
+                stream += head
                 for at, onset_tokens in sorted(onsets.get(number, {}).items()):
                     if onset_tokens:
                         stream += [f"Position_{at}"] + onset_tokens
