@@ -58,6 +58,9 @@ class _BarPlan:
     bars_done: int = 0
     part: int = -1                      # the part being written
     queue: list[int] = field(default_factory=list)  # given ids still to write, as rows
+    row_has_note: torch.Tensor | None = None  # infill: rows that strike a note
+    row_changes_program: torch.Tensor | None = None  # infill: rows with a program change (parts keep theirs)
+    notes_in_bar: int = 0               # infill: notes struck in the bar being written
 
     @property
     def done(self) -> bool:
@@ -69,6 +72,11 @@ class _BarPlan:
         if self.metres and self.row_metre is not None:  # new bars keep the piece's metre: the bars after fit
             bar = min(max(self.bars_done - 1, 0), len(self.metres) - 1)
             allowed &= (self.row_metre < 0) | (self.row_metre == self.metres[bar])
+        if self.row_changes_program is not None:
+            allowed &= ~self.row_changes_program
+        if self.row_has_note is not None and self.bars_done and not self.notes_in_bar:
+            # An infilled bar holds music: the gap is there to be filled.
+            allowed[self.bar_row] = allowed[self.end_row] = False
         if 0 <= self.part < self.given_parts:  # a given part's bar is complete: on to the others
             opens = self.row_part
             allowed &= (opens >= self.given_parts) | (opens == 0)
@@ -78,6 +86,8 @@ class _BarPlan:
     def record(self, row: int, forced: bool) -> None:
         if int(self.row_part[row]) >= 0:
             self.part = int(self.row_part[row])
+        if self.row_has_note is not None:
+            self.notes_in_bar = 0 if row == self.bar_row else self.notes_in_bar + int(self.row_has_note[row])
         if not forced and row == self.bar_row:
             if self.given_bars is not None and self.bars_done < len(self.given_bars):
                 self.queue = list(self.given_bars[self.bars_done][1:])  # the bar token is the chosen one
@@ -106,6 +116,7 @@ class _OnsetPlan:
     row_part: torch.Tensor        # the part each row opens (-1: none)
     row_position: torch.Tensor    # the Position each row moves to (-1: none)
     row_continues_part: torch.Tensor  # rows that add to the current part's notes without naming a part
+    row_writes_score_meta: torch.Tensor  # rows with a metre or tempo: the given music's, never the model's
     given_bars: list[tuple[list[int], list[tuple[int, list[int]]]]]  # (bar head ids, [(position, ids)])
     given_parts: int
     bars_done: int = 0
@@ -118,7 +129,7 @@ class _OnsetPlan:
         return self.bars_done >= len(self.given_bars) and not self.pending
 
     def allowed_rows(self) -> torch.Tensor:
-        allowed = (self.row_part < 0) | (self.row_part >= self.given_parts)
+        allowed = ((self.row_part < 0) | (self.row_part >= self.given_parts)) & ~self.row_writes_score_meta
         if 0 <= self.part < self.given_parts:  # a given part's notes here are all written already
             allowed &= ~self.row_continues_part
         if self.pending:
@@ -554,9 +565,16 @@ class MidiLM:
         settings = settings.updated(max_new_tokens=min(settings.max_new_tokens * 4,
                                                        self.context_length - len(prompt)))
         plans = [self._plan(exact_bars=gap_bars) for _ in range(num_samples)]
-        row_metre, metres = self._bar_metres(piece_bars[gap_start:gap_start + gap_bars])
+        # Each gap bar's metre, as in force there (the onsets layout writes it only where it changes).
+        row_metre, metres = self._bar_metres(piece_bars[:gap_start + gap_bars])
+        metres = metres[gap_start:]
+        row_has_note = torch.tensor([lm_id in self.grammar.note_lm_ids for lm_id in self.grammar.row_lm_ids])
+        # The parts around the gap have their instruments; the gap keeps them.
+        changes_program = torch.tensor([any(token.startswith("Program_") for token in self._row_tokens(lm_id))
+                                        for lm_id in self.grammar.row_lm_ids])
         for plan in plans:
-            plan.row_metre, plan.metres = row_metre, metres
+            plan.row_metre, plan.metres, plan.row_has_note = row_metre, metres, row_has_note
+            plan.row_changes_program = changes_program
         rows = self.generate_ids(num_samples, settings=settings, seed=seed, constrain=constrain, prompt_ids=prompt,
                                  text=text if text is not None else self.codec.caption(score), plans=plans)
         scores = []
@@ -576,7 +594,8 @@ class MidiLM:
         from midillm.tokenization.dataset import infill_prompt
 
         first, last = parse_bar_range(bars)
-        piece_bars = self.codec.encode_bars(score)
+        # Notes before the gap keep their written lengths: what they were held into is rewritten.
+        piece_bars = self.codec.encode_bars(score, lengths_before=first - 1)
         if last > len(piece_bars):
             raise TaskError(f"bars {first}-{last} are outside the piece, which has {len(piece_bars)} bars")
         gap_start, gap_bars = first - 1, last - first + 1
@@ -701,8 +720,11 @@ class MidiLM:
         continues = torch.tensor([lm_id in walks and walks[lm_id].first_type in ("Program", "Pitch", "PitchDrum",
                                                                                  "Velocity", "Duration")
                                   for lm_id in self.grammar.row_lm_ids])
+        score_meta = torch.tensor([any(token.startswith(("TimeSig_", "Tempo_")) for token in self._row_tokens(lm_id))
+                                   for lm_id in self.grammar.row_lm_ids])
         return _OnsetPlan(bar_row=self._bar_row(), end_row=self.grammar.end_row, row_part=self.grammar.row_part,
-                          row_position=row_position, row_continues_part=continues, given_bars=bars,
+                          row_position=row_position, row_continues_part=continues, row_writes_score_meta=score_meta,
+                          given_bars=bars,
                           given_parts=given_parts,
                           row_lm_ids=self.grammar.row_lm_ids)
 
@@ -715,6 +737,11 @@ class MidiLM:
             plan.bars_done = 1
             plan.part = max(part for part in map(self.codec.part_of_lm_id, given_bars[0]) if part is not None)
         return plan
+
+    def _row_tokens(self, lm_id: int) -> list[str]:
+        """The base music tokens a row writes (none for the end of music)."""
+        music_id = self.codec.music_id_of_lm_id(lm_id)
+        return self.codec.music_token_parts[music_id] if music_id is not None else []
 
     def _bar_metres(self, bars: list[list[int]]) -> tuple[torch.Tensor, list[int]]:
         """The metre each row writes (an index, -1: none) and the metre of each of `bars`."""

@@ -83,6 +83,11 @@ class MusicGrammar:
             for kind in graph:  # the metre opens its bar, right after the bar line, as the codec writes it
                 if kind != "Bar":
                     graph[kind] = graph[kind] - {"TimeSig"}
+            # A note held until its part's next onset has no duration: whatever may follow a
+            # duration may follow the token before it (its pitch, or its velocity).
+            for kind in ("Velocity",) if "Velocity" in graph else ("Pitch", "PitchDrum"):
+                if "Duration" in graph.get(kind, ()):
+                    graph[kind] = graph[kind] | graph["Duration"]
             if "TimeSig" in graph.get("Bar", ()):  # the metre is written where it changes, and first
                 graph[FIRST_BAR] = {"TimeSig"}
                 graph["Bar"] = graph["Bar"] | graph["TimeSig"]
@@ -290,10 +295,19 @@ class GrammarLogitsProcessor(LogitsProcessor):
         self.onset_states = None
         if constraints is not None and prompt_ids:
             self.onset_states = []
+            fill_id = getattr(grammar.codec, "fill_id", None)
             for ids in prompt_ids:
                 state = constraints.start_state()
-                for lm_id in grammar.codec.music_part(list(ids)):
-                    state = constraints.advance(state, int(lm_id))
+                ids = [int(lm_id) for lm_id in ids]
+                if fill_id is not None and fill_id in ids:
+                    # An infill: the parts around the gap have their instruments already.
+                    around = constraints.start_state()
+                    for lm_id in ids[:ids.index(fill_id)]:
+                        around = constraints.advance(around, lm_id)
+                    state.part_programs, state.parts_settled = dict(around.part_programs), set(around.parts_settled)
+                    state.programs_used = set(around.programs_used)
+                for lm_id in grammar.codec.music_part(ids):
+                    state = constraints.advance(state, lm_id)
                 self.onset_states.append(state)
         self.has_note = ([bool(set(grammar.codec.music_part(ids)) & grammar.note_lm_ids) for ids in prompt_ids]
                          if prompt_ids else None)

@@ -34,7 +34,7 @@ from pathlib import Path
 import miditok
 from miditok import TokenizerConfig, TokSequence
 from miditok.constants import MIDI_INSTRUMENTS
-from symusic import Score
+from symusic import Note, Score
 
 from midillm.version import __version__
 
@@ -71,7 +71,7 @@ DEFAULT_LAYOUT = "onsets"
 # one LM token; kept when it occurs at least this often in the train split.
 COMPOUND_MIN_COUNT = 2
 DEFAULT_COMPOUND_VOCAB = 4096
-# Token types that start a note unit in the onsets layout, and the one that ends it.
+# Token types that start a note unit in the onsets layout.
 _UNIT_START_TYPES = (PART, "Program", "Pitch", "PitchDrum")
 
 CODEC_CONFIG_FILE = "midillm_codec.json"
@@ -243,20 +243,36 @@ def interleave_part_bars(part_bars: list[list[list[str]]]) -> list[list[str]]:
 
 def note_units(tokens: list[str]) -> list[list[str]]:
     """Base tokens of the onsets layout -> units: one note (from its part token, program change
-    or pitch up to its duration) or one other token. Note compounds never cross a unit."""
+    or pitch up to its duration, which a held note leaves out) or one other token. Note
+    compounds never cross a unit."""
     units: list[list[str]] = []
-    open_note = False
+    has_pitch = False
     for token in tokens:
         kind = token.split("_", 1)[0]
-        if open_note and kind != PART:
+        continues = units and units[-1][-1].split("_", 1)[0] != "Duration" and (
+            (kind in NOTE_TYPES and not has_pitch) or (kind == "Program" and not has_pitch)
+            or (kind in ("Velocity", "Duration") and has_pitch))
+        if continues and units[-1][0].split("_", 1)[0] in _UNIT_START_TYPES:
             units[-1].append(token)
-            open_note = kind != "Duration"
-        elif kind in _UNIT_START_TYPES:
-            units.append([token])
-            open_note = True
         else:
             units.append([token])
+            has_pitch = False
+        has_pitch = has_pitch or kind in NOTE_TYPES
     return units
+
+
+def bar_end_after(time_signatures: list[tuple[int, int, int]], ticks_per_quarter: int, tick: int) -> int:
+    """The end (in ticks) of the bar that holds `tick`, bars laid from 0 by the (time, numerator,
+    denominator) metres (4/4 before any)."""
+    signatures = sorted(time_signatures) or [(0, 4, 4)]
+    start, index = 0, 0
+    while True:
+        while index + 1 < len(signatures) and signatures[index + 1][0] <= start:
+            index += 1
+        length = max(1, signatures[index][1] * ticks_per_quarter * 4 // signatures[index][2])
+        if start + length > tick:
+            return start + length
+        start += length
 
 
 def caption_fields(text: str | None) -> dict[str, str]:
@@ -496,6 +512,8 @@ class MusicCodec:
                                     if music_id >= self.first_compound_music_id}
         self._longest_compound = max((len(tokens) for tokens in self._compound_music_ids), default=1)
         self._single_music_ids = {tokens[0]: music_id for music_id, tokens in enumerate(parts) if len(tokens) == 1}
+        # What a held note (onsets layout) carries into miditok's decoder until its length is known.
+        self._stand_in_duration = next((token for token in tokenizer.vocab if token.startswith("Duration_")), None)
         self.music_token_parts: list[list[str]] = parts
         self._music_to_lm: dict[int, int] = {}
         if self.render == "text":
@@ -602,15 +620,17 @@ class MusicCodec:
             return []
         return self.lm_tokenizer(self.caption(score, metadata), add_special_tokens=False).input_ids
 
-    def encode_bars(self, score: Score | str | Path) -> list[list[int]]:
+    def encode_bars(self, score: Score | str | Path, lengths_before: int | None = None) -> list[list[int]]:
         """The music of a score as LM ids, bar by bar (music BPE never crosses a bar line).
-        With parts, each bar holds each part's bar behind its `<Part_k>` (part 0 always)."""
+        With parts, each bar holds each part's bar behind its `<Part_k>` (part 0 always).
+        `lengths_before` (onsets layout): notes held into that bar (counted from 0) keep their
+        written length, for music that will be cut there (an infill's gap)."""
         if not isinstance(score, Score):
             score = Score(str(score))
         if not self.parts:
             return self._stream_bars(score)
         if self.layout == "onsets":
-            return [self.lm_ids_of_onset_tokens(bar) for bar in self._onset_bars(score)]
+            return [self.lm_ids_of_onset_tokens(bar) for bar in self._onset_bars(score, lengths_before)]
         part_bars = [self._stream_bars(part, keep_score_meta=number == 0)
                      for number, part in enumerate(part_scores(score))] or [[]]
         note_ids = self._note_lm_ids()
@@ -629,24 +649,61 @@ class MusicCodec:
             bars.append(bar)
         return bars
 
-    def _onset_bars(self, score: Score) -> list[list[str]]:
-        """The base tokens of `score` in the onsets layout, bar by bar."""
-        part_bars = [self._part_token_bars(part, keep_score_meta=number == 0)
-                     for number, part in enumerate(part_scores(score))]
-        return interleave_part_bars(part_bars)  # no played track: no bars, as in the bars layout
+    def _onset_bars(self, score: Score, lengths_before: int | None = None) -> list[list[str]]:
+        """The base tokens of `score` in the onsets layout, bar by bar.
 
-    def _part_token_bars(self, score: Score, keep_score_meta: bool) -> list[list[str]]:
-        """One part's miditok tokens in the canonical note order, bar by bar (each from its bar line)."""
-        tokens = self.music_tokenizer.encode(score, encode_ids=False).tokens
-        if self.note_order == PITCH_DESCENDING:
-            tokens = order_notes_by_pitch(tokens)
-        bars: list[list[str]] = []
-        for token in tokens:
-            if token == "Bar_None" or not bars:
-                bars.append([])
-            if keep_score_meta or token.split("_", 1)[0] not in SCORE_META_TYPES:
-                bars[-1].append(token)
-        return bars
+        A note that lasts until its part's next onset (or, the part's last, to the end of the
+        piece's last bar) is *held*: it is written without its duration, which the decoder gives
+        back. A voice line is then a chain of pitches, and the model never has to work out how
+        long a note must be for the next one to follow it without a gap."""
+        encoded = []
+        for number, part in enumerate(part_scores(score)):
+            sequence = self.music_tokenizer.encode(part, encode_ids=False)
+            tokens, events = list(sequence.tokens), list(sequence.events)
+            if self.note_order == PITCH_DESCENDING:
+                order = note_order_by_pitch(tokens)
+                tokens, events = [tokens[index] for index in order], [events[index] for index in order]
+            encoded.append((number, tokens, events))
+        onsets = [event.time for _, tokens, events in encoded for token, event in zip(tokens, events)
+                  if token.split("_", 1)[0] in NOTE_TYPES]
+        if not onsets:
+            return []
+        metres = [(event.time, *map(int, token.split("_", 1)[1].split("/")))
+                  for token, event in zip(encoded[0][1], encoded[0][2]) if token.startswith("TimeSig_")]
+        piece_end = bar_end_after(metres, self.music_tokenizer.time_division, max(onsets))
+        part_bars = []
+        for number, tokens, events in encoded:
+            bar_starts = [event.time for token, event in zip(tokens, events) if token == "Bar_None"]
+            cut = bar_starts[lengths_before] if lengths_before is not None and lengths_before < len(bar_starts) else None
+            held = self._held_notes(tokens, events, piece_end, cut)
+            bars: list[list[str]] = []
+            skip_duration = False
+            for index, token in enumerate(tokens):
+                kind = token.split("_", 1)[0]
+                if token == "Bar_None" or not bars:
+                    bars.append([])
+                if kind in NOTE_TYPES:
+                    skip_duration = index in held
+                elif kind == "Duration" and skip_duration:
+                    skip_duration = False
+                    continue
+                if number == 0 or kind not in SCORE_META_TYPES:
+                    bars[-1].append(token)
+            part_bars.append(bars)
+        return interleave_part_bars(part_bars)
+
+    @staticmethod
+    def _held_notes(tokens: list[str], events: list, piece_end: int, cut: int | None = None) -> set[int]:
+        """Indexes of the pitch tokens whose note ends exactly at its part's next onset (the last
+        onset's notes: at `piece_end`) and has a part with one program throughout; with `cut`,
+        not the notes before it whose next onset is at or after it."""
+        if sum(token.startswith("Program_") for token in tokens) > 1:
+            return set()  # a program change inside the part: the decoder splits it, so keep every length
+        pitches = [index for index, token in enumerate(tokens) if token.split("_", 1)[0] in NOTE_TYPES]
+        times = sorted({events[index].time for index in pitches})
+        following = {time: later for time, later in zip(times, times[1:] + [piece_end])}
+        return {index for index in pitches if events[index].desc == following[events[index].time]
+                and not (cut is not None and events[index].time < cut <= following[events[index].time])}
 
     def lm_ids_of_onset_tokens(self, tokens: list[str]) -> list[int]:
         """Base tokens of the onsets layout -> LM ids: each note as its longest compound (the
@@ -819,6 +876,29 @@ class MusicCodec:
         return streams
 
     def _onset_part_streams(self, tokens: list[str]) -> dict[int, list[str]]:
+        return self._onset_part_streams_and_held(tokens)[0]
+
+    def _with_durations(self, stream: list[str]) -> tuple[list[str], list[bool]]:
+        """A part's stream with a stand-in duration after each held note (which miditok needs to
+        decode it), and per note in stream order whether it was held."""
+        stand_in = self._stand_in_duration
+        with_velocity = self.music_tokenizer.config.use_velocities
+        completed, held = [], []
+        for index, token in enumerate(stream):
+            kind = token.split("_", 1)[0]
+            following = stream[index + 1].split("_", 1)[0] if index + 1 < len(stream) else ""
+            if kind in NOTE_TYPES and with_velocity and following != "Velocity":
+                continue  # a note cut off before its velocity (the sample ran out of tokens)
+            completed.append(token)
+            if kind in NOTE_TYPES or kind == "Velocity":
+                if kind in NOTE_TYPES:
+                    held.append(False)
+                if following not in ("Velocity", "Duration") and stand_in:  # the note ends without a length
+                    completed.append(stand_in)
+                    held[-1] = bool(held)
+        return completed, held
+
+    def _onset_part_streams_and_held(self, tokens: list[str]) -> tuple[dict[int, list[str]], dict[int, list[bool]]]:
         """Onsets-layout base tokens -> each part's miditok stream: every bar with the metre in
         force (the last one written), each of the part's onsets as `Position` and its tokens;
         tempos go to part 0."""
@@ -857,7 +937,31 @@ class MusicCodec:
                     if onset_tokens:
                         stream += [f"Position_{at}"] + onset_tokens
             streams[number] = stream
-        return streams
+        held = {}
+        for number in streams:
+            streams[number], held[number] = self._with_durations(streams[number])
+        return streams, held
+
+    @staticmethod
+    def _give_back_held_lengths(merged: Score, tracks: list, held_by_track: list) -> None:
+        """A held note lasts until its part's next onset; the last onset's, to the end of the bar
+        that holds the piece's last onset (the rule `_held_notes` wrote them by)."""
+        onsets = [note.time for track in tracks for note in track.notes]
+        metres = [(signature.time, signature.numerator, signature.denominator) for signature in merged.time_signatures]
+        piece_end = bar_end_after(metres, merged.ticks_per_quarter, max(onsets))
+        for track, held in zip(tracks, held_by_track):
+            if not held or len(held) != len(track.notes):
+                if track.notes:
+                    track.notes.sort()
+                continue
+            # Plain values first: symusic's notes are views into the track, gone once it is cleared.
+            notes = [(note.time, note.duration, note.pitch, note.velocity) for note in track.notes]
+            times = sorted({time for time, _, _, _ in notes})
+            following = {time: later for time, later in zip(times, times[1:] + [max(piece_end, times[-1] + 1)])}
+            track.notes.clear()
+            for (time, duration, pitch, velocity), is_held in zip(notes, held):
+                track.notes.append(Note(time, following[time] - time if is_held else duration, pitch, velocity))
+            track.notes.sort()
 
     def token_errors(self, ids: list[int]) -> float:
         """miditok's share of token errors in the music of `ids` (the worst part's, with parts)."""
@@ -870,8 +974,10 @@ class MusicCodec:
     def _decode_parts(self, tokens: list[str], names: list[str]) -> Score:
         """Part-by-part bars -> one track per part, on part 0's metre and tempo."""
         merged = None
-        tracks = []
-        for number, stream in self.part_streams(tokens).items():
+        tracks, held_by_track = [], []
+        streams, held = self._onset_part_streams_and_held(tokens) if self.layout == "onsets" else \
+            (self.part_streams(tokens), {})
+        for number, stream in streams.items():
             decoded = self._decode_stream(stream)
             if merged is None:
                 merged = Score(decoded.ticks_per_quarter)
@@ -882,12 +988,18 @@ class MusicCodec:
             if not played:
                 continue
             track = played[0].copy()
+            # miditok writes a track's notes in token order, the order of the held flags; a part
+            # with a program change decodes to several tracks, and keeps its written lengths.
+            held_by_track.append(held.get(number) if len(played) == 1 else None)
             for other in played[1:]:  # a program change inside a part: one track, its first program
                 track.notes.extend(other.notes)
-            track.notes.sort()
+            if held_by_track[-1] is None:
+                track.notes.sort()
             if number < len(names):
                 track.name = names[number]
             tracks.append(track)
+        if any(held_by_track):
+            self._give_back_held_lengths(merged, tracks, held_by_track)
         merged = merged or Score(self.music_tokenizer.time_division)
         for track in tracks:
             merged.tracks.append(track)
