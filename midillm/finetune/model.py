@@ -369,7 +369,8 @@ def build_model(config, codec: MusicCodec, dtype: torch.dtype = torch.float32, l
     if config.compositional_rows and codec.render == "tokens":
         composed = compose_token_rows(peft_model, codec)
         if composed and log:
-            log(f"{composed:,} BPE merge rows are built from their base tokens' rows plus their own")
+            kind = "note compound" if getattr(codec, "layout", "bars") == "onsets" else "BPE merge"
+            log(f"{composed:,} {kind} rows are built from their base tokens' rows plus their own")
     # Adapters record where the base came from; the offline default's GGUF cache path is
     # meaningless elsewhere, so keep the user's own string.
     for adapter_config in peft_model.peft_config.values():
