@@ -503,7 +503,11 @@ def run_eval(arguments: argparse.Namespace) -> None:
                         temperature=arguments.temperature, top_p=arguments.top_p,
                         baselines=arguments.baselines, require_ending=arguments.require_ending)
     summary = evaluate(config)["summary"]
-    print(f"Sane samples: {_percent(summary.get('sane_share'))} with the corpus constraints, "
+    from midillm.eval.listener import listener_lines
+
+    print("What separates the model from its corpus:")
+    print("\n".join(listener_lines(summary)))
+    print(f"Sane samples (the floor): {_percent(summary.get('sane_share'))} with the corpus constraints, "
           f"{_percent(summary.get('sane_share_model_alone'))} with the model alone "
           f"(held-out pieces {_percent(summary.get('corpus_sane_share'))}); "
           f"bits per note {summary.get('bits_per_note', float('nan')):.3f}")

@@ -27,13 +27,6 @@ def demo_bundle_path(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAU
     return Path(out) / ("bach-smollm2" if base_model == DEFAULT_BASE_MODEL else "model")
 
 
-# The listener measures of `midillm eval`'s summary, as the demo prints them: (key, label, digits, percent).
-LISTENER_LINES = [("chord_on_beat", "chords on the beat", 0, True),
-                  ("parallels_per_move", "parallels per move", 3, False),
-                  ("rests_inside_voices", "rests inside voices", 3, False),
-                  ("classifier_accuracy", "classifier accuracy", 2, False)]
-
-
 def _header(number: int, text: str, log) -> None:
     log(f"\n[{number}/{STEPS}] {text} ...")
 
@@ -173,6 +166,8 @@ def _harmonise_a_held_out_melody(lm, report: dict, samples_dir: Path, log) -> di
 
 
 def _print_summary(result: dict, log) -> None:
+    from midillm.eval.listener import listener_lines
+
     summary, timings = result["summary"], result["timings"]
     bundle, data = result["bundle"], result["data"]
     log("\nDone in " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items() if name != "total")
@@ -188,11 +183,8 @@ def _print_summary(result: dict, log) -> None:
     log("Metrics (held-out chorales):")
     # What separates the model from its corpus leads; the sane share is the floor below it.
     corpus = "Bach (held-out)" if result.get("source", "music21:bach") == "music21:bach" else "held-out pieces"
-    log(f"  listener measures:        model / untrained / {corpus} / shuffled control")
-    for name, label, digits, percent in LISTENER_LINES:
-        log(f"  {label + ':':<26}" + " / ".join(_format(summary.get(prefix + name), digits, percent)
-                                              for prefix in ("", "untrained_", "corpus_", "shuffled_"))
-            + (" (0.5: cannot tell from the held-out pieces)" if name == "classifier_accuracy" else ""))
+    for line in listener_lines(summary, corpus):
+        log(line)
     log(f"  sane samples (the floor): {_format(summary.get('sane_share'), percent=True)} with the corpus constraints, "
         f"{_format(summary.get('sane_share_model_alone'), percent=True)} with the model alone "
         f"(untrained: {_format(summary.get('untrained_sane_share'), percent=True)}, "

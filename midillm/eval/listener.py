@@ -21,7 +21,7 @@ from .harmony import chord_on_beat
 from .two_sample import two_sample_classifier_accuracy
 from .voice_leading import parallel_motion, rests_inside_voices
 
-__all__ = ["LISTENER_MEASURES", "CLASSIFIER_FEATURES", "piece_listening", "listening_summary",
+__all__ = ["LISTENER_MEASURES", "LISTENER_LINES", "listener_lines", "CLASSIFIER_FEATURES", "piece_listening", "listening_summary",
            "classifier_rows", "split_half_classifier_accuracy"]
 
 # Each measure: (numerator count, denominator count) of `piece_listening`, in report order.
@@ -30,6 +30,32 @@ LISTENER_MEASURES = {
     "parallels_per_move": ("parallels", "moves"),
     "rests_inside_voices": ("rests", "notes_with_a_next"),
 }
+# How reports print them: (summary key, label, digits, as a percentage); the summary holds each
+# for the model (no prefix) and, prefixed, the untrained model, the held-out pieces and the shuffled control.
+LISTENER_LINES = [("chord_on_beat", "chords on the beat", 0, True),
+                  ("parallels_per_move", "parallels per move", 3, False),
+                  ("rests_inside_voices", "rests inside voices", 3, False),
+                  ("classifier_accuracy", "classifier accuracy", 2, False)]
+SET_PREFIXES = ("", "untrained_", "corpus_", "shuffled_")
+
+
+def _shown(value, digits: int, percent: bool) -> str:
+    if not isinstance(value, (int, float)) or value != value:  # None or NaN
+        return "n/a"
+    return f"{100 * value:.0f}%" if percent else f"{value:.{digits}f}"
+
+
+def listener_lines(summary: dict, corpus: str = "held-out pieces") -> list[str]:
+    """The listener measures of an eval summary as text lines, model / untrained / corpus /
+    shuffled control: what `midillm eval` and the demo print first."""
+    lines = [f"  {'listener measures:':<26}model / untrained / {corpus} / shuffled control"]
+    for name, label, digits, percent in LISTENER_LINES:
+        lines.append(f"  {label + ':':<26}" + " / ".join(_shown(summary.get(prefix + name), digits, percent)
+                                                    for prefix in SET_PREFIXES)
+                     + (" (0.5: cannot tell from the held-out pieces)" if name == "classifier_accuracy" else ""))
+    return lines
+
+
 # What the classifier sees of a piece. Not `n_notes`: it measures how long a piece is, which the
 # token budget sets for samples, not how it sounds.
 CLASSIFIER_FEATURES = tuple(LISTENER_MEASURES) + SCALAR_FEATURES
