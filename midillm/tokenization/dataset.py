@@ -353,7 +353,7 @@ def prepare(config: PrepareConfig, log=print) -> dict:
     codec.corpus = corpus  # the grammar and eval use it even when the tokens are not adapted
     if config.render == "tokens" and config.vocab_size > len(codec.music_tokenizer.vocab):
         log(f"Training music BPE ({config.vocab_size} tokens) on {len(splits['train'])} pieces")
-    else:
+    elif codec.layout != "onsets":
         log(f"No music BPE: one LM token per {config.tokenization} token")
     codec.train_bpe([piece.file.path for piece in splits["train"]], config.vocab_size)
     if codec.layout == "onsets":
