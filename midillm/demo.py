@@ -81,13 +81,7 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     budget = f", at most {train_config.max_minutes:g} min" if train_config.max_minutes else ""
     _header(2, f"Fine-tuning {base_model} with LoRA ({train_config.max_steps} steps{budget})", log)
     begun = time.time()
-    if log is print:
-        # In a child process, so that training's memory (activations, compiled graphs, the
-        # optimizer) goes back to the system before sampling and eval: the demo's peak RAM is
-        # the larger of the two, not their sum (10.6 GiB in one process, 2026-12-04).
-        _train_in_child_process(train_config)
-    else:
-        train(train_config, log=log)
+    train(train_config, log=None if log is print else log)  # None: tqdm.write, clean beside the bar
     timings["train"] = time.time() - begun
 
     _header(3, f"Generating {num_samples} samples into {samples_dir}", log)
@@ -139,19 +133,6 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
               "summary": summary, "timings": timings}
     _print_summary(result, log)
     return result
-
-
-def _train_in_child_process(train_config) -> None:
-    """`train(train_config)` in a fresh process (its progress on this console); one clear line if it fails."""
-    import multiprocessing
-
-    from midillm.finetune.train import train
-
-    child = multiprocessing.get_context("spawn").Process(target=train, args=(train_config,))
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise ChildProcessError(f"training stopped with exit code {child.exitcode} (its message is above)")
 
 
 def _harmonise_a_held_out_melody(lm, report: dict, samples_dir: Path, log) -> dict | None:
