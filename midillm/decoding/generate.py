@@ -123,6 +123,7 @@ class _OnsetPlan:
     pending: list[tuple[int, list[int]]] = field(default_factory=list)  # the current bar's given onsets to come
     queue: list[int] = field(default_factory=list)
     part: int = -1                # the part whose notes come now (-1: none yet at this onset)
+    row_lm_ids: list[int] = field(default_factory=list)  # each row's LM id (to write the rest as ids)
 
     @property
     def done(self) -> bool:
@@ -165,8 +166,6 @@ class _OnsetPlan:
             ids += head + [lm_id for position, onset in onsets
                            for lm_id in [self.row_lm_ids[position_rows[position]]] + onset]
         return ids
-
-    row_lm_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
