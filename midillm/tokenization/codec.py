@@ -895,7 +895,8 @@ class MusicCodec:
                     held.append(False)
                 if following not in ("Velocity", "Duration") and stand_in:  # the note ends without a length
                     completed.append(stand_in)
-                    held[-1] = bool(held)
+                    if held:  # (the grammar puts a pitch before any velocity)
+                        held[-1] = True
         return completed, held
 
     def _onset_part_streams_and_held(self, tokens: list[str]) -> tuple[dict[int, list[str]], dict[int, list[bool]]]:
