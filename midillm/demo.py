@@ -78,8 +78,9 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     log(f"{report['files_used']} pieces, {report['notes']:,} notes, {report['tokens_per_note']:.3f} LM tokens per note")
     timings["prepare"] = time.time() - begun
 
-    budget = f", at most {train_config.max_minutes:g} min" if train_config.max_minutes else ""
-    _header(2, f"Fine-tuning {base_model} with LoRA ({train_config.max_steps} steps{budget})", log)
+    budget = (f"{train_config.max_minutes:g} min or {train_config.max_steps} steps, whichever ends first"
+              if train_config.max_minutes else f"{train_config.max_steps} steps")
+    _header(2, f"Fine-tuning {base_model} with LoRA ({budget})", log)
     begun = time.time()
     train(train_config, log=None if log is print else log)  # None: tqdm.write, clean beside the bar
     timings["train"] = time.time() - begun

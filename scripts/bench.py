@@ -396,8 +396,9 @@ Written by `scripts/bench.py` on {datetime.date.today().isoformat()}.
     feature distributions; the held-out pieces' own split-half ceiling is {results[0].get('ceiling_oa', float('nan')):.3f}.
 - Speed: {args.new_tokens} new tokens, temperature {args.temperature:g}, top-p 0.95, bf16, after a warm-up call; notes/s = LM tokens/s / held-out LM tokens per note.
 - Ratios in parentheses are to (a) midillm.
-- Training stops at the budget or at the recipe's max_steps (the cosine schedule's length), whichever
-  comes first: see the steps and the raw `train_seconds`. Notes seen = label tokens / tokens per note.
+- The cosine schedule decays over the budget: whichever of the minutes or the recipe's max_steps runs
+  out first (the minutes, on a 2-core CPU). See the steps and the raw `train_seconds`. Notes seen =
+  label tokens / tokens per note.
 
 {table(results)}
 

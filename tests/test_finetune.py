@@ -320,3 +320,35 @@ def test_merge_rows_are_built_from_their_base_tokens(tiny_models, tiny_data, tmp
     saved = next(value for key, value in load_file(tmp_path / "saved" / "adapter_model.safetensors").items()
                  if "trainable_tokens_delta" in key)
     assert torch.allclose(saved, rows["default"].detach(), atol=1e-6)
+
+
+def test_the_schedule_decays_over_the_minutes_when_they_run_out_before_the_steps(tmp_path):
+    from midillm.finetune.train import TrainingBudget
+
+    config = TrainConfig(data_dir=str(tmp_path), output_dir=str(tmp_path), max_steps=1000, max_minutes=1.0,
+                         warmup_steps=0, lr_scheduler="cosine")
+    budget = TrainingBudget(config)
+    assert budget.learning_rate_factor() == pytest.approx(1.0)
+    budget.advance(10, 30.0)  # 1% of the steps, half the minutes: the clock leads
+    assert budget.progress == pytest.approx(0.5)
+    assert budget.learning_rate_factor() == pytest.approx(0.5)
+    assert not budget.out_of_time()
+    budget.advance(20, 61.0)
+    assert budget.out_of_time() and budget.learning_rate_factor() == pytest.approx(0.0)
+    # Without minutes the steps alone set the pace, as a plain cosine schedule.
+    steps_only = TrainingBudget(TrainConfig(data_dir=str(tmp_path), output_dir=str(tmp_path), max_steps=100,
+                                            warmup_steps=0, lr_scheduler="linear"))
+    steps_only.advance(25, 1e6)
+    assert steps_only.learning_rate_factor() == pytest.approx(0.75) and not steps_only.out_of_time()
+
+
+def test_warmup_ramps_the_rate_before_the_schedule(tmp_path):
+    from midillm.finetune.train import TrainingBudget
+
+    budget = TrainingBudget(TrainConfig(data_dir=str(tmp_path), output_dir=str(tmp_path), max_steps=100,
+                                        warmup_steps=3, lr_scheduler="constant"))
+    factors = []
+    for step in range(5):
+        budget.advance(step, 0.0)
+        factors.append(budget.learning_rate_factor())
+    assert factors == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])

@@ -9,7 +9,7 @@ import pytest
 from datasets import load_from_disk
 
 from midillm.cli import main
-from midillm.tokenization.dataset import IGNORE_INDEX, chunk_piece, pack_rows, split_of
+from midillm.tokenization.dataset import IGNORE_INDEX, chunk_piece, infill_example, labelled, pack_rows, split_of
 
 
 @pytest.fixture
@@ -122,10 +122,22 @@ def test_chunks_cut_at_bar_lines_and_repeat_the_caption():
 
 def test_packing_fills_rows_and_masks_prompts_and_padding():
     chunks = [([1, 2, 30, 31, 32], 2), ([1, 2, 40], 2), ([1, 2, 50, 51, 52, 53, 54, 55], 2), ([1, 2, 60], 2)]
-    rows, labels, padding = pack_rows(chunks, seq_len=8, pad_id=0)
+    rows, labels, padding = pack_rows([labelled(chunk) for chunk in chunks], seq_len=8, pad_id=0)
     assert all(len(row) == 8 for row in rows)
     assert len(rows) == 3 and padding == 3 * 8 - sum(len(ids) for ids, _ in chunks)
     for row, row_labels in zip(rows, labels):
         for token, label in zip(row, row_labels):
             assert label in (token, IGNORE_INDEX)
     assert sum(label != IGNORE_INDEX for row_labels in labels for label in row_labels) == 3 + 1 + 6 + 1
+
+
+def test_infill_rows_learn_the_music_around_the_gap_but_not_the_markers():
+    caption, start, end, gap, fill = [1, 2], 10, 11, 12, 13
+    bars = [[20 + bar, 40 + bar] for bar in range(6)]
+    ids, labels = infill_example(caption, bars, gap_bars=2, gap_start=2, start_id=start, end_id=end,
+                                 gap_id=gap, fill_id=fill, seq_len=64)
+    assert ids == [1, 2, 10, 20, 40, 21, 41, 12, 12, 24, 44, 25, 45, 13, 22, 42, 23, 43, 11]
+    learned = [token for token, label in zip(ids, labels) if label != IGNORE_INDEX]
+    assert all(label in (token, IGNORE_INDEX) for token, label in zip(ids, labels))
+    # Every bar's music (context and the missing bars) carries loss; caption, <music>, <gap>, <fill> do not.
+    assert learned == [20, 40, 21, 41, 24, 44, 25, 45, 22, 42, 23, 43, 11]

@@ -26,9 +26,11 @@ class TrainConfig:
     output_dir: str = field(default="", metadata={"help": "Where the bundle, checkpoints and logs are written."})
     base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={
         "help": "Base LM: Hub id, local folder, .gguf file; default: the offline SmolLM2-135M-Instruct."})
-    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps to train for."})
+    max_steps: int = field(default=1000, metadata={
+        "help": "Optimizer steps to train for at most; the schedule decays over these or max_minutes, whichever ends first."})
     max_minutes: Optional[float] = field(default=None, metadata={
-        "help": "Wall-clock budget: stop after the first optimizer step past it, then validate and save; unset: no limit."})
+        "help": "Wall-clock budget (resumed runs included): the schedule decays over it, training stops "
+                "after the first step past it, then validates and saves; unset: steps only."})
     batch_size: int = field(default=8, metadata={"help": "Rows per micro-batch, per process."})
     gradient_accumulation_steps: int = field(default=1, metadata={
         "help": "Micro-batches per optimizer step (effective batch = batch_size x this x processes)."})

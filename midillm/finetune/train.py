@@ -50,6 +50,46 @@ class Collate:
         return {"input_ids": input_ids, "labels": labels}
 
 
+class TrainingBudget:
+    """How far a run is through its budget, and the learning rate that follows from it.
+
+    The budget is `max_steps` optimizer steps or `max_minutes` of wall clock (resumed runs
+    included), whichever runs out first. The schedule decays over the same budget: its progress
+    is the larger of the two fractions, so a run stopped by the clock ends its cosine at the
+    bottom instead of being cut off at a high rate, and a fast machine spends all its minutes.
+    """
+
+    def __init__(self, config: TrainConfig):
+        self.max_steps = config.max_steps
+        self.seconds = config.max_minutes * 60 if config.max_minutes is not None else None
+        self.warmup_steps = config.warmup_steps
+        self.kind = config.lr_scheduler
+        self.step, self.elapsed = 0, 0.0
+
+    def advance(self, step: int, elapsed_seconds: float) -> None:
+        self.step, self.elapsed = step, elapsed_seconds
+
+    @property
+    def progress(self) -> float:
+        """0 at the start, 1 when the steps or the minutes are spent."""
+        fractions = [self.step / self.max_steps]
+        if self.seconds is not None:
+            fractions.append(self.elapsed / self.seconds)
+        return min(max(fractions), 1.0)
+
+    def out_of_time(self) -> bool:
+        return self.seconds is not None and self.elapsed > self.seconds
+
+    def learning_rate_factor(self) -> float:
+        """The multiplier of the peak rate for the next optimizer step."""
+        warmup = min(1.0, (self.step + 1) / (self.warmup_steps + 1))
+        if self.kind == "cosine":
+            return warmup * 0.5 * (1.0 + math.cos(math.pi * self.progress))
+        if self.kind == "linear":
+            return warmup * (1.0 - self.progress)
+        return warmup
+
+
 def label_tokens(batch) -> torch.Tensor:
     """Tokens that carry loss (labels are predicted from the position before them)."""
     return (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
@@ -193,7 +233,6 @@ def _train(config: TrainConfig, log=None) -> Path:
     from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     from .model import build_model, plain_token_rows, resolve_mixed_precision, trainable_parameter_groups
 
@@ -260,13 +299,17 @@ def _train(config: TrainConfig, log=None) -> Path:
         say(f"Training {trainable:,} of {total:,} parameters ({precision}, "
             f"{'music-only' if music_only else 'full'} head, {accelerator.num_processes} process(es))")
     optimizer = torch.optim.AdamW(trainable_parameter_groups(model, config), betas=(0.9, 0.95))
-    # A prepared scheduler steps once per process per optimizer step (accelerate's convention).
-    scheduler = get_scheduler(
-        config.lr_scheduler if config.lr_scheduler != "constant" else "constant_with_warmup",
-        optimizer, num_warmup_steps=config.warmup_steps * accelerator.num_processes,
-        num_training_steps=config.max_steps * accelerator.num_processes)
-    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, eval_loader, scheduler)
+    # The rates follow the budget, not a step count of their own (a budget in minutes has none).
+    budget = TrainingBudget(config)
+    peak_rates = [group["lr"] for group in optimizer.param_groups]
+
+    def set_rates():
+        factor = budget.learning_rate_factor()
+        for group, peak in zip(optimizer.param_groups, peak_rates):
+            group["lr"] = peak * factor
+
+    set_rates()
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 
     # Checkpoints hold the trained parameters only: the frozen base is rebuilt from base_model.
     trained = {name for name, parameter in accelerator.unwrap_model(model).named_parameters(remove_duplicate=False)
@@ -286,6 +329,8 @@ def _train(config: TrainConfig, log=None) -> Path:
         saved = json.loads((resume_from / TRAINER_STATE).read_text())
         step, tokens_seen = saved["step"], saved["tokens_seen"]
         label_tokens_seen, seconds_before = saved["label_tokens_seen"], saved["wall_seconds"]
+        budget.advance(step, seconds_before)
+        set_rates()  # the rates where the run left off
         say(f"Resumed from {resume_from} at step {step}")
 
     if config.report_to == "tensorboard":
@@ -347,7 +392,6 @@ def _train(config: TrainConfig, log=None) -> Path:
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             step_nll += nll.detach()
         step += 1
@@ -363,7 +407,7 @@ def _train(config: TrainConfig, log=None) -> Path:
         if step % config.logging_every == 0 or step == config.max_steps:
             elapsed = time.time() - window_start
             speed = window_tokens / max(elapsed, 1e-9)
-            logged = {"train/loss": window_nll / max(window_labels, 1), "train/lr": scheduler.get_last_lr()[0],
+            logged = {"train/loss": window_nll / max(window_labels, 1), "train/lr": optimizer.param_groups[0]["lr"],
                       "train/tokens_per_second": speed,
                       "train/notes_per_second": window_labels / tokens_per_note / max(elapsed, 1e-9)}
             progress.set_postfix(loss=f"{logged['train/loss']:.3f}", tok_s=f"{speed:.0f}")
@@ -378,12 +422,16 @@ def _train(config: TrainConfig, log=None) -> Path:
                     f"{validation['bits_per_note']:.3f} bits/note")
         if config.save_every and step % config.save_every == 0:
             save_checkpoint()
-        # The budget counts this run's time only; every process must agree to stop together.
-        if config.max_minutes is not None:
-            out_of_time = torch.tensor(float(time.time() - started > config.max_minutes * 60), device=accelerator.device)
-            if accelerator.reduce(out_of_time, reduction="max").item():
-                say(f"max_minutes={config.max_minutes} reached after step {step} of {config.max_steps}; stopping")
-                break
+        # Every process must read the same clock, so they set the same rate and stop together.
+        elapsed = torch.tensor(seconds_before + time.time() - started, device=accelerator.device)
+        budget.advance(step, accelerator.reduce(elapsed, reduction="max").item())
+        set_rates()
+        if budget.progress > 0:  # the bar counts the steps the budget will allow, so its ETA is true
+            progress.total = min(config.max_steps, max(step, round(step / budget.progress)))
+            progress.refresh()
+        if budget.out_of_time():
+            say(f"max_minutes={config.max_minutes} reached after step {step} of {config.max_steps}; stopping")
+            break
     progress.close()
     wall = seconds_before + time.time() - started
 
