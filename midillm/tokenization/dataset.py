@@ -29,6 +29,9 @@ from .sources import CheckedFile, Skipped, check_files, list_source
 
 SPLITS = ("train", "validation", "test")
 IGNORE_INDEX = -100  # the label value the loss skips (captions, padding)
+# Raised whenever the rows or their labels change, so `prepare` rebuilds a cached folder
+# (its fingerprint holds it). 2: infill rows carry loss on the music around the gap.
+ROW_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -319,7 +322,8 @@ def fingerprint(config: PrepareConfig, pieces: list[CheckedFile]) -> str:
     """What the output depends on: settings, file contents, and the tokenizer versions."""
     settings = {key: value for key, value in asdict(config).items() if key not in ("out", "num_workers")}
     payload = json.dumps({"settings": settings, "files": sorted(piece.content_hash for piece in pieces),
-                          "midillm": __version__, "miditok": MIDITOK_VERSION}, sort_keys=True)
+                          "midillm": __version__, "rows": ROW_FORMAT_VERSION, "miditok": MIDITOK_VERSION},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
