@@ -342,14 +342,14 @@ def test_prompt_tasks_are_called_by_name_with_the_upload_and_the_settings(studio
     monkeypatch.setattr(type(lm), "tasks", property(lambda self: PROMPT_TASKS), raising=False)
     monkeypatch.setattr(type(lm), task, fake_task, raising=False)
     assert studio.get("/api/models/tiny")[1]["tasks"] == ["generate", *PROMPT_TASKS]
-    status, job = studio.post("/api/jobs", {"model": "tiny", "task": task, "seed": "5", "temperature": "0.7",
+    status, job = studio.post("/api/jobs", {"model": "tiny", "task": task, "seed": "5", "temperature": "0.85",
                                             **fields}, file=("tune.mid", small_midi()))
     assert status == 202, job
     job = studio.wait(job["id"])
     assert job["state"] == "done", job
     (call,) = calls
     assert call["midi"].note_num() == Score.from_midi(small_midi()).note_num()
-    assert call["num_samples"] == 1 and call["seed"] == 5 and call["temperature"] == 0.7
+    assert call["num_samples"] == 1 and call["seed"] == 5 and call["temperature"] == 0.85  # not the default 0.7
     assert call["constrain"] is True
     for name, value in expected.items():
         assert call[name] == value
