@@ -98,6 +98,10 @@ class _BarPlan:
         """The row to write when every other is masked: the plan wins."""
         return self.end_row if self.done else self.bar_row
 
+    def given_row(self) -> int | None:
+        """A row of given music the model may choose now (none: bars are given whole)."""
+        return None
+
     def rest_ids(self) -> list[int]:
         """The given music not yet written (when tokens run out), as ids."""
         return [lm_id for bar in (self.given_bars or [])[self.bars_done:] for lm_id in bar]
@@ -107,9 +111,10 @@ class _BarPlan:
 class _OnsetPlan:
     """Accompaniment in the onsets layout, one per sample: the given parts are parts
     0..given_parts-1, so at each onset their notes come first. The model moves time (a Position,
-    a bar line) but never past an onset of the given music; when it reaches one, the given notes
-    there are written as given, then only the other parts may join them. The piece has the
-    given music's bars and ends with it."""
+    a bar line) but never past an onset of the given music. Reaching one is choosing its first
+    row, as given (its `Position`, with the first given note where a compound holds both); the
+    rest of the given notes there follow as given, then only the other parts may join them. The
+    piece has the given music's bars and ends with it."""
 
     bar_row: int
     end_row: int
@@ -117,31 +122,40 @@ class _OnsetPlan:
     row_position: torch.Tensor    # the Position each row moves to (-1: none)
     row_continues_part: torch.Tensor  # rows that add to the current part's notes without naming a part
     row_writes_score_meta: torch.Tensor  # rows with a metre or tempo: the given music's, never the model's
-    given_bars: list[tuple[list[int], list[tuple[int, list[int]]]]]  # (bar head ids, [(position, ids)])
+    given_bars: list[tuple[list[int], list[tuple[int, list[int]]]]]  # (bar head ids, [(position, its rows' ids)])
     given_parts: int
     bars_done: int = 0
     pending: list[tuple[int, list[int]]] = field(default_factory=list)  # the current bar's given onsets to come
     queue: list[int] = field(default_factory=list)
     part: int = -1                # the part whose notes come now (-1: none yet at this onset)
-    row_lm_ids: list[int] = field(default_factory=list)  # each row's LM id (to write the rest as ids)
+    row_of_lm_id: dict[int, int] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
         return self.bars_done >= len(self.given_bars) and not self.pending
+
+    def _next_given_row(self) -> int:
+        """The row that reaches the next given onset: its first row, as given."""
+        return self.row_of_lm_id[self.pending[0][1][0]]
 
     def allowed_rows(self) -> torch.Tensor:
         allowed = ((self.row_part < 0) | (self.row_part >= self.given_parts)) & ~self.row_writes_score_meta
         if 0 <= self.part < self.given_parts:  # a given part's notes here are all written already
             allowed &= ~self.row_continues_part
         if self.pending:
-            allowed &= self.row_position <= self.pending[0][0]
+            allowed &= self.row_position < self.pending[0][0]
+            allowed[self._next_given_row()] = True
         allowed[self.bar_row] = not self.pending and self.bars_done < len(self.given_bars)
         allowed[self.end_row] = self.done
         return allowed
 
+    def given_row(self) -> int | None:
+        """The next given onset's first row: choosing it is reaching that onset."""
+        return self._next_given_row() if self.pending else None
+
     def fallback_row(self) -> int:
         if self.pending:
-            return int((self.row_position == self.pending[0][0]).nonzero()[0])
+            return self._next_given_row()
         return self.end_row if self.done else self.bar_row
 
     def record(self, row: int, forced: bool) -> None:
@@ -155,16 +169,14 @@ class _OnsetPlan:
             head, onsets = self.given_bars[self.bars_done]
             self.queue, self.pending = list(head[1:]), list(onsets)
             self.bars_done += 1
-        elif int(self.row_position[row]) >= 0 and self.pending and int(self.row_position[row]) == self.pending[0][0]:
-            self.queue = list(self.pending.pop(0)[1])
+        elif self.pending and row == self._next_given_row():
+            self.queue = list(self.pending.pop(0)[1][1:])
 
     def rest_ids(self) -> list[int]:
         """The given music not yet written (when tokens run out): this bar's onsets, then its bars."""
-        position_rows = {int(position): row for row, position in enumerate(self.row_position.tolist()) if position >= 0}
-        ids = [lm_id for position, onset in self.pending for lm_id in [self.row_lm_ids[position_rows[position]]] + onset]
+        ids = [lm_id for _, onset in self.pending for lm_id in onset]
         for head, onsets in self.given_bars[self.bars_done:]:
-            ids += head + [lm_id for position, onset in onsets
-                           for lm_id in [self.row_lm_ids[position_rows[position]]] + onset]
+            ids += head + [lm_id for _, onset in onsets for lm_id in onset]
         return ids
 
 
@@ -431,6 +443,7 @@ class MidiLM:
         for _ in range(settings.max_new_tokens):
             bar.update()
             logits = (hidden.to(head.dtype) @ head.T).float()
+            model_logits = logits.clone() if plans is not None else None
             logits = grammar_processor(sequences, logits)
             masked_mass += grammar_processor.masked_mass * ~finished
             new_tokens += (~finished).long()
@@ -439,6 +452,9 @@ class MidiLM:
             if plans is not None:
                 for row, plan in enumerate(plans):
                     planned = logits[row].masked_fill(~plan.allowed_rows(), float("-inf"))
+                    given = plan.given_row()
+                    if given is not None:  # given music is never the constraints' to refuse
+                        planned[given] = model_logits[row, given]
                     if not torch.isfinite(planned).any():  # the plan wins: the piece ends or a bar opens
                         planned = torch.full_like(planned, float("-inf"))
                         planned[plan.fallback_row()] = 0.0
@@ -710,7 +726,7 @@ class MidiLM:
             for lm_id in bar:
                 walk = walks[lm_id]
                 if walk.first_type == "Position":
-                    onsets.append((walk.first_position, []))
+                    onsets.append((walk.first_position, [lm_id]))
                 elif onsets:
                     onsets[-1][1].append(lm_id)
                 else:
@@ -724,8 +740,7 @@ class MidiLM:
         return _OnsetPlan(bar_row=self._bar_row(), end_row=self.grammar.end_row, row_part=self.grammar.row_part,
                           row_position=row_position, row_continues_part=continues, row_writes_score_meta=score_meta,
                           given_bars=bars,
-                          given_parts=given_parts,
-                          row_lm_ids=self.grammar.row_lm_ids)
+                          given_parts=given_parts, row_of_lm_id=self.grammar.row_of_lm_id)
 
     def _plan(self, exact_bars: int | None = None, given_bars: list[list[int]] | None = None,
               given_parts: int = 0) -> _BarPlan:

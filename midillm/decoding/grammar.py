@@ -149,9 +149,11 @@ class MusicGrammar:
         if self.parts:
             opens = self.row_part >= 0
             if self.onsets:  # any part may open an onset; the next one at this onset is higher
+                # (A row that moves time first, `Position` + the onset's first note, opens any part.)
+                leads_with_part = torch.tensor([walk.first_type == PART for walk in walks] + [False])
                 self.part_masks = [torch.ones(len(self.row_part), dtype=torch.bool)]
                 for current in range(MAX_PARTS):
-                    self.part_masks.append(~opens | (self.row_part > current))
+                    self.part_masks.append(~leads_with_part | (self.row_part > current))
             else:
                 self.part_masks = [~opens | (self.row_part == 0)]  # before any part: part 0 first
                 for current in range(MAX_PARTS):
@@ -182,8 +184,10 @@ class MusicGrammar:
                                    codec.music_token_parts[codec.music_id_of_lm_id(lm_id)])}
 
     def _opened_part(self, tokens: list[str]) -> int | None:
-        """The part a row's `<Part_k>` opens (its first token; None without one)."""
-        kind, _, value = tokens[0].partition("_") if tokens else ("", "", "")
+        """The part a row's `<Part_k>` opens (None without one): its first token, or in the onsets
+        layout the one after the row's `Position` (an onset's time and first note)."""
+        lead = tokens[1:2] if self.onsets and tokens and token_type(tokens[0]) == "Position" else tokens[:1]
+        kind, _, value = lead[0].partition("_") if lead else ("", "", "")
         return int(value) if kind == PART and value.isdigit() else None
 
     def _walk(self, tokens: list[str]) -> _TokenWalk:
@@ -233,7 +237,8 @@ class MusicGrammar:
         if self.parts and walk.first_type == PART:
             part = int(self.row_part[self.row_of_lm_id[lm_id]])
         elif self.onsets and walk.first_type in ("Bar", "Position"):
-            part = NO_PART  # a new onset: parts start again from the lowest
+            # A new onset: parts start again from the lowest (or from the part of its first note).
+            part = int(self.row_part[self.row_of_lm_id[lm_id]])
         if walk.resets_position:
             position = NO_POSITION
         elif walk.last_position != NO_POSITION:

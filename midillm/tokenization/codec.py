@@ -77,7 +77,9 @@ _UNIT_START_TYPES = (PART, "Program", "Pitch", "PitchDrum")
 CODEC_CONFIG_FILE = "midillm_codec.json"
 MUSIC_TOKENIZER_FILE = "music_tokenizer.json"
 # Bump when the saved layout or the meaning of saved ids changes.
-CODEC_FORMAT_VERSION = 2  # 2: the onsets layout and note compounds
+# 2: the onsets layout and note compounds; 3: an onset's Position may share a compound with its
+# first note (a reader of 2 would not know which part such a row names).
+CODEC_FORMAT_VERSION = 3
 MIDITOK_VERSION = installed_version("miditok")
 
 _PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -243,17 +245,23 @@ def interleave_part_bars(part_bars: list[list[list[str]]]) -> list[list[str]]:
 
 def note_units(tokens: list[str]) -> list[list[str]]:
     """Base tokens of the onsets layout -> units: one note (from its part token, program change
-    or pitch up to its duration, which a held note leaves out) or one other token. Note
-    compounds never cross a unit."""
+    or pitch up to its duration, which a held note leaves out) or one other token. An onset's
+    `Position` and its first note (the `<Part_k>` right after it) are one unit, so that where a
+    compound covers it, time and the first note cost one LM position. Note compounds never
+    cross a unit."""
     units: list[list[str]] = []
     has_pitch = False
     for token in tokens:
         kind = token.split("_", 1)[0]
-        continues = units and units[-1][-1].split("_", 1)[0] != "Duration" and (
+        last = units[-1] if units else None
+        if last is not None and len(last) == 1 and last[0].startswith("Position_") and kind == PART:
+            last.append(token)  # the onset's time, then its first note
+            continue
+        continues = last is not None and last[-1].split("_", 1)[0] != "Duration" and (
             (kind in NOTE_TYPES and not has_pitch) or (kind == "Program" and not has_pitch)
             or (kind in ("Velocity", "Duration") and has_pitch))
-        if continues and units[-1][0].split("_", 1)[0] in _UNIT_START_TYPES:
-            units[-1].append(token)
+        if continues and (last[0].split("_", 1)[0] in _UNIT_START_TYPES or len(last) > 1):
+            last.append(token)
         else:
             units.append([token])
             has_pitch = False
@@ -437,8 +445,9 @@ class MusicCodec:
     def train_compounds(self, scores, vocab_size: int = DEFAULT_COMPOUND_VOCAB,
                         min_count: int = COMPOUND_MIN_COUNT) -> None:
         """Learn the note compounds of the onsets layout: the `vocab_size` commonest whole notes
-        of these scores (part, program change, pitch, velocity, duration as one token) and, for
-        a part's further notes at one onset and for rarer notes, their pitch-to-duration tails.
+        of these scores (part, program change, pitch, velocity, duration as one token), an
+        onset's first note with its `Position`, and, for a part's further notes at one onset and
+        for rarer notes, their pitch-to-duration tails.
         A note no compound covers is written token by token, so nothing is ever lost."""
         if self.layout != "onsets":
             return
@@ -451,6 +460,8 @@ class MusicCodec:
                     if len(unit) < 2:
                         continue
                     counts[tuple(unit)] += 1
+                    if unit[0].startswith("Position_") and len(unit) > 2:
+                        counts[tuple(unit[1:])] += 1  # the same note where its onset's time is rarer
                     pitch_at = next((index for index, token in enumerate(unit)
                                      if token.split("_", 1)[0] in NOTE_TYPES), 0)
                     if pitch_at > 0 and len(unit) - pitch_at >= 2:
