@@ -36,6 +36,28 @@ from midillm.version import __version__
 from .config import ConfigError, TrainConfig, load_config
 
 TRAINER_STATE = "trainer_state.json"
+# glibc keeps the memory a CPU step frees in a fragmented heap: without a trim the training
+# process grew ~70 MB a step (4.8 GiB after 25 demo steps, 11.5 GiB after 100), with one every
+# step it stayed near 3 GiB; a trim costs 50-100 ms, so it runs every few steps (2026-12-04).
+TRIM_EVERY = 4
+
+
+def release_free_heap() -> None:
+    """Give the heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 class Collate:
@@ -395,6 +417,8 @@ def _train(config: TrainConfig, log=None) -> Path:
                 optimizer.zero_grad(set_to_none=True)
             step_nll += nll.detach()
         step += 1
+        if step % TRIM_EVERY == 0:
+            release_free_heap()
         step_tokens = sum(batch["input_ids"].numel() for batch in group) * accelerator.num_processes
         tokens_seen += step_tokens
         label_tokens_seen += step_labels
