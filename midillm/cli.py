@@ -32,8 +32,20 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_class, posit
                             help=help_text + ("" if required else f" (default: {default})"))
 
 
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """--precision: the weights a command loads the model with (`midillm.decoding.precision`)."""
+    from midillm.decoding.precision import PRECISIONS
+
+    parser.add_argument("--precision", choices=("auto",) + PRECISIONS, default="auto",
+                        help="The weights to sample with: int8 (int8 weights, one scale per output channel; "
+                             "the fastest on a CPU at batch 1-4, at the held-out loss of fp32), bf16, fp16 or "
+                             "fp32; auto is int8 on a CPU and bf16 on a GPU (fp16 where it lacks bf16) "
+                             "(default: auto).")
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser, sampling) -> None:
     """The sampling flags of every command that samples; None keeps the bundle's own settings."""
+    add_precision_argument(parser)
     parser.add_argument("--max-new-tokens", type=int,
                           help=f"Length limit in LM tokens (default: {sampling.max_new_tokens}).")
     parser.add_argument("--temperature", type=float, help=f"Sampling temperature, > 0 (default: {sampling.temperature}).")
@@ -195,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Count a sample cut by --max-new-tokens (no </music> of its own) as not sane.")
     evaluate.add_argument("--no-baselines", dest="baselines", action="store_false",
                           help="Skip the untrained-model and shuffled-bars baselines.")
+    add_precision_argument(evaluate)
 
     embed = commands.add_parser(
         "embed", help="One vector per piece from a fine-tuned bundle, into an index for similar / recommend.",
@@ -271,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Requests that may wait behind the running one; more are refused (default: 4).")
     studio.add_argument("--max-upload-mb", type=float, default=20.0,
                         help="Largest MIDI file or recording accepted, in MB (default: 20).")
+    add_precision_argument(studio)
 
     return parser
 
@@ -279,7 +293,7 @@ def run_studio(arguments: argparse.Namespace) -> None:
     from midillm.studio import serve
 
     serve(arguments.model, port=arguments.port, host=arguments.host, queue_size=arguments.queue_size,
-          max_upload_mb=arguments.max_upload_mb)
+          max_upload_mb=arguments.max_upload_mb, precision=arguments.precision)
 
 
 def run_demo(arguments: argparse.Namespace) -> None:
@@ -349,7 +363,7 @@ def run_generate(arguments: argparse.Namespace) -> None:
     prompt = arguments.prompt
     if prompt and is_audio_path(prompt):
         check_audio(prompt)  # not audio, empty, too long: one line before the model loads
-    model = MidiLM.from_pretrained(arguments.model)
+    model = MidiLM.from_pretrained(arguments.model, dtype=arguments.precision)
     transcription = None
     if prompt and is_audio_path(prompt):
         prompt = transcription = transcribe(prompt, grid=codec_grid(model.codec))
@@ -404,7 +418,7 @@ def run_task(arguments: argparse.Namespace) -> None:
         raise FileNotFoundError(f"file not found: {arguments.midi}")
     if arguments.command == "infill":
         parse_bar_range(arguments.bars)  # a bad range is one line before the model loads
-    model = MidiLM.from_pretrained(arguments.model)
+    model = MidiLM.from_pretrained(arguments.model, dtype=arguments.precision)
     options = dict(num_samples=arguments.num_samples, seed=arguments.seed,
                    constrain=not arguments.no_constraints, **{k: v for k, v in given.items() if v is not None})
     if arguments.command == "infill":
@@ -501,7 +515,8 @@ def run_eval(arguments: argparse.Namespace) -> None:
                         num_samples=arguments.num_samples, samples=arguments.samples,
                         max_new_tokens=arguments.max_new_tokens, seed=arguments.seed,
                         temperature=arguments.temperature, top_p=arguments.top_p,
-                        baselines=arguments.baselines, require_ending=arguments.require_ending)
+                        baselines=arguments.baselines, require_ending=arguments.require_ending,
+                        precision=arguments.precision)
     summary = evaluate(config)["summary"]
     from midillm.eval.listener import listener_lines
 

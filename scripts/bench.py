@@ -16,6 +16,9 @@ Approaches (all on SmolLM2-135M with LoRA r16, the Bach chorales, `configs/bach-
   text                       REMI written as plain text through the LM's own tokenizer, full head (ChatMusician)
   remi-tokens                one new LM token per plain REMI token, full vocabulary head (MIDI-LLM)
 
+Each approach samples with its `precision` (the weights `MidiLM` loads: "auto" is today's
+default, int8 weights on a CPU; (a0) keeps bf16, what the 2026-12 product sampled with).
+
 For each: `midillm prepare` (cached), `midillm train` for exactly `--minutes` of wall clock,
 then, in the order every midillm report uses: the sane-sample share (the model alone, and with
 the corpus constraints), the mean overlapped area of the samples' features with the held-out
@@ -47,13 +50,15 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# vocab_size None: `midillm prepare`'s default; compositional_rows None: `midillm train`'s default.
+# vocab_size None: `midillm prepare`'s default; compositional_rows None: `midillm train`'s default;
+# precision (the weights sampled with, `MidiLM`'s dtype) absent: "auto", today's default.
 APPROACHES = {
     "midillm": dict(render="tokens", vocab_size=None, music_only_head=True, compositional_rows=None,
                     label="(a) midillm: the defaults of `prepare` and `train`"),
-    # Today's default of 2026-12, with its own rows (4 x 512 a step); the same budget and schedule.
+    # Today's default of 2026-12: its rows (4 x 512 a step) and its bf16 sampling weights on this
+    # CPU; the same budget and schedule as the others.
     "midillm-bars": dict(render="tokens", vocab_size=0, music_only_head=True, compositional_rows=None, layout="bars",
-                         recipe=dict(seq_len=512, batch_size=4),
+                         recipe=dict(seq_len=512, batch_size=4), precision="bf16",
                          label="(a0) plain REMI with parts, 2026-12"),
     "midillm-bpe": dict(render="tokens", vocab_size=4096, music_only_head=True, compositional_rows=True, layout="bars",
                         label="(a') midillm, music BPE 4096"),
@@ -100,17 +105,26 @@ def prepare_data(name: str, args) -> Path:
     return out
 
 
-def merged_model(bundle: Path, dtype):
-    """Base + rows + the trained adapter, merged: what every approach samples from."""
+def sampling_precision(name: str) -> str:
+    """The precision an approach samples with, resolved on this machine ("auto" -> int8 on a CPU)."""
+    from midillm.decoding.precision import resolve_precision
+
+    return resolve_precision(APPROACHES[name].get("precision", "auto"))
+
+
+def merged_model(bundle: Path, precision):
+    """Base + rows + the trained adapter, merged: what every approach samples from, in
+    `precision` ("auto", "fp32", "bf16", "int8"... as `MidiLM.from_pretrained` takes it)."""
     from peft import PeftModel
 
     from midillm import MusicCodec
+    from midillm.decoding.precision import apply_precision
     from midillm.finetune.model import add_music_tokens, load_base_model
 
     codec = MusicCodec.from_pretrained(bundle)
     model = load_base_model(codec.base_model)
     add_music_tokens(model, codec)
-    model = PeftModel.from_pretrained(model, bundle).merge_and_unload().to(dtype).eval()
+    model = apply_precision(PeftModel.from_pretrained(model, bundle).merge_and_unload().eval(), precision)
     return model, codec
 
 
@@ -128,6 +142,7 @@ def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool
     import torch
 
     from midillm.decoding.generate import MidiLM, SamplingSettings
+    from midillm.decoding.precision import wide_weights
 
     if codec.render == "tokens" and (APPROACHES[name]["music_only_head"] or constrain):
         midi_lm = _samplers.get(id(model))
@@ -147,7 +162,8 @@ def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool
     inputs = torch.tensor([prompt] * batch)
     settings = dict(do_sample=True, temperature=TEMPERATURE, top_p=0.95, top_k=0, pad_token_id=pad,
                     eos_token_id=codec.music_end_id)
-    with torch.inference_mode():
+    # int8 weights widened for the call where the batch is past the int8 kernel, as MidiLM does.
+    with torch.inference_mode(), wide_weights(model, batch):
         model.generate(inputs[:1], max_new_tokens=4, **settings)  # warm-up
         torch.manual_seed(seed)
         started = time.perf_counter()
@@ -213,7 +229,6 @@ def run_approach(name: str, args) -> dict:
     """Train within the budget, then time sampling. Runs in its own process (--one)."""
     warnings.filterwarnings("ignore")
     from midillm.finetune import load_config
-    from midillm.decoding.generate import default_inference_dtype
     from midillm.finetune.train import train
 
     spec = APPROACHES[name]
@@ -243,8 +258,9 @@ def run_approach(name: str, args) -> dict:
         "train_tokens_per_s": summary["tokens_per_second"], "train_notes_per_s": summary["notes_per_second"],
         "notes_seen": summary["notes_seen"], "peak_rss_gib": peak_rss_gib,
         "bits_per_note": summary["validation"]["bits_per_note"],
+        "precision": sampling_precision(name),
     }
-    model, codec = merged_model(bundle, default_inference_dtype())
+    model, codec = merged_model(bundle, result["precision"])
     for batch in (1, 8):
         tokens_per_s = generation_speed(name, model, codec, batch, args.new_tokens)
         result[f"generate_tokens_per_s_{batch}"] = tokens_per_s
@@ -386,6 +402,11 @@ def has_amx() -> bool:
         return False
 
 
+def precisions(results: list[dict]) -> str:
+    """Each approach's sampling precision; a result from before the setting sampled in bf16."""
+    return ", ".join(f"{result['approach']} {result.get('precision', 'bf16')}" for result in results)
+
+
 def write_markdown(results: list[dict], args, command: str, path: Path) -> None:
     rows_per_step = ", ".join(f"{result['approach']}: {rows['batch_size']} x {rows['seq_len']} tokens"
                               for result in results for rows in [recipe(result["approach"], args)])
@@ -408,7 +429,8 @@ Written by `scripts/bench.py` on {datetime.date.today().isoformat()}.
     midillm's plain REMI; not applicable to the text rendering.
   - Overlapped area: the mean over features of the overlap between the samples' and the held-out pieces'
     feature distributions; the held-out pieces' own split-half ceiling is {results[0].get('ceiling_oa', float('nan')):.3f}.
-- Speed: {args.new_tokens} new tokens, temperature {args.temperature:g}, top-p 0.95, bf16, after a warm-up call; notes/s = LM tokens/s / held-out LM tokens per note.
+- Speed: {args.new_tokens} new tokens, temperature {args.temperature:g}, top-p 0.95, after a warm-up call; notes/s = LM tokens/s / held-out LM tokens per note.
+  Weights sampled with: {precisions(results)}.
 - Ratios in parentheses are to (a) midillm.
 - The cosine schedule decays over the budget: whichever of the minutes or the recipe's max_steps runs
   out first (the minutes, on a 2-core CPU). See the steps and the raw `train_seconds`. Notes seen =

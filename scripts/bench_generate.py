@@ -1,4 +1,4 @@
-"""Generation speed: notes per second at batch 1 and batch 8, fp32 and bf16.
+"""Generation speed: notes per second at batch 1 and batch 8, in fp32, bf16 and int8 weights.
 
     .venv/bin/python scripts/bench_generate.py runs/bach-model          # a trained bundle
     .venv/bin/python scripts/bench_generate.py --codec runs/bach/codec  # the base model + untrained rows
@@ -21,7 +21,7 @@ from midillm import MidiLM, MusicCodec
 from midillm.decoding.generate import SamplingSettings
 
 
-def load(arguments, dtype: torch.dtype) -> MidiLM:
+def load(arguments, dtype: str) -> MidiLM:
     if arguments.bundle:
         return MidiLM.from_pretrained(arguments.bundle, dtype=dtype)
     from midillm.finetune.model import add_music_tokens, load_base_model
@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("--codec", default="runs/bach/codec")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--dtypes", default="fp32,bf16,int8",
+                        help="Precisions, as `MidiLM.from_pretrained` takes them (fp32, bf16, fp16, int8, auto).")
     arguments = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(torch.get_num_threads())
@@ -46,7 +47,7 @@ def main() -> None:
     print(f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| dtype | batch | new tokens | notes | seconds | tokens/s | notes/s |\n|---|---|---|---|---|---|---|")
     for dtype_name in arguments.dtypes.split(","):
-        model = load(arguments, getattr(torch, dtype_name))
+        model = load(arguments, dtype_name)
         settings = SamplingSettings(max_new_tokens=arguments.max_new_tokens, top_p=0.95)
         model.generate_ids(1, settings=SamplingSettings(max_new_tokens=8))  # warm-up
         for batch in (int(value) for value in arguments.batches.split(",")):

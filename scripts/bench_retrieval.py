@@ -143,7 +143,8 @@ def main():
     arguments = parser.parse_args()
     torch.set_grad_enabled(False)
 
-    from midillm.decoding.generate import MidiLM, default_inference_dtype
+    from midillm.decoding.generate import MidiLM
+    from midillm.decoding.precision import default_precision
     from midillm.finetune.model import add_music_tokens, load_base_model
 
     layers = [int(value) for value in arguments.layers.split(",")]
@@ -157,7 +158,7 @@ def main():
     cache = Path(arguments.cache or f"runs/bench-retrieval/vectors-{bundle_fingerprint(arguments.model)[:12]}.npz")
     stored = dict(np.load(cache)) if cache.is_file() else {}
     results = {}
-    lm = MidiLM.from_pretrained(arguments.model)
+    lm = MidiLM.from_pretrained(arguments.model, dtype=default_precision("embed"))  # as an index embeds
     depth = lm.model.config.num_hidden_layers
     layers = [layer for layer in layers if layer <= depth]
     timing = {}
@@ -169,7 +170,7 @@ def main():
             if label == "untrained base":
                 base = load_base_model(lm.codec.base_model)
                 add_music_tokens(base, lm.codec)
-                lm = MidiLM(base, lm.codec, dtype=default_inference_dtype(), context_length=lm.context_length)
+                lm = MidiLM(base, lm.codec, dtype=lm.precision, context_length=lm.context_length)
             vectors, seconds, tokens = model_vectors(lm, pieces, layers, arguments.max_windows, label)
             timing[label] = {"seconds_per_piece": float(seconds.mean()),
                              "seconds_per_1000_tokens": float(1000 * seconds.sum() / tokens.sum()),

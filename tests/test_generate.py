@@ -178,6 +178,97 @@ def test_generate_command_writes_every_format(trained_bundle, tmp_path, capsys):
         assert Score(str(out / f"sample-{index:03d}.mid")).note_num() > 0
 
 
+# ----------------------------------------------------------------------------- inference precision
+
+
+def test_cpu_default_gives_the_decoder_layers_int8_weights_and_leaves_the_rest(trained_bundle, monkeypatch):
+    from torch import nn
+
+    from midillm.decoding.precision import Int8Linear, default_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_precision() == "int8"
+    lm = MidiLM.from_pretrained(trained_bundle)
+    reference = MidiLM.from_pretrained(trained_bundle, dtype=torch.float32)
+    assert lm.precision == "int8" and reference.precision == "fp32"
+    layers, reference_layers = lm.model.get_decoder().layers, reference.model.get_decoder().layers
+    # Every Linear of the decoder layers is int8 (q, k, v, o, gate, up, down), none is left float.
+    quantized = {name: module for name, module in layers.named_modules() if isinstance(module, Int8Linear)}
+    linears = {name: module for name, module in reference_layers.named_modules() if isinstance(module, nn.Linear)}
+    assert quantized.keys() == linears.keys() and len(quantized) == 7 * len(layers)
+    assert not any(isinstance(module, nn.Linear) for module in layers.modules())
+    for name, module in quantized.items():
+        assert module.weight_int8.dtype == torch.int8 and module.scale.shape == (module.out_features,)
+        # Per output channel: the rounding error is at most half a step of the channel's own scale.
+        error = (module.dequantized() - linears[name].weight).abs()
+        assert (error <= module.scale[:, None] / 2 + 1e-7).all()
+    # The embeddings, the norms and the output head (its music rows) are fp32 and untouched.
+    assert torch.equal(lm._head(), reference._head()) and lm._head().dtype == torch.float32
+    assert isinstance(lm.model.get_output_embeddings(), nn.Linear)
+    float_state = {name: tensor for name, tensor in lm.model.state_dict().items()
+                   if not name.endswith(("weight_int8", "scale"))}
+    reference_state = reference.model.state_dict()
+    assert float_state and all(torch.equal(tensor, reference_state[name]) for name, tensor in float_state.items())
+
+
+@pytest.mark.parametrize("num_samples", [3, 10], ids=["int8-kernel", "widened"])
+def test_int8_samples_decode_and_stay_in_the_corpus(trained_bundle, num_samples):
+    """Up to 8 rows the int8 kernel runs; above it, weights widened for the call (then dropped)."""
+    from test_structure import assert_sane_structure
+
+    from midillm.decoding.precision import Int8Linear
+
+    lm = MidiLM.from_pretrained(trained_bundle, dtype="int8")
+    corpus = lm.codec.corpus
+    samples = lm.generate_ids(num_samples, settings=SamplingSettings(max_new_tokens=120), seed=0)
+    assert samples == lm.generate_ids(num_samples, settings=SamplingSettings(max_new_tokens=120), seed=0)
+    for ids in samples:
+        assert token_errors(lm.codec, ids) == 0
+        score = lm.codec.decode(ids)
+        assert score.note_num() > 0
+        assert_sane_structure(score, corpus.max_notes_per_onset, corpus.program_list, corpus.max_unison)
+    assert all(module.wide is None for module in lm.model.modules() if isinstance(module, Int8Linear))
+
+
+@pytest.mark.parametrize("dtype, name, parameter_dtype", [
+    (torch.float32, "fp32", torch.float32), ("fp32", "fp32", torch.float32), ("float32", "fp32", torch.float32),
+    ("bf16", "bf16", torch.bfloat16), (torch.bfloat16, "bf16", torch.bfloat16)])
+def test_explicit_float_precisions_load_plain_float_models(trained_bundle, dtype, name, parameter_dtype):
+    from torch import nn
+
+    from midillm.decoding.precision import Int8Linear
+
+    lm = MidiLM.from_pretrained(trained_bundle, dtype=dtype)
+    assert lm.precision == name
+    assert not any(isinstance(module, Int8Linear) for module in lm.model.modules())
+    assert all(module.weight.dtype == parameter_dtype for module in lm.model.modules() if isinstance(module, nn.Linear))
+    [ids] = lm.generate_ids(settings=SamplingSettings(max_new_tokens=40), seed=0)
+    assert token_errors(lm.codec, ids) == 0 and lm.codec.decode(ids).note_num() > 0
+
+
+def test_an_unknown_precision_is_one_line(trained_bundle, tmp_path, capsys):
+    from midillm.cli import main
+
+    with pytest.raises(ValueError, match="precision must be auto or one of fp32, bf16, fp16, int8, not 'int4'"):
+        MidiLM.from_pretrained(trained_bundle, dtype="int4")
+    with pytest.raises(SystemExit):
+        main(["generate", str(trained_bundle), "--out", str(tmp_path), "--precision", "int4"])
+    assert "invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_generate_command_takes_a_precision(trained_bundle, tmp_path, capsys, monkeypatch):
+    from midillm.cli import main
+
+    loaded = []
+    original = MidiLM.from_pretrained.__func__
+    monkeypatch.setattr(MidiLM, "from_pretrained", classmethod(
+        lambda cls, path, dtype="auto": loaded.append(original(cls, path, dtype)) or loaded[-1]))
+    assert main(["generate", str(trained_bundle), "--out", str(tmp_path), "-n", "1", "--max-new-tokens", "30",
+                 "--precision", "fp32"]) == 0
+    assert [lm.precision for lm in loaded] == ["fp32"]
+    assert (tmp_path / "sample-000.mid").is_file()
+
+
 # ----------------------------------------------------------------------------- generation = training
 
 
@@ -250,13 +341,13 @@ def cached_probabilities(lm: MidiLM, ids: torch.Tensor, head: int) -> torch.Tens
     return torch.softmax(logits, dim=-1)
 
 
-# bf16: measured 4e-4 on the tiny model, against 5e-2 for the adapter's own effect.
-@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 5e-3)],
-                         ids=["fp32", "bf16"])
+# bf16: measured 4e-4 on the tiny model, int8 weights 2e-4, against 5e-2 for the adapter's own effect.
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 5e-3), ("int8", 5e-3)],
+                         ids=["fp32", "bf16", "int8"])
 def test_generation_model_gives_the_training_distribution(trained_bundle, dtype, tolerance):
     training = training_time_model(trained_bundle)
     lm = MidiLM.from_pretrained(trained_bundle, dtype=dtype)
-    assert next(lm.model.parameters()).dtype == dtype
+    assert lm.precision == ("int8" if dtype == "int8" else {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype])
     ids, labels, head = real_row(lm.codec, lm.context_length)
     assert ids.shape[1] > lm.context_length - 16  # nearly a full training-length row
 

@@ -6,7 +6,6 @@ Slow (about a minute): it loads the real GGUF, so it is marked, and CI still run
 from __future__ import annotations
 
 import pytest
-import torch
 
 from midillm.tokenization import DEFAULT_BASE_MODEL
 
@@ -29,7 +28,9 @@ def test_prepare_train_and_sample_with_the_default_base_model(tmp_path):
                                report_to="none"), log=lambda *_: None)
     assert (bundle / "adapter_model.safetensors").is_file()
 
-    model = MidiLM.from_pretrained(bundle)
-    assert model.model.dtype in (torch.bfloat16, torch.float32)
+    from midillm.decoding.precision import default_precision
+
+    model = MidiLM.from_pretrained(bundle)  # "auto": int8 weights on a CPU
+    assert model.precision == default_precision()
     [ids] = model.generate_ids(settings=SamplingSettings(max_new_tokens=24), seed=0)
     assert model.codec.decode(ids).note_num() > 0

@@ -79,6 +79,30 @@ def test_embeddings_are_deterministic_and_read_every_music_token_once(lm, bundle
     assert [lm_id for ids, head in windows for lm_id in ids[head:]] == music
 
 
+def test_an_index_records_its_float_precision_and_its_queries_use_it(index_path, chorales):
+    from midillm.decoding.precision import default_precision
+    from midillm.retrieval.build import QueryEmbedder
+
+    index = Index.load(index_path)
+    # Not int8 even on a CPU (int8 weights move the vectors): the float precision an index always had.
+    assert index.model["precision"] == default_precision("embed") and index.model["precision"] != "int8"
+    embedder = QueryEmbedder(index)
+    piece = index.pieces[2]
+    vector = embedder.vector(Score(piece["path"]))  # a Score is always embedded, never looked up
+    assert embedder._lm.precision == index.model["precision"]
+    np.testing.assert_array_equal(vector, index.vectors[2])
+    # An index that records another precision gets its queries in that one.
+    header = json.loads((index_path / INDEX_FILE).read_text())
+    header["model"]["precision"] = "fp32"
+    other = index_path.parent / "fp32-index"
+    other.mkdir(exist_ok=True)
+    shutil.copy(index_path / VECTORS_FILE, other / VECTORS_FILE)
+    (other / INDEX_FILE).write_text(json.dumps(header))
+    embedder = QueryEmbedder(Index.load(other))
+    embedder.vector(Score(piece["path"]))
+    assert embedder._lm.precision == "fp32"
+
+
 def test_each_piece_is_its_own_nearest_neighbour(index_path, chorales):
     index = Index.load(index_path)
     assert len(index) == len(list(chorales.glob("*.mid")))
@@ -338,3 +362,29 @@ def test_adapting_to_a_taste_moves_the_model_only_inside_the_block(chorales, lm)
     # Adapting twice in a row works (the first adapter left nothing behind).
     with adapted_to_taste(lm, taste.pieces, taste.text, steps=1) as losses:
         assert len(losses) == 1
+
+
+def test_an_int8_model_adapts_to_a_taste_in_float_and_is_int8_again_afterwards(bundle, chorales):
+    from torch import nn
+
+    from midillm.decoding.precision import Int8Linear
+    from midillm.retrieval import adapted_to_taste
+
+    lm = MidiLM.from_pretrained(bundle, dtype="int8")
+    pieces = [Score(str(path)) for path in sorted(chorales.glob("*.mid"))[:2]]
+    taste = taste_prompt(lm, pieces)
+    weights = {name: tensor.clone() for name, tensor in lm.model.state_dict().items()}
+    before = lm.generate_ids(2, taste.prompt, taste.text, lm.sampling.updated(max_new_tokens=30), seed=0)
+    with adapted_to_taste(lm, taste.pieces, taste.text, steps=4, learning_rate=3e-3) as losses:
+        # Inside: float Linear layers (LoRA-wrapped), trainable through; sampling still works.
+        assert not any(isinstance(module, Int8Linear) for module in lm.model.modules())
+        adapted = lm.generate_ids(2, taste.prompt, taste.text, lm.sampling.updated(max_new_tokens=30), seed=0)
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert all(lm.codec.decode(row).note_num() > 0 for row in adapted)
+    # Afterwards: the very int8 layers again, the same weights, the same samples.
+    layers = lm.model.get_decoder().layers
+    assert not any(isinstance(module, nn.Linear) for module in layers.modules())
+    after = lm.model.state_dict()
+    assert after.keys() == weights.keys() and all(torch.equal(after[name], weights[name]) for name in weights)
+    assert lm.precision == "int8"
+    assert lm.generate_ids(2, taste.prompt, taste.text, lm.sampling.updated(max_new_tokens=30), seed=0) == before

@@ -8,6 +8,7 @@ The warpers (temperature, top-k, top-p, min-p, repetition penalty) are transform
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from midillm.tokenization.profile import part_names
 from midillm.tokenization.dataset import caption_budget
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar, programs_named_in
+from .precision import apply_precision, model_precision, wide_weights
 
 
 
@@ -264,26 +266,30 @@ class SamplingSettings:
         return Path(folder) / GENERATION_CONFIG
 
 
-def default_inference_dtype() -> torch.dtype:
-    """bf16 where the hardware runs it fast (CUDA, or CPUs with AMX / AVX512-BF16)."""
-    from midillm.finetune.model import cpu_supports_bf16
-
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+def _wide_while_sampling(method):
+    """Int8 weights widened for the whole call when its batch is too large for the int8
+    kernel (`precision.wide_weights`); nothing changes for other precisions."""
+    @functools.wraps(method)
+    def sampling(self, num_samples: int = 1, *args, **kwargs):
+        with wide_weights(self.model, num_samples):
+            return method(self, num_samples, *args, **kwargs)
+    return sampling
 
 
 class MidiLM:
     """A causal LM that knows the codec's tokens, plus the codec and its grammar."""
 
-    def __init__(self, model, codec: MusicCodec, dtype: torch.dtype | None = None,
+    def __init__(self, model, codec: MusicCodec, dtype: torch.dtype | str | None = None,
                  context_length: int | None = None, sampling: SamplingSettings | None = None):
+        """`dtype`: the inference precision, "auto" (`default_precision()`: int8 weights on CPU,
+        bf16 on CUDA), "fp32", "bf16", "fp16", "int8" or a torch dtype; None keeps the model as
+        it is. The model is converted in place (`midillm.decoding.precision`)."""
         self.codec = codec
         # The bundle's own sampling (its generation_config.json), used where a call sets none.
         self.sampling = sampling or SamplingSettings()
-        self.model = model.eval()
-        if dtype is not None:
-            self.model.to(dtype)
+        self.model = apply_precision(model.eval(), dtype)
+        # What the model computes in: "fp32", "bf16", "fp16" or "int8".
+        self.precision = model_precision(self.model)
         self.grammar = MusicGrammar(codec)
         self.rows = torch.tensor(self.grammar.row_lm_ids, dtype=torch.long)
         # The model only ever saw rows of the training length: past it, slide the window rather
@@ -294,7 +300,10 @@ class MidiLM:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | str | None = "auto") -> MidiLM:
-        """Load a bundle (base model + adapter + codec), with the adapter merged for speed."""
+        """Load a bundle (base model + adapter + codec), with the adapter merged for speed.
+
+        `dtype`: "auto" (`midillm.decoding.precision.default_precision()`: int8 weights on CPU,
+        bf16 on CUDA), "fp32", "bf16", "fp16", "int8" or a torch dtype; None: fp32 as loaded."""
         from midillm.finetune.model import add_music_tokens, load_base_model
 
         path = Path(path)
@@ -317,8 +326,6 @@ class MidiLM:
             model = AutoModelForCausalLM.from_pretrained(path)
         else:
             raise BundleError(f"{path} has a codec but no model ({ADAPTER_CONFIG} or {MODEL_CONFIG})")
-        if dtype == "auto":
-            dtype = default_inference_dtype()
         return cls(model, codec, dtype=dtype, context_length=_training_context_length(path),
                    sampling=SamplingSettings.from_pretrained(path))
 
@@ -402,6 +409,7 @@ class MidiLM:
     def _head(self) -> torch.Tensor:
         return self.model.get_output_embeddings().weight[self.rows]
 
+    @_wide_while_sampling
     @torch.inference_mode()
     def generate_ids(self, num_samples: int = 1, prompt=None, text: str | None = None,
                      settings: SamplingSettings | None = None, seed: int | None = 0,
@@ -782,7 +790,11 @@ class MidiLM:
 
     def embed(self, pieces, layer: int | None = None, progress: bool = False):
         """One vector per piece (MIDI paths, bytes or Scores): the mean hidden state over its
-        music tokens (`midillm.decoding.embedding`); an (n, hidden size) float32 numpy array."""
+        music tokens (`midillm.decoding.embedding`); an (n, hidden size) float32 numpy array.
+
+        The vectors depend on the precision: compare vectors of one `MidiLM` (or one precision).
+        An index (`midillm.retrieval`) makes its vectors and its queries' in the precision it
+        records, `default_precision("embed")` by default (a float one, not int8)."""
         from .embedding import embed_pieces
 
         return embed_pieces(self, pieces, layer=layer, progress=progress)

@@ -82,6 +82,9 @@ class EvalConfig:
     report_samples: int = field(default=3, metadata={"help": "Samples shown as piano rolls and audio in the report."})
     require_ending: bool = field(default=False, metadata={
         "help": "Count a sample cut by the token budget (no </music>) as not sane."})
+    precision: str = field(default="auto", metadata={
+        "help": "The weights the model is scored and sampled with (`MidiLM.from_pretrained`'s dtype: "
+                "auto, fp32, bf16, fp16 or int8)."})
 
     def __post_init__(self):
         if not self.data:
@@ -238,7 +241,7 @@ def _untrained(lm, model_path: str):
     base = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or lm.codec.base_model
     model = load_base_model(base)
     add_music_tokens(model, lm.codec)
-    return MidiLM(model, lm.codec, dtype=next(lm.model.parameters()).dtype, context_length=lm.context_length,
+    return MidiLM(model, lm.codec, dtype=lm.precision, context_length=lm.context_length,
                   sampling=lm.sampling)
 
 
@@ -288,8 +291,9 @@ def evaluate(config: EvalConfig, log=print) -> dict:
 
         from .likelihood import held_out_likelihood
 
-        lm = MidiLM.from_pretrained(config.model)
+        lm = MidiLM.from_pretrained(config.model, dtype=config.precision)
         codec = lm.codec
+        metrics["precision"] = lm.precision  # what "auto" became on this machine
         metrics["sampling"] = asdict(_settings(lm, config))
         log("Scoring the held-out split")
         metrics["likelihood"]["generated"] = held_out_likelihood(lm, data, max_rows=config.likelihood_rows,

@@ -6,6 +6,11 @@ pieces' opening were closer to the corpus mean than to the liked pieces for 6 of
 optimiser steps on the liked pieces themselves move the model's distribution where the listener
 is. The adapter sits on top of the (merged) bundle model only while `adapted_to_taste` is open,
 and is removed afterwards: the bundle and the loaded model are unchanged.
+
+A model loaded with int8 weights (the CPU default) cannot be trained through: while the block
+is open its int8 layers are float32 Linear layers holding the dequantized weights
+(`precision.float_linears`), trained through under bf16 autocast where the hardware has it, as
+`midillm train` trains; the int8 layers come back afterwards.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import torch
 from symusic import Score
 from tqdm.auto import tqdm
 
-from midillm.finetune.model import MusicLM
+from midillm.decoding.precision import float_linears
+from midillm.finetune.model import MusicLM, resolve_mixed_precision
 from midillm.tokenization.dataset import IGNORE_INDEX
 
 # Measured on the demo bundle (scripts/bench_like.py): 20 steps of 4 rows at 1e-3 with rank 8
@@ -68,34 +74,40 @@ def adapted_to_taste(lm, pieces: list[Score], text: str | None, steps: int = ADA
     if not rows:
         yield []
         return
-    with torch.random.fork_rng():
-        if seed is not None:
-            torch.manual_seed(seed)
-        peft_model = get_peft_model(lm.model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-                                                         target_modules="all-linear"))
-    losses = []
-    try:
-        music = MusicLM(peft_model, lm.codec.music_lm_ids, len(lm.codec.lm_tokenizer))
-        parameters = [parameter for parameter in peft_model.parameters() if parameter.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
-        generator = np.random.default_rng(seed)
-        pad_id = lm.codec.music_end_id
-        peft_model.train()
-        with torch.enable_grad():
-            for _ in tqdm(range(steps), desc="Adapting to the taste", unit="step", disable=not progress):
-                batch = [rows[index] for index in generator.choice(len(rows), min(ADAPT_BATCH, len(rows)), replace=False)]
-                length = max(len(ids) for ids, _ in batch)
-                input_ids = torch.tensor([ids + [pad_id] * (length - len(ids)) for ids, _ in batch])
-                labels = torch.tensor([labels + [IGNORE_INDEX] * (length - len(labels)) for _, labels in batch])
-                attention = torch.tensor([[1] * len(ids) + [0] * (length - len(ids)) for ids, _ in batch])
-                nll, counts = music(input_ids, labels, attention)
-                loss = nll.sum() / counts.sum()
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
-        peft_model.eval()
-        yield losses
-    finally:
-        # The LoRA layers were injected into lm.model's own modules: put the originals back.
-        peft_model.unload()
+    # An int8 model's layers are float32 while the block is open, trained through under bf16
+    # autocast where the hardware has it (as `midillm train` trains).
+    with float_linears(lm.model) as widened:
+        device = next(lm.model.parameters()).device
+        autocast = bool(widened) and resolve_mixed_precision("auto", device) == "bf16"
+        with torch.random.fork_rng():
+            if seed is not None:
+                torch.manual_seed(seed)
+            peft_model = get_peft_model(lm.model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                                                             target_modules="all-linear"))
+        losses = []
+        try:
+            music = MusicLM(peft_model, lm.codec.music_lm_ids, len(lm.codec.lm_tokenizer))
+            parameters = [parameter for parameter in peft_model.parameters() if parameter.requires_grad]
+            optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
+            generator = np.random.default_rng(seed)
+            pad_id = lm.codec.music_end_id
+            peft_model.train()
+            with torch.enable_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                for _ in tqdm(range(steps), desc="Adapting to the taste", unit="step", disable=not progress):
+                    batch = [rows[index] for index in
+                             generator.choice(len(rows), min(ADAPT_BATCH, len(rows)), replace=False)]
+                    length = max(len(ids) for ids, _ in batch)
+                    input_ids = torch.tensor([ids + [pad_id] * (length - len(ids)) for ids, _ in batch])
+                    labels = torch.tensor([labels + [IGNORE_INDEX] * (length - len(labels)) for _, labels in batch])
+                    attention = torch.tensor([[1] * len(ids) + [0] * (length - len(ids)) for ids, _ in batch])
+                    nll, counts = music(input_ids, labels, attention)
+                    loss = nll.sum() / counts.sum()
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    losses.append(float(loss.detach()))
+            peft_model.eval()
+            yield losses
+        finally:
+            # The LoRA layers were injected into lm.model's own modules: put the originals back.
+            peft_model.unload()

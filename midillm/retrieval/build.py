@@ -63,10 +63,13 @@ def bundle_fingerprint(bundle: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(bundle: Path):
+def load_model(bundle: Path, precision: str | None = None):
+    """The bundle's model for embedding, in `precision` (an index's recorded one), else in
+    `default_precision("embed")`: a float precision, since int8 weights move the vectors."""
     from midillm.decoding.generate import MidiLM
+    from midillm.decoding.precision import default_precision
 
-    return MidiLM.from_pretrained(bundle)
+    return MidiLM.from_pretrained(bundle, dtype=precision or default_precision("embed"))
 
 
 def build_index(model: str | Path, source: str, out: str | Path, layer: int | None = None,
@@ -109,8 +112,11 @@ def build_index(model: str | Path, source: str, out: str | Path, layer: int | No
             to_embed.append(position)
 
     resolved_layer = index.model["layer"] if index else None
+    # An index grows in the precision it was built in (one before the record: the embed default).
+    precision = index.model.get("precision") if index else None
     if to_embed or index is None:
-        lm = load_model(bundle)
+        lm = load_model(bundle, precision)
+        precision = lm.precision
         resolved_layer = resolve_layer(lm, layer if index is None else index.model["layer"])
         dim = int(lm.model.config.hidden_size)
         for position in _progress(to_embed, progress):
@@ -132,6 +138,8 @@ def build_index(model: str | Path, source: str, out: str | Path, layer: int | No
         else:  # the same name with new content: replaced in place
             old_pieces[row], old_vectors[row] = piece, vector
     model_record = {"path": str(model), "fingerprint": fingerprint, "layer": int(resolved_layer), "dim": dim}
+    if precision:
+        model_record["precision"] = precision
     updated = Index(np.stack(old_vectors) if old_vectors else np.zeros((0, dim), np.float32), old_pieces,
                     model_record)
     updated.save(out)
@@ -173,7 +181,8 @@ class QueryEmbedder:
         if self._lm is None:
             bundle = resolve_bundle(self.model or self.index.model.get("path"))
             self.index.check_model(bundle_fingerprint(bundle), self.index.model.get("layer"))
-            self._lm = load_model(bundle)
+            # The precision the index's vectors were made in, so that a query lands in their space.
+            self._lm = load_model(bundle, self.index.model.get("precision"))
         return self._lm
 
     def vector(self, query: str | Path | bytes | Score | np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ On disk an index is a folder of two files, readable without midillm:
 
 - `vectors.npy`: float32 (pieces, hidden size), each piece's raw mean hidden state;
 - `index.json`: the format, the model (bundle path, fingerprint of its files, the layer the
-  vectors were read at) and one record per row: name, path, metadata, content hash.
+  vectors were read at, the precision of the weights) and one record per row: name, path,
+  metadata, content hash.
 
 Raw mean hidden states of one model all point much the same way (cosines above 0.99 between
 unrelated pieces), so similarity is the cosine after standardising: each dimension minus the
@@ -54,7 +55,8 @@ class Index:
     `unit` holds the standardised unit rows that similarity is measured on.
 
     `model` holds `path` (the bundle), `fingerprint` (`bundle_fingerprint`), `layer` (the hidden
-    state the vectors were read at) and `dim`.
+    state the vectors were read at), `dim` and `precision` (the weights they were made with, which
+    queries and updates load again; absent in an index from before it was recorded).
     """
 
     vectors: np.ndarray

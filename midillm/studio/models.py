@@ -65,7 +65,8 @@ def find_models(model: str | Path | None) -> dict[str, Path]:
 
 class LoadedModel:
     """One bundle in memory at a time: a studio runs one generation at a time, and a second
-    model held for later would double the memory for nothing."""
+    model held for later would double the memory for nothing. `dtype`: the precision each loads
+    in, as `MidiLM.from_pretrained` takes it ("auto": int8 weights on a CPU, bf16 on a GPU)."""
 
     def __init__(self, models: dict[str, Path], dtype="auto"):
         self.models = models

@@ -272,9 +272,9 @@ def _parse_instruments(text: str) -> dict[int, int]:
 
 
 def serve(model: str | None = None, port: int = DEFAULT_PORT, host: str = "127.0.0.1", queue_size: int = 4,
-          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, log=print) -> None:
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, log=print, precision: str = "auto") -> None:
     """Start the studio on MODEL (a bundle, a folder of bundles, or the demo's bundle) and serve
-    until interrupted."""
+    until interrupted; models load in `precision` (`MidiLM.from_pretrained`'s dtype)."""
     import threading
 
     import uvicorn
@@ -285,7 +285,7 @@ def serve(model: str | None = None, port: int = DEFAULT_PORT, host: str = "127.0
         raise StudioError(f"--port must be 1 to 65535, not {port}")
     if queue_size < 1 or max_upload_mb <= 0:
         raise StudioError("--queue-size must be at least 1 and --max-upload-mb above 0")
-    models = LoadedModel(find_models(model))
+    models = LoadedModel(find_models(model), dtype=precision)
     app = create_app(models, queue_size=queue_size, max_upload_mb=max_upload_mb, log=log)
     first = next(iter(models.models))
     # Load the first model while the browser opens, so the page is ready sooner; a failure
