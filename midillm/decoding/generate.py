@@ -104,6 +104,9 @@ class _BarPlan:
         """A row of given music the model may choose now (none: bars are given whole)."""
         return None
 
+    def rows_reaching_given(self) -> torch.Tensor:
+        return torch.zeros(len(self.row_part), dtype=torch.bool)
+
     def rest_ids(self) -> list[int]:
         """The given music not yet written (when tokens run out), as ids."""
         return [lm_id for bar in (self.given_bars or [])[self.bars_done:] for lm_id in bar]
@@ -154,6 +157,11 @@ class _OnsetPlan:
     def given_row(self) -> int | None:
         """The next given onset's first row: choosing it is reaching that onset."""
         return self._next_given_row() if self.pending else None
+
+    def rows_reaching_given(self) -> torch.Tensor:
+        """Every row that moves time to the next given onset (its `Position`, alone or with any
+        first note): the model's wish to go there, whatever it would have struck first."""
+        return self.row_position == self.pending[0][0]
 
     def fallback_row(self) -> int:
         if self.pending:
@@ -461,8 +469,11 @@ class MidiLM:
                 for row, plan in enumerate(plans):
                     planned = logits[row].masked_fill(~plan.allowed_rows(), float("-inf"))
                     given = plan.given_row()
-                    if given is not None:  # given music is never the constraints' to refuse
-                        planned[given] = model_logits[row, given]
+                    if given is not None:
+                        # Reaching the given onset is worth whatever the model gives to moving time
+                        # there, whichever note it would have written first; and given music is
+                        # never the constraints' to refuse.
+                        planned[given] = torch.logsumexp(model_logits[row][plan.rows_reaching_given()], dim=0)
                     if not torch.isfinite(planned).any():  # the plan wins: the piece ends or a bar opens
                         planned = torch.full_like(planned, float("-inf"))
                         planned[plan.fallback_row()] = 0.0
