@@ -37,8 +37,8 @@ from .config import ConfigError, TrainConfig, load_config
 
 TRAINER_STATE = "trainer_state.json"
 # glibc keeps the memory a CPU step frees in a fragmented heap: without a trim the training
-# process grew ~70 MB a step (4.8 GiB after 25 demo steps, 11.5 GiB after 100), with one every
-# step it stayed near 3 GiB; a trim costs 50-100 ms, so it runs every few steps (2026-12-04).
+# process grew ~70 MB a step (4.8 GiB after 25 demo steps), with one every step it stayed near
+# 3 GiB (3.2 at its peak); a trim costs 50-100 ms, so it runs every few steps (2026-12-04).
 TRIM_EVERY = 4
 
 
