@@ -100,12 +100,9 @@ class _BarPlan:
         """The row to write when every other is masked: the plan wins."""
         return self.end_row if self.done else self.bar_row
 
-    def given_row(self) -> int | None:
+    def given_row(self) -> tuple[int, torch.Tensor] | None:
         """A row of given music the model may choose now (none: bars are given whole)."""
         return None
-
-    def rows_reaching_given(self) -> torch.Tensor:
-        return torch.zeros(len(self.row_part), dtype=torch.bool)
 
     def rest_ids(self) -> list[int]:
         """The given music not yet written (when tokens run out), as ids."""
@@ -154,14 +151,13 @@ class _OnsetPlan:
         allowed[self.end_row] = self.done
         return allowed
 
-    def given_row(self) -> int | None:
-        """The next given onset's first row: choosing it is reaching that onset."""
-        return self._next_given_row() if self.pending else None
-
-    def rows_reaching_given(self) -> torch.Tensor:
-        """Every row that moves time to the next given onset (its `Position`, alone or with any
-        first note): the model's wish to go there, whatever it would have struck first."""
-        return self.row_position == self.pending[0][0]
+    def given_row(self) -> tuple[int, torch.Tensor] | None:
+        """The next given onset's first row (choosing it is reaching that onset), and every row
+        that moves time there (its `Position`, alone or with any first note): the model's wish
+        to go there, whatever it would have struck first."""
+        if not self.pending:
+            return None
+        return self._next_given_row(), self.row_position == self.pending[0][0]
 
     def fallback_row(self) -> int:
         if self.pending:
@@ -473,7 +469,8 @@ class MidiLM:
                         # Reaching the given onset is worth whatever the model gives to moving time
                         # there, whichever note it would have written first; and given music is
                         # never the constraints' to refuse.
-                        planned[given] = torch.logsumexp(model_logits[row][plan.rows_reaching_given()], dim=0)
+                        given_row, reaching = given
+                        planned[given_row] = torch.logsumexp(model_logits[row][reaching], dim=0)
                     if not torch.isfinite(planned).any():  # the plan wins: the piece ends or a bar opens
                         planned = torch.full_like(planned, float("-inf"))
                         planned[plan.fallback_row()] = 0.0
