@@ -145,3 +145,22 @@ def train_tiny_bundle(base_model: Path, data_dir: Path, output_dir: Path, max_st
                          lr_scheduler="constant", lora_r=4, lora_alpha=8, lora_dropout=0.0,
                          mixed_precision="fp32", eval_every=0, save_every=0, report_to="none")
     return train(config, log=lambda *_: None)
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_models, tiny_data, tmp_path_factory) -> Path:
+    """One tiny bundle for the whole run, as `train()` leaves it (30 fp32 steps on `tiny_data`),
+    shared by test_audio, test_eval, test_generate, test_hub and test_studio, which each trained
+    their own before. Read-only: a test that writes into a bundle (eval, the Hub step, push)
+    works on a copy. The run fails at the end if any file of it was added, changed or removed."""
+    bundle = train_tiny_bundle(tiny_models["tied"], tiny_data, tmp_path_factory.mktemp("tiny-bundle"), max_steps=30)
+    before = _file_digests(bundle)
+    yield bundle
+    assert _file_digests(bundle) == before, "a test wrote into the shared tiny_bundle; copy it first"

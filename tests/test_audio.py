@@ -10,7 +10,6 @@ import pytest
 import torch
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
-from conftest import train_tiny_bundle
 
 pytest.importorskip("basic_pitch")
 pytest.importorskip("onnxruntime")
@@ -161,17 +160,12 @@ def test_bad_audio_prompt_fails_before_the_model_loads(case, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def audio_bundle(tiny_models, tiny_data, tmp_path_factory):
-    return train_tiny_bundle(tiny_models["tied"], tiny_data, tmp_path_factory.mktemp("audio-bundle"), max_steps=10)
-
-
-def test_generate_continues_a_recorded_phrase(audio_bundle, melody_wav, tmp_path, capsys):
+def test_generate_continues_a_recorded_phrase(tiny_bundle, melody_wav, tmp_path, capsys):
     from midillm.cli import main
     from midillm.decoding.generate import MidiLM, SamplingSettings
     from midillm.tokenization.roundtrip import note_keys
 
-    lm = MidiLM.from_pretrained(audio_bundle, dtype=torch.float32)
+    lm = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
     heard = transcribe(melody_wav, grid=codec_grid(lm.codec))
     # The transcription is on the codec's grid: the codec's own quantisation leaves it as it is.
     tokenizer = lm.codec.music_tokenizer
@@ -189,7 +183,7 @@ def test_generate_continues_a_recorded_phrase(audio_bundle, melody_wav, tmp_path
     assert piped["ids"][:len(prompt_ids)] == prompt_ids
 
     out = tmp_path / "samples"
-    assert main(["generate", str(audio_bundle), "--out", str(out), "--prompt", str(melody_wav), "-n", "1",
+    assert main(["generate", str(tiny_bundle), "--out", str(out), "--prompt", str(melody_wav), "-n", "1",
                  "--max-new-tokens", "30"]) == 0
     transcription = Score(str(out / "prompt-transcription.mid"))
     sample = Score(str(out / "sample-000.mid"))

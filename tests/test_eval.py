@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,6 @@ import pytest
 import torch
 from symusic import Note, Score, TimeSignature, Track
 
-from conftest import train_tiny_bundle
 from midillm.eval import compare, features, harmony, listener, memorization, two_sample, voice_leading
 from midillm.eval.sanity import bars_written, sample_sanity, sanity_summary
 from midillm.eval.validity import token_errors_by_type, validity_summary
@@ -644,11 +644,6 @@ def test_no_match_across_training_pieces_and_empty_samples():
 # ----------------------------------------------------------------------------- end to end
 
 
-@pytest.fixture(scope="module")
-def trained_bundle(tiny_models, tiny_data, tmp_path_factory):
-    return train_tiny_bundle(tiny_models["tied"], tiny_data, tmp_path_factory.mktemp("bundle"), max_steps=30)
-
-
 def test_a_model_that_knows_nothing_scores_the_log_of_its_choices(tiny_models, tiny_data):
     """Likelihood on a known distribution: a zero output matrix gives every one of the K tokens
     the head scores the same probability, so each held-out token costs exactly log K nats."""
@@ -672,22 +667,25 @@ def test_a_model_that_knows_nothing_scores_the_log_of_its_choices(tiny_models, t
     assert got["bits_per_note"] == pytest.approx(got["tokens"] * math.log2(choices) / notes, rel=1e-5)
 
 
-def test_eval_command_writes_metrics_and_a_report(trained_bundle, tiny_data, tmp_path, capsys):
+def test_eval_command_writes_metrics_and_a_report(tiny_bundle, tiny_data, tmp_path, capsys):
     from midillm.cli import main
 
+    # eval leaves its metrics in the bundle too (checked below): on a copy of the shared bundle.
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
     out = tmp_path / "eval"
-    assert main(["eval", str(trained_bundle), "--data", str(tiny_data), "--out", str(out),
+    assert main(["eval", str(bundle), "--data", str(tiny_data), "--out", str(out),
                  "-n", "3", "--max-new-tokens", "60", "--seed", "1", "--top-p", "0.9"]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     # Sampled as `generate` samples this bundle (its own settings), but for the flags given.
     from midillm.decoding.generate import SamplingSettings
 
-    bundle_sampling = SamplingSettings.from_pretrained(trained_bundle)
+    bundle_sampling = SamplingSettings.from_pretrained(bundle)
     assert metrics["sampling"]["temperature"] == bundle_sampling.temperature
     assert metrics["sampling"]["top_p"] == 0.9 != bundle_sampling.top_p
     assert metrics["sampling"]["max_new_tokens"] == 60
-    assert json.loads((trained_bundle / "eval" / "metrics.json").read_text()) == metrics
+    assert json.loads((bundle / "eval" / "metrics.json").read_text()) == metrics
     assert set(metrics["sets"]) == {"generated", "model_alone", "untrained", "shuffled"}
     assert metrics["validity"]["generated"]["samples"] == 3
     assert metrics["validity"]["generated"]["token_errors"] == {"type": 0, "time": 0, "duplicate_note": 0}

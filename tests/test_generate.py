@@ -6,7 +6,6 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import train_tiny_bundle
 from midillm import MusicCodec
 from midillm.decoding.generate import MidiLM, SamplingSettings
 from midillm.tokenization.roundtrip import note_keys
@@ -132,15 +131,10 @@ def test_unknown_time_signature_is_refused(untrained_lm):
         untrained_lm.generate(time_signature="13/7", max_new_tokens=4)
 
 
-@pytest.fixture(scope="module")
-def trained_bundle(tiny_models, tiny_data, tmp_path_factory):
-    return train_tiny_bundle(tiny_models["tied"], tiny_data, tmp_path_factory.mktemp("bundle"), max_steps=30)
-
-
-def test_twenty_samples_from_a_trained_bundle_all_decode_and_stay_in_the_corpus(trained_bundle):
+def test_twenty_samples_from_a_trained_bundle_all_decode_and_stay_in_the_corpus(tiny_bundle):
     from test_structure import assert_sane_structure
 
-    model = MidiLM.from_pretrained(trained_bundle, dtype=torch.float32)
+    model = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
     corpus = model.codec.corpus
     samples = model.generate_ids(num_samples=20, settings=SamplingSettings(max_new_tokens=120), seed=0)
     # Prompted as in training: the corpus's typical caption (cut as training rows cut it), then <music>.
@@ -155,22 +149,22 @@ def test_twenty_samples_from_a_trained_bundle_all_decode_and_stay_in_the_corpus(
         assert_sane_structure(score, corpus.max_notes_per_onset, corpus.program_list, corpus.max_unison)
 
 
-def test_saved_bundle_gives_the_same_tokens_for_the_same_seed(trained_bundle):
-    first = MidiLM.from_pretrained(trained_bundle, dtype=torch.float32)
-    again = MidiLM.from_pretrained(trained_bundle, dtype=torch.float32)
+def test_saved_bundle_gives_the_same_tokens_for_the_same_seed(tiny_bundle):
+    first = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
+    again = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
     settings = SamplingSettings(max_new_tokens=60)
     samples = first.generate_ids(3, settings=settings, seed=11)
     assert samples == again.generate_ids(3, settings=settings, seed=11)
     assert samples != again.generate_ids(3, settings=settings, seed=12)
 
 
-def test_generate_command_writes_every_format(trained_bundle, tmp_path, capsys):
+def test_generate_command_writes_every_format(tiny_bundle, tmp_path, capsys):
     from symusic import Score
 
     from midillm.cli import main
 
     out = tmp_path / "samples"
-    assert main(["generate", str(trained_bundle), "--out", str(out), "-n", "2", "--max-new-tokens", "80",
+    assert main(["generate", str(tiny_bundle), "--out", str(out), "-n", "2", "--max-new-tokens", "80",
                  "--formats", "mid,musicxml,wav,png"]) == 0
     for index in range(2):
         for suffix in ("mid", "musicxml", "wav", "png"):
@@ -181,15 +175,15 @@ def test_generate_command_writes_every_format(trained_bundle, tmp_path, capsys):
 # ----------------------------------------------------------------------------- inference precision
 
 
-def test_cpu_default_gives_the_decoder_layers_int8_weights_and_leaves_the_rest(trained_bundle, monkeypatch):
+def test_cpu_default_gives_the_decoder_layers_int8_weights_and_leaves_the_rest(tiny_bundle, monkeypatch):
     from torch import nn
 
     from midillm.decoding.precision import Int8Linear, default_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert default_precision() == "int8"
-    lm = MidiLM.from_pretrained(trained_bundle)
-    reference = MidiLM.from_pretrained(trained_bundle, dtype=torch.float32)
+    lm = MidiLM.from_pretrained(tiny_bundle)
+    reference = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
     assert lm.precision == "int8" and reference.precision == "fp32"
     layers, reference_layers = lm.model.get_decoder().layers, reference.model.get_decoder().layers
     # Every Linear of the decoder layers is int8 (q, k, v, o, gate, up, down), none is left float.
@@ -212,13 +206,13 @@ def test_cpu_default_gives_the_decoder_layers_int8_weights_and_leaves_the_rest(t
 
 
 @pytest.mark.parametrize("num_samples", [3, 10], ids=["int8-kernel", "widened"])
-def test_int8_samples_decode_and_stay_in_the_corpus(trained_bundle, num_samples):
+def test_int8_samples_decode_and_stay_in_the_corpus(tiny_bundle, num_samples):
     """Up to 8 rows the int8 kernel runs; above it, weights widened for the call (then dropped)."""
     from test_structure import assert_sane_structure
 
     from midillm.decoding.precision import Int8Linear
 
-    lm = MidiLM.from_pretrained(trained_bundle, dtype="int8")
+    lm = MidiLM.from_pretrained(tiny_bundle, dtype="int8")
     corpus = lm.codec.corpus
     samples = lm.generate_ids(num_samples, settings=SamplingSettings(max_new_tokens=120), seed=0)
     assert samples == lm.generate_ids(num_samples, settings=SamplingSettings(max_new_tokens=120), seed=0)
@@ -233,12 +227,12 @@ def test_int8_samples_decode_and_stay_in_the_corpus(trained_bundle, num_samples)
 @pytest.mark.parametrize("dtype, name, parameter_dtype", [
     (torch.float32, "fp32", torch.float32), ("fp32", "fp32", torch.float32), ("float32", "fp32", torch.float32),
     ("bf16", "bf16", torch.bfloat16), (torch.bfloat16, "bf16", torch.bfloat16)])
-def test_explicit_float_precisions_load_plain_float_models(trained_bundle, dtype, name, parameter_dtype):
+def test_explicit_float_precisions_load_plain_float_models(tiny_bundle, dtype, name, parameter_dtype):
     from torch import nn
 
     from midillm.decoding.precision import Int8Linear
 
-    lm = MidiLM.from_pretrained(trained_bundle, dtype=dtype)
+    lm = MidiLM.from_pretrained(tiny_bundle, dtype=dtype)
     assert lm.precision == name
     assert not any(isinstance(module, Int8Linear) for module in lm.model.modules())
     assert all(module.weight.dtype == parameter_dtype for module in lm.model.modules() if isinstance(module, nn.Linear))
@@ -246,24 +240,24 @@ def test_explicit_float_precisions_load_plain_float_models(trained_bundle, dtype
     assert token_errors(lm.codec, ids) == 0 and lm.codec.decode(ids).note_num() > 0
 
 
-def test_an_unknown_precision_is_one_line(trained_bundle, tmp_path, capsys):
+def test_an_unknown_precision_is_one_line(tiny_bundle, tmp_path, capsys):
     from midillm.cli import main
 
     with pytest.raises(ValueError, match="precision must be auto or one of fp32, bf16, fp16, int8, not 'int4'"):
-        MidiLM.from_pretrained(trained_bundle, dtype="int4")
+        MidiLM.from_pretrained(tiny_bundle, dtype="int4")
     with pytest.raises(SystemExit):
-        main(["generate", str(trained_bundle), "--out", str(tmp_path), "--precision", "int4"])
+        main(["generate", str(tiny_bundle), "--out", str(tmp_path), "--precision", "int4"])
     assert "invalid choice: 'int4'" in capsys.readouterr().err
 
 
-def test_generate_command_takes_a_precision(trained_bundle, tmp_path, capsys, monkeypatch):
+def test_generate_command_takes_a_precision(tiny_bundle, tmp_path, capsys, monkeypatch):
     from midillm.cli import main
 
     loaded = []
     original = MidiLM.from_pretrained.__func__
     monkeypatch.setattr(MidiLM, "from_pretrained", classmethod(
         lambda cls, path, dtype="auto": loaded.append(original(cls, path, dtype)) or loaded[-1]))
-    assert main(["generate", str(trained_bundle), "--out", str(tmp_path), "-n", "1", "--max-new-tokens", "30",
+    assert main(["generate", str(tiny_bundle), "--out", str(tmp_path), "-n", "1", "--max-new-tokens", "30",
                  "--precision", "fp32"]) == 0
     assert [lm.precision for lm in loaded] == ["fp32"]
     assert (tmp_path / "sample-000.mid").is_file()
@@ -301,11 +295,11 @@ def real_row(codec, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     return torch.tensor([ids]), torch.tensor([labels]), head
 
 
-def test_generation_prompt_is_how_training_rows_start(trained_bundle):
+def test_generation_prompt_is_how_training_rows_start(tiny_bundle):
     from conftest import make_band_score
     from midillm.tokenization.dataset import chunk_piece
 
-    lm = MidiLM.from_pretrained(trained_bundle, dtype=torch.float32)
+    lm = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
     caption = lm.codec.corpus.caption
     assert caption
     bars = lm.codec.encode_bars(make_band_score(seed=0, bars=6))
@@ -344,9 +338,9 @@ def cached_probabilities(lm: MidiLM, ids: torch.Tensor, head: int) -> torch.Tens
 # bf16: measured 4e-4 on the tiny model, int8 weights 2e-4, against 5e-2 for the adapter's own effect.
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 5e-3), ("int8", 5e-3)],
                          ids=["fp32", "bf16", "int8"])
-def test_generation_model_gives_the_training_distribution(trained_bundle, dtype, tolerance):
-    training = training_time_model(trained_bundle)
-    lm = MidiLM.from_pretrained(trained_bundle, dtype=dtype)
+def test_generation_model_gives_the_training_distribution(tiny_bundle, dtype, tolerance):
+    training = training_time_model(tiny_bundle)
+    lm = MidiLM.from_pretrained(tiny_bundle, dtype=dtype)
     assert lm.precision == ("int8" if dtype == "int8" else {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype])
     ids, labels, head = real_row(lm.codec, lm.context_length)
     assert ids.shape[1] > lm.context_length - 16  # nearly a full training-length row
@@ -376,10 +370,10 @@ def test_generation_model_gives_the_training_distribution(trained_bundle, dtype,
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 5e-3)],
                          ids=["fp32", "bf16"])
-def test_cached_steps_and_padded_windows_equal_a_full_forward_pass(trained_bundle, dtype, tolerance):
+def test_cached_steps_and_padded_windows_equal_a_full_forward_pass(tiny_bundle, dtype, tolerance):
     from conftest import make_band_score
 
-    lm = MidiLM.from_pretrained(trained_bundle, dtype=dtype)
+    lm = MidiLM.from_pretrained(tiny_bundle, dtype=dtype)
     ids, _, head = real_row(lm.codec, lm.context_length)
     decoder = lm.model.get_decoder()
     weight = lm._head()

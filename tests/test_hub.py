@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_band_score, train_tiny_bundle
+from conftest import make_band_score
 from midillm.decoding.generate import MidiLM, SamplingSettings
 
 
@@ -34,18 +34,12 @@ def short_prompt():
 
 
 @pytest.fixture(scope="module")
-def raw_bundle(tiny_models, tiny_data, tmp_path_factory) -> Path:
-    """A tiny bundle exactly as `train()` leaves it (no Hub step run on it)."""
-    return train_tiny_bundle(tiny_models["tied"], tiny_data, tmp_path_factory.mktemp("hub-bundle"), max_steps=20)
-
-
-@pytest.fixture(scope="module")
-def hub_bundle(raw_bundle, tmp_path_factory) -> Path:
+def hub_bundle(tiny_bundle, tmp_path_factory) -> Path:
     """The same bundle after `prepare_bundle_for_hub`."""
     from midillm.hub import prepare_bundle_for_hub
 
     folder = tmp_path_factory.mktemp("hub-ready") / "tiny-midi"
-    shutil.copytree(raw_bundle, folder)
+    shutil.copytree(tiny_bundle, folder)
     return prepare_bundle_for_hub(folder, repo_id="someone/tiny-midi")
 
 
@@ -101,9 +95,9 @@ def prompt_midi(tmp_path_factory) -> Path:
     return path
 
 
-def test_pipeline_in_a_fresh_process_after_import_midillm(raw_bundle, hub_bundle, prompt_midi, tmp_path):
+def test_pipeline_in_a_fresh_process_after_import_midillm(tiny_bundle, hub_bundle, prompt_midi, tmp_path):
     # Both a bundle as training leaves it and a Hub-ready one (with config.json + custom_pipelines).
-    for bundle in (raw_bundle, hub_bundle):
+    for bundle in (tiny_bundle, hub_bundle):
         completed = run_python(f"""
             import json, sys
             import midillm
@@ -114,9 +108,9 @@ def test_pipeline_in_a_fresh_process_after_import_midillm(raw_bundle, hub_bundle
         check_pipeline_result(completed)
 
 
-@pytest.mark.parametrize("which", ["raw_bundle", "hub_bundle"])
+@pytest.mark.parametrize("which", ["tiny_bundle", "hub_bundle"])
 def test_pipeline_in_a_fresh_process_with_trust_remote_code_alone(which, request, prompt_midi, tmp_path):
-    # raw_bundle: what training wrote, with no Hub step run on it; the process never imports
+    # tiny_bundle: what training wrote, with no Hub step run on it; the process never imports
     # midillm itself (the bundle's remote code does, inside pipeline()), and the Hub is offline.
     bundle = request.getfixturevalue(which)
     assert (bundle / "config.json").is_file() and (bundle / "midi_generation.py").is_file()
@@ -291,14 +285,14 @@ def test_model_card_listener_table_shows_only_the_sets_measured():
     assert text.index("| chords on the beat |") < text.index("**Sane samples: 100%**") < text.index("Sanity is a floor")
 
 
-def test_complete_bundle_writes_the_generation_config_from_the_sampling_defaults(raw_bundle, tmp_path):
+def test_complete_bundle_writes_the_generation_config_from_the_sampling_defaults(tiny_bundle, tmp_path):
     from dataclasses import asdict
 
     from midillm.hub import complete_bundle
     from midillm.tokenization import MusicCodec
 
     bundle = tmp_path / "bundle"
-    shutil.copytree(raw_bundle, bundle)
+    shutil.copytree(tiny_bundle, bundle)
     assert not (bundle / "generation_config.json").exists() and not (bundle / "README.md").exists()
     complete_bundle(bundle)
     saved = json.loads((bundle / "generation_config.json").read_text())
@@ -361,12 +355,12 @@ def stand_in_hub(tmp_path, monkeypatch):
     return root, calls
 
 
-def test_push_then_pull_through_the_stand_in_hub(raw_bundle, stand_in_hub, tmp_path, capsys):
+def test_push_then_pull_through_the_stand_in_hub(tiny_bundle, stand_in_hub, tmp_path, capsys):
     from midillm.cli import main
 
     root, calls = stand_in_hub
     bundle = tmp_path / "to-push"
-    shutil.copytree(raw_bundle, bundle)
+    shutil.copytree(tiny_bundle, bundle)
     (bundle / "checkpoints" / "step-10").mkdir(parents=True)
     (bundle / "checkpoints" / "step-10" / "optimizer.bin").write_bytes(b"state")
 
@@ -384,7 +378,7 @@ def test_push_then_pull_through_the_stand_in_hub(raw_bundle, stand_in_hub, tmp_p
 
     pulled = MidiLM.from_pretrained("someone/tiny-midi", dtype=torch.float32)
     assert calls[-1][:2] == ("snapshot_download", "someone/tiny-midi")
-    local = MidiLM.from_pretrained(raw_bundle, dtype=torch.float32)
+    local = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
     settings = SamplingSettings(max_new_tokens=40)
     assert pulled.generate_ids(2, settings=settings, seed=7) == local.generate_ids(2, settings=settings, seed=7)
 
@@ -438,7 +432,7 @@ def test_push_refusals_are_one_line(hub_bundle, monkeypatch, capsys, setting, me
 # ------------------------------------------------------------------------------ export
 
 
-def test_merged_export_loads_with_auto_classes_and_gives_the_adapter_logits(raw_bundle, tmp_path, capsys):
+def test_merged_export_loads_with_auto_classes_and_gives_the_adapter_logits(tiny_bundle, tmp_path, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -447,20 +441,20 @@ def test_merged_export_loads_with_auto_classes_and_gives_the_adapter_logits(raw_
     from midillm.tokenization import MusicCodec
 
     out = tmp_path / "merged"
-    assert main(["export", str(raw_bundle), "--merge", "--out", str(out)]) == 0
+    assert main(["export", str(tiny_bundle), "--merge", "--out", str(out)]) == 0
     assert "Exported" in capsys.readouterr().out
     merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
-    codec = MusicCodec.from_pretrained(raw_bundle)
+    codec = MusicCodec.from_pretrained(tiny_bundle)
     assert len(tokenizer) == len(codec.lm_tokenizer) == merged.get_input_embeddings().weight.shape[0]
     assert tokenizer.convert_ids_to_tokens(codec.music_start_id) == codec.lm_tokenizer.convert_ids_to_tokens(
         codec.music_start_id)
 
     # The adapter bundle, unmerged: base + new rows + LoRA through PEFT.
-    adapter_config = json.loads((raw_bundle / "adapter_config.json").read_text())
+    adapter_config = json.loads((tiny_bundle / "adapter_config.json").read_text())
     base = load_base_model(adapter_config["base_model_name_or_path"])
     add_music_tokens(base, codec)
-    adapter = PeftModel.from_pretrained(base, raw_bundle).eval()
+    adapter = PeftModel.from_pretrained(base, tiny_bundle).eval()
     lm = MidiLM.from_pretrained(out, dtype=torch.float32)
     ids = torch.tensor([lm.prompt_ids(short_prompt(), text="Composer: J.S. Bach")])
     with torch.no_grad():
@@ -472,7 +466,7 @@ def test_merged_export_loads_with_auto_classes_and_gives_the_adapter_logits(raw_
 
     # The adapter bundle, merged in memory, and the merged export sample the same piece.
     settings = SamplingSettings(max_new_tokens=40)
-    in_memory = MidiLM.from_pretrained(raw_bundle, dtype=torch.float32)
+    in_memory = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
     assert lm.generate_ids(2, settings=settings, seed=0) == in_memory.generate_ids(2, settings=settings, seed=0)
     assert (out / "README.md").is_file() and (out / "samples" / "piano-roll.png").is_file()
 

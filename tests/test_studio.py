@@ -13,13 +13,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 import torch
 from symusic import KeySignature, Note, Score, Tempo, TimeSignature, Track
 
-from conftest import make_band_score, train_tiny_bundle
+from conftest import make_band_score
 from midillm.studio.models import PROMPT_TASKS, LoadedModel, build_caption, caption_fields, find_models
 from midillm.studio.server import create_app
 from midillm.tokenization.codec import score_caption
@@ -28,11 +27,6 @@ MAX_UPLOAD_MB = 0.5  # small, so an oversized upload is cheap to send
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tiny_models, tiny_data, tmp_path_factory) -> Path:
-    return train_tiny_bundle(tiny_models["tied"], tiny_data, tmp_path_factory.mktemp("studio-bundle"), max_steps=30)
 
 
 def free_port() -> int:
