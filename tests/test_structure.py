@@ -98,6 +98,8 @@ def prepare_chords(source: Path, out: Path, base_model: Path, vocab_size: int) -
 @pytest.mark.parametrize("vocab_size", [0, 300], ids=["plain", "bpe"])
 def test_tiny_model_on_four_note_chords_keeps_their_structure(
         vocab_size, chord_corpus, tiny_models, tmp_path):
+    # Its own bundle, not conftest's tiny_bundle: the claim is about a model trained on this chord
+    # corpus (60 steps, one per layout), whose structure the samples must keep.
     data = prepare_chords(chord_corpus, tmp_path / "data", tiny_models["tied"], vocab_size)
     bundle = train_tiny_bundle(tiny_models["tied"], data, tmp_path / "bundle", max_steps=60)
     lm = MidiLM.from_pretrained(bundle, dtype=torch.float32)

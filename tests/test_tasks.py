@@ -137,6 +137,9 @@ def task_data(tiny_models, tmp_path_factory) -> Path:
     return out
 
 
+# Not conftest's shared tiny_bundle: these tests need named parts (Melody, Bass, Piano) and rows
+# that are mostly infill and accompaniment examples (ratios 1.0, 256-token rows), which the band
+# data of tiny_bundle does not have.
 @pytest.fixture(scope="module")
 def task_bundle(tiny_models, task_data, tmp_path_factory):
     return train_tiny_bundle(tiny_models["tied"], task_data, tmp_path_factory.mktemp("task-bundle"), max_steps=40)
