@@ -131,10 +131,17 @@ def test_unknown_time_signature_is_refused(untrained_lm):
         untrained_lm.generate(time_signature="13/7", max_new_tokens=4)
 
 
-def test_twenty_samples_from_a_trained_bundle_all_decode_and_stay_in_the_corpus(tiny_bundle):
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_bundle):
+    """The shared bundle loaded once in fp32, for the tests that sample from it or read it; the
+    tests about loading itself (precisions, two loads giving the same tokens) load their own."""
+    return MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
+
+
+def test_twenty_samples_from_a_trained_bundle_all_decode_and_stay_in_the_corpus(tiny_lm):
     from test_structure import assert_sane_structure
 
-    model = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
+    model = tiny_lm
     corpus = model.codec.corpus
     samples = model.generate_ids(num_samples=20, settings=SamplingSettings(max_new_tokens=120), seed=0)
     # Prompted as in training: the corpus's typical caption (cut as training rows cut it), then <music>.
@@ -175,7 +182,7 @@ def test_generate_command_writes_every_format(tiny_bundle, tmp_path, capsys):
 # ----------------------------------------------------------------------------- inference precision
 
 
-def test_cpu_default_gives_the_decoder_layers_int8_weights_and_leaves_the_rest(tiny_bundle, monkeypatch):
+def test_cpu_default_gives_the_decoder_layers_int8_weights_and_leaves_the_rest(tiny_bundle, tiny_lm, monkeypatch):
     from torch import nn
 
     from midillm.decoding.precision import Int8Linear, default_precision
@@ -183,7 +190,7 @@ def test_cpu_default_gives_the_decoder_layers_int8_weights_and_leaves_the_rest(t
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert default_precision() == "int8"
     lm = MidiLM.from_pretrained(tiny_bundle)
-    reference = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
+    reference = tiny_lm
     assert lm.precision == "int8" and reference.precision == "fp32"
     layers, reference_layers = lm.model.get_decoder().layers, reference.model.get_decoder().layers
     # Every Linear of the decoder layers is int8 (q, k, v, o, gate, up, down), none is left float.
@@ -295,11 +302,11 @@ def real_row(codec, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     return torch.tensor([ids]), torch.tensor([labels]), head
 
 
-def test_generation_prompt_is_how_training_rows_start(tiny_bundle):
+def test_generation_prompt_is_how_training_rows_start(tiny_lm):
     from conftest import make_band_score
     from midillm.tokenization.dataset import chunk_piece
 
-    lm = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
+    lm = tiny_lm
     caption = lm.codec.corpus.caption
     assert caption
     bars = lm.codec.encode_bars(make_band_score(seed=0, bars=6))
@@ -307,6 +314,13 @@ def test_generation_prompt_is_how_training_rows_start(tiny_bundle):
                                     lm.codec.music_start_id, lm.codec.music_end_id, lm.context_length)
     # With no text, MidiLM prompts with the corpus's typical caption, cut as training cuts it.
     assert lm.prompt_ids() == row[:head]
+
+
+@pytest.fixture(scope="module")
+def training_model(tiny_bundle):
+    """Built once for the three precisions compared with it; only read (the adapter is switched
+    off inside a context that switches it back on)."""
+    return training_time_model(tiny_bundle)
 
 
 def training_probabilities(training, ids: torch.Tensor) -> torch.Tensor:
@@ -338,8 +352,8 @@ def cached_probabilities(lm: MidiLM, ids: torch.Tensor, head: int) -> torch.Tens
 # bf16: measured 4e-4 on the tiny model, int8 weights 2e-4, against 5e-2 for the adapter's own effect.
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 5e-3), ("int8", 5e-3)],
                          ids=["fp32", "bf16", "int8"])
-def test_generation_model_gives_the_training_distribution(tiny_bundle, dtype, tolerance):
-    training = training_time_model(tiny_bundle)
+def test_generation_model_gives_the_training_distribution(tiny_bundle, training_model, dtype, tolerance):
+    training = training_model
     lm = MidiLM.from_pretrained(tiny_bundle, dtype=dtype)
     assert lm.precision == ("int8" if dtype == "int8" else {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype])
     ids, labels, head = real_row(lm.codec, lm.context_length)
