@@ -141,7 +141,8 @@ def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool
     """
     import torch
 
-    from midillm.decoding.generate import MidiLM, SamplingSettings
+    from midillm.decoding.generate import MidiLM
+    from midillm.decoding.request import SamplingSettings
     from midillm.decoding.precision import wide_weights
 
     if codec.render == "tokens" and (APPROACHES[name]["music_only_head"] or constrain):

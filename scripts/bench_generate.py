@@ -18,7 +18,7 @@ import warnings
 import torch
 
 from midillm import MidiLM, MusicCodec
-from midillm.decoding.generate import SamplingSettings
+from midillm.decoding.request import SamplingSettings
 
 
 def load(arguments, dtype: str) -> MidiLM:

@@ -681,7 +681,7 @@ def test_eval_command_writes_metrics_and_a_report(trained_bundle, tiny_data, tmp
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     # Sampled as `generate` samples this bundle (its own settings), but for the flags given.
-    from midillm.decoding.generate import SamplingSettings
+    from midillm.decoding.request import SamplingSettings
 
     bundle_sampling = SamplingSettings.from_pretrained(trained_bundle)
     assert metrics["sampling"]["temperature"] == bundle_sampling.temperature
