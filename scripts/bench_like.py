@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.report import write_json
-from harness.stretches import Stretches, bars_spanned, distances, excerpt, feature_matrix, sane_corpus
+from harness.stretches import (Stretches, add_corpus_arguments, bars_spanned, distances, excerpt, feature_matrix,
+                                sane_corpus)
 
 warnings.filterwarnings("ignore")
 
@@ -57,8 +58,7 @@ def tastes(features, center, spread, density, neighbourhoods, seed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="runs/demo/bach-smollm2")
-    parser.add_argument("--corpus", default="music21:bach", help="The corpus the model was trained on.")
-    parser.add_argument("--corpus-pieces", type=int, default=200)
+    add_corpus_arguments(parser)
     parser.add_argument("--samples", type=int, default=8, help="Samples kept per taste and way of keeping.")
     parser.add_argument("--max-new-tokens", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)

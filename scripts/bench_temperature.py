@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.report import write_json
-from harness.stretches import Stretches, bars_spanned, distances, feature_matrix, sane_corpus
+from harness.stretches import Stretches, add_corpus_arguments, bars_spanned, distances, feature_matrix, sane_corpus
 
 warnings.filterwarnings("ignore")
 
@@ -48,8 +48,7 @@ def voice_joins(scores) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="runs/demo/bach-smollm2")
-    parser.add_argument("--corpus", default="music21:bach", help="The corpus the model was trained on.")
-    parser.add_argument("--corpus-pieces", type=int, default=200)
+    add_corpus_arguments(parser)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.85, 0.7, 0.6])
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=384)

@@ -51,6 +51,12 @@ def center_and_spread(rows) -> tuple[np.ndarray, np.ndarray]:
     return np.nanmean(rows, axis=0), np.where(spread > 0, spread, 1.0)
 
 
+def add_corpus_arguments(parser) -> None:
+    """--corpus and --corpus-pieces: what `sane_corpus` reads, the same in every script that uses it."""
+    parser.add_argument("--corpus", default="music21:bach", help="The corpus the model was trained on.")
+    parser.add_argument("--corpus-pieces", type=int, default=200)
+
+
 def sane_corpus(corpus: str, pieces: int, profile) -> tuple[list, list]:
     """(files, scores) of the first `pieces` of a source that are sane for the model's corpus
     `profile`: an instrumental chorale with doubled parts (more notes at an onset than the
