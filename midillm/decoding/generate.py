@@ -311,9 +311,10 @@ class MidiLM:
         return text
 
     def constraints(self, text: str | None = None, programs: list[int] | None = None,
-                    min_bars: int | None = -1) -> CorpusConstraints | None:
+                    min_bars: int | None = -1, strict_voice_leading: bool = False) -> CorpusConstraints | None:
         """The corpus constraints for a caption (its instruments, if it names any, else the
-        corpus's programs) or explicit `programs`; None when the codec knows no corpus."""
+        corpus's programs) or explicit `programs`, with strict voice leading between the parts
+        if asked (`midillm.decoding.voice_leading`); None when the codec knows no corpus."""
         if self.codec.corpus is None:
             return None
         text = self.default_text(text)
@@ -321,7 +322,8 @@ class MidiLM:
         named_parts = names_in_caption(text) if self.codec.parts else []
         return CorpusConstraints(self.grammar, self.codec.corpus,
                                  programs=programs or programs_named_in(text) or None,
-                                 max_parts=len(named_parts) or -1, min_bars=min_bars, part_names=named_parts)
+                                 max_parts=len(named_parts) or -1, min_bars=min_bars, part_names=named_parts,
+                                 strict_voice_leading=strict_voice_leading)
 
     # ------------------------------------------------------------------------- sampling
 
@@ -343,7 +345,8 @@ class MidiLM:
                      time_signature: str | None = None, tempo: float | None = None,
                      constrain: bool = True, prompt_ids: list[int] | None = None,
                      plans: list[_BarPlan] | None = None,
-                     on_step: Callable[[int, int], None] | None = None) -> list[list[int]]:
+                     on_step: Callable[[int, int], None] | None = None,
+                     strict_voice_leading: bool = False) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each.
 
         `constrain=False` samples under the syntax grammar alone (the model on its own); True
@@ -358,7 +361,8 @@ class MidiLM:
         if prompt_ids is None:
             prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
         # A task's plan says when its music ends, not the corpus's shortest piece.
-        constraints = self.constraints(text, programs, min_bars=None if plans else -1) if constrain else None
+        constraints = self.constraints(text, programs, min_bars=None if plans else -1,
+                                       strict_voice_leading=strict_voice_leading) if constrain else None
         grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True,
                                                    constraints=constraints)
         program_mask = self._program_mask(programs)
@@ -474,14 +478,16 @@ class MidiLM:
 
     def generate(self, num_samples: int = 1, prompt=None, text: str | None = None, seed: int | None = 0,
                  programs: list[int] | None = None, time_signature: str | None = None,
-                 tempo: float | None = None, constrain: bool = True, **sampling) -> list[Score]:
+                 tempo: float | None = None, constrain: bool = True, strict_voice_leading: bool = False,
+                 **sampling) -> list[Score]:
         """Sample scores. `prompt` (a MIDI or audio path, bytes or Score) is continued; `text` is a caption
         (default: the corpus's typical one); `programs` (-1 = drums), `time_signature` and
         `tempo` force those controls; `constrain=False` turns the corpus constraints off;
-        `sampling` changes the bundle's `SamplingSettings` (max_new_tokens, temperature, ...)."""
+        `strict_voice_leading` forbids parallel fifths and octaves, crossing and wide spacing
+        between the parts; `sampling` changes the bundle's `SamplingSettings` (max_new_tokens, ...)."""
         request = MusicRequest("continue", prompt, text, programs=programs, time_signature=time_signature,
                                tempo=tempo, num_samples=num_samples, seed=seed, constrain=constrain,
-                               sampling=sampling)
+                               strict_voice_leading=strict_voice_leading, sampling=sampling)
         return [sample.score for sample in self.run(request)]
 
     def run(self, request: MusicRequest) -> list[Sample]:
@@ -494,7 +500,8 @@ class MidiLM:
             rows = self.generate_ids(request.num_samples, request.music, request.text, settings, request.seed,
                                      request.programs, progress=request.progress,
                                      time_signature=request.time_signature, tempo=request.tempo,
-                                     constrain=request.constrain, on_step=request.on_step)
+                                     constrain=request.constrain, on_step=request.on_step,
+                                     strict_voice_leading=request.strict_voice_leading)
             return [Sample(self.codec.decode(row), row, record["ended"])
                     for row, record in zip(rows, self.last_generation)]
         score = self.load_score(request.music)
@@ -524,12 +531,13 @@ class MidiLM:
                         f"and train again (it can: {', '.join(self.tasks)})")
 
     def infill(self, midi, bars: tuple[int, int] | str, num_samples: int = 1, text: str | None = None,
-               seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:
+               seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool = False,
+               **sampling) -> list[Score]:
         """New bars `bars` (first, last; counted from 1, inclusive, or "5-8") of `midi` (a path,
         MIDI bytes, a Score or a recording), leading from the bar before into the bar after.
         Everything outside the gap is the piece as given; the gap has exactly that many bars."""
         request = MusicRequest("infill", midi, text, bars=bars, num_samples=num_samples, seed=seed,
-                               constrain=constrain, sampling=sampling)
+                               constrain=constrain, strict_voice_leading=strict_voice_leading, sampling=sampling)
         return [sample.score for sample in self.run(request)]
 
     def _infill(self, score: Score, request: MusicRequest, settings: SamplingSettings) -> list[Score]:
@@ -551,7 +559,8 @@ class MidiLM:
             plan.row_changes_program = changes_program
         rows = self.generate_ids(num_samples, settings=settings, seed=request.seed, constrain=request.constrain,
                                  prompt_ids=prompt, text=text if text is not None else self.codec.caption(score),
-                                 plans=plans, progress=request.progress, on_step=request.on_step)
+                                 plans=plans, progress=request.progress, on_step=request.on_step,
+                                 strict_voice_leading=request.strict_voice_leading)
         scores = []
         for row in rows:
             middle = self.codec.music_part(row)
@@ -587,20 +596,22 @@ class MidiLM:
         return prompt, piece_bars, gap_start, gap_bars
 
     def accompany(self, midi, tracks: list[str] | None = None, num_samples: int = 1, text: str | None = None,
-                  seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:
+                  seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool = False,
+                  **sampling) -> list[Score]:
         """Keep the `tracks` of `midi` (by name; default: all of its tracks) exactly and write the
         other parts for them, bar by bar (on the chorales: harmonise a soprano line). The parts
         to write come from the caption's "Parts:" line (`text`, else the corpus's)."""
         request = MusicRequest("accompany", midi, text, tracks=tracks, num_samples=num_samples, seed=seed,
-                               constrain=constrain, sampling=sampling)
+                               constrain=constrain, strict_voice_leading=strict_voice_leading, sampling=sampling)
         return [sample.score for sample in self.run(request)]
 
     def arrange(self, midi, text: str, tracks: list[str] | None = None, num_samples: int = 1,
-                seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:
+                seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool = False,
+                **sampling) -> list[Score]:
         """Keep the melody of `midi` (the `tracks` named, else its highest part) and write the rest
         anew under the caption `text` (instruments, composer, tempo, parts)."""
         request = MusicRequest("arrange", midi, text, tracks=tracks, num_samples=num_samples, seed=seed,
-                               constrain=constrain, sampling=sampling)
+                               constrain=constrain, strict_voice_leading=strict_voice_leading, sampling=sampling)
         return [sample.score for sample in self.run(request)]
 
     def _arrange(self, score: Score, request: MusicRequest, settings: SamplingSettings) -> list[Score]:
@@ -655,7 +666,7 @@ class MidiLM:
         settings = settings.updated(max_new_tokens=max(settings.max_new_tokens, 4 * total_given))
         rows = self.generate_ids(num_samples, settings=settings, seed=request.seed, constrain=request.constrain,
                                  prompt_ids=prompt, text=caption_text, plans=plans, progress=request.progress,
-                                 on_step=request.on_step)
+                                 on_step=request.on_step, strict_voice_leading=request.strict_voice_leading)
         scores = []
         for row, plan in zip(rows, plans):
             music = self.codec.music_part(row)
