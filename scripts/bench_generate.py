@@ -24,7 +24,7 @@ from midillm.decoding.generate import SamplingSettings
 def load(arguments, dtype: str) -> MidiLM:
     if arguments.bundle:
         return MidiLM.from_pretrained(arguments.bundle, dtype=dtype)
-    from midillm.finetune.model import add_music_tokens, load_base_model
+    from midillm.model.runtime import add_music_tokens, load_base_model
 
     codec = MusicCodec.from_pretrained(arguments.codec)
     model = load_base_model(codec.base_model)

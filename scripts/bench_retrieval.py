@@ -145,7 +145,7 @@ def main():
 
     from midillm.decoding.generate import MidiLM
     from midillm.decoding.precision import default_precision
-    from midillm.finetune.model import add_music_tokens, load_base_model
+    from midillm.model.runtime import add_music_tokens, load_base_model
 
     layers = [int(value) for value in arguments.layers.split(",")]
     pieces = load_mix(arguments.per_collection)

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from midillm.bundle_files import CHECKPOINTS, MODEL_CARD, SUMMARY_FILE, write_remote_code
-from midillm.tokenization.dataset import IGNORE_INDEX
+from midillm.model.data import Collate, check_labels, label_tokens, load_prepared
 from midillm.version import __version__
 
 from .config import ConfigError, TrainConfig, load_config
@@ -58,18 +58,6 @@ def release_free_heap() -> None:
 
 
 _malloc_trim = None
-
-
-class Collate:
-    """Rows -> a batch of int64 tensors, cut to `seq_len` (picklable for DataLoader workers)."""
-
-    def __init__(self, seq_len: int):
-        self.seq_len = seq_len
-
-    def __call__(self, rows):
-        input_ids = torch.stack([torch.as_tensor(row["input_ids"][: self.seq_len]) for row in rows]).long()
-        labels = torch.stack([torch.as_tensor(row["labels"][: self.seq_len]) for row in rows]).long()
-        return {"input_ids": input_ids, "labels": labels}
 
 
 class TrainingBudget:
@@ -110,43 +98,6 @@ class TrainingBudget:
         if self.kind == "linear":
             return warmup * (1.0 - self.progress)
         return warmup
-
-
-def label_tokens(batch) -> torch.Tensor:
-    """Tokens that carry loss (labels are predicted from the position before them)."""
-    return (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
-
-
-def load_prepared(data_dir: Path):
-    """The codec, the dataset splits and the prepare report of a `midillm prepare` folder."""
-    from datasets import load_from_disk
-
-    from midillm.tokenization import MusicCodec
-
-    for needed in ("codec", "dataset", "prepare.json"):
-        if not (data_dir / needed).exists():
-            raise ConfigError(f"data_dir {data_dir} has no {needed}: run `midillm prepare SOURCE --out {data_dir}` first")
-    codec = MusicCodec.from_pretrained(data_dir / "codec")
-    dataset = load_from_disk(str(data_dir / "dataset"))
-    report = json.loads((data_dir / "prepare.json").read_text())
-    return codec, dataset, report
-
-
-def check_labels(split, music_lm_ids: list[int], name: str) -> int:
-    """Every label must be a music row for the music-only head; returns the label-token count."""
-    import numpy as np
-
-    allowed = np.asarray(sorted(music_lm_ids))
-    count = 0
-    for start in range(0, len(split), 1024):
-        labels = np.asarray(split[start:start + 1024]["labels"])[:, 1:]
-        labels = labels[labels != IGNORE_INDEX]
-        count += labels.size
-        if allowed.size and not np.isin(labels, allowed).all():
-            bad = labels[~np.isin(labels, allowed)][0]
-            raise ConfigError(f"the {name} split has label id {bad}, which is not a music token of the codec; "
-                              "set music_only_head=false or re-run `midillm prepare`")
-    return count
 
 
 def hardware_description(device: torch.device) -> dict:
@@ -256,7 +207,9 @@ def _train(config: TrainConfig, log=None) -> Path:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .model import build_model, plain_token_rows, resolve_mixed_precision, trainable_parameter_groups
+    from midillm.model.runtime import plain_token_rows, resolve_mixed_precision
+
+    from .model import build_model, trainable_parameter_groups
 
     cpu = _distributed_cpu()
     state = PartialState(cpu=cpu)
