@@ -119,7 +119,7 @@ def merged_model(bundle: Path, precision):
 
     from midillm import MusicCodec
     from midillm.decoding.precision import apply_precision
-    from midillm.finetune.model import add_music_tokens, load_base_model
+    from midillm.model.runtime import add_music_tokens, load_base_model
 
     codec = MusicCodec.from_pretrained(bundle)
     model = load_base_model(codec.base_model)
@@ -230,10 +230,12 @@ def run_approach(name: str, args) -> dict:
     warnings.filterwarnings("ignore")
     from midillm.finetune import load_config
     from midillm.finetune.train import train
+    from midillm.tokenization.prepared import PreparedData
 
     spec = APPROACHES[name]
     data = Path(args.work) / name / "data"
-    report = json.loads((data / "prepare.json").read_text())
+    prepared = PreparedData(data)
+    report = prepared.read_report()
     bundle = Path(args.work) / name / "model"
     overrides = [f"data_dir={data}", f"output_dir={bundle}", f"base_model={args.base_model}",
                  *(f"{key}={value}" for key, value in recipe(name, args).items()), f"max_minutes={args.minutes}",
@@ -246,9 +248,7 @@ def run_approach(name: str, args) -> dict:
     summary = json.loads((bundle / "training_summary.json").read_text())
     tokens_per_note = held_out_tokens_per_note(report)
     # The setting, as prepared and trained: what the (a) row's defaults are today.
-    from midillm import MusicCodec
-
-    has_bpe = MusicCodec.from_pretrained(data / "codec").music_tokenizer.is_trained
+    has_bpe = prepared.load_codec().music_tokenizer.is_trained
     setting = "plain REMI" if not has_bpe else f"BPE to {report['music_vocab_size']} music tokens, " + (
         "compositional rows" if config.compositional_rows else "separate rows")
     result = {

@@ -11,7 +11,6 @@ soprano) and lets the model write the others (first 8 bars), then infills 2 bars
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -28,8 +27,9 @@ def main() -> None:
 
     from midillm.decoding.generate import MidiLM
     from midillm.eval.tasks import evaluate_tasks
+    from midillm.tokenization.prepared import PreparedData
 
-    report = json.loads((Path(arguments.data) / "prepare.json").read_text())
+    report = PreparedData(arguments.data).read_report()
     pieces = [Path(piece["path"]) for piece in report["pieces"] if piece["split"] == "test"][: arguments.pieces]
     lm = MidiLM.from_pretrained(arguments.model)
     started = time.time()
