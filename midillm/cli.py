@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     from midillm.tokenization.base_model import BaseModelError
     from midillm.tokenization.codec import CodecVersionError
     from midillm.decoding.export import ExportError
-    from midillm.decoding.generate import BundleError
+    from midillm.model.bundle import BundleError
     from midillm.tokenization.sources import SourceError
 
     user_errors = (SourceError, BaseModelError, CodecVersionError, ExportError, BundleError, ValueError, OSError)

@@ -9,7 +9,6 @@ The warpers (temperature, top-k, top-p, min-p, repetition penalty) are transform
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,20 +17,16 @@ import torch
 from symusic import Score
 from tqdm.auto import tqdm
 
-from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE
 from midillm.errors import first_line
+from midillm.model.bundle import Bundle
 from midillm.tokenization import MusicCodec
-from midillm.tokenization.codec import CODEC_CONFIG_FILE, caption_fields, names_in_caption
+from midillm.tokenization.codec import caption_fields, names_in_caption
 from midillm.tokenization.profile import part_names
 from midillm.tokenization.dataset import caption_budget
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar, programs_named_in
 from .precision import apply_precision, model_precision, wide_weights
 from .request import MusicRequest, SamplingSettings, TaskError, parse_bar_range
-
-
-class BundleError(Exception):
-    """A path that is not a usable midillm bundle; one line for the user."""
 
 
 @dataclass
@@ -226,34 +221,15 @@ class MidiLM:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | str | None = "auto") -> MidiLM:
-        """Load a bundle (base model + adapter + codec), with the adapter merged for speed.
+        """Load a bundle (base model + adapter + codec; a folder or a Hub id), with the adapter
+        merged for speed.
 
         `dtype`: "auto" (`midillm.decoding.precision.default_precision()`: int8 weights on CPU,
         bf16 on CUDA), "fp32", "bf16", "fp16", "int8" or a torch dtype; None: fp32 as loaded."""
-        from midillm.finetune.model import add_music_tokens, load_base_model
-
-        path = Path(path)
-        if not path.is_dir():
-            path = Path(_download_bundle(str(path)))
-        if not (path / CODEC_CONFIG_FILE).is_file():
-            raise BundleError(f"{path} is not a midillm bundle ({CODEC_CONFIG_FILE} missing)")
-        codec = MusicCodec.from_pretrained(path)
-        if (path / ADAPTER_CONFIG).is_file():
-            from peft import PeftModel
-
-            base_model = json.loads((path / ADAPTER_CONFIG).read_text()).get(
-                "base_model_name_or_path") or codec.base_model
-            model = load_base_model(base_model)
-            add_music_tokens(model, codec)
-            model = PeftModel.from_pretrained(model, path).merge_and_unload()
-        elif (path / MODEL_CONFIG).is_file():  # a merged export
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(path)
-        else:
-            raise BundleError(f"{path} has a codec but no model ({ADAPTER_CONFIG} or {MODEL_CONFIG})")
-        return cls(model, codec, dtype=dtype, context_length=_training_context_length(path),
-                   sampling=SamplingSettings.from_pretrained(path))
+        bundle = Bundle.locate(path).check()
+        codec = MusicCodec.from_pretrained(bundle.path)
+        return cls(bundle.load_model(codec), codec, dtype=dtype, context_length=bundle.training_context_length(),
+                   sampling=SamplingSettings.from_pretrained(bundle.path))
 
     # ------------------------------------------------------------------------- prompts
 
@@ -784,26 +760,3 @@ def select_tracks(score: Score, names: list[str] | None) -> Score:
     selected = score.copy()
     selected.tracks = [track.copy() for track in chosen]
     return selected
-
-
-def _training_context_length(path: Path) -> int | None:
-    """The row length the bundle was trained on, when its training summary says."""
-    summary = path / SUMMARY_FILE
-    if not summary.is_file():
-        return None
-    try:
-        return int(json.loads(summary.read_text()).get("seq_len") or 0) or None
-    except (ValueError, TypeError):
-        return None
-
-
-def _download_bundle(repo_id: str) -> str:
-    """A Hub id: download the bundle (a missing local folder is reported as such)."""
-    if repo_id.startswith((".", "/", "~")) or repo_id.count("/") != 1:
-        raise BundleError(f"{repo_id} is not a folder (and not a Hub id like owner/name)")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(repo_id)
-    except Exception as error:  # offline, private, missing: one line either way
-        raise BundleError(f"cannot download {repo_id}: {first_line(error)}") from error
