@@ -11,10 +11,10 @@ soprano) and lets the model write the others (first 8 bars), then infills 2 bars
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
+
+from harness.load import prepared_pieces
+from harness.machine import machine
 
 
 def main() -> None:
@@ -24,19 +24,21 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="Folder for tasks.json and the piano rolls.")
     parser.add_argument("--pieces", type=int, default=10, help="Held-out pieces to use (default: 10).")
     parser.add_argument("--bars", type=int, default=8, help="Bars of each piece to harmonise (default: 8).")
+    parser.add_argument("--strict-voice-leading", action="store_true",
+                        help="Harmonise and infill under strict voice leading (no parallel fifths or octaves, no crossing).")
     arguments = parser.parse_args()
 
     from midillm.decoding.generate import MidiLM
     from midillm.eval.tasks import evaluate_tasks
 
-    report = json.loads((Path(arguments.data) / "prepare.json").read_text())
-    pieces = [Path(piece["path"]) for piece in report["pieces"] if piece["split"] == "test"][: arguments.pieces]
+    pieces = prepared_pieces(arguments.data, "test")[: arguments.pieces]
     lm = MidiLM.from_pretrained(arguments.model)
     started = time.time()
-    result = evaluate_tasks(lm, pieces, arguments.out, max_bars=arguments.bars)
+    result = evaluate_tasks(lm, pieces, arguments.out, max_bars=arguments.bars,
+                            strict_voice_leading=arguments.strict_voice_leading)
     seconds = time.time() - started
     harmonisation, infill = result["harmonisation"], result["infill"]
-    print(f"\n{result['pieces']} held-out pieces, {seconds:.0f} s on {platform.processor() or platform.machine()}\n")
+    print(f"\n{result['pieces']} held-out pieces, {seconds:.0f} s on {machine()}\n")
     print("| measure | model | Bach | shuffled control |")
     print("|---|---|---|---|")
     print(f"| harmonisations sane | {100 * harmonisation['sane_share']:.0f}% | | |")

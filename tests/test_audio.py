@@ -162,7 +162,8 @@ def test_bad_audio_prompt_fails_before_the_model_loads(case, tmp_path, capsys):
 
 def test_generate_continues_a_recorded_phrase(tiny_bundle, melody_wav, tmp_path, capsys):
     from midillm.cli import main
-    from midillm.decoding.generate import MidiLM, SamplingSettings
+    from midillm.decoding.generate import MidiLM
+    from midillm.decoding.request import SamplingSettings
     from midillm.tokenization.roundtrip import note_keys
 
     lm = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)

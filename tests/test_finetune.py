@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from midillm.finetune import ConfigError, TrainConfig, build_model, load_config
-from midillm.finetune.model import add_music_tokens, load_base_model, trainable_parameter_groups
-from midillm.finetune.train import SUMMARY_FILE, TRAINER_STATE, Collate, load_prepared, main, train
+from midillm.finetune.model import trainable_parameter_groups
+from midillm.finetune.train import SUMMARY_FILE, TRAINER_STATE, main, train
+from midillm.model.data import Collate, load_prepared
+from midillm.model.runtime import add_music_tokens, load_base_model
 
 
 def tiny_config(data_dir: Path, output_dir: Path, base_model: Path, **overrides) -> TrainConfig:
@@ -150,7 +152,7 @@ def test_midillm_train_writes_the_whole_bundle(tiny_models, tiny_data, tmp_path)
     from huggingface_hub import ModelCard
 
     from midillm.cli import main as cli_main
-    from midillm.decoding.generate import SamplingSettings
+    from midillm.decoding.request import SamplingSettings
 
     output = tmp_path / "run"
     assert cli_main(["train", f"data_dir={tiny_data}", f"output_dir={output}", f"base_model={tiny_models['tied']}",
@@ -274,7 +276,7 @@ def test_merge_rows_are_built_from_their_base_tokens(tiny_models, tiny_data, tmp
     from safetensors.torch import load_file
     from torch.nn.utils import parametrize
 
-    from midillm.finetune.model import composition_of_rows, plain_token_rows
+    from midillm.model.runtime import composition_of_rows, plain_token_rows
 
     codec, _, _ = load_prepared(tiny_data)
     config = tiny_config(tiny_data, tmp_path, tiny_models["tied"])

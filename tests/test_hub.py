@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from conftest import make_band_score
-from midillm.decoding.generate import MidiLM, SamplingSettings
+from midillm.decoding.generate import MidiLM
+from midillm.decoding.request import SamplingSettings
 
 
 
@@ -382,7 +383,7 @@ def test_push_then_pull_through_the_stand_in_hub(tiny_bundle, stand_in_hub, tmp_
     settings = SamplingSettings(max_new_tokens=40)
     assert pulled.generate_ids(2, settings=settings, seed=7) == local.generate_ids(2, settings=settings, seed=7)
 
-    from midillm.decoding.generate import BundleError
+    from midillm.model.bundle import BundleError
 
     with pytest.raises(BundleError, match="cannot download someone/missing"):
         MidiLM.from_pretrained("someone/missing")
@@ -437,7 +438,7 @@ def test_merged_export_loads_with_auto_classes_and_gives_the_adapter_logits(tiny
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from midillm.cli import main
-    from midillm.finetune.model import add_music_tokens, load_base_model
+    from midillm.model.runtime import add_music_tokens, load_base_model
     from midillm.tokenization import MusicCodec
 
     out = tmp_path / "merged"

@@ -12,8 +12,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_prepare_train_and_sample_with_the_default_base_model(default_base_bundle):
-    from midillm.decoding.generate import MidiLM, SamplingSettings
+    from midillm.decoding.generate import MidiLM
     from midillm.decoding.precision import default_precision
+    from midillm.decoding.request import SamplingSettings
 
     # Prepared from 12 chorales and trained for 2 steps by `midillm train` (conftest).
     bundle, report = default_base_bundle

@@ -24,6 +24,7 @@ from midillm.version import __version__
 from .base_model import DEFAULT_BASE_MODEL
 from .codec import (DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, LAYOUTS, MIDITOK_VERSION, RENDERS, TOKENIZATIONS,
                     MusicCodec, score_caption)
+from .prepared import PreparedData
 from .profile import CorpusProfile, measure_corpus
 from .sources import CheckedFile, Skipped, check_files, list_source
 
@@ -352,10 +353,10 @@ def prepare(config: PrepareConfig, log=print) -> dict:
     if not pieces:
         raise ValueError(f"no usable MIDI in {config.source}: all {files_read} files were skipped")
 
-    report_path = out / "prepare.json"
+    prepared = PreparedData(out)
     key = fingerprint(config, pieces)
-    if report_path.is_file() and (out / "dataset" / "dataset_dict.json").is_file():
-        previous = json.loads(report_path.read_text())
+    if prepared.is_complete():
+        previous = prepared.read_report()
         if previous.get("fingerprint") == key:
             log(f"{out} is up to date with these files and settings; nothing to do")
             return previous
@@ -381,7 +382,7 @@ def prepare(config: PrepareConfig, log=print) -> dict:
     # What the rows will teach besides continuation: tasks need parts (REMI).
     codec.tasks = ("continue",) + (("infill",) if config.infill_ratio > 0 and codec.parts else ()) + (
         ("accompany", "arrange") if config.accompany_ratio > 0 and codec.parts else ())
-    codec_dir = out / "codec"
+    codec_dir = prepared.codec_dir
     codec.save_pretrained(codec_dir)
 
     shifts_for_train = [0] + [shift for shift in range(-config.transpose, config.transpose + 1) if shift]
@@ -451,7 +452,7 @@ def prepare(config: PrepareConfig, log=print) -> dict:
         padding_total += padding
         ids_total += len(rows) * config.seq_len
         dataset_splits[split] = Dataset.from_dict({"input_ids": rows, "labels": labels}, features=features)
-    DatasetDict(dataset_splits).save_to_disk(str(out / "dataset"))
+    DatasetDict(dataset_splits).save_to_disk(str(prepared.dataset_dir))
 
     notes = sum(stats["notes"] for stats in split_stats.values())
     music_tokens = sum(stats["music_tokens"] for stats in split_stats.values())
@@ -476,5 +477,5 @@ def prepare(config: PrepareConfig, log=print) -> dict:
         "versions": {"midillm": __version__, "miditok": MIDITOK_VERSION},
         "seconds": round(time.time() - started, 1),
     }
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    prepared.report_path.write_text(json.dumps(report, indent=2) + "\n")
     return report
