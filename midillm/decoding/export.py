@@ -24,6 +24,8 @@ import numpy as np
 from symusic import Score
 from symusic.core import ScoreTick
 
+from midillm.tokenization.metre import bar_length
+
 __all__ = ["FORMATS", "ExportError", "parse_formats", "export_score", "to_midi_bytes",
            "write_midi", "write_musicxml", "write_wav", "write_png", "find_soundfont"]
 
@@ -283,7 +285,7 @@ def _bar_lines(score_quarter, end: float) -> list[float]:
     bars: list[float] = []
     for index, (start, numerator, denominator) in enumerate(signatures):
         stop = signatures[index + 1][0] if index + 1 < len(signatures) else end
-        length = numerator * 4.0 / denominator
+        length = bar_length(numerator, denominator)
         if length <= 0:
             continue
         time = start

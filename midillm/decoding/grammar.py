@@ -20,6 +20,7 @@ import torch
 from transformers import LogitsProcessor
 
 from midillm.tokenization.codec import MAX_PARTS, caption_field
+from midillm.tokenization.metre import bar_length
 
 SPECIAL_TYPES = frozenset({"PAD", "BOS", "EOS", "MASK"})
 TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track", "Part"})
@@ -584,7 +585,7 @@ class CorpusConstraints:
     def _set_metre(self, state: _OnsetState, signature: str) -> None:
         numerator, denominator = (int(part) for part in signature.split("/"))
         state.bar_positions = numerator * self.positions_per_beat
-        state.bar_quarters = numerator * 4 / denominator
+        state.bar_quarters = bar_length(numerator, denominator)
         state.position_quarters = 4 / denominator / self.positions_per_beat
 
     def start_state(self) -> _OnsetState:

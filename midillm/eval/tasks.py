@@ -23,6 +23,7 @@ import torch
 from symusic import Score
 from tqdm.auto import tqdm
 
+from midillm.tokenization.metre import bar_length
 from midillm.tokenization.profile import first_bars, measure_corpus
 
 from .sanity import sample_sanity, sanity_summary
@@ -38,7 +39,8 @@ def shuffled_control(score: Score, rng: random.Random) -> Score:
     """The score with every part but the first moved bar by bar into a random order (4/4 bars
     of the first metre): the same notes, with no regard for the melody above them."""
     signature = score.time_signatures[0] if len(score.time_signatures) else None
-    bar = score.ticks_per_quarter * (signature.numerator * 4 // signature.denominator if signature else 4)
+    numerator, denominator = (signature.numerator, signature.denominator) if signature else (4, 4)
+    bar = int(bar_length(numerator, denominator, score.ticks_per_quarter))
     bars = max(1, math.ceil(score.end() / bar))
     shuffled = score.copy()
     for track in list(shuffled.tracks)[1:]:

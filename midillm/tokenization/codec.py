@@ -39,6 +39,7 @@ from symusic import Note, Score
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL, load_lm_tokenizer
+from .metre import bar_end_after
 from .profile import CorpusProfile, part_names, tokenizer_settings
 
 TOKENIZATIONS = ("REMI", "TSD", "MIDILike", "Structured", "MMM", "PerTok")
@@ -267,20 +268,6 @@ def note_units(tokens: list[str]) -> list[list[str]]:
             has_pitch = False
         has_pitch = has_pitch or kind in NOTE_TYPES
     return units
-
-
-def bar_end_after(time_signatures: list[tuple[int, int, int]], ticks_per_quarter: int, tick: int) -> int:
-    """The end (in ticks) of the bar that holds `tick`, bars laid from 0 by the (time, numerator,
-    denominator) metres (4/4 before any)."""
-    signatures = sorted(time_signatures) or [(0, 4, 4)]
-    start, index = 0, 0
-    while True:
-        while index + 1 < len(signatures) and signatures[index + 1][0] <= start:
-            index += 1
-        length = max(1, signatures[index][1] * ticks_per_quarter * 4 // signatures[index][2])
-        if start + length > tick:
-            return start + length
-        start += length
 
 
 def caption_fields(text: str | None) -> dict[str, str]:

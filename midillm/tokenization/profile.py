@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from symusic import Score
 
+from .metre import bar_length
+
 DRUMS = -1  # the program number the profile (and miditok) give drums
 # Candidate grids, in positions per beat: the smallest that holds (almost) every onset and
 # duration of the corpus wins. 12 and 24 hold triplets.
@@ -119,11 +121,11 @@ def first_bars(score: Score, bars: int) -> Score:
     quarters = score.to("quarter")
     if len(quarters.time_signatures):
         signature = quarters.time_signatures[0]
-        bar_length = signature.numerator * 4 / signature.denominator
+        length = bar_length(signature.numerator, signature.denominator)
     else:
-        bar_length = 4.0
+        length = 4.0
     first_onset = min((track.notes[0].time for track in quarters.tracks if len(track.notes)), default=0.0)
-    end = (int(first_onset // bar_length) + bars) * bar_length
+    end = (int(first_onset // length) + bars) * length
     ticks = score.to("tick")
     return ticks.clip(0, int(round(end * ticks.tpq)), clip_end=True)
 
@@ -200,7 +202,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
             time_signatures[f"{signature.numerator}/{signature.denominator}"] += 1
         if not signatures:
             time_signatures["4/4"] += 1
-        beats_per_bar = (signatures[0].numerator * 4 / signatures[0].denominator) if signatures else 4
+        beats_per_bar = bar_length(signatures[0].numerator, signatures[0].denominator) if signatures else 4
         bars.append(max(1, math.ceil(score.end() / tpq / beats_per_bar)))
         grids[_grid_for(np.concatenate(times), tpq)] += 1
     if not pieces:
