@@ -59,3 +59,69 @@ def test_the_shuffled_control_moves_whole_bars_of_compound_and_short_metres(metr
         [(note.time, note.pitch) for note in score.tracks[1].notes]
     assert [(note.time, note.pitch) for note in control.tracks[0].notes] == \
         [(note.time, note.pitch) for note in score.tracks[0].notes]
+
+
+# ----------------------------------------------------------------------------- the caption
+
+
+def _chorale_sketch() -> Score:
+    from symusic import KeySignature, Tempo
+
+    score = Score(480)
+    score.key_signatures.append(KeySignature(0, -2, 1))  # G minor
+    score.time_signatures.append(TimeSignature(0, 3, 4))
+    score.tempos.append(Tempo(0, 84.0))
+    for name, pitch in (("Soprano", 72), ("Alto", 67), ("Tenor", 60), ("Bass", 48)):
+        track = Track(name=name, program=52)
+        track.notes.append(Note(0, 480, pitch, 80))
+        score.tracks.append(track)
+    return score
+
+
+def test_one_writer_and_one_reader_of_the_caption():
+    from midillm.tokenization.caption import caption_fields, score_caption, write_caption
+
+    caption = score_caption(_chorale_sketch(), {"composer": "J.S. Bach", "title": "", "genre": None})
+    assert caption == ("Composer: J.S. Bach\nParts: Soprano, Alto, Tenor, Bass\nKey: G minor\n"
+                       "Time signature: 3/4\nTempo: 84 BPM\nInstruments: 4 x Choir Aahs\n")
+    # Read back and written again, a caption is itself; empty fields are not written.
+    assert write_caption(caption_fields(caption)) == caption
+    assert write_caption({"Key": "", "Tempo": None, "Genre": "Chorale"}) == "Genre: Chorale\n"
+
+
+def test_the_instruments_syntax_is_read_in_one_place():
+    from midillm.tokenization.caption import instruments_listed, programs_named_in
+
+    assert instruments_listed("2 x Violin, Cello, Drums, , 3 x  Flute") == \
+        [(2, "Violin"), (1, "Cello"), (1, "Drums"), (3, "Flute")]
+    assert programs_named_in("Parts: A\nInstruments: 2 x Violin, Drums, Not An Instrument\n") == [-1, 40]
+
+
+def test_an_accompaniment_caption_names_the_given_parts_first():
+    from midillm.tokenization.caption import accompaniment_caption, caption_fields
+
+    given = _chorale_sketch()
+    given.tracks = [given.tracks[0]]
+    typical = "Composer: J.S. Bach\nParts: Soprano, Alto, Tenor, Bass\nKey: C major\nTempo: 120 BPM\n"
+    text, names = accompaniment_caption(given, None, typical, keep_style=True)
+    assert names == ["Soprano", "Alto", "Tenor", "Bass"]
+    fields = caption_fields(text)
+    # The corpus's composer, the melody's own key and tempo, the parts in order.
+    assert fields["Composer"] == "J.S. Bach" and fields["Key"] == "G minor" and fields["Tempo"] == "84 BPM"
+    assert fields["Parts"] == "Soprano, Alto, Tenor, Bass"
+    # An arrangement's caption counts its new parts from its instruments.
+    text, names = accompaniment_caption(given, "Instruments: 2 x Violin, Cello", typical, keep_style=False)
+    assert names == ["Soprano", "Violin", "Violin", "Cello"] and "Composer" not in caption_fields(text)
+
+
+def test_a_caption_is_cut_to_its_budget_of_the_row():
+    from midillm.tokenization.caption import as_written, caption_budget, caption_ids
+
+    class Words:  # a stand-in LM tokenizer: one id per word
+        def __call__(self, text, add_special_tokens=False):
+            return type("Encoding", (), {"input_ids": list(range(len(text.split())))})()
+
+    text = as_written("  " + " ".join(["word"] * 100) + "\n\n")
+    assert text.endswith("word\n") and not text.startswith(" ")
+    assert len(caption_ids(Words(), text)) == 100
+    assert len(caption_ids(Words(), text, seq_len=256)) == caption_budget(256) == 64

@@ -17,7 +17,7 @@ from midillm.decoding.embedding import canonical_transposition, embedding_window
 from midillm.decoding.generate import MidiLM
 from midillm.retrieval import Index, RetrievalError, build_index, similar, taste_prompt
 from midillm.retrieval.index import INDEX_FILE, VECTORS_FILE
-from midillm.tokenization.codec import names_in_caption, part_names
+from midillm.tokenization.caption import names_in_caption, part_names
 
 
 @pytest.fixture(scope="module")

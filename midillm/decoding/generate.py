@@ -22,11 +22,11 @@ from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenal
 from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE
 from midillm.errors import first_line
 from midillm.tokenization import MusicCodec
-from midillm.tokenization.codec import CODEC_CONFIG_FILE, caption_fields, names_in_caption
-from midillm.tokenization.profile import part_names
-from midillm.tokenization.dataset import caption_budget
+from midillm.tokenization.caption import (accompaniment_caption, as_written, caption_ids, names_in_caption,
+                                          part_names, programs_listed, programs_named_in)
+from midillm.tokenization.codec import CODEC_CONFIG_FILE
 
-from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar, programs_named_in
+from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar
 from .precision import apply_precision, model_precision, wide_weights
 
 
@@ -349,8 +349,7 @@ class MidiLM:
         ids: list[int] = []
         text = self.default_text(text)
         if text:
-            caption = self.codec.lm_tokenizer(text.strip() + "\n", add_special_tokens=False).input_ids
-            ids += caption[: caption_budget(self.context_length)]
+            ids += caption_ids(self.codec.lm_tokenizer, as_written(text), self.context_length)
         ids.append(self.codec.music_start_id)
         if prompt is not None:
             ids += [lm_id for bar in self.codec.encode_bars(self.load_score(prompt)) for lm_id in bar]
@@ -673,27 +672,10 @@ class MidiLM:
     def _accompany(self, score: Score, tracks, num_samples, text, seed, constrain, sampling,
                    keep_style: bool) -> list[Score]:
         given = select_tracks(score, tracks)
-        given_names = part_names(given)
-        # The caption: the user's fields, then the melody's own key, metre and tempo, then the
-        # corpus's (composer, instruments); its parts are the given ones first, then the others.
-        own = caption_fields(self.codec.caption(given))
-        user = caption_fields(text or "")
-        typical = caption_fields(self.default_text(None) or "") if keep_style or not user else {}
-        fields = {**typical, **{key: own[key] for key in ("Key", "Time signature", "Tempo") if key in own}, **user}
-        fields.pop("Title", None)
-        taken = {name.lower() for name in given_names}
-        others = [name for name in names_in_caption(f"Parts: {fields.get('Parts', '')}") if name.lower() not in taken]
-        if not others and fields.get("Instruments"):  # one part per instrument named
-            for item in fields["Instruments"].split(","):
-                count, _, name = item.strip().rpartition(" x ")
-                others += [name.strip()] * (int(count) if count.strip().isdigit() else 1)
-        if not others:
-            others = [name for name in names_in_caption(self.default_text(None)) if name.lower() not in taken]
-        if not others:  # nothing names them: as many parts as the corpus's pieces have
-            most = getattr(self.codec.corpus, "max_parts", 0) or len(given_names) + 1
-            others = [f"Part {number + 1}" for number in range(len(given_names), max(most, len(given_names) + 1))]
-        fields["Parts"] = ", ".join(given_names + others)
-        caption_text = "".join(f"{key}: {value}\n" for key, value in fields.items() if value)
+        # The user's fields, then the melody's own key, metre and tempo, then the corpus's; its
+        # parts are the given ones first, then the others.
+        caption_text, names = accompaniment_caption(given, text, self.default_text(None), keep_style,
+                                                    max_parts=getattr(self.codec.corpus, "max_parts", 0))
         caption = self._caption_ids(caption_text)
         given_bars = self.codec.encode_bars(given)
         if self.codec.layout == "onsets":
@@ -716,10 +698,10 @@ class MidiLM:
             # Out of tokens before the given music ended: the rest is written as given.
             music += plan.rest_ids()
             score = self.codec.decode(caption + [self.codec.music_start_id] + music + [self.codec.music_end_id],
-                                      names=given_names + others)
+                                      names=names)
             if not keep_style:  # an arrangement's parts play the instruments they are named after
                 for track in list(score.tracks)[len(given.tracks):]:
-                    program = programs_named_in(f"Instruments: {track.name}")
+                    program = programs_listed(track.name)
                     if program and program[0] >= 0:
                         track.program = program[0]
             scores.append(score)
@@ -793,8 +775,7 @@ class MidiLM:
     def _caption_ids(self, text: str | None) -> list[int]:
         if not text or not self.codec.captions:
             return []
-        ids = self.codec.lm_tokenizer(text.strip() + "\n", add_special_tokens=False).input_ids
-        return ids[: caption_budget(self.context_length)]
+        return caption_ids(self.codec.lm_tokenizer, as_written(text), self.context_length)
 
     def embed(self, pieces, layer: int | None = None, progress: bool = False):
         """One vector per piece (MIDI paths, bytes or Scores): the mean hidden state over its

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from midillm.tokenization.codec import MAX_PARTS, caption_field
+from midillm.tokenization.codec import MAX_PARTS
 from midillm.tokenization.metre import bar_length
 
 SPECIAL_TYPES = frozenset({"PAD", "BOS", "EOS", "MASK"})
@@ -408,21 +408,6 @@ def _note_program_and_pitch(token: str) -> tuple[str, int] | None:
     if kind in ("Pitch", "NoteOn", "PitchDrum", "DrumOn") and value.lstrip("-").isdigit():
         return kind, int(value)
     return None
-
-
-def programs_named_in(text: str | None) -> list[int]:
-    """General MIDI programs that a caption's "Instruments:" line names (-1 = drums)."""
-    from miditok.constants import MIDI_INSTRUMENTS
-
-    names = {instrument["name"].lower(): program for program, instrument in enumerate(MIDI_INSTRUMENTS)}
-    programs = []
-    for item in caption_field(text, "Instruments").split(","):
-        name = item.strip().split(" x ", 1)[-1].strip().lower()
-        if name == "drums":
-            programs.append(-1)
-        elif name in names:
-            programs.append(names[name])
-    return sorted(set(programs))
 
 
 class CorpusConstraints:

@@ -33,14 +33,14 @@ from pathlib import Path
 
 import miditok
 from miditok import TokenizerConfig, TokSequence
-from miditok.constants import MIDI_INSTRUMENTS
 from symusic import Note, Score
 
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL, load_lm_tokenizer
+from .caption import caption_ids, instrument_name, names_in_caption, pitch_name, score_caption
 from .metre import bar_end_after
-from .profile import CorpusProfile, part_names, tokenizer_settings
+from .profile import CorpusProfile, tokenizer_settings
 
 TOKENIZATIONS = ("REMI", "TSD", "MIDILike", "Structured", "MMM", "PerTok")
 RENDERS = ("tokens", "text")
@@ -82,12 +82,6 @@ MUSIC_TOKENIZER_FILE = "music_tokenizer.json"
 # first note (a reader of 2 would not know which part such a row names).
 CODEC_FORMAT_VERSION = 3
 MIDITOK_VERSION = installed_version("miditok")
-
-_PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-_MAJOR_KEYS_BY_SHARPS = {-7: "Cb", -6: "Gb", -5: "Db", -4: "Ab", -3: "Eb", -2: "Bb", -1: "F",
-                         0: "C", 1: "G", 2: "D", 3: "A", 4: "E", 5: "B", 6: "F#", 7: "C#"}
-_MINOR_KEYS_BY_SHARPS = {-7: "Ab", -6: "Eb", -5: "Bb", -4: "F", -3: "C", -2: "G", -1: "D",
-                         0: "A", 1: "E", 2: "B", 3: "F#", 4: "C#", 5: "G#", 6: "D#", 7: "A#"}
 
 
 class CodecVersionError(ValueError):
@@ -270,31 +264,6 @@ def note_units(tokens: list[str]) -> list[list[str]]:
     return units
 
 
-def caption_fields(text: str | None) -> dict[str, str]:
-    """A caption's "Label: value" lines as {label: value} (labels as written, values stripped):
-    the one reader of the caption format `score_caption` writes."""
-    fields = {}
-    for line in (text or "").splitlines():
-        label, separator, value = line.partition(":")
-        if separator and label.strip():
-            fields[label.strip()] = value.strip()
-    return fields
-
-
-def caption_field(text: str | None, label: str) -> str:
-    """One field of a caption, its label matched without case ("" without it)."""
-    return next((value for name, value in caption_fields(text).items() if name.lower() == label.lower()), "")
-
-
-def names_in_caption(text: str | None) -> list[str]:
-    """The part names of a caption's "Parts:" line (empty without one)."""
-    return [name.strip() for name in caption_field(text, "Parts").split(",") if name.strip()]
-
-
-def pitch_name(pitch: int) -> str:
-    return f"{_PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
-
-
 def describe_music_token(token: str, layout: str = "bars") -> str:
     """Plain words for one base music token; its new LM row starts from their embedding."""
     token_type, _, value = token.partition("_")
@@ -308,7 +277,7 @@ def describe_music_token(token: str, layout: str = "bars") -> str:
         return f"{words} {pitch_name(int(value))}"
     if token_type == "Program" and value.lstrip("-").isdigit():
         program = int(value)
-        return "drums" if program < 0 else f"instrument {MIDI_INSTRUMENTS[program]['name']}"
+        return "drums" if program < 0 else f"instrument {instrument_name(program)}"
     if token_type == "Bar":
         return "new bar"
     if token_type == "Position":
@@ -324,42 +293,6 @@ def describe_music_token(token: str, layout: str = "bars") -> str:
     if token_type == "TimeSig":
         return f"time signature {value}"
     return f"{token_type.lower()} {value}".strip()
-
-
-def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> str:
-    """A short text from what is known: metadata first, then what the score itself says."""
-    metadata = dict(metadata or {})
-    lines = []
-    for label, key in (("Title", "title"), ("Composer", "composer"), ("Genre", "genre")):
-        if metadata.get(key):
-            lines.append(f"{label}: {metadata[key]}")
-    # The parts' names come early: a caption cut to the row's caption budget keeps them.
-    if any(track.name.strip() for track in score.tracks if track.note_num()):
-        lines.append("Parts: " + ", ".join(part_names(score)))
-    key = metadata.get("key")
-    if not key and len(score.key_signatures):
-        signature = score.key_signatures[0]
-        names = _MINOR_KEYS_BY_SHARPS if signature.tonality else _MAJOR_KEYS_BY_SHARPS
-        if signature.key in names:
-            key = f"{names[signature.key]} {'minor' if signature.tonality else 'major'}"
-    if key:
-        lines.append(f"Key: {key}")
-    if len(score.time_signatures):
-        signature = score.time_signatures[0]
-        lines.append(f"Time signature: {signature.numerator}/{signature.denominator}")
-    if len(score.tempos):
-        lines.append(f"Tempo: {round(score.tempos[0].qpm)} BPM")
-    instruments = []
-    for track in score.tracks:
-        if track.note_num() == 0:
-            continue
-        name = "Drums" if track.is_drum else MIDI_INSTRUMENTS[track.program]["name"]
-        instruments.append(name)
-    if instruments:
-        counted = {name: instruments.count(name) for name in dict.fromkeys(instruments)}
-        lines.append("Instruments: " + ", ".join(
-            f"{count} x {name}" if count > 1 else name for name, count in counted.items()))
-    return "\n".join(lines) + "\n" if lines else ""
 
 
 class MusicCodec:
@@ -616,7 +549,7 @@ class MusicCodec:
     def caption_ids(self, score: Score, metadata: Mapping[str, str] | None = None) -> list[int]:
         if not self.captions:
             return []
-        return self.lm_tokenizer(self.caption(score, metadata), add_special_tokens=False).input_ids
+        return caption_ids(self.lm_tokenizer, self.caption(score, metadata))
 
     def encode_bars(self, score: Score | str | Path, lengths_before: int | None = None) -> list[list[int]]:
         """The music of a score as LM ids, bar by bar (music BPE never crosses a bar line).

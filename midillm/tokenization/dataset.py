@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL
-from .codec import (DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, LAYOUTS, MIDITOK_VERSION, RENDERS, TOKENIZATIONS,
-                    MusicCodec, score_caption)
+from .caption import caption_budget, score_caption
+from .codec import DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, LAYOUTS, MIDITOK_VERSION, RENDERS, TOKENIZATIONS, MusicCodec
 from .profile import CorpusProfile, measure_corpus
 from .sources import CheckedFile, Skipped, check_files, list_source
 
@@ -117,12 +117,6 @@ def assign_splits(pieces: list[CheckedFile], config: PrepareConfig) -> dict[str,
             splits["train"].sort(key=lambda piece: piece.content_hash)
             splits[name].append(splits["train"].pop(0))
     return splits
-
-
-def caption_budget(seq_len: int) -> int:
-    """The most caption tokens a row of `seq_len` holds (the rest is music); generation cuts
-    its prompt caption the same way, so it starts as training rows do."""
-    return seq_len // 4
 
 
 def chunk_piece(caption: list[int], bars: list[list[int]], start_id: int, end_id: int,

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from symusic import Score
 
+from .caption import DRUMS, part_names, typical_caption
 from .metre import bar_length
 
-DRUMS = -1  # the program number the profile (and miditok) give drums
 # Candidate grids, in positions per beat: the smallest that holds (almost) every onset and
 # duration of the corpus wins. 12 and 24 hold triplets.
 GRID_CANDIDATES = (4, 8, 12, 16, 24)
@@ -102,18 +102,6 @@ def played_tracks(score: Score):
     for track in score.tracks:
         if track.note_num():
             yield (DRUMS if track.is_drum else int(track.program)), track.notes.numpy()
-
-
-def part_names(score: Score) -> list[str]:
-    """A name for each played track: its own, else its instrument's."""
-    names = []
-    for track in score.tracks:
-        if track.note_num():
-            from miditok.constants import MIDI_INSTRUMENTS
-
-            fallback = "Drums" if track.is_drum else MIDI_INSTRUMENTS[track.program]["name"]
-            names.append(" ".join(track.name.replace(",", " ").split()) or fallback)
-    return names
 
 
 def first_bars(score: Score, bars: int) -> Score:
@@ -240,18 +228,6 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         bars=[min(bars), int(np.median(bars)), max(bars)],
         caption=typical_caption(captions),
     )
-
-
-def typical_caption(captions: Iterable[str]) -> str:
-    """Each caption field's most common value, in the fields' usual order; titles left out
-    (each piece has its own, and a title would ask for that very piece)."""
-    values: dict[str, Counter] = {}
-    for caption in captions:
-        for line in caption.splitlines():
-            label, separator, value = line.partition(": ")
-            if separator and label != "Title":
-                values.setdefault(label, Counter())[value] += 1
-    return "".join(f"{label}: {counter.most_common(1)[0][0]}\n" for label, counter in values.items())
 
 
 def tokenizer_settings(profile: CorpusProfile | None) -> dict:
