@@ -125,3 +125,36 @@ def test_a_caption_is_cut_to_its_budget_of_the_row():
     assert text.endswith("word\n") and not text.startswith(" ")
     assert len(caption_ids(Words(), text)) == 100
     assert len(caption_ids(Words(), text, seq_len=256)) == caption_budget(256) == 64
+
+
+# ----------------------------------------------------------------------------- row layouts
+
+START, END, GAP, FILL = 900, 901, 902, 903
+
+
+def test_an_infill_row_and_its_filled_piece_are_laid_out_by_the_same_functions():
+    from midillm.tokenization.rows import (IGNORE_INDEX, filled_piece, flat, infill_example, infill_prompt,
+                                           infill_row, music_row)
+
+    caption, bars = [1, 2], [[10, 11], [12], [13, 14], [15], [16, 17]]
+    ids, labels = infill_example(caption, bars, 2, 1, START, END, GAP, FILL, seq_len=64)
+    prompt = infill_prompt(caption, bars, 1, 2, START, GAP, FILL, budget=64)
+    assert prompt == [1, 2, START, 10, 11, GAP, GAP, 15, 16, 17, FILL]
+    assert ids == infill_row(prompt, [12, 13, 14], END)
+    assert labels[:3] == [IGNORE_INDEX] * 3 and labels[5:7] == [IGNORE_INDEX] * 2 and labels[-1] == END
+    # What an infill wrote, put back in its gap, is the piece in the continuation layout.
+    assert filled_piece(caption, bars, 1, 2, [12, 13, 14], START, END) == music_row(caption, flat(bars), START, END)
+    assert music_row(caption, [10], START) == [1, 2, START, 10]
+
+
+def test_accompaniment_rows_and_prompts_put_the_given_parts_first():
+    from midillm.decoding.generate import select_tracks
+    from midillm.tokenization.rows import accompaniment_order, reorder_parts
+
+    score = _chorale_sketch()
+    order = accompaniment_order(4, random.Random(5))
+    assert order == [2, 3, 0, 1]  # one or two given parts first, each group in score order
+    assert accompaniment_order(1, random.Random(5)) is None
+    assert [track.name for track in reorder_parts(score, order).tracks] == [score.tracks[index].name for index in order]
+    # The prompt of `accompany` keeps the tracks asked for, in that order, as a row has them.
+    assert [track.name for track in select_tracks(score, ["bass", "Alto"]).tracks] == ["Bass", "Alto"]

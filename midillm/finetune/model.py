@@ -23,7 +23,7 @@ from torch.nn.utils import parametrize
 
 from midillm.errors import first_line
 from midillm.tokenization import BaseModelError, MusicCodec, locate_base_model
-from midillm.tokenization.dataset import IGNORE_INDEX
+from midillm.tokenization.rows import IGNORE_INDEX
 
 
 # ----------------------------------------------------------------------------- precision

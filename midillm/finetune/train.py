@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from midillm.bundle_files import CHECKPOINTS, MODEL_CARD, SUMMARY_FILE, write_remote_code
-from midillm.tokenization.dataset import IGNORE_INDEX
+from midillm.tokenization.rows import IGNORE_INDEX
 from midillm.version import __version__
 
 from .config import ConfigError, TrainConfig, load_config

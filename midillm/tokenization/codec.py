@@ -41,6 +41,7 @@ from .base_model import DEFAULT_BASE_MODEL, load_lm_tokenizer
 from .caption import caption_ids, instrument_name, names_in_caption, pitch_name, score_caption
 from .metre import bar_end_after
 from .profile import CorpusProfile, tokenizer_settings
+from .rows import flat, music_row
 
 TOKENIZATIONS = ("REMI", "TSD", "MIDILike", "Structured", "MMM", "PerTok")
 RENDERS = ("tokens", "text")
@@ -710,8 +711,8 @@ class MusicCodec:
         """Score or MIDI path -> LM ids: [caption] <music> music... </music>."""
         if not isinstance(score, Score):
             score = Score(str(score))
-        music = [lm_id for bar in self.encode_bars(score) for lm_id in bar]
-        return self.caption_ids(score, metadata) + [self.music_start_id] + music + [self.music_end_id]
+        return music_row(self.caption_ids(score, metadata), flat(self.encode_bars(score)), self.music_start_id,
+                         self.music_end_id)
 
     # ----------------------------------------------------------------------------- decoding
 
