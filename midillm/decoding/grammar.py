@@ -19,19 +19,20 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from midillm.tokenization.codec import MAX_PARTS
+from midillm.tokenization.codec import MAX_PARTS, NOTE_TYPES, PART  # `<Part_k>`: part k's bar or notes
 from midillm.tokenization.metre import bar_length
 
 SPECIAL_TYPES = frozenset({"PAD", "BOS", "EOS", "MASK"})
-TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track", "Part"})
-NOTE_TYPES = frozenset({"Pitch", "PitchDrum", "NoteOn", "DrumOn"})
+TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track", PART})
+# Token types that strike a note, in any of the tokenizations (REMI's Pitch, MIDILike's NoteOn and
+# their drum forms); the codec's `NOTE_TYPES` are the two that carry a note's pitch in its streams.
+STRIKE_TYPES = frozenset({"Pitch", "PitchDrum", "NoteOn", "DrumOn"})
 NO_POSITION = -1
 NO_PITCH = 128  # no note yet at this onset: any pitch may come
 START = "<start>"
 FIRST_BAR = "<first bar>"  # onsets layout: the piece's first bar line, which the metre must follow
 # Tokens that end a run of notes at one onset (see `midillm.tokenization.codec.order_notes_by_pitch`).
-NOTE_RUN_BREAKERS = frozenset({"Bar", "Position", "TimeShift", "Track", "Part", "Program"})
-PART = "Part"  # the codec's part tokens (`midillm.tokenization.codec`): `<Part_k>` opens part k's bar
+NOTE_RUN_BREAKERS = frozenset({"Bar", "Position", "TimeShift", "Track", PART, "Program"})
 NO_PART = -1
 
 
@@ -86,7 +87,7 @@ class MusicGrammar:
                     graph[kind] = graph[kind] - {"TimeSig"}
             # A note held until its part's next onset has no duration: whatever may follow a
             # duration may follow the token before it (its pitch, or its velocity).
-            for kind in ("Velocity",) if "Velocity" in graph else ("Pitch", "PitchDrum"):
+            for kind in ("Velocity",) if "Velocity" in graph else NOTE_TYPES:
                 if "Duration" in graph.get(kind, ()):
                     graph[kind] = graph[kind] | graph["Duration"]
             if "TimeSig" in graph.get("Bar", ()):  # the metre is written where it changes, and first
@@ -96,7 +97,7 @@ class MusicGrammar:
             if "Program" in graph and not tokenizer.config.program_changes:  # a program before every note
                 graph[PART] = {"Program"}
             if "Program" in graph:
-                graph["Program"] = {kind for kind in ("Pitch", "PitchDrum") if kind in graph}
+                graph["Program"] = {kind for kind in NOTE_TYPES if kind in graph}
             first_types = {"Bar"}
         elif self.parts:
             # Every bar line follows a part token, which is where a bar line could come.
@@ -181,7 +182,7 @@ class MusicGrammar:
         # of notes at one onset never rises.
         self.first_pitch = torch.tensor([walk.first_pitch for walk in walks] + [-1])
         self.note_lm_ids = {lm_id for lm_id in self.row_lm_ids[:-1]
-                            if any(token_type(token) in NOTE_TYPES for token in
+                            if any(token_type(token) in STRIKE_TYPES for token in
                                    codec.music_token_parts[codec.music_id_of_lm_id(lm_id)])}
 
     def _opened_part(self, tokens: list[str]) -> int | None:
@@ -200,7 +201,7 @@ class MusicGrammar:
             kind, _, value = token.partition("_")
             if kind in NOTE_RUN_BREAKERS:
                 run_pitch, broken, pitch_after = NO_PITCH, True, NO_PITCH
-            elif kind in ("Pitch", "PitchDrum") and value.isdigit():
+            elif kind in NOTE_TYPES and value.isdigit():
                 if not broken and first_pitch == -1:
                     first_pitch = int(value)
                 elif self.pitch_ordered and int(value) > run_pitch:
@@ -405,7 +406,7 @@ def _before_time(tokens: list[str], kind: str, stops: tuple[str, ...] = tuple(TI
 
 def _note_program_and_pitch(token: str) -> tuple[str, int] | None:
     kind, _, value = token.partition("_")
-    if kind in ("Pitch", "NoteOn", "PitchDrum", "DrumOn") and value.lstrip("-").isdigit():
+    if kind in STRIKE_TYPES and value.lstrip("-").isdigit():
         return kind, int(value)
     return None
 
@@ -747,7 +748,7 @@ class CorpusConstraints:
                 for row in self.pre_pairs_explicit.get((program, pitch), ()):
                     mask[row] = False
                 if program == state.program:
-                    for kind in ("Pitch", "NoteOn", "PitchDrum", "DrumOn"):
+                    for kind in STRIKE_TYPES:
                         for row in self.pre_pitches_current.get((kind, pitch), ()):
                             mask[row] = False
         if self.onsets:

@@ -27,12 +27,12 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModelForCausalLM, Pipeline, PretrainedConfig, PreTrainedModel
 
 from midillm.bundle_files import MODEL_TYPE, TASK
+from midillm.tokenization.rows import TASKS
 
 # Keyword arguments of the pipeline call, and where each one goes; the sampling settings
 # (max_new_tokens, temperature, top_p, ...) are the fields of `SamplingSettings`.
 _PROMPT_PARAMETERS = ("time_signature", "tempo", "text")
 _GENERATION_PARAMETERS = ("num_samples", "seed", "programs", "constrain", "task", "bars", "tracks")
-TASKS = ("continue", "infill", "accompany", "arrange")
 
 
 class MidiLLMConfig(PretrainedConfig):

@@ -14,10 +14,11 @@ from midillm.errors import first_line
 from midillm.tokenization.caption import (caption_fields, instrument_name, instruments_listed, key_names,
                                           programs_named, score_caption)
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
+# What a bundle can be asked to do besides sampling from nothing: the tasks of its training rows,
+# in the order the page lists them.
+from midillm.tokenization.rows import TASKS as PROMPT_TASKS
 
-# What a bundle can be asked to do besides sampling from nothing, in the order the page lists
-# them. A bundle says which it was trained for in `lm.tasks` (default: continuation only).
-PROMPT_TASKS = ("continue", "infill", "accompany", "arrange")
+# A bundle says which tasks it was trained for in `lm.tasks`; without it, continuation only.
 DEFAULT_TASKS = ("continue",)
 # How deep under a folder of bundles to look: runs/<experiment>/<bundle> is the usual layout.
 SEARCH_DEPTH = 3

@@ -13,7 +13,7 @@ appear where they play. The caption's "Parts:" line names them in that order; ea
 Program token (its first note) says its instrument. One voice's line stays contiguous within a
 bar, and a part can be given (kept exactly) while the others are written.
 
-Tasks besides continuation (see `TASKS`): *infill* rows put `<gap>` for each missing bar where the
+Tasks besides continuation (see `midillm.tokenization.rows`): *infill* rows put `<gap>` for each missing bar where the
 bars were, then `<fill>` and the missing bars (the fill-in-the-middle layout of code models), and
 *accompany* rows put the given parts first (parts 0..k-1).
 
@@ -53,6 +53,8 @@ MUSIC_END = "</music>"
 # pitch is struck twice), and the grammar can enforce it. miditok's own order (by duration, then
 # pitch) carries nothing. Codecs saved before this order existed keep theirs (None).
 PITCH_DESCENDING = "pitch-descending"
+# The token types that start a note and carry its pitch in the codec's streams (the grammar's
+# `STRIKE_TYPES` add the note-on types of the other tokenizations).
 NOTE_TYPES = ("Pitch", "PitchDrum")
 
 # Parts: codec-level tokens (not miditok's); each part's own tokens are miditok's.
@@ -60,7 +62,6 @@ PART = "Part"
 MAX_PARTS = 16
 GAP = "<gap>"    # one per missing bar in an infill prompt
 FILL = "<fill>"  # the missing bars follow
-TASKS = ("continue", "infill", "accompany", "arrange")  # arrange = accompany under a new caption
 # Tokens of a part's bar that belong to the whole score: kept in part 0, copied into the others.
 SCORE_META_TYPES = ("TimeSig", "Tempo")
 # How parts are laid out. "bars": bar by bar, part by part (`<Part_k>` opens part k's bar; a
