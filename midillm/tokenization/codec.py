@@ -353,16 +353,22 @@ class MusicCodec:
     def create(cls, tokenization: str = "REMI", lm_tokenizer=None, render: str = "tokens",
                captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
                corpus: CorpusProfile | None = None, parts: bool = True,
-               layout: str = DEFAULT_LAYOUT) -> MusicCodec:
+               layout: str = DEFAULT_LAYOUT, adapt_to_corpus: bool = True,
+               tasks: tuple[str, ...] = ("continue",)) -> MusicCodec:
         """A new, untrained codec; `lm_tokenizer` defaults to the base model's own. With a
-        `corpus` profile the music tokens follow that corpus (see `build_music_tokenizer`).
-        The onsets layout needs parts, REMI and the tokens render; elsewhere it falls back to bars."""
+        `corpus` profile the music tokens follow that corpus (see `build_music_tokenizer`) unless
+        `adapt_to_corpus` is False; the codec keeps the profile either way (the grammar and eval
+        read it). The onsets layout needs parts, REMI and the tokens render; elsewhere it falls
+        back to bars. `tasks`: what its rows will teach; tasks on given music need parts, so a
+        codec without them keeps only "continue"."""
         if lm_tokenizer is None:
             lm_tokenizer = load_lm_tokenizer(base_model)
         if tokenization != "REMI" or render != "tokens":
             layout = "bars"
-        return cls(build_music_tokenizer(tokenization, corpus), lm_tokenizer, render, captions, base_model,
-                   corpus, parts=parts, layout=layout)
+        codec = cls(build_music_tokenizer(tokenization, corpus if adapt_to_corpus else None), lm_tokenizer, render,
+                    captions, base_model, corpus, parts=parts, layout=layout)
+        codec.tasks = tuple(task for task in tasks if task == "continue" or codec.parts)
+        return codec
 
     def train_compounds(self, scores, vocab_size: int = DEFAULT_COMPOUND_VOCAB,
                         min_count: int = COMPOUND_MIN_COUNT) -> None:
@@ -392,9 +398,10 @@ class MusicCodec:
         self.compounds = sorted(common, key=lambda unit: (len(unit), unit))
         self._register_lm_tokens()
 
-    def train_bpe(self, midi_paths: list[Path], vocab_size: int) -> None:
+    def train_bpe(self, midi_paths: list[Path], vocab_size: int, scores: list[Score] | None = None) -> None:
         """Learn music BPE merges on these files (ignored by the text render, which has none).
-        With parts, the merges are learned on the parts, as they are tokenized."""
+        With parts, the merges are learned on the parts, as they are tokenized, of `scores`
+        (the files already read, in the same order) where given."""
         if self.render == "text" or vocab_size <= len(self.music_tokenizer.vocab):
             return
         if self.layout == "onsets":
@@ -407,7 +414,8 @@ class MusicCodec:
             if self.parts:
                 split = []
                 for index, path in enumerate(files):
-                    for number, part in enumerate(part_scores(Score(str(path)))):
+                    score = scores[index] if scores is not None else Score(str(path))
+                    for number, part in enumerate(part_scores(score)):
                         split.append(Path(folder) / f"{index}-{number}.mid")
                         part.dump_midi(split[-1])
                 files = split

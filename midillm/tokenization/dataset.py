@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -27,6 +28,9 @@ from .profile import CorpusProfile, measure_corpus
 from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
                    reorder_parts)
 from .sources import CheckedFile, Skipped, check_files, list_source
+
+if TYPE_CHECKING:
+    from symusic import Score
 
 SPLITS = ("train", "validation", "test")
 
@@ -130,14 +134,15 @@ def _load_worker_codec(codec_dir: str) -> None:
 
 
 def _tokenize_piece(task: tuple) -> dict:
-    """One file -> caption ids and bars for each requested transposition (0 = as is), and for
-    each of them an accompaniment version when `accompany_seed` is set (parts reordered)."""
+    """One piece (its Score when the main process read it already, else its file) -> caption ids
+    and bars for each requested transposition (0 = as is), and for each of them an
+    accompaniment version when `accompany_seed` is set (parts reordered)."""
     import random
 
     from symusic import Score
 
-    path, metadata, shifts, accompany_seed = task
-    score = Score(path)
+    source, metadata, shifts, accompany_seed = task
+    score = source if isinstance(source, Score) else Score(source)
     versions = []
     for shift in shifts:
         shifted = score.copy()
@@ -157,7 +162,7 @@ def _tokenize_piece(task: tuple) -> dict:
     return {"notes": score.note_num(), "versions": versions}
 
 
-def _tokenize_all(tasks: list[tuple[str, dict, list[int]]], codec_dir: Path, num_workers: int) -> list[dict]:
+def _tokenize_all(tasks: list[tuple], codec_dir: Path, num_workers: int) -> list[dict]:
     progress = dict(total=len(tasks), desc="Tokenizing", unit="file")
     if num_workers <= 1:
         _load_worker_codec(str(codec_dir))
@@ -167,18 +172,7 @@ def _tokenize_all(tasks: list[tuple[str, dict, list[int]]], codec_dir: Path, num
         return list(tqdm(executor.map(_tokenize_piece, tasks, chunksize=4), **progress))
 
 
-# ------------------------------------------------------------------------- the whole job
-
-
-def _measure_train_split(pieces: list[CheckedFile]) -> CorpusProfile:
-    from symusic import Score
-
-    scores, captions = [], []
-    for piece in tqdm(pieces, desc="Measuring the corpus", unit="file"):
-        score = Score(str(piece.file.path))
-        scores.append(score)
-        captions.append(score_caption(score, piece.file.metadata))
-    return measure_corpus(scores, captions)
+# ------------------------------------------------------------------------- the steps of `prepare`
 
 
 def fingerprint(config: PrepareConfig, pieces: list[CheckedFile]) -> str:
@@ -190,15 +184,10 @@ def fingerprint(config: PrepareConfig, pieces: list[CheckedFile]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def prepare(config: PrepareConfig, log=print) -> dict:
-    """Run the whole preparation; returns the report also written to OUT/prepare.json."""
-    import datasets
-    from datasets import Dataset, DatasetDict, Features, Sequence, Value
-
-    datasets.disable_progress_bars()  # our own bars already show the long steps
-
-    started = time.time()
-    out = Path(config.out)
+def _usable_pieces(config: PrepareConfig, log) -> tuple[list[CheckedFile], list[Skipped], int]:
+    """The source's files that parse and hold music, once each (by content): (pieces, the
+    files skipped with their reasons, files read). Checking parses each file in a worker and
+    keeps nothing of it: the main process holds no more of the corpus than the train split."""
     files, skipped = list_source(config.source, limit=config.limit)
     files_read = len(files) + len(skipped)
     checked, unreadable = check_files(files, num_workers=config.num_workers)
@@ -209,69 +198,92 @@ def prepare(config: PrepareConfig, log=print) -> dict:
             skipped.append(Skipped(piece.file.name, f"duplicate of {unique[piece.content_hash].file.name}"))
         else:
             unique[piece.content_hash] = piece
-    pieces = list(unique.values())
     for item in skipped:
         log(f"skipped {item.name}: {item.reason}")
-    if not pieces:
+    if not unique:
         raise ValueError(f"no usable MIDI in {config.source}: all {files_read} files were skipped")
+    return list(unique.values()), skipped, files_read
 
-    report_path = out / "prepare.json"
-    key = fingerprint(config, pieces)
-    if report_path.is_file() and (out / "dataset" / "dataset_dict.json").is_file():
-        previous = json.loads(report_path.read_text())
-        if previous.get("fingerprint") == key:
-            log(f"{out} is up to date with these files and settings; nothing to do")
-            return previous
 
-    splits = assign_splits(pieces, config)
-    # What the corpus allows is measured on the train split only, like the BPE merges.
-    corpus = _measure_train_split(splits["train"] or pieces)
+def _read_scores(pieces: list[CheckedFile]) -> dict[str, Score]:
+    """Content hash -> Score of each piece: the one read of a train piece, which measuring the
+    corpus, training the codec and tokenizing all use."""
+    from symusic import Score
+
+    return {piece.content_hash: Score(str(piece.file.path))
+            for piece in tqdm(pieces, desc="Measuring the corpus", unit="file")}
+
+
+def _measure(pieces: list[CheckedFile], scores: dict[str, Score], log) -> CorpusProfile:
+    """What the corpus allows, measured on these (train) pieces."""
+    corpus = measure_corpus([scores[piece.content_hash] for piece in pieces],
+                            [score_caption(scores[piece.content_hash], piece.file.metadata) for piece in pieces])
     log(f"Corpus: {corpus.pieces} train pieces, programs {corpus.program_list}, at most "
         f"{corpus.max_notes_per_onset} notes per onset (mean {corpus.mean_notes_per_onset:.2f}), "
         f"metres {', '.join(corpus.time_signatures)}, grid 1/{corpus.positions_per_beat} beat")
+    return corpus
+
+
+def _build_codec(config: PrepareConfig, corpus: CorpusProfile, train: list[CheckedFile],
+                 scores: dict[str, Score], log) -> MusicCodec:
+    """The codec for this corpus: its tokens fitted to the corpus, its music BPE merges or note
+    compounds learned from the train split, and the tasks its rows will teach."""
+    tasks = ("continue",) + (("infill",) if config.infill_ratio > 0 else ()) + (
+        ("accompany", "arrange") if config.accompany_ratio > 0 else ())
     codec = MusicCodec.create(config.tokenization, render=config.render, captions=config.captions,
-                              base_model=config.base_model,
-                              corpus=corpus if config.adapt_to_corpus else None, layout=config.layout)
-    codec.corpus = corpus  # the grammar and eval use it even when the tokens are not adapted
+                              base_model=config.base_model, corpus=corpus, layout=config.layout,
+                              adapt_to_corpus=config.adapt_to_corpus, tasks=tasks)
     if config.render == "tokens" and config.vocab_size > len(codec.music_tokenizer.vocab):
-        log(f"Training music BPE ({config.vocab_size} tokens) on {len(splits['train'])} pieces")
+        log(f"Training music BPE ({config.vocab_size} tokens) on {len(train)} pieces")
     elif codec.layout != "onsets":
         log(f"No music BPE: one LM token per {config.tokenization} token")
-    codec.train_bpe([piece.file.path for piece in splits["train"]], config.vocab_size)
+    train_scores = [scores[piece.content_hash] for piece in train]
+    codec.train_bpe([piece.file.path for piece in train], config.vocab_size, scores=train_scores)
     if codec.layout == "onsets":
-        codec.train_compounds([piece.file.path for piece in splits["train"]], config.compound_vocab)
+        codec.train_compounds(train_scores, config.compound_vocab)
         log(f"Onsets layout: {len(codec.compounds)} note compounds learned from the train split")
-    # What the rows will teach besides continuation: tasks need parts (REMI).
-    codec.tasks = ("continue",) + (("infill",) if config.infill_ratio > 0 and codec.parts else ()) + (
-        ("accompany", "arrange") if config.accompany_ratio > 0 and codec.parts else ())
-    codec_dir = out / "codec"
-    codec.save_pretrained(codec_dir)
+    return codec
+
+
+def _tokenize_splits(config: PrepareConfig, codec: MusicCodec, splits: dict[str, list[CheckedFile]],
+                     scores: dict[str, Score]) -> list[tuple[str, CheckedFile, dict]]:
+    """Every piece tokenized in worker processes: (split, piece, its versions), in split order.
+    Train pieces also come transposed and, for some, with their parts reordered for
+    accompaniment; the pieces already read travel as Scores, the others are read by the worker."""
+    import random
+    import tempfile
 
     shifts_for_train = [0] + [shift for shift in range(-config.transpose, config.transpose + 1) if shift]
-    import random
-
     tasks, owners = [], []
     for split in SPLITS:
         for piece in splits[split]:
             # Deterministic by content, like the splits: the same piece gets the same examples.
             rng = random.Random(piece.content_hash)
             accompany = split == "train" and "accompany" in codec.tasks and rng.random() < config.accompany_ratio
-            tasks.append((str(piece.file.path), dict(piece.file.metadata),
+            tasks.append((scores.get(piece.content_hash, str(piece.file.path)), dict(piece.file.metadata),
                           shifts_for_train if split == "train" else [0],
                           int(piece.content_hash[:8], 16) if accompany else None))
             owners.append((split, piece))
-    results = _tokenize_all(tasks, codec_dir, config.num_workers)
+    # The workers load the codec from a folder of their own: OUT/codec is written once, complete.
+    with tempfile.TemporaryDirectory(prefix="midillm-codec-") as codec_dir:
+        codec.save_pretrained(codec_dir)
+        results = _tokenize_all(tasks, Path(codec_dir), config.num_workers)
+    return [(split, piece, result) for (split, piece), result in zip(owners, results)]
 
-    pad_id = codec.lm_tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = codec.lm_tokenizer.eos_token_id if codec.lm_tokenizer.eos_token_id is not None else 0
-    chunks = {split: [] for split in SPLITS}
+
+def _examples(config: PrepareConfig, codec: MusicCodec, tokenized: list[tuple[str, CheckedFile, dict]]):
+    """The (ids, labels) examples of each split, from each piece's versions: continuation
+    chunks, and in the train split about `infill_ratio` infill examples per continuation chunk.
+    Returns the examples, the train examples of each task, each split's counts and the
+    per-piece report."""
+    import random
+
+    examples = {split: [] for split in SPLITS}
     task_counts = {"continue": 0, "infill": 0, "accompany": 0}  # train examples of each task
     split_stats = {split: {"pieces": 0, "notes": 0, "music_tokens": 0} for split in SPLITS}
     piece_reports = []
-    for (split, piece), result in zip(owners, results):
-        original = result["versions"][0]
-        music_tokens = sum(len(bar) for bar in original["bars"]) + 1  # + </music>
+    for split, piece, result in tokenized:
+        music_tokens = _music_tokens(result)
         split_stats[split]["pieces"] += 1
         split_stats[split]["notes"] += result["notes"]
         split_stats[split]["music_tokens"] += music_tokens
@@ -280,14 +292,14 @@ def prepare(config: PrepareConfig, log=print) -> dict:
                               "music_tokens": music_tokens, "metadata": piece.file.metadata})
         rng = random.Random(piece.content_hash + "infill")
         for version in result["versions"]:
-            pieces_chunks = chunk_piece(version["caption"], version["bars"], codec.music_start_id,
-                                        codec.music_end_id, config.seq_len)
-            chunks[split].extend(labelled(chunk) for chunk in pieces_chunks)
-            task_counts[version["task"]] += len(pieces_chunks) if split == "train" else 0
+            chunks = chunk_piece(version["caption"], version["bars"], codec.music_start_id,
+                                 codec.music_end_id, config.seq_len)
+            examples[split].extend(labelled(chunk) for chunk in chunks)
+            task_counts[version["task"]] += len(chunks) if split == "train" else 0
             if split != "train" or version["task"] != "continue" or "infill" not in codec.tasks:
                 continue
             # About infill_ratio infill examples per continuation chunk of this piece.
-            wanted = sum(rng.random() < config.infill_ratio for _ in pieces_chunks)
+            wanted = sum(rng.random() < config.infill_ratio for _ in chunks)
             bars = version["bars"]
             for _ in range(wanted):
                 if len(bars) < 3:
@@ -297,24 +309,75 @@ def prepare(config: PrepareConfig, log=print) -> dict:
                                          codec.music_start_id, codec.music_end_id, codec.gap_id, codec.fill_id,
                                          config.seq_len)
                 if example is not None:
-                    chunks[split].append(example)
+                    examples[split].append(example)
                     task_counts["infill"] += 1
+    return examples, task_counts, split_stats, piece_reports
 
-    lengths = [sum(len(bar) for bar in result["versions"][0]["bars"]) + 1
-               for (split, _), result in zip(owners, results) if split == "train"] or [1]
-    corpus.music_tokens = [int(np.median(lengths)), int(np.quantile(lengths, 0.95)), int(max(lengths))]
-    codec.save_pretrained(codec_dir)
 
+def _music_tokens(result: dict) -> int:
+    """The music LM tokens of a tokenized piece as it is (+ `</music>`)."""
+    return sum(len(bar) for bar in result["versions"][0]["bars"]) + 1
+
+
+def _write_rows(config: PrepareConfig, codec: MusicCodec, examples: dict[str, list], split_stats: dict,
+                folder: Path) -> float:
+    """Each split's examples packed into rows of `seq_len`, saved as a `datasets` DatasetDict;
+    adds rows and examples to `split_stats`; returns the padding's share of the ids."""
+    from datasets import Dataset, DatasetDict, Features, Sequence, Value
+
+    pad_id = codec.lm_tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = codec.lm_tokenizer.eos_token_id if codec.lm_tokenizer.eos_token_id is not None else 0
     features = Features({"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))})
     dataset_splits, padding_total, ids_total = {}, 0, 0
     for split in SPLITS:
-        rows, labels, padding = pack_rows(chunks[split], config.seq_len, pad_id)
+        rows, labels, padding = pack_rows(examples[split], config.seq_len, pad_id)
         split_stats[split]["rows"] = len(rows)
-        split_stats[split]["examples"] = len(chunks[split])
+        split_stats[split]["examples"] = len(examples[split])
         padding_total += padding
         ids_total += len(rows) * config.seq_len
         dataset_splits[split] = Dataset.from_dict({"input_ids": rows, "labels": labels}, features=features)
-    DatasetDict(dataset_splits).save_to_disk(str(out / "dataset"))
+    DatasetDict(dataset_splits).save_to_disk(str(folder))
+    return round(padding_total / max(ids_total, 1), 4)
+
+
+# ------------------------------------------------------------------------- the whole job
+
+
+def prepare(config: PrepareConfig, log=print) -> dict:
+    """Run the whole preparation; returns the report also written to OUT/prepare.json.
+
+    Each file is checked once (in a worker), and each piece read once for use: the train
+    pieces by this process, which measures the corpus, trains the codec and hands the Scores
+    to the tokenizing workers; the held-out pieces by those workers."""
+    import datasets
+
+    datasets.disable_progress_bars()  # our own bars already show the long steps
+    started = time.time()
+    out = Path(config.out)
+    report_path = out / "prepare.json"
+    pieces, skipped, files_read = _usable_pieces(config, log)
+    key = fingerprint(config, pieces)
+    if report_path.is_file() and (out / "dataset" / "dataset_dict.json").is_file():
+        previous = json.loads(report_path.read_text())
+        if previous.get("fingerprint") == key:
+            log(f"{out} is up to date with these files and settings; nothing to do")
+            return previous
+
+    splits = assign_splits(pieces, config)
+    # What the corpus allows is measured on the train split only, like the BPE merges.
+    measured = splits["train"] or pieces
+    scores = _read_scores(measured)
+    corpus = _measure(measured, scores, log)
+    codec = _build_codec(config, corpus, splits["train"], scores, log)
+    tokenized = _tokenize_splits(config, codec, splits, scores)
+    del scores
+    examples, task_counts, split_stats, piece_reports = _examples(config, codec, tokenized)
+    # The music tokens per train piece complete the corpus profile, which the codec carries.
+    lengths = [_music_tokens(result) for split, _, result in tokenized if split == "train"] or [1]
+    corpus.music_tokens = [int(np.median(lengths)), int(np.quantile(lengths, 0.95)), int(max(lengths))]
+    codec.save_pretrained(out / "codec")
+    padding_share = _write_rows(config, codec, examples, split_stats, out / "dataset")
 
     notes = sum(stats["notes"] for stats in split_stats.values())
     music_tokens = sum(stats["music_tokens"] for stats in split_stats.values())
@@ -330,7 +393,7 @@ def prepare(config: PrepareConfig, log=print) -> dict:
         "tokens_per_note": round(music_tokens / max(notes, 1), 4),
         "music_vocab_size": len(codec.music_token_parts),
         "lm_vocab_size": len(codec.lm_tokenizer),
-        "padding_share": round(padding_total / max(ids_total, 1), 4),
+        "padding_share": padding_share,
         "corpus": corpus.to_dict(),
         "splits": split_stats,
         "tasks": list(codec.tasks),
