@@ -433,38 +433,80 @@ class CorpusConstraints:
                  max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1,
                  part_names: list[str] | None = None):
         self.grammar = grammar
-        # Parts named like the corpus's (a chorale's Bass) keep to the range the corpus gives them.
-        known = getattr(profile, "part_ranges", None) or {}
-        self.part_ranges = [tuple(known[name]) if name in known else None for name in (part_names or [])] \
-            if pitch_ranges else []
+        codec = grammar.codec
+        # Each music row's base tokens, in the grammar's row order (the end row, last, has none).
+        self.row_tokens = [codec.music_token_parts[codec.music_id_of_lm_id(lm_id)] for lm_id in grammar.row_lm_ids[:-1]]
+        self._read_layout(grammar)
+        self._read_limits(profile, programs, max_notes_per_onset, no_repeats, max_programs, pitch_ranges, bar_length,
+                          max_gap, min_bars, max_parts, part_names)
+        self._mark_row_kinds()
+        self._scan_rows(set(profile.time_signatures) if time_signatures and profile.time_signatures else None)
+        self._count_notes_at_positions()
+        # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
+        self._program_masks: dict[int | None, torch.Tensor] = {}
+        self._position_masks: dict[int, torch.Tensor] = {}
+        self._new_program_masks: dict[frozenset, torch.Tensor] = {}
+
+    def _read_layout(self, grammar: MusicGrammar) -> None:
+        """How the codec writes time and parts, which decides how onsets are counted."""
         self.with_parts = grammar.parts
         # The bars layout revisits each bar's onsets part by part; the onsets layout never goes back.
         self.onsets = grammar.onsets
         self.part_bars = grammar.parts and not grammar.onsets
-        time_resets = TIME_RESET_TYPES - {PART} if self.onsets else TIME_RESET_TYPES
-        self.time_resets = time_resets
+        self.time_resets = TIME_RESET_TYPES - {PART} if self.onsets else TIME_RESET_TYPES
+        self.positions_per_beat = grammar.codec.music_tokenizer.config.max_num_pos_per_beat
+        self.has_drum_tokens = any(kind in ("PitchDrum", "DrumOn") for kind in grammar.graph)
+        self.opens_part = grammar.row_part if self.with_parts else None
+        self.opened_parts = set(self.opens_part.tolist()) - {NO_PART} if self.with_parts else set()
+
+    def _read_limits(self, profile, programs, max_notes_per_onset, no_repeats, max_programs, pitch_ranges,
+                     bar_length, max_gap, min_bars, max_parts, part_names) -> None:
+        """Each constraint's limit: the one asked for, the corpus's (-1), or none (None)."""
+        # Parts named like the corpus's (a chorale's Bass) keep to the range the corpus gives them.
+        known = getattr(profile, "part_ranges", None) or {}
+        self.part_ranges = [tuple(known[name]) if name in known else None for name in (part_names or [])] \
+            if pitch_ranges else []
         self.max_parts = (getattr(profile, "max_parts", 0) or None) if max_parts == -1 else max_parts
-        tokenizer = grammar.codec.music_tokenizer
-        self.positions_per_beat = tokenizer.config.max_num_pos_per_beat
         self.cap = profile.max_notes_per_onset if max_notes_per_onset == -1 else max_notes_per_onset
         self.max_programs = profile.max_programs_per_piece if max_programs == -1 else max_programs
         self.no_repeats = no_repeats
         # Voices in unison on one program are music (chorales: 5% of notes); more is a stuck key.
         self.unison = max(1, getattr(profile, "max_unison", 1))
-        # Notes before any Program token decode as program 0: it counts as used once one plays.
         self.bar_length = bar_length
-        allowed_programs = set(programs) if programs else set(profile.programs) or None
-        self.allowed_programs = allowed_programs
+        # Notes before any Program token decode as program 0: it counts as used once one plays.
+        self.allowed_programs = set(programs) if programs else set(profile.programs) or None
         self.pitch_ranges = {int(program): tuple(bounds) for program, bounds in profile.pitch_ranges.items()} \
             if pitch_ranges else {}
-        rows = grammar.row_lm_ids[:-1]
-        codec = grammar.codec
-        parts = [codec.music_token_parts[codec.music_id_of_lm_id(lm_id)] for lm_id in rows]
-        self.parts = parts
-        count = len(grammar.row_lm_ids)
+        # Time never stands still longer than the corpus's longest gap between onsets (REMI-style
+        # tokens, where bars and positions say where an onset falls).
+        self.max_gap = profile.max_gap_beats if (max_gap == -1 and "Position" in self.grammar.graph) else (
+            None if max_gap == -1 else max_gap)
+        # A piece ends once it is as long as the corpus's shortest piece.
+        self.min_bars = (profile.bars[0] if profile.bars else 0) if min_bars == -1 else (min_bars or 0)
 
-        # Static: rows with a foreign program or metre, or with an onset inside the row over the cap.
+    def _mark_row_kinds(self) -> None:
+        """Per row: whether it opens a bar, names a program, writes a tempo or metre first."""
+        rows = self.row_tokens
+        # The rows that open a new bar: a bar line, or with parts `<Part_0>`.
+        self.starts_with_bar = torch.tensor(
+            [bool(tokens) and (tokens[0] == f"{PART}_0" if self.part_bars else token_type(tokens[0]) == "Bar")
+             for tokens in rows] + [False])
+        self.has_program = torch.tensor(
+            [any(token_type(token) == "Program" for token in tokens) for tokens in rows] + [False])
+        # Meta tokens never pile up: one tempo per onset, one metre per bar (before any time token
+        # of the row, where they land on the current onset / bar).
+        self.tempo_before_time = torch.tensor([_before_time(tokens, "Tempo") for tokens in rows] + [False])
+        self.signature_before_bar = torch.tensor(
+            [_before_time(tokens, "TimeSig", stops=("Bar",)) for tokens in rows] + [False])
+
+    def _scan_rows(self, signatures: set[str] | None) -> None:
+        """Walk each row's tokens once: `static` (rows never allowed: a foreign program or metre,
+        an onset inside the row over the cap or striking a note twice), the notes a row adds to
+        the current onset before its first time token (and by which program and pitch), the
+        positions it moves to, and the programs it names."""
+        rows = self.row_tokens
+        count = len(self.grammar.row_lm_ids)
         static = torch.ones(count, dtype=torch.bool)
         self.pre_notes = torch.zeros(count, dtype=torch.long)   # notes added to the current onset
         self.ends_needing_note = torch.zeros(count, dtype=torch.bool)
@@ -473,32 +515,10 @@ class CorpusConstraints:
         self.pre_pitches_current: dict[tuple[str, int], list[int]] = {}  # under the program in effect
         self.pre_pairs_explicit: dict[tuple[int, int], list[int]] = {}
         program_index = {program: index for index, program in enumerate(sorted(
-            {int(token.split("_")[1]) for row in parts for token in row if token.startswith("Program_")}))}
+            {int(token.split("_")[1]) for row in rows for token in row if token.startswith("Program_")}))}
         self.program_columns = program_index
         self.row_programs = torch.zeros((count, max(len(program_index), 1)), dtype=torch.bool)
-        signatures = set(profile.time_signatures) if time_signatures and profile.time_signatures else None
-        self.has_drum_tokens = any(kind in ("PitchDrum", "DrumOn") for kind in grammar.graph)
-        # Time never stands still longer than the corpus's longest gap between onsets (REMI-style
-        # tokens, where bars and positions say where an onset falls).
-        self.max_gap = profile.max_gap_beats if (max_gap == -1 and "Position" in grammar.graph) else (
-            None if max_gap == -1 else max_gap)
-        # The rows that open a new bar: a bar line, or with parts `<Part_0>`.
-        self.starts_with_bar = torch.tensor(
-            [bool(tokens) and (tokens[0] == f"{PART}_0" if self.part_bars else token_type(tokens[0]) == "Bar")
-             for tokens in parts] + [False])
-        self.opens_part = grammar.row_part if self.with_parts else None
-        self.opened_parts = set(self.opens_part.tolist()) - {NO_PART} if self.with_parts else set()
-        self.has_program = torch.tensor(
-            [any(token_type(token) == "Program" for token in tokens) for tokens in parts] + [False])
-
-        # Meta tokens never pile up: one tempo per onset, one metre per bar (before any time token
-        # of the row, where they land on the current onset / bar).
-        self.tempo_before_time = torch.tensor([_before_time(tokens, "Tempo") for tokens in parts] + [False])
-        self.signature_before_bar = torch.tensor(
-            [_before_time(tokens, "TimeSig", stops=("Bar",)) for tokens in parts] + [False])
-        # A piece ends once it is as long as the corpus's shortest piece.
-        self.min_bars = (profile.bars[0] if profile.bars else 0) if min_bars == -1 else (min_bars or 0)
-        for row, tokens in enumerate(parts):
+        for row, tokens in enumerate(rows):
             seen_time, onset_notes, onset_pairs, program = False, 0, Counter(), None
             seen_bar = False
             for token in tokens:
@@ -506,11 +526,11 @@ class CorpusConstraints:
                 if kind == "Program":
                     program = int(value)
                     self.row_programs[row, program_index[program]] = True
-                    if allowed_programs is not None and program not in allowed_programs:
+                    if self.allowed_programs is not None and program not in self.allowed_programs:
                         static[row] = False
                 elif kind == "TimeSig" and signatures is not None and value not in signatures:
                     static[row] = False
-                elif kind in time_resets:
+                elif kind in self.time_resets:
                     if not seen_time and kind == "Position":
                         self.first_position[row] = int(value)
                     if kind in ("Bar", PART, "Track"):
@@ -541,30 +561,31 @@ class CorpusConstraints:
                 token_type(tokens[-1]) == "Program" or (self.onsets and token_type(tokens[-1]) == PART))
         self.static = static
         self.note_demand = self.pre_notes + self.ends_needing_note.long()
-        # Parts: a Position can go back to an onset other parts filled; what a row strikes at
-        # each Position it names (rows x positions) is checked against what is there already.
+
+    def _count_notes_at_positions(self) -> None:
+        """Bars layout: a Position can go back to an onset other parts filled; what a row strikes
+        at each Position it names (rows x positions) is checked against what is there already."""
         self.notes_at_position = None
-        if self.part_bars:
-            positions = max([int(token.split("_")[1]) for tokens in parts for token in tokens
-                             if token.startswith("Position_")] + [0]) + 1
-            self.notes_at_position = torch.zeros((count, positions), dtype=torch.long)
-            for row, tokens in enumerate(parts):
-                position, struck = None, False
-                for token in tokens:
-                    kind, _, value = token.partition("_")
-                    if kind == "Position":
-                        position, struck = int(value), False
-                    elif kind in TIME_RESET_TYPES:
-                        position = None
-                    elif position is not None and _note_program_and_pitch(token) is not None:
-                        self.notes_at_position[row, position] += 1
-                        struck = True
-                if position is not None and not struck:  # a Position promises a note there
+        if not self.part_bars:
+            return
+        rows = self.row_tokens
+        positions = max([int(token.split("_")[1]) for tokens in rows for token in tokens
+                         if token.startswith("Position_")] + [0]) + 1
+        self.notes_at_position = torch.zeros((len(self.grammar.row_lm_ids), positions), dtype=torch.long)
+        for row, tokens in enumerate(rows):
+            position, struck = None, False
+            for token in tokens:
+                kind, _, value = token.partition("_")
+                if kind == "Position":
+                    position, struck = int(value), False
+                elif kind in TIME_RESET_TYPES:
+                    position = None
+                elif position is not None and _note_program_and_pitch(token) is not None:
                     self.notes_at_position[row, position] += 1
-            self.rows_with_positions = self.notes_at_position.any(dim=1)
-        self._program_masks: dict[int | None, torch.Tensor] = {}
-        self._position_masks: dict[int, torch.Tensor] = {}
-        self._new_program_masks: dict[frozenset, torch.Tensor] = {}
+                    struck = True
+            if position is not None and not struck:  # a Position promises a note there
+                self.notes_at_position[row, position] += 1
+        self.rows_with_positions = self.notes_at_position.any(dim=1)
 
     # ------------------------------------------------------------------------- state
 
@@ -581,9 +602,9 @@ class CorpusConstraints:
 
     def advance(self, state: _OnsetState, lm_id: int) -> _OnsetState:
         row = self.grammar.row_of_lm_id.get(lm_id)
-        if row is None or row >= len(self.parts):
+        if row is None or row >= len(self.row_tokens):
             return state
-        for token in self.parts[row]:
+        for token in self.row_tokens[row]:
             kind, _, value = token.partition("_")
             if self.onsets and kind == PART:  # the notes after it are this part's, at this same onset
                 state.part = int(value)
@@ -656,7 +677,7 @@ class CorpusConstraints:
         only, pitches in the corpus's range)."""
         if program not in self._program_masks:
             mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
-            for row, tokens in enumerate(self.parts):
+            for row, tokens in enumerate(self.row_tokens):
                 current = program
                 for token in tokens:
                     kind, _, value = token.partition("_")
@@ -681,7 +702,7 @@ class CorpusConstraints:
         """Rows whose pitched notes all lie within `bounds` (drum notes are not pitches)."""
         if bounds not in self._part_range_masks:
             mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
-            for row, tokens in enumerate(self.parts):
+            for row, tokens in enumerate(self.row_tokens):
                 for token in tokens:
                     kind, _, value = token.partition("_")
                     if kind in ("Pitch", "NoteOn") and value.isdigit() and not bounds[0] <= int(value) <= bounds[1]:
