@@ -3,8 +3,8 @@
 Two stages. A miditok tokenizer (REMI by default, optionally compressed with music BPE) turns a
 score into *music tokens*; each music token is then one new, readably named LM token, so the
 language model sees e.g. `<Pitch_60>` or, for a BPE merge, `<Position_0+Pitch_60+Velocity_63>`.
-An optional caption (composer, title, key, metre, tempo, instruments) precedes the music as
-ordinary LM text, and `<music>` / `</music>` delimit the music.
+An optional caption (composer, title, key, metre, tempo, instruments; `midillm.tokenization.caption`)
+precedes the music as ordinary LM text, and `<music>` / `</music>` delimit the music.
 
 Parts (REMI): a score's tracks keep their identity. Each played track is one *part*, tokenized
 on its own, and the music is written bar by bar, part by part: `<Part_0> bar of part 0 <Part_1>
@@ -13,9 +13,10 @@ appear where they play. The caption's "Parts:" line names them in that order; ea
 Program token (its first note) says its instrument. One voice's line stays contiguous within a
 bar, and a part can be given (kept exactly) while the others are written.
 
-Tasks besides continuation (see `midillm.tokenization.rows`): *infill* rows put `<gap>` for each missing bar where the
-bars were, then `<fill>` and the missing bars (the fill-in-the-middle layout of code models), and
-*accompany* rows put the given parts first (parts 0..k-1).
+Tasks besides continuation (their row layouts: `midillm.tokenization.rows`): *infill* rows put
+`<gap>` for each missing bar where the bars were, then `<fill>` and the missing bars (the
+fill-in-the-middle layout of code models), and *accompany* rows put the given parts first
+(parts 0..k-1).
 
 `render="text"` is the baseline the design measures against: music tokens are written as plain
 text ("Bar_None Position_0 Pitch_60 ...") through the LM's own tokenizer, with no new rows

@@ -1,9 +1,11 @@
 """`midillm prepare`: a corpus source -> codec + packed `datasets` splits + a report.
 
-Steps: list the source, check every file (bad ones skipped with a reason), drop duplicates by
-content hash, split by hash (stable when files are added), train music BPE on the train split,
-tokenize in worker processes (optionally transposed copies of the train pieces), cut long
-pieces at bar lines to the LM context, pack pieces into fixed-length rows, save.
+Steps (`prepare`, top to bottom): list the source, check every file (bad ones skipped with a
+reason), drop duplicates by content hash, split by hash (stable when files are added), read the
+train pieces once to measure the corpus and to learn the codec's music BPE or note compounds,
+tokenize in worker processes (optionally transposed copies of the train pieces), lay the pieces
+out as rows (`midillm.tokenization.rows`: continuation chunks cut at bar lines, infill and
+accompaniment examples), pack them into fixed-length rows, save.
 """
 
 from __future__ import annotations
