@@ -43,34 +43,44 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
                              "(default: auto).")
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser, sampling) -> None:
-    """The sampling flags of every command that samples; None keeps the bundle's own settings."""
+def add_sampling_arguments(parser: argparse.ArgumentParser, names=None, defaults: str = "the bundle's own") -> None:
+    """A flag per `SamplingSettings` field (or the fields `names`), with the field's help line.
+
+    The flags default to None: the model's own settings (its generation_config.json, else
+    `SamplingSettings`' defaults) apply where the user sets none."""
+    from midillm.decoding.request import SamplingSettings
+
+    sampling = SamplingSettings()
+    for setting in dataclasses.fields(SamplingSettings):
+        if names is not None and setting.name not in names:
+            continue
+        default = getattr(sampling, setting.name)
+        parser.add_argument("--" + setting.name.replace("_", "-"), type=type(default),
+                            help=f"{setting.metadata['help']} (default: {defaults}, else {default}).")
+
+
+def sampling_changes(arguments: argparse.Namespace) -> dict:
+    """The sampling settings the user set on the command line (name -> value)."""
+    from midillm.decoding.request import SAMPLING_NAMES
+
+    return {name: getattr(arguments, name) for name in SAMPLING_NAMES if getattr(arguments, name, None) is not None}
+
+
+def add_request_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every command that samples takes besides its music: precision, sampling, seed, constraints."""
     add_precision_argument(parser)
-    parser.add_argument("--max-new-tokens", type=int,
-                          help=f"Length limit in LM tokens (default: {sampling.max_new_tokens}).")
-    parser.add_argument("--temperature", type=float, help=f"Sampling temperature, > 0 (default: {sampling.temperature}).")
-    parser.add_argument("--top-p", type=float, help=f"Nucleus sampling mass in (0, 1] (default: {sampling.top_p}).")
-    parser.add_argument("--top-k", type=int, help=f"Keep the K most likely tokens; 0 = off (default: {sampling.top_k}).")
-    parser.add_argument("--min-p", type=float,
-                          help=f"Drop tokens below this share of the top one (default: {sampling.min_p}).")
-    parser.add_argument("--repetition-penalty", type=float,
-                          help=f"> 1 discourages repeats (default: {sampling.repetition_penalty}).")
+    add_sampling_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    parser.add_argument("--no-constraints", action="store_true",
+                        help="Sample under the token syntax only, without the corpus constraints (notes per "
+                             "onset, no repeated note at an onset, the corpus's instruments, ranges and metres).")
+    parser.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from midillm.decoding.generate import SamplingSettings
+def add_prepare_command(commands) -> None:
+    """`midillm prepare SOURCE`: a corpus into a dataset and a codec."""
     from midillm.tokenization.dataset import PrepareConfig
 
-    # Sampling flags default to None: the bundle's generation_config.json, else SamplingSettings.
-    sampling = SamplingSettings()
-
-    parser = argparse.ArgumentParser(
-        prog="midillm",
-        description="Teach a pretrained language model to write music.",
-    )
-    parser.add_argument("--version", action="version", version=f"midillm {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     prepare = commands.add_parser(
         "prepare", help="Turn MIDI files into a tokenized, packed dataset and a codec.",
         description="Read a corpus, skip bad files (each named with its reason), train music BPE, "
@@ -78,12 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "Re-running with the same files and settings reuses the result.")
     add_dataclass_arguments(prepare, PrepareConfig, positional=("source",))
 
+
+def add_train_command(commands) -> None:
+    """`midillm train`: listed for --help; `main` hands the arguments to the training entry point."""
     # Listed for --help only: main() hands `train` straight to the training entry point, so
     # `midillm train` and `accelerate launch -m midillm.finetune.train` parse exactly alike.
     commands.add_parser(
         "train", add_help=False, help="Fine-tune a base LM on a prepared dataset (midillm train --config FILE.yaml [key=value ...]).",
         description="Same as: accelerate launch -m midillm.finetune.train --config FILE.yaml [key=value ...]")
 
+
+def add_generate_command(commands) -> None:
+    """`midillm generate MODEL --out DIR`: new pieces, or continuations of --prompt."""
     generate = commands.add_parser(
         "generate", help="Sample music from a fine-tuned bundle and export it.",
         description="Sample N pieces from MODEL (a bundle folder or a Hub id), under the tokenization "
@@ -94,14 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", help="A MIDI file to continue, or a recording (wav, flac, ogg, mp3), "
                                            "transcribed first; the output begins with it.")
     generate.add_argument("--text", help='A caption to start from, e.g. "Composer: J.S. Bach".')
-    add_sampling_arguments(generate, sampling)
     generate.add_argument("--time-signature", help='Force the opening metre, e.g. "3/4" (without --prompt).')
     generate.add_argument("--tempo", type=float, help="Force the opening tempo in BPM (without --prompt).")
     generate.add_argument("--programs", help="Only these General MIDI programs may play, e.g. 0,40 (-1 = drums). "
                                              "Default: those the caption names, else the training corpus's.")
-    generate.add_argument("--no-constraints", action="store_true",
-                          help="Sample under the token syntax only, without the corpus constraints (notes per "
-                               "onset, no repeated note at an onset, the corpus's instruments, ranges and metres).")
     generate.add_argument("--like", nargs="+", metavar="FILE.mid",
                           help="Generate for this taste: continue the opening of the liked piece nearest their "
                                "mean, under that piece's caption without its title (instead of --prompt; --text "
@@ -119,8 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="With --like: how nearness to the taste is judged. features (default): note density, "
                                "voices at once, rhythm, pitch-class use, against the liked pieces'; model: the "
                                "model's own representation; both: the sum of the two.")
-    generate.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
+    add_request_arguments(generate)
 
+
+def add_task_command(commands) -> None:
+    """`midillm infill | accompany | arrange MODEL --midi IN.mid --out DIR`: work on given music."""
     task_help = {
         "infill": ("Write new bars inside a piece, leading from the bar before into the bar after.",
                    "Replace bars FIRST-LAST of IN.mid (counted from 1) with new ones that lead from the bar "
@@ -150,11 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--text", required=task == "arrange",
                              help=f'The caption, e.g. "Composer: J.S. Bach" ({caption_default}).')
         command.add_argument("-n", "--num-samples", type=int, default=1, help="How many versions (default: 1).")
-        add_sampling_arguments(command, sampling)
-        command.add_argument("--no-constraints", action="store_true",
-                             help="Sample under the token syntax only, without the corpus constraints.")
-        command.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
+        add_request_arguments(command)
 
+
+def add_transcribe_command(commands) -> None:
+    """`midillm transcribe AUDIO --out OUT.mid`."""
     transcribe = commands.add_parser(
         "transcribe", help="Turn a recording into a MIDI file on a beat grid (Basic Pitch + librosa).",
         description="Transcribe AUDIO (wav, flac, ogg, mp3; at most 300 s) with Spotify's Basic Pitch on "
@@ -167,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="General MIDI program of the notes, 0-127 (default: 0, piano).")
     transcribe.add_argument("--grid", type=int, default=4, help="Grid steps per beat (default: 4).")
 
+
+def add_push_command(commands) -> None:
+    """`midillm push MODEL --repo OWNER/NAME`."""
     push = commands.add_parser(
         "push", help="Upload a bundle to the Hugging Face Hub.",
         description="Make MODEL Hub-ready (remote code for the pipeline, a rendered sample, the full model card) "
@@ -178,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--no-sample", dest="render", action="store_false",
                       help="Do not render a sample piano roll for the card.")
 
+
+def add_export_command(commands) -> None:
+    """`midillm export MODEL --out DIR [--merge]`."""
     export = commands.add_parser(
         "export", help="Write a Hub-ready copy of a bundle, or a merged plain transformers model.",
         description="Without --merge: copy MODEL to OUT and make it Hub-ready. With --merge: the base model with the "
@@ -187,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="The folder to write.")
     export.add_argument("--merge", action="store_true", help="Merge the adapter into the base model.")
 
+
+def add_eval_command(commands) -> None:
+    """`midillm eval MODEL --data DIR --out DIR`: what separates the model from its corpus."""
     evaluate = commands.add_parser(
         "eval", help="Evaluate a bundle: likelihood, validity, musical features, memorisation, report.",
         description="Score MODEL on the held-out split of DATA, generate N samples (or read --samples), compare "
@@ -197,18 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="Folder for metrics.json and the report.")
     evaluate.add_argument("-n", "--num-samples", type=int, default=16, help="Samples to generate (default: 16).")
     evaluate.add_argument("--samples", metavar="FOLDER", help="Evaluate these MIDI files instead of generating.")
-    evaluate.add_argument("--max-new-tokens", type=int, default=sampling.max_new_tokens,
-                          help=f"Length limit in LM tokens (default: {sampling.max_new_tokens}).")
+    add_sampling_arguments(evaluate, names=("max_new_tokens", "temperature", "top_p"),
+                           defaults="the bundle's own, as `generate` samples")
     evaluate.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
-    evaluate.add_argument("--temperature", type=float,
-                          help="Sampling temperature, > 0 (default: the bundle's own, as `generate` samples).")
-    evaluate.add_argument("--top-p", type=float, help="Nucleus sampling mass in (0, 1] (default: the bundle's own).")
     evaluate.add_argument("--require-ending", action="store_true",
                           help="Count a sample cut by --max-new-tokens (no </music> of its own) as not sane.")
     evaluate.add_argument("--no-baselines", dest="baselines", action="store_false",
                           help="Skip the untrained-model and shuffled-bars baselines.")
     add_precision_argument(evaluate)
 
+
+def add_embed_command(commands) -> None:
+    """`midillm embed MODEL SOURCE --out INDEX`."""
     embed = commands.add_parser(
         "embed", help="One vector per piece from a fine-tuned bundle, into an index for similar / recommend.",
         description="Read SOURCE as `prepare` does (bad files skipped, each with its reason), move each piece to a "
@@ -226,14 +250,19 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--limit", type=int, help="Use only the first N pieces of SOURCE.")
     embed.add_argument("--num-workers", type=int, default=2, help="Processes that check the files (default: 2).")
 
-    def add_query_flags(command):
-        command.add_argument("-k", type=int, default=10, help="How many pieces to list (default: 10).")
-        command.add_argument("--diverse", action="store_true",
-                             help="At most one piece from each group of near-duplicates (copies, transpositions).")
-        command.add_argument("--json", action="store_true", help="Print the results as JSON for other programs.")
-        command.add_argument("--model", help="The bundle to embed query files with, when it has moved since the "
-                                             "index was built (it must be the same model).")
 
+def add_query_flags(command) -> None:
+    """The flags `similar` and `recommend` share."""
+    command.add_argument("-k", type=int, default=10, help="How many pieces to list (default: 10).")
+    command.add_argument("--diverse", action="store_true",
+                         help="At most one piece from each group of near-duplicates (copies, transpositions).")
+    command.add_argument("--json", action="store_true", help="Print the results as JSON for other programs.")
+    command.add_argument("--model", help="The bundle to embed query files with, when it has moved since the "
+                                         "index was built (it must be the same model).")
+
+
+def add_similar_command(commands) -> None:
+    """`midillm similar INDEX QUERY.mid`."""
     similar = commands.add_parser(
         "similar", help="The pieces of an index nearest a MIDI file.",
         description="Rank the pieces of INDEX by cosine similarity to QUERY (embedded with the index's model, "
@@ -242,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("query", metavar="QUERY.mid", help="The MIDI file to find similar pieces for.")
     add_query_flags(similar)
 
+def add_recommend_command(commands) -> None:
+    """`midillm recommend INDEX --likes ...`."""
     recommend = commands.add_parser(
         "recommend", help="Pieces of an index for a taste: near the liked pieces, away from the disliked.",
         description="Score each piece of INDEX by its mean similarity to the liked pieces minus half its mean "
@@ -253,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="MIDI files the listener dislikes.")
     add_query_flags(recommend)
 
+
+def add_demo_command(commands) -> None:
+    """`midillm demo`: the whole path on the offline default."""
     demo = commands.add_parser(
         "demo", help="The whole path on the offline default: prepare, train, generate, eval, model card.",
         description="Prepare the Bach chorales, fine-tune the offline base model with configs/bach-demo.yaml "
@@ -269,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Samples the evaluation draws, with the corpus constraints and again with the model "
                            "alone (default: 32).")
 
+
+def add_studio_command(commands) -> None:
+    """`midillm studio [MODEL]`: the local web page."""
     studio = commands.add_parser(
         "studio", help="A local web page: pick a model, write a caption or upload a MIDI file, listen, download.",
         description="Serve the studio page on http://HOST:PORT (127.0.0.1 by default; no outside request). It "
@@ -286,6 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Largest MIDI file or recording accepted, in MB (default: 20).")
     add_precision_argument(studio)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="midillm", description="Teach a pretrained language model to write music.")
+    parser.add_argument("--version", action="version", version=f"midillm {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # In the order `midillm --help` lists them: the path from a corpus to music, then the rest.
+    for add_command in (add_prepare_command, add_train_command, add_generate_command, add_task_command,
+                        add_transcribe_command, add_push_command, add_export_command, add_eval_command,
+                        add_embed_command, add_similar_command, add_recommend_command, add_demo_command,
+                        add_studio_command):
+        add_command(commands)
     return parser
 
 
@@ -325,26 +373,18 @@ def run_prepare(arguments: argparse.Namespace) -> None:
     print_prepare_report(report, config.out)
 
 
-def run_generate(arguments: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from midillm.decoding.export import export_score, parse_formats
-    from midillm.decoding.generate import MidiLM, SamplingSettings
-
-    # Everything the user typed is checked before the (slow) model load.
-    formats = parse_formats(arguments.formats)
-    given = {field.name: getattr(arguments, field.name) for field in dataclasses.fields(SamplingSettings)}
-    SamplingSettings().updated(**given)
+def parse_programs(text: str | None) -> list[int] | None:
+    """--programs "0,40" -> [0, 40]; one line if it is not a list of numbers."""
+    if not text:
+        return None
     try:
-        programs = [int(value) for value in arguments.programs.split(",")] if arguments.programs else None
+        return [int(value) for value in text.split(",")]
     except ValueError:
-        raise ValueError(f"--programs takes comma-separated numbers from -1 to 127, not {arguments.programs!r}") from None
-    if programs and not all(-1 <= program <= 127 for program in programs):
-        raise ValueError(f"--programs takes numbers from -1 (drums) to 127, not {arguments.programs!r}")
-    if arguments.num_samples < 1:
-        raise ValueError(f"-n must be at least 1, not {arguments.num_samples}")
-    if arguments.prompt and not Path(arguments.prompt).is_file():
-        raise FileNotFoundError(f"prompt file not found: {arguments.prompt}")
+        raise ValueError(f"--programs takes comma-separated numbers from -1 to 127, not {text!r}") from None
+
+
+def check_like_arguments(arguments: argparse.Namespace) -> None:
+    """--like and the flags that go with it, checked before the model loads."""
     if arguments.like and arguments.prompt:
         raise ValueError("--like sets the prompt itself: give --like or --prompt, not both")
     if arguments.candidates is not None and (arguments.candidates < 1 or not arguments.like):
@@ -358,48 +398,69 @@ def run_generate(arguments: argparse.Namespace) -> None:
 
         for liked in arguments.like:
             read_score(liked)  # missing or not MIDI: one line before the model loads
-    from midillm.audio import check_audio, codec_grid, is_audio_path, transcribe
 
-    prompt = arguments.prompt
-    if prompt and is_audio_path(prompt):
-        check_audio(prompt)  # not audio, empty, too long: one line before the model loads
+
+def run_generate(arguments: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from midillm.audio import check_audio, is_audio_path, transcribe, codec_grid
+    from midillm.decoding.export import export_score, parse_formats
+    from midillm.decoding.generate import MidiLM
+    from midillm.decoding.request import MusicRequest
+
+    # Everything the user typed is checked before the (slow) model load: the request checks itself.
+    formats = parse_formats(arguments.formats)
+    request = MusicRequest("continue", arguments.prompt, arguments.text, programs=parse_programs(arguments.programs),
+                           time_signature=arguments.time_signature, tempo=arguments.tempo,
+                           num_samples=arguments.num_samples, seed=arguments.seed,
+                           constrain=not arguments.no_constraints, sampling=sampling_changes(arguments),
+                           progress=True)
+    check_like_arguments(arguments)
+    audio_prompt = arguments.prompt and is_audio_path(arguments.prompt)
+    if audio_prompt:
+        check_audio(arguments.prompt)  # not audio, empty, too long: one line before the model loads
     model = MidiLM.from_pretrained(arguments.model, dtype=arguments.precision)
-    transcription = None
-    if prompt and is_audio_path(prompt):
-        prompt = transcription = transcribe(prompt, grid=codec_grid(model.codec))
-    text = arguments.text
-    settings = model.sampling.updated(**given)
-    sampling = dict(programs=programs, progress=True, time_signature=arguments.time_signature,
-                    tempo=arguments.tempo, constrain=not arguments.no_constraints)
-    if arguments.like:
-        from midillm.retrieval import ADAPT_STEPS, CANDIDATES_PER_SAMPLE, TASTE_RANKING, generate_for_taste, taste_prompt
-
-        candidates = arguments.candidates or CANDIDATES_PER_SAMPLE
-        rank_by = arguments.rank_by or TASTE_RANKING
-        adapt_steps = ADAPT_STEPS if arguments.adapt_steps is None else arguments.adapt_steps
-        taste = taste_prompt(model, arguments.like)
-        caption = text or taste.text
-        print(f"Prompt: the opening of the liked piece nearest the taste; caption: {' / '.join((caption or '').splitlines())}; "
-              f"adapting the model to the liked pieces for {adapt_steps} steps; "
-              f"keeping the nearest of {candidates} continuations per sample (by {rank_by})")
-        samples = generate_for_taste(model, arguments.like, arguments.num_samples, caption, settings, arguments.seed,
-                                     candidates_per_sample=candidates, taste=taste, rank_by=rank_by,
-                                     adapt_steps=adapt_steps, **sampling)
-    else:
-        samples = model.generate_ids(arguments.num_samples, prompt, text, settings, arguments.seed, **sampling)
     out = Path(arguments.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if transcription is not None:  # what the model heard
+    if audio_prompt:  # transcribed here, so the user also gets what the model heard
+        transcription = transcribe(arguments.prompt, grid=codec_grid(model.codec))
+        request = request.updated(music=transcription)
+        out.mkdir(parents=True, exist_ok=True)
         written = export_score(transcription, out / "prompt-transcription", formats)
         print(f"{out / 'prompt-transcription'}: {transcription.note_num()} notes transcribed from "
               f"{arguments.prompt} at {transcription.tempos[0].qpm:.1f} BPM -> "
               + ", ".join(path.name for path in written.values()))
-    for index, ids in enumerate(samples):
-        score = model.codec.decode(ids)
-        written = export_score(score, out / f"sample-{index:03d}", formats)
-        ending = "ended" if model.last_generation[index]["ended"] else "cut by --max-new-tokens"
-        print(f"{out / f'sample-{index:03d}'}: {score.note_num()} notes, {ending} -> "
+    if arguments.like:
+        samples = generate_for_liked_pieces(model, request, arguments)
+    else:
+        samples = model.run(request)
+    out.mkdir(parents=True, exist_ok=True)
+    for index, sample in enumerate(samples):
+        written = export_score(sample.score, out / f"sample-{index:03d}", formats)
+        ending = "ended" if sample.ended else "cut by --max-new-tokens"
+        print(f"{out / f'sample-{index:03d}'}: {sample.score.note_num()} notes, {ending} -> "
               + ", ".join(path.name for path in written.values()))
+
+
+def generate_for_liked_pieces(model, request, arguments: argparse.Namespace) -> list:
+    """--like: continue the opening of the liked piece nearest the taste, keep the nearest draws."""
+    from midillm.decoding.generate import Sample
+    from midillm.retrieval import ADAPT_STEPS, CANDIDATES_PER_SAMPLE, TASTE_RANKING, generate_for_taste, taste_prompt
+
+    candidates = arguments.candidates or CANDIDATES_PER_SAMPLE
+    rank_by = arguments.rank_by or TASTE_RANKING
+    adapt_steps = ADAPT_STEPS if arguments.adapt_steps is None else arguments.adapt_steps
+    taste = taste_prompt(model, arguments.like)
+    caption = request.text or taste.text
+    print(f"Prompt: the opening of the liked piece nearest the taste; caption: {' / '.join((caption or '').splitlines())}; "
+          f"adapting the model to the liked pieces for {adapt_steps} steps; "
+          f"keeping the nearest of {candidates} continuations per sample (by {rank_by})")
+    settings = model.sampling.updated(**request.sampling)
+    rows = generate_for_taste(model, arguments.like, request.num_samples, caption, settings, request.seed,
+                              candidates_per_sample=candidates, taste=taste, rank_by=rank_by,
+                              adapt_steps=adapt_steps, programs=request.programs, progress=True,
+                              time_signature=request.time_signature, tempo=request.tempo,
+                              constrain=request.constrain)
+    return [Sample(model.codec.decode(ids), ids, record["ended"]) for ids, record in zip(rows, model.last_generation)]
 
 
 def run_task(arguments: argparse.Namespace) -> None:
@@ -407,32 +468,22 @@ def run_task(arguments: argparse.Namespace) -> None:
     from pathlib import Path
 
     from midillm.decoding.export import export_score, parse_formats
-    from midillm.decoding.generate import MidiLM, SamplingSettings, parse_bar_range
+    from midillm.decoding.generate import MidiLM
+    from midillm.decoding.request import MusicRequest
 
     formats = parse_formats(arguments.formats)
-    given = {field.name: getattr(arguments, field.name, None) for field in dataclasses.fields(SamplingSettings)}
-    SamplingSettings().updated(**given)
-    if arguments.num_samples < 1:
-        raise ValueError(f"-n must be at least 1, not {arguments.num_samples}")
-    if not Path(arguments.midi).is_file():
-        raise FileNotFoundError(f"file not found: {arguments.midi}")
-    if arguments.command == "infill":
-        parse_bar_range(arguments.bars)  # a bad range is one line before the model loads
+    request = MusicRequest(arguments.command, arguments.midi, arguments.text, bars=getattr(arguments, "bars", None),
+                           tracks=getattr(arguments, "tracks", None), num_samples=arguments.num_samples,
+                           seed=arguments.seed, constrain=not arguments.no_constraints,
+                           sampling=sampling_changes(arguments), progress=True)
     model = MidiLM.from_pretrained(arguments.model, dtype=arguments.precision)
-    options = dict(num_samples=arguments.num_samples, seed=arguments.seed,
-                   constrain=not arguments.no_constraints, **{k: v for k, v in given.items() if v is not None})
-    if arguments.command == "infill":
-        scores = model.infill(arguments.midi, arguments.bars, text=arguments.text, **options)
-    elif arguments.command == "accompany":
-        scores = model.accompany(arguments.midi, arguments.tracks, text=arguments.text, **options)
-    else:
-        scores = model.arrange(arguments.midi, arguments.text, tracks=arguments.tracks, **options)
+    samples = model.run(request)
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
-    for index, score in enumerate(scores):
-        written = export_score(score, out / f"sample-{index:03d}", formats)
-        parts = ", ".join(f"{track.name or 'unnamed'} ({track.note_num()})" for track in score.tracks)
-        print(f"{out / f'sample-{index:03d}'}: {score.note_num()} notes in {parts} -> "
+    for index, sample in enumerate(samples):
+        written = export_score(sample.score, out / f"sample-{index:03d}", formats)
+        parts = ", ".join(f"{track.name or 'unnamed'} ({track.note_num()})" for track in sample.score.tracks)
+        print(f"{out / f'sample-{index:03d}'}: {sample.score.note_num()} notes in {parts} -> "
               + ", ".join(path.name for path in written.values()))
 
 
@@ -506,16 +557,13 @@ def _percent(value) -> str:
 
 
 def run_eval(arguments: argparse.Namespace) -> None:
-    from midillm.decoding.generate import SamplingSettings
+    from midillm.decoding.request import SamplingSettings
     from midillm.eval import EvalConfig, evaluate
 
-    SamplingSettings().updated(temperature=arguments.temperature, top_p=arguments.top_p)  # one line, before loading
-
+    sampling = SamplingSettings.check_changes(sampling_changes(arguments))  # one line, before loading
     config = EvalConfig(model=arguments.model, data=arguments.data, out=arguments.out,
-                        num_samples=arguments.num_samples, samples=arguments.samples,
-                        max_new_tokens=arguments.max_new_tokens, seed=arguments.seed,
-                        temperature=arguments.temperature, top_p=arguments.top_p,
-                        baselines=arguments.baselines, require_ending=arguments.require_ending,
+                        num_samples=arguments.num_samples, samples=arguments.samples, seed=arguments.seed,
+                        **sampling, baselines=arguments.baselines, require_ending=arguments.require_ending,
                         precision=arguments.precision)
     summary = evaluate(config)["summary"]
     from midillm.eval.listener import listener_lines
@@ -528,6 +576,13 @@ def run_eval(arguments: argparse.Namespace) -> None:
           f"bits per note {summary.get('bits_per_note', float('nan')):.3f}")
     print(", ".join(f"{key} {value:.3f}" for key, value in summary.items() if isinstance(value, float)))
     print(f"Wrote {arguments.out}/metrics.json, {arguments.out}/report.md and {arguments.out}/report.html")
+
+
+# What each command runs (`train` never reaches the table: `main` hands it over whole).
+COMMANDS = {"prepare": run_prepare, "generate": run_generate, "infill": run_task, "accompany": run_task,
+            "arrange": run_task, "transcribe": run_transcribe, "push": run_push, "export": run_export,
+            "eval": run_eval, "embed": run_embed, "similar": run_similar, "recommend": run_recommend,
+            "demo": run_demo, "studio": run_studio}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -555,30 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     user_errors = (SourceError, BaseModelError, CodecVersionError, ExportError, BundleError, ValueError, OSError)
 
     try:
-        if arguments.command == "prepare":
-            run_prepare(arguments)
-        elif arguments.command == "generate":
-            run_generate(arguments)
-        elif arguments.command in ("infill", "accompany", "arrange"):
-            run_task(arguments)
-        elif arguments.command == "transcribe":
-            run_transcribe(arguments)
-        elif arguments.command == "embed":
-            run_embed(arguments)
-        elif arguments.command == "similar":
-            run_similar(arguments)
-        elif arguments.command == "recommend":
-            run_recommend(arguments)
-        elif arguments.command == "push":
-            run_push(arguments)
-        elif arguments.command == "export":
-            run_export(arguments)
-        elif arguments.command == "eval":
-            run_eval(arguments)
-        elif arguments.command == "demo":
-            run_demo(arguments)
-        elif arguments.command == "studio":
-            run_studio(arguments)
+        COMMANDS[arguments.command](arguments)
     except KeyboardInterrupt:
         print("midillm: interrupted", file=sys.stderr)
         return 130

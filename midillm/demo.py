@@ -47,7 +47,8 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     extra `PrepareConfig` fields (e.g. {"vocab_size": 600}). Re-running reuses the prepared data.
     """
     from midillm.decoding.export import export_score, write_midi, write_png
-    from midillm.decoding.generate import MidiLM, SamplingSettings
+    from midillm.decoding.generate import MidiLM
+    from midillm.decoding.request import SamplingSettings
     from midillm.eval import EvalConfig, evaluate
     from midillm.eval.sanity import sample_sanity
     from midillm.finetune.config import load_config

@@ -36,18 +36,17 @@ docs/benchmarks.md with the date, hardware (CPU model, AMX / AVX512-BF16) and co
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
-import platform
-import resource
-import shlex
-import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
+
+from harness.load import base_with_rows, held_out_tokens_per_note, prepared_report
+from harness.machine import has_amx, machine
+from harness.report import command_line, written_header, write_markdown as write_report
+from harness.run import add_child_option, peak_rss_mib, print_result, run_in_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 # vocab_size None: `midillm prepare`'s default; compositional_rows None: `midillm train`'s default;
@@ -85,11 +84,6 @@ def recipe(name: str, args) -> dict:
     return {**rows, "seq_len": args.seq_len} if args.seq_len else rows
 
 
-def held_out_tokens_per_note(report: dict) -> float:
-    held_out = [report["splits"][split] for split in ("validation", "test")]
-    return sum(split["music_tokens"] for split in held_out) / sum(split["notes"] for split in held_out)
-
-
 def prepare_data(name: str, args) -> Path:
     from midillm.tokenization.dataset import PrepareConfig, prepare
 
@@ -119,12 +113,10 @@ def merged_model(bundle: Path, precision):
 
     from midillm import MusicCodec
     from midillm.decoding.precision import apply_precision
-    from midillm.finetune.model import add_music_tokens, load_base_model
 
     codec = MusicCodec.from_pretrained(bundle)
-    model = load_base_model(codec.base_model)
-    add_music_tokens(model, codec)
-    model = apply_precision(PeftModel.from_pretrained(model, bundle).merge_and_unload().eval(), precision)
+    model = apply_precision(PeftModel.from_pretrained(base_with_rows(codec), bundle).merge_and_unload().eval(),
+                            precision)
     return model, codec
 
 
@@ -141,7 +133,8 @@ def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool
     """
     import torch
 
-    from midillm.decoding.generate import MidiLM, SamplingSettings
+    from midillm.decoding.generate import MidiLM
+    from midillm.decoding.request import SamplingSettings
     from midillm.decoding.precision import wide_weights
 
     if codec.render == "tokens" and (APPROACHES[name]["music_only_head"] or constrain):
@@ -233,7 +226,7 @@ def run_approach(name: str, args) -> dict:
 
     spec = APPROACHES[name]
     data = Path(args.work) / name / "data"
-    report = json.loads((data / "prepare.json").read_text())
+    report = prepared_report(data)
     bundle = Path(args.work) / name / "model"
     overrides = [f"data_dir={data}", f"output_dir={bundle}", f"base_model={args.base_model}",
                  *(f"{key}={value}" for key, value in recipe(name, args).items()), f"max_minutes={args.minutes}",
@@ -242,7 +235,7 @@ def run_approach(name: str, args) -> dict:
         overrides.append(f"compositional_rows={spec['compositional_rows']}")
     config = load_config(ROOT / "configs" / "bach-demo.yaml", overrides)
     train(config, log=lambda message: print(f"[{name}] {message}", file=sys.stderr, flush=True))
-    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak_rss_gib = peak_rss_mib() / 1024  # this process is the approach's own (see main)
     summary = json.loads((bundle / "training_summary.json").read_text())
     tokens_per_note = held_out_tokens_per_note(report)
     # The setting, as prepared and trained: what the (a) row's defaults are today.
@@ -270,24 +263,6 @@ def run_approach(name: str, args) -> dict:
 
 
 # ----------------------------------------------------------------------------- the report
-
-
-def hardware() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-            cpuinfo.seek(0)
-            flags = next(line for line in cpuinfo if line.startswith("flags")).split()
-        cpu += " (" + ", ".join(flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags) + ")"
-    except (OSError, StopIteration):
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), no GPU" if not torch.cuda.is_available()
-            else f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
 
 
 def ratio(value: float, reference: float) -> str:
@@ -394,14 +369,6 @@ def target_lines(results: list[dict], amx: bool) -> list[str]:
     return lines
 
 
-def has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in cpuinfo)
-    except OSError:
-        return False
-
-
 def precisions(results: list[dict]) -> str:
     """Each approach's sampling precision; a result from before the setting sampled in bf16."""
     return ", ".join(f"{result['approach']} {result.get('precision', 'bf16')}" for result in results)
@@ -410,12 +377,10 @@ def precisions(results: list[dict]) -> str:
 def write_markdown(results: list[dict], args, command: str, path: Path) -> None:
     rows_per_step = ", ".join(f"{result['approach']}: {rows['batch_size']} x {rows['seq_len']} tokens"
                               for result in results for rows in [recipe(result["approach"], args)])
+    header = "\n".join(written_header(machine(), command))
     text = f"""# Benchmark: midillm against the peers' approaches
 
-Written by `scripts/bench.py` on {datetime.date.today().isoformat()}.
-
-- Command: `{command}`
-- Hardware: {hardware()}
+{header}
 - Base model: {args.base_model} (SmolLM2-135M-Instruct), LoRA r16 on all linear layers, `configs/bach-demo.yaml`
   ({rows_per_step} a step; bf16 autocast, torch.compile), the same {args.minutes:g}-minute training budget each.
 - Data: {args.source}; held-out = the validation and test splits (same pieces for every approach: splits go by content hash).
@@ -445,11 +410,7 @@ Targets of issue 23 for the default (a), against (a0) of the same run:
 Targets of issue 12 for the default (a):
 
 """ + "\n".join(target_lines(results, has_amx())) + "\n\nRaw numbers:\n\n```json\n" + json.dumps(results, indent=1) + "\n```\n"
-    # What people wrote below the marker (why a target is missed, what would close it) is kept.
-    if path.is_file() and ANALYSIS_MARKER in path.read_text():
-        text += "\n" + ANALYSIS_MARKER + path.read_text().split(ANALYSIS_MARKER, 1)[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_report(path, text, keep_below=ANALYSIS_MARKER)
 
 
 def main() -> int:
@@ -471,18 +432,18 @@ def main() -> int:
                         help="Keep the result an earlier run saved in WORK/APPROACH/result.json (same settings).")
     parser.add_argument("--temperature", type=float, default=0.7,
                         help="Sampling temperature of every approach's quality and speed samples (midillm's default).")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: train and time one approach, print JSON
+    add_child_option(parser)  # internal: train and time one approach, print its result
     args = parser.parse_args()
     global TEMPERATURE
     TEMPERATURE = args.temperature
     if args.one:
-        print("RESULT " + json.dumps(run_approach(args.one, args)), flush=True)
+        print_result(run_approach(args.one, args))
         return 0
     names = [name.strip() for name in args.approaches.split(",") if name.strip()]
     unknown = [name for name in names if name not in APPROACHES]
     if unknown:
         parser.error(f"unknown approach {unknown[0]!r}; choose from {', '.join(APPROACHES)}")
-    command = "python scripts/bench.py " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
+    command = command_line()
     results = []
     for index, name in enumerate(names, 1):
         saved = Path(args.work) / name / "result.json"
@@ -493,17 +454,12 @@ def main() -> int:
         print(f"[{index}/{len(names)}] {APPROACHES[name]['label']}: preparing", file=sys.stderr, flush=True)
         prepare_data(name, args)
         print(f"[{index}/{len(names)}] training for {args.minutes:g} min, then timing generation", file=sys.stderr, flush=True)
-        child = [sys.executable, __file__, "--one", name, "--minutes", str(args.minutes), "--source", args.source,
-                 "--base-model", args.base_model, *(["--seq-len", str(args.seq_len)] if args.seq_len else []),
-                 "--new-tokens", str(args.new_tokens),
-                 "--quality-samples", str(args.quality_samples), "--quality-notes", str(args.quality_notes),
-                 "--work", args.work, "--temperature", str(args.temperature)]
-        output = subprocess.run(child, stdout=subprocess.PIPE, text=True)  # its progress goes to our stderr
-        lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
-        if output.returncode or not lines:
-            print(f"{name}: failed (exit {output.returncode})", file=sys.stderr)
+        # Each approach in a process of its own: its peak RSS is its own, and no model of an
+        # earlier approach holds memory or cores while it trains. Its log is our progress.
+        result = run_in_subprocess(__file__, sys.argv[1:], name, show_progress=True)
+        if result is None:
             continue
-        results.append(json.loads(lines[-1][len("RESULT "):]))
+        results.append(result)
         saved.write_text(json.dumps(results[-1], indent=1) + "\n")
     if not results:
         return 1

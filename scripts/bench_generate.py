@@ -11,25 +11,21 @@ are those of the decoded scores.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 import warnings
 
-import torch
-
-from midillm import MidiLM, MusicCodec
-from midillm.decoding.generate import SamplingSettings
+from harness.load import base_with_rows
+from harness.machine import machine
 
 
-def load(arguments, dtype: str) -> MidiLM:
+def load(arguments, dtype: str):
+    """A `MidiLM` in `dtype`: the bundle's, or the codec's base model with untrained rows."""
+    from midillm import MidiLM, MusicCodec
+
     if arguments.bundle:
         return MidiLM.from_pretrained(arguments.bundle, dtype=dtype)
-    from midillm.finetune.model import add_music_tokens, load_base_model
-
     codec = MusicCodec.from_pretrained(arguments.codec)
-    model = load_base_model(codec.base_model)
-    add_music_tokens(model, codec)
-    return MidiLM(model, codec, dtype=dtype)
+    return MidiLM(base_with_rows(codec), codec, dtype=dtype)
 
 
 def main() -> None:
@@ -42,9 +38,15 @@ def main() -> None:
                         help="Precisions, as `MidiLM.from_pretrained` takes them (fp32, bf16, fp16, int8, auto).")
     arguments = parser.parse_args()
     warnings.filterwarnings("ignore")
+    # torch and midillm load after the arguments are read, so that --help answers at once.
+    import torch
+
+    from midillm.decoding.request import SamplingSettings
+
     torch.set_num_threads(torch.get_num_threads())
 
-    print(f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    # The CPU's model and bf16 flags, cores and threads; on a GPU machine (scripts/gpu_check.sh), the GPU.
+    print(f"Machine: {machine()}")
     print("| dtype | batch | new tokens | notes | seconds | tokens/s | notes/s |\n|---|---|---|---|---|---|---|")
     for dtype_name in arguments.dtypes.split(","):
         model = load(arguments, dtype_name)

@@ -33,48 +33,16 @@ piece (`midillm.eval.memorization.longest_copy`), in bars.
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from harness.report import write_json
+from harness.stretches import (Stretches, add_corpus_arguments, bars_spanned, distances, excerpt, feature_matrix,
+                                sane_corpus)
+
 warnings.filterwarnings("ignore")
-
-
-def feature_matrix(scores):
-    from midillm.eval.features import SCALAR_FEATURES, piece_features
-
-    return np.array([[piece_features(score)[name] for name in SCALAR_FEATURES] for score in scores], dtype=float)
-
-
-def bar_ticks(ticks) -> int:
-    """Ticks per bar of a tick-time score, from its first time signature (4/4 without one)."""
-    from midillm.tokenization.metre import bar_length
-
-    signature = ticks.time_signatures[0] if len(ticks.time_signatures) else None
-    return int(bar_length(signature.numerator, signature.denominator, ticks.tpq)) if signature else ticks.tpq * 4
-
-
-def excerpt(score, first_bar: int, bars: int):
-    """Bars `first_bar` ... `first_bar + bars - 1` (from 0) of a score, moved to start at 0: the
-    reference pieces are measured on stretches as long as the samples, since counts and ranges
-    grow with length."""
-    ticks = score.to("tick")
-    bar = bar_ticks(ticks)
-    return ticks.clip(first_bar * bar, (first_bar + bars) * bar, clip_end=True).shift_time(-first_bar * bar)
-
-
-def bars_spanned(score) -> int:
-    """How many bars a score spans, at least one."""
-    ticks = score.to("tick")
-    return max(1, -(-ticks.end() // bar_ticks(ticks)))
-
-
-def distances(rows, center, spread):
-    """Euclidean distance in z-scored features, over the features each row defines."""
-    z = (rows - center) / spread
-    return np.sqrt(np.nanmean(z ** 2, axis=1))
 
 
 def tastes(features, center, spread, density, neighbourhoods, seed):
@@ -90,8 +58,7 @@ def tastes(features, center, spread, density, neighbourhoods, seed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="runs/demo/bach-smollm2")
-    parser.add_argument("--corpus", default="music21:bach", help="The corpus the model was trained on.")
-    parser.add_argument("--corpus-pieces", type=int, default=200)
+    add_corpus_arguments(parser)
     parser.add_argument("--samples", type=int, default=8, help="Samples kept per taste and way of keeping.")
     parser.add_argument("--max-new-tokens", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
@@ -111,8 +78,6 @@ def main():
     parser.add_argument("--out", default="runs/bench-like")
     arguments = parser.parse_args()
 
-    from symusic import Score
-
     from midillm.decoding.export import export_score
     from midillm.decoding.generate import MidiLM
     from midillm.eval.features import SCALAR_FEATURES
@@ -120,24 +85,15 @@ def main():
     from midillm.eval.memorization import TrainingIndex, longest_copy
     from midillm.retrieval import (ADAPT_STEPS, CANDIDATES_PER_SAMPLE, TASTE_RANKING, adapted_to_taste,
                                    rank_by_taste, taste_prompt)
-    from midillm.tokenization.sources import list_source
 
     lm = MidiLM.from_pretrained(arguments.model)
     candidates = arguments.candidates or CANDIDATES_PER_SAMPLE
     adapt_steps = ADAPT_STEPS if arguments.adapt_steps is None else arguments.adapt_steps
-    listed, _ = list_source(arguments.corpus, limit=arguments.corpus_pieces)
-    # The tastes are drawn from the corpus pieces that are sane for it: an instrumental chorale
-    # with doubled parts (more notes at an onset than the training split ever has) would make
-    # every sample that opens with it "not sane" before the model writes a note.
-    files, corpus = [], []
-    for file in listed:
-        score = Score(str(file.path))
-        if sample_sanity(score, lm.codec.corpus)["sane"]:
-            files.append(file)
-            corpus.append(score)
-    features = feature_matrix([excerpt(score, arguments.opening_bars, arguments.bars) for score in corpus])
-    center, spread = np.nanmean(features, axis=0), np.nanstd(features, axis=0)
-    spread = np.where(spread > 0, spread, 1.0)
+    # The tastes are drawn from the corpus pieces that are sane for it (see `sane_corpus`).
+    files, corpus = sane_corpus(arguments.corpus, arguments.corpus_pieces, lm.codec.corpus)
+    # A sample is compared with corpus stretches as long as itself, after the opening the prompt copies.
+    reference = Stretches(corpus, arguments.opening_bars)
+    features, center, spread = reference.of(arguments.bars)
     density = list(SCALAR_FEATURES).index("note_density")
     chosen = tastes(features, center, spread, density, arguments.neighbourhoods, arguments.seed)
     if arguments.only:
@@ -150,24 +106,13 @@ def main():
               "default_ranking": TASTE_RANKING, "adapt_steps": adapt_steps, "samples": arguments.samples,
               "temperature": settings.temperature, "top_p": settings.top_p, "tastes": {}}
 
-    references = {}
-
-    def reference(bars):
-        """The corpus's features on stretches of `bars` bars after the opening: a sample is
-        compared with stretches as long as itself, since counts and ranges grow with length."""
-        if bars not in references:
-            rows = feature_matrix([excerpt(score, arguments.opening_bars, bars) for score in corpus])
-            spread = np.nanstd(rows, axis=0)
-            references[bars] = rows, np.nanmean(rows, axis=0), np.where(spread > 0, spread, 1.0)
-        return references[bars]
-
     def compare(pieces, liked_rows):
         """Where `pieces` (continuations, or stretches of real chorales) lie between the corpus
         mean and the liked pieces' mean, each against reference stretches as long as itself."""
         to_liked, to_corpus, along, densities, sample_z, liked_z = [], [], [], [], [], []
         for piece in pieces:
             row = feature_matrix([piece])
-            rows, center, spread = reference(bars_spanned(piece))
+            rows, center, spread = reference.of(bars_spanned(piece))
             liked_center = np.nanmean(rows[liked_rows], axis=0)
             to_liked.append(distances(row, liked_center, spread)[0])
             to_corpus.append(distances(row, center, spread)[0])
@@ -270,7 +215,7 @@ def main():
               f"{summary['samples_closer']}/{summary['sane']}  sane {summary['sane']}/{summary['samples']}  "
               f"to liked {summary['mean_distance_to_liked']:.2f}  to corpus {summary['mean_distance_to_corpus']:.2f}  "
               f"copying > 4 bars {summary['copying_more_than_4_bars']}")
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    write_json(out / "report.json", report)
     print(f"Wrote {out}/report.json and piano rolls of the first kept samples")
 
 

@@ -20,13 +20,15 @@ comparison is of the same music. Also timed: embedding a piece, and a query agai
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from harness.load import base_with_rows
+from harness.machine import machine
+from harness.report import write_json, write_markdown, written_header
 
 warnings.filterwarnings("ignore")
 
@@ -51,12 +53,10 @@ def load_mix(per_collection: int):
 def model_vectors(lm, pieces, layers, max_windows, label):
     from tqdm.auto import tqdm
 
-    from midillm.decoding.embedding import layer_means
+    from midillm.decoding.embedding import embedding_windows, layer_means
 
     vectors = {layer: [] for layer in layers}
     seconds, tokens = [], []
-    from midillm.decoding.embedding import embedding_windows
-
     for piece in tqdm(pieces, desc=f"Embedding ({label})", unit="piece"):
         start = time.perf_counter()
         means = layer_means(lm, piece["score"], layers, max_windows)
@@ -65,6 +65,13 @@ def model_vectors(lm, pieces, layers, max_windows, label):
         for layer in layers:
             vectors[layer].append(means[layer])
     return {layer: np.stack(rows) for layer, rows in vectors.items()}, np.array(seconds), np.array(tokens)
+
+
+def embedding_timing(seconds, tokens) -> dict:
+    """What `model_vectors` timed, per piece and per 1000 tokens (pieces differ in length)."""
+    return {"seconds_per_piece": float(seconds.mean()),
+            "seconds_per_1000_tokens": float(1000 * seconds.sum() / tokens.sum()),
+            "tokens_per_piece": float(tokens.mean())}
 
 
 def feature_vectors(pieces):
@@ -129,7 +136,7 @@ def query_timing(dim: int, count: int = 100_000, queries: int = 20):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="/tmp/demo2/bach-smollm2", help="The fine-tuned bundle.")
+    parser.add_argument("--model", default="runs/demo/bach-smollm2", help="The fine-tuned bundle (default: the demo's).")
     parser.add_argument("--per-collection", type=int, default=40, help="Pieces from each collection.")
     parser.add_argument("--max-windows", type=int, default=2,
                         help="Windows of the training length read per piece (the opening; CPU time).")
@@ -141,11 +148,13 @@ def main():
                         help="Vectors, reused when present (default: runs/bench-retrieval/vectors-<the bundle's "
                              "fingerprint>.npz, so another bundle never reuses them).")
     arguments = parser.parse_args()
-    torch.set_grad_enabled(False)
+
+    import torch
 
     from midillm.decoding.generate import MidiLM
     from midillm.decoding.precision import default_precision
-    from midillm.finetune.model import add_music_tokens, load_base_model
+
+    torch.set_grad_enabled(False)
 
     layers = [int(value) for value in arguments.layers.split(",")]
     pieces = load_mix(arguments.per_collection)
@@ -168,13 +177,9 @@ def main():
             vectors = {layer: stored[f"{label}/{layer}"] for layer in layers}
         else:
             if label == "untrained base":
-                base = load_base_model(lm.codec.base_model)
-                add_music_tokens(base, lm.codec)
-                lm = MidiLM(base, lm.codec, dtype=lm.precision, context_length=lm.context_length)
+                lm = MidiLM(base_with_rows(lm.codec), lm.codec, dtype=lm.precision, context_length=lm.context_length)
             vectors, seconds, tokens = model_vectors(lm, pieces, layers, arguments.max_windows, label)
-            timing[label] = {"seconds_per_piece": float(seconds.mean()),
-                             "seconds_per_1000_tokens": float(1000 * seconds.sum() / tokens.sum()),
-                             "tokens_per_piece": float(tokens.mean())}
+            timing[label] = embedding_timing(seconds, tokens)
             stored.update({f"{label}/{layer}": vectors[layer] for layer in layers})
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, **stored)
@@ -210,13 +215,13 @@ def main():
         fine_tuned = MidiLM.from_pretrained(arguments.model)
         sample = pieces[::max(len(pieces) // arguments.time_pieces, 1)][:arguments.time_pieces]
         _, seconds, tokens = model_vectors(fine_tuned, sample, [default_layer], arguments.max_windows, "timing")
-        timing["fine-tuned"] = {"seconds_per_piece": float(seconds.mean()),
-                                "seconds_per_1000_tokens": float(1000 * seconds.sum() / tokens.sum()),
-                                "tokens_per_piece": float(tokens.mean()), "pieces_timed": len(sample)}
+        timing["fine-tuned"] = {**embedding_timing(seconds, tokens), "pieces_timed": len(sample)}
     timing["query"] = query_timing(lm.model.config.hidden_size)
 
     composer_queries = sum(1 for composer in composers if composer and composers.count(composer) > 10)
-    lines = [f"Retrieval precision@10 on {len(pieces)} music21 pieces ({arguments.per_collection} each of "
+    # The date, command and machine first: the timings below are this machine's.
+    lines = [*written_header(machine()), "",
+             f"Retrieval precision@10 on {len(pieces)} music21 pieces ({arguments.per_collection} each of "
              f"{', '.join(COLLECTIONS)}); first {arguments.max_windows} windows of "
              f"{lm.context_length} tokens per piece; chance (collection) {chance['collection']:.2f}. "
              f"Composer: the {composer_queries} queries whose composer music21 names for more than 10 pieces.", "",
@@ -229,7 +234,7 @@ def main():
                      f"{'-' if layer is None else f'{layer}/{depth}{marker}'} | {values['collection']:.3f} | "
                      f"{values['composer']:.3f} | "
                      f"{'-' if raw_cosine != raw_cosine else format(raw_cosine, '.3f')} |")
-    lines += ["", "Timings (this machine, 2 shared CPU cores):", ""]
+    lines += ["", "Timings (on the hardware above):", ""]
     for label, values in timing.items():
         lines.append(f"- {label}: " + ", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
                                                 for key, value in values.items()))
@@ -239,11 +244,10 @@ def main():
                                  for key, value in duplicate_stats.items()))
     text = "\n".join(lines) + "\n"
     print(text)
-    Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(arguments.out).write_text(text)
-    Path(arguments.out).with_suffix(".json").write_text(json.dumps(
-        {"results": {f"{label}/{layer}": values for (label, layer), values in results.items()},
-         "timing": timing, "near_duplicates": duplicate_stats, "chance": chance}, indent=1))
+    out = write_markdown(arguments.out, text)
+    write_json(out.with_suffix(".json"),
+               {"results": {f"{label}/{layer}": values for (label, layer), values in results.items()},
+                "timing": timing, "near_duplicates": duplicate_stats, "chance": chance})
 
 
 if __name__ == "__main__":

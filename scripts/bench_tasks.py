@@ -11,10 +11,10 @@ soprano) and lets the model write the others (first 8 bars), then infills 2 bars
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
+
+from harness.load import prepared_pieces
+from harness.machine import machine
 
 
 def main() -> None:
@@ -29,14 +29,13 @@ def main() -> None:
     from midillm.decoding.generate import MidiLM
     from midillm.eval.tasks import evaluate_tasks
 
-    report = json.loads((Path(arguments.data) / "prepare.json").read_text())
-    pieces = [Path(piece["path"]) for piece in report["pieces"] if piece["split"] == "test"][: arguments.pieces]
+    pieces = prepared_pieces(arguments.data, "test")[: arguments.pieces]
     lm = MidiLM.from_pretrained(arguments.model)
     started = time.time()
     result = evaluate_tasks(lm, pieces, arguments.out, max_bars=arguments.bars)
     seconds = time.time() - started
     harmonisation, infill = result["harmonisation"], result["infill"]
-    print(f"\n{result['pieces']} held-out pieces, {seconds:.0f} s on {platform.processor() or platform.machine()}\n")
+    print(f"\n{result['pieces']} held-out pieces, {seconds:.0f} s on {machine()}\n")
     print("| measure | model | Bach | shuffled control |")
     print("|---|---|---|---|")
     print(f"| harmonisations sane | {100 * harmonisation['sane_share']:.0f}% | | |")

@@ -18,13 +18,13 @@ Piano rolls of the first four samples of each temperature are written to `--out`
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from bench_like import bars_spanned, excerpt, feature_matrix
+from harness.report import write_json
+from harness.stretches import Stretches, add_corpus_arguments, bars_spanned, distances, feature_matrix, sane_corpus
 
 warnings.filterwarnings("ignore")
 
@@ -48,8 +48,7 @@ def voice_joins(scores) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="runs/demo/bach-smollm2")
-    parser.add_argument("--corpus", default="music21:bach", help="The corpus the model was trained on.")
-    parser.add_argument("--corpus-pieces", type=int, default=200)
+    add_corpus_arguments(parser)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.85, 0.7, 0.6])
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=384)
@@ -57,26 +56,15 @@ def main():
     parser.add_argument("--out", default="runs/bench-temperature")
     arguments = parser.parse_args()
 
-    from symusic import Score
-
     from midillm.decoding.export import export_score
     from midillm.decoding.generate import MidiLM
     from midillm.eval.features import SCALAR_FEATURES
     from midillm.eval.sanity import sample_sanity, sanity_summary
-    from midillm.tokenization.sources import list_source
 
     lm = MidiLM.from_pretrained(arguments.model)
-    listed, _ = list_source(arguments.corpus, limit=arguments.corpus_pieces)
-    corpus = [score for score in (Score(str(file.path)) for file in listed) if sample_sanity(score, lm.codec.corpus)["sane"]]
-    references = {}
-
-    def reference(bars):
-        if bars not in references:
-            # From bar 3 on, as scripts/bench_like.py measures: past the pick-up and opening.
-            rows = feature_matrix([excerpt(score, 2, bars) for score in corpus])
-            spread = np.nanstd(rows, axis=0)
-            references[bars] = np.nanmean(rows, axis=0), np.where(spread > 0, spread, 1.0)
-        return references[bars]
+    _, corpus = sane_corpus(arguments.corpus, arguments.corpus_pieces, lm.codec.corpus)
+    # From bar 3 on, as scripts/bench_like.py measures: past the pick-up and opening.
+    reference = Stretches(corpus, opening_bars=2)
 
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,10 +79,10 @@ def main():
         checks = [sample_sanity(score, lm.codec.corpus, record) for score, record in zip(scores, records)]
         z = []
         for score in scores:
-            center, spread = reference(bars_spanned(score))
+            _, center, spread = reference.of(bars_spanned(score))
             z.append((feature_matrix([score])[0] - center) / spread)
         z = np.array(z)
-        distance = np.sqrt(np.nanmean(z ** 2, axis=1))
+        distance = distances(z, 0.0, 1.0)  # z is already in the corpus's units
         mean_z = np.nanmean(z, axis=0)
         furthest = np.argsort(-np.abs(mean_z))[:4]
         run = {"temperature": temperature, "top_p": settings.top_p, "sanity": sanity_summary(checks),
@@ -108,7 +96,7 @@ def main():
               f"{run['rest_share']:.1%}  overlaps {run['overlap_share']:.1%}  median distance to corpus "
               f"{run['median_distance_to_corpus']:.2f}  furthest off: "
               + ", ".join(f"{SCALAR_FEATURES[index]} {mean_z[index]:+.2f}" for index in furthest), flush=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    write_json(out / "report.json", report)
     print(f"Wrote {out}/report.json and piano rolls")
 
 

@@ -21,13 +21,12 @@ Measured on the 2-core AVX512-BF16 build machine (shared with other jobs, so +-1
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
+
+from harness.run import add_child_option, peak_rss_mib, print_result, rss_mib, run_in_subprocess
 
 VARIANTS = {
     "fp32": dict(weights="fp32", autocast=False, music_only_head=True),
@@ -36,11 +35,6 @@ VARIANTS = {
     "fp32-fullhead": dict(weights="fp32", autocast=False, music_only_head=False),
     "bf16-fullhead": dict(weights="bf16", autocast=True, music_only_head=False),
 }
-
-
-def rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def run_variant(args, name: str) -> dict:
@@ -53,7 +47,8 @@ def run_variant(args, name: str) -> dict:
     warnings.filterwarnings("ignore")
     variant = VARIANTS[name]
     codec, dataset, report = load_prepared(Path(args.data))
-    config = TrainConfig(data_dir=args.data, output_dir="/tmp/unused", base_model=args.base_model,
+    # TrainConfig wants an output folder; nothing is written there (this times steps, saves nothing).
+    config = TrainConfig(data_dir=args.data, output_dir="runs/bench-train", base_model=args.base_model,
                          music_only_head=variant["music_only_head"])
     dtype = torch.bfloat16 if variant["weights"] == "bf16" else torch.float32
     torch.manual_seed(0)
@@ -79,7 +74,7 @@ def run_variant(args, name: str) -> dict:
         labels += int(row_tokens.sum())
         loss = (row_nll.sum() / row_tokens.sum()).item()
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()  # this process runs only this variant (see main)
     return {"variant": name, "tokens_per_s": tokens / seconds, "notes_per_s": labels / report["tokens_per_note"] / seconds,
             "s_per_step": seconds / args.steps, "last_loss": loss, "rss_before_steps_mib": baseline,
             "peak_rss_mib": peak, "threads": torch.get_num_threads()}
@@ -93,21 +88,19 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="Comma-separated: " + ", ".join(VARIANTS))
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
+    add_child_option(parser)  # internal: run one variant, print its result
     args = parser.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(run_variant(args, args.one)))
+        print_result(run_variant(args, args.one))
         return 0
     results = []
     for name in args.variants.split(","):
-        command = [sys.executable, __file__, "--one", name, "--data", args.data, "--base-model", args.base_model,
-                   "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
-        output = subprocess.run(command, capture_output=True, text=True)
-        lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
-        if output.returncode or not lines:
-            print(f"{name}: failed\n{output.stderr[-2000:]}", file=sys.stderr)
+        # Each variant in a process of its own, so that its peak RSS is its own. A few steps print
+        # nothing worth reading, so the child's log is shown only when it fails.
+        result = run_in_subprocess(__file__, sys.argv[1:], name, show_progress=False)
+        if result is None:
             continue
-        results.append(json.loads(lines[-1][7:]))
+        results.append(result)
         print(f"done: {name}", file=sys.stderr)
     print(f"\nbatch {args.batch_size} x {args.seq_len} tokens, {args.steps} timed steps, base {args.base_model}\n")
     print(f"{'variant':<16}{'tokens/s':>10}{'notes/s':>10}{'s/step':>9}{'loss':>8}{'RSS before MiB':>16}{'peak RSS MiB':>14}")

@@ -15,16 +15,10 @@ import argparse
 import copy
 import warnings
 
-from symusic import Score
-from tqdm.auto import tqdm
 
-from midillm.tokenization import DEFAULT_BASE_MODEL, MusicCodec, load_lm_tokenizer
-from midillm.tokenization.dataset import split_of
-from midillm.tokenization.roundtrip import notes_kept
-from midillm.tokenization.sources import check_files, list_source
+def music_tokens_per_note(codec, paths) -> float:
+    from symusic import Score
 
-
-def music_tokens_per_note(codec: MusicCodec, paths) -> float:
     tokens = notes = 0
     for path in paths:
         score = Score(str(path))
@@ -36,13 +30,24 @@ def music_tokens_per_note(codec: MusicCodec, paths) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", nargs="?", default="music21:bach")
-    parser.add_argument("--base-model", default=DEFAULT_BASE_MODEL)
+    parser.add_argument("--base-model", default=None, help="Default: midillm's default base model.")
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--tokenization", default="REMI")
     parser.add_argument("--limit", type=int, default=None)
     arguments = parser.parse_args()
     warnings.filterwarnings("ignore")
 
+    from symusic import Score
+    from tqdm.auto import tqdm
+
+    # midillm (and with it the LM tokenizers) loads after the arguments are read, so that --help
+    # answers at once; the base model's default is midillm's own.
+    from midillm.tokenization import DEFAULT_BASE_MODEL, MusicCodec, load_lm_tokenizer
+    from midillm.tokenization.dataset import split_of
+    from midillm.tokenization.roundtrip import notes_kept
+    from midillm.tokenization.sources import check_files, list_source
+
+    arguments.base_model = arguments.base_model or DEFAULT_BASE_MODEL
     files, _ = list_source(arguments.source, limit=arguments.limit)
     checked, skipped = check_files(files)
     train = [piece.file.path for piece in checked if split_of(piece.content_hash, 0.05, 0.05) == "train"]

@@ -17,7 +17,8 @@ MUSIC21_TEST_MIDI = sorted(
 
 @pytest.fixture(scope="session")
 def tiny_lm_tokenizer_path(tmp_path_factory) -> Path:
-    """A byte-level BPE tokenizer trained on a few lines: stands in for a real LM's tokenizer."""
+    """A byte-level BPE tokenizer trained on a few lines: stands in for a real LM's tokenizer.
+    tests/data/pinned_outputs.json depends on it (through `tiny_models`): changing it needs a repin."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -101,7 +102,8 @@ def bach_midi_files(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, tiny_lm_tokenizer_path) -> dict[str, Path]:
-    """Two 2-layer Llamas sharing the tiny tokenizer: one with tied, one with untied embeddings."""
+    """Two 2-layer Llamas sharing the tiny tokenizer: one with tied, one with untied embeddings.
+    test_pinned_outputs.py samples from the tied one: changing it needs a repin."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path)

@@ -168,7 +168,8 @@ def audio_bundle(tiny_models, tiny_data, tmp_path_factory):
 
 def test_generate_continues_a_recorded_phrase(audio_bundle, melody_wav, tmp_path, capsys):
     from midillm.cli import main
-    from midillm.decoding.generate import MidiLM, SamplingSettings
+    from midillm.decoding.generate import MidiLM
+    from midillm.decoding.request import SamplingSettings
     from midillm.tokenization.roundtrip import note_keys
 
     lm = MidiLM.from_pretrained(audio_bundle, dtype=torch.float32)

@@ -270,6 +270,36 @@ def test_time_that_stalls_inside_the_piece_or_before_it_starts():
     assert got["reasons"] == ["stall"] and got["first_onset_beats"] == 2.75
 
 
+def test_a_part_stuck_on_one_pitch_longer_than_the_corpus_parts_is_not_sane():
+    profile = dataclasses.replace(CHORALE_PROFILE, max_same_pitch_beats=6.0)
+    assert reasons(chorale(bars=8), profile) == []
+    stuck = chorale(bars=8)  # the alto repeats one pitch from beat 4 to the end (27 beats), as a stuck voice does
+    alto = stuck.tracks[1]
+    for index, note in enumerate(alto.notes):
+        if note.time >= 4 * TPQ:
+            alto.notes[index] = Note(note.time, note.duration, 62, note.velocity)
+    got = sample_sanity(stuck, profile)
+    assert got["reasons"] == ["stuck_part"] and got["same_pitch_beats"] == 28.0
+    held = chorale(bars=8)  # one note held for 12 beats is stuck too
+    bass = held.tracks[3]
+    bass.notes = [note for note in bass.notes if not 4 * TPQ < note.time < 16 * TPQ]
+    bass.notes[4] = Note(4 * TPQ, 12 * TPQ, 40, 80)
+    assert sample_sanity(held, profile)["same_pitch_beats"] >= 12.0 and reasons(held, profile) == ["stuck_part"]
+    # Silence between two notes of one pitch ends the stretch: a part that rests is not stuck.
+    resting = Score(TPQ)
+    resting.tracks.append(Track(program=0))
+    resting.tracks[0].notes.extend([Note(0, 4 * TPQ, 60, 80), Note(8 * TPQ, 4 * TPQ, 60, 80)])
+    assert sample_sanity(resting, profile)["same_pitch_beats"] == 4.0
+    resting.tracks[0].notes[1] = Note(6 * TPQ, 4 * TPQ, 60, 80)  # a two-beat rest: still the same stretch
+    assert sample_sanity(resting, profile)["same_pitch_beats"] == 10.0
+    # Profiles measured before the limit existed (0) do not judge it; a measured corpus does.
+    assert reasons(stuck) == []
+    pieces = [chorale(seed, bars=8) for seed in range(6)]
+    measured = measure_corpus(pieces)
+    assert 1.0 <= measured.max_same_pitch_beats < 28.0
+    assert "stuck_part" in sample_sanity(stuck, measured)["reasons"]
+
+
 def test_instruments_and_pitches_the_corpus_never_uses():
     assert reasons(chorale(program=24)) == ["foreign_program"]  # nylon guitar for the piano
     mixed = chorale()
@@ -681,7 +711,7 @@ def test_eval_command_writes_metrics_and_a_report(trained_bundle, tiny_data, tmp
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     # Sampled as `generate` samples this bundle (its own settings), but for the flags given.
-    from midillm.decoding.generate import SamplingSettings
+    from midillm.decoding.request import SamplingSettings
 
     bundle_sampling = SamplingSettings.from_pretrained(trained_bundle)
     assert metrics["sampling"]["temperature"] == bundle_sampling.temperature

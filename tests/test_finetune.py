@@ -150,7 +150,7 @@ def test_midillm_train_writes_the_whole_bundle(tiny_models, tiny_data, tmp_path)
     from huggingface_hub import ModelCard
 
     from midillm.cli import main as cli_main
-    from midillm.decoding.generate import SamplingSettings
+    from midillm.decoding.request import SamplingSettings
 
     output = tmp_path / "run"
     assert cli_main(["train", f"data_dir={tiny_data}", f"output_dir={output}", f"base_model={tiny_models['tied']}",

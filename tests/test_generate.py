@@ -8,7 +8,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import train_tiny_bundle
 from midillm import MusicCodec
-from midillm.decoding.generate import MidiLM, SamplingSettings
+from midillm.decoding.generate import MidiLM
+from midillm.decoding.request import SamplingSettings
 from midillm.tokenization.roundtrip import note_keys
 
 

@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from conftest import make_band_score, train_tiny_bundle
-from midillm.decoding.generate import MidiLM, SamplingSettings
+from midillm.decoding.generate import MidiLM
+from midillm.decoding.request import SamplingSettings
 
 
 

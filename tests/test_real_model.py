@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_prepare_train_and_sample_with_the_default_base_model(tmp_path):
-    from midillm.decoding.generate import MidiLM, SamplingSettings
+    from midillm.decoding.generate import MidiLM
+    from midillm.decoding.request import SamplingSettings
     from midillm.finetune import TrainConfig
     from midillm.finetune.train import train
     from midillm.tokenization.dataset import PrepareConfig, prepare

@@ -17,7 +17,8 @@ import torch
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
 from conftest import train_tiny_bundle
-from midillm.decoding.generate import MidiLM, SamplingSettings
+from midillm.decoding.generate import MidiLM
+from midillm.decoding.request import SamplingSettings
 
 PROGRAM = 19  # church organ: not the default program 0, so a sample cannot keep it by accident
 CHORD = (0, 4, 7, 12)

@@ -329,18 +329,19 @@ def test_a_task_the_bundle_was_not_trained_for_fails_in_one_line(studio, monkeyp
     ("accompany", {}, {"tracks": None}),
     ("arrange", {"caption": "Instruments: Flute"}, {"text": "Instruments: Flute\n"}),
 ])
-def test_prompt_tasks_are_called_by_name_with_the_upload_and_the_settings(studio, monkeypatch, task, fields,
-                                                                           expected):
+def test_prompt_tasks_reach_the_model_as_one_request_with_the_upload_and_the_settings(studio, monkeypatch, task,
+                                                                                       fields, expected):
+    from midillm.decoding.generate import Sample
+
     lm = studio.models.get("tiny")
     calls = []
 
-    def fake_task(self, midi, num_samples=1, text=None, seed=0, **options):
-        calls.append({"midi": midi, "num_samples": num_samples, "text": text, "seed": seed,
-                      "temperature": self.sampling.temperature, **options})
-        return [midi] * num_samples
+    def fake_run(self, request):
+        calls.append(request)
+        return [Sample(request.music, None, True)] * request.num_samples
 
     monkeypatch.setattr(type(lm), "tasks", property(lambda self: PROMPT_TASKS), raising=False)
-    monkeypatch.setattr(type(lm), task, fake_task, raising=False)
+    monkeypatch.setattr(type(lm), "run", fake_run)
     assert studio.get("/api/models/tiny")[1]["tasks"] == ["generate", *PROMPT_TASKS]
     status, job = studio.post("/api/jobs", {"model": "tiny", "task": task, "seed": "5", "temperature": "0.85",
                                             **fields}, file=("tune.mid", small_midi()))
@@ -348,13 +349,14 @@ def test_prompt_tasks_are_called_by_name_with_the_upload_and_the_settings(studio
     job = studio.wait(job["id"])
     assert job["state"] == "done", job
     (call,) = calls
-    assert call["midi"].note_num() == Score.from_midi(small_midi()).note_num()
-    assert call["num_samples"] == 1 and call["seed"] == 5 and call["temperature"] == 0.85  # not the default 0.7
-    assert call["constrain"] is True
+    assert call.task == task
+    assert call.music.note_num() == Score.from_midi(small_midi()).note_num()
+    assert call.num_samples == 1 and call.seed == 5 and call.sampling == {"temperature": 0.85}  # not the default 0.7
+    assert call.constrain is True and call.on_step is not None  # the page's progress
     for name, value in expected.items():
-        assert call[name] == value
+        assert getattr(call, name) == value
     # No caption written: the task gets none, and uses its own default.
-    assert call["text"] == expected.get("text")
+    assert call.text == expected.get("text")
 
 
 def test_full_queue_refuses_and_both_waiting_requests_finish(studio):

@@ -17,7 +17,8 @@ from symusic import Score
 
 from conftest import train_tiny_bundle
 from midillm.cli import main
-from midillm.decoding.generate import MidiLM, TaskError
+from midillm.decoding.generate import MidiLM
+from midillm.decoding.request import TaskError
 from midillm.tokenization.codec import CODEC_CONFIG_FILE, MusicCodec
 
 

@@ -12,12 +12,11 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from symusic import Score
 from tqdm.auto import tqdm
-from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
-                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
 from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE
 from midillm.errors import first_line
@@ -29,15 +28,22 @@ from midillm.tokenization.rows import filled_piece, flat, infill_prompt, music_r
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar
 from .precision import apply_precision, model_precision, wide_weights
-
+from .request import MusicRequest, SamplingSettings, TaskError, parse_bar_range
 
 
 class BundleError(Exception):
     """A path that is not a usable midillm bundle; one line for the user."""
 
 
-class TaskError(ValueError):
-    """A task the model cannot do, or a request it cannot be done on; one line for the user."""
+@dataclass
+class Sample:
+    """One piece `MidiLM.run` wrote: its score, its LM ids (None for a task on given music,
+    whose score is assembled from the given bars and the written ones) and whether it ended by
+    itself rather than at the token limit."""
+
+    score: Score
+    ids: list[int] | None
+    ended: bool
 
 
 @dataclass
@@ -187,90 +193,6 @@ class _OnsetPlan:
         return ids
 
 
-@dataclass
-class SamplingSettings:
-    """How to sample; each value is validated with a one-line error.
-
-    The one home of the sampling defaults: the command line, the pipeline, eval, the demo and the
-    model card take theirs from here. A bundle's `generation_config.json` is written from these
-    fields (`save_pretrained`) and read back over them (`from_pretrained`), so a bundle may carry
-    its own.
-    """
-
-    max_new_tokens: int = 512
-    # Below 1: a model trained for minutes on CPU leaves enough mass on wrong durations and
-    # off-key pitches that, at 1.0, a voice rests or overlaps between notes (16% and 18% of its
-    # notes on the demo bundle, against 1% and 0% in Bach). 0.7 cuts both to about 6% without
-    # the held, unison notes 0.6 brings (scripts/bench_temperature.py; docs/benchmarks.md,
-    # "Sampling temperature").
-    temperature: float = 0.7
-    top_k: int = 0
-    top_p: float = 0.95
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be above 0, not {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be 0 (off) or more, not {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
-        if not 0 <= self.min_p < 1:
-            raise ValueError(f"min_p must be in [0, 1), not {self.min_p}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be above 0, not {self.repetition_penalty}")
-
-    def warpers(self) -> LogitsProcessorList:
-        warpers = LogitsProcessorList()
-        if self.repetition_penalty != 1.0:
-            warpers.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
-        if self.temperature != 1.0:
-            warpers.append(TemperatureLogitsWarper(self.temperature))
-        if self.top_k:
-            warpers.append(TopKLogitsWarper(self.top_k))
-        if self.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(self.top_p))
-        if self.min_p:
-            warpers.append(MinPLogitsWarper(self.min_p))
-        return warpers
-
-    def updated(self, **values) -> SamplingSettings:
-        """A copy with `values` in place; a None value keeps this one's, so optional arguments
-        can be passed straight through. An unknown name is a TypeError."""
-        from dataclasses import replace
-
-        return replace(self, **{name: value for name, value in values.items() if value is not None})
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> SamplingSettings:
-        """The sampling of a bundle's `generation_config.json` over the defaults (no file: the defaults)."""
-        from dataclasses import fields
-
-        from midillm.bundle_files import GENERATION_CONFIG
-
-        try:
-            saved = json.loads((Path(folder) / GENERATION_CONFIG).read_text())
-        except (OSError, ValueError):
-            return cls()
-        return cls().updated(**{field.name: saved.get(field.name) for field in fields(cls)})
-
-    def save_pretrained(self, folder: str | Path, eos_token_id: int, pad_token_id: int | None = None) -> Path:
-        """Write `generation_config.json` (transformers' `GenerationConfig`) with these settings."""
-        from dataclasses import asdict
-
-        from transformers import GenerationConfig
-
-        from midillm.bundle_files import GENERATION_CONFIG
-
-        GenerationConfig(do_sample=True, eos_token_id=eos_token_id,
-                         pad_token_id=eos_token_id if pad_token_id is None else pad_token_id,
-                         **asdict(self)).save_pretrained(folder, config_file_name=GENERATION_CONFIG)
-        return Path(folder) / GENERATION_CONFIG
-
-
 def _wide_while_sampling(method):
     """Int8 weights widened for the whole call when its batch is too large for the int8
     kernel (`precision.wide_weights`); nothing changes for other precisions."""
@@ -418,14 +340,16 @@ class MidiLM:
                      programs: list[int] | None = None, progress: bool = False,
                      time_signature: str | None = None, tempo: float | None = None,
                      constrain: bool = True, prompt_ids: list[int] | None = None,
-                     plans: list[_BarPlan] | None = None) -> list[list[int]]:
+                     plans: list[_BarPlan] | None = None,
+                     on_step: Callable[[int, int], None] | None = None) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each.
 
         `constrain=False` samples under the syntax grammar alone (the model on its own); True
         adds the corpus constraints (`CorpusConstraints`). `self.last_generation` then holds,
         per sample, whether it ended by itself, its new tokens and the mean masked mass.
         `prompt_ids` replaces the prompt built from `prompt` and `text`; `plans` (one per sample)
-        hold a task's bars (see `_BarPlan`).
+        hold a task's bars (see `_BarPlan`). `on_step(step, steps)` is told of each new token
+        (the studio's progress).
         """
         settings = settings or self.sampling
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -450,8 +374,10 @@ class MidiLM:
         next_position = torch.full((num_samples,), sequences.shape[1], dtype=torch.long)
         hidden, cache = self._decoder_step(sequences, None)
         bar = tqdm(total=settings.max_new_tokens, desc=f"Sampling {num_samples}", unit="token", disable=not progress)
-        for _ in range(settings.max_new_tokens):
+        for step in range(settings.max_new_tokens):
             bar.update()
+            if on_step is not None:
+                on_step(step + 1, settings.max_new_tokens)
             logits = (hidden.to(head.dtype) @ head.T).float()
             model_logits = logits.clone() if plans is not None else None
             logits = grammar_processor(sequences, logits)
@@ -544,21 +470,39 @@ class MidiLM:
         end = self.codec.music_end_id
         return ids[: ids.index(end) + 1] if end in ids else ids
 
-    def generate(self, num_samples: int = 1, prompt=None, text: str | None = None,
-                 max_new_tokens: int | None = None, seed: int | None = 0, temperature: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
-                 repetition_penalty: float | None = None,
+    def generate(self, num_samples: int = 1, prompt=None, text: str | None = None, seed: int | None = 0,
                  programs: list[int] | None = None, time_signature: str | None = None,
-                 tempo: float | None = None, constrain: bool = True) -> list[Score]:
+                 tempo: float | None = None, constrain: bool = True, **sampling) -> list[Score]:
         """Sample scores. `prompt` (a MIDI or audio path, bytes or Score) is continued; `text` is a caption
         (default: the corpus's typical one); `programs` (-1 = drums), `time_signature` and
-        `tempo` force those controls; `constrain=False` turns the corpus constraints off."""
-        # Sampling values left None are SamplingSettings' defaults.
-        settings = self.sampling.updated(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                                              top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty)
-        samples = self.generate_ids(num_samples, prompt, text, settings, seed, programs,
-                                    time_signature=time_signature, tempo=tempo, constrain=constrain)
-        return [self.codec.decode(ids) for ids in samples]
+        `tempo` force those controls; `constrain=False` turns the corpus constraints off;
+        `sampling` changes the bundle's `SamplingSettings` (max_new_tokens, temperature, ...)."""
+        request = MusicRequest("continue", prompt, text, programs=programs, time_signature=time_signature,
+                               tempo=tempo, num_samples=num_samples, seed=seed, constrain=constrain,
+                               sampling=sampling)
+        return [sample.score for sample in self.run(request)]
+
+    def run(self, request: MusicRequest) -> list[Sample]:
+        """Do what `request` asks: the one way from a request to written music, whichever door
+        (the command, the pipeline, the studio, the methods above and below) it came through."""
+        if request.task != "continue":
+            self._require(request.task)
+        settings = self.sampling.updated(**request.sampling)
+        if request.task == "continue":
+            rows = self.generate_ids(request.num_samples, request.music, request.text, settings, request.seed,
+                                     request.programs, progress=request.progress,
+                                     time_signature=request.time_signature, tempo=request.tempo,
+                                     constrain=request.constrain, on_step=request.on_step)
+            return [Sample(self.codec.decode(row), row, record["ended"])
+                    for row, record in zip(rows, self.last_generation)]
+        score = self.load_score(request.music)
+        if request.task == "infill":
+            scores = self._infill(score, request, settings)
+        elif request.task == "accompany":
+            scores = self._accompany(score, request.tracks, request, settings, keep_style=True)
+        else:
+            scores = self._arrange(score, request, settings)
+        return [Sample(score, None, record["ended"]) for score, record in zip(scores, self.last_generation)]
 
     # ------------------------------------------------------------------------- tasks on given music
 
@@ -577,20 +521,19 @@ class MidiLM:
         raise TaskError(f"this model cannot {task}: {why}; prepare the data again with {flag} above 0 "
                         f"and train again (it can: {', '.join(self.tasks)})")
 
-    def _sampling(self, values: dict) -> SamplingSettings:
-        return self.sampling.updated(**{name: values.get(name) for name in (
-            "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty")})
-
     def infill(self, midi, bars: tuple[int, int] | str, num_samples: int = 1, text: str | None = None,
                seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:
         """New bars `bars` (first, last; counted from 1, inclusive, or "5-8") of `midi` (a path,
         MIDI bytes, a Score or a recording), leading from the bar before into the bar after.
         Everything outside the gap is the piece as given; the gap has exactly that many bars."""
-        self._require("infill")
-        score = self.load_score(midi)
-        prompt, piece_bars, gap_start, gap_bars = self.infill_prompt(score, bars, text)
+        request = MusicRequest("infill", midi, text, bars=bars, num_samples=num_samples, seed=seed,
+                               constrain=constrain, sampling=sampling)
+        return [sample.score for sample in self.run(request)]
+
+    def _infill(self, score: Score, request: MusicRequest, settings: SamplingSettings) -> list[Score]:
+        text, num_samples = request.text, request.num_samples
+        prompt, piece_bars, gap_start, gap_bars = self.infill_prompt(score, request.bars, text)
         caption = prompt[:prompt.index(self.codec.music_start_id)]
-        settings = self._sampling(sampling)
         settings = settings.updated(max_new_tokens=min(settings.max_new_tokens * 4,
                                                        self.context_length - len(prompt)))
         plans = [self._plan(exact_bars=gap_bars) for _ in range(num_samples)]
@@ -604,8 +547,9 @@ class MidiLM:
         for plan in plans:
             plan.row_metre, plan.metres, plan.row_has_note = row_metre, metres, row_has_note
             plan.row_changes_program = changes_program
-        rows = self.generate_ids(num_samples, settings=settings, seed=seed, constrain=constrain, prompt_ids=prompt,
-                                 text=text if text is not None else self.codec.caption(score), plans=plans)
+        rows = self.generate_ids(num_samples, settings=settings, seed=request.seed, constrain=request.constrain,
+                                 prompt_ids=prompt, text=text if text is not None else self.codec.caption(score),
+                                 plans=plans, progress=request.progress, on_step=request.on_step)
         scores = []
         for row in rows:
             whole = filled_piece(caption, piece_bars, gap_start, gap_bars, self.codec.music_part(row),
@@ -640,18 +584,20 @@ class MidiLM:
         """Keep the `tracks` of `midi` (by name; default: all of its tracks) exactly and write the
         other parts for them, bar by bar (on the chorales: harmonise a soprano line). The parts
         to write come from the caption's "Parts:" line (`text`, else the corpus's)."""
-        self._require("accompany")
-        return self._accompany(self.load_score(midi), tracks, num_samples, text, seed, constrain, sampling,
-                               keep_style=True)
+        request = MusicRequest("accompany", midi, text, tracks=tracks, num_samples=num_samples, seed=seed,
+                               constrain=constrain, sampling=sampling)
+        return [sample.score for sample in self.run(request)]
 
     def arrange(self, midi, text: str, tracks: list[str] | None = None, num_samples: int = 1,
                 seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:
         """Keep the melody of `midi` (the `tracks` named, else its highest part) and write the rest
         anew under the caption `text` (instruments, composer, tempo, parts)."""
-        self._require("arrange")
-        if not text or not text.strip():
-            raise TaskError("arrange needs a caption (--text), e.g. \"Instruments: String Ensemble 1\"")
-        score = self.load_score(midi)
+        request = MusicRequest("arrange", midi, text, tracks=tracks, num_samples=num_samples, seed=seed,
+                               constrain=constrain, sampling=sampling)
+        return [sample.score for sample in self.run(request)]
+
+    def _arrange(self, score: Score, request: MusicRequest, settings: SamplingSettings) -> list[Score]:
+        tracks = request.tracks
         if not tracks:
             played = [track for track in score.tracks if track.note_num()]
             if not played:
@@ -660,11 +606,11 @@ class MidiLM:
             tracks = [melody.name or ""]
             score = score.copy()
             score.tracks = [melody.copy()]
-        return self._accompany(score, tracks if score.tracks[0].name else None, num_samples, text, seed,
-                               constrain, sampling, keep_style=False)
+        return self._accompany(score, tracks if score.tracks[0].name else None, request, settings, keep_style=False)
 
-    def _accompany(self, score: Score, tracks, num_samples, text, seed, constrain, sampling,
+    def _accompany(self, score: Score, tracks: list[str] | None, request: MusicRequest, settings: SamplingSettings,
                    keep_style: bool) -> list[Score]:
+        text, num_samples = request.text, request.num_samples
         given = select_tracks(score, tracks)
         # The user's fields, then the melody's own key, metre and tempo, then the corpus's; its
         # parts are the given ones first, then the others.
@@ -680,12 +626,12 @@ class MidiLM:
         else:
             prompt = music_row(caption, given_bars[0], self.codec.music_start_id)
             plans = [self._plan(given_bars=given_bars, given_parts=len(given.tracks)) for _ in range(num_samples)]
-        settings = self._sampling(sampling)
         total_given = sum(len(bar) for bar in given_bars)
         # Room for the given music and about three times as much of the other parts.
         settings = settings.updated(max_new_tokens=max(settings.max_new_tokens, 4 * total_given))
-        rows = self.generate_ids(num_samples, settings=settings, seed=seed, constrain=constrain,
-                                 prompt_ids=prompt, text=caption_text, plans=plans)
+        rows = self.generate_ids(num_samples, settings=settings, seed=request.seed, constrain=request.constrain,
+                                 prompt_ids=prompt, text=caption_text, plans=plans, progress=request.progress,
+                                 on_step=request.on_step)
         scores = []
         for row, plan in zip(rows, plans):
             music = self.codec.music_part(row)
@@ -781,21 +727,6 @@ class MidiLM:
         from .embedding import embed_pieces
 
         return embed_pieces(self, pieces, layer=layer, progress=progress)
-
-
-def parse_bar_range(bars: tuple[int, int] | str) -> tuple[int, int]:
-    """"5-8", "5" or (5, 8) -> (5, 8): bars counted from 1, both included; one line if not."""
-    try:
-        if isinstance(bars, str):
-            first, _, last = bars.strip().partition("-")
-            first, last = int(first), int(last or first)
-        else:
-            first, last = (int(value) for value in bars)
-    except (TypeError, ValueError):
-        raise TaskError(f"bars must look like 5-8 (first and last bar, counted from 1), not {bars!r}") from None
-    if first < 1 or last < first:
-        raise TaskError(f"bars {first}-{last} is not a range of bars counted from 1 (first <= last)")
-    return first, last
 
 
 def select_tracks(score: Score, names: list[str] | None) -> Score:

@@ -40,7 +40,6 @@ from pathlib import Path
 from symusic import Score
 
 from midillm.bundle_files import ADAPTER_CONFIG, EVAL_METRICS
-from midillm.decoding.generate import SamplingSettings  # the sampling defaults
 
 from .compare import compare_sets, mean_over_features, nan_counts, split_half_ceiling, summarise_features
 from .features import piece_features, piece_notes
@@ -67,8 +66,8 @@ class EvalConfig:
     out: str = field(default="eval", metadata={"help": "Folder for metrics.json, report.md and report.html."})
     num_samples: int = field(default=16, metadata={"help": "Samples to generate."})
     samples: str | None = field(default=None, metadata={"help": "Evaluate these MIDI files instead of generating."})
-    max_new_tokens: int = field(default=SamplingSettings.max_new_tokens, metadata={
-        "help": "Length limit of each sample, in LM tokens."})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "Length limit of each sample, in LM tokens (default: the bundle's own, as `generate` samples)."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling and of the shuffles."})
     temperature: float | None = field(default=None, metadata={
         "help": "Sampling temperature (default: the bundle's own, as `generate` samples it)."})
@@ -91,7 +90,7 @@ class EvalConfig:
             raise EvalError("--data is required: a `midillm prepare` output folder")
         if self.num_samples < 1:
             raise EvalError(f"-n must be at least 1, not {self.num_samples}")
-        if self.max_new_tokens < 1:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise EvalError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}")
         if self.model is None and self.samples is None:
             raise EvalError("give a MODEL, or --samples FOLDER of MIDI files")

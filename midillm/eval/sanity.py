@@ -6,7 +6,7 @@ strikes more notes than the corpus does (`max_notes_per_onset`), no program stri
 one onset more often than the corpus's voices do in unison (`max_unison`: two chorale voices on
 one piano program often meet on a pitch; a cluster of repeated keys is a duplicate), time never
 stalls longer than the corpus's longest gap between
-onsets (from the piece's start too), it plays only programs the corpus plays, no more of them
+onsets (from the piece's start too), no part stays on one pitch longer than the corpus's parts do, it plays only programs the corpus plays, no more of them
 than a corpus piece has, and each program within the pitch range the corpus gives it. Whether
 a sample ended with `</music>` by itself or was cut by the token budget is reported beside the
 sane share; it counts against sanity only with `require_ending=True`.
@@ -27,7 +27,7 @@ import numpy as np
 from symusic import Score
 
 from midillm.tokenization.metre import bar_length
-from midillm.tokenization.profile import CorpusProfile, measure_corpus, played_tracks
+from midillm.tokenization.profile import CorpusProfile, longest_same_pitch_beats, measure_corpus, played_tracks
 
 __all__ = ["PROFILE_SOURCES", "REASONS", "sample_sanity", "sanity_summary", "bars_written", "corpus_profile"]
 
@@ -38,6 +38,7 @@ REASONS = {
     "crowded_onset": "more notes at one onset than the corpus has",
     "duplicate_notes": "one program strikes a pitch at one onset more often than the corpus's unisons",
     "stall": "a longer stretch without a new onset than the corpus has",
+    "stuck_part": "a part stays on one pitch (held or repeated) longer than the corpus's parts do",
     "foreign_program": "an instrument the corpus never uses",
     "too_many_programs": "more instruments than a corpus piece has",
     "pitch_out_of_range": "a pitch outside the range the corpus gives its instrument",
@@ -99,7 +100,7 @@ def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mappi
     ended = generation.get("ended")
     result = {"sane": False, "reasons": [], "notes": 0, "bars": 0, "onsets": 0, "max_notes_per_onset": 0,
               "mean_notes_per_onset": math.nan, "duplicate_notes": 0, "longest_gap_beats": math.nan,
-              "first_onset_beats": math.nan, "programs": [], "foreign_programs": [],
+              "first_onset_beats": math.nan, "same_pitch_beats": 0.0, "programs": [], "foreign_programs": [],
               "pitches_out_of_range": 0, "ended": None if ended is None else bool(ended),
               "new_tokens": generation.get("new_tokens"), "masked_mass": generation.get("masked_mass", math.nan)}
     reasons = result["reasons"]
@@ -122,7 +123,8 @@ def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mappi
             notes=int(times.size), bars=bars_written(score), onsets=int(onsets.size),
             max_notes_per_onset=int(per_onset.max()), mean_notes_per_onset=float(per_onset.mean()),
             duplicate_notes=_duplicates(np.concatenate(keys), getattr(profile, "max_unison", 1)),
-            longest_gap_beats=float(gaps.max()), first_onset_beats=float(onsets[0] / tpq))
+            longest_gap_beats=float(gaps.max()), first_onset_beats=float(onsets[0] / tpq),
+            same_pitch_beats=longest_same_pitch_beats(score))
     result["programs"] = sorted(programs)
     result["foreign_programs"] = sorted(program for program in programs if program not in profile.programs)
 
@@ -136,6 +138,10 @@ def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mappi
         reasons.append("duplicate_notes")
     if result["notes"] and result["longest_gap_beats"] > profile.max_gap_beats + _EPSILON:
         reasons.append("stall")
+    # Profiles measured before this limit existed hold 0: not checked.
+    limit = getattr(profile, "max_same_pitch_beats", 0.0)
+    if limit and result["same_pitch_beats"] > limit + _EPSILON:
+        reasons.append("stuck_part")
     if result["foreign_programs"]:
         reasons.append("foreign_program")
     if len(programs) > profile.max_programs_per_piece:

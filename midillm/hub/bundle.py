@@ -21,7 +21,8 @@ from pathlib import Path
 
 from midillm.bundle_files import (ADAPTER_CONFIG, CHECKPOINTS, EVAL_METRICS, MODEL_CONFIG, PIANO_ROLL, SAMPLE_MIDI,
                                   SAMPLES_DIR, SUMMARY_FILE, write_remote_code)
-from midillm.decoding.generate import BundleError, SamplingSettings
+from midillm.decoding.generate import BundleError
+from midillm.decoding.request import SamplingSettings
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
 
 from .card import write_model_card

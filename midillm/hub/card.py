@@ -20,7 +20,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from midillm.bundle_files import EVAL_METRICS, MODEL_CARD, PIANO_ROLL, SAMPLE_MIDI, SUMMARY_FILE, TASK
-from midillm.decoding.generate import SamplingSettings
+from midillm.decoding.request import SamplingSettings
 
 TAGS = ["music", "midi", "symbolic-music", "lora", "miditok", "midillm"]
 DEFAULT_LICENSE = "apache-2.0"

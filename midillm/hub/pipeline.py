@@ -27,12 +27,11 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModelForCausalLM, Pipeline, PretrainedConfig, PreTrainedModel
 
 from midillm.bundle_files import MODEL_TYPE, TASK
-from midillm.tokenization.rows import TASKS
 
-# Keyword arguments of the pipeline call, and where each one goes; the sampling settings
-# (max_new_tokens, temperature, top_p, ...) are the fields of `SamplingSettings`.
+# Keyword arguments of the pipeline call besides the sampling settings (the fields of
+# `SamplingSettings`): the controls of the prompt, then the rest of a `MusicRequest`.
 _PROMPT_PARAMETERS = ("time_signature", "tempo", "text")
-_GENERATION_PARAMETERS = ("num_samples", "seed", "programs", "constrain", "task", "bars", "tracks")
+_REQUEST_PARAMETERS = ("task", "num_samples", "seed", "programs", "constrain", "bars", "tracks")
 
 
 class MidiLLMConfig(PretrainedConfig):
@@ -92,13 +91,12 @@ def _as_prompt(inputs):
 class MidiGenerationPipeline(Pipeline):
     """Caption text, a MIDI file / bytes / Score or a recording to continue, or nothing -> generated scores.
 
-    Call parameters: num_samples, max_new_tokens, temperature, top_k, top_p, min_p,
-    repetition_penalty, seed, programs, time_signature, tempo, constrain (as in `MidiLM.generate`:
-    False samples without the corpus constraints); sampling
-    values not given are the bundle's (`generation_config.json`, else `SamplingSettings`).
+    Call parameters are those of a `MusicRequest` (task, num_samples, seed, programs,
+    time_signature, tempo, constrain, bars, tracks, text) and the fields of `SamplingSettings`;
+    sampling values not given are the bundle's (`generation_config.json`, else the defaults).
     `task="infill"` (with `bars="5-8"`), `"accompany"` (with `tracks=[...]`) or `"arrange"` (with
-    `text=` the new caption) work on the MIDI given as input, as `MidiLM.infill` / `accompany` /
-    `arrange` do; `text=` also sets the caption of the other tasks.
+    `text=` the new caption) work on the MIDI given as input; `text=` also sets the caption of a
+    continuation. Every call goes through `MidiLM.run`, as the command and the studio do.
     Each output is `{"score": symusic.Score, "midi": bytes, "ids": list[int] | None}` (no ids for
     the tasks on given music, whose scores are assembled from given and written bars).
     """
@@ -121,8 +119,6 @@ class MidiGenerationPipeline(Pipeline):
             raise ValueError("the midi-generation pipeline needs a midillm bundle; load it with "
                              'pipeline("midi-generation", model=PATH_OR_HUB_ID) or pass a MidiLM')
         self.midi_lm = midi_lm
-        # The bundle's own sampling defaults (its generation_config.json), where MidiLM read them.
-        self.sampling = midi_lm.sampling
         kwargs.setdefault("tokenizer", midi_lm.codec.lm_tokenizer)
         # MidiLM samples on the device its model is on; do not let the pipeline move it to cuda:0.
         super().__init__(midi_lm.model, *args, device=midi_lm.model.device if device is None else device,
@@ -132,57 +128,31 @@ class MidiGenerationPipeline(Pipeline):
         return super().__call__(inputs, *args, **kwargs)
 
     def _sanitize_parameters(self, **kwargs):
-        from dataclasses import fields
+        from midillm.decoding.request import SAMPLING_NAMES
 
-        from midillm.decoding.generate import SamplingSettings
-
-        forward_parameters = _GENERATION_PARAMETERS + tuple(field.name for field in fields(SamplingSettings))
-        unknown = set(kwargs) - set(_PROMPT_PARAMETERS) - set(forward_parameters)
+        unknown = set(kwargs) - set(_PROMPT_PARAMETERS) - set(_REQUEST_PARAMETERS) - set(SAMPLING_NAMES)
         if unknown:
             raise TypeError(f"midi-generation got unknown parameter(s): {', '.join(sorted(unknown))}")
         preprocess = {key: kwargs[key] for key in _PROMPT_PARAMETERS if key in kwargs}
-        forward = {key: kwargs[key] for key in forward_parameters if key in kwargs}
+        forward = {key: kwargs[key] for key in _REQUEST_PARAMETERS if key in kwargs}
+        forward["sampling"] = {key: kwargs[key] for key in SAMPLING_NAMES if key in kwargs}
         return preprocess, forward, {}
 
     def preprocess(self, inputs, time_signature=None, tempo=None, text=None):
         caption, prompt = _as_prompt(inputs)
-        return {"prompt": prompt, "text": text if text is not None else caption,
+        return {"music": prompt, "text": text if text is not None else caption,
                 "time_signature": time_signature, "tempo": tempo}
 
-    def _forward(self, model_inputs, num_samples=1, seed=0, programs=None, constrain=True, task="continue",
-                 bars=None, tracks=None, **sampling):
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
-        if task != "continue":
-            midi, text = model_inputs["prompt"], model_inputs["text"]
-            if midi is None:
-                raise ValueError(f"task={task!r} works on given music: pass a MIDI file, MIDI bytes or a Score")
-            options = dict(num_samples=num_samples, seed=seed, constrain=constrain, **sampling)
-            if task == "infill":
-                if bars is None:
-                    raise ValueError('task="infill" needs bars="FIRST-LAST", e.g. bars="5-8"')
-                scores = self.midi_lm.infill(midi, bars, text=text, **options)
-            elif task == "accompany":
-                scores = self.midi_lm.accompany(midi, tracks, text=text, **options)
-            else:
-                scores = self.midi_lm.arrange(midi, text, tracks=tracks, **options)
-            return {"scores": scores}
-        settings = self.sampling.updated(**sampling)
-        ids = self.midi_lm.generate_ids(num_samples, model_inputs["prompt"], model_inputs["text"], settings,
-                                        seed, programs, time_signature=model_inputs["time_signature"],
-                                        tempo=model_inputs["tempo"], constrain=constrain)
-        return {"ids": ids}
+    def _forward(self, model_inputs, **request):
+        from midillm.decoding.request import MusicRequest
+
+        return {"samples": self.midi_lm.run(MusicRequest(**model_inputs, **request))}
 
     def postprocess(self, model_outputs):
         from midillm.decoding.export import to_midi_bytes
 
-        if "scores" in model_outputs:
-            return [{"score": score, "midi": to_midi_bytes(score), "ids": None} for score in model_outputs["scores"]]
-        outputs = []
-        for ids in model_outputs["ids"]:
-            score = self.midi_lm.codec.decode(ids)
-            outputs.append({"score": score, "midi": to_midi_bytes(score), "ids": list(ids)})
-        return outputs
+        return [{"score": sample.score, "midi": to_midi_bytes(sample.score), "ids": sample.ids}
+                for sample in model_outputs["samples"]]
 
 
 def register() -> None:

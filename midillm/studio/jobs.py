@@ -5,8 +5,6 @@ nothing is written to disk that outlives the request that made it).
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import queue
 import tempfile
 import threading
@@ -17,9 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import LogitsProcessor
-
-from midillm.decoding.generate import SamplingSettings
+from midillm.decoding.request import MusicRequest
 from midillm.errors import first_line
 
 from .models import LoadedModel, StudioError
@@ -38,20 +34,17 @@ MAX_SHEET_PAGES = 6
 
 @dataclass
 class Request:
-    """One thing the user asked for, checked by the server before it is queued."""
+    """One thing the user asked for on the page, checked by the server before it is queued: the
+    model, the page's task, the upload, and what the model is to do (`MusicRequest`, checked when
+    it was made)."""
 
     model: str
-    task: str = "generate"
-    caption: str | None = None
-    midi: object = None  # a symusic Score: the uploaded MIDI, or the recording once transcribed
-    audio: tuple[str, bytes] | None = None  # an uploaded recording: (suffix, bytes)
+    music: MusicRequest
+    page_task: str = "generate"  # "generate" (a new piece) or one of the model's tasks
+    # An uploaded recording: (suffix, bytes). It stands in as the request's music until the
+    # worker transcribes it (slow: it runs in the queue, not in the page's request).
+    audio: tuple[str, bytes] | None = None
     upload_name: str = ""
-    bars: tuple[int, int] | None = None
-    tracks: list[str] | None = None
-    num_samples: int = 1
-    seed: int = 0
-    constrain: bool = True
-    sampling: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -75,32 +68,6 @@ class Result:
     title: str
     summary: str
     files: dict[str, bytes]
-
-
-@dataclasses.dataclass
-class _ObservedSampling(SamplingSettings):
-    """SamplingSettings that also report each sampling step to the job, so the page can show
-    progress. Every task samples through `settings.warpers()`, and `updated()` keeps this class,
-    so the hook reaches `generate` and the other tasks without changing them."""
-
-    on_step: object = dataclasses.field(default=None, compare=False, repr=False)
-
-    def warpers(self):
-        warpers = super().warpers()
-        if self.on_step is not None:
-            warpers.insert(0, _StepReporter(self.on_step))
-        return warpers
-
-
-class _StepReporter(LogitsProcessor):
-    """Changes nothing; tells `on_step` how many tokens the sample has so far."""
-
-    def __init__(self, on_step):
-        self.on_step = on_step
-
-    def __call__(self, input_ids, scores):
-        self.on_step(int(input_ids.shape[1]) + 1)
-        return scores
 
 
 class QueueFull(StudioError):
@@ -182,33 +149,33 @@ class Studio:
             finally:
                 job.seconds = time.perf_counter() - started
                 # The upload is not kept past its request.
-                job.request.midi = job.request.audio = None
+                job.request.music.music = job.request.audio = None
                 self.queue.task_done()
-            self.log(f"studio: {job.request.task} on {job.request.model}: {job.state} in {job.seconds:.1f} s"
+            self.log(f"studio: {job.request.page_task} on {job.request.model}: {job.state} in {job.seconds:.1f} s"
                      + (f" ({job.message})" if job.message else ""))
 
     def _run(self, job: Job) -> list[str]:
         request = job.request
         job.message = "loading the model"
         lm = self.models.get(request.model)
+        if request.music.task not in getattr(lm, "tasks", ("continue",)):
+            raise StudioError(f"model {request.model} was not trained to {request.music.task}")
+        music = request.music
         if request.audio is not None:
             job.message = "transcribing the recording"
-            request.midi = transcribe_upload(*request.audio, lm.codec, request.upload_name)
+            music = music.updated(music=transcribe_upload(*request.audio, lm.codec, request.upload_name))
         job.message = ""
-        settings = _ObservedSampling(**dataclasses.asdict(lm.sampling.updated(**request.sampling)))
-        job.total = settings.max_new_tokens
 
-        def on_step(step: int) -> None:
-            job.step = step
+        def on_step(step: int, steps: int) -> None:
+            job.step, job.total = step, steps
 
-        settings.on_step = on_step
-        scores = self._sample(lm, request, settings)
+        samples = lm.run(music.updated(on_step=on_step))
         job.message = "writing the score, the sheet music and the audio"
         results = []
-        for index, score in enumerate(scores):
-            title = _title(request, index, len(scores))
-            result = Result(id=uuid.uuid4().hex, title=title, summary=_summary(score, lm, index),
-                            files=render_files(score))
+        for index, sample in enumerate(samples):
+            title = _title(request, index, len(samples))
+            result = Result(id=uuid.uuid4().hex, title=title, summary=_summary(sample),
+                            files=render_files(sample.score))
             results.append(result.id)
             with self._lock:
                 self.results[result.id] = result
@@ -216,31 +183,6 @@ class Studio:
                     self.results.popitem(last=False)
         job.message = ""
         return results
-
-    def _sample(self, lm, request: Request, settings: _ObservedSampling) -> list:
-        original = lm.sampling
-        lm.sampling = settings  # every task starts from lm.sampling: this carries the progress hook
-        try:
-            common = {"num_samples": request.num_samples, "seed": request.seed}
-            # Given explicitly as well as through lm.sampling: a task that builds its settings
-            # from the arguments alone still samples as asked.
-            sampling = {**request.sampling, "constrain": request.constrain}
-            if request.task == "generate":
-                return lm.generate(text=request.caption, **common, **sampling)
-            if request.task == "continue":
-                return lm.generate(prompt=request.midi, text=request.caption, **common, **sampling)
-            method = getattr(lm, request.task, None)
-            if request.task not in getattr(lm, "tasks", ()) or method is None:
-                raise StudioError(f"model {request.model} was not trained to {request.task}")
-            if request.task == "infill":
-                arguments = {"bars": request.bars, "text": request.caption}
-            elif request.task == "accompany":
-                arguments = {"tracks": request.tracks or None, "text": request.caption}
-            else:  # arrange
-                arguments = {"text": request.caption}
-            return method(request.midi, **arguments, **common, **_accepted(method, sampling))
-        finally:
-            lm.sampling = original
 
 
 def transcribe_upload(suffix: str, data: bytes, codec, name: str):
@@ -258,28 +200,18 @@ def transcribe_upload(suffix: str, data: bytes, codec, name: str):
             raise StudioError(first_line(error).replace(str(path), name)) from None
 
 
-def _accepted(method, options: dict) -> dict:
-    """The options a task takes: a task that takes no `constrain` samples under its own rules."""
-    parameters = inspect.signature(method).parameters
-    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
-        return options
-    return {name: value for name, value in options.items() if name in parameters}
-
-
 def _title(request: Request, index: int, count: int) -> str:
     what = {"generate": "New piece", "continue": "Continuation", "infill": "Infill",
-            "accompany": "Accompaniment", "arrange": "Arrangement"}[request.task]
-    source = f" of {request.upload_name}" if request.upload_name and request.task != "generate" else ""
+            "accompany": "Accompaniment", "arrange": "Arrangement"}[request.page_task]
+    source = f" of {request.upload_name}" if request.upload_name and request.page_task != "generate" else ""
     number = f" {index + 1}/{count}" if count > 1 else ""
-    return f"{what}{source}{number} (seed {request.seed})"
+    return f"{what}{source}{number} (seed {request.music.seed})"
 
 
-def _summary(score, lm, index: int) -> str:
-    seconds = score.to("second").end()
-    ended = ""
-    if index < len(lm.last_generation):
-        ended = ", ended" if lm.last_generation[index]["ended"] else ", cut by the token limit"
-    return f"{score.note_num()} notes, {seconds:.0f} s{ended}"
+def _summary(sample) -> str:
+    seconds = sample.score.to("second").end()
+    ended = ", ended" if sample.ended else ", cut by the token limit"
+    return f"{sample.score.note_num()} notes, {seconds:.0f} s{ended}"
 
 
 def render_files(score) -> dict[str, bytes]:

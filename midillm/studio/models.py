@@ -151,7 +151,7 @@ def form_fields(caption: str) -> dict:
 
 def model_info(name: str, lm) -> dict:
     """What the page needs to offer for this model: its tasks, caption fields and defaults."""
-    from midillm.decoding.generate import SamplingSettings
+    from midillm.decoding.request import SamplingSettings
 
     codec = lm.codec
     corpus = codec.corpus

@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fastapi import FastAPI, File, Form, UploadFile
+from fastapi import Depends, FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request as StarletteRequest
 
+from midillm.decoding.request import SAMPLING_NAMES, MusicRequest
 from midillm.errors import first_line
 
 from .jobs import RESULT_FILES, QueueFull, Request, Studio
@@ -132,21 +134,29 @@ def read_upload(name: str, data: bytes) -> dict:
     return {"midi": score}
 
 
-def _parse_bars(text: str) -> tuple[int, int] | None:
-    text = text.strip()
-    if not text:
-        return None
-    match = re.fullmatch(r"(\d+)\s*(?:-|to|–)\s*(\d+)", text)
-    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
-        raise StudioError(f"bars must look like 5-8 (first to last, from bar 1), not {text!r}")
-    return int(match.group(1)), int(match.group(2))
+async def sampling_form(request: StarletteRequest) -> dict:
+    """The sampling settings the page sent: a form field per `SamplingSettings` field, empty or
+    absent for the model's own. A value that is not a number is refused like FastAPI's own fields."""
+    from midillm.decoding.request import SamplingSettings
+
+    form = await request.form()
+    defaults = SamplingSettings()
+    sent = {}
+    for name in SAMPLING_NAMES:
+        raw = form.get(name)
+        if raw is None or not str(raw).strip():
+            continue
+        try:
+            sent[name] = type(getattr(defaults, name))(str(raw).strip())
+        except ValueError:
+            raise RequestValidationError([{"loc": ("body", name), "msg": f"not a number: {str(raw)[:40]!r}",
+                                           "type": "number_parsing"}]) from None
+    return sent
 
 
 def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                log=print) -> FastAPI:
     """The studio app over these models (`LoadedModel`); the worker starts with it."""
-    from midillm.decoding.generate import SamplingSettings
-
     studio = Studio(models, queue_size=queue_size, log=log)
     # No docs pages: they would load their scripts from a CDN.
     app = FastAPI(title="midillm studio", docs_url=None, redoc_url=None, openapi_url=None)
@@ -204,31 +214,29 @@ def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = 
     @app.post("/api/jobs", status_code=202)
     def submit(model: str = Form(...), task: str = Form("generate"), caption: str = Form(""),
                num_samples: int = Form(1), seed: int = Form(0), constrain: bool = Form(True),
-               max_new_tokens: int | None = Form(None), temperature: float | None = Form(None),
-               top_p: float | None = Form(None), top_k: int | None = Form(None),
-               min_p: float | None = Form(None), repetition_penalty: float | None = Form(None),
-               bars: str = Form(""), tracks: str = Form(""), file: UploadFile | None = File(None)):
+               bars: str = Form(""), tracks: str = Form(""), file: UploadFile | None = File(None),
+               sampling: dict = Depends(sampling_form)):
         models.path(model)  # an unknown name fails here, not in the queue
         if task not in ("generate",) + PROMPT_TASKS:
             raise StudioError(f"unknown task {task!r}; choose from generate, {', '.join(PROMPT_TASKS)}")
         if not 1 <= num_samples <= MAX_SAMPLES:
             raise StudioError(f"samples must be 1 to {MAX_SAMPLES}, not {num_samples}")
-        sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
-                    "top_k": top_k, "min_p": min_p, "repetition_penalty": repetition_penalty}
-        SamplingSettings().updated(**sampling)  # a bad value is one line now, not in the queue
-        request = Request(model=model, task=task, caption=caption.strip() + "\n" if caption.strip() else None,
-                          num_samples=num_samples, seed=seed, constrain=constrain,
-                          sampling={name: value for name, value in sampling.items() if value is not None},
-                          bars=_parse_bars(bars), tracks=[item.strip() for item in tracks.split(",") if item.strip()])
+        upload, upload_name = {}, ""
         if file is not None and (file.filename or file.size):
-            request.upload_name = _plain_name(file.filename)
-            upload = read_upload(request.upload_name, file.file.read())
-            request.midi = upload.get("midi")
-            request.audio = upload.get("audio")
-        if task != "generate" and request.midi is None and request.audio is None:
+            upload_name = _plain_name(file.filename)
+            upload = read_upload(upload_name, file.file.read())
+        if task == "generate":  # a new piece: an upload left in the form plays no part
+            upload = {}
+        elif not upload:
             raise StudioError(f"{task} needs a MIDI file (or a recording) to start from")
-        if task == "infill" and request.bars is None:
-            raise StudioError("infill needs the bars to write again, e.g. 5-8")
+        # The request checks itself (sampling values, bars): a bad value is one line now, not in the queue.
+        music = MusicRequest("continue" if task == "generate" else task, upload.get("midi", upload.get("audio")),
+                             caption.strip() + "\n" if caption.strip() else None,
+                             bars=bars.strip() or None if task == "infill" else None,
+                             tracks=[item.strip() for item in tracks.split(",") if item.strip()] or None,
+                             num_samples=num_samples, seed=seed, constrain=constrain, sampling=sampling)
+        request = Request(model=model, music=music, page_task=task, audio=upload.get("audio"),
+                          upload_name=upload_name)
         job = studio.submit(request)
         return studio.status(job)
 

@@ -32,6 +32,8 @@ ONSET_QUANTILE = 0.99
 # Durations below 12 beats keep the default fine bins; longer ones get one bin per beat up to
 # the corpus's longest note (organ points, held final chords).
 LONG_DURATION_BEATS = 12
+# A part that rests longer than this (beats) between two notes of one pitch did not stay on it.
+SAME_PITCH_MAX_REST_BEATS = 2.0
 MAX_DURATION_BEATS = 128
 
 
@@ -62,6 +64,9 @@ class CorpusProfile:
         "help": "Part name -> [lowest, highest] pitch of the parts of that name (a chorale's Bass)."})
     max_gap_beats: float = field(default=0.0, metadata={
         "help": "Longest time without a new onset inside a piece (99th percentile over pieces), in beats."})
+    max_same_pitch_beats: float = field(default=0.0, metadata={
+        "help": "Longest stretch one part stays on one pitch, held or struck again (99th percentile over "
+                "pieces), in beats; 0: not measured."})
     positions_per_beat: int = field(default=8, metadata={
         "help": "Time grid that holds the corpus's onsets, in steps per beat of the finest metre (miditok's beat)."})
     max_duration_beats: float = field(default=0.0, metadata={
@@ -118,6 +123,34 @@ def first_bars(score: Score, bars: int) -> Score:
     return ticks.clip(0, int(round(end * ticks.tpq)), clip_end=True)
 
 
+def longest_same_pitch_beats(score: Score) -> float:
+    """The longest stretch, in beats (quarter notes), in which one part stays on one pitch: a run
+    of its consecutive notes (by onset, highest first) on that pitch, held or struck again, from
+    the first one's onset to the last one's end. A rest longer than `SAME_PITCH_MAX_REST_BEATS`
+    ends a run (a part that falls silent and comes back on its pitch has not stuck). Drum parts
+    are left out: a drum repeats its hit.
+
+    A voice stuck on one note for thirty bars passes every other check (notes per onset, gaps,
+    ranges); this is the measure that catches it. On the 410 chorales: median 5 beats, 99th
+    percentile 16.5, longest 22."""
+    longest = 0.0
+    for track in score.tracks:
+        if track.is_drum or not track.note_num():
+            continue
+        notes = track.notes.numpy()
+        order = np.lexsort((-notes["pitch"].astype(np.int64), notes["time"]))
+        pitch = notes["pitch"][order]
+        starts = notes["time"][order].astype(np.int64)
+        ends = starts + notes["duration"][order].astype(np.int64)
+        sounding_until = np.maximum.accumulate(ends)
+        breaks = (np.diff(pitch) != 0) | (starts[1:] - sounding_until[:-1]
+                                          > SAME_PITCH_MAX_REST_BEATS * score.ticks_per_quarter)
+        run_starts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
+        run_ends = np.maximum.reduceat(ends, run_starts)
+        longest = max(longest, float((run_ends - starts[run_starts]).max()) / score.ticks_per_quarter)
+    return longest
+
+
 def _grid_for(ticks: np.ndarray, ticks_per_quarter: int) -> int:
     """The coarsest candidate grid (positions per beat) that holds GRID_COVERAGE of these times."""
     for grid in GRID_CANDIDATES:
@@ -143,6 +176,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
     part_high: dict[str, int] = {}
     unisons: list[int] = []
     gaps: list[float] = []
+    same_pitch: list[float] = []
     bars: list[int] = []
     grids: Counter = Counter()
     max_duration = 0.0
@@ -185,6 +219,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         ordered = sorted(onsets)
         steps = np.diff([0] + ordered) / tpq if ordered else np.zeros(0)
         gaps.append(float(steps.max()) if steps.size else 0.0)
+        same_pitch.append(longest_same_pitch_beats(score))
         signatures = list(score.time_signatures) or []
         for signature in signatures:
             time_signatures[f"{signature.numerator}/{signature.denominator}"] += 1
@@ -223,6 +258,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         max_parts=max(parts_per_piece),
         part_ranges={name: [part_low[name], part_high[name]] for name in sorted(part_low)},
         max_gap_beats=round(float(np.quantile(gaps, 0.99, method="higher")), 4),
+        max_same_pitch_beats=round(float(np.quantile(same_pitch, 0.99, method="higher")), 4),
         positions_per_beat=max(1, positions_per_beat * 4 // smallest_denominator),
         max_duration_beats=round(max_duration, 4),
         bars=[min(bars), int(np.median(bars)), max(bars)],

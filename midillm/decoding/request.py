@@ -1,0 +1,197 @@
+"""What a user asks a model for, checked once: the request every door builds.
+
+The `midillm` command, the `midi-generation` pipeline and the studio each turn what they were
+given into a `MusicRequest` and hand it to `MidiLM.run`; nothing else turns a request into a
+call. A request is checked when it is made, before any model loads, so a bad value is one line
+at the door it came through. The sampling settings are the fields of `SamplingSettings`, named
+here once: the command's flags and the pipeline's keywords are read off its fields.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Callable
+
+from midillm.tokenization.rows import TASKS
+
+
+class TaskError(ValueError):
+    """A task the model cannot do, or a request it cannot be done on; one line for the user."""
+
+
+# Each sampling value's rule, as (holds, what it must be): `SamplingSettings` checks its own
+# values with these, and a request checks the values it changes with the same rules.
+_SAMPLING_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "max_new_tokens": (lambda value: value >= 1, "must be at least 1"),
+    "temperature": (lambda value: value > 0, "must be above 0"),
+    "top_k": (lambda value: value >= 0, "must be 0 (off) or more"),
+    "top_p": (lambda value: 0 < value <= 1, "must be in (0, 1]"),
+    "min_p": (lambda value: 0 <= value < 1, "must be in [0, 1)"),
+    "repetition_penalty": (lambda value: value > 0, "must be above 0"),
+}
+
+
+def _setting(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass
+class SamplingSettings:
+    """How to sample; each value is validated with a one-line error.
+
+    The one home of the sampling names and defaults: the command line, the pipeline, the studio,
+    eval, the demo and the model card take theirs from here. A bundle's `generation_config.json`
+    is written from these fields (`save_pretrained`) and read back over them (`from_pretrained`),
+    so a bundle may carry its own.
+    """
+
+    max_new_tokens: int = _setting(512, "Length limit in LM tokens")
+    # Below 1: a model trained for minutes on CPU leaves enough mass on wrong durations and
+    # off-key pitches that, at 1.0, a voice rests or overlaps between notes (16% and 18% of its
+    # notes on the demo bundle, against 1% and 0% in Bach). 0.7 cuts both to about 6% without
+    # the held, unison notes 0.6 brings (scripts/bench_temperature.py; docs/benchmarks.md,
+    # "Sampling temperature").
+    temperature: float = _setting(0.7, "Sampling temperature, > 0")
+    top_k: int = _setting(0, "Keep the K most likely tokens; 0 = off")
+    top_p: float = _setting(0.95, "Nucleus sampling mass in (0, 1]")
+    min_p: float = _setting(0.0, "Drop tokens below this share of the top one")
+    repetition_penalty: float = _setting(1.0, "> 1 discourages repeats")
+
+    def __post_init__(self):
+        self.check_changes({setting.name: getattr(self, setting.name) for setting in fields(self)})
+
+    @staticmethod
+    def check_changes(changes: dict) -> dict:
+        """`changes` (name -> value; None: unchanged) with the unchanged left out, each value
+        checked: one line for a bad value, a TypeError for a name that is not a setting."""
+        unknown = set(changes) - set(_SAMPLING_RULES)
+        if unknown:
+            raise TypeError(f"unknown sampling setting(s): {', '.join(sorted(unknown))}")
+        given = {name: value for name, value in changes.items() if value is not None}
+        for name, value in given.items():
+            holds, rule = _SAMPLING_RULES[name]
+            if not holds(value):
+                raise ValueError(f"{name} {rule}, not {value}")
+        return given
+
+    def warpers(self):
+        from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
+                                  TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+        warpers = LogitsProcessorList()
+        if self.repetition_penalty != 1.0:
+            warpers.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
+        if self.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(self.temperature))
+        if self.top_k:
+            warpers.append(TopKLogitsWarper(self.top_k))
+        if self.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(self.top_p))
+        if self.min_p:
+            warpers.append(MinPLogitsWarper(self.min_p))
+        return warpers
+
+    def updated(self, **values) -> SamplingSettings:
+        """A copy with `values` in place; a None value keeps this one's, so optional arguments
+        can be passed straight through. An unknown name is a TypeError."""
+        return replace(self, **self.check_changes(values))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> SamplingSettings:
+        """The sampling of a bundle's `generation_config.json` over the defaults (no file: the defaults)."""
+        from midillm.bundle_files import GENERATION_CONFIG
+
+        try:
+            saved = json.loads((Path(folder) / GENERATION_CONFIG).read_text())
+        except (OSError, ValueError):
+            return cls()
+        return cls().updated(**{name: saved.get(name) for name in _SAMPLING_RULES})
+
+    def save_pretrained(self, folder: str | Path, eos_token_id: int, pad_token_id: int | None = None) -> Path:
+        """Write `generation_config.json` (transformers' `GenerationConfig`) with these settings."""
+        from dataclasses import asdict
+
+        from transformers import GenerationConfig
+
+        from midillm.bundle_files import GENERATION_CONFIG
+
+        GenerationConfig(do_sample=True, eos_token_id=eos_token_id,
+                         pad_token_id=eos_token_id if pad_token_id is None else pad_token_id,
+                         **asdict(self)).save_pretrained(folder, config_file_name=GENERATION_CONFIG)
+        return Path(folder) / GENERATION_CONFIG
+
+
+SAMPLING_NAMES = tuple(setting.name for setting in fields(SamplingSettings))
+
+
+def parse_bar_range(bars: tuple[int, int] | list[int] | str) -> tuple[int, int]:
+    """"5-8", "5 to 8", "5–8", "5" or (5, 8) -> (5, 8): bars counted from 1, both included;
+    one line if not."""
+    try:
+        if isinstance(bars, str):
+            match = re.fullmatch(r"\s*(\d+)\s*(?:(?:-|–|to)\s*(\d+)\s*)?", bars)
+            if not match:
+                raise ValueError(bars)
+            first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        else:
+            first, last = (int(value) for value in bars)
+    except (TypeError, ValueError):
+        raise TaskError(f"bars must look like 5-8 (first and last bar, counted from 1), not {bars!r}") from None
+    if first < 1 or last < first:
+        raise TaskError(f"bars {first}-{last} is not a range of bars counted from 1 (first <= last)")
+    return first, last
+
+
+@dataclass
+class MusicRequest:
+    """One thing asked of a model; checked when made (`__post_init__`), run by `MidiLM.run`.
+
+    task: "continue" (a new piece, or a continuation of `music`), "infill" (new bars `bars` of
+    `music`), "accompany" (keep the `tracks` of `music`, write the other parts) or "arrange"
+    (keep the melody of `music`, write the rest under the caption `text`).
+    """
+
+    task: str = "continue"
+    # The prompt to continue, or the music a task works on: a MIDI or audio path, MIDI bytes or
+    # a symusic Score. A recording is transcribed onto the codec's grid first.
+    music: object = None
+    text: str | None = None                  # the caption (None: the corpus's typical one, or the piece's own)
+    bars: tuple[int, int] | str | None = None  # infill: the bars to write, counted from 1
+    tracks: list[str] | None = None          # accompany / arrange: the tracks kept, by name
+    programs: list[int] | None = None        # continue: only these General MIDI programs (-1: drums) play
+    time_signature: str | None = None        # continue without music: the opening metre, e.g. "3/4"
+    tempo: float | None = None               # continue without music: the opening tempo in BPM
+    num_samples: int = 1
+    seed: int | None = 0
+    constrain: bool = True                   # False: the token syntax only, without the corpus constraints
+    sampling: dict = field(default_factory=dict)  # changes to the model's own `SamplingSettings`
+    progress: bool = False                   # a progress bar on the terminal
+    on_step: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)  # (step, steps)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+        if self.num_samples < 1:
+            raise ValueError(f"the number of samples must be at least 1 (-n, num_samples), not {self.num_samples}")
+        self.sampling = SamplingSettings.check_changes(self.sampling)
+        if self.programs and not all(-1 <= program <= 127 for program in self.programs):
+            raise ValueError(f"programs are numbers from -1 (drums) to 127, not {self.programs}")
+        if self.task == "infill":
+            if self.bars is None:
+                raise TaskError('infill needs bars to write, e.g. "5-8" (first and last, counted from 1)')
+            self.bars = parse_bar_range(self.bars)
+        if self.task == "arrange" and not (self.text or "").strip():
+            raise TaskError("arrange needs a caption (--text), e.g. \"Instruments: String Ensemble 1\"")
+        if self.music is None and self.task != "continue":
+            raise TaskError(f"{self.task} works on given music: it needs a MIDI file (or a recording), "
+                            "MIDI bytes or a Score")
+        if isinstance(self.music, (str, Path)) and not Path(self.music).is_file():
+            what = "prompt file" if self.task == "continue" else "file"
+            raise FileNotFoundError(f"{what} not found: {self.music}")
+
+    def updated(self, **values) -> MusicRequest:
+        """A copy with `values` in place, checked again."""
+        return replace(self, **values)
