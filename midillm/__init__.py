@@ -1,14 +1,17 @@
 """midillm: teach a pretrained language model to write music.
 
 `MusicCodec` turns scores into LM token ids and back; `MidiLM` samples music from a fine-tuned
-bundle. `MidiLM` is imported on first use so that `import midillm` stays light.
+bundle. Both are imported on first use, so `import midillm` loads neither torch nor
+transformers; it registers the "midi-generation" pipeline task for when transformers loads
+(`midillm.hub.registration`).
 """
 
-from midillm.tokenization import MusicCodec
+from midillm.hub.registration import register_when_transformers_loads
 from midillm.version import __version__
-from midillm.hub import pipeline as _pipeline  # noqa: F401 - registers the "midi-generation" pipeline task
 
 __all__ = ["MidiLM", "MusicCodec", "__version__"]
+
+register_when_transformers_loads()
 
 
 def __getattr__(name: str):
@@ -16,4 +19,8 @@ def __getattr__(name: str):
         from midillm.decoding.generate import MidiLM
 
         return MidiLM
+    if name == "MusicCodec":
+        from midillm.tokenization import MusicCodec
+
+        return MusicCodec
     raise AttributeError(f"module 'midillm' has no attribute {name!r}")

@@ -74,6 +74,9 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-constraints", action="store_true",
                         help="Sample under the token syntax only, without the corpus constraints (notes per "
                              "onset, no repeated note at an onset, the corpus's instruments, ranges and metres).")
+    parser.add_argument("--strict-voice-leading", action="store_true",
+                        help="Between the parts: no parallel fifths or octaves, no voice crossing, upper voices "
+                             "within an octave (parts listed from the top voice down, as a chorale's).")
     parser.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
 
 
@@ -413,8 +416,9 @@ def run_generate(arguments: argparse.Namespace) -> None:
     request = MusicRequest("continue", arguments.prompt, arguments.text, programs=parse_programs(arguments.programs),
                            time_signature=arguments.time_signature, tempo=arguments.tempo,
                            num_samples=arguments.num_samples, seed=arguments.seed,
-                           constrain=not arguments.no_constraints, sampling=sampling_changes(arguments),
-                           progress=True)
+                           constrain=not arguments.no_constraints,
+                           strict_voice_leading=arguments.strict_voice_leading,
+                           sampling=sampling_changes(arguments), progress=True)
     check_like_arguments(arguments)
     audio_prompt = arguments.prompt and is_audio_path(arguments.prompt)
     if audio_prompt:
@@ -459,7 +463,7 @@ def generate_for_liked_pieces(model, request, arguments: argparse.Namespace) -> 
                               candidates_per_sample=candidates, taste=taste, rank_by=rank_by,
                               adapt_steps=adapt_steps, programs=request.programs, progress=True,
                               time_signature=request.time_signature, tempo=request.tempo,
-                              constrain=request.constrain)
+                              constrain=request.constrain, strict_voice_leading=request.strict_voice_leading)
     return [Sample(model.codec.decode(ids), ids, record["ended"]) for ids, record in zip(rows, model.last_generation)]
 
 
@@ -475,6 +479,7 @@ def run_task(arguments: argparse.Namespace) -> None:
     request = MusicRequest(arguments.command, arguments.midi, arguments.text, bars=getattr(arguments, "bars", None),
                            tracks=getattr(arguments, "tracks", None), num_samples=arguments.num_samples,
                            seed=arguments.seed, constrain=not arguments.no_constraints,
+                           strict_voice_leading=arguments.strict_voice_leading,
                            sampling=sampling_changes(arguments), progress=True)
     model = MidiLM.from_pretrained(arguments.model, dtype=arguments.precision)
     samples = model.run(request)
@@ -604,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     from midillm.tokenization.base_model import BaseModelError
     from midillm.tokenization.codec import CodecVersionError
     from midillm.decoding.export import ExportError
-    from midillm.decoding.generate import BundleError
+    from midillm.model.bundle import BundleError
     from midillm.tokenization.sources import SourceError
 
     user_errors = (SourceError, BaseModelError, CodecVersionError, ExportError, BundleError, ValueError, OSError)

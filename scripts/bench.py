@@ -223,6 +223,7 @@ def run_approach(name: str, args) -> dict:
     warnings.filterwarnings("ignore")
     from midillm.finetune import load_config
     from midillm.finetune.train import train
+    from midillm.tokenization.prepared import PreparedData
 
     spec = APPROACHES[name]
     data = Path(args.work) / name / "data"
@@ -239,9 +240,7 @@ def run_approach(name: str, args) -> dict:
     summary = json.loads((bundle / "training_summary.json").read_text())
     tokens_per_note = held_out_tokens_per_note(report)
     # The setting, as prepared and trained: what the (a) row's defaults are today.
-    from midillm import MusicCodec
-
-    has_bpe = MusicCodec.from_pretrained(data / "codec").music_tokenizer.is_trained
+    has_bpe = PreparedData(data).load_codec().music_tokenizer.is_trained
     setting = "plain REMI" if not has_bpe else f"BPE to {report['music_vocab_size']} music tokens, " + (
         "compositional rows" if config.compositional_rows else "separate rows")
     result = {

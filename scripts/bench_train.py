@@ -42,7 +42,7 @@ def run_variant(args, name: str) -> dict:
 
     from midillm.finetune import TrainConfig, build_model
     from midillm.finetune.model import trainable_parameter_groups
-    from midillm.finetune.train import Collate, load_prepared
+    from midillm.model.data import Collate, load_prepared
 
     warnings.filterwarnings("ignore")
     variant = VARIANTS[name]

@@ -684,7 +684,7 @@ def test_a_model_that_knows_nothing_scores_the_log_of_its_choices(tiny_models, t
     the head scores the same probability, so each held-out token costs exactly log K nats."""
     from midillm.decoding.generate import MidiLM
     from midillm.eval.likelihood import held_out_likelihood
-    from midillm.finetune.model import add_music_tokens, load_base_model
+    from midillm.model.runtime import add_music_tokens, load_base_model
     from midillm.tokenization import MusicCodec
 
     codec = MusicCodec.from_pretrained(tiny_data / "codec")

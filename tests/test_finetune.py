@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from midillm.finetune import ConfigError, TrainConfig, build_model, load_config
-from midillm.finetune.model import add_music_tokens, load_base_model, trainable_parameter_groups
-from midillm.finetune.train import SUMMARY_FILE, TRAINER_STATE, Collate, load_prepared, main, train
+from midillm.finetune.model import trainable_parameter_groups
+from midillm.finetune.train import SUMMARY_FILE, TRAINER_STATE, main, train
+from midillm.model.data import Collate, load_prepared
+from midillm.model.runtime import add_music_tokens, load_base_model
 
 
 def tiny_config(data_dir: Path, output_dir: Path, base_model: Path, **overrides) -> TrainConfig:
@@ -274,7 +276,7 @@ def test_merge_rows_are_built_from_their_base_tokens(tiny_models, tiny_data, tmp
     from safetensors.torch import load_file
     from torch.nn.utils import parametrize
 
-    from midillm.finetune.model import composition_of_rows, plain_token_rows
+    from midillm.model.runtime import composition_of_rows, plain_token_rows
 
     codec, _, _ = load_prepared(tiny_data)
     config = tiny_config(tiny_data, tmp_path, tiny_models["tied"])

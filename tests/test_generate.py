@@ -101,7 +101,7 @@ def test_missing_prompt_file_is_reported(untrained_lm, tmp_path):
 
 
 def test_folder_that_is_not_a_bundle_is_reported(tmp_path):
-    from midillm.decoding.generate import BundleError
+    from midillm.model.bundle import BundleError
 
     with pytest.raises(BundleError, match="not a midillm bundle"):
         MidiLM.from_pretrained(tmp_path)
@@ -280,7 +280,7 @@ def training_time_model(bundle):
 
     from peft import PeftModel
 
-    from midillm.finetune.model import MusicLM, add_music_tokens, load_base_model
+    from midillm.model.runtime import MusicLM, add_music_tokens, load_base_model
 
     codec = MusicCodec.from_pretrained(bundle)
     base = load_base_model(json.loads((bundle / "adapter_config.json").read_text())["base_model_name_or_path"])

@@ -126,3 +126,98 @@ def test_without_constraints_random_logits_break_the_corpus_range(corpus_codec):
             ids = torch.cat([ids, torch.tensor([[grammar.row_lm_ids[choice]]])], 1)
         insane += not sample_sanity(corpus_codec.decode(ids[0].tolist()), corpus_codec.corpus)["sane"]
     assert insane >= 3
+
+
+def _random_piece(codec, constraints, seed: int, steps: int = 300):
+    grammar = constraints.grammar
+    generator = torch.Generator().manual_seed(seed)
+    processor = GrammarLogitsProcessor(grammar, row_logits=True, constraints=constraints)
+    ids = torch.tensor([[codec.music_start_id]])
+    for _ in range(steps):
+        scores = processor(ids, 3 * torch.randn(1, len(grammar.row_lm_ids), generator=generator))
+        choice = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).item()
+        ids = torch.cat([ids, torch.tensor([[grammar.row_lm_ids[choice]]])], 1)
+        if grammar.row_lm_ids[choice] == codec.music_end_id:
+            break
+    return codec.decode(ids[0].tolist())
+
+
+def _as_voices(score):
+    """Each part as the voice the rules read: every note lasts until its part's next onset at
+    most (random logits hold notes across a part's next notes, which a chorale voice never does)."""
+    from symusic import Note
+
+    score = score.copy()
+    for track in score.tracks:
+        notes = sorted(track.notes, key=lambda note: (note.time, -note.pitch))
+        onsets = sorted({note.time for note in notes})
+        following = {time: later for time, later in zip(onsets, onsets[1:])}
+        track.notes = [Note(note.time, min(note.duration, following.get(note.time, note.end) - note.time),
+                            note.pitch, note.velocity) for note in notes]
+    return score
+
+
+def _crossings(score) -> int:
+    """Onsets at which a part sounds above the part listed before it."""
+    from midillm.eval.voice_leading import _top_voice
+
+    parts = [track for track in score.tracks if track.note_num() and not track.is_drum]
+    times = sorted({note.time for part in parts for note in part.notes})
+    voices = [_top_voice(part, times) for part in parts]
+    return sum(1 for upper, lower in zip(voices, voices[1:]) for a, b in zip(upper, lower)
+               if a is not None and b is not None and b > a)
+
+
+def test_strict_voice_leading_leaves_no_parallels_and_no_crossing(corpus_codec):
+    """Random logits under strict voice leading: four chorale parts with no parallel fifths or
+    octaves and no crossing, where the same logits without it have both."""
+    from midillm.decoding.grammar import CorpusConstraints
+    from midillm.eval.voice_leading import parallel_motion
+
+    if corpus_codec.layout != "onsets":
+        pytest.skip("strict voice leading is built for the onsets layout")
+    grammar = MusicGrammar(corpus_codec)
+    names = ["Soprano", "Alto", "Tenor", "Bass"]
+    strict = crossed = strict_crossed = moves = 0
+    for seed in range(4):
+        loose = _random_piece(corpus_codec, CorpusConstraints(grammar, corpus_codec.corpus, programs=[0],
+                                                              max_parts=4, part_names=names), seed)
+        tight = _random_piece(corpus_codec, CorpusConstraints(grammar, corpus_codec.corpus, programs=[0],
+                                                              max_parts=4, part_names=names,
+                                                              strict_voice_leading=True), seed)
+        loose, tight = _as_voices(loose), _as_voices(tight)
+        crossed += _crossings(loose)
+        motion = parallel_motion(tight)
+        strict += motion["parallels"]
+        moves += motion["moves"]
+        strict_crossed += _crossings(tight)
+        # One voice a part: one note an onset.
+        assert all(len({note.time for note in track.notes}) == track.note_num() for track in tight.tracks)
+    # Without the rules the same logits cross the voices all the time (the parallel rule's
+    # refusals are checked one by one in test_forbidden_pitches_follow_the_rules).
+    assert crossed > 20
+    assert moves > 20 and strict == 0 and strict_crossed == 0
+
+
+def test_forbidden_pitches_follow_the_rules():
+    from midillm.decoding.voice_leading import Voices, forbidden_pitches
+
+    # Soprano and bass an octave apart (72 / 60); the soprano moves to 74 at this onset.
+    voices = Voices(before={0: 72, 3: 60}, now={0: 74})
+    bass = forbidden_pitches(voices, 3, lowest_part=3, new_onset=False)
+    assert bass[62] and bass[50]        # octave to octave (and a compound one): parallel
+    assert not bass[60] and not bass[59] and not bass[65]  # holding on, or a third / sixth below
+    assert bass[75]                     # above the soprano: crossing
+    # A fifth (67 / 60) moving to a fifth is refused; to an octave it is not.
+    voices = Voices(before={0: 67, 3: 60}, now={0: 69})
+    bass = forbidden_pitches(voices, 3, lowest_part=3, new_onset=False)
+    assert bass[62] and not bass[57]
+    # Upper voices stay within an octave of their neighbour; the bass may lie further below.
+    voices = Voices(before={0: 76, 1: 67, 2: 60})
+    alto = forbidden_pitches(voices, 1, lowest_part=3, new_onset=True)
+    assert alto[63] and not alto[64] and alto[77] and alto[59]
+    bass = forbidden_pitches(voices, 3, lowest_part=3, new_onset=True)
+    assert not bass[40] and bass[61]
+    # The first note of a new onset has nothing to move in parallel with.
+    voices = Voices(before={0: 72, 3: 60}, now={0: 74})
+    assert not forbidden_pitches(voices, 3, lowest_part=3, new_onset=True)[62]

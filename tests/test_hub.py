@@ -389,7 +389,7 @@ def test_push_then_pull_through_the_stand_in_hub(raw_bundle, stand_in_hub, tmp_p
     settings = SamplingSettings(max_new_tokens=40)
     assert pulled.generate_ids(2, settings=settings, seed=7) == local.generate_ids(2, settings=settings, seed=7)
 
-    from midillm.decoding.generate import BundleError
+    from midillm.model.bundle import BundleError
 
     with pytest.raises(BundleError, match="cannot download someone/missing"):
         MidiLM.from_pretrained("someone/missing")
@@ -444,7 +444,7 @@ def test_merged_export_loads_with_auto_classes_and_gives_the_adapter_logits(raw_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from midillm.cli import main
-    from midillm.finetune.model import add_music_tokens, load_base_model
+    from midillm.model.runtime import add_music_tokens, load_base_model
     from midillm.tokenization import MusicCodec
 
     out = tmp_path / "merged"

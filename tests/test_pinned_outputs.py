@@ -72,7 +72,7 @@ def untrained_lm(request, tiny_models, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     from midillm.decoding.generate import MidiLM
-    from midillm.finetune.model import add_music_tokens
+    from midillm.model.runtime import add_music_tokens
     from midillm.tokenization.codec import MusicCodec
     from midillm.tokenization.dataset import PrepareConfig, prepare
 

@@ -9,7 +9,6 @@ The warpers (temperature, top-k, top-p, min-p, repetition penalty) are transform
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,21 +17,16 @@ import torch
 from symusic import Score
 from tqdm.auto import tqdm
 
-from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE
 from midillm.errors import first_line
+from midillm.model.bundle import Bundle
 from midillm.tokenization import MusicCodec
 from midillm.tokenization.caption import (accompaniment_caption, as_written, caption_ids, names_in_caption,
                                           part_names, programs_listed, programs_named_in)
-from midillm.tokenization.codec import CODEC_CONFIG_FILE
 from midillm.tokenization.rows import filled_piece, flat, infill_prompt, music_row, reorder_parts
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar
 from .precision import apply_precision, model_precision, wide_weights
 from .request import MusicRequest, SamplingSettings, TaskError, parse_bar_range
-
-
-class BundleError(Exception):
-    """A path that is not a usable midillm bundle; one line for the user."""
 
 
 @dataclass
@@ -227,34 +221,15 @@ class MidiLM:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | str | None = "auto") -> MidiLM:
-        """Load a bundle (base model + adapter + codec), with the adapter merged for speed.
+        """Load a bundle (base model + adapter + codec; a folder or a Hub id), with the adapter
+        merged for speed.
 
         `dtype`: "auto" (`midillm.decoding.precision.default_precision()`: int8 weights on CPU,
         bf16 on CUDA), "fp32", "bf16", "fp16", "int8" or a torch dtype; None: fp32 as loaded."""
-        from midillm.finetune.model import add_music_tokens, load_base_model
-
-        path = Path(path)
-        if not path.is_dir():
-            path = Path(_download_bundle(str(path)))
-        if not (path / CODEC_CONFIG_FILE).is_file():
-            raise BundleError(f"{path} is not a midillm bundle ({CODEC_CONFIG_FILE} missing)")
-        codec = MusicCodec.from_pretrained(path)
-        if (path / ADAPTER_CONFIG).is_file():
-            from peft import PeftModel
-
-            base_model = json.loads((path / ADAPTER_CONFIG).read_text()).get(
-                "base_model_name_or_path") or codec.base_model
-            model = load_base_model(base_model)
-            add_music_tokens(model, codec)
-            model = PeftModel.from_pretrained(model, path).merge_and_unload()
-        elif (path / MODEL_CONFIG).is_file():  # a merged export
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(path)
-        else:
-            raise BundleError(f"{path} has a codec but no model ({ADAPTER_CONFIG} or {MODEL_CONFIG})")
-        return cls(model, codec, dtype=dtype, context_length=_training_context_length(path),
-                   sampling=SamplingSettings.from_pretrained(path))
+        bundle = Bundle.locate(path).check()
+        codec = MusicCodec.from_pretrained(bundle.path)
+        return cls(bundle.load_model(codec), codec, dtype=dtype, context_length=bundle.training_context_length(),
+                   sampling=SamplingSettings.from_pretrained(bundle.path))
 
     # ------------------------------------------------------------------------- prompts
 
@@ -309,9 +284,10 @@ class MidiLM:
         return text
 
     def constraints(self, text: str | None = None, programs: list[int] | None = None,
-                    min_bars: int | None = -1) -> CorpusConstraints | None:
+                    min_bars: int | None = -1, strict_voice_leading: bool = False) -> CorpusConstraints | None:
         """The corpus constraints for a caption (its instruments, if it names any, else the
-        corpus's programs) or explicit `programs`; None when the codec knows no corpus."""
+        corpus's programs) or explicit `programs`, with strict voice leading between the parts
+        if asked (`midillm.decoding.voice_leading`); None when the codec knows no corpus."""
         if self.codec.corpus is None:
             return None
         text = self.default_text(text)
@@ -319,7 +295,8 @@ class MidiLM:
         named_parts = names_in_caption(text) if self.codec.parts else []
         return CorpusConstraints(self.grammar, self.codec.corpus,
                                  programs=programs or programs_named_in(text) or None,
-                                 max_parts=len(named_parts) or -1, min_bars=min_bars, part_names=named_parts)
+                                 max_parts=len(named_parts) or -1, min_bars=min_bars, part_names=named_parts,
+                                 strict_voice_leading=strict_voice_leading)
 
     # ------------------------------------------------------------------------- sampling
 
@@ -341,7 +318,8 @@ class MidiLM:
                      time_signature: str | None = None, tempo: float | None = None,
                      constrain: bool = True, prompt_ids: list[int] | None = None,
                      plans: list[_BarPlan] | None = None,
-                     on_step: Callable[[int, int], None] | None = None) -> list[list[int]]:
+                     on_step: Callable[[int, int], None] | None = None,
+                     strict_voice_leading: bool = False) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each.
 
         `constrain=False` samples under the syntax grammar alone (the model on its own); True
@@ -356,7 +334,8 @@ class MidiLM:
         if prompt_ids is None:
             prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
         # A task's plan says when its music ends, not the corpus's shortest piece.
-        constraints = self.constraints(text, programs, min_bars=None if plans else -1) if constrain else None
+        constraints = self.constraints(text, programs, min_bars=None if plans else -1,
+                                       strict_voice_leading=strict_voice_leading) if constrain else None
         grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True,
                                                    constraints=constraints)
         program_mask = self._program_mask(programs)
@@ -472,14 +451,16 @@ class MidiLM:
 
     def generate(self, num_samples: int = 1, prompt=None, text: str | None = None, seed: int | None = 0,
                  programs: list[int] | None = None, time_signature: str | None = None,
-                 tempo: float | None = None, constrain: bool = True, **sampling) -> list[Score]:
+                 tempo: float | None = None, constrain: bool = True, strict_voice_leading: bool = False,
+                 **sampling) -> list[Score]:
         """Sample scores. `prompt` (a MIDI or audio path, bytes or Score) is continued; `text` is a caption
         (default: the corpus's typical one); `programs` (-1 = drums), `time_signature` and
         `tempo` force those controls; `constrain=False` turns the corpus constraints off;
-        `sampling` changes the bundle's `SamplingSettings` (max_new_tokens, temperature, ...)."""
+        `strict_voice_leading` forbids parallel fifths and octaves, crossing and wide spacing
+        between the parts; `sampling` changes the bundle's `SamplingSettings` (max_new_tokens, ...)."""
         request = MusicRequest("continue", prompt, text, programs=programs, time_signature=time_signature,
                                tempo=tempo, num_samples=num_samples, seed=seed, constrain=constrain,
-                               sampling=sampling)
+                               strict_voice_leading=strict_voice_leading, sampling=sampling)
         return [sample.score for sample in self.run(request)]
 
     def run(self, request: MusicRequest) -> list[Sample]:
@@ -492,7 +473,8 @@ class MidiLM:
             rows = self.generate_ids(request.num_samples, request.music, request.text, settings, request.seed,
                                      request.programs, progress=request.progress,
                                      time_signature=request.time_signature, tempo=request.tempo,
-                                     constrain=request.constrain, on_step=request.on_step)
+                                     constrain=request.constrain, on_step=request.on_step,
+                                     strict_voice_leading=request.strict_voice_leading)
             return [Sample(self.codec.decode(row), row, record["ended"])
                     for row, record in zip(rows, self.last_generation)]
         score = self.load_score(request.music)
@@ -522,12 +504,13 @@ class MidiLM:
                         f"and train again (it can: {', '.join(self.tasks)})")
 
     def infill(self, midi, bars: tuple[int, int] | str, num_samples: int = 1, text: str | None = None,
-               seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:
+               seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool = False,
+               **sampling) -> list[Score]:
         """New bars `bars` (first, last; counted from 1, inclusive, or "5-8") of `midi` (a path,
         MIDI bytes, a Score or a recording), leading from the bar before into the bar after.
         Everything outside the gap is the piece as given; the gap has exactly that many bars."""
         request = MusicRequest("infill", midi, text, bars=bars, num_samples=num_samples, seed=seed,
-                               constrain=constrain, sampling=sampling)
+                               constrain=constrain, strict_voice_leading=strict_voice_leading, sampling=sampling)
         return [sample.score for sample in self.run(request)]
 
     def _infill(self, score: Score, request: MusicRequest, settings: SamplingSettings) -> list[Score]:
@@ -549,7 +532,8 @@ class MidiLM:
             plan.row_changes_program = changes_program
         rows = self.generate_ids(num_samples, settings=settings, seed=request.seed, constrain=request.constrain,
                                  prompt_ids=prompt, text=text if text is not None else self.codec.caption(score),
-                                 plans=plans, progress=request.progress, on_step=request.on_step)
+                                 plans=plans, progress=request.progress, on_step=request.on_step,
+                                 strict_voice_leading=request.strict_voice_leading)
         scores = []
         for row in rows:
             whole = filled_piece(caption, piece_bars, gap_start, gap_bars, self.codec.music_part(row),
@@ -580,20 +564,22 @@ class MidiLM:
         return prompt, piece_bars, gap_start, gap_bars
 
     def accompany(self, midi, tracks: list[str] | None = None, num_samples: int = 1, text: str | None = None,
-                  seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:
+                  seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool = False,
+                  **sampling) -> list[Score]:
         """Keep the `tracks` of `midi` (by name; default: all of its tracks) exactly and write the
         other parts for them, bar by bar (on the chorales: harmonise a soprano line). The parts
         to write come from the caption's "Parts:" line (`text`, else the corpus's)."""
         request = MusicRequest("accompany", midi, text, tracks=tracks, num_samples=num_samples, seed=seed,
-                               constrain=constrain, sampling=sampling)
+                               constrain=constrain, strict_voice_leading=strict_voice_leading, sampling=sampling)
         return [sample.score for sample in self.run(request)]
 
     def arrange(self, midi, text: str, tracks: list[str] | None = None, num_samples: int = 1,
-                seed: int | None = 0, constrain: bool = True, **sampling) -> list[Score]:
+                seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool = False,
+                **sampling) -> list[Score]:
         """Keep the melody of `midi` (the `tracks` named, else its highest part) and write the rest
         anew under the caption `text` (instruments, composer, tempo, parts)."""
         request = MusicRequest("arrange", midi, text, tracks=tracks, num_samples=num_samples, seed=seed,
-                               constrain=constrain, sampling=sampling)
+                               constrain=constrain, strict_voice_leading=strict_voice_leading, sampling=sampling)
         return [sample.score for sample in self.run(request)]
 
     def _arrange(self, score: Score, request: MusicRequest, settings: SamplingSettings) -> list[Score]:
@@ -631,7 +617,7 @@ class MidiLM:
         settings = settings.updated(max_new_tokens=max(settings.max_new_tokens, 4 * total_given))
         rows = self.generate_ids(num_samples, settings=settings, seed=request.seed, constrain=request.constrain,
                                  prompt_ids=prompt, text=caption_text, plans=plans, progress=request.progress,
-                                 on_step=request.on_step)
+                                 on_step=request.on_step, strict_voice_leading=request.strict_voice_leading)
         scores = []
         for row, plan in zip(rows, plans):
             music = self.codec.music_part(row)
@@ -746,26 +732,3 @@ def select_tracks(score: Score, names: list[str] | None) -> Score:
             raise TaskError(f"no track named {missing[0]!r} in the MIDI file (its tracks: {have})")
         order = [by_name[name.strip().lower()] for name in names]
     return reorder_parts(score, order)  # the given parts first, as accompaniment rows have them
-
-
-def _training_context_length(path: Path) -> int | None:
-    """The row length the bundle was trained on, when its training summary says."""
-    summary = path / SUMMARY_FILE
-    if not summary.is_file():
-        return None
-    try:
-        return int(json.loads(summary.read_text()).get("seq_len") or 0) or None
-    except (ValueError, TypeError):
-        return None
-
-
-def _download_bundle(repo_id: str) -> str:
-    """A Hub id: download the bundle (a missing local folder is reported as such)."""
-    if repo_id.startswith((".", "/", "~")) or repo_id.count("/") != 1:
-        raise BundleError(f"{repo_id} is not a folder (and not a Hub id like owner/name)")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(repo_id)
-    except Exception as error:  # offline, private, missing: one line either way
-        raise BundleError(f"cannot download {repo_id}: {first_line(error)}") from error

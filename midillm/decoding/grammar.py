@@ -22,6 +22,8 @@ from transformers import LogitsProcessor
 from midillm.tokenization.codec import MAX_PARTS, NOTE_TYPES, PART  # `<Part_k>`: part k's bar or notes
 from midillm.tokenization.metre import bar_length
 
+from .voice_leading import Voices, forbidden_pitches
+
 SPECIAL_TYPES = frozenset({"PAD", "BOS", "EOS", "MASK"})
 TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track", PART})
 # Token types that strike a note, in any of the tokenizations (REMI's Pitch, MIDILike's NoteOn and
@@ -383,6 +385,7 @@ class _OnsetState:
     bar_onsets: Counter = None              # parts: time -> notes struck there, all parts of this bar
     bar_pairs: dict = None                  # parts: time -> (program, pitch) -> strikes, all parts
     parts_settled: set = None               # parts: parts whose program is set (a Program or a note)
+    voices: Voices = None                   # strict voice leading: what each part's voice sounds
 
     def __post_init__(self):
         self.pairs = Counter() if self.pairs is None else self.pairs
@@ -391,6 +394,7 @@ class _OnsetState:
         self.bar_onsets = Counter() if self.bar_onsets is None else self.bar_onsets
         self.bar_pairs = {} if self.bar_pairs is None else self.bar_pairs
         self.parts_settled = set() if self.parts_settled is None else self.parts_settled
+        self.voices = Voices() if self.voices is None else self.voices
 
 
 def _before_time(tokens: list[str], kind: str, stops: tuple[str, ...] = tuple(TIME_RESET_TYPES)) -> bool:
@@ -409,6 +413,15 @@ def _note_program_and_pitch(token: str) -> tuple[str, int] | None:
     if kind in STRIKE_TYPES and value.lstrip("-").isdigit():
         return kind, int(value)
     return None
+
+
+def _top_pitch(tokens: list[str]) -> int:
+    """The first (with pitch-descending onsets: the highest) pitched note of a row; -1: none."""
+    for token in tokens:
+        note = _note_program_and_pitch(token)
+        if note is not None and note[0] in ("Pitch", "NoteOn"):
+            return note[1]
+    return -1
 
 
 class CorpusConstraints:
@@ -431,7 +444,7 @@ class CorpusConstraints:
                  max_notes_per_onset: int | None = -1, no_repeats: bool = True, max_programs: int | None = -1,
                  pitch_ranges: bool = True, bar_length: bool = True, time_signatures: bool = True,
                  max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1,
-                 part_names: list[str] | None = None):
+                 part_names: list[str] | None = None, strict_voice_leading: bool = False):
         self.grammar = grammar
         codec = grammar.codec
         # Each music row's base tokens, in the grammar's row order (the end row, last, has none).
@@ -442,6 +455,7 @@ class CorpusConstraints:
         self._mark_row_kinds()
         self._scan_rows(set(profile.time_signatures) if time_signatures and profile.time_signatures else None)
         self._count_notes_at_positions()
+        self._set_up_voice_leading(strict_voice_leading, part_names)
         # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
         self._program_masks: dict[int | None, torch.Tensor] = {}
@@ -587,6 +601,18 @@ class CorpusConstraints:
                 self.notes_at_position[row, position] += 1
         self.rows_with_positions = self.notes_at_position.any(dim=1)
 
+    def _set_up_voice_leading(self, strict: bool, part_names: list[str] | None) -> None:
+        """Strict voice leading (`midillm.decoding.voice_leading`): the onsets layout only, where
+        time never goes back and each onset's parts come from the top voice down."""
+        self.strict_voice_leading = strict and self.onsets
+        if not self.strict_voice_leading:
+            return
+        # Each row's top pitched note (-1: none) and whether the row moves time to a new onset.
+        self.row_top_pitch = torch.tensor([_top_pitch(tokens) for tokens in self.row_tokens] + [-1])
+        self.moves_time = (self.first_position != NO_POSITION) | self.starts_with_bar
+        parts = len(part_names) if part_names else self.max_parts
+        self.lowest_part = parts - 1 if parts else None
+
     # ------------------------------------------------------------------------- state
 
     def _set_metre(self, state: _OnsetState, signature: str) -> None:
@@ -639,6 +665,7 @@ class CorpusConstraints:
                 # Only a new time is a new onset: a bar line and its Position_0 are one onset.
                 if time is None or time != state.onset_time:
                     state.notes, state.pairs, state.tempo_here = 0, Counter(), False
+                    state.voices.new_onset()
                 if time is not None:
                     state.onset_time = time
                 if self.part_bars:  # other parts' notes at this time count too
@@ -652,6 +679,8 @@ class CorpusConstraints:
                     state.parts_settled.add(state.part)
                     state.pairs[(state.program, note[1])] += 1
                     state.programs_used.add(state.program)
+                    if note[0] in ("Pitch", "NoteOn"):
+                        state.voices.strike(state.part, note[1])
                     # Parts revisit earlier times of the bar: the latest onset is what time has reached.
                     state.last_onset = max(state.last_onset, state.onset_time) if self.part_bars else state.onset_time
         return state
@@ -741,6 +770,24 @@ class CorpusConstraints:
             mask = mask & (self.opens_part < self.max_parts)
         return mask
 
+    def _voice_leading_mask(self, state: _OnsetState) -> torch.Tensor:
+        """Rows whose note would break strict voice leading for the part it is written for."""
+        mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
+        pitched = self.row_top_pitch >= 0
+        pitch_index = self.row_top_pitch.clamp(min=0)
+        target = torch.where(self.opens_part >= 0, self.opens_part, torch.full_like(self.opens_part, state.part))
+        for part in sorted(self.opened_parts | {state.part}):
+            if part < 0:
+                continue
+            rows = pitched & (target == part)
+            if part in state.voices.now:  # a part is one voice: one note an onset
+                mask &= ~(rows & ~self.moves_time)
+            for new_onset in (False, True):
+                forbidden = forbidden_pitches(state.voices, part, self.lowest_part, new_onset)
+                if forbidden.any():
+                    mask &= ~(rows & (self.moves_time == new_onset) & forbidden[pitch_index])
+        return mask
+
     def row_mask(self, state: _OnsetState) -> torch.Tensor:
         # (The onsets layout judges a row's notes by the part the row writes them for, below.)
         mask = self.static if self.onsets else self.static & self._program_mask(state.program)
@@ -774,6 +821,8 @@ class CorpusConstraints:
                             mask[row] = False
         if self.onsets:
             mask = mask & self._onset_part_mask(state)
+        if self.strict_voice_leading:
+            mask = mask & self._voice_leading_mask(state)
         elif self.with_parts:
             if 0 <= state.part < len(self.part_ranges) and self.part_ranges[state.part] is not None:
                 mask = mask & self._range_mask(self.part_ranges[state.part])

@@ -147,7 +147,7 @@ def _wide_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
 
 @lru_cache(maxsize=1)
 def _cpu_supports_bf16() -> bool:
-    from midillm.finetune.model import cpu_supports_bf16
+    from midillm.model.runtime import cpu_supports_bf16
 
     return cpu_supports_bf16()
 

@@ -167,6 +167,9 @@ class MusicRequest:
     num_samples: int = 1
     seed: int | None = 0
     constrain: bool = True                   # False: the token syntax only, without the corpus constraints
+    # Parts only: no parallel fifths or octaves, no crossing, upper voices within an octave
+    # (`midillm.decoding.voice_leading`); it is one of the corpus constraints.
+    strict_voice_leading: bool = False
     sampling: dict = field(default_factory=dict)  # changes to the model's own `SamplingSettings`
     progress: bool = False                   # a progress bar on the terminal
     on_step: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)  # (step, steps)
@@ -185,6 +188,9 @@ class MusicRequest:
             self.bars = parse_bar_range(self.bars)
         if self.task == "arrange" and not (self.text or "").strip():
             raise TaskError("arrange needs a caption (--text), e.g. \"Instruments: String Ensemble 1\"")
+        if self.strict_voice_leading and not self.constrain:
+            raise ValueError("strict voice leading is one of the corpus constraints: it cannot go with "
+                             "constraints off (--no-constraints, constrain=False)")
         if self.music is None and self.task != "continue":
             raise TaskError(f"{self.task} works on given music: it needs a MIDI file (or a recording), "
                             "MIDI bytes or a Score")

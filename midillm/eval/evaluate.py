@@ -39,7 +39,10 @@ from pathlib import Path
 
 from symusic import Score
 
-from midillm.bundle_files import ADAPTER_CONFIG, EVAL_METRICS
+from midillm.bundle_files import EVAL_METRICS
+from midillm.errors import ConfigError
+from midillm.model.bundle import Bundle
+from midillm.tokenization.prepared import REPORT_FILE, PreparedData
 
 from .compare import compare_sets, mean_over_features, nan_counts, split_half_ceiling, summarise_features
 from .features import piece_features, piece_notes
@@ -113,10 +116,12 @@ def load_scores(paths, log=None) -> tuple[list[Score], list[str]]:
 
 
 def data_pieces(data: Path) -> dict[str, list[Path]]:
-    report_path = data / "prepare.json"
-    if not report_path.is_file():
-        raise EvalError(f"{data} has no prepare.json: run `midillm prepare SOURCE --out {data}` first")
-    report = json.loads(report_path.read_text())
+    prepared = PreparedData(data)
+    try:
+        prepared.check(REPORT_FILE)
+    except ConfigError as error:
+        raise EvalError(str(error)) from error
+    report, report_path = prepared.read_report(), prepared.report_path
     pieces: dict[str, list[Path]] = {"train": [], "validation": [], "test": []}
     for piece in report.get("pieces", []):
         pieces.setdefault(piece["split"], []).append(Path(piece["path"]))
@@ -232,13 +237,12 @@ def _profile_facts(profile) -> dict:
 def _untrained(lm, model_path: str):
     """The base LM with the codec's new rows, untrained, sampled the same way."""
     from midillm.decoding.generate import MidiLM
-    from midillm.finetune.model import add_music_tokens, load_base_model
+    from midillm.model.runtime import add_music_tokens, load_base_model
 
-    adapter_config = Path(model_path) / ADAPTER_CONFIG
-    if not adapter_config.is_file():
+    bundle = Bundle(model_path)
+    if not bundle.has_adapter:
         return None
-    base = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or lm.codec.base_model
-    model = load_base_model(base)
+    model = load_base_model(bundle.base_model(lm.codec))
     add_music_tokens(model, lm.codec)
     return MidiLM(model, lm.codec, dtype=lm.precision, context_length=lm.context_length,
                   sampling=lm.sampling)
@@ -268,12 +272,11 @@ def _sample(lm, config: EvalConfig, log, constrain: bool = True,
 
 def evaluate(config: EvalConfig, log=print) -> dict:
     """Run the whole evaluation; writes OUT/metrics.json, OUT/report.md, OUT/report.html."""
-    from midillm.tokenization import MusicCodec
-
     from .report import write_report
 
     out = Path(config.out)
     data = Path(config.data)
+    prepared = PreparedData(data)
     pieces = data_pieces(data)
     reference, reference_names = load_scores(pieces["test"] + pieces["validation"], log)
     training, training_names = load_scores(pieces["train"], log)
@@ -299,9 +302,9 @@ def evaluate(config: EvalConfig, log=print) -> dict:
                                                                  progress=True)
     if codec is None:
         try:
-            codec = MusicCodec.from_pretrained(data / "codec")
+            codec = prepared.load_codec()
         except (OSError, ValueError) as error:  # judged against the held-out pieces instead
-            log(f"cannot read {data / 'codec'}: {error}")
+            log(f"cannot read {prepared.codec_dir}: {error}")
     profile, profile_source = corpus_profile(codec, reference)
     if profile_source == "held-out":
         log("The codec has no corpus profile (written before profiles existed): "
@@ -343,7 +346,7 @@ def evaluate(config: EvalConfig, log=print) -> dict:
                 names["untrained"] = [f"untrained-{i:03d}" for i in range(len(sets["untrained"]))]
                 del untrained
         if codec is None:
-            codec = MusicCodec.from_pretrained(data / "codec")
+            codec = prepared.load_codec()
         rng = random.Random(config.seed)
         sets["shuffled"] = [shuffle_bars(codec, score, rng) for score in reference]
         names["shuffled"] = [f"shuffled-{name}" for name in reference_names]

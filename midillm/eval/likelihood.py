@@ -1,8 +1,8 @@
 """Held-out likelihood of a model on a `midillm prepare` split: loss, perplexity, bits per note.
 
-The NLL is the training loss itself: `finetune.MusicLM.forward` over the split's packed rows
-(captions and padding carry no label; only music tokens and `</music>` are scored, over the
-music rows of the head). Bits per note = total NLL in bits / the notes of the split's pieces
+The NLL is the training loss itself: `midillm.model.runtime.MusicLM.forward` over the split's
+packed rows (captions and padding carry no label; only music tokens and `</music>` are scored,
+over the music rows of the head). Bits per note = total NLL in bits / the notes of the split's pieces
 (prepare.json), which compares across tokenizations where per-token loss does not.
 """
 
@@ -38,8 +38,8 @@ def held_out_likelihood(lm, data_dir: str | Path, split: str = "test", batch_siz
     `max_rows` evaluates only the first rows (bits per note is then scaled from the share of
     label tokens seen, an estimate).
     """
-    from midillm.finetune.model import MusicLM
-    from midillm.finetune.train import Collate, load_prepared
+    from midillm.model.data import Collate, load_prepared
+    from midillm.model.runtime import MusicLM
 
     _, dataset, report = load_prepared(Path(data_dir))
     if split not in dataset or len(dataset[split]) == 0:

@@ -1,11 +1,12 @@
-"""Fine-tuning: run config, base model + new token rows + LoRA, the accelerate training loop.
+"""Fine-tuning: run config, LoRA on the base model + the new token rows, the accelerate training loop.
 
-The loop itself is `midillm.finetune.train.train(config)` (module `midillm.finetune.train`, also
-run by `accelerate launch -m midillm.finetune.train --config FILE.yaml`).
+The model runtime it trains (base loading, new rows, `MusicLM`, collation) is `midillm.model`,
+which inference, eval and retrieval share. The loop itself is `midillm.finetune.train.train(config)`
+(module `midillm.finetune.train`, also run by `accelerate launch -m midillm.finetune.train
+--config FILE.yaml`).
 """
 
 from .config import ConfigError, TrainConfig, load_config
-from .model import MusicLM, add_music_tokens, build_model, load_base_model, resolve_mixed_precision
+from .model import build_model
 
-__all__ = ["ConfigError", "MusicLM", "TrainConfig", "add_music_tokens", "build_model", "load_base_model",
-           "load_config", "resolve_mixed_precision"]
+__all__ = ["ConfigError", "TrainConfig", "build_model", "load_config"]

@@ -7,15 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from midillm.errors import ConfigError
 from midillm.tokenization import DEFAULT_BASE_MODEL
 
 MIXED_PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCHEDULERS = ("cosine", "linear", "constant")
 REPORT_TO = ("tensorboard", "none")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message is one line for the user."""
 
 
 @dataclass

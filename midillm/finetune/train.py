@@ -25,15 +25,22 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from midillm.bundle_files import CHECKPOINTS, MODEL_CARD, SUMMARY_FILE, write_remote_code
-from midillm.tokenization.rows import IGNORE_INDEX
+from midillm.model.data import Collate, check_labels, label_tokens, load_prepared
 from midillm.version import __version__
 
 from .config import ConfigError, TrainConfig, load_config
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from midillm.tokenization import MusicCodec
 
 TRAINER_STATE = "trainer_state.json"
 # glibc keeps the memory a CPU step frees in a fragmented heap: without a trim the training
@@ -58,18 +65,6 @@ def release_free_heap() -> None:
 
 
 _malloc_trim = None
-
-
-class Collate:
-    """Rows -> a batch of int64 tensors, cut to `seq_len` (picklable for DataLoader workers)."""
-
-    def __init__(self, seq_len: int):
-        self.seq_len = seq_len
-
-    def __call__(self, rows):
-        input_ids = torch.stack([torch.as_tensor(row["input_ids"][: self.seq_len]) for row in rows]).long()
-        labels = torch.stack([torch.as_tensor(row["labels"][: self.seq_len]) for row in rows]).long()
-        return {"input_ids": input_ids, "labels": labels}
 
 
 class TrainingBudget:
@@ -110,43 +105,6 @@ class TrainingBudget:
         if self.kind == "linear":
             return warmup * (1.0 - self.progress)
         return warmup
-
-
-def label_tokens(batch) -> torch.Tensor:
-    """Tokens that carry loss (labels are predicted from the position before them)."""
-    return (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
-
-
-def load_prepared(data_dir: Path):
-    """The codec, the dataset splits and the prepare report of a `midillm prepare` folder."""
-    from datasets import load_from_disk
-
-    from midillm.tokenization import MusicCodec
-
-    for needed in ("codec", "dataset", "prepare.json"):
-        if not (data_dir / needed).exists():
-            raise ConfigError(f"data_dir {data_dir} has no {needed}: run `midillm prepare SOURCE --out {data_dir}` first")
-    codec = MusicCodec.from_pretrained(data_dir / "codec")
-    dataset = load_from_disk(str(data_dir / "dataset"))
-    report = json.loads((data_dir / "prepare.json").read_text())
-    return codec, dataset, report
-
-
-def check_labels(split, music_lm_ids: list[int], name: str) -> int:
-    """Every label must be a music row for the music-only head; returns the label-token count."""
-    import numpy as np
-
-    allowed = np.asarray(sorted(music_lm_ids))
-    count = 0
-    for start in range(0, len(split), 1024):
-        labels = np.asarray(split[start:start + 1024]["labels"])[:, 1:]
-        labels = labels[labels != IGNORE_INDEX]
-        count += labels.size
-        if allowed.size and not np.isin(labels, allowed).all():
-            bad = labels[~np.isin(labels, allowed)][0]
-            raise ConfigError(f"the {name} split has label id {bad}, which is not a music token of the codec; "
-                              "set music_only_head=false or re-run `midillm prepare`")
-    return count
 
 
 def hardware_description(device: torch.device) -> dict:
@@ -250,13 +208,54 @@ def _distributed_cpu() -> bool:
 
 
 def _train(config: TrainConfig, log=None) -> Path:
-    from accelerate import Accelerator, PartialState
-    from accelerate.data_loader import SeedableRandomSampler
-    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
-    from torch.utils.data import DataLoader
+    """Set up, train within the budget, validate, write the bundle (each step is a function below)."""
+    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from .model import build_model, plain_token_rows, resolve_mixed_precision, trainable_parameter_groups
+    from .model import trainable_parameter_groups
+
+    accelerator, precision = _make_accelerator(config)
+    say = (log or tqdm.write) if accelerator.is_main_process else (lambda *_: None)
+    set_seed(config.seed)
+    resume_from = resolve_resume(config)
+
+    data = _load_data(config, accelerator.num_processes, say)
+    model = _build_model(config, data, precision, accelerator, say)
+    optimizer = torch.optim.AdamW(trainable_parameter_groups(model, config), betas=(0.9, 0.95))
+    schedule = _Schedule(optimizer, TrainingBudget(config))
+    model, optimizer, data.train_loader, data.eval_loader = accelerator.prepare(
+        model, optimizer, data.train_loader, data.eval_loader)
+    _checkpoint_trained_parameters_only(accelerator, model)
+
+    progress = _Progress()
+    if resume_from is not None:
+        progress = _Progress.resume(accelerator, resume_from)
+        schedule.advance(progress.step, progress.seconds_before)  # the rates where the run left off
+        say(f"Resumed from {resume_from} at step {progress.step}")
+    if config.report_to == "tensorboard":
+        accelerator.init_trackers("midillm", config={
+            key: (value if isinstance(value, (int, float, str, bool)) else str(value))
+            for key, value in config.to_dict().items()})
+
+    train_loss, wall = _training_loop(accelerator, model, optimizer, schedule, data, config, progress, say)
+
+    validation = _validate(accelerator, model, data, config)
+    if validation:
+        _log_validation(accelerator, validation, progress.step)
+        say(f"final validation loss {validation['loss']:.4f}, {validation['bits_per_note']:.3f} bits/note")
+    summary = _training_summary(config, data, progress, wall, train_loss, validation, precision, accelerator)
+    return _write_bundle(accelerator, model, data.codec, Path(config.output_dir), summary, say)
+
+
+# ----------------------------------------------------------------------------- setting up
+
+
+def _make_accelerator(config: TrainConfig):
+    """The accelerator for this run, and the precision "auto" became on its device."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
+
+    from midillm.model.runtime import resolve_mixed_precision
 
     cpu = _distributed_cpu()
     state = PartialState(cpu=cpu)
@@ -270,11 +269,31 @@ def _train(config: TrainConfig, log=None) -> Path:
         log_with="tensorboard" if config.report_to == "tensorboard" else None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
-    say = (log or tqdm.write) if accelerator.is_main_process else (lambda *_: None)
-    set_seed(config.seed)
-    resume_from = resolve_resume(config)
+    return accelerator, precision
 
-    # ------------------------------------------------------------------ data
+
+@dataclass
+class _Data:
+    """The prepared data as the loop reads it: the codec, the loaders, and the figures that turn
+    label tokens into notes."""
+
+    codec: MusicCodec
+    train_loader: DataLoader
+    eval_loader: DataLoader
+    seq_len: int
+    music_only: bool
+    validation_label_tokens: int
+    validation_notes: int
+    tokens_per_note: float
+    global_batch: int
+
+
+def _load_data(config: TrainConfig, num_processes: int, say) -> _Data:
+    """The `prepare` folder checked against the config (splits, row length, labels, one batch at
+    least), and its loaders."""
+    from accelerate.data_loader import SeedableRandomSampler
+    from torch.utils.data import DataLoader
+
     codec, dataset, report = load_prepared(Path(config.data_dir))
     for split in ("train", "validation"):
         if split not in dataset:
@@ -291,12 +310,10 @@ def _train(config: TrainConfig, log=None) -> Path:
     check_ids = codec.music_lm_ids if music_only else []
     validation_label_tokens = check_labels(dataset["validation"], check_ids, "validation")
     check_labels(dataset["train"], check_ids, "train")
-    validation_notes = report.get("splits", {}).get("validation", {}).get("notes", 0)
-    tokens_per_note = report.get("tokens_per_note") or 1.0
-    global_batch = config.batch_size * accelerator.num_processes
+    global_batch = config.batch_size * num_processes
     if len(dataset["train"]) < global_batch:
         raise ConfigError(f"the train split has {len(dataset['train'])} rows, fewer than one batch "
-                          f"({config.batch_size} x {accelerator.num_processes} processes)")
+                          f"({config.batch_size} x {num_processes} processes)")
     collate = Collate(seq_len)
     # The sampler's order depends only on (seed, epoch): a resumed run sees the same batches.
     train_loader = DataLoader(
@@ -305,35 +322,52 @@ def _train(config: TrainConfig, log=None) -> Path:
         num_workers=config.num_workers)
     eval_loader = DataLoader(dataset["validation"], batch_size=config.batch_size, collate_fn=collate,
                              num_workers=config.num_workers)
+    return _Data(codec=codec, train_loader=train_loader, eval_loader=eval_loader, seq_len=seq_len,
+                 music_only=music_only, validation_label_tokens=validation_label_tokens,
+                 validation_notes=report.get("splits", {}).get("validation", {}).get("notes", 0),
+                 tokens_per_note=report.get("tokens_per_note") or 1.0, global_batch=global_batch)
 
-    # ------------------------------------------------------------------ model, optimizer
+
+def _build_model(config: TrainConfig, data: _Data, precision: str, accelerator, say):
+    """The `MusicLM` to train, on the accelerator's device type in the run's precision."""
+    from .model import build_model
+
     # bf16 runs as autocast over fp32 weights on a CPU: measured faster there than bf16-stored
     # weights (scripts/bench_train.py: 389 vs 350 tokens/s on SmolLM2-135M). On a GPU the frozen
     # base is stored in bf16, which halves its memory; adapters and token rows stay fp32.
     dtype = torch.bfloat16 if precision == "bf16" and accelerator.device.type == "cuda" else torch.float32
-    model = build_model(config, codec, dtype=dtype, log=say)
-    model.music_only_head = music_only
+    model = build_model(config, data.codec, dtype=dtype, log=say)
+    model.music_only_head = data.music_only
     if config.compile:
         compile_decoder_layers(model.causal_lm)
-    peft_model = model.peft_model
     if accelerator.is_main_process:
-        trainable, total = peft_model.get_nb_trainable_parameters()
+        trainable, total = model.peft_model.get_nb_trainable_parameters()
         say(f"Training {trainable:,} of {total:,} parameters ({precision}, "
-            f"{'music-only' if music_only else 'full'} head, {accelerator.num_processes} process(es))")
-    optimizer = torch.optim.AdamW(trainable_parameter_groups(model, config), betas=(0.9, 0.95))
-    # The rates follow the budget, not a step count of their own (a budget in minutes has none).
-    budget = TrainingBudget(config)
-    peak_rates = [group["lr"] for group in optimizer.param_groups]
+            f"{'music-only' if data.music_only else 'full'} head, {accelerator.num_processes} process(es))")
+    return model
 
-    def set_rates():
-        factor = budget.learning_rate_factor()
-        for group, peak in zip(optimizer.param_groups, peak_rates):
+
+class _Schedule:
+    """The learning rates: the peak rates times the budget's factor. They follow the budget, not
+    a step count of their own (a budget in minutes has none)."""
+
+    def __init__(self, optimizer, budget: TrainingBudget):
+        self.optimizer, self.budget = optimizer, budget
+        self.peak_rates = [group["lr"] for group in optimizer.param_groups]
+        self.set_rates()
+
+    def set_rates(self) -> None:
+        factor = self.budget.learning_rate_factor()
+        for group, peak in zip(self.optimizer.param_groups, self.peak_rates):
             group["lr"] = peak * factor
 
-    set_rates()
-    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    def advance(self, step: int, elapsed_seconds: float) -> None:
+        self.budget.advance(step, elapsed_seconds)
+        self.set_rates()
 
-    # Checkpoints hold the trained parameters only: the frozen base is rebuilt from base_model.
+
+def _checkpoint_trained_parameters_only(accelerator, model) -> None:
+    """Checkpoints hold the trained parameters only: the frozen base is rebuilt from base_model."""
     trained = {name for name, parameter in accelerator.unwrap_model(model).named_parameters(remove_duplicate=False)
                if parameter.requires_grad}
 
@@ -345,127 +379,199 @@ def _train(config: TrainConfig, log=None) -> Path:
 
     accelerator.register_save_state_pre_hook(keep_trained)
 
-    step, tokens_seen, label_tokens_seen, seconds_before = 0, 0, 0, 0.0
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from), strict=False)
-        saved = json.loads((resume_from / TRAINER_STATE).read_text())
-        step, tokens_seen = saved["step"], saved["tokens_seen"]
-        label_tokens_seen, seconds_before = saved["label_tokens_seen"], saved["wall_seconds"]
-        budget.advance(step, seconds_before)
-        set_rates()  # the rates where the run left off
-        say(f"Resumed from {resume_from} at step {step}")
 
-    if config.report_to == "tensorboard":
-        accelerator.init_trackers("midillm", config={
-            key: (value if isinstance(value, (int, float, str, bool)) else str(value))
-            for key, value in config.to_dict().items()})
+# ----------------------------------------------------------------------------- the loop
 
-    def micro_batches(start: int):
-        """Batches from micro-batch `start` on, epoch after epoch, in the seeded order."""
-        epoch, skip = divmod(start, len(train_loader))
-        while True:
-            train_loader.set_epoch(epoch)
-            loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-            yield from loader
-            epoch, skip = epoch + 1, 0
 
-    def run_validation() -> dict:
-        nll, tokens = evaluate(accelerator, model, eval_loader, config.eval_batches)
-        if tokens == 0:
-            return {}
-        loss = nll / tokens
-        # Mean bits per label token, times the split's label tokens per note: exact when the
-        # whole split is evaluated, an estimate when eval_batches samples it.
-        bits_per_note = (loss / math.log(2)) * validation_label_tokens / max(validation_notes, 1)
-        return {"loss": loss, "bits_per_note": bits_per_note, "tokens": tokens}
+@dataclass
+class _Progress:
+    """How far the run is: what a checkpoint's trainer_state.json records and a resumed run reads."""
 
-    def save_checkpoint():
-        folder = output_dir / CHECKPOINTS / f"step-{step:07d}"
-        accelerator.save_state(str(folder))
-        if accelerator.is_main_process:
-            (folder / TRAINER_STATE).write_text(json.dumps({
-                "step": step, "tokens_seen": tokens_seen, "label_tokens_seen": label_tokens_seen,
-                "wall_seconds": seconds_before + time.time() - started}, indent=2) + "\n")
-        accelerator.wait_for_everyone()
+    step: int = 0
+    tokens_seen: int = 0
+    label_tokens_seen: int = 0
+    seconds_before: float = 0.0  # the wall clock of the run before it was resumed
+    started: float = 0.0  # when this process's loop started
 
-    # ------------------------------------------------------------------ the loop
+    @classmethod
+    def resume(cls, accelerator, checkpoint: Path) -> _Progress:
+        accelerator.load_state(str(checkpoint), strict=False)
+        saved = json.loads((checkpoint / TRAINER_STATE).read_text())
+        return cls(step=saved["step"], tokens_seen=saved["tokens_seen"],
+                   label_tokens_seen=saved["label_tokens_seen"], seconds_before=saved["wall_seconds"])
+
+    def wall_seconds(self) -> float:
+        return self.seconds_before + time.time() - self.started
+
+
+class _LogWindow:
+    """Loss and speed over the steps since the last log line."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.tokens, self.nll, self.labels = time.time(), 0, 0.0, 0
+
+    def add(self, tokens: int, nll: float, labels: int) -> None:
+        self.tokens += tokens
+        self.nll += nll
+        self.labels += labels
+
+    def figures(self, learning_rate: float, tokens_per_note: float) -> dict:
+        elapsed = time.time() - self.start
+        return {"train/loss": self.nll / max(self.labels, 1), "train/lr": learning_rate,
+                "train/tokens_per_second": self.tokens / max(elapsed, 1e-9),
+                "train/notes_per_second": self.labels / tokens_per_note / max(elapsed, 1e-9)}
+
+
+def _training_loop(accelerator, model, optimizer, schedule: _Schedule, data: _Data, config: TrainConfig,
+                   progress: _Progress, say) -> tuple[float, float]:
+    """Optimizer steps until `max_steps` or the budget's minutes are spent, logging, validating and
+    saving checkpoints as the config says; returns the last step's train loss and the wall clock."""
+    from tqdm.auto import tqdm
+
     accumulation = config.gradient_accumulation_steps
-    batches = micro_batches(step * accumulation)
-    progress = tqdm(total=config.max_steps, initial=step, desc="Training", unit="step",
-                    disable=not accelerator.is_main_process, dynamic_ncols=True)
-    started = time.time()
-    window_start, window_tokens = time.time(), 0
-    train_loss, window_nll, window_labels, validation = float("nan"), 0.0, 0, {}
+    batches = _micro_batches(accelerator, data.train_loader, progress.step * accumulation)
+    bar = tqdm(total=config.max_steps, initial=progress.step, desc="Training", unit="step",
+               disable=not accelerator.is_main_process, dynamic_ncols=True)
+    progress.started = time.time()
+    window = _LogWindow()
+    train_loss = float("nan")
     model.train()
-    while step < config.max_steps:
+    while progress.step < config.max_steps:
         group = [next(batches) for _ in range(accumulation)]
-        # Normalise by the label tokens of the whole optimizer step on all processes, so every
-        # token weighs the same however they fall into micro-batches.
-        step_labels = accelerator.reduce(sum(label_tokens(batch) for batch in group).to(accelerator.device),
-                                         reduction="sum").item()
-        step_nll = torch.zeros((), device=accelerator.device)
-        for batch in group:
-            with accelerator.accumulate(model):
-                row_nll, _ = model(batch["input_ids"], batch["labels"])
-                nll = row_nll.sum()
-                # backward() divides by the accumulation steps and DDP averages over processes;
-                # both are undone here so the gradient is that of (total NLL / step_labels).
-                accelerator.backward(nll * accumulation * accelerator.num_processes / max(step_labels, 1))
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            step_nll += nll.detach()
-        step += 1
+        step_nll, step_labels = _optimizer_step(accelerator, model, optimizer, group, config)
+        progress.step += 1
+        step = progress.step
         if step % TRIM_EVERY == 0:
             release_free_heap()
         step_tokens = sum(batch["input_ids"].numel() for batch in group) * accelerator.num_processes
-        tokens_seen += step_tokens
-        label_tokens_seen += step_labels
-        window_tokens += step_tokens
-        total_nll = accelerator.reduce(step_nll, reduction="sum").item()
-        train_loss = total_nll / max(step_labels, 1)
-        window_nll += total_nll
-        window_labels += step_labels
-        progress.update(1)
+        progress.tokens_seen += step_tokens
+        progress.label_tokens_seen += step_labels
+        train_loss = step_nll / max(step_labels, 1)
+        window.add(step_tokens, step_nll, step_labels)
+        bar.update(1)
         if step % config.logging_every == 0 or step == config.max_steps:
-            elapsed = time.time() - window_start
-            speed = window_tokens / max(elapsed, 1e-9)
-            logged = {"train/loss": window_nll / max(window_labels, 1), "train/lr": optimizer.param_groups[0]["lr"],
-                      "train/tokens_per_second": speed,
-                      "train/notes_per_second": window_labels / tokens_per_note / max(elapsed, 1e-9)}
-            progress.set_postfix(loss=f"{logged['train/loss']:.3f}", tok_s=f"{speed:.0f}")
+            logged = window.figures(optimizer.param_groups[0]["lr"], data.tokens_per_note)
+            bar.set_postfix(loss=f"{logged['train/loss']:.3f}", tok_s=f"{logged['train/tokens_per_second']:.0f}")
             accelerator.log(logged, step=step)
-            window_start, window_tokens, window_nll, window_labels = time.time(), 0, 0.0, 0
+            window.reset()
         if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
-            validation = run_validation()
+            validation = _validate(accelerator, model, data, config)
             if validation:
-                accelerator.log({"validation/loss": validation["loss"],
-                                 "validation/bits_per_note": validation["bits_per_note"]}, step=step)
+                _log_validation(accelerator, validation, step)
                 say(f"step {step}: validation loss {validation['loss']:.4f}, "
                     f"{validation['bits_per_note']:.3f} bits/note")
         if config.save_every and step % config.save_every == 0:
-            save_checkpoint()
+            _save_checkpoint(accelerator, Path(config.output_dir), progress)
         # Every process must read the same clock, so they set the same rate and stop together.
-        elapsed = torch.tensor(seconds_before + time.time() - started, device=accelerator.device)
-        budget.advance(step, accelerator.reduce(elapsed, reduction="max").item())
-        set_rates()
+        elapsed = torch.tensor(progress.wall_seconds(), device=accelerator.device)
+        schedule.advance(step, accelerator.reduce(elapsed, reduction="max").item())
+        budget = schedule.budget
         if budget.progress > 0:  # the bar counts the steps the budget will allow, so its ETA is true
-            progress.total = min(config.max_steps, max(step, round(step / budget.progress)))
-            progress.refresh()
+            bar.total = min(config.max_steps, max(step, round(step / budget.progress)))
+            bar.refresh()
         if budget.out_of_time():
             say(f"max_minutes={config.max_minutes} reached after step {step} of {config.max_steps}; stopping")
             break
-    progress.close()
-    wall = seconds_before + time.time() - started
+    bar.close()
+    return train_loss, progress.wall_seconds()
 
-    validation = run_validation()
-    if validation:
-        accelerator.log({"validation/loss": validation["loss"],
-                         "validation/bits_per_note": validation["bits_per_note"]}, step=step)
-        say(f"final validation loss {validation['loss']:.4f}, {validation['bits_per_note']:.3f} bits/note")
 
-    # ------------------------------------------------------------------ the bundle
+def _micro_batches(accelerator, train_loader, start: int):
+    """Batches from micro-batch `start` on, epoch after epoch, in the seeded order."""
+    epoch, skip = divmod(start, len(train_loader))
+    while True:
+        train_loader.set_epoch(epoch)
+        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        yield from loader
+        epoch, skip = epoch + 1, 0
+
+
+def _optimizer_step(accelerator, model, optimizer, group: list, config: TrainConfig) -> tuple[float, int]:
+    """One optimizer step over the micro-batches of `group`; returns its summed NLL (nats) and its
+    label tokens, all processes together."""
+    accumulation = config.gradient_accumulation_steps
+    # Normalise by the label tokens of the whole optimizer step on all processes, so every
+    # token weighs the same however they fall into micro-batches.
+    step_labels = accelerator.reduce(sum(label_tokens(batch) for batch in group).to(accelerator.device),
+                                     reduction="sum").item()
+    step_nll = torch.zeros((), device=accelerator.device)
+    for batch in group:
+        with accelerator.accumulate(model):
+            row_nll, _ = model(batch["input_ids"], batch["labels"])
+            nll = row_nll.sum()
+            # backward() divides by the accumulation steps and DDP averages over processes;
+            # both are undone here so the gradient is that of (total NLL / step_labels).
+            accelerator.backward(nll * accumulation * accelerator.num_processes / max(step_labels, 1))
+            if accelerator.sync_gradients and config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        step_nll += nll.detach()
+    return accelerator.reduce(step_nll, reduction="sum").item(), step_labels
+
+
+def _validate(accelerator, model, data: _Data, config: TrainConfig) -> dict:
+    """Validation loss and bits per note ({} when the split has no label tokens)."""
+    nll, tokens = evaluate(accelerator, model, data.eval_loader, config.eval_batches)
+    if tokens == 0:
+        return {}
+    loss = nll / tokens
+    # Mean bits per label token, times the split's label tokens per note: exact when the
+    # whole split is evaluated, an estimate when eval_batches samples it.
+    bits_per_note = (loss / math.log(2)) * data.validation_label_tokens / max(data.validation_notes, 1)
+    return {"loss": loss, "bits_per_note": bits_per_note, "tokens": tokens}
+
+
+def _log_validation(accelerator, validation: dict, step: int) -> None:
+    accelerator.log({"validation/loss": validation["loss"],
+                     "validation/bits_per_note": validation["bits_per_note"]}, step=step)
+
+
+def _save_checkpoint(accelerator, output_dir: Path, progress: _Progress) -> None:
+    folder = output_dir / CHECKPOINTS / f"step-{progress.step:07d}"
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        (folder / TRAINER_STATE).write_text(json.dumps({
+            "step": progress.step, "tokens_seen": progress.tokens_seen,
+            "label_tokens_seen": progress.label_tokens_seen, "wall_seconds": progress.wall_seconds()},
+            indent=2) + "\n")
+    accelerator.wait_for_everyone()
+
+
+# ----------------------------------------------------------------------------- the bundle
+
+
+def _training_summary(config: TrainConfig, data: _Data, progress: _Progress, wall: float, train_loss: float,
+                      validation: dict, precision: str, accelerator) -> dict:
+    """training_summary.json: what was trained on what, how fast, to what loss."""
+    return {
+        "steps": progress.step,
+        "tokens_seen": progress.tokens_seen,
+        "label_tokens_seen": progress.label_tokens_seen,
+        "notes_seen": round(progress.label_tokens_seen / data.tokens_per_note),
+        "wall_seconds": round(wall, 2),
+        "tokens_per_second": progress.tokens_seen / max(wall, 1e-9),
+        "notes_per_second": progress.label_tokens_seen / data.tokens_per_note / max(wall, 1e-9),
+        "final_train_loss": train_loss,
+        "validation": validation or None,
+        "mixed_precision": precision,
+        "music_only_head": data.music_only,
+        "processes": accelerator.num_processes,
+        "seq_len": data.seq_len,
+        "effective_batch_rows": data.global_batch * config.gradient_accumulation_steps,
+        "hardware": hardware_description(accelerator.device),
+        "versions": versions(),
+        "config": config.to_dict(),
+    }
+
+
+def _write_bundle(accelerator, model, codec, output_dir: Path, summary: dict, say) -> Path:
+    """The adapter, the codec, the remote code and the summary (on the main process); ends the run."""
+    from midillm.model.runtime import plain_token_rows
+
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -477,25 +583,6 @@ def _train(config: TrainConfig, log=None) -> Path:
         (output_dir / MODEL_CARD).unlink(missing_ok=True)
         codec.save_pretrained(output_dir)
         write_remote_code(output_dir)
-        summary = {
-            "steps": step,
-            "tokens_seen": tokens_seen,
-            "label_tokens_seen": label_tokens_seen,
-            "notes_seen": round(label_tokens_seen / tokens_per_note),
-            "wall_seconds": round(wall, 2),
-            "tokens_per_second": tokens_seen / max(wall, 1e-9),
-            "notes_per_second": label_tokens_seen / tokens_per_note / max(wall, 1e-9),
-            "final_train_loss": train_loss,
-            "validation": validation or None,
-            "mixed_precision": precision,
-            "music_only_head": music_only,
-            "processes": accelerator.num_processes,
-            "seq_len": seq_len,
-            "effective_batch_rows": global_batch * accumulation,
-            "hardware": hardware_description(accelerator.device),
-            "versions": versions(),
-            "config": config.to_dict(),
-        }
         (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         say(f"Saved the model to {output_dir}")
     accelerator.wait_for_everyone()

@@ -2,8 +2,9 @@
 
     from midillm.hub import complete_bundle, prepare_bundle_for_hub, write_model_card, push_bundle, export_bundle
 
-`midillm.hub.pipeline` is imported (and the task registered) by `import midillm`; the rest is
-imported on first use.
+`import midillm` has `midillm.hub.pipeline` imported (and the task registered) as soon as
+transformers' pipelines or auto classes load (`midillm.hub.registration`); the rest is imported
+on first use.
 """
 
 _LAZY = {

@@ -19,25 +19,17 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from midillm.bundle_files import (ADAPTER_CONFIG, CHECKPOINTS, EVAL_METRICS, MODEL_CONFIG, PIANO_ROLL, SAMPLE_MIDI,
-                                  SAMPLES_DIR, SUMMARY_FILE, write_remote_code)
-from midillm.decoding.generate import BundleError
+from midillm.bundle_files import (CHECKPOINTS, EVAL_METRICS, PIANO_ROLL, SAMPLE_MIDI, SAMPLES_DIR, SUMMARY_FILE,
+                                  write_remote_code)
 from midillm.decoding.request import SamplingSettings
-from midillm.tokenization.codec import CODEC_CONFIG_FILE
+from midillm.model.bundle import Bundle, BundleError
 
 from .card import write_model_card
 
 
 def check_bundle(path: str | Path) -> Path:
     """A local folder that holds a midillm codec and a model (adapter or merged weights)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise BundleError(f"{path} is not a folder")
-    if not (path / CODEC_CONFIG_FILE).is_file():
-        raise BundleError(f"{path} is not a midillm bundle ({CODEC_CONFIG_FILE} missing)")
-    if not ((path / ADAPTER_CONFIG).is_file() or (path / MODEL_CONFIG).is_file()):
-        raise BundleError(f"{path} has a codec but no model ({ADAPTER_CONFIG} or {MODEL_CONFIG})")
-    return path
+    return Bundle(path).check().path
 
 
 def write_generation_config(folder: Path, source: Path | None = None) -> Path:

@@ -21,6 +21,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from midillm.bundle_files import EVAL_METRICS, MODEL_CARD, PIANO_ROLL, SAMPLE_MIDI, SUMMARY_FILE, TASK
 from midillm.decoding.request import SamplingSettings
+from midillm.tokenization.prepared import PreparedData
 
 TAGS = ["music", "midi", "symbolic-music", "lora", "miditok", "midillm"]
 DEFAULT_LICENSE = "apache-2.0"
@@ -129,7 +130,7 @@ def _data_source(summary: dict) -> str | None:
     data_dir = (summary.get("config") or {}).get("data_dir")
     if not data_dir:
         return None
-    prepare = _read_json(Path(data_dir) / "prepare.json")
+    prepare = _read_json(PreparedData(data_dir).report_path)
     return prepare.get("source") or data_dir
 
 

@@ -31,7 +31,7 @@ from midillm.bundle_files import MODEL_TYPE, TASK
 # Keyword arguments of the pipeline call besides the sampling settings (the fields of
 # `SamplingSettings`): the controls of the prompt, then the rest of a `MusicRequest`.
 _PROMPT_PARAMETERS = ("time_signature", "tempo", "text")
-_REQUEST_PARAMETERS = ("task", "num_samples", "seed", "programs", "constrain", "bars", "tracks")
+_REQUEST_PARAMETERS = ("task", "num_samples", "seed", "programs", "constrain", "strict_voice_leading", "bars", "tracks")
 
 
 class MidiLLMConfig(PretrainedConfig):

@@ -24,7 +24,7 @@ from symusic import Score
 from tqdm.auto import tqdm
 
 from midillm.decoding.precision import float_linears
-from midillm.finetune.model import MusicLM, resolve_mixed_precision
+from midillm.model.runtime import MusicLM, resolve_mixed_precision
 from midillm.tokenization.rows import IGNORE_INDEX
 
 # Measured on the demo bundle (scripts/bench_like.py): 20 steps of 4 rows at 1e-3 with rank 8

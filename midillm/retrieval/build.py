@@ -16,10 +16,9 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 from symusic import Score
 
-from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG
 from midillm.decoding.embedding import EmbeddingError, embed_pieces, read_score, resolve_layer
+from midillm.model.bundle import Bundle, BundleError
 from midillm.tokenization.caption import caption_fields, write_caption
-from midillm.tokenization.codec import CODEC_CONFIG_FILE
 from midillm.tokenization.profile import first_bars
 from midillm.tokenization.sources import check_files, list_source
 
@@ -29,18 +28,10 @@ from .index import Index, RetrievalError, content_hash
 
 def resolve_bundle(model: str | Path) -> Path:
     """A bundle folder, or a Hub id downloaded to the local cache."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    text = str(model)
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise RetrievalError(f"model not found: {model} (not a folder, and not a Hub id like owner/name)")
     try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(text))
-    except Exception as error:  # offline, private, missing: one line either way
-        raise RetrievalError(f"cannot download {model}: {str(error).strip().splitlines()[0]}") from error
+        return Bundle.locate(model).path
+    except BundleError as error:
+        raise RetrievalError(str(error)) from error
 
 
 def bundle_fingerprint(bundle: str | Path) -> str:
@@ -49,14 +40,13 @@ def bundle_fingerprint(bundle: str | Path) -> str:
     From the files rather than the loaded parameters, so that it is the same on a CPU that
     loads the model in bf16 and a GPU that loads it in fp16, and costs no model load.
     """
-    bundle = Path(bundle)
-    if not (bundle / CODEC_CONFIG_FILE).is_file():
-        raise RetrievalError(f"{bundle} is not a midillm bundle ({CODEC_CONFIG_FILE} missing)")
-    weights = sorted(path for pattern in ("*.safetensors", "*.bin") for path in bundle.glob(pattern))
-    if not weights and not (bundle / ADAPTER_CONFIG).is_file() and not (bundle / MODEL_CONFIG).is_file():
-        raise RetrievalError(f"{bundle} has a codec but no model weights")
+    try:
+        bundle = Bundle(bundle).check()
+    except BundleError as error:
+        raise RetrievalError(str(error)) from error
+    weights = sorted(path for pattern in ("*.safetensors", "*.bin") for path in bundle.path.glob(pattern))
     digest = hashlib.sha256()
-    for path in [bundle / CODEC_CONFIG_FILE, *weights]:
+    for path in [bundle.codec_config, *weights]:
         digest.update(path.name.encode() + b"\0")
         with path.open("rb") as stream:
             for block in iter(lambda: stream.read(1 << 22), b""):

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from midillm.errors import first_line
+from midillm.model.bundle import Bundle
 from midillm.tokenization.caption import (caption_fields, instrument_name, instruments_listed, key_names,
                                           programs_named, score_caption)
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
@@ -29,16 +30,12 @@ class StudioError(ValueError):
     ValueError, so the command line reports it as it reports any bad value)."""
 
 
-def is_bundle(folder: Path) -> bool:
-    return (folder / CODEC_CONFIG_FILE).is_file()
-
-
 def default_model() -> Path:
     """The bundle `midillm demo` writes by default, relative to the working folder."""
     from midillm.demo import DEFAULT_DEMO_OUT, demo_bundle_path
 
     bundle = demo_bundle_path(DEFAULT_DEMO_OUT)
-    if not is_bundle(bundle):
+    if not Bundle.is_bundle(bundle):
         raise StudioError(f"no model given and no demo bundle at {bundle}: run `make demo` first, "
                           "or pass MODEL (a bundle folder or a folder of bundles)")
     return bundle
@@ -52,14 +49,14 @@ def find_models(model: str | Path | None) -> dict[str, Path]:
     root = Path(model).expanduser()
     if not root.is_dir():
         raise StudioError(f"{model} is not a folder (give a bundle folder or a folder of bundles)")
-    if is_bundle(root):
+    if Bundle.is_bundle(root):
         return {root.resolve().name: root.resolve()}
     found: dict[str, Path] = {}
     for depth in range(1, SEARCH_DEPTH + 1):
         for config in sorted(root.glob("/".join(["*"] * depth) + "/" + CODEC_CONFIG_FILE)):
             bundle = config.parent
             # A bundle's own checkpoints hold codec files too; list the bundle, not its insides.
-            if not any(is_bundle(parent) for parent in bundle.parents if root in parent.parents):
+            if not any(Bundle.is_bundle(parent) for parent in bundle.parents if root in parent.parents):
                 found[bundle.relative_to(root).as_posix()] = bundle.resolve()
     if not found:
         raise StudioError(f"no midillm bundle under {model} (a bundle folder holds {CODEC_CONFIG_FILE})")

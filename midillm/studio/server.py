@@ -214,6 +214,7 @@ def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = 
     @app.post("/api/jobs", status_code=202)
     def submit(model: str = Form(...), task: str = Form("generate"), caption: str = Form(""),
                num_samples: int = Form(1), seed: int = Form(0), constrain: bool = Form(True),
+               strict_voice_leading: bool = Form(False),
                bars: str = Form(""), tracks: str = Form(""), file: UploadFile | None = File(None),
                sampling: dict = Depends(sampling_form)):
         models.path(model)  # an unknown name fails here, not in the queue
@@ -234,7 +235,8 @@ def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = 
                              caption.strip() + "\n" if caption.strip() else None,
                              bars=bars.strip() or None if task == "infill" else None,
                              tracks=[item.strip() for item in tracks.split(",") if item.strip()] or None,
-                             num_samples=num_samples, seed=seed, constrain=constrain, sampling=sampling)
+                             num_samples=num_samples, seed=seed, constrain=constrain,
+                             strict_voice_leading=strict_voice_leading, sampling=sampling)
         request = Request(model=model, music=music, page_task=task, audio=upload.get("audio"),
                           upload_name=upload_name)
         job = studio.submit(request)

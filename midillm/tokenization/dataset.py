@@ -26,6 +26,7 @@ from midillm.version import __version__
 from .base_model import DEFAULT_BASE_MODEL
 from .caption import score_caption
 from .codec import DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, LAYOUTS, MIDITOK_VERSION, RENDERS, TOKENIZATIONS, MusicCodec
+from .prepared import PreparedData
 from .profile import CorpusProfile, measure_corpus
 from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
                    reorder_parts)
@@ -357,11 +358,11 @@ def prepare(config: PrepareConfig, log=print) -> dict:
     datasets.disable_progress_bars()  # our own bars already show the long steps
     started = time.time()
     out = Path(config.out)
-    report_path = out / "prepare.json"
+    prepared = PreparedData(out)
     pieces, skipped, files_read = _usable_pieces(config, log)
     key = fingerprint(config, pieces)
-    if report_path.is_file() and (out / "dataset" / "dataset_dict.json").is_file():
-        previous = json.loads(report_path.read_text())
+    if prepared.is_complete():
+        previous = prepared.read_report()
         if previous.get("fingerprint") == key:
             log(f"{out} is up to date with these files and settings; nothing to do")
             return previous
@@ -378,8 +379,8 @@ def prepare(config: PrepareConfig, log=print) -> dict:
     # The music tokens per train piece complete the corpus profile, which the codec carries.
     lengths = [_music_tokens(result) for split, _, result in tokenized if split == "train"] or [1]
     corpus.music_tokens = [int(np.median(lengths)), int(np.quantile(lengths, 0.95)), int(max(lengths))]
-    codec.save_pretrained(out / "codec")
-    padding_share = _write_rows(config, codec, examples, split_stats, out / "dataset")
+    codec.save_pretrained(prepared.codec_dir)
+    padding_share = _write_rows(config, codec, examples, split_stats, prepared.dataset_dir)
 
     notes = sum(stats["notes"] for stats in split_stats.values())
     music_tokens = sum(stats["music_tokens"] for stats in split_stats.values())
@@ -404,5 +405,5 @@ def prepare(config: PrepareConfig, log=print) -> dict:
         "versions": {"midillm": __version__, "miditok": MIDITOK_VERSION},
         "seconds": round(time.time() - started, 1),
     }
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    prepared.report_path.write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -1,19 +1,17 @@
 """Loading what `midillm` wrote, the one place in scripts/ that knows where it lies: a
 `midillm prepare` folder's report and pieces, and the base model with a codec's new token rows.
-When midillm's own loaders move (issue 24: the model runtime and the prepared data get rooms of
-their own), only these imports change."""
+The folder layouts are midillm's own (`PreparedData`, `midillm.model.runtime`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-PREPARE_REPORT = "prepare.json"  # what `midillm prepare` writes beside codec/ and dataset/
 
 
 def prepared_report(folder: str | Path) -> dict:
     """The report of a `midillm prepare` output folder: its splits, pieces and tokens per note."""
-    return json.loads((Path(folder) / PREPARE_REPORT).read_text())
+    from midillm.tokenization.prepared import PreparedData
+
+    return PreparedData(folder).read_report()
 
 
 def prepared_pieces(folder: str | Path, split: str) -> list[Path]:
@@ -32,7 +30,7 @@ def base_with_rows(codec):
     """The codec's base model with the codec's new token rows, untrained: no adapter. Generation
     speed does not depend on what the rows have learned, and it is the untrained baseline of the
     retrieval benchmark; a bundle's merged model starts from it too."""
-    from midillm.finetune.model import add_music_tokens, load_base_model
+    from midillm.model.runtime import add_music_tokens, load_base_model
 
     model = load_base_model(codec.base_model)
     add_music_tokens(model, codec)

@@ -70,6 +70,7 @@ async function chooseModel(name) {
   fillSampling(model.sampling);
   $("#constrain").checked = model.constraints;
   $("#constrain").disabled = !model.constraints;
+  $("#strict_voice_leading").disabled = !model.constraints;
   $("#generate").disabled = false;
 }
 
@@ -164,6 +165,7 @@ function requestForm() {
     if (value !== "") form.append(name, value);
   });
   form.append("constrain", $("#constrain").checked ? "true" : "false");
+  form.append("strict_voice_leading", $("#strict_voice_leading").checked && $("#constrain").checked ? "true" : "false");
   if (task !== "generate") {
     const file = $("#upload").files[0];
     if (file) form.append("file", file, file.name);

@@ -1,0 +1,51 @@
+"""Prepared rows on their way into a `MusicLM`: loading a `prepare` folder, checking its labels,
+batching its rows. Training and the held-out likelihood read the data the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from midillm.errors import ConfigError
+from midillm.tokenization.rows import IGNORE_INDEX
+from midillm.tokenization.prepared import PreparedData
+
+
+class Collate:
+    """Rows -> a batch of int64 tensors, cut to `seq_len` (picklable for DataLoader workers)."""
+
+    def __init__(self, seq_len: int):
+        self.seq_len = seq_len
+
+    def __call__(self, rows):
+        input_ids = torch.stack([torch.as_tensor(row["input_ids"][: self.seq_len]) for row in rows]).long()
+        labels = torch.stack([torch.as_tensor(row["labels"][: self.seq_len]) for row in rows]).long()
+        return {"input_ids": input_ids, "labels": labels}
+
+
+def label_tokens(batch) -> torch.Tensor:
+    """Tokens that carry loss (labels are predicted from the position before them)."""
+    return (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+
+
+def load_prepared(data_dir: str | Path):
+    """The codec, the dataset splits and the prepare report of a `midillm prepare` folder."""
+    return PreparedData(data_dir).load(name="data_dir")
+
+
+def check_labels(split, music_lm_ids: list[int], name: str) -> int:
+    """Every label must be a music row for the music-only head; returns the label-token count."""
+    import numpy as np
+
+    allowed = np.asarray(sorted(music_lm_ids))
+    count = 0
+    for start in range(0, len(split), 1024):
+        labels = np.asarray(split[start:start + 1024]["labels"])[:, 1:]
+        labels = labels[labels != IGNORE_INDEX]
+        count += labels.size
+        if allowed.size and not np.isin(labels, allowed).all():
+            bad = labels[~np.isin(labels, allowed)][0]
+            raise ConfigError(f"the {name} split has label id {bad}, which is not a music token of the codec; "
+                              "set music_only_head=false or re-run `midillm prepare`")
+    return count
