@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="Folder for tasks.json and the piano rolls.")
     parser.add_argument("--pieces", type=int, default=10, help="Held-out pieces to use (default: 10).")
     parser.add_argument("--bars", type=int, default=8, help="Bars of each piece to harmonise (default: 8).")
+    parser.add_argument("--strict-voice-leading", action="store_true",
+                        help="Harmonise and infill under strict voice leading (no parallel fifths or octaves, no crossing).")
     arguments = parser.parse_args()
 
     from midillm.decoding.generate import MidiLM
@@ -32,7 +34,8 @@ def main() -> None:
     pieces = prepared_pieces(arguments.data, "test")[: arguments.pieces]
     lm = MidiLM.from_pretrained(arguments.model)
     started = time.time()
-    result = evaluate_tasks(lm, pieces, arguments.out, max_bars=arguments.bars)
+    result = evaluate_tasks(lm, pieces, arguments.out, max_bars=arguments.bars,
+                            strict_voice_leading=arguments.strict_voice_leading)
     seconds = time.time() - started
     harmonisation, infill = result["harmonisation"], result["infill"]
     print(f"\n{result['pieces']} held-out pieces, {seconds:.0f} s on {machine()}\n")

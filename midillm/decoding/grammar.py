@@ -821,8 +821,8 @@ class CorpusConstraints:
                             mask[row] = False
         if self.onsets:
             mask = mask & self._onset_part_mask(state)
-        if self.strict_voice_leading:
-            mask = mask & self._voice_leading_mask(state)
+            if self.strict_voice_leading:
+                mask = mask & self._voice_leading_mask(state)
         elif self.with_parts:
             if 0 <= state.part < len(self.part_ranges) and self.part_ranges[state.part] is not None:
                 mask = mask & self._range_mask(self.part_ranges[state.part])

@@ -99,9 +99,11 @@ def infill_bits_per_note(lm, score: Score, first_bar: int, bars: int = 2) -> tup
 
 
 def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: int = 0,
-                   max_bars: int = 8, max_new_tokens: int = 512, log=print) -> dict:
+                   max_bars: int = 8, max_new_tokens: int = 512, strict_voice_leading: bool = False,
+                   log=print) -> dict:
     """Harmonise the first part of each piece (its first `max_bars` bars) and infill 2 bars in
-    its middle; returns the numbers (and writes the scores and `tasks.json` under `out`)."""
+    its middle, under strict voice leading if asked; returns the numbers (and writes the scores
+    and `tasks.json` under `out`)."""
     import json
 
     from midillm.decoding.export import export_score
@@ -118,7 +120,8 @@ def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: 
             continue
         reference = lm.codec.decode(lm.codec.encode(first_bars(score, max_bars)))
         melody = played[0].name
-        result = lm.accompany(reference, [melody], seed=seed + index, max_new_tokens=max_new_tokens)[0]
+        result = lm.accompany(reference, [melody], seed=seed + index, max_new_tokens=max_new_tokens,
+                              strict_voice_leading=strict_voice_leading)[0]
         checks.append(sample_sanity(result, profile, lm.last_generation[0]))
         harmonised.append(result)
         references.append(reference)
@@ -130,7 +133,8 @@ def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: 
             first = bar_count // 2
             gap_bits, gap_notes = infill_bits_per_note(lm, reference, first)
             infill_bits, infill_notes = infill_bits + gap_bits, infill_notes + gap_notes
-            filled = lm.infill(reference, (first, first + 1), seed=seed + index, max_new_tokens=max_new_tokens)[0]
+            filled = lm.infill(reference, (first, first + 1), seed=seed + index, max_new_tokens=max_new_tokens,
+                               strict_voice_leading=strict_voice_leading)[0]
             infill_checks.append(sample_sanity(filled, profile, lm.last_generation[0]))
             exact_gaps.append(lm.last_generation[0].get("bars") == 2)
             if out:
