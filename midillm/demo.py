@@ -27,6 +27,18 @@ def demo_bundle_path(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAU
     return Path(out) / ("bach-smollm2" if base_model == DEFAULT_BASE_MODEL else "model")
 
 
+def _between_phases() -> None:
+    """Hand the finished phase's memory back before the next one starts: its model and tensors
+    are garbage now, and glibc keeps freed heap pages unless asked (the demo's peak is a phase's
+    own, not the sum of what came before)."""
+    import gc
+
+    from midillm.model.runtime import release_free_heap
+
+    gc.collect()
+    release_free_heap()
+
+
 def _header(number: int, text: str, log) -> None:
     log(f"\n[{number}/{STEPS}] {text} ...")
 
@@ -85,6 +97,7 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     begun = time.time()
     train(train_config, log=None if log is print else log)  # None: tqdm.write, clean beside the bar
     timings["train"] = time.time() - begun
+    _between_phases()
 
     _header(3, f"Generating {num_samples} samples into {samples_dir}", log)
     begun = time.time()
@@ -113,6 +126,7 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     write_midi(card_score, bundle / SAMPLE_MIDI)
     write_png(card_score, bundle / PIANO_ROLL)
     del lm
+    _between_phases()
     timings["generate"] = time.time() - begun
 
     _header(4, f"Evaluating on the held-out chorales ({eval_samples} samples, with baselines) into {eval_dir}", log)

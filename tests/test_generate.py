@@ -294,7 +294,7 @@ def real_row(codec, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The first chunk of a piece exactly as `prepare` cuts it for a training row (caption,
     `<music>`, bars of music): (ids, labels, length of caption + `<music>`)."""
     from conftest import make_band_score
-    from midillm.tokenization.dataset import chunk_piece
+    from midillm.tokenization.rows import chunk_piece
 
     score = make_band_score(seed=42, bars=6)
     [(ids, head), *_] = chunk_piece(codec.caption_ids(score), codec.encode_bars(score), codec.music_start_id,
@@ -305,7 +305,7 @@ def real_row(codec, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 def test_generation_prompt_is_how_training_rows_start(tiny_lm):
     from conftest import make_band_score
-    from midillm.tokenization.dataset import chunk_piece
+    from midillm.tokenization.rows import chunk_piece
 
     lm = tiny_lm
     caption = lm.codec.corpus.caption

@@ -70,7 +70,7 @@ def corpus_codec(request, tiny_lm_tokenizer_path, bach_midi_files, band_midi_fil
     from symusic import Score
     from transformers import AutoTokenizer
 
-    from midillm.tokenization.codec import score_caption
+    from midillm.tokenization.caption import score_caption
     from midillm.tokenization.profile import measure_corpus
 
     paths = bach_midi_files[:20] + band_midi_files

@@ -9,7 +9,8 @@ import pytest
 from datasets import load_from_disk
 
 from midillm.cli import main
-from midillm.tokenization.dataset import IGNORE_INDEX, chunk_piece, infill_example, labelled, pack_rows, split_of
+from midillm.tokenization.dataset import split_of
+from midillm.tokenization.rows import IGNORE_INDEX, chunk_piece, infill_example, labelled, pack_rows
 
 
 @pytest.fixture

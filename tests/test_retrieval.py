@@ -17,7 +17,7 @@ from midillm.decoding.embedding import canonical_transposition, embedding_window
 from midillm.decoding.generate import MidiLM
 from midillm.retrieval import Index, RetrievalError, build_index, similar, taste_prompt
 from midillm.retrieval.index import INDEX_FILE, VECTORS_FILE
-from midillm.tokenization.codec import names_in_caption, part_names
+from midillm.tokenization.caption import names_in_caption, part_names
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +328,7 @@ def test_generating_for_a_taste_keeps_the_candidates_nearest_it(chorales, lm):
 def test_adapting_to_a_taste_moves_the_model_only_inside_the_block(chorales, lm):
     from midillm.retrieval import adapted_to_taste
     from midillm.retrieval.adapt import taste_rows
-    from midillm.tokenization.dataset import IGNORE_INDEX
+    from midillm.tokenization.rows import IGNORE_INDEX
 
     pieces = [Score(str(path)) for path in sorted(chorales.glob("*.mid"))[:2]]
     taste = taste_prompt(lm, pieces)

@@ -19,9 +19,9 @@ import torch
 from symusic import KeySignature, Note, Score, Tempo, TimeSignature, Track
 
 from conftest import make_band_score
-from midillm.studio.models import PROMPT_TASKS, LoadedModel, build_caption, caption_fields, find_models
+from midillm.studio.models import PROMPT_TASKS, LoadedModel, build_caption, find_models, form_fields
 from midillm.studio.server import create_app
-from midillm.tokenization.codec import score_caption
+from midillm.tokenization.caption import score_caption
 
 MAX_UPLOAD_MB = 0.5  # small, so an oversized upload is cheap to send
 
@@ -141,7 +141,7 @@ def test_caption_from_fields_is_written_as_score_caption_writes_it():
                           instruments={52: 3, 0: 1})
     assert built == expected
     # The page reads a caption back into its fields, and the fields give the caption again.
-    fields = caption_fields(expected)
+    fields = form_fields(expected)
     assert fields["instruments"] == {52: 3, 0: 1} and fields["tempo"] == 84
     assert build_caption(**fields) == expected
     with pytest.raises(ValueError, match="3/4"):

@@ -374,7 +374,7 @@ def test_pipeline_does_the_tasks_on_given_music(task_bundle, band_file):
 
 def test_each_named_part_keeps_the_range_the_corpus_gives_it(tiny_lm_tokenizer, bach_midi_files):
     from midillm.decoding.grammar import CorpusConstraints, MusicGrammar
-    from midillm.tokenization.codec import score_caption
+    from midillm.tokenization.caption import score_caption
     from midillm.tokenization.profile import measure_corpus
 
     scores = [Score(str(path)) for path in bach_midi_files]

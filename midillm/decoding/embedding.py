@@ -31,7 +31,7 @@ import torch
 from symusic import Score
 from tqdm.auto import tqdm
 
-from midillm.tokenization.dataset import chunk_piece
+from midillm.tokenization.rows import chunk_piece
 
 # Where the vector is read, as a share of the decoder's depth (0 = the token embeddings,
 # 1 = the last layer): the best of the layers measured on the demo bundle.

@@ -24,6 +24,9 @@ import numpy as np
 from symusic import Score
 from symusic.core import ScoreTick
 
+from midillm.tokenization.caption import DRUMS, instrument_name
+from midillm.tokenization.metre import bar_length
+
 __all__ = ["FORMATS", "ExportError", "parse_formats", "export_score", "to_midi_bytes",
            "write_midi", "write_musicxml", "write_wav", "write_png", "find_soundfont"]
 
@@ -266,14 +269,6 @@ def write_wav(score: Score, path: Path, sample_rate: int = 22050,
 # PNG
 
 
-def _instrument_name(program: int, is_drum: bool) -> str:
-    if is_drum:
-        return "Drums"
-    from miditok.constants import MIDI_INSTRUMENTS
-
-    return MIDI_INSTRUMENTS[program]["name"]
-
-
 def _bar_lines(score_quarter, end: float) -> list[float]:
     """Bar starts in quarter notes, from the time signatures (4/4 where there is none)."""
     signatures = sorted((float(ts.time), ts.numerator, ts.denominator)
@@ -283,7 +278,7 @@ def _bar_lines(score_quarter, end: float) -> list[float]:
     bars: list[float] = []
     for index, (start, numerator, denominator) in enumerate(signatures):
         stop = signatures[index + 1][0] if index + 1 < len(signatures) else end
-        length = numerator * 4.0 / denominator
+        length = bar_length(numerator, denominator)
         if length <= 0:
             continue
         time = start
@@ -340,7 +335,7 @@ def write_png(score: Score, path: Path, width: int = 1200, height: int = 400) ->
             colour = colours(index % colours.N)
             ax.add_collection(PolyCollection(verts, facecolors=colour, edgecolors="none",
                                              alpha=0.85, zorder=2))
-            instrument = _instrument_name(key[1], key[0])
+            instrument = instrument_name(DRUMS if key[0] else key[1])
             handles.append(Patch(color=colour, label=f"{key[2]} ({instrument})" if key[2] and key[2] != instrument
                                  else instrument))
         bars = _bar_lines(quarter, end)

@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 from midillm.errors import first_line
 from midillm.model.bundle import Bundle
 from midillm.tokenization import MusicCodec
-from midillm.tokenization.codec import caption_fields, names_in_caption
-from midillm.tokenization.profile import part_names
-from midillm.tokenization.dataset import caption_budget
+from midillm.tokenization.caption import (accompaniment_caption, as_written, caption_ids, names_in_caption,
+                                          part_names, programs_listed, programs_named_in)
+from midillm.tokenization.rows import filled_piece, flat, infill_prompt, music_row, reorder_parts
 
-from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar, programs_named_in
+from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar
 from .precision import apply_precision, model_precision, wide_weights
 from .request import MusicRequest, SamplingSettings, TaskError, parse_bar_range
 
@@ -244,19 +244,16 @@ class MidiLM:
         a caption, so a bare `<music>` is a context the model has never seen.
         Without a MIDI prompt, `time_signature` ("3/4") and `tempo` (BPM) force how the piece opens.
         """
-        ids: list[int] = []
         text = self.default_text(text)
-        if text:
-            caption = self.codec.lm_tokenizer(text.strip() + "\n", add_special_tokens=False).input_ids
-            ids += caption[: caption_budget(self.context_length)]
-        ids.append(self.codec.music_start_id)
+        caption = caption_ids(self.codec.lm_tokenizer, as_written(text), self.context_length) if text else []
+        music: list[int] = []
         if prompt is not None:
-            ids += [lm_id for bar in self.codec.encode_bars(self.load_score(prompt)) for lm_id in bar]
+            music = flat(self.codec.encode_bars(self.load_score(prompt)))
         elif time_signature or tempo:
             if self.codec.parts and self.codec.layout == "bars":
-                ids.append(self.codec.part_lm_id(0))
-            ids += self.codec.lm_ids_of_base_tokens(self.codec.opening_tokens(time_signature, tempo))
-        return ids
+                music.append(self.codec.part_lm_id(0))
+            music += self.codec.lm_ids_of_base_tokens(self.codec.opening_tokens(time_signature, tempo))
+        return music_row(caption, music, self.codec.music_start_id)
 
     def load_score(self, music: Score | str | Path | bytes) -> Score:
         """A Score from a Score, MIDI bytes, a MIDI path or a recording (transcribed onto the
@@ -539,11 +536,8 @@ class MidiLM:
                                  strict_voice_leading=request.strict_voice_leading)
         scores = []
         for row in rows:
-            middle = self.codec.music_part(row)
-            whole = (caption + [self.codec.music_start_id]
-                     + [lm_id for bar in piece_bars[:gap_start] for lm_id in bar] + middle
-                     + [lm_id for bar in piece_bars[gap_start + gap_bars:] for lm_id in bar]
-                     + [self.codec.music_end_id])
+            whole = filled_piece(caption, piece_bars, gap_start, gap_bars, self.codec.music_part(row),
+                                 self.codec.music_start_id, self.codec.music_end_id)
             scores.append(self.codec.decode(whole, names=part_names(score)))
         return scores
 
@@ -551,8 +545,6 @@ class MidiLM:
         """The infill prompt for bars `bars` of `score` (caption, the music around the gap with
         `<gap>` per missing bar, `<fill>`), leaving room for the new bars in the training
         context. Returns (prompt ids, the piece's bars as ids, first gap bar from 0, gap bars)."""
-        from midillm.tokenization.dataset import infill_prompt
-
         first, last = parse_bar_range(bars)
         # Notes before the gap keep their written lengths: what they were held into is rewritten.
         piece_bars = self.codec.encode_bars(score, lengths_before=first - 1)
@@ -606,36 +598,19 @@ class MidiLM:
                    keep_style: bool) -> list[Score]:
         text, num_samples = request.text, request.num_samples
         given = select_tracks(score, tracks)
-        given_names = part_names(given)
-        # The caption: the user's fields, then the melody's own key, metre and tempo, then the
-        # corpus's (composer, instruments); its parts are the given ones first, then the others.
-        own = caption_fields(self.codec.caption(given))
-        user = caption_fields(text or "")
-        typical = caption_fields(self.default_text(None) or "") if keep_style or not user else {}
-        fields = {**typical, **{key: own[key] for key in ("Key", "Time signature", "Tempo") if key in own}, **user}
-        fields.pop("Title", None)
-        taken = {name.lower() for name in given_names}
-        others = [name for name in names_in_caption(f"Parts: {fields.get('Parts', '')}") if name.lower() not in taken]
-        if not others and fields.get("Instruments"):  # one part per instrument named
-            for item in fields["Instruments"].split(","):
-                count, _, name = item.strip().rpartition(" x ")
-                others += [name.strip()] * (int(count) if count.strip().isdigit() else 1)
-        if not others:
-            others = [name for name in names_in_caption(self.default_text(None)) if name.lower() not in taken]
-        if not others:  # nothing names them: as many parts as the corpus's pieces have
-            most = getattr(self.codec.corpus, "max_parts", 0) or len(given_names) + 1
-            others = [f"Part {number + 1}" for number in range(len(given_names), max(most, len(given_names) + 1))]
-        fields["Parts"] = ", ".join(given_names + others)
-        caption_text = "".join(f"{key}: {value}\n" for key, value in fields.items() if value)
+        # The user's fields, then the melody's own key, metre and tempo, then the corpus's; its
+        # parts are the given ones first, then the others.
+        caption_text, names = accompaniment_caption(given, text, self.default_text(None), keep_style,
+                                                    max_parts=getattr(self.codec.corpus, "max_parts", 0))
         caption = self._caption_ids(caption_text)
         given_bars = self.codec.encode_bars(given)
         if self.codec.layout == "onsets":
             plans = [self._onset_plan(given_bars, len(given.tracks)) for _ in range(num_samples)]
-            prompt = caption + [self.codec.music_start_id] + given_bars[0][:1]
+            prompt = music_row(caption, given_bars[0][:1], self.codec.music_start_id)
             for plan in plans:
                 plan.record(plan.bar_row, forced=False)  # the prompt opened the first bar
         else:
-            prompt = caption + [self.codec.music_start_id] + given_bars[0]
+            prompt = music_row(caption, given_bars[0], self.codec.music_start_id)
             plans = [self._plan(given_bars=given_bars, given_parts=len(given.tracks)) for _ in range(num_samples)]
         total_given = sum(len(bar) for bar in given_bars)
         # Room for the given music and about three times as much of the other parts.
@@ -648,11 +623,11 @@ class MidiLM:
             music = self.codec.music_part(row)
             # Out of tokens before the given music ended: the rest is written as given.
             music += plan.rest_ids()
-            score = self.codec.decode(caption + [self.codec.music_start_id] + music + [self.codec.music_end_id],
-                                      names=given_names + others)
+            score = self.codec.decode(music_row(caption, music, self.codec.music_start_id, self.codec.music_end_id),
+                                      names=names)
             if not keep_style:  # an arrangement's parts play the instruments they are named after
                 for track in list(score.tracks)[len(given.tracks):]:
-                    program = programs_named_in(f"Instruments: {track.name}")
+                    program = programs_listed(track.name)
                     if program and program[0] >= 0:
                         track.program = program[0]
             scores.append(score)
@@ -726,8 +701,7 @@ class MidiLM:
     def _caption_ids(self, text: str | None) -> list[int]:
         if not text or not self.codec.captions:
             return []
-        ids = self.codec.lm_tokenizer(text.strip() + "\n", add_special_tokens=False).input_ids
-        return ids[: caption_budget(self.context_length)]
+        return caption_ids(self.codec.lm_tokenizer, as_written(text), self.context_length)
 
     def embed(self, pieces, layer: int | None = None, progress: bool = False):
         """One vector per piece (MIDI paths, bytes or Scores): the mean hidden state over its
@@ -747,16 +721,14 @@ def select_tracks(score: Score, names: list[str] | None) -> Score:
     played = [track for track in score.tracks if track.note_num()]
     if not played:
         raise TaskError("the MIDI file has no notes")
-    chosen = played
+    order = list(range(len(played)))
     if names:
         by_name = {}
-        for track in played:  # two tracks of one name: the first
-            by_name.setdefault(track.name.strip().lower(), track)
+        for index, track in enumerate(played):  # two tracks of one name: the first
+            by_name.setdefault(track.name.strip().lower(), index)
         missing = [name for name in names if name.strip().lower() not in by_name]
         if missing:
             have = ", ".join(track.name.strip() or "(unnamed)" for track in played)
             raise TaskError(f"no track named {missing[0]!r} in the MIDI file (its tracks: {have})")
-        chosen = [by_name[name.strip().lower()] for name in names]
-    selected = score.copy()
-    selected.tracks = [track.copy() for track in chosen]
-    return selected
+        order = [by_name[name.strip().lower()] for name in names]
+    return reorder_parts(score, order)  # the given parts first, as accompaniment rows have them

@@ -19,20 +19,22 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from midillm.tokenization.codec import MAX_PARTS, caption_field
+from midillm.tokenization.codec import MAX_PARTS, NOTE_TYPES, PART  # `<Part_k>`: part k's bar or notes
+from midillm.tokenization.metre import bar_length
 
 from .voice_leading import Voices, forbidden_pitches
 
 SPECIAL_TYPES = frozenset({"PAD", "BOS", "EOS", "MASK"})
-TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track", "Part"})
-NOTE_TYPES = frozenset({"Pitch", "PitchDrum", "NoteOn", "DrumOn"})
+TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track", PART})
+# Token types that strike a note, in any of the tokenizations (REMI's Pitch, MIDILike's NoteOn and
+# their drum forms); the codec's `NOTE_TYPES` are the two that carry a note's pitch in its streams.
+STRIKE_TYPES = frozenset({"Pitch", "PitchDrum", "NoteOn", "DrumOn"})
 NO_POSITION = -1
 NO_PITCH = 128  # no note yet at this onset: any pitch may come
 START = "<start>"
 FIRST_BAR = "<first bar>"  # onsets layout: the piece's first bar line, which the metre must follow
 # Tokens that end a run of notes at one onset (see `midillm.tokenization.codec.order_notes_by_pitch`).
-NOTE_RUN_BREAKERS = frozenset({"Bar", "Position", "TimeShift", "Track", "Part", "Program"})
-PART = "Part"  # the codec's part tokens (`midillm.tokenization.codec`): `<Part_k>` opens part k's bar
+NOTE_RUN_BREAKERS = frozenset({"Bar", "Position", "TimeShift", "Track", PART, "Program"})
 NO_PART = -1
 
 
@@ -87,7 +89,7 @@ class MusicGrammar:
                     graph[kind] = graph[kind] - {"TimeSig"}
             # A note held until its part's next onset has no duration: whatever may follow a
             # duration may follow the token before it (its pitch, or its velocity).
-            for kind in ("Velocity",) if "Velocity" in graph else ("Pitch", "PitchDrum"):
+            for kind in ("Velocity",) if "Velocity" in graph else NOTE_TYPES:
                 if "Duration" in graph.get(kind, ()):
                     graph[kind] = graph[kind] | graph["Duration"]
             if "TimeSig" in graph.get("Bar", ()):  # the metre is written where it changes, and first
@@ -97,7 +99,7 @@ class MusicGrammar:
             if "Program" in graph and not tokenizer.config.program_changes:  # a program before every note
                 graph[PART] = {"Program"}
             if "Program" in graph:
-                graph["Program"] = {kind for kind in ("Pitch", "PitchDrum") if kind in graph}
+                graph["Program"] = {kind for kind in NOTE_TYPES if kind in graph}
             first_types = {"Bar"}
         elif self.parts:
             # Every bar line follows a part token, which is where a bar line could come.
@@ -182,7 +184,7 @@ class MusicGrammar:
         # of notes at one onset never rises.
         self.first_pitch = torch.tensor([walk.first_pitch for walk in walks] + [-1])
         self.note_lm_ids = {lm_id for lm_id in self.row_lm_ids[:-1]
-                            if any(token_type(token) in NOTE_TYPES for token in
+                            if any(token_type(token) in STRIKE_TYPES for token in
                                    codec.music_token_parts[codec.music_id_of_lm_id(lm_id)])}
 
     def _opened_part(self, tokens: list[str]) -> int | None:
@@ -201,7 +203,7 @@ class MusicGrammar:
             kind, _, value = token.partition("_")
             if kind in NOTE_RUN_BREAKERS:
                 run_pitch, broken, pitch_after = NO_PITCH, True, NO_PITCH
-            elif kind in ("Pitch", "PitchDrum") and value.isdigit():
+            elif kind in NOTE_TYPES and value.isdigit():
                 if not broken and first_pitch == -1:
                     first_pitch = int(value)
                 elif self.pitch_ordered and int(value) > run_pitch:
@@ -408,7 +410,7 @@ def _before_time(tokens: list[str], kind: str, stops: tuple[str, ...] = tuple(TI
 
 def _note_program_and_pitch(token: str) -> tuple[str, int] | None:
     kind, _, value = token.partition("_")
-    if kind in ("Pitch", "NoteOn", "PitchDrum", "DrumOn") and value.lstrip("-").isdigit():
+    if kind in STRIKE_TYPES and value.lstrip("-").isdigit():
         return kind, int(value)
     return None
 
@@ -420,21 +422,6 @@ def _top_pitch(tokens: list[str]) -> int:
         if note is not None and note[0] in ("Pitch", "NoteOn"):
             return note[1]
     return -1
-
-
-def programs_named_in(text: str | None) -> list[int]:
-    """General MIDI programs that a caption's "Instruments:" line names (-1 = drums)."""
-    from miditok.constants import MIDI_INSTRUMENTS
-
-    names = {instrument["name"].lower(): program for program, instrument in enumerate(MIDI_INSTRUMENTS)}
-    programs = []
-    for item in caption_field(text, "Instruments").split(","):
-        name = item.strip().split(" x ", 1)[-1].strip().lower()
-        if name == "drums":
-            programs.append(-1)
-        elif name in names:
-            programs.append(names[name])
-    return sorted(set(programs))
 
 
 class CorpusConstraints:
@@ -459,38 +446,81 @@ class CorpusConstraints:
                  max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1,
                  part_names: list[str] | None = None, strict_voice_leading: bool = False):
         self.grammar = grammar
-        # Parts named like the corpus's (a chorale's Bass) keep to the range the corpus gives them.
-        known = getattr(profile, "part_ranges", None) or {}
-        self.part_ranges = [tuple(known[name]) if name in known else None for name in (part_names or [])] \
-            if pitch_ranges else []
+        codec = grammar.codec
+        # Each music row's base tokens, in the grammar's row order (the end row, last, has none).
+        self.row_tokens = [codec.music_token_parts[codec.music_id_of_lm_id(lm_id)] for lm_id in grammar.row_lm_ids[:-1]]
+        self._read_layout(grammar)
+        self._read_limits(profile, programs, max_notes_per_onset, no_repeats, max_programs, pitch_ranges, bar_length,
+                          max_gap, min_bars, max_parts, part_names)
+        self._mark_row_kinds()
+        self._scan_rows(set(profile.time_signatures) if time_signatures and profile.time_signatures else None)
+        self._count_notes_at_positions()
+        self._set_up_voice_leading(strict_voice_leading, part_names)
+        # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
+        self._program_masks: dict[int | None, torch.Tensor] = {}
+        self._position_masks: dict[int, torch.Tensor] = {}
+        self._new_program_masks: dict[frozenset, torch.Tensor] = {}
+
+    def _read_layout(self, grammar: MusicGrammar) -> None:
+        """How the codec writes time and parts, which decides how onsets are counted."""
         self.with_parts = grammar.parts
         # The bars layout revisits each bar's onsets part by part; the onsets layout never goes back.
         self.onsets = grammar.onsets
         self.part_bars = grammar.parts and not grammar.onsets
-        time_resets = TIME_RESET_TYPES - {PART} if self.onsets else TIME_RESET_TYPES
-        self.time_resets = time_resets
+        self.time_resets = TIME_RESET_TYPES - {PART} if self.onsets else TIME_RESET_TYPES
+        self.positions_per_beat = grammar.codec.music_tokenizer.config.max_num_pos_per_beat
+        self.has_drum_tokens = any(kind in ("PitchDrum", "DrumOn") for kind in grammar.graph)
+        self.opens_part = grammar.row_part if self.with_parts else None
+        self.opened_parts = set(self.opens_part.tolist()) - {NO_PART} if self.with_parts else set()
+
+    def _read_limits(self, profile, programs, max_notes_per_onset, no_repeats, max_programs, pitch_ranges,
+                     bar_length, max_gap, min_bars, max_parts, part_names) -> None:
+        """Each constraint's limit: the one asked for, the corpus's (-1), or none (None)."""
+        # Parts named like the corpus's (a chorale's Bass) keep to the range the corpus gives them.
+        known = getattr(profile, "part_ranges", None) or {}
+        self.part_ranges = [tuple(known[name]) if name in known else None for name in (part_names or [])] \
+            if pitch_ranges else []
         self.max_parts = (getattr(profile, "max_parts", 0) or None) if max_parts == -1 else max_parts
-        tokenizer = grammar.codec.music_tokenizer
-        self.positions_per_beat = tokenizer.config.max_num_pos_per_beat
         self.cap = profile.max_notes_per_onset if max_notes_per_onset == -1 else max_notes_per_onset
         self.max_programs = profile.max_programs_per_piece if max_programs == -1 else max_programs
         self.no_repeats = no_repeats
         # Voices in unison on one program are music (chorales: 5% of notes); more is a stuck key.
         self.unison = max(1, getattr(profile, "max_unison", 1))
-        # Notes before any Program token decode as program 0: it counts as used once one plays.
         self.bar_length = bar_length
-        allowed_programs = set(programs) if programs else set(profile.programs) or None
-        self.allowed_programs = allowed_programs
+        # Notes before any Program token decode as program 0: it counts as used once one plays.
+        self.allowed_programs = set(programs) if programs else set(profile.programs) or None
         self.pitch_ranges = {int(program): tuple(bounds) for program, bounds in profile.pitch_ranges.items()} \
             if pitch_ranges else {}
-        rows = grammar.row_lm_ids[:-1]
-        codec = grammar.codec
-        parts = [codec.music_token_parts[codec.music_id_of_lm_id(lm_id)] for lm_id in rows]
-        self.parts = parts
-        count = len(grammar.row_lm_ids)
+        # Time never stands still longer than the corpus's longest gap between onsets (REMI-style
+        # tokens, where bars and positions say where an onset falls).
+        self.max_gap = profile.max_gap_beats if (max_gap == -1 and "Position" in self.grammar.graph) else (
+            None if max_gap == -1 else max_gap)
+        # A piece ends once it is as long as the corpus's shortest piece.
+        self.min_bars = (profile.bars[0] if profile.bars else 0) if min_bars == -1 else (min_bars or 0)
 
-        # Static: rows with a foreign program or metre, or with an onset inside the row over the cap.
+    def _mark_row_kinds(self) -> None:
+        """Per row: whether it opens a bar, names a program, writes a tempo or metre first."""
+        rows = self.row_tokens
+        # The rows that open a new bar: a bar line, or with parts `<Part_0>`.
+        self.starts_with_bar = torch.tensor(
+            [bool(tokens) and (tokens[0] == f"{PART}_0" if self.part_bars else token_type(tokens[0]) == "Bar")
+             for tokens in rows] + [False])
+        self.has_program = torch.tensor(
+            [any(token_type(token) == "Program" for token in tokens) for tokens in rows] + [False])
+        # Meta tokens never pile up: one tempo per onset, one metre per bar (before any time token
+        # of the row, where they land on the current onset / bar).
+        self.tempo_before_time = torch.tensor([_before_time(tokens, "Tempo") for tokens in rows] + [False])
+        self.signature_before_bar = torch.tensor(
+            [_before_time(tokens, "TimeSig", stops=("Bar",)) for tokens in rows] + [False])
+
+    def _scan_rows(self, signatures: set[str] | None) -> None:
+        """Walk each row's tokens once: `static` (rows never allowed: a foreign program or metre,
+        an onset inside the row over the cap or striking a note twice), the notes a row adds to
+        the current onset before its first time token (and by which program and pitch), the
+        positions it moves to, and the programs it names."""
+        rows = self.row_tokens
+        count = len(self.grammar.row_lm_ids)
         static = torch.ones(count, dtype=torch.bool)
         self.pre_notes = torch.zeros(count, dtype=torch.long)   # notes added to the current onset
         self.ends_needing_note = torch.zeros(count, dtype=torch.bool)
@@ -499,32 +529,10 @@ class CorpusConstraints:
         self.pre_pitches_current: dict[tuple[str, int], list[int]] = {}  # under the program in effect
         self.pre_pairs_explicit: dict[tuple[int, int], list[int]] = {}
         program_index = {program: index for index, program in enumerate(sorted(
-            {int(token.split("_")[1]) for row in parts for token in row if token.startswith("Program_")}))}
+            {int(token.split("_")[1]) for row in rows for token in row if token.startswith("Program_")}))}
         self.program_columns = program_index
         self.row_programs = torch.zeros((count, max(len(program_index), 1)), dtype=torch.bool)
-        signatures = set(profile.time_signatures) if time_signatures and profile.time_signatures else None
-        self.has_drum_tokens = any(kind in ("PitchDrum", "DrumOn") for kind in grammar.graph)
-        # Time never stands still longer than the corpus's longest gap between onsets (REMI-style
-        # tokens, where bars and positions say where an onset falls).
-        self.max_gap = profile.max_gap_beats if (max_gap == -1 and "Position" in grammar.graph) else (
-            None if max_gap == -1 else max_gap)
-        # The rows that open a new bar: a bar line, or with parts `<Part_0>`.
-        self.starts_with_bar = torch.tensor(
-            [bool(tokens) and (tokens[0] == f"{PART}_0" if self.part_bars else token_type(tokens[0]) == "Bar")
-             for tokens in parts] + [False])
-        self.opens_part = grammar.row_part if self.with_parts else None
-        self.opened_parts = set(self.opens_part.tolist()) - {NO_PART} if self.with_parts else set()
-        self.has_program = torch.tensor(
-            [any(token_type(token) == "Program" for token in tokens) for tokens in parts] + [False])
-
-        # Meta tokens never pile up: one tempo per onset, one metre per bar (before any time token
-        # of the row, where they land on the current onset / bar).
-        self.tempo_before_time = torch.tensor([_before_time(tokens, "Tempo") for tokens in parts] + [False])
-        self.signature_before_bar = torch.tensor(
-            [_before_time(tokens, "TimeSig", stops=("Bar",)) for tokens in parts] + [False])
-        # A piece ends once it is as long as the corpus's shortest piece.
-        self.min_bars = (profile.bars[0] if profile.bars else 0) if min_bars == -1 else (min_bars or 0)
-        for row, tokens in enumerate(parts):
+        for row, tokens in enumerate(rows):
             seen_time, onset_notes, onset_pairs, program = False, 0, Counter(), None
             seen_bar = False
             for token in tokens:
@@ -532,11 +540,11 @@ class CorpusConstraints:
                 if kind == "Program":
                     program = int(value)
                     self.row_programs[row, program_index[program]] = True
-                    if allowed_programs is not None and program not in allowed_programs:
+                    if self.allowed_programs is not None and program not in self.allowed_programs:
                         static[row] = False
                 elif kind == "TimeSig" and signatures is not None and value not in signatures:
                     static[row] = False
-                elif kind in time_resets:
+                elif kind in self.time_resets:
                     if not seen_time and kind == "Position":
                         self.first_position[row] = int(value)
                     if kind in ("Bar", PART, "Track"):
@@ -567,31 +575,31 @@ class CorpusConstraints:
                 token_type(tokens[-1]) == "Program" or (self.onsets and token_type(tokens[-1]) == PART))
         self.static = static
         self.note_demand = self.pre_notes + self.ends_needing_note.long()
-        # Parts: a Position can go back to an onset other parts filled; what a row strikes at
-        # each Position it names (rows x positions) is checked against what is there already.
+
+    def _count_notes_at_positions(self) -> None:
+        """Bars layout: a Position can go back to an onset other parts filled; what a row strikes
+        at each Position it names (rows x positions) is checked against what is there already."""
         self.notes_at_position = None
-        if self.part_bars:
-            positions = max([int(token.split("_")[1]) for tokens in parts for token in tokens
-                             if token.startswith("Position_")] + [0]) + 1
-            self.notes_at_position = torch.zeros((count, positions), dtype=torch.long)
-            for row, tokens in enumerate(parts):
-                position, struck = None, False
-                for token in tokens:
-                    kind, _, value = token.partition("_")
-                    if kind == "Position":
-                        position, struck = int(value), False
-                    elif kind in TIME_RESET_TYPES:
-                        position = None
-                    elif position is not None and _note_program_and_pitch(token) is not None:
-                        self.notes_at_position[row, position] += 1
-                        struck = True
-                if position is not None and not struck:  # a Position promises a note there
+        if not self.part_bars:
+            return
+        rows = self.row_tokens
+        positions = max([int(token.split("_")[1]) for tokens in rows for token in tokens
+                         if token.startswith("Position_")] + [0]) + 1
+        self.notes_at_position = torch.zeros((len(self.grammar.row_lm_ids), positions), dtype=torch.long)
+        for row, tokens in enumerate(rows):
+            position, struck = None, False
+            for token in tokens:
+                kind, _, value = token.partition("_")
+                if kind == "Position":
+                    position, struck = int(value), False
+                elif kind in TIME_RESET_TYPES:
+                    position = None
+                elif position is not None and _note_program_and_pitch(token) is not None:
                     self.notes_at_position[row, position] += 1
-            self.rows_with_positions = self.notes_at_position.any(dim=1)
-        self._program_masks: dict[int | None, torch.Tensor] = {}
-        self._position_masks: dict[int, torch.Tensor] = {}
-        self._set_up_voice_leading(strict_voice_leading, part_names)
-        self._new_program_masks: dict[frozenset, torch.Tensor] = {}
+                    struck = True
+            if position is not None and not struck:  # a Position promises a note there
+                self.notes_at_position[row, position] += 1
+        self.rows_with_positions = self.notes_at_position.any(dim=1)
 
     def _set_up_voice_leading(self, strict: bool, part_names: list[str] | None) -> None:
         """Strict voice leading (`midillm.decoding.voice_leading`): the onsets layout only, where
@@ -600,7 +608,7 @@ class CorpusConstraints:
         if not self.strict_voice_leading:
             return
         # Each row's top pitched note (-1: none) and whether the row moves time to a new onset.
-        self.row_top_pitch = torch.tensor([_top_pitch(tokens) for tokens in self.parts] + [-1])
+        self.row_top_pitch = torch.tensor([_top_pitch(tokens) for tokens in self.row_tokens] + [-1])
         self.moves_time = (self.first_position != NO_POSITION) | self.starts_with_bar
         parts = len(part_names) if part_names else self.max_parts
         self.lowest_part = parts - 1 if parts else None
@@ -610,7 +618,7 @@ class CorpusConstraints:
     def _set_metre(self, state: _OnsetState, signature: str) -> None:
         numerator, denominator = (int(part) for part in signature.split("/"))
         state.bar_positions = numerator * self.positions_per_beat
-        state.bar_quarters = numerator * 4 / denominator
+        state.bar_quarters = bar_length(numerator, denominator)
         state.position_quarters = 4 / denominator / self.positions_per_beat
 
     def start_state(self) -> _OnsetState:
@@ -620,9 +628,9 @@ class CorpusConstraints:
 
     def advance(self, state: _OnsetState, lm_id: int) -> _OnsetState:
         row = self.grammar.row_of_lm_id.get(lm_id)
-        if row is None or row >= len(self.parts):
+        if row is None or row >= len(self.row_tokens):
             return state
-        for token in self.parts[row]:
+        for token in self.row_tokens[row]:
             kind, _, value = token.partition("_")
             if self.onsets and kind == PART:  # the notes after it are this part's, at this same onset
                 state.part = int(value)
@@ -698,7 +706,7 @@ class CorpusConstraints:
         only, pitches in the corpus's range)."""
         if program not in self._program_masks:
             mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
-            for row, tokens in enumerate(self.parts):
+            for row, tokens in enumerate(self.row_tokens):
                 current = program
                 for token in tokens:
                     kind, _, value = token.partition("_")
@@ -723,7 +731,7 @@ class CorpusConstraints:
         """Rows whose pitched notes all lie within `bounds` (drum notes are not pitches)."""
         if bounds not in self._part_range_masks:
             mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
-            for row, tokens in enumerate(self.parts):
+            for row, tokens in enumerate(self.row_tokens):
                 for token in tokens:
                     kind, _, value = token.partition("_")
                     if kind in ("Pitch", "NoteOn") and value.isdigit() and not bounds[0] <= int(value) <= bounds[1]:
@@ -808,7 +816,7 @@ class CorpusConstraints:
                 for row in self.pre_pairs_explicit.get((program, pitch), ()):
                     mask[row] = False
                 if program == state.program:
-                    for kind in ("Pitch", "NoteOn", "PitchDrum", "DrumOn"):
+                    for kind in STRIKE_TYPES:
                         for row in self.pre_pitches_current.get((kind, pitch), ()):
                             mask[row] = False
         if self.onsets:

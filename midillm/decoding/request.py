@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
-from midillm.tokenization.codec import TASKS
+from midillm.tokenization.rows import TASKS
 
 
 class TaskError(ValueError):

@@ -24,6 +24,8 @@ import math
 import numpy as np
 from symusic import Score
 
+from midillm.tokenization.metre import bar_length
+
 __all__ = ["RESOLUTION", "POLYPHONY_THRESHOLD", "NOTE_LENGTH_CLASSES", "SCALAR_FEATURES",
            "piece_features", "PieceNotes", "piece_notes", "pitch_range", "n_pitches_used",
            "n_pitch_classes_used", "pitch_class_entropy", "scale_consistency", "polyphony",
@@ -90,7 +92,7 @@ def piece_notes(score: Score) -> PieceNotes:
     bar_beats = 4.0
     signatures = sorted((float(ts.time), ts.numerator, ts.denominator) for ts in quarter.time_signatures)
     if signatures and signatures[0][2] > 0:
-        bar_beats = signatures[0][1] * 4.0 / signatures[0][2]
+        bar_beats = bar_length(signatures[0][1], signatures[0][2])
     if not onsets:
         empty = np.zeros(0)
         return PieceNotes(empty, empty, empty.astype(np.int64), empty.astype(bool), bar_beats)

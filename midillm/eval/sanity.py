@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from symusic import Score
 
+from midillm.tokenization.metre import bar_length
 from midillm.tokenization.profile import CorpusProfile, longest_same_pitch_beats, measure_corpus, played_tracks
 
 __all__ = ["PROFILE_SOURCES", "REASONS", "sample_sanity", "sanity_summary", "bars_written", "corpus_profile"]
@@ -75,7 +76,7 @@ def bars_written(score: Score) -> int:
         if start >= end:
             break
         stop = signatures[index + 1][0] if index + 1 < len(signatures) else end
-        length = tpq * 4 * numerator / denominator
+        length = bar_length(numerator, denominator, tpq)
         if length > 0:
             bars += math.ceil((min(stop, end) - start) / length - _EPSILON)
     return max(bars, 1)

@@ -23,7 +23,9 @@ import torch
 from symusic import Score
 from tqdm.auto import tqdm
 
+from midillm.tokenization.metre import bar_length
 from midillm.tokenization.profile import first_bars, measure_corpus
+from midillm.tokenization.rows import flat, infill_row
 
 from .sanity import sample_sanity, sanity_summary
 from .voice_leading import parallel_motion
@@ -38,7 +40,8 @@ def shuffled_control(score: Score, rng: random.Random) -> Score:
     """The score with every part but the first moved bar by bar into a random order (4/4 bars
     of the first metre): the same notes, with no regard for the melody above them."""
     signature = score.time_signatures[0] if len(score.time_signatures) else None
-    bar = score.ticks_per_quarter * (signature.numerator * 4 // signature.denominator if signature else 4)
+    numerator, denominator = (signature.numerator, signature.denominator) if signature else (4, 4)
+    bar = int(bar_length(numerator, denominator, score.ticks_per_quarter))
     bars = max(1, math.ceil(score.end() / bar))
     shuffled = score.copy()
     for track in list(shuffled.tracks)[1:]:
@@ -89,8 +92,8 @@ def infill_bits_per_note(lm, score: Score, first_bar: int, bars: int = 2) -> tup
     """Bits the model gives the reference's own bars `first_bar`.. (from 1) in the infill layout
     (the music around them given), and the notes in them."""
     prompt, piece_bars, gap_start, gap_bars = lm.infill_prompt(score, (first_bar, first_bar + bars - 1))
-    middle = [lm_id for bar in piece_bars[gap_start:gap_start + gap_bars] for lm_id in bar]
-    ids = prompt + middle + [lm.codec.music_end_id]
+    middle = flat(piece_bars[gap_start:gap_start + gap_bars])
+    ids = infill_row(prompt, middle, lm.codec.music_end_id)
     notes = sum(1 for lm_id in middle if lm_id in lm.grammar.note_lm_ids)
     return _bits(lm, ids, len(prompt), [True] * (len(middle) + 1)), notes
 

@@ -33,6 +33,7 @@ import torch
 
 from midillm.bundle_files import CHECKPOINTS, MODEL_CARD, SUMMARY_FILE, write_remote_code
 from midillm.model.data import Collate, check_labels, label_tokens, load_prepared
+from midillm.model.runtime import release_free_heap
 from midillm.version import __version__
 
 from .config import ConfigError, TrainConfig, load_config
@@ -49,22 +50,6 @@ TRAINER_STATE = "trainer_state.json"
 TRIM_EVERY = 4
 
 
-def release_free_heap() -> None:
-    """Give the heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
 
 
 class TrainingBudget:

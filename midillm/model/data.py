@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from midillm.errors import ConfigError
-from midillm.tokenization.dataset import IGNORE_INDEX
+from midillm.tokenization.rows import IGNORE_INDEX
 from midillm.tokenization.prepared import PreparedData
 
 

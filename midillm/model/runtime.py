@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 
 from midillm.errors import first_line
 from midillm.tokenization import BaseModelError, MusicCodec, locate_base_model
-from midillm.tokenization.dataset import IGNORE_INDEX
+from midillm.tokenization.rows import IGNORE_INDEX
 
 
 # ----------------------------------------------------------------------------- precision
@@ -327,3 +327,21 @@ class MusicLM(nn.Module):
         nll = F.cross_entropy(logits.float(), targets, reduction="none")
         row_nll = torch.zeros(labels.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, row_index, nll)
         return row_nll, keep.sum(dim=1)
+
+
+def release_free_heap() -> None:
+    """Give the heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from midillm.decoding.precision import float_linears
 from midillm.model.runtime import MusicLM, resolve_mixed_precision
-from midillm.tokenization.dataset import IGNORE_INDEX
+from midillm.tokenization.rows import IGNORE_INDEX
 
 # Measured on the demo bundle (scripts/bench_like.py): 20 steps of 4 rows at 1e-3 with rank 8
 # take about two minutes on a 2-core CPU and keep copying from the liked pieces short.

@@ -18,7 +18,7 @@ from symusic import Score
 
 from midillm.decoding.embedding import EmbeddingError, embed_pieces, read_score, resolve_layer
 from midillm.model.bundle import Bundle, BundleError
-from midillm.tokenization.codec import caption_fields
+from midillm.tokenization.caption import caption_fields, write_caption
 from midillm.tokenization.profile import first_bars
 from midillm.tokenization.sources import check_files, list_source
 
@@ -266,11 +266,10 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
     opening = first_bars(scores[nearest], opening_bars)
     own = caption_fields(lm.codec.caption(scores[nearest]))
     typical = caption_fields(lm.default_text(None))
-    # In the order captions are written (`score_caption`): metadata first, then the music.
+    # In the order `score_caption` writes them: metadata first, then the music.
     fields = {label: own.get(label) or typical.get(label) for label in _METADATA_CAPTION_LABELS}
     fields.update((label, value) for label, value in own.items() if label != "Title")
-    ordered = [label for label in fields if fields[label]]
-    text = "".join(f"{label}: {fields[label]}\n" for label in ordered)
+    text = write_caption(fields)
     # The liked pieces' music after the opening the prompt copies, as the candidates are.
     after_opening = [ticks.clip(first_bars(ticks, opening_bars).end(), ticks.end() + 1)
                      for ticks in (score.to("tick") for score in scores)]

@@ -12,11 +12,14 @@ from pathlib import Path
 
 from midillm.errors import first_line
 from midillm.model.bundle import Bundle
-from midillm.tokenization.codec import CODEC_CONFIG_FILE, score_caption
+from midillm.tokenization.caption import (caption_fields, instrument_name, instruments_listed, key_names,
+                                          programs_named, score_caption)
+from midillm.tokenization.codec import CODEC_CONFIG_FILE
+# What a bundle can be asked to do besides sampling from nothing: the tasks of its training rows,
+# in the order the page lists them.
+from midillm.tokenization.rows import TASKS as PROMPT_TASKS
 
-# What a bundle can be asked to do besides sampling from nothing, in the order the page lists
-# them. A bundle says which it was trained for in `lm.tasks` (default: continuation only).
-PROMPT_TASKS = ("continue", "infill", "accompany", "arrange")
+# A bundle says which tasks it was trained for in `lm.tasks`; without it, continuation only.
 DEFAULT_TASKS = ("continue",)
 # How deep under a folder of bundles to look: runs/<experiment>/<bundle> is the usual layout.
 SEARCH_DEPTH = 3
@@ -95,29 +98,6 @@ class LoadedModel:
 # ------------------------------------------------------------------------------ caption fields
 
 
-def _instrument_names() -> list[str]:
-    from miditok.constants import MIDI_INSTRUMENTS
-
-    return [instrument["name"] for instrument in MIDI_INSTRUMENTS]
-
-
-def instrument_name(program: int) -> str:
-    return "Drums" if program == -1 else _instrument_names()[program]
-
-
-def key_names() -> list[str]:
-    """Every key a caption can name, spelled as `score_caption` spells them."""
-    from symusic import KeySignature, Score
-
-    names = []
-    for tonality in (0, 1):
-        for sharps in range(-7, 8):
-            score = Score(480)
-            score.key_signatures.append(KeySignature(0, sharps, tonality))
-            names.append(score_caption(score).removeprefix("Key: ").strip())
-    return names
-
-
 def build_caption(composer: str = "", genre: str = "", key: str = "", time_signature: str = "",
                   tempo: float | None = None, instruments: dict[int, int] | None = None) -> str:
     """The caption for these fields, written by `score_caption` itself (the one home of the
@@ -148,31 +128,21 @@ def build_caption(composer: str = "", genre: str = "", key: str = "", time_signa
     return score_caption(sketch, metadata)
 
 
-def caption_fields(caption: str) -> dict:
-    """A caption's lines as the page's fields: composer, genre, key, time signature, tempo,
-    instruments (program -> parts)."""
-    from midillm.decoding.grammar import programs_named_in
-
-    fields: dict = {"composer": "", "genre": "", "key": "", "time_signature": "", "tempo": None,
-                    "instruments": {}}
-    for line in caption.splitlines():
-        label, _, value = line.partition(": ")
-        value = value.strip()
-        if label in ("Composer", "Genre", "Key"):
-            fields[label.lower()] = value
-        elif label == "Time signature":
-            fields["time_signature"] = value
-        elif label == "Tempo":
-            try:
-                fields["tempo"] = float(value.removesuffix("BPM").strip())
-            except ValueError:
-                pass
-        elif label == "Instruments":
-            for item in value.split(","):
-                count, times, _name = item.strip().partition(" x ")
-                programs = programs_named_in(f"Instruments: {item}")
-                if programs:
-                    fields["instruments"][programs[0]] = int(count) if times and count.isdigit() else 1
+def form_fields(caption: str) -> dict:
+    """A caption as the page's fields (read by `caption_fields`, the one reader): composer,
+    genre, key, time signature, tempo, instruments (program -> parts)."""
+    written = caption_fields(caption)
+    fields: dict = {"composer": written.get("Composer", ""), "genre": written.get("Genre", ""),
+                    "key": written.get("Key", ""), "time_signature": written.get("Time signature", ""),
+                    "tempo": None, "instruments": {}}
+    try:
+        fields["tempo"] = float(written["Tempo"].removesuffix("BPM").strip())
+    except (KeyError, ValueError):
+        pass
+    for count, name in instruments_listed(written.get("Instruments", "")):
+        programs = programs_named([name])
+        if programs:
+            fields["instruments"][programs[0]] = count
     return fields
 
 
@@ -190,7 +160,7 @@ def model_info(name: str, lm) -> dict:
         "tasks": ["generate"] + tasks,
         "captions": bool(codec.captions),
         "caption": caption,
-        "fields": caption_fields(caption),
+        "fields": form_fields(caption),
         "keys": key_names(),
         "time_signatures": list(corpus.time_signatures) if corpus is not None else [],
         "instruments": [{"program": program, "name": instrument_name(program)} for program in programs],

@@ -3,8 +3,8 @@
 Two stages. A miditok tokenizer (REMI by default, optionally compressed with music BPE) turns a
 score into *music tokens*; each music token is then one new, readably named LM token, so the
 language model sees e.g. `<Pitch_60>` or, for a BPE merge, `<Position_0+Pitch_60+Velocity_63>`.
-An optional caption (composer, title, key, metre, tempo, instruments) precedes the music as
-ordinary LM text, and `<music>` / `</music>` delimit the music.
+An optional caption (composer, title, key, metre, tempo, instruments; `midillm.tokenization.caption`)
+precedes the music as ordinary LM text, and `<music>` / `</music>` delimit the music.
 
 Parts (REMI): a score's tracks keep their identity. Each played track is one *part*, tokenized
 on its own, and the music is written bar by bar, part by part: `<Part_0> bar of part 0 <Part_1>
@@ -13,9 +13,10 @@ appear where they play. The caption's "Parts:" line names them in that order; ea
 Program token (its first note) says its instrument. One voice's line stays contiguous within a
 bar, and a part can be given (kept exactly) while the others are written.
 
-Tasks besides continuation (see `TASKS`): *infill* rows put `<gap>` for each missing bar where the
-bars were, then `<fill>` and the missing bars (the fill-in-the-middle layout of code models), and
-*accompany* rows put the given parts first (parts 0..k-1).
+Tasks besides continuation (their row layouts: `midillm.tokenization.rows`): *infill* rows put
+`<gap>` for each missing bar where the bars were, then `<fill>` and the missing bars (the
+fill-in-the-middle layout of code models), and *accompany* rows put the given parts first
+(parts 0..k-1).
 
 `render="text"` is the baseline the design measures against: music tokens are written as plain
 text ("Bar_None Position_0 Pitch_60 ...") through the LM's own tokenizer, with no new rows
@@ -33,13 +34,15 @@ from pathlib import Path
 
 import miditok
 from miditok import TokenizerConfig, TokSequence
-from miditok.constants import MIDI_INSTRUMENTS
 from symusic import Note, Score
 
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL, load_lm_tokenizer
-from .profile import CorpusProfile, part_names, tokenizer_settings
+from .caption import caption_ids, instrument_name, names_in_caption, pitch_name, score_caption
+from .metre import bar_end_after
+from .profile import CorpusProfile, tokenizer_settings
+from .rows import flat, music_row
 
 TOKENIZATIONS = ("REMI", "TSD", "MIDILike", "Structured", "MMM", "PerTok")
 RENDERS = ("tokens", "text")
@@ -51,6 +54,8 @@ MUSIC_END = "</music>"
 # pitch is struck twice), and the grammar can enforce it. miditok's own order (by duration, then
 # pitch) carries nothing. Codecs saved before this order existed keep theirs (None).
 PITCH_DESCENDING = "pitch-descending"
+# The token types that start a note and carry its pitch in the codec's streams (the grammar's
+# `STRIKE_TYPES` add the note-on types of the other tokenizations).
 NOTE_TYPES = ("Pitch", "PitchDrum")
 
 # Parts: codec-level tokens (not miditok's); each part's own tokens are miditok's.
@@ -58,7 +63,6 @@ PART = "Part"
 MAX_PARTS = 16
 GAP = "<gap>"    # one per missing bar in an infill prompt
 FILL = "<fill>"  # the missing bars follow
-TASKS = ("continue", "infill", "accompany", "arrange")  # arrange = accompany under a new caption
 # Tokens of a part's bar that belong to the whole score: kept in part 0, copied into the others.
 SCORE_META_TYPES = ("TimeSig", "Tempo")
 # How parts are laid out. "bars": bar by bar, part by part (`<Part_k>` opens part k's bar; a
@@ -81,12 +85,6 @@ MUSIC_TOKENIZER_FILE = "music_tokenizer.json"
 # first note (a reader of 2 would not know which part such a row names).
 CODEC_FORMAT_VERSION = 3
 MIDITOK_VERSION = installed_version("miditok")
-
-_PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-_MAJOR_KEYS_BY_SHARPS = {-7: "Cb", -6: "Gb", -5: "Db", -4: "Ab", -3: "Eb", -2: "Bb", -1: "F",
-                         0: "C", 1: "G", 2: "D", 3: "A", 4: "E", 5: "B", 6: "F#", 7: "C#"}
-_MINOR_KEYS_BY_SHARPS = {-7: "Ab", -6: "Eb", -5: "Bb", -4: "F", -3: "C", -2: "G", -1: "D",
-                         0: "A", 1: "E", 2: "B", 3: "F#", 4: "C#", 5: "G#", 6: "D#", 7: "A#"}
 
 
 class CodecVersionError(ValueError):
@@ -269,45 +267,6 @@ def note_units(tokens: list[str]) -> list[list[str]]:
     return units
 
 
-def bar_end_after(time_signatures: list[tuple[int, int, int]], ticks_per_quarter: int, tick: int) -> int:
-    """The end (in ticks) of the bar that holds `tick`, bars laid from 0 by the (time, numerator,
-    denominator) metres (4/4 before any)."""
-    signatures = sorted(time_signatures) or [(0, 4, 4)]
-    start, index = 0, 0
-    while True:
-        while index + 1 < len(signatures) and signatures[index + 1][0] <= start:
-            index += 1
-        length = max(1, signatures[index][1] * ticks_per_quarter * 4 // signatures[index][2])
-        if start + length > tick:
-            return start + length
-        start += length
-
-
-def caption_fields(text: str | None) -> dict[str, str]:
-    """A caption's "Label: value" lines as {label: value} (labels as written, values stripped):
-    the one reader of the caption format `score_caption` writes."""
-    fields = {}
-    for line in (text or "").splitlines():
-        label, separator, value = line.partition(":")
-        if separator and label.strip():
-            fields[label.strip()] = value.strip()
-    return fields
-
-
-def caption_field(text: str | None, label: str) -> str:
-    """One field of a caption, its label matched without case ("" without it)."""
-    return next((value for name, value in caption_fields(text).items() if name.lower() == label.lower()), "")
-
-
-def names_in_caption(text: str | None) -> list[str]:
-    """The part names of a caption's "Parts:" line (empty without one)."""
-    return [name.strip() for name in caption_field(text, "Parts").split(",") if name.strip()]
-
-
-def pitch_name(pitch: int) -> str:
-    return f"{_PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
-
-
 def describe_music_token(token: str, layout: str = "bars") -> str:
     """Plain words for one base music token; its new LM row starts from their embedding."""
     token_type, _, value = token.partition("_")
@@ -321,7 +280,7 @@ def describe_music_token(token: str, layout: str = "bars") -> str:
         return f"{words} {pitch_name(int(value))}"
     if token_type == "Program" and value.lstrip("-").isdigit():
         program = int(value)
-        return "drums" if program < 0 else f"instrument {MIDI_INSTRUMENTS[program]['name']}"
+        return "drums" if program < 0 else f"instrument {instrument_name(program)}"
     if token_type == "Bar":
         return "new bar"
     if token_type == "Position":
@@ -337,42 +296,6 @@ def describe_music_token(token: str, layout: str = "bars") -> str:
     if token_type == "TimeSig":
         return f"time signature {value}"
     return f"{token_type.lower()} {value}".strip()
-
-
-def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> str:
-    """A short text from what is known: metadata first, then what the score itself says."""
-    metadata = dict(metadata or {})
-    lines = []
-    for label, key in (("Title", "title"), ("Composer", "composer"), ("Genre", "genre")):
-        if metadata.get(key):
-            lines.append(f"{label}: {metadata[key]}")
-    # The parts' names come early: a caption cut to the row's caption budget keeps them.
-    if any(track.name.strip() for track in score.tracks if track.note_num()):
-        lines.append("Parts: " + ", ".join(part_names(score)))
-    key = metadata.get("key")
-    if not key and len(score.key_signatures):
-        signature = score.key_signatures[0]
-        names = _MINOR_KEYS_BY_SHARPS if signature.tonality else _MAJOR_KEYS_BY_SHARPS
-        if signature.key in names:
-            key = f"{names[signature.key]} {'minor' if signature.tonality else 'major'}"
-    if key:
-        lines.append(f"Key: {key}")
-    if len(score.time_signatures):
-        signature = score.time_signatures[0]
-        lines.append(f"Time signature: {signature.numerator}/{signature.denominator}")
-    if len(score.tempos):
-        lines.append(f"Tempo: {round(score.tempos[0].qpm)} BPM")
-    instruments = []
-    for track in score.tracks:
-        if track.note_num() == 0:
-            continue
-        name = "Drums" if track.is_drum else MIDI_INSTRUMENTS[track.program]["name"]
-        instruments.append(name)
-    if instruments:
-        counted = {name: instruments.count(name) for name in dict.fromkeys(instruments)}
-        lines.append("Instruments: " + ", ".join(
-            f"{count} x {name}" if count > 1 else name for name, count in counted.items()))
-    return "\n".join(lines) + "\n" if lines else ""
 
 
 class MusicCodec:
@@ -431,16 +354,22 @@ class MusicCodec:
     def create(cls, tokenization: str = "REMI", lm_tokenizer=None, render: str = "tokens",
                captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
                corpus: CorpusProfile | None = None, parts: bool = True,
-               layout: str = DEFAULT_LAYOUT) -> MusicCodec:
+               layout: str = DEFAULT_LAYOUT, adapt_to_corpus: bool = True,
+               tasks: tuple[str, ...] = ("continue",)) -> MusicCodec:
         """A new, untrained codec; `lm_tokenizer` defaults to the base model's own. With a
-        `corpus` profile the music tokens follow that corpus (see `build_music_tokenizer`).
-        The onsets layout needs parts, REMI and the tokens render; elsewhere it falls back to bars."""
+        `corpus` profile the music tokens follow that corpus (see `build_music_tokenizer`) unless
+        `adapt_to_corpus` is False; the codec keeps the profile either way (the grammar and eval
+        read it). The onsets layout needs parts, REMI and the tokens render; elsewhere it falls
+        back to bars. `tasks`: what its rows will teach; tasks on given music need parts, so a
+        codec without them keeps only "continue"."""
         if lm_tokenizer is None:
             lm_tokenizer = load_lm_tokenizer(base_model)
         if tokenization != "REMI" or render != "tokens":
             layout = "bars"
-        return cls(build_music_tokenizer(tokenization, corpus), lm_tokenizer, render, captions, base_model,
-                   corpus, parts=parts, layout=layout)
+        codec = cls(build_music_tokenizer(tokenization, corpus if adapt_to_corpus else None), lm_tokenizer, render,
+                    captions, base_model, corpus, parts=parts, layout=layout)
+        codec.tasks = tuple(task for task in tasks if task == "continue" or codec.parts)
+        return codec
 
     def train_compounds(self, scores, vocab_size: int = DEFAULT_COMPOUND_VOCAB,
                         min_count: int = COMPOUND_MIN_COUNT) -> None:
@@ -470,9 +399,10 @@ class MusicCodec:
         self.compounds = sorted(common, key=lambda unit: (len(unit), unit))
         self._register_lm_tokens()
 
-    def train_bpe(self, midi_paths: list[Path], vocab_size: int) -> None:
+    def train_bpe(self, midi_paths: list[Path], vocab_size: int, scores: list[Score] | None = None) -> None:
         """Learn music BPE merges on these files (ignored by the text render, which has none).
-        With parts, the merges are learned on the parts, as they are tokenized."""
+        With parts, the merges are learned on the parts, as they are tokenized, of `scores`
+        (the files already read, in the same order) where given."""
         if self.render == "text" or vocab_size <= len(self.music_tokenizer.vocab):
             return
         if self.layout == "onsets":
@@ -485,7 +415,8 @@ class MusicCodec:
             if self.parts:
                 split = []
                 for index, path in enumerate(files):
-                    for number, part in enumerate(part_scores(Score(str(path)))):
+                    score = scores[index] if scores is not None else Score(str(path))
+                    for number, part in enumerate(part_scores(score)):
                         split.append(Path(folder) / f"{index}-{number}.mid")
                         part.dump_midi(split[-1])
                 files = split
@@ -629,7 +560,7 @@ class MusicCodec:
     def caption_ids(self, score: Score, metadata: Mapping[str, str] | None = None) -> list[int]:
         if not self.captions:
             return []
-        return self.lm_tokenizer(self.caption(score, metadata), add_special_tokens=False).input_ids
+        return caption_ids(self.lm_tokenizer, self.caption(score, metadata))
 
     def encode_bars(self, score: Score | str | Path, lengths_before: int | None = None) -> list[list[int]]:
         """The music of a score as LM ids, bar by bar (music BPE never crosses a bar line).
@@ -790,8 +721,8 @@ class MusicCodec:
         """Score or MIDI path -> LM ids: [caption] <music> music... </music>."""
         if not isinstance(score, Score):
             score = Score(str(score))
-        music = [lm_id for bar in self.encode_bars(score) for lm_id in bar]
-        return self.caption_ids(score, metadata) + [self.music_start_id] + music + [self.music_end_id]
+        return music_row(self.caption_ids(score, metadata), flat(self.encode_bars(score)), self.music_start_id,
+                         self.music_end_id)
 
     # ----------------------------------------------------------------------------- decoding
 

@@ -1,20 +1,22 @@
 """`midillm prepare`: a corpus source -> codec + packed `datasets` splits + a report.
 
-Steps: list the source, check every file (bad ones skipped with a reason), drop duplicates by
-content hash, split by hash (stable when files are added), train music BPE on the train split,
-tokenize in worker processes (optionally transposed copies of the train pieces), cut long
-pieces at bar lines to the LM context, pack pieces into fixed-length rows, save.
+Steps (`prepare`, top to bottom): list the source, check every file (bad ones skipped with a
+reason), drop duplicates by content hash, split by hash (stable when files are added), read the
+train pieces once to measure the corpus and to learn the codec's music BPE or note compounds,
+tokenize in worker processes (optionally transposed copies of the train pieces), lay the pieces
+out as rows (`midillm.tokenization.rows`: continuation chunks cut at bar lines, infill and
+accompaniment examples), pack them into fixed-length rows, save.
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -22,17 +24,18 @@ from tqdm.auto import tqdm
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL
-from .codec import (DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, LAYOUTS, MIDITOK_VERSION, RENDERS, TOKENIZATIONS,
-                    MusicCodec, score_caption)
+from .caption import score_caption
+from .codec import DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, LAYOUTS, MIDITOK_VERSION, RENDERS, TOKENIZATIONS, MusicCodec
 from .prepared import PreparedData
 from .profile import CorpusProfile, measure_corpus
+from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
+                   reorder_parts)
 from .sources import CheckedFile, Skipped, check_files, list_source
 
+if TYPE_CHECKING:
+    from symusic import Score
+
 SPLITS = ("train", "validation", "test")
-IGNORE_INDEX = -100  # the label value the loss skips (captions, padding)
-# Raised whenever the rows or their labels change, so `prepare` rebuilds a cached folder
-# (its fingerprint holds it). 2: infill rows carry loss on the music around the gap.
-ROW_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -120,140 +123,6 @@ def assign_splits(pieces: list[CheckedFile], config: PrepareConfig) -> dict[str,
     return splits
 
 
-def caption_budget(seq_len: int) -> int:
-    """The most caption tokens a row of `seq_len` holds (the rest is music); generation cuts
-    its prompt caption the same way, so it starts as training rows do."""
-    return seq_len // 4
-
-
-def chunk_piece(caption: list[int], bars: list[list[int]], start_id: int, end_id: int,
-                seq_len: int) -> list[tuple[list[int], int]]:
-    """Cut a piece at bar lines into chunks of at most `seq_len` ids.
-
-    Each chunk is (ids, number of leading ids without loss): the caption and `<music>` start
-    every chunk so each one is a self-contained example; `</music>` ends only the last.
-    """
-    caption = caption[: caption_budget(seq_len)]
-    head = caption + [start_id]
-    budget = seq_len - len(head) - 1
-    # A bar longer than a whole chunk is rare (dense orchestral bars); cut it hard.
-    pieces_of_bars = [bar[i:i + budget] for bar in bars for i in range(0, max(len(bar), 1), budget)]
-    chunks, current = [], []
-    for bar in pieces_of_bars:
-        if current and len(current) + len(bar) > budget:
-            chunks.append(head + current)
-            current = []
-        current = current + bar
-    chunks.append(head + current + [end_id])
-    return [(chunk, len(head)) for chunk in chunks]
-
-
-def infill_window(bars: list[list[int]], gap_start: int, gap_bars: int, budget: int) -> tuple[int, int]:
-    """The bars around a gap that fit `budget` ids, nearest first, alternating sides: returns
-    (first bar before the gap, bar after the last one kept after it)."""
-    before, after = gap_start, gap_start + gap_bars
-    grew = True
-    while grew:
-        grew = False
-        if before > 0 and len(bars[before - 1]) <= budget:
-            before -= 1
-            budget -= len(bars[before])
-            grew = True
-        if after < len(bars) and len(bars[after]) <= budget:
-            budget -= len(bars[after])
-            after += 1
-            grew = True
-    return before, after
-
-
-def infill_prompt(caption: list[int], bars: list[list[int]], gap_start: int, gap_bars: int,
-                  start_id: int, gap_id: int, fill_id: int, budget: int) -> list[int]:
-    """caption <music> before [<gap> x gap_bars] after <fill>: as much music on each side of the
-    gap as `budget` ids hold. The one layout of infill rows and infill prompts."""
-    before, after = infill_window(bars, gap_start, gap_bars, budget)
-    return (caption + [start_id] + [lm_id for bar in bars[before:gap_start] for lm_id in bar]
-            + [gap_id] * gap_bars + [lm_id for bar in bars[gap_start + gap_bars:after] for lm_id in bar]
-            + [fill_id])
-
-
-def infill_example(caption: list[int], bars: list[list[int]], gap_bars: int, gap_start: int,
-                   start_id: int, end_id: int, gap_id: int, fill_id: int,
-                   seq_len: int) -> tuple[list[int], list[int]] | None:
-    """One fill-in-the-middle example (the layout of code models): `infill_prompt`, then the
-    missing bars and `</music>`, as (ids, labels). None if the gap alone does not fit the row.
-
-    Loss falls on the music around the gap too, not only on the missing bars: those notes are
-    music like any other (the bars after the gap: music that follows a hole), and without it an
-    infill row teaches about an eighth of what a continuation row of the same length teaches.
-    The caption, `<music>`, the `<gap>` markers and `<fill>` carry no loss: they are given.
-    """
-    caption = caption[: caption_budget(seq_len)]
-    middle = [lm_id for bar in bars[gap_start:gap_start + gap_bars] for lm_id in bar]
-    budget = seq_len - len(caption) - 3 - gap_bars - len(middle)
-    if budget < 0 or not middle:
-        return None
-    prompt = infill_prompt(caption, bars, gap_start, gap_bars, start_id, gap_id, fill_id, budget)
-    ids = prompt + middle + [end_id]
-    given = len(caption) + 1
-    labels = [IGNORE_INDEX] * given + [IGNORE_INDEX if lm_id in (gap_id, fill_id) else lm_id for lm_id in ids[given:]]
-    return ids, labels
-
-
-def labelled(chunk: tuple[list[int], int]) -> tuple[list[int], list[int]]:
-    """A `chunk_piece` chunk (ids, leading ids without loss) as (ids, labels)."""
-    ids, prompt_length = chunk
-    return ids, [IGNORE_INDEX] * prompt_length + ids[prompt_length:]
-
-
-def accompaniment_order(parts: int, rng) -> list[int] | None:
-    """A new order of a piece's parts for an accompaniment example: a random proper subset
-    (the given parts) first, the rest after, each group in score order. None for one part."""
-    if parts < 2:
-        return None
-    given = sorted(rng.sample(range(parts), rng.randint(1, min(2, parts - 1))))
-    order = given + [part for part in range(parts) if part not in given]
-    return order if order != list(range(parts)) else None
-
-
-def reorder_parts(score, order: list[int]):
-    """A copy of `score` whose played tracks come in `order` (the others are left out)."""
-    played = [track for track in score.tracks if track.note_num()]
-    reordered = score.copy()
-    reordered.tracks = [played[index].copy() for index in order]
-    return reordered
-
-
-def pack_rows(examples: list[tuple[list[int], list[int]]], seq_len: int,
-              pad_id: int) -> tuple[list[list[int]], list[list[int]], int]:
-    """Best-fit-decreasing packing of whole (ids, labels) examples into rows of exactly `seq_len`.
-
-    Returns input ids, labels (padding masked) and the number of padding ids.
-    """
-    order = sorted(range(len(examples)), key=lambda index: -len(examples[index][0]))
-    rows: list[list[int]] = []
-    labels: list[list[int]] = []
-    free_space: list[tuple[int, int]] = []  # sorted (space left, row index)
-    for index in order:
-        ids, example_labels = examples[index]
-        position = bisect.bisect_left(free_space, (len(ids), -1))
-        if position < len(free_space):
-            space, row = free_space.pop(position)
-        else:
-            space, row = seq_len, len(rows)
-            rows.append([])
-            labels.append([])
-        rows[row].extend(ids)
-        labels[row].extend(example_labels)
-        bisect.insort(free_space, (space - len(ids), row))
-    padding = 0
-    for row, row_labels in zip(rows, labels):
-        missing = seq_len - len(row)
-        padding += missing
-        row.extend([pad_id] * missing)
-        row_labels.extend([IGNORE_INDEX] * missing)
-    return rows, labels, padding
-
-
 # ------------------------------------------------------------------------- worker processes
 
 _worker_codec: MusicCodec | None = None
@@ -268,14 +137,15 @@ def _load_worker_codec(codec_dir: str) -> None:
 
 
 def _tokenize_piece(task: tuple) -> dict:
-    """One file -> caption ids and bars for each requested transposition (0 = as is), and for
-    each of them an accompaniment version when `accompany_seed` is set (parts reordered)."""
+    """One piece (its Score when the main process read it already, else its file) -> caption ids
+    and bars for each requested transposition (0 = as is), and for each of them an
+    accompaniment version when `accompany_seed` is set (parts reordered)."""
     import random
 
     from symusic import Score
 
-    path, metadata, shifts, accompany_seed = task
-    score = Score(path)
+    source, metadata, shifts, accompany_seed = task
+    score = source if isinstance(source, Score) else Score(source)
     versions = []
     for shift in shifts:
         shifted = score.copy()
@@ -295,7 +165,7 @@ def _tokenize_piece(task: tuple) -> dict:
     return {"notes": score.note_num(), "versions": versions}
 
 
-def _tokenize_all(tasks: list[tuple[str, dict, list[int]]], codec_dir: Path, num_workers: int) -> list[dict]:
+def _tokenize_all(tasks: list[tuple], codec_dir: Path, num_workers: int) -> list[dict]:
     progress = dict(total=len(tasks), desc="Tokenizing", unit="file")
     if num_workers <= 1:
         _load_worker_codec(str(codec_dir))
@@ -305,18 +175,7 @@ def _tokenize_all(tasks: list[tuple[str, dict, list[int]]], codec_dir: Path, num
         return list(tqdm(executor.map(_tokenize_piece, tasks, chunksize=4), **progress))
 
 
-# ------------------------------------------------------------------------- the whole job
-
-
-def _measure_train_split(pieces: list[CheckedFile]) -> CorpusProfile:
-    from symusic import Score
-
-    scores, captions = [], []
-    for piece in tqdm(pieces, desc="Measuring the corpus", unit="file"):
-        score = Score(str(piece.file.path))
-        scores.append(score)
-        captions.append(score_caption(score, piece.file.metadata))
-    return measure_corpus(scores, captions)
+# ------------------------------------------------------------------------- the steps of `prepare`
 
 
 def fingerprint(config: PrepareConfig, pieces: list[CheckedFile]) -> str:
@@ -328,15 +187,10 @@ def fingerprint(config: PrepareConfig, pieces: list[CheckedFile]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def prepare(config: PrepareConfig, log=print) -> dict:
-    """Run the whole preparation; returns the report also written to OUT/prepare.json."""
-    import datasets
-    from datasets import Dataset, DatasetDict, Features, Sequence, Value
-
-    datasets.disable_progress_bars()  # our own bars already show the long steps
-
-    started = time.time()
-    out = Path(config.out)
+def _usable_pieces(config: PrepareConfig, log) -> tuple[list[CheckedFile], list[Skipped], int]:
+    """The source's files that parse and hold music, once each (by content): (pieces, the
+    files skipped with their reasons, files read). Checking parses each file in a worker and
+    keeps nothing of it: the main process holds no more of the corpus than the train split."""
     files, skipped = list_source(config.source, limit=config.limit)
     files_read = len(files) + len(skipped)
     checked, unreadable = check_files(files, num_workers=config.num_workers)
@@ -347,69 +201,92 @@ def prepare(config: PrepareConfig, log=print) -> dict:
             skipped.append(Skipped(piece.file.name, f"duplicate of {unique[piece.content_hash].file.name}"))
         else:
             unique[piece.content_hash] = piece
-    pieces = list(unique.values())
     for item in skipped:
         log(f"skipped {item.name}: {item.reason}")
-    if not pieces:
+    if not unique:
         raise ValueError(f"no usable MIDI in {config.source}: all {files_read} files were skipped")
+    return list(unique.values()), skipped, files_read
 
-    prepared = PreparedData(out)
-    key = fingerprint(config, pieces)
-    if prepared.is_complete():
-        previous = prepared.read_report()
-        if previous.get("fingerprint") == key:
-            log(f"{out} is up to date with these files and settings; nothing to do")
-            return previous
 
-    splits = assign_splits(pieces, config)
-    # What the corpus allows is measured on the train split only, like the BPE merges.
-    corpus = _measure_train_split(splits["train"] or pieces)
+def _read_scores(pieces: list[CheckedFile]) -> dict[str, Score]:
+    """Content hash -> Score of each piece: the one read of a train piece, which measuring the
+    corpus, training the codec and tokenizing all use."""
+    from symusic import Score
+
+    return {piece.content_hash: Score(str(piece.file.path))
+            for piece in tqdm(pieces, desc="Measuring the corpus", unit="file")}
+
+
+def _measure(pieces: list[CheckedFile], scores: dict[str, Score], log) -> CorpusProfile:
+    """What the corpus allows, measured on these (train) pieces."""
+    corpus = measure_corpus([scores[piece.content_hash] for piece in pieces],
+                            [score_caption(scores[piece.content_hash], piece.file.metadata) for piece in pieces])
     log(f"Corpus: {corpus.pieces} train pieces, programs {corpus.program_list}, at most "
         f"{corpus.max_notes_per_onset} notes per onset (mean {corpus.mean_notes_per_onset:.2f}), "
         f"metres {', '.join(corpus.time_signatures)}, grid 1/{corpus.positions_per_beat} beat")
+    return corpus
+
+
+def _build_codec(config: PrepareConfig, corpus: CorpusProfile, train: list[CheckedFile],
+                 scores: dict[str, Score], log) -> MusicCodec:
+    """The codec for this corpus: its tokens fitted to the corpus, its music BPE merges or note
+    compounds learned from the train split, and the tasks its rows will teach."""
+    tasks = ("continue",) + (("infill",) if config.infill_ratio > 0 else ()) + (
+        ("accompany", "arrange") if config.accompany_ratio > 0 else ())
     codec = MusicCodec.create(config.tokenization, render=config.render, captions=config.captions,
-                              base_model=config.base_model,
-                              corpus=corpus if config.adapt_to_corpus else None, layout=config.layout)
-    codec.corpus = corpus  # the grammar and eval use it even when the tokens are not adapted
+                              base_model=config.base_model, corpus=corpus, layout=config.layout,
+                              adapt_to_corpus=config.adapt_to_corpus, tasks=tasks)
     if config.render == "tokens" and config.vocab_size > len(codec.music_tokenizer.vocab):
-        log(f"Training music BPE ({config.vocab_size} tokens) on {len(splits['train'])} pieces")
+        log(f"Training music BPE ({config.vocab_size} tokens) on {len(train)} pieces")
     elif codec.layout != "onsets":
         log(f"No music BPE: one LM token per {config.tokenization} token")
-    codec.train_bpe([piece.file.path for piece in splits["train"]], config.vocab_size)
+    train_scores = [scores[piece.content_hash] for piece in train]
+    codec.train_bpe([piece.file.path for piece in train], config.vocab_size, scores=train_scores)
     if codec.layout == "onsets":
-        codec.train_compounds([piece.file.path for piece in splits["train"]], config.compound_vocab)
+        codec.train_compounds(train_scores, config.compound_vocab)
         log(f"Onsets layout: {len(codec.compounds)} note compounds learned from the train split")
-    # What the rows will teach besides continuation: tasks need parts (REMI).
-    codec.tasks = ("continue",) + (("infill",) if config.infill_ratio > 0 and codec.parts else ()) + (
-        ("accompany", "arrange") if config.accompany_ratio > 0 and codec.parts else ())
-    codec_dir = prepared.codec_dir
-    codec.save_pretrained(codec_dir)
+    return codec
+
+
+def _tokenize_splits(config: PrepareConfig, codec: MusicCodec, splits: dict[str, list[CheckedFile]],
+                     scores: dict[str, Score]) -> list[tuple[str, CheckedFile, dict]]:
+    """Every piece tokenized in worker processes: (split, piece, its versions), in split order.
+    Train pieces also come transposed and, for some, with their parts reordered for
+    accompaniment; the pieces already read travel as Scores, the others are read by the worker."""
+    import random
+    import tempfile
 
     shifts_for_train = [0] + [shift for shift in range(-config.transpose, config.transpose + 1) if shift]
-    import random
-
     tasks, owners = [], []
     for split in SPLITS:
         for piece in splits[split]:
             # Deterministic by content, like the splits: the same piece gets the same examples.
             rng = random.Random(piece.content_hash)
             accompany = split == "train" and "accompany" in codec.tasks and rng.random() < config.accompany_ratio
-            tasks.append((str(piece.file.path), dict(piece.file.metadata),
+            tasks.append((scores.get(piece.content_hash, str(piece.file.path)), dict(piece.file.metadata),
                           shifts_for_train if split == "train" else [0],
                           int(piece.content_hash[:8], 16) if accompany else None))
             owners.append((split, piece))
-    results = _tokenize_all(tasks, codec_dir, config.num_workers)
+    # The workers load the codec from a folder of their own: OUT/codec is written once, complete.
+    with tempfile.TemporaryDirectory(prefix="midillm-codec-") as codec_dir:
+        codec.save_pretrained(codec_dir)
+        results = _tokenize_all(tasks, Path(codec_dir), config.num_workers)
+    return [(split, piece, result) for (split, piece), result in zip(owners, results)]
 
-    pad_id = codec.lm_tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = codec.lm_tokenizer.eos_token_id if codec.lm_tokenizer.eos_token_id is not None else 0
-    chunks = {split: [] for split in SPLITS}
+
+def _examples(config: PrepareConfig, codec: MusicCodec, tokenized: list[tuple[str, CheckedFile, dict]]):
+    """The (ids, labels) examples of each split, from each piece's versions: continuation
+    chunks, and in the train split about `infill_ratio` infill examples per continuation chunk.
+    Returns the examples, the train examples of each task, each split's counts and the
+    per-piece report."""
+    import random
+
+    examples = {split: [] for split in SPLITS}
     task_counts = {"continue": 0, "infill": 0, "accompany": 0}  # train examples of each task
     split_stats = {split: {"pieces": 0, "notes": 0, "music_tokens": 0} for split in SPLITS}
     piece_reports = []
-    for (split, piece), result in zip(owners, results):
-        original = result["versions"][0]
-        music_tokens = sum(len(bar) for bar in original["bars"]) + 1  # + </music>
+    for split, piece, result in tokenized:
+        music_tokens = _music_tokens(result)
         split_stats[split]["pieces"] += 1
         split_stats[split]["notes"] += result["notes"]
         split_stats[split]["music_tokens"] += music_tokens
@@ -418,14 +295,14 @@ def prepare(config: PrepareConfig, log=print) -> dict:
                               "music_tokens": music_tokens, "metadata": piece.file.metadata})
         rng = random.Random(piece.content_hash + "infill")
         for version in result["versions"]:
-            pieces_chunks = chunk_piece(version["caption"], version["bars"], codec.music_start_id,
-                                        codec.music_end_id, config.seq_len)
-            chunks[split].extend(labelled(chunk) for chunk in pieces_chunks)
-            task_counts[version["task"]] += len(pieces_chunks) if split == "train" else 0
+            chunks = chunk_piece(version["caption"], version["bars"], codec.music_start_id,
+                                 codec.music_end_id, config.seq_len)
+            examples[split].extend(labelled(chunk) for chunk in chunks)
+            task_counts[version["task"]] += len(chunks) if split == "train" else 0
             if split != "train" or version["task"] != "continue" or "infill" not in codec.tasks:
                 continue
             # About infill_ratio infill examples per continuation chunk of this piece.
-            wanted = sum(rng.random() < config.infill_ratio for _ in pieces_chunks)
+            wanted = sum(rng.random() < config.infill_ratio for _ in chunks)
             bars = version["bars"]
             for _ in range(wanted):
                 if len(bars) < 3:
@@ -435,24 +312,75 @@ def prepare(config: PrepareConfig, log=print) -> dict:
                                          codec.music_start_id, codec.music_end_id, codec.gap_id, codec.fill_id,
                                          config.seq_len)
                 if example is not None:
-                    chunks[split].append(example)
+                    examples[split].append(example)
                     task_counts["infill"] += 1
+    return examples, task_counts, split_stats, piece_reports
 
-    lengths = [sum(len(bar) for bar in result["versions"][0]["bars"]) + 1
-               for (split, _), result in zip(owners, results) if split == "train"] or [1]
-    corpus.music_tokens = [int(np.median(lengths)), int(np.quantile(lengths, 0.95)), int(max(lengths))]
-    codec.save_pretrained(codec_dir)
 
+def _music_tokens(result: dict) -> int:
+    """The music LM tokens of a tokenized piece as it is (+ `</music>`)."""
+    return sum(len(bar) for bar in result["versions"][0]["bars"]) + 1
+
+
+def _write_rows(config: PrepareConfig, codec: MusicCodec, examples: dict[str, list], split_stats: dict,
+                folder: Path) -> float:
+    """Each split's examples packed into rows of `seq_len`, saved as a `datasets` DatasetDict;
+    adds rows and examples to `split_stats`; returns the padding's share of the ids."""
+    from datasets import Dataset, DatasetDict, Features, Sequence, Value
+
+    pad_id = codec.lm_tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = codec.lm_tokenizer.eos_token_id if codec.lm_tokenizer.eos_token_id is not None else 0
     features = Features({"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))})
     dataset_splits, padding_total, ids_total = {}, 0, 0
     for split in SPLITS:
-        rows, labels, padding = pack_rows(chunks[split], config.seq_len, pad_id)
+        rows, labels, padding = pack_rows(examples[split], config.seq_len, pad_id)
         split_stats[split]["rows"] = len(rows)
-        split_stats[split]["examples"] = len(chunks[split])
+        split_stats[split]["examples"] = len(examples[split])
         padding_total += padding
         ids_total += len(rows) * config.seq_len
         dataset_splits[split] = Dataset.from_dict({"input_ids": rows, "labels": labels}, features=features)
-    DatasetDict(dataset_splits).save_to_disk(str(prepared.dataset_dir))
+    DatasetDict(dataset_splits).save_to_disk(str(folder))
+    return round(padding_total / max(ids_total, 1), 4)
+
+
+# ------------------------------------------------------------------------- the whole job
+
+
+def prepare(config: PrepareConfig, log=print) -> dict:
+    """Run the whole preparation; returns the report also written to OUT/prepare.json.
+
+    Each file is checked once (in a worker), and each piece read once for use: the train
+    pieces by this process, which measures the corpus, trains the codec and hands the Scores
+    to the tokenizing workers; the held-out pieces by those workers."""
+    import datasets
+
+    datasets.disable_progress_bars()  # our own bars already show the long steps
+    started = time.time()
+    out = Path(config.out)
+    prepared = PreparedData(out)
+    pieces, skipped, files_read = _usable_pieces(config, log)
+    key = fingerprint(config, pieces)
+    if prepared.is_complete():
+        previous = prepared.read_report()
+        if previous.get("fingerprint") == key:
+            log(f"{out} is up to date with these files and settings; nothing to do")
+            return previous
+
+    splits = assign_splits(pieces, config)
+    # What the corpus allows is measured on the train split only, like the BPE merges.
+    measured = splits["train"] or pieces
+    scores = _read_scores(measured)
+    corpus = _measure(measured, scores, log)
+    codec = _build_codec(config, corpus, splits["train"], scores, log)
+    tokenized = _tokenize_splits(config, codec, splits, scores)
+    del scores
+    examples, task_counts, split_stats, piece_reports = _examples(config, codec, tokenized)
+    # The music tokens per train piece complete the corpus profile, which the codec carries.
+    lengths = [_music_tokens(result) for split, _, result in tokenized if split == "train"] or [1]
+    corpus.music_tokens = [int(np.median(lengths)), int(np.quantile(lengths, 0.95)), int(max(lengths))]
+    codec.save_pretrained(prepared.codec_dir)
+    padding_share = _write_rows(config, codec, examples, split_stats, prepared.dataset_dir)
 
     notes = sum(stats["notes"] for stats in split_stats.values())
     music_tokens = sum(stats["music_tokens"] for stats in split_stats.values())
@@ -468,7 +396,7 @@ def prepare(config: PrepareConfig, log=print) -> dict:
         "tokens_per_note": round(music_tokens / max(notes, 1), 4),
         "music_vocab_size": len(codec.music_token_parts),
         "lm_vocab_size": len(codec.lm_tokenizer),
-        "padding_share": round(padding_total / max(ids_total, 1), 4),
+        "padding_share": padding_share,
         "corpus": corpus.to_dict(),
         "splits": split_stats,
         "tasks": list(codec.tasks),

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from symusic import Score
 
-DRUMS = -1  # the program number the profile (and miditok) give drums
+from .caption import DRUMS, part_names, typical_caption
+from .metre import bar_length
+
 # Candidate grids, in positions per beat: the smallest that holds (almost) every onset and
 # duration of the corpus wins. 12 and 24 hold triplets.
 GRID_CANDIDATES = (4, 8, 12, 16, 24)
@@ -107,28 +109,16 @@ def played_tracks(score: Score):
             yield (DRUMS if track.is_drum else int(track.program)), track.notes.numpy()
 
 
-def part_names(score: Score) -> list[str]:
-    """A name for each played track: its own, else its instrument's."""
-    names = []
-    for track in score.tracks:
-        if track.note_num():
-            from miditok.constants import MIDI_INSTRUMENTS
-
-            fallback = "Drums" if track.is_drum else MIDI_INSTRUMENTS[track.program]["name"]
-            names.append(" ".join(track.name.replace(",", " ").split()) or fallback)
-    return names
-
-
 def first_bars(score: Score, bars: int) -> Score:
     """The score up to the end of its `bars`-th bar (metre from its first time signature)."""
     quarters = score.to("quarter")
     if len(quarters.time_signatures):
         signature = quarters.time_signatures[0]
-        bar_length = signature.numerator * 4 / signature.denominator
+        length = bar_length(signature.numerator, signature.denominator)
     else:
-        bar_length = 4.0
+        length = 4.0
     first_onset = min((track.notes[0].time for track in quarters.tracks if len(track.notes)), default=0.0)
-    end = (int(first_onset // bar_length) + bars) * bar_length
+    end = (int(first_onset // length) + bars) * length
     ticks = score.to("tick")
     return ticks.clip(0, int(round(end * ticks.tpq)), clip_end=True)
 
@@ -235,7 +225,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
             time_signatures[f"{signature.numerator}/{signature.denominator}"] += 1
         if not signatures:
             time_signatures["4/4"] += 1
-        beats_per_bar = (signatures[0].numerator * 4 / signatures[0].denominator) if signatures else 4
+        beats_per_bar = bar_length(signatures[0].numerator, signatures[0].denominator) if signatures else 4
         bars.append(max(1, math.ceil(score.end() / tpq / beats_per_bar)))
         grids[_grid_for(np.concatenate(times), tpq)] += 1
     if not pieces:
@@ -274,18 +264,6 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         bars=[min(bars), int(np.median(bars)), max(bars)],
         caption=typical_caption(captions),
     )
-
-
-def typical_caption(captions: Iterable[str]) -> str:
-    """Each caption field's most common value, in the fields' usual order; titles left out
-    (each piece has its own, and a title would ask for that very piece)."""
-    values: dict[str, Counter] = {}
-    for caption in captions:
-        for line in caption.splitlines():
-            label, separator, value = line.partition(": ")
-            if separator and label != "Title":
-                values.setdefault(label, Counter())[value] += 1
-    return "".join(f"{label}: {counter.most_common(1)[0][0]}\n" for label, counter in values.items())
 
 
 def tokenizer_settings(profile: CorpusProfile | None) -> dict:

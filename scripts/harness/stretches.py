@@ -21,8 +21,10 @@ def feature_matrix(scores) -> np.ndarray:
 
 def bar_ticks(ticks) -> int:
     """Ticks per bar of a tick-time score, from its first time signature (4/4 without one)."""
+    from midillm.tokenization.metre import bar_length
+
     signature = ticks.time_signatures[0] if len(ticks.time_signatures) else None
-    return ticks.tpq * signature.numerator * 4 // signature.denominator if signature else ticks.tpq * 4
+    return int(bar_length(signature.numerator, signature.denominator, ticks.tpq)) if signature else ticks.tpq * 4
 
 
 def excerpt(score, first_bar: int, bars: int):

@@ -1,0 +1,237 @@
+"""The caption: the text before a piece's music, written and read here and nowhere else.
+
+A caption is "Label: value" lines, what the metadata knows first, then what the score says:
+
+    Title: BWV 10.7                  (metadata: title, composer, genre)
+    Composer: J.S. Bach
+    Parts: Soprano, Alto, Tenor, Bass    (the played tracks' names, in part order)
+    Key: G minor
+    Time signature: 4/4
+    Tempo: 100 BPM
+    Instruments: 4 x Choir Aahs      ("N x Name": N played tracks of one General MIDI instrument)
+
+`write_caption` is the one writer (`score_caption` hands it a score's fields), `caption_fields`
+the one reader, `instruments_listed` the one reader of the "N x Name" syntax. Training rows and
+prompts tokenize a caption with the LM's own tokenizer and cut it to `caption_budget` of a row
+(`caption_ids`), so a prompt starts the way every training row did.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from symusic import Score
+
+DRUMS = -1  # the program number captions, the corpus profile and miditok give drums
+DRUMS_NAME = "Drums"
+# The metadata a caption opens with: (label, metadata key), in the order they are written.
+METADATA_FIELDS = (("Title", "title"), ("Composer", "composer"), ("Genre", "genre"))
+
+_PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_MAJOR_KEYS_BY_SHARPS = {-7: "Cb", -6: "Gb", -5: "Db", -4: "Ab", -3: "Eb", -2: "Bb", -1: "F",
+                         0: "C", 1: "G", 2: "D", 3: "A", 4: "E", 5: "B", 6: "F#", 7: "C#"}
+_MINOR_KEYS_BY_SHARPS = {-7: "Ab", -6: "Eb", -5: "Bb", -4: "F", -3: "C", -2: "G", -1: "D",
+                         0: "A", 1: "E", 2: "B", 3: "F#", 4: "C#", 5: "G#", 6: "D#", 7: "A#"}
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def pitch_name(pitch: int) -> str:
+    """A MIDI pitch as a note name with its octave: 60 -> "C4"."""
+    return f"{_PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def key_name(sharps: int, minor: bool) -> str | None:
+    """A key signature (sharps, negative for flats; minor or major) as a caption names it:
+    "G minor"; None for more than 7 sharps or flats."""
+    names = _MINOR_KEYS_BY_SHARPS if minor else _MAJOR_KEYS_BY_SHARPS
+    return f"{names[sharps]} {'minor' if minor else 'major'}" if sharps in names else None
+
+
+def key_names() -> list[str]:
+    """Every key a caption can name: the major keys from 7 flats to 7 sharps, then the minor."""
+    return [key_name(sharps, bool(minor)) for minor in (0, 1) for sharps in range(-7, 8)]
+
+
+@functools.cache
+def _general_midi_names() -> tuple[str, ...]:
+    from miditok.constants import MIDI_INSTRUMENTS
+
+    return tuple(instrument["name"] for instrument in MIDI_INSTRUMENTS)
+
+
+def instrument_name(program: int) -> str:
+    """A General MIDI program's name as captions write it; `DRUMS` (-1) is "Drums"."""
+    return DRUMS_NAME if program == DRUMS else _general_midi_names()[program]
+
+
+def programs_named(names: Iterable[str]) -> list[int]:
+    """The General MIDI programs (`DRUMS` for drums) of these instrument names, any case;
+    names that are no instrument are left out."""
+    programs = {name.lower(): program for program, name in enumerate(_general_midi_names())}
+    found = set()
+    for name in names:
+        name = name.strip().lower()
+        if name == DRUMS_NAME.lower():
+            found.add(DRUMS)
+        elif name in programs:
+            found.add(programs[name])
+    return sorted(found)
+
+
+def part_names(score: Score) -> list[str]:
+    """A name for each played track, in part order: its own, else its instrument's."""
+    return [" ".join(track.name.replace(",", " ").split())
+            or instrument_name(DRUMS if track.is_drum else track.program)
+            for track in score.tracks if track.note_num()]
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_caption(fields: Mapping[str, str | None]) -> str:
+    """The caption of these fields, in their order: one "Label: value" line for each field with
+    a value. The one writer of the caption format."""
+    return "".join(f"{label}: {value}\n" for label, value in fields.items() if value)
+
+
+def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> str:
+    """A score's caption from what is known: metadata first, then what the score itself says."""
+    metadata = dict(metadata or {})
+    fields = {label: metadata.get(key) for label, key in METADATA_FIELDS}
+    played = [track for track in score.tracks if track.note_num()]
+    # The parts' names come early: a caption cut to the row's caption budget keeps them.
+    if any(track.name.strip() for track in played):
+        fields["Parts"] = ", ".join(part_names(score))
+    key = metadata.get("key")
+    if not key and len(score.key_signatures):
+        signature = score.key_signatures[0]
+        key = key_name(signature.key, bool(signature.tonality))
+    fields["Key"] = key
+    if len(score.time_signatures):
+        signature = score.time_signatures[0]
+        fields["Time signature"] = f"{signature.numerator}/{signature.denominator}"
+    if len(score.tempos):
+        fields["Tempo"] = f"{round(score.tempos[0].qpm)} BPM"
+    instruments = Counter(instrument_name(DRUMS if track.is_drum else track.program) for track in played)
+    fields["Instruments"] = ", ".join(f"{count} x {name}" if count > 1 else name
+                                      for name, count in instruments.items())
+    return write_caption(fields)
+
+
+def accompaniment_caption(given: Score, text: str | None, typical: str | None, keep_style: bool,
+                          max_parts: int = 0) -> tuple[str, list[str]]:
+    """The caption of an accompaniment (or an arrangement) of the `given` parts, and the names
+    of all its parts, the given ones first.
+
+    Its fields are the user's (`text`), then the given music's own key, metre and tempo, then
+    the corpus's (`typical`: with `keep_style`, or where the user gives none), never a title.
+    The parts to write are those its "Parts:" line names, else one per instrument its
+    "Instruments:" line counts, else the corpus's other parts, else numbered parts up to the
+    corpus's `max_parts`."""
+    given_names = part_names(given)
+    own = caption_fields(score_caption(given))
+    user = caption_fields(text or "")
+    style = caption_fields(typical or "") if keep_style or not user else {}
+    fields = {**style, **{label: own[label] for label in ("Key", "Time signature", "Tempo") if label in own}, **user}
+    fields.pop("Title", None)
+    taken = {name.lower() for name in given_names}
+    others = [name for name in listed_names(fields.get("Parts", "")) if name.lower() not in taken]
+    if not others and fields.get("Instruments"):  # one part per instrument named
+        others = [name for count, name in instruments_listed(fields["Instruments"]) for _ in range(count)]
+    if not others:
+        others = [name for name in names_in_caption(typical) if name.lower() not in taken]
+    if not others:  # nothing names them: as many parts as the corpus's pieces have
+        most = max_parts or len(given_names) + 1
+        others = [f"Part {number + 1}" for number in range(len(given_names), max(most, len(given_names) + 1))]
+    fields["Parts"] = ", ".join(given_names + others)
+    return write_caption(fields), given_names + others
+
+
+def typical_caption(captions: Iterable[str]) -> str:
+    """Each caption field's most common value, in the fields' usual order; titles left out
+    (each piece has its own, and a title would ask for that very piece)."""
+    values: dict[str, Counter] = {}
+    for caption in captions:
+        for label, value in caption_fields(caption).items():
+            if label != "Title":
+                values.setdefault(label, Counter())[value] += 1
+    return write_caption({label: counter.most_common(1)[0][0] for label, counter in values.items()})
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def caption_fields(text: str | None) -> dict[str, str]:
+    """A caption's "Label: value" lines as {label: value} (labels as written, values stripped):
+    the one reader of the caption format `write_caption` writes."""
+    fields = {}
+    for line in (text or "").splitlines():
+        label, separator, value = line.partition(":")
+        if separator and label.strip():
+            fields[label.strip()] = value.strip()
+    return fields
+
+
+def caption_field(text: str | None, label: str) -> str:
+    """One field of a caption, its label matched without case ("" without it)."""
+    return next((value for name, value in caption_fields(text).items() if name.lower() == label.lower()), "")
+
+
+def listed_names(value: str) -> list[str]:
+    """The names of a comma-separated field ("Soprano, Alto" -> ["Soprano", "Alto"])."""
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def names_in_caption(text: str | None) -> list[str]:
+    """The part names of a caption's "Parts:" line (empty without one)."""
+    return listed_names(caption_field(text, "Parts"))
+
+
+def instruments_listed(value: str) -> list[tuple[int, str]]:
+    """An "Instruments:" value as (tracks, name) pairs: "2 x Violin, Cello" -> [(2, "Violin"),
+    (1, "Cello")]. A count that is not a number counts one; empty items are left out."""
+    instruments = []
+    for item in value.split(","):
+        count, times, name = item.strip().partition(" x ")
+        if not times:
+            count, name = "1", count
+        if name.strip():
+            instruments.append((int(count) if count.strip().isdigit() else 1, name.strip()))
+    return instruments
+
+
+def programs_listed(value: str) -> list[int]:
+    """General MIDI programs that an "Instruments:" value names (`DRUMS` = -1 for drums)."""
+    return programs_named(name for _, name in instruments_listed(value))
+
+
+def programs_named_in(text: str | None) -> list[int]:
+    """General MIDI programs that a caption's "Instruments:" line names (`DRUMS` = -1 for drums)."""
+    return programs_listed(caption_field(text, "Instruments"))
+
+
+# ----------------------------------------------------------------------------- tokenizing
+
+
+def caption_budget(seq_len: int) -> int:
+    """The most caption tokens a row of `seq_len` holds (the rest is music); generation cuts
+    its prompt caption the same way, so it starts as training rows do."""
+    return seq_len // 4
+
+
+def as_written(text: str) -> str:
+    """A caption given by hand, ended as `write_caption` ends one: its lines, then one newline."""
+    return text.strip() + "\n"
+
+
+def caption_ids(lm_tokenizer, text: str, seq_len: int | None = None) -> list[int]:
+    """A caption's LM ids (the LM's own text tokens, no special ones), cut to the caption budget
+    of a row of `seq_len` (None: whole; training rows are cut as they are laid out)."""
+    ids = lm_tokenizer(text, add_special_tokens=False).input_ids
+    return ids if seq_len is None else ids[: caption_budget(seq_len)]
