@@ -424,3 +424,22 @@ def test_cached_steps_and_padded_windows_equal_a_full_forward_pass(tiny_bundle, 
             alone = decoder(input_ids=torch.tensor([window + [follow[row]]])).last_hidden_state[0]
             assert (probabilities(hidden[row]) - probabilities(alone[-2])).abs().max() <= tolerance
             assert (probabilities(after[row]) - probabilities(alone[-1])).abs().max() <= tolerance
+
+
+def test_loading_a_bundle_asks_nothing_on_the_terminal(tiny_bundle):
+    """A bundle's config.json names remote code for Hub users; loading it with midillm must not
+    make transformers ask whether to run that code (a fresh process: nothing registered yet)."""
+    import subprocess
+    import sys
+
+    script = ("import builtins\n"
+              "def asked(*args, **kwargs):\n"
+              "    raise SystemExit('asked on the terminal: ' + str(args[:1]))\n"
+              "builtins.input = asked\n"
+              "import torch\n"
+              "from midillm.decoding.generate import MidiLM\n"
+              f"MidiLM.from_pretrained({str(tiny_bundle)!r}, dtype=torch.float32)\n"
+              "print('loaded')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "loaded" in result.stdout, result.stderr[-2000:]
+    assert "custom code" not in result.stdout + result.stderr

@@ -978,8 +978,6 @@ class MusicCodec:
     @classmethod
     def from_pretrained(cls, path: str | Path) -> MusicCodec:
         """Load a codec written by `save_pretrained`; refuse one this version cannot read."""
-        from transformers import AutoTokenizer
-
         path = Path(path)
         config_file = path / CODEC_CONFIG_FILE
         if not config_file.is_file():
@@ -989,7 +987,7 @@ class MusicCodec:
         music_tokenizer = getattr(miditok, config["tokenization"])(
             params=path / MUSIC_TOKENIZER_FILE)
         corpus = CorpusProfile.from_dict(config["corpus"]) if config.get("corpus") else None
-        codec = cls(music_tokenizer, AutoTokenizer.from_pretrained(path), config["render"],
+        codec = cls(music_tokenizer, _load_lm_tokenizer(path), config["render"],
                     config["captions"], config["base_model"], corpus, note_order=config.get("note_order"),
                     parts=config.get("parts", False), tasks=tuple(config.get("tasks") or ("continue",)),
                     layout=config.get("layout", "bars"), compounds=config.get("compounds"))
@@ -1013,3 +1011,19 @@ def check_codec_versions(config: dict) -> None:
         raise CodecVersionError(
             f"this codec was written by {written_by}, but miditok {MIDITOK_VERSION} is "
             f"installed and tokenizes differently: install miditok=={config.get('miditok_version')}")
+
+
+def _load_lm_tokenizer(path: Path):
+    """The LM tokenizer saved beside the codec. A bundle folder also holds the Hub's config.json
+    (model type `midillm`, with remote code for `trust_remote_code` users): the tokenizer needs
+    none of it, and transformers would otherwise ask on the terminal whether to run that code
+    and warn about the model type. The tokenizer is the same either way."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    finally:
+        logging.set_verbosity(verbosity)
