@@ -19,6 +19,7 @@ import torch
 from symusic import KeySignature, Note, Score, Tempo, TimeSignature, Track
 
 from conftest import make_band_score
+from midillm.tokenization.codec import CODEC_CONFIG_FILE
 from midillm.studio.models import PROMPT_TASKS, LoadedModel, build_caption, find_models, form_fields
 from midillm.studio.server import create_app
 from midillm.tokenization.caption import score_caption
@@ -154,6 +155,10 @@ def test_models_are_found_by_name_and_a_missing_model_is_one_line(tiny_bundle, t
     (runs / "a").mkdir(parents=True)
     (runs / "a" / "first").symlink_to(tiny_bundle, target_is_directory=True)
     (runs / "second").symlink_to(tiny_bundle, target_is_directory=True)
+    assert list(find_models(runs)) == ["second", "a/first"]
+    # Prepared data beside them (a codec, no model) is not a model to choose.
+    (runs / "data" / "codec").mkdir(parents=True)
+    (runs / "data" / "codec" / CODEC_CONFIG_FILE).write_text((tiny_bundle / CODEC_CONFIG_FILE).read_text())
     assert list(find_models(runs)) == ["second", "a/first"]
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="make demo"):

@@ -55,6 +55,9 @@ def find_models(model: str | Path | None) -> dict[str, Path]:
     for depth in range(1, SEARCH_DEPTH + 1):
         for config in sorted(root.glob("/".join(["*"] * depth) + "/" + CODEC_CONFIG_FILE)):
             bundle = config.parent
+            # A `prepare` folder's codec/ has a codec and no model: data, not something to play.
+            if not (Bundle(bundle).adapter_config.is_file() or Bundle(bundle).model_config.is_file()):
+                continue
             # A bundle's own checkpoints hold codec files too; list the bundle, not its insides.
             if not any(Bundle.is_bundle(parent) for parent in bundle.parents if root in parent.parents):
                 found[bundle.relative_to(root).as_posix()] = bundle.resolve()
