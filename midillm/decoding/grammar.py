@@ -753,11 +753,15 @@ class CorpusConstraints:
             self._new_program_masks[used] = mask
         return self._new_program_masks[used]
 
+    def _row_parts(self, state: _OnsetState) -> torch.Tensor:
+        """Onsets layout: the part each row writes its notes for (the one it opens, else the current one)."""
+        return torch.where(self.opens_part >= 0, self.opens_part, torch.full_like(self.opens_part, state.part))
+
     def _onset_part_mask(self, state: _OnsetState) -> torch.Tensor:
         """Onsets layout: a row's notes belong to the part it opens (else the current one), so that
         part's range, program and settled instrument decide; no more parts than the corpus has."""
         mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
-        target = torch.where(self.opens_part >= 0, self.opens_part, torch.full_like(self.opens_part, state.part))
+        target = self._row_parts(state)
         for part in sorted(self.opened_parts | {state.part}):
             rows = target == part
             allowed = self._program_mask(state.part_programs.get(part, 0))
@@ -775,7 +779,7 @@ class CorpusConstraints:
         mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
         pitched = self.row_top_pitch >= 0
         pitch_index = self.row_top_pitch.clamp(min=0)
-        target = torch.where(self.opens_part >= 0, self.opens_part, torch.full_like(self.opens_part, state.part))
+        target = self._row_parts(state)
         for part in sorted(self.opened_parts | {state.part}):
             if part < 0:
                 continue
