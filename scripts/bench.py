@@ -121,7 +121,7 @@ def merged_model(bundle: Path, precision):
 
 
 _samplers: dict = {}  # id(model) -> its MidiLM, within this process
-TEMPERATURE = 0.7  # --temperature: midillm's default
+TEMPERATURE = None  # --temperature; None: each approach at its codec layout's default
 
 
 def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool, seed: int = 0):
@@ -143,9 +143,8 @@ def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool
             midi_lm = _samplers[id(model)] = MidiLM(model, codec)
             midi_lm.generate_ids(1, settings=SamplingSettings(max_new_tokens=4))
         started = time.perf_counter()
-        # One temperature for every approach (--temperature).
-        ids = midi_lm.generate_ids(batch, settings=SamplingSettings(max_new_tokens=new_tokens, temperature=TEMPERATURE,
-                                                                    top_p=0.95),
+        ids = midi_lm.generate_ids(batch, settings=SamplingSettings.for_layout(codec.layout).updated(
+                                       max_new_tokens=new_tokens, temperature=TEMPERATURE, top_p=0.95),
                                    seed=seed, constrain=constrain)
         seconds = time.perf_counter() - started
         steps = max(len(row) for row in ids) - len(midi_lm.prompt_ids())
@@ -153,7 +152,8 @@ def sample(name: str, model, codec, batch: int, new_tokens: int, constrain: bool
     prompt = [codec.music_start_id]
     pad = codec.lm_tokenizer.pad_token_id if codec.lm_tokenizer.pad_token_id is not None else codec.music_end_id
     inputs = torch.tensor([prompt] * batch)
-    settings = dict(do_sample=True, temperature=TEMPERATURE, top_p=0.95, top_k=0, pad_token_id=pad,
+    temperature = TEMPERATURE or SamplingSettings.for_layout(codec.layout).temperature
+    settings = dict(do_sample=True, temperature=temperature, top_p=0.95, top_k=0, pad_token_id=pad,
                     eos_token_id=codec.music_end_id)
     # int8 weights widened for the call where the batch is past the int8 kernel, as MidiLM does.
     with torch.inference_mode(), wide_weights(model, batch):
@@ -373,6 +373,11 @@ def precisions(results: list[dict]) -> str:
     return ", ".join(f"{result['approach']} {result.get('precision', 'bf16')}" for result in results)
 
 
+def temperature_words(temperature: float | None) -> str:
+    """The report's words for --temperature."""
+    return f"{temperature:g}" if temperature else "each layout's default (onsets 1.0, bars 0.7)"
+
+
 def write_markdown(results: list[dict], args, command: str, path: Path) -> None:
     rows_per_step = ", ".join(f"{result['approach']}: {rows['batch_size']} x {rows['seq_len']} tokens"
                               for result in results for rows in [recipe(result["approach"], args)])
@@ -384,7 +389,7 @@ def write_markdown(results: list[dict], args, command: str, path: Path) -> None:
   ({rows_per_step} a step; bf16 autocast, torch.compile), the same {args.minutes:g}-minute training budget each.
 - Data: {args.source}; held-out = the validation and test splits (same pieces for every approach: splits go by content hash).
 - Quality: {args.quality_samples} samples of about {args.quality_notes} notes each (new tokens = notes x the approach's
-  LM tokens per note), temperature {args.temperature:g} and top-p 0.95 for every approach, judged against the held-out pieces as `midillm eval` judges them.
+  LM tokens per note), temperature {temperature_words(args.temperature)} and top-p 0.95 for every approach, judged against the held-out pieces as `midillm eval` judges them.
   - Sane: the share that passes the sanity check against the corpus profile (notes, onsets, no stalls,
     no crowded onsets or duplicate notes, the corpus's instruments and ranges).
   - Model alone: midillm's approaches under the syntax grammar only; the peers sample freely over the whole
@@ -393,7 +398,7 @@ def write_markdown(results: list[dict], args, command: str, path: Path) -> None:
     midillm's plain REMI; not applicable to the text rendering.
   - Overlapped area: the mean over features of the overlap between the samples' and the held-out pieces'
     feature distributions; the held-out pieces' own split-half ceiling is {results[0].get('ceiling_oa', float('nan')):.3f}.
-- Speed: {args.new_tokens} new tokens, temperature {args.temperature:g}, top-p 0.95, after a warm-up call; notes/s = LM tokens/s / held-out LM tokens per note.
+- Speed: {args.new_tokens} new tokens, temperature {temperature_words(args.temperature)}, top-p 0.95, after a warm-up call; notes/s = LM tokens/s / held-out LM tokens per note.
   Weights sampled with: {precisions(results)}.
 - Ratios in parentheses are to (a) midillm.
 - The cosine schedule decays over the budget: whichever of the minutes or the recipe's max_steps runs
@@ -429,8 +434,9 @@ def main() -> int:
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks.md"), help="Where the report goes.")
     parser.add_argument("--reuse", action="store_true",
                         help="Keep the result an earlier run saved in WORK/APPROACH/result.json (same settings).")
-    parser.add_argument("--temperature", type=float, default=0.7,
-                        help="Sampling temperature of every approach's quality and speed samples (midillm's default).")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="Sampling temperature of every approach's quality and speed samples (default: each "
+                             "approach at its codec layout's default, as `midillm generate` samples it).")
     add_child_option(parser)  # internal: train and time one approach, print its result
     args = parser.parse_args()
     global TEMPERATURE

@@ -297,9 +297,13 @@ def test_complete_bundle_writes_the_generation_config_from_the_sampling_defaults
     assert not (bundle / "generation_config.json").exists() and not (bundle / "README.md").exists()
     complete_bundle(bundle)
     saved = json.loads((bundle / "generation_config.json").read_text())
-    assert {name: saved[name] for name in asdict(SamplingSettings())} == asdict(SamplingSettings())
-    assert saved["eos_token_id"] == MusicCodec.from_pretrained(bundle).music_end_id and saved["do_sample"]
-    assert SamplingSettings.from_pretrained(bundle) == SamplingSettings()
+    codec = MusicCodec.from_pretrained(bundle)
+    # The layout's own defaults: the onsets layout samples at 1.0, the bars layout at 0.7.
+    layout_defaults = SamplingSettings.for_layout(codec.layout)
+    assert layout_defaults.temperature == {"onsets": 1.0, "bars": 0.7}[codec.layout]
+    assert {name: saved[name] for name in asdict(layout_defaults)} == asdict(layout_defaults)
+    assert saved["eos_token_id"] == codec.music_end_id and saved["do_sample"]
+    assert SamplingSettings.from_pretrained(bundle) == layout_defaults
     assert SamplingSettings().top_p == 0.95
 
     # A bundle's own sampling is kept by the Hub step and shown on its card.

@@ -350,7 +350,7 @@ def test_prompt_tasks_reach_the_model_as_one_request_with_the_upload_and_the_set
     (call,) = calls
     assert call.task == task
     assert call.music.note_num() == Score.from_midi(small_midi()).note_num()
-    assert call.num_samples == 1 and call.seed == 5 and call.sampling == {"temperature": 0.85}  # not the default 0.7
+    assert call.num_samples == 1 and call.seed == 5 and call.sampling == {"temperature": 0.85}  # not a default (0.7 bars, 1.0 onsets)
     assert call.constrain is True and call.on_step is not None  # the page's progress
     for name, value in expected.items():
         assert getattr(call, name) == value

@@ -207,7 +207,7 @@ class MidiLM:
         it is. The model is converted in place (`midillm.decoding.precision`)."""
         self.codec = codec
         # The bundle's own sampling (its generation_config.json), used where a call sets none.
-        self.sampling = sampling or SamplingSettings()
+        self.sampling = sampling or SamplingSettings.for_layout(codec.layout)
         self.model = apply_precision(model.eval(), dtype)
         # What the model computes in: "fp32", "bf16", "fp16" or "int8".
         self.precision = model_precision(self.model)
@@ -229,7 +229,7 @@ class MidiLM:
         bundle = Bundle.locate(path).check()
         codec = MusicCodec.from_pretrained(bundle.path)
         return cls(bundle.load_model(codec), codec, dtype=dtype, context_length=bundle.training_context_length(),
-                   sampling=SamplingSettings.from_pretrained(bundle.path))
+                   sampling=SamplingSettings.from_pretrained(bundle.path, SamplingSettings.for_layout(codec.layout)))
 
     # ------------------------------------------------------------------------- prompts
 

@@ -24,6 +24,9 @@ class TaskError(ValueError):
 
 # Each sampling value's rule, as (holds, what it must be): `SamplingSettings` checks its own
 # values with these, and a request checks the values it changes with the same rules.
+# The bars layout's temperature (`SamplingSettings.for_layout`).
+_BARS_TEMPERATURE = 0.7
+
 _SAMPLING_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "max_new_tokens": (lambda value: value >= 1, "must be at least 1"),
     "temperature": (lambda value: value > 0, "must be above 0"),
@@ -49,12 +52,13 @@ class SamplingSettings:
     """
 
     max_new_tokens: int = _setting(512, "Length limit in LM tokens")
-    # Below 1: a model trained for minutes on CPU leaves enough mass on wrong durations and
-    # off-key pitches that, at 1.0, a voice rests or overlaps between notes (16% and 18% of its
-    # notes on the demo bundle, against 1% and 0% in Bach). 0.7 cuts both to about 6% without
-    # the held, unison notes 0.6 brings (scripts/bench_temperature.py; docs/benchmarks.md,
-    # "Sampling temperature").
-    temperature: float = _setting(0.7, "Sampling temperature, > 0")
+    # The onsets layout's default (`for_layout` gives each layout its own). There a voice cannot
+    # rest or overlap by accident (a note holds until its part's next one), and at 0.7 the free
+    # samples loop: an inner voice strikes its last pitch again at onset after onset (alto on one
+    # pitch for 48 bars), though teacher-forced the model gives a repeat the corpus's own odds
+    # (0.109 against 0.104). At 1.0 the repeats fall to Bach's share and the loops go
+    # (docs/benchmarks.md, "Sampling temperature in the onsets layout").
+    temperature: float = _setting(1.0, "Sampling temperature, > 0")
     top_k: int = _setting(0, "Keep the K most likely tokens; 0 = off")
     top_p: float = _setting(0.95, "Nucleus sampling mass in (0, 1]")
     min_p: float = _setting(0.0, "Drop tokens below this share of the top one")
@@ -100,15 +104,24 @@ class SamplingSettings:
         return replace(self, **self.check_changes(values))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> SamplingSettings:
-        """The sampling of a bundle's `generation_config.json` over the defaults (no file: the defaults)."""
+    def for_layout(cls, layout: str) -> SamplingSettings:
+        """The defaults for a codec's layout: the bars layout samples at 0.7, where a voice's
+        notes carry their own lengths and at 1.0 it rests or overlaps after 16% and 18% of them
+        (docs/benchmarks.md, "Sampling temperature"); the onsets layout at the field's default."""
+        return cls(temperature=_BARS_TEMPERATURE) if layout == "bars" else cls()
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, defaults: SamplingSettings | None = None) -> SamplingSettings:
+        """The sampling of a bundle's `generation_config.json` over `defaults` (None: the field
+        defaults; `for_layout` gives a codec's); no file: the defaults alone."""
         from midillm.bundle_files import GENERATION_CONFIG
 
+        defaults = defaults or cls()
         try:
             saved = json.loads((Path(folder) / GENERATION_CONFIG).read_text())
         except (OSError, ValueError):
-            return cls()
-        return cls().updated(**{name: saved.get(name) for name in _SAMPLING_RULES})
+            return defaults
+        return defaults.updated(**{name: saved.get(name) for name in _SAMPLING_RULES})
 
     def save_pretrained(self, folder: str | Path, eos_token_id: int, pad_token_id: int | None = None) -> Path:
         """Write `generation_config.json` (transformers' `GenerationConfig`) with these settings."""

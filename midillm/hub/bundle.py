@@ -33,12 +33,13 @@ def check_bundle(path: str | Path) -> Path:
 
 
 def write_generation_config(folder: Path, source: Path | None = None) -> Path:
-    """`generation_config.json` from the sampling defaults; the values `source` (default: the
-    folder itself) already carries are kept. Stop and pad ids are the codec's."""
+    """`generation_config.json` from the sampling defaults of the codec's layout; the values
+    `source` (default: the folder itself) already carries are kept. Stop and pad ids are the codec's."""
     from midillm.tokenization import MusicCodec
 
     codec = MusicCodec.from_pretrained(folder)
-    return SamplingSettings.from_pretrained(source or folder).save_pretrained(
+    defaults = SamplingSettings.for_layout(codec.layout)
+    return SamplingSettings.from_pretrained(source or folder, defaults).save_pretrained(
         folder, eos_token_id=codec.music_end_id, pad_token_id=codec.lm_tokenizer.pad_token_id)
 
 
