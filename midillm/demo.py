@@ -60,7 +60,6 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     """
     from midillm.decoding.export import export_score, write_midi, write_png
     from midillm.decoding.generate import MidiLM
-    from midillm.decoding.request import SamplingSettings
     from midillm.eval import EvalConfig, evaluate
     from midillm.eval.sanity import sample_sanity
     from midillm.finetune.config import load_config
@@ -102,7 +101,7 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     _header(3, f"Generating {num_samples} samples into {samples_dir}", log)
     begun = time.time()
     lm = MidiLM.from_pretrained(bundle)
-    settings = SamplingSettings(max_new_tokens=max_new_tokens)
+    settings = lm.sampling.updated(max_new_tokens=max_new_tokens)  # the bundle's own sampling, as `generate`
     # The prompt is the corpus's typical caption (as every training row starts with a caption),
     # and the corpus constraints are on: the showcase is what a user gets by default.
     log(f"Caption: {' / '.join(lm.default_text(None).splitlines()) if lm.default_text(None) else '(none)'}")
