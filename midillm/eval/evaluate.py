@@ -29,6 +29,7 @@ folder):
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import random
@@ -239,18 +240,17 @@ def _profile_facts(profile) -> dict:
 # ----------------------------------------------------------------------------- the command
 
 
-def _untrained(lm, model_path: str):
-    """The base LM with the codec's new rows, untrained, sampled the same way."""
+def _untrained(model_path: str, codec, precision: str, context_length: int, sampling):
+    """The base LM with the codec's new rows, untrained, sampled the way the trained one was."""
     from midillm.decoding.generate import MidiLM
     from midillm.model.runtime import add_music_tokens, load_base_model
 
     bundle = Bundle(model_path)
     if not bundle.has_adapter:
         return None
-    model = load_base_model(bundle.base_model(lm.codec))
-    add_music_tokens(model, lm.codec)
-    return MidiLM(model, lm.codec, dtype=lm.precision, context_length=lm.context_length,
-                  sampling=lm.sampling)
+    model = load_base_model(bundle.base_model(codec))
+    add_music_tokens(model, codec)
+    return MidiLM(model, codec, dtype=precision, context_length=context_length, sampling=sampling)
 
 
 def _settings(lm, config: EvalConfig):
@@ -348,7 +348,14 @@ def evaluate(config: EvalConfig, log=print) -> dict:
 
     if config.baselines:
         if lm is not None:
-            untrained = _untrained(lm, config.model) if Path(config.model).is_dir() else None
+            trained_sampling = dict(codec=lm.codec, precision=lm.precision, context_length=lm.context_length,
+                                    sampling=lm.sampling)
+            # The trained model is done with: freed before the untrained one loads, so the two
+            # never sit in memory together.
+            lm = None
+            gc.collect()
+            release_free_heap()
+            untrained = _untrained(config.model, **trained_sampling) if Path(config.model).is_dir() else None
             if untrained is not None:
                 log("Baseline: the untrained model")
                 metrics["likelihood"]["untrained"] = held_out_likelihood(
