@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
+# One torch thread for the tests and the processes they start (unless OMP_NUM_THREADS is set):
+# their models are 64 wide (SmolLM2 at most, for a few steps), too small to gain from a second
+# thread, while every op that enters a parallel region pays for it, and on a shared 2-core
+# machine a busy second core turns that into waiting (add_music_tokens: 0.06 s with one thread,
+# 1-2 s with two beside another process). Sets the environment before torch is imported here.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 import torch
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # if a plugin imported torch first
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
 warnings.filterwarnings("ignore", module="miditok")
