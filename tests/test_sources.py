@@ -354,3 +354,19 @@ def test_hf_dataset_not_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
         "could not load dataset 'someone/midi-set': "
         "ConnectionError: Couldn't reach 'someone/midi-set' on the Hub (LocalEntryNotFoundError)"
     )
+
+
+def test_a_gguf_is_dequantized_once_for_every_install_of_the_same_file(tmp_path: Path, monkeypatch) -> None:
+    """The dequantized base model is cached by the GGUF's content: two virtual environments (two
+    paths) holding the same file share one cache folder; a file with other bytes gets its own."""
+    from midillm.model.runtime import _gguf_cache_folder
+
+    monkeypatch.setenv("MIDILLM_CACHE", str(tmp_path / "cache"))
+    first, second, other = (tmp_path / name / "model.Q4_1.gguf" for name in ("venv-a", "venv-b", "venv-c"))
+    for path, payload in ((first, b"GGUF weights"), (second, b"GGUF weights"), (other, b"GGUF weighTs")):
+        path.parent.mkdir()
+        path.write_bytes(payload)
+    assert _gguf_cache_folder(first) == _gguf_cache_folder(second)
+    assert _gguf_cache_folder(first) != _gguf_cache_folder(other)
+    assert _gguf_cache_folder(first).parent == tmp_path / "cache" / "base-models"
+    assert _gguf_cache_folder(first).name.startswith("model.Q4_1-")
