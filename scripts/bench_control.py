@@ -85,7 +85,7 @@ def measure(sample, asked: dict, parts: int, profile) -> dict:
     from midillm.decoding.export import to_midi_bytes
     from midillm.decoding.grammar import scale_pitch_classes
     from midillm.eval.sanity import bars_written, sample_sanity
-    from midillm.tokenization.caption import key_tonic
+    from midillm.tokenization.caption import key_tonic, pitch_name
 
     midi = to_midi_bytes(sample.score)
     written = Score.from_midi(midi)
@@ -96,7 +96,7 @@ def measure(sample, asked: dict, parts: int, profile) -> dict:
     pitches = [int(note.pitch) for track in written.tracks if not track.is_drum for note in track.notes]
     numerator, denominator = (int(part) for part in asked["time_signature"].split("/"))
     return {
-        "key_found": f"{found_tonic} {'minor' if found_minor else 'major'}",
+        "key_found": f"{pitch_name(60 + found_tonic)[:-1]} {'minor' if found_minor else 'major'}",
         "key_exact": (found_tonic, found_minor) == (tonic, minor),
         "key_related": (found_tonic, found_minor) in {(tonic, minor), (tonic, not minor), (relative, not minor)},
         "metre": bool(len(written.time_signatures)) and all(
