@@ -66,6 +66,37 @@ def sampling_changes(arguments: argparse.Namespace) -> dict:
     return {name: getattr(arguments, name) for name in SAMPLING_NAMES if getattr(arguments, name, None) is not None}
 
 
+# How the command reads each control's value (`MusicRequest`'s control fields say the rest).
+_CONTROL_TYPES = {"tempo": float, "bars": int, "key_bias": float}
+
+
+def add_control_arguments(parser: argparse.ArgumentParser) -> None:
+    """A flag per control of a new piece (`MusicRequest`'s control fields), with the field's help."""
+    from midillm.decoding.request import CONTROL_NAMES, KEY_BIAS, MusicRequest
+
+    controls = {setting.name: setting for setting in dataclasses.fields(MusicRequest)}
+    for name in CONTROL_NAMES:
+        metadata = controls[name].metadata
+        flag = "--" + name.replace("_", "-")
+        if name == "key_bias":  # --key-bias alone: the documented strength
+            parser.add_argument(flag, type=float, nargs="?", const=KEY_BIAS, metavar=metadata["metavar"],
+                                help=metadata["help"] + ".")
+            continue
+        parser.add_argument(flag, type=_CONTROL_TYPES.get(name, str), metavar=metadata["metavar"],
+                            help=metadata["help"] + (f' (also the caption\'s "{metadata["label"]}:" line).'
+                                                     if metadata["label"] else "."))
+
+
+def control_values(arguments: argparse.Namespace) -> dict:
+    """The controls the user set on the command line (name -> value)."""
+    from midillm.decoding.request import CONTROL_NAMES
+
+    values = {name: getattr(arguments, name) for name in CONTROL_NAMES if getattr(arguments, name, None) is not None}
+    if "programs" in values:
+        values["programs"] = parse_programs(values["programs"])
+    return values
+
+
 def add_request_arguments(parser: argparse.ArgumentParser) -> None:
     """What every command that samples takes besides its music: precision, sampling, seed, constraints."""
     add_precision_argument(parser)
@@ -112,11 +143,9 @@ def add_generate_command(commands) -> None:
     generate.add_argument("-n", "--num-samples", type=int, default=4, help="How many pieces (default: 4).")
     generate.add_argument("--prompt", help="A MIDI file to continue, or a recording (wav, flac, ogg, mp3), "
                                            "transcribed first; the output begins with it.")
-    generate.add_argument("--text", help='A caption to start from, e.g. "Composer: J.S. Bach".')
-    generate.add_argument("--time-signature", help='Force the opening metre, e.g. "3/4" (without --prompt).')
-    generate.add_argument("--tempo", type=float, help="Force the opening tempo in BPM (without --prompt).")
-    generate.add_argument("--programs", help="Only these General MIDI programs may play, e.g. 0,40 (-1 = drums). "
-                                             "Default: those the caption names, else the training corpus's.")
+    generate.add_argument("--text", help='A caption to start from, e.g. "Composer: J.S. Bach"; its Key, '
+                                         'Time signature, Tempo, Parts and Instruments lines are controls too.')
+    add_control_arguments(generate)
     generate.add_argument("--like", nargs="+", metavar="FILE.mid",
                           help="Generate for this taste: continue the opening of the liked piece nearest their "
                                "mean, under that piece's caption without its title (instead of --prompt; --text "
@@ -413,8 +442,7 @@ def run_generate(arguments: argparse.Namespace) -> None:
 
     # Everything the user typed is checked before the (slow) model load: the request checks itself.
     formats = parse_formats(arguments.formats)
-    request = MusicRequest("continue", arguments.prompt, arguments.text, programs=parse_programs(arguments.programs),
-                           time_signature=arguments.time_signature, tempo=arguments.tempo,
+    request = MusicRequest("continue", arguments.prompt, arguments.text, **control_values(arguments),
                            num_samples=arguments.num_samples, seed=arguments.seed,
                            constrain=not arguments.no_constraints,
                            strict_voice_leading=arguments.strict_voice_leading,

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from midillm.errors import first_line
 from midillm.model.bundle import Bundle
 from midillm.tokenization import MusicCodec
-from midillm.tokenization.caption import (accompaniment_caption, as_written, caption_ids, names_in_caption,
+from midillm.tokenization.caption import (INSTRUMENTS, KEY, accompaniment_caption, as_written, caption_field,
+                                          caption_ids, instrument_name, instruments_listed, names_in_caption,
                                           part_names, programs_listed, programs_named_in)
 from midillm.tokenization.rows import filled_piece, flat, infill_prompt, music_row, reorder_parts
 
@@ -284,19 +285,58 @@ class MidiLM:
         return text
 
     def constraints(self, text: str | None = None, programs: list[int] | None = None,
-                    min_bars: int | None = -1, strict_voice_leading: bool = False) -> CorpusConstraints | None:
+                    min_bars: int | None = -1, strict_voice_leading: bool = False,
+                    controls: MusicRequest | None = None) -> CorpusConstraints | None:
         """The corpus constraints for a caption (its instruments, if it names any, else the
         corpus's programs) or explicit `programs`, with strict voice leading between the parts
-        if asked (`midillm.decoding.voice_leading`); None when the codec knows no corpus."""
+        if asked (`midillm.decoding.voice_leading`) and the request's `controls` (metre, bars,
+        parts, the key-aware bias); None when the codec knows no corpus."""
         if self.codec.corpus is None:
             return None
         text = self.default_text(text)
         # A caption that names its parts asks for that many.
         named_parts = names_in_caption(text) if self.codec.parts else []
+        asked = {}
+        if controls is not None:
+            parts = controls.parts
+            asked = dict(metre=controls.time_signature, bars=controls.bars,
+                         parts=len(parts) if isinstance(parts, list) else parts,
+                         key=(controls.key or caption_field(text, KEY) or None) if controls.key_bias else None,
+                         key_bias=controls.key_bias)
+            if controls.key_bias and not asked["key"]:
+                raise TaskError("the key-aware bias needs a key: give one (--key, key=) or a caption with a Key line")
         return CorpusConstraints(self.grammar, self.codec.corpus,
                                  programs=programs or programs_named_in(text) or None,
                                  max_parts=len(named_parts) or -1, min_bars=min_bars, part_names=named_parts,
-                                 strict_voice_leading=strict_voice_leading)
+                                 strict_voice_leading=strict_voice_leading, **asked)
+
+    def check_controls(self, request: MusicRequest, text: str | None) -> None:
+        """A request's controls against what this model knows (its corpus): a metre it never
+        had, an instrument outside its vocabulary, more parts than its pieces have, a key the
+        caption names that the bias cannot read: one line naming what is possible."""
+        corpus = self.codec.corpus
+        if corpus is None:
+            return
+        metres = sorted(corpus.time_signatures, key=lambda metre: -corpus.time_signatures[metre])
+        if request.time_signature and metres and request.time_signature not in corpus.time_signatures:
+            raise TaskError(f"time signature {request.time_signature}: this model's corpus never had it; "
+                            f"it knows {', '.join(metres)}")
+        known = sorted(int(program) for program in corpus.programs)
+        listed = instruments_listed(caption_field(text, INSTRUMENTS)) if text else []
+        unnamed = [name for _, name in listed if not programs_listed(name)]
+        asked = request.programs or programs_listed(caption_field(text, INSTRUMENTS)) if text else request.programs
+        foreign = [program for program in (asked or []) if known and program not in known]
+        if unnamed or foreign:
+            what = repr(unnamed[0]) if unnamed else f"{instrument_name(foreign[0])} (program {foreign[0]})"
+            raise TaskError(f"instrument {what} is outside this model's vocabulary; it knows "
+                            + ", ".join(f"{instrument_name(program)} ({program})" for program in known))
+        parts = len(request.parts) if isinstance(request.parts, list) else request.parts
+        most = getattr(corpus, "max_parts", 0)
+        if parts and most and parts > most:
+            raise TaskError(f"{parts} parts: this model's pieces have at most {most}")
+        if parts and not self.codec.parts:
+            raise TaskError("this model's codec writes no parts (a codec from before parts, or not REMI): "
+                            "it cannot be asked for parts")
 
     # ------------------------------------------------------------------------- sampling
 
@@ -319,7 +359,7 @@ class MidiLM:
                      constrain: bool = True, prompt_ids: list[int] | None = None,
                      plans: list[_BarPlan] | None = None,
                      on_step: Callable[[int, int], None] | None = None,
-                     strict_voice_leading: bool = False) -> list[list[int]]:
+                     strict_voice_leading: bool = False, controls: MusicRequest | None = None) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each.
 
         `constrain=False` samples under the syntax grammar alone (the model on its own); True
@@ -327,7 +367,8 @@ class MidiLM:
         per sample, whether it ended by itself, its new tokens and the mean masked mass.
         `prompt_ids` replaces the prompt built from `prompt` and `text`; `plans` (one per sample)
         hold a task's bars (see `_BarPlan`). `on_step(step, steps)` is told of each new token
-        (the studio's progress).
+        (the studio's progress). `controls`: a request whose metre, length, parts and key-aware
+        bias the corpus constraints enforce (`MidiLM.run` passes a new piece's).
         """
         settings = settings or self.sampling
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -335,7 +376,8 @@ class MidiLM:
             prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
         # A task's plan says when its music ends, not the corpus's shortest piece.
         constraints = self.constraints(text, programs, min_bars=None if plans else -1,
-                                       strict_voice_leading=strict_voice_leading) if constrain else None
+                                       strict_voice_leading=strict_voice_leading,
+                                       controls=controls) if constrain else None
         grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True,
                                                    constraints=constraints)
         program_mask = self._program_mask(programs)
@@ -452,14 +494,17 @@ class MidiLM:
     def generate(self, num_samples: int = 1, prompt=None, text: str | None = None, seed: int | None = 0,
                  programs: list[int] | None = None, time_signature: str | None = None,
                  tempo: float | None = None, constrain: bool = True, strict_voice_leading: bool = False,
-                 **sampling) -> list[Score]:
+                 key: str | None = None, parts: list[str] | int | None = None, bars: int | None = None,
+                 key_bias: float | bool | None = None, **sampling) -> list[Score]:
         """Sample scores. `prompt` (a MIDI or audio path, bytes or Score) is continued; `text` is a caption
         (default: the corpus's typical one); `programs` (-1 = drums), `time_signature` and
         `tempo` force those controls; `constrain=False` turns the corpus constraints off;
         `strict_voice_leading` forbids parallel fifths and octaves, crossing and wide spacing
-        between the parts; `sampling` changes the bundle's `SamplingSettings` (max_new_tokens, ...)."""
+        between the parts; `key`, `parts`, `bars` and `key_bias` are the other controls
+        (`MusicRequest`); `sampling` changes the bundle's `SamplingSettings` (max_new_tokens, ...)."""
         request = MusicRequest("continue", prompt, text, programs=programs, time_signature=time_signature,
-                               tempo=tempo, num_samples=num_samples, seed=seed, constrain=constrain,
+                               tempo=tempo, key=key, parts=parts, bars=bars, key_bias=key_bias,
+                               num_samples=num_samples, seed=seed, constrain=constrain,
                                strict_voice_leading=strict_voice_leading, sampling=sampling)
         return [sample.score for sample in self.run(request)]
 
@@ -470,12 +515,15 @@ class MidiLM:
             self._require(request.task)
         settings = self.sampling.updated(**request.sampling)
         if request.task == "continue":
-            rows = self.generate_ids(request.num_samples, request.music, request.text, settings, request.seed,
+            # The caption carries every control given (the typical one, where none is given).
+            text = request.prompt_caption(self.default_text(request.text)) if self.codec.captions else request.text
+            self.check_controls(request, self.default_text(text))
+            rows = self.generate_ids(request.num_samples, request.music, text, settings, request.seed,
                                      request.programs, progress=request.progress,
                                      time_signature=request.time_signature, tempo=request.tempo,
                                      constrain=request.constrain, on_step=request.on_step,
-                                     strict_voice_leading=request.strict_voice_leading)
-            return [Sample(self.codec.decode(row), row, record["ended"])
+                                     strict_voice_leading=request.strict_voice_leading, controls=request)
+            return [Sample(self.written_as_asked(self.codec.decode(row), request), row, record["ended"])
                     for row, record in zip(rows, self.last_generation)]
         score = self.load_score(request.music)
         if request.task == "infill":
@@ -485,6 +533,26 @@ class MidiLM:
         else:
             scores = self._arrange(score, request, settings)
         return [Sample(score, None, record["ended"]) for score, record in zip(scores, self.last_generation)]
+
+    @staticmethod
+    def written_as_asked(score: Score, request: MusicRequest) -> Score:
+        """The score with the request written into it where tokens cannot say it exactly: an
+        asked tempo is the piece's one tempo (the tempo tokens are binned: 90 would be 87.4), and
+        an asked length ends the piece at its last bar line (a note held over it is cut there)."""
+        if request.tempo is not None:
+            from symusic import Tempo
+
+            score.tempos = [Tempo(0, request.tempo)]
+        if request.bars and str(score.ttype).endswith("Tick"):
+            from midillm.tokenization.metre import end_of_bars
+
+            metres = [(int(sig.time), int(sig.numerator), int(sig.denominator)) for sig in score.time_signatures]
+            end = end_of_bars(metres, score.ticks_per_quarter, request.bars)
+            for track in score.tracks:
+                for note in track.notes:
+                    if note.time < end < note.time + note.duration:
+                        note.duration = end - note.time
+        return score
 
     # ------------------------------------------------------------------------- tasks on given music
 

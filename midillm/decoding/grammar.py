@@ -354,7 +354,16 @@ class GrammarLogitsProcessor(LogitsProcessor):
             full[:, self.row_lm_ids.to(scores.device)] = masks.to(scores.device)
         probabilities = torch.softmax(scores.float(), dim=-1)
         self.masked_mass = probabilities.masked_fill(full, 0.0).sum(dim=-1).cpu()
-        return scores.masked_fill(~full, float("-inf"))
+        scores = scores.masked_fill(~full, float("-inf"))
+        bias = self.constraints.row_bias if self.constraints is not None else None
+        if bias is not None:  # the key-aware bias: out-of-key notes less likely, never impossible
+            bias = bias.to(scores.device, scores.dtype)
+            if self.row_logits:
+                scores = scores + bias
+            else:
+                scores = scores.clone()
+                scores[:, self.row_lm_ids.to(scores.device)] += bias
+        return scores
 
 
 # ----------------------------------------------------------------------------- corpus constraints
@@ -386,6 +395,7 @@ class _OnsetState:
     bar_pairs: dict = None                  # parts: time -> (program, pitch) -> strikes, all parts
     parts_settled: set = None               # parts: parts whose program is set (a Program or a note)
     voices: Voices = None                   # strict voice leading: what each part's voice sounds
+    parts_played: set = None                # parts: parts that struck a note
 
     def __post_init__(self):
         self.pairs = Counter() if self.pairs is None else self.pairs
@@ -395,6 +405,7 @@ class _OnsetState:
         self.bar_pairs = {} if self.bar_pairs is None else self.bar_pairs
         self.parts_settled = set() if self.parts_settled is None else self.parts_settled
         self.voices = Voices() if self.voices is None else self.voices
+        self.parts_played = set() if self.parts_played is None else self.parts_played
 
 
 def _before_time(tokens: list[str], kind: str, stops: tuple[str, ...] = tuple(TIME_RESET_TYPES)) -> bool:
@@ -424,6 +435,29 @@ def _top_pitch(tokens: list[str]) -> int:
     return -1
 
 
+# The pitch classes of a key's scale, from its tonic: major; minor is natural minor with the
+# raised seventh of harmonic minor (a minor piece's leading note is in key).
+SCALE_STEPS = {False: (0, 2, 4, 5, 7, 9, 11), True: (0, 2, 3, 5, 7, 8, 10, 11)}
+
+
+def scale_pitch_classes(key: str) -> frozenset[int]:
+    """The pitch classes in the scale of a key named as a caption names it ("D minor")."""
+    from midillm.tokenization.caption import key_tonic
+
+    tonic, minor = key_tonic(key)
+    return frozenset((tonic + step) % 12 for step in SCALE_STEPS[minor])
+
+
+def key_bias_rows(row_tokens: list[list[str]], key: str, strength: float) -> torch.Tensor:
+    """The key-aware bias over the rows (the end row last, unbiased): -strength for every
+    pitched note a row strikes outside `key`'s scale (drum notes are no pitches)."""
+    scale = scale_pitch_classes(key)
+    outside = [sum(1 for token in tokens if (note := _note_program_and_pitch(token)) is not None
+                   and note[0] in ("Pitch", "NoteOn") and note[1] % 12 not in scale)
+               for tokens in row_tokens]
+    return -strength * torch.tensor(outside + [0], dtype=torch.float)
+
+
 class CorpusConstraints:
     """What the corpus allows, on top of the syntax: a sample stays inside its corpus's range.
 
@@ -436,6 +470,11 @@ class CorpusConstraints:
     (parts: how many; -1: the corpus's most, None: any). Masks are vectors over the grammar's
     rows, built once per distinct situation.
 
+    A request's controls add to these: `metre` (the only metre a row may write), `bars` (the
+    piece has exactly that many), `parts` (exactly that many parts play), and `key` with
+    `key_bias` (`row_bias`: each out-of-key note a row strikes lowers its logit by `key_bias`,
+    a bias rather than a mask, which `GrammarLogitsProcessor` adds).
+
     With parts, an onset's notes are counted over all parts of the bar, a duplicate is the same
     pitch twice at one onset of one part, and only part 0 writes the metre and tempo.
     """
@@ -444,7 +483,9 @@ class CorpusConstraints:
                  max_notes_per_onset: int | None = -1, no_repeats: bool = True, max_programs: int | None = -1,
                  pitch_ranges: bool = True, bar_length: bool = True, time_signatures: bool = True,
                  max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1,
-                 part_names: list[str] | None = None, strict_voice_leading: bool = False):
+                 part_names: list[str] | None = None, strict_voice_leading: bool = False,
+                 metre: str | None = None, bars: int | None = None, parts: int | None = None,
+                 key: str | None = None, key_bias: float | None = None):
         self.grammar = grammar
         codec = grammar.codec
         # Each music row's base tokens, in the grammar's row order (the end row, last, has none).
@@ -453,9 +494,21 @@ class CorpusConstraints:
         self._read_limits(profile, programs, max_notes_per_onset, no_repeats, max_programs, pitch_ranges, bar_length,
                           max_gap, min_bars, max_parts, part_names)
         self._mark_row_kinds()
-        self._scan_rows(set(profile.time_signatures) if time_signatures and profile.time_signatures else None)
+        # An asked metre is the only one a row may write (the prompt opens the piece in it).
+        metres = {metre} if metre else set(profile.time_signatures) if time_signatures and profile.time_signatures \
+            else None
+        self._scan_rows(metres)
         self._count_notes_at_positions()
         self._set_up_voice_leading(strict_voice_leading, part_names)
+        # An asked length: no bar after the last, no ending before it.
+        self.exact_bars = bars
+        if bars:
+            self.min_bars = bars
+        # An asked number of parts: no more (max_parts), and no ending before each has played.
+        self.exact_parts = parts if self.with_parts else None
+        if self.exact_parts:
+            self.max_parts = parts
+        self.row_bias = key_bias_rows(self.row_tokens, key, key_bias) if key and key_bias else None
         # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
         self._program_masks: dict[int | None, torch.Tensor] = {}
@@ -677,6 +730,7 @@ class CorpusConstraints:
                     state.notes += 1
                     state.bar_onsets[state.onset_time] += 1
                     state.parts_settled.add(state.part)
+                    state.parts_played.add(state.part)
                     state.pairs[(state.program, note[1])] += 1
                     state.programs_used.add(state.program)
                     if note[0] in ("Pitch", "NoteOn"):
@@ -838,6 +892,11 @@ class CorpusConstraints:
             mask = mask & ~self.tempo_before_time
         if state.signature_here:
             mask = mask & ~self.signature_before_bar
-        # Whether a piece may end is the syntax's call, and then the corpus's shortest length.
-        mask[self.grammar.end_row] = state.bars >= self.min_bars
+        if self.exact_bars and state.bars >= self.exact_bars:
+            mask = mask & ~self.starts_with_bar
+        # Whether a piece may end is the syntax's call, and then the corpus's shortest length
+        # (or the asked one), and every asked part having played.
+        mask[self.grammar.end_row] = state.bars >= self.min_bars and (
+            not self.exact_parts or len(state.parts_played & set(range(self.exact_parts))) >= self.exact_parts) and (
+            not self.exact_bars or (state.bar_start is not None and state.last_onset >= state.bar_start))
         return mask

@@ -5,6 +5,13 @@ given into a `MusicRequest` and hand it to `MidiLM.run`; nothing else turns a re
 call. A request is checked when it is made, before any model loads, so a bad value is one line
 at the door it came through. The sampling settings are the fields of `SamplingSettings`, named
 here once: the command's flags and the pipeline's keywords are read off its fields.
+
+The controls (what the piece is to be: key, metre, tempo, parts, instruments, length, and the
+key-aware bias) are the fields of `MusicRequest` marked `_control`, named here once in the same
+way (`CONTROL_NAMES`): the command's flags, the pipeline's keywords and the studio's form are
+read off them. A control is given as a field or, for a new piece, in the caption (its "Key",
+"Time signature", "Tempo", "Parts", "Instruments" lines); a field given wins over the caption's
+line, and the caption the model is prompted with carries every control given (`prompt_caption`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
+from midillm.tokenization import caption as captions
 from midillm.tokenization.rows import TASKS
 
 
@@ -139,6 +147,14 @@ class SamplingSettings:
 
 SAMPLING_NAMES = tuple(setting.name for setting in fields(SamplingSettings))
 
+# The key-aware bias's strength when it is switched on without one (`--key-bias` alone,
+# key_bias=True): each out-of-key note a row strikes lowers its logit by this much (at
+# temperature T its log-probability by this / T), so at the default 0.7 an out-of-key note is
+# about 70 times less likely than the model made it (docs/control.md).
+KEY_BIAS = 3.0
+# A tempo a request may ask for, in BPM (the studio's form and the command alike).
+TEMPO_RANGE = (10.0, 400.0)
+
 
 def parse_bar_range(bars: tuple[int, int] | list[int] | str) -> tuple[int, int]:
     """"5-8", "5 to 8", "5–8", "5" or (5, 8) -> (5, 8): bars counted from 1, both included;
@@ -158,6 +174,37 @@ def parse_bar_range(bars: tuple[int, int] | list[int] | str) -> tuple[int, int]:
     return first, last
 
 
+def _control(help_text: str, label: str | None = None, metavar: str | None = None):
+    """A control: optional (None: the caption's, else the model's choice); `label` is the caption
+    line that carries it, `help` the one line the command, pipeline and studio show for it."""
+    return field(default=None, metadata={"control": True, "help": help_text, "label": label,
+                                         "metavar": metavar})
+
+
+def parse_time_signature(value: str) -> str:
+    """"3/4" (spaces allowed) -> "3/4"; one line if it is not a metre."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise TaskError(f"time_signature must look like 3/4 (beats / note value), not {value!r}")
+    return f"{int(match.group(1))}/{int(match.group(2))}"
+
+
+def parse_parts(value) -> list[str] | int:
+    """Parts as names ("Soprano, Alto" or a list) or a count (4, "4"); one line if neither."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, str, list, tuple)):
+        raise TaskError(f"parts is a count (e.g. 4) or names (e.g. \"Soprano, Alto\"), not {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise TaskError(f"parts must be at least 1, not {value}")
+        return value
+    names = captions.listed_names(value) if isinstance(value, str) else [str(name).strip() for name in value]
+    if not [name for name in names if name]:
+        raise TaskError("parts names no part: give a count (e.g. 4) or names (e.g. \"Soprano, Alto\")")
+    return [name for name in names if name]
+
+
 @dataclass
 class MusicRequest:
     """One thing asked of a model; checked when made (`__post_init__`), run by `MidiLM.run`.
@@ -172,11 +219,26 @@ class MusicRequest:
     # a symusic Score. A recording is transcribed onto the codec's grid first.
     music: object = None
     text: str | None = None                  # the caption (None: the corpus's typical one, or the piece's own)
-    bars: tuple[int, int] | str | None = None  # infill: the bars to write, counted from 1
+    # A new piece: its length in bars (a control); infill: the bars to write, counted from 1 ("5-8").
+    bars: tuple[int, int] | int | str | None = _control(
+        "Length in bars of a new piece, written exactly (infill: the bars to write, e.g. 5-8)", metavar="N")
     tracks: list[str] | None = None          # accompany / arrange: the tracks kept, by name
-    programs: list[int] | None = None        # continue: only these General MIDI programs (-1: drums) play
-    time_signature: str | None = None        # continue without music: the opening metre, e.g. "3/4"
-    tempo: float | None = None               # continue without music: the opening tempo in BPM
+    # The controls of a new piece ("continue" without music; `bars` above is one too).
+    programs: list[int] | None = _control(
+        "Only these General MIDI programs play, e.g. 0,40 (-1 = drums); default: those the caption "
+        "names, else the corpus's", label=captions.INSTRUMENTS, metavar="P,P")
+    time_signature: str | None = _control(
+        "The metre, e.g. 3/4: the piece opens in it and keeps it", label=captions.TIME_SIGNATURE, metavar="N/D")
+    tempo: float | None = _control(
+        "The tempo in BPM, written exactly into the score", label=captions.TEMPO, metavar="BPM")
+    key: str | None = _control('The key, e.g. "D minor" (learned from captions; --key-bias helps)',
+                               label=captions.KEY, metavar="KEY")
+    parts: list[str] | int | None = _control(
+        'The parts: names, e.g. "Soprano, Alto, Tenor, Bass", or a count; exactly these play',
+        label=captions.PARTS, metavar="PARTS")
+    key_bias: float | bool | None = _control(
+        f"Make out-of-key notes less likely: each lowers its row's logit by STRENGTH "
+        f"(default when on: {KEY_BIAS:g}); off by default", metavar="STRENGTH")
     num_samples: int = 1
     seed: int | None = 0
     constrain: bool = True                   # False: the token syntax only, without the corpus constraints
@@ -199,6 +261,7 @@ class MusicRequest:
             if self.bars is None:
                 raise TaskError('infill needs bars to write, e.g. "5-8" (first and last, counted from 1)')
             self.bars = parse_bar_range(self.bars)
+        self._check_controls()
         if self.task == "arrange" and not (self.text or "").strip():
             raise TaskError("arrange needs a caption (--text), e.g. \"Instruments: String Ensemble 1\"")
         if self.strict_voice_leading and not self.constrain:
@@ -211,6 +274,91 @@ class MusicRequest:
             what = "prompt file" if self.task == "continue" else "file"
             raise FileNotFoundError(f"{what} not found: {self.music}")
 
+    def _check_controls(self) -> None:
+        """The controls' values, each checked (one line for a bad one); a new piece's caption
+        lines give the controls not set as fields."""
+        given = [name for name in CONTROL_NAMES if getattr(self, name) is not None
+                 and not (name == "bars" and self.task == "infill")]
+        # A prompt decides its own metre, tempo, parts and length; given music decides everything.
+        decided = ("time_signature", "tempo", "parts", "bars") if self.task == "continue" else CONTROL_NAMES
+        refused = [name for name in given if name in decided] if self.music is not None else []
+        if refused:
+            source = "the prompt" if self.task == "continue" else "the music given"
+            raise TaskError(f"{', '.join(refused)}: {'a control' if len(refused) == 1 else 'controls'} of a new "
+                            f"piece; {self.task} with music takes {'it' if len(refused) == 1 else 'them'} from {source}")
+        if self.task == "continue" and self.music is None:
+            self._read_caption_controls()
+        self._check_control_values()
+
+    def _read_caption_controls(self) -> None:
+        """A new piece's caption lines give the controls not set as fields."""
+        written = captions.caption_fields(self.text)
+        if self.time_signature is None and written.get(captions.TIME_SIGNATURE):
+            self.time_signature = written[captions.TIME_SIGNATURE]
+        if self.tempo is None and written.get(captions.TEMPO):
+            self.tempo = captions.read_tempo(written[captions.TEMPO])
+            if self.tempo is None:
+                raise TaskError(f"the caption's tempo must look like \"120 BPM\", not {written[captions.TEMPO]!r}")
+        if self.key is None and written.get(captions.KEY):
+            self.key = written[captions.KEY]
+        if self.parts is None and written.get(captions.PARTS):
+            self.parts = written[captions.PARTS]
+
+    def _check_control_values(self) -> None:
+        if self.time_signature is not None:
+            self.time_signature = parse_time_signature(self.time_signature)
+        if self.tempo is not None:
+            low, high = TEMPO_RANGE
+            if not low <= float(self.tempo) <= high:
+                raise TaskError(f"tempo must be between {low:g} and {high:g} BPM, not {self.tempo:g}")
+            self.tempo = float(self.tempo)
+        if self.key is not None:
+            known = captions.known_key(str(self.key))
+            if known is None:
+                raise TaskError(f"unknown key {self.key!r}; a key is a tonic and a mode: "
+                                f"{', '.join(captions.key_names())}")
+            self.key = known
+        if self.parts is not None:
+            self.parts = parse_parts(self.parts)
+        if self.bars is not None and self.task == "continue":
+            if isinstance(self.bars, str) and self.bars.strip().isdigit():
+                self.bars = int(self.bars)
+            if isinstance(self.bars, bool) or not isinstance(self.bars, int) or self.bars < 1:
+                raise TaskError(f"bars (the length of a new piece) must be a whole number of at least 1, "
+                                f"not {self.bars!r}")
+        if self.key_bias is True:
+            self.key_bias = KEY_BIAS
+        elif self.key_bias is False:
+            self.key_bias = None
+        if self.key_bias is not None:
+            self.key_bias = float(self.key_bias)
+            if self.key_bias < 0:
+                raise TaskError(f"key_bias (a strength) must be 0 or more, not {self.key_bias:g}")
+            if not self.constrain:
+                raise TaskError("the key-aware bias is one of the corpus constraints: it cannot go with "
+                                "constraints off (--no-constraints, constrain=False)")
+
+    def prompt_caption(self, default: str | None) -> str | None:
+        """The caption the model is prompted with: the request's (else `default`, the model's
+        typical one), with a line for every control given that a caption can say. Unchanged
+        when no control is given."""
+        values = {captions.KEY: self.key, captions.TIME_SIGNATURE: self.time_signature,
+                  captions.TEMPO: captions.tempo_value(self.tempo) if self.tempo is not None else None}
+        if isinstance(self.parts, list):
+            values[captions.PARTS] = ", ".join(self.parts)
+        if self.programs:
+            count = len(self.parts) if isinstance(self.parts, list) else self.parts
+            names = [captions.instrument_name(program) for program in self.programs]
+            values[captions.INSTRUMENTS] = (f"{count} x {names[0]}" if len(names) == 1 and count and count > 1
+                                            else ", ".join(names))
+        if not any(values.values()):
+            return self.text
+        text = self.text if self.text is not None else default
+        return captions.with_fields(text, values)
+
     def updated(self, **values) -> MusicRequest:
         """A copy with `values` in place, checked again."""
         return replace(self, **values)
+
+
+CONTROL_NAMES = tuple(name.name for name in fields(MusicRequest) if name.metadata.get("control"))

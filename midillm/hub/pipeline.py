@@ -29,9 +29,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, Pipeline, PretrainedC
 from midillm.bundle_files import MODEL_TYPE, TASK
 
 # Keyword arguments of the pipeline call besides the sampling settings (the fields of
-# `SamplingSettings`): the controls of the prompt, then the rest of a `MusicRequest`.
-_PROMPT_PARAMETERS = ("time_signature", "tempo", "text")
-_REQUEST_PARAMETERS = ("task", "num_samples", "seed", "programs", "constrain", "strict_voice_leading", "bars", "tracks")
+# `SamplingSettings`) and the controls (`CONTROL_NAMES`, `MusicRequest`'s control fields): the
+# caption, then the rest of a `MusicRequest`.
+_PROMPT_PARAMETERS = ("text",)
+_REQUEST_PARAMETERS = ("task", "num_samples", "seed", "constrain", "strict_voice_leading", "tracks")
 
 
 class MidiLLMConfig(PretrainedConfig):
@@ -91,8 +92,9 @@ def _as_prompt(inputs):
 class MidiGenerationPipeline(Pipeline):
     """Caption text, a MIDI file / bytes / Score or a recording to continue, or nothing -> generated scores.
 
-    Call parameters are those of a `MusicRequest` (task, num_samples, seed, programs,
-    time_signature, tempo, constrain, bars, tracks, text) and the fields of `SamplingSettings`;
+    Call parameters are those of a `MusicRequest` (task, num_samples, seed, constrain, tracks,
+    text, and the controls: key, time_signature, tempo, parts, programs, bars, key_bias) and the
+    fields of `SamplingSettings`;
     sampling values not given are the bundle's (`generation_config.json`, else the defaults).
     `task="infill"` (with `bars="5-8"`), `"accompany"` (with `tracks=[...]`) or `"arrange"` (with
     `text=` the new caption) work on the MIDI given as input; `text=` also sets the caption of a
@@ -128,20 +130,20 @@ class MidiGenerationPipeline(Pipeline):
         return super().__call__(inputs, *args, **kwargs)
 
     def _sanitize_parameters(self, **kwargs):
-        from midillm.decoding.request import SAMPLING_NAMES
+        from midillm.decoding.request import CONTROL_NAMES, SAMPLING_NAMES
 
-        unknown = set(kwargs) - set(_PROMPT_PARAMETERS) - set(_REQUEST_PARAMETERS) - set(SAMPLING_NAMES)
+        request_parameters = _REQUEST_PARAMETERS + CONTROL_NAMES
+        unknown = set(kwargs) - set(_PROMPT_PARAMETERS) - set(request_parameters) - set(SAMPLING_NAMES)
         if unknown:
             raise TypeError(f"midi-generation got unknown parameter(s): {', '.join(sorted(unknown))}")
         preprocess = {key: kwargs[key] for key in _PROMPT_PARAMETERS if key in kwargs}
-        forward = {key: kwargs[key] for key in _REQUEST_PARAMETERS if key in kwargs}
+        forward = {key: kwargs[key] for key in request_parameters if key in kwargs}
         forward["sampling"] = {key: kwargs[key] for key in SAMPLING_NAMES if key in kwargs}
         return preprocess, forward, {}
 
-    def preprocess(self, inputs, time_signature=None, tempo=None, text=None):
+    def preprocess(self, inputs, text=None):
         caption, prompt = _as_prompt(inputs)
-        return {"music": prompt, "text": text if text is not None else caption,
-                "time_signature": time_signature, "tempo": tempo}
+        return {"music": prompt, "text": text if text is not None else caption}
 
     def _forward(self, model_inputs, **request):
         from midillm.decoding.request import MusicRequest

@@ -13,7 +13,7 @@ from pathlib import Path
 from midillm.errors import first_line
 from midillm.model.bundle import Bundle
 from midillm.tokenization.caption import (caption_fields, instrument_name, instruments_listed, key_names,
-                                          programs_named, score_caption)
+                                          programs_named, read_tempo, score_caption)
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
 # What a bundle can be asked to do besides sampling from nothing: the tasks of its training rows,
 # in the order the page lists them.
@@ -116,8 +116,10 @@ def build_caption(composer: str = "", genre: str = "", key: str = "", time_signa
             raise StudioError(f"time signature must look like 3/4, not {time_signature!r}") from None
         sketch.time_signatures.append(TimeSignature(0, numerator, denominator))
     if tempo:
-        if not 10 <= float(tempo) <= 400:
-            raise StudioError(f"tempo must be between 10 and 400 BPM, not {tempo:g}")
+        from midillm.decoding.request import TEMPO_RANGE
+
+        if not TEMPO_RANGE[0] <= float(tempo) <= TEMPO_RANGE[1]:
+            raise StudioError(f"tempo must be between {TEMPO_RANGE[0]:g} and {TEMPO_RANGE[1]:g} BPM, not {tempo:g}")
         sketch.tempos.append(Tempo(0, float(tempo)))
     for program, count in (instruments or {}).items():
         if not -1 <= int(program) <= 127 or not 0 <= int(count) <= 16:
@@ -138,10 +140,7 @@ def form_fields(caption: str) -> dict:
     fields: dict = {"composer": written.get("Composer", ""), "genre": written.get("Genre", ""),
                     "key": written.get("Key", ""), "time_signature": written.get("Time signature", ""),
                     "tempo": None, "instruments": {}}
-    try:
-        fields["tempo"] = float(written["Tempo"].removesuffix("BPM").strip())
-    except (KeyError, ValueError):
-        pass
+    fields["tempo"] = read_tempo(written.get("Tempo", ""))
     for count, name in instruments_listed(written.get("Instruments", "")):
         programs = programs_named([name])
         if programs:

@@ -134,6 +134,19 @@ def read_upload(name: str, data: bytes) -> dict:
     return {"midi": score}
 
 
+def _key_bias(value: str) -> float | bool | None:
+    """The form's key-aware bias: empty or "false" off, "true" on at its default strength, or a strength."""
+    value = value.strip().lower()
+    if value in ("", "false", "off"):
+        return None
+    if value in ("true", "on"):
+        return True
+    try:
+        return float(value)
+    except ValueError:
+        raise StudioError(f"key bias is on, off or a strength (a number), not {value[:40]!r}") from None
+
+
 async def sampling_form(request: StarletteRequest) -> dict:
     """The sampling settings the page sent: a form field per `SamplingSettings` field, empty or
     absent for the model's own. A value that is not a number is refused like FastAPI's own fields."""
@@ -214,7 +227,7 @@ def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = 
     @app.post("/api/jobs", status_code=202)
     def submit(model: str = Form(...), task: str = Form("generate"), caption: str = Form(""),
                num_samples: int = Form(1), seed: int = Form(0), constrain: bool = Form(True),
-               strict_voice_leading: bool = Form(False),
+               strict_voice_leading: bool = Form(False), key_bias: str = Form(""),
                bars: str = Form(""), tracks: str = Form(""), file: UploadFile | None = File(None),
                sampling: dict = Depends(sampling_form)):
         models.path(model)  # an unknown name fails here, not in the queue
@@ -230,10 +243,12 @@ def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = 
             upload = {}
         elif not upload:
             raise StudioError(f"{task} needs a MIDI file (or a recording) to start from")
-        # The request checks itself (sampling values, bars): a bad value is one line now, not in the queue.
+        # The request checks itself (sampling values, bars, the controls the caption carries): a bad
+        # value is one line now, not in the queue. Bars are a new piece's length or infill's range.
         music = MusicRequest("continue" if task == "generate" else task, upload.get("midi", upload.get("audio")),
                              caption.strip() + "\n" if caption.strip() else None,
-                             bars=bars.strip() or None if task == "infill" else None,
+                             bars=bars.strip() or None if task in ("infill", "generate") else None,
+                             key_bias=_key_bias(key_bias) if task == "generate" else None,
                              tracks=[item.strip() for item in tracks.split(",") if item.strip()] or None,
                              num_samples=num_samples, seed=seed, constrain=constrain,
                              strict_voice_leading=strict_voice_leading, sampling=sampling)

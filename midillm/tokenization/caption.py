@@ -30,6 +30,10 @@ DRUMS = -1  # the program number captions, the corpus profile and miditok give d
 DRUMS_NAME = "Drums"
 # The metadata a caption opens with: (label, metadata key), in the order they are written.
 METADATA_FIELDS = (("Title", "title"), ("Composer", "composer"), ("Genre", "genre"))
+# The labels of what the score says, which are also the controls a request can set
+# (`midillm.decoding.request`), in the order a caption writes them.
+PARTS, KEY, TIME_SIGNATURE, TEMPO, INSTRUMENTS = "Parts", "Key", "Time signature", "Tempo", "Instruments"
+FIELD_ORDER = tuple(label for label, _ in METADATA_FIELDS) + (PARTS, KEY, TIME_SIGNATURE, TEMPO, INSTRUMENTS)
 
 _PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _MAJOR_KEYS_BY_SHARPS = {-7: "Cb", -6: "Gb", -5: "Db", -4: "Ab", -3: "Eb", -2: "Bb", -1: "F",
@@ -56,6 +60,33 @@ def key_name(sharps: int, minor: bool) -> str | None:
 def key_names() -> list[str]:
     """Every key a caption can name: the major keys from 7 flats to 7 sharps, then the minor."""
     return [key_name(sharps, bool(minor)) for minor in (0, 1) for sharps in range(-7, 8)]
+
+
+def known_key(name: str) -> str | None:
+    """A key as a caption names it ("d minor", " D  Minor" -> "D minor"); None if no caption
+    can name it (`key_names`)."""
+    wanted = " ".join(name.split()).lower()
+    return next((key for key in key_names() if key.lower() == wanted), None)
+
+
+def key_tonic(name: str) -> tuple[int, bool]:
+    """A key named as a caption names it -> (its tonic's pitch class, minor): "D minor" -> (2, True)."""
+    tonic, mode = known_key(name).split()
+    letter = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}[tonic[0]]
+    return (letter + tonic.count("#") - tonic.count("b")) % 12, mode == "minor"
+
+
+def tempo_value(bpm: float) -> str:
+    """A tempo as a caption writes it: 120.4 -> "120 BPM"."""
+    return f"{round(bpm)} BPM"
+
+
+def read_tempo(value: str) -> float | None:
+    """A caption's tempo back as BPM ("120 BPM" -> 120.0); None if it is not one."""
+    try:
+        return float(value.strip().removesuffix("BPM").strip())
+    except ValueError:
+        return None
 
 
 @functools.cache
@@ -100,6 +131,23 @@ def write_caption(fields: Mapping[str, str | None]) -> str:
     return "".join(f"{label}: {value}\n" for label, value in fields.items() if value)
 
 
+def with_fields(text: str | None, values: Mapping[str, str | None]) -> str:
+    """The caption `text` with these fields set (a None value leaves its field as it is): a
+    field it has keeps its place, a new one goes before the first field `FIELD_ORDER` puts after it."""
+    fields = list(caption_fields(text).items())
+    rank = {label: index for index, label in enumerate(FIELD_ORDER)}
+    for label, value in values.items():
+        if not value:
+            continue
+        labels = [name for name, _ in fields]
+        if label in labels:
+            fields[labels.index(label)] = (label, value)
+            continue
+        after = [index for index, name in enumerate(labels) if rank.get(name, -1) > rank.get(label, len(FIELD_ORDER))]
+        fields.insert(after[0] if after else len(fields), (label, value))
+    return write_caption(dict(fields))
+
+
 def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> str:
     """A score's caption from what is known: metadata first, then what the score itself says."""
     metadata = dict(metadata or {})
@@ -117,7 +165,7 @@ def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> st
         signature = score.time_signatures[0]
         fields["Time signature"] = f"{signature.numerator}/{signature.denominator}"
     if len(score.tempos):
-        fields["Tempo"] = f"{round(score.tempos[0].qpm)} BPM"
+        fields["Tempo"] = tempo_value(score.tempos[0].qpm)
     instruments = Counter(instrument_name(DRUMS if track.is_drum else track.program) for track in played)
     fields["Instruments"] = ", ".join(f"{count} x {name}" if count > 1 else name
                                       for name, count in instruments.items())

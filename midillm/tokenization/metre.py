@@ -27,3 +27,12 @@ def bar_end_after(time_signatures: list[tuple[int, int, int]], ticks_per_quarter
         if start + length > tick:
             return start + length
         start += length
+
+
+def end_of_bars(time_signatures: list[tuple[int, int, int]], ticks_per_quarter: int, bars: int) -> int:
+    """The tick where the first `bars` bars end, bars laid from 0 by the (time, numerator,
+    denominator) metres (4/4 before any)."""
+    end = 0
+    for _ in range(bars):
+        end = bar_end_after(time_signatures, ticks_per_quarter, end)
+    return end

@@ -71,6 +71,7 @@ async function chooseModel(name) {
   $("#constrain").checked = model.constraints;
   $("#constrain").disabled = !model.constraints;
   $("#strict_voice_leading").disabled = !model.constraints;
+  $("#key_bias").disabled = !model.constraints;
   $("#generate").disabled = false;
 }
 
@@ -97,6 +98,7 @@ function showTaskInputs() {
   const task = currentTask();
   $("#upload-row").hidden = task === "generate";
   $("#bars-row").hidden = task !== "infill";
+  $("#length-row").hidden = task !== "generate";
   $("#tracks-row").hidden = task !== "accompany";
 }
 
@@ -171,6 +173,10 @@ function requestForm() {
     if (file) form.append("file", file, file.name);
   }
   if (task === "infill") form.append("bars", $("#bars").value);
+  if (task === "generate") {
+    form.append("bars", $("#length").value);
+    form.append("key_bias", $("#key_bias").checked && $("#constrain").checked ? "true" : "false");
+  }
   if (task === "accompany") form.append("tracks", $("#tracks").value);
   return form;
 }

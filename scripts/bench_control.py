@@ -1,0 +1,182 @@
+"""Controls a musician can trust: the share of samples that obey each control (docs/control.md).
+
+    .venv/bin/python scripts/bench_control.py --model runs/demo/bach-smollm2 --data runs/demo/data \
+        --out runs/bench-control --samples 12 --max-new-tokens 384
+
+The captions are the held-out pieces' own (the test split of a `midillm prepare` output, read
+back from its rows with `caption_fields`), without their titles, with the key, metre and tempo
+varied: sample i asks for KEYS[i % 6], METRES[i % 2] and TEMPI[i % 4] (sample 0 is D minor in
+3/4, sample 1 G major in 4/4), the parts its piece had, and BARS bars. Each caption is sampled
+once with the key-aware bias off and once with it on (`KEY_BIAS`), same seed. Measured on the
+written score (its MIDI bytes, read back):
+- key: music21's `analyze('key')` of the sample against the asked key: exact tonic and mode, and
+  counting the relative and parallel keys as well;
+- metre: every time signature is the asked one; tempo: every tempo is the asked BPM (to 0.01);
+- parts: as many parts play as asked; bars: the piece spans exactly the asked bars;
+- sane: `midillm.eval.sanity`, against the model's corpus;
+- the share of pitched notes outside the asked key's scale.
+Writes OUT/control.json and the piano rolls of samples 0 and 1 (both ways), prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+import warnings
+from pathlib import Path
+
+from harness.machine import machine
+from harness.report import command_line, today, write_json
+
+warnings.filterwarnings("ignore")
+
+KEYS = ("D minor", "G major", "F major", "E minor", "Bb major", "A minor")
+METRES = ("3/4", "4/4")
+TEMPI = (72, 90, 100, 120)
+BARS = 8
+
+
+def held_out_captions(data: str, codec) -> list[str]:
+    """The test split's captions, each piece once, in order: the caption text before each
+    `<music>` of its rows (`caption_fields` reads them)."""
+    from datasets import load_from_disk
+
+    from midillm.tokenization.caption import caption_fields
+
+    captions, titles = [], set()
+    for row in load_from_disk(str(Path(data) / "dataset"))["test"]["input_ids"]:
+        start = 0
+        for index, lm_id in enumerate(row):
+            if lm_id == codec.music_end_id:
+                start = index + 1
+            elif lm_id == codec.music_start_id:
+                text = codec.lm_tokenizer.decode(row[start:index], skip_special_tokens=True)
+                fields = caption_fields(text)
+                if fields.get("Title") and fields["Title"] not in titles:
+                    titles.add(fields["Title"])
+                    captions.append(text)
+    return captions
+
+
+def asked_caption(caption: str, index: int) -> tuple[str, dict]:
+    """The held-out caption without its title, with sample `index`'s key, metre and tempo."""
+    from midillm.tokenization.caption import caption_fields, tempo_value, with_fields, write_caption
+
+    fields = {label: value for label, value in caption_fields(caption).items() if label != "Title"}
+    asked = {"key": KEYS[index % len(KEYS)], "time_signature": METRES[index % len(METRES)],
+             "tempo": float(TEMPI[index % len(TEMPI)])}
+    text = with_fields(write_caption(fields), {"Key": asked["key"], "Time signature": asked["time_signature"],
+                                               "Tempo": tempo_value(asked["tempo"])})
+    return text, asked
+
+
+def found_key(midi: bytes):
+    """music21's key analysis of a MIDI file: (tonic pitch class, minor)."""
+    from music21 import converter
+
+    found = converter.parseData(midi, format="midi").analyze("key")
+    return found.tonic.pitchClass, found.mode == "minor"
+
+
+def measure(sample, asked: dict, parts: int, profile) -> dict:
+    from symusic import Score
+
+    from midillm.decoding.export import to_midi_bytes
+    from midillm.decoding.grammar import scale_pitch_classes
+    from midillm.eval.sanity import bars_written, sample_sanity
+    from midillm.tokenization.caption import key_tonic, pitch_name
+
+    midi = to_midi_bytes(sample.score)
+    written = Score.from_midi(midi)
+    tonic, minor = key_tonic(asked["key"])
+    found_tonic, found_minor = found_key(midi)
+    relative = (tonic + (3 if minor else 9)) % 12
+    scale = scale_pitch_classes(asked["key"])
+    pitches = [int(note.pitch) for track in written.tracks if not track.is_drum for note in track.notes]
+    numerator, denominator = (int(part) for part in asked["time_signature"].split("/"))
+    return {
+        "key_found": f"{pitch_name(60 + found_tonic)[:-1]} {'minor' if found_minor else 'major'}",
+        "key_exact": (found_tonic, found_minor) == (tonic, minor),
+        "key_related": (found_tonic, found_minor) in {(tonic, minor), (tonic, not minor), (relative, not minor)},
+        "metre": bool(len(written.time_signatures)) and all(
+            (sig.numerator, sig.denominator) == (numerator, denominator) for sig in written.time_signatures),
+        "tempo": bool(len(written.tempos)) and all(round(tempo.qpm, 2) == asked["tempo"] for tempo in written.tempos),
+        "parts": sum(1 for track in written.tracks if track.note_num()) == parts,
+        "bars": bars_written(written) == BARS,
+        "bars_written": bars_written(written),
+        "ended": sample.ended,
+        "sane": sample_sanity(written, profile, {"ended": sample.ended})["sane"],
+        "out_of_key_share": sum(pitch % 12 not in scale for pitch in pitches) / max(len(pitches), 1),
+        "notes": len(pitches),
+    }
+
+
+def share(rows: list[dict], name: str) -> float:
+    return sum(bool(row[name]) for row in rows) / len(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="runs/demo/bach-smollm2")
+    parser.add_argument("--data", default="runs/demo/data", help="The `midillm prepare` output it was trained on.")
+    parser.add_argument("--out", default="runs/bench-control")
+    parser.add_argument("--samples", type=int, default=12, help="Captions (held-out pieces) per setting (default: 12).")
+    parser.add_argument("--max-new-tokens", type=int, default=384)
+    arguments = parser.parse_args()
+
+    from midillm.decoding.export import export_score
+    from midillm.decoding.generate import MidiLM
+    from midillm.decoding.request import KEY_BIAS, MusicRequest
+    from midillm.tokenization.caption import names_in_caption
+
+    lm = MidiLM.from_pretrained(arguments.model)
+    captions = held_out_captions(arguments.data, lm.codec)
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    settings = {}
+    for setting, key_bias in (("bias off", None), ("bias on", KEY_BIAS)):
+        rows = []
+        for index in range(arguments.samples):
+            text, asked = asked_caption(captions[index % len(captions)], index)
+            request = MusicRequest(text=text, bars=BARS, key_bias=key_bias, seed=index,
+                                   sampling={"max_new_tokens": arguments.max_new_tokens})
+            [sample] = lm.run(request)
+            row = {"caption": text, **asked, **measure(sample, asked, len(names_in_caption(text)), lm.codec.corpus)}
+            rows.append(row)
+            print(f"{setting} {index}: asked {asked['key']} {asked['time_signature']} {asked['tempo']:g} BPM -> "
+                  f"key {row['key_found']}, metre {row['metre']}, tempo {row['tempo']}, parts {row['parts']}, "
+                  f"bars {row['bars_written']}, sane {row['sane']}, out of key {row['out_of_key_share']:.2f}",
+                  flush=True)
+            if index < 2:
+                name = f"{asked['key'].replace(' ', '-')}-{asked['time_signature'].replace('/', '')}-{setting.replace(' ', '-')}"
+                export_score(sample.score, out / name, ["png", "mid"])
+        settings[setting] = {"rows": rows, **{name: share(rows, name) for name in
+                                              ("key_exact", "key_related", "metre", "tempo", "parts", "bars", "ended",
+                                               "sane")},
+                             "out_of_key_share": sum(row["out_of_key_share"] for row in rows) / len(rows)}
+    seconds = time.time() - started
+    write_json(out / "control.json", {"settings": settings, "seconds": seconds, "bars": BARS,
+                                      "max_new_tokens": arguments.max_new_tokens})
+
+    off, on = settings["bias off"], settings["bias on"]
+    print(f"\n{arguments.samples} held-out captions per setting, {seconds:.0f} s on {machine()}, {today()}")
+    print(f"Command: {command_line()}\n")
+    print("| control | midillm, bias off | midillm, bias on | text2midi | MuseCoco |")
+    print("|---|---|---|---|---|")
+    percent = lambda value: f"{100 * value:.0f}%"  # noqa: E731
+    print(f"| key, exact tonic and mode (music21) | {percent(off['key_exact'])} | {percent(on['key_exact'])} | 33.6% | 13.7% |")
+    print(f"| key, counting relative and parallel | {percent(off['key_related'])} | {percent(on['key_related'])} | | |")
+    print(f"| metre | {percent(off['metre'])} | {percent(on['metre'])} | | |")
+    print(f"| tempo, exact BPM | {percent(off['tempo'])} | {percent(on['tempo'])} | 39.7% (bin) | 21.7% (bin) |")
+    print(f"| parts (count) | {percent(off['parts'])} | {percent(on['parts'])} | | |")
+    print(f"| length, exactly {BARS} bars | {percent(off['bars'])} | {percent(on['bars'])} | | |")
+    print(f"| ended by itself | {percent(off['ended'])} | {percent(on['ended'])} | | |")
+    print(f"| sane | {percent(off['sane'])} | {percent(on['sane'])} | | |")
+    print(f"| notes outside the asked key's scale | {percent(off['out_of_key_share'])} | "
+          f"{percent(on['out_of_key_share'])} | | |")
+
+
+if __name__ == "__main__":
+    main()

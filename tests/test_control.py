@@ -1,0 +1,187 @@
+"""The controls of a new piece (issue 25): one definition (`MusicRequest`'s control fields), the
+same through the command, the pipeline and Python, carried by the caption, enforced by the
+grammar where it can say them, and refused in one line where the model cannot meet them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from symusic import Score
+
+from midillm.decoding.request import CONTROL_NAMES, KEY_BIAS, MusicRequest, TaskError
+from midillm.eval.sanity import bars_written
+from midillm.tokenization.caption import caption_fields
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_bundle):
+    from midillm.decoding.generate import MidiLM
+
+    return MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
+
+
+def metres(score: Score) -> set[tuple[int, int]]:
+    return {(signature.numerator, signature.denominator) for signature in score.time_signatures}
+
+
+def played_parts(score: Score) -> int:
+    return sum(1 for track in score.tracks if track.note_num())
+
+
+# ----------------------------------------------------------------------------- the request
+
+
+def test_caption_lines_are_controls_and_fields_win_over_them():
+    request = MusicRequest(text="Composer: J.S. Bach\nKey: d minor\nTime signature: 3/4\nTempo: 84 BPM\n"
+                                "Parts: Soprano, Bass\n")
+    assert (request.key, request.time_signature, request.tempo, request.parts) == \
+        ("D minor", "3/4", 84.0, ["Soprano", "Bass"])
+    asked = MusicRequest(text="Key: D minor\nTempo: 84 BPM\n", key="G major", tempo=120, time_signature="4/4")
+    caption = caption_fields(asked.prompt_caption(None))
+    assert caption["Key"] == "G major" and caption["Tempo"] == "120 BPM" and caption["Time signature"] == "4/4"
+
+
+def test_prompt_caption_carries_the_controls_in_the_caption_order():
+    request = MusicRequest(time_signature="3/4", key="D minor", tempo=90, programs=[52], parts=4, bars=8)
+    assert request.prompt_caption("Composer: J.S. Bach\nInstruments: 4 x Acoustic Grand Piano\n") == (
+        "Composer: J.S. Bach\nKey: D minor\nTime signature: 3/4\nTempo: 90 BPM\nInstruments: 4 x Choir Aahs\n")
+    # Nothing asked: the caption is left as it is (None: the model's own typical one).
+    assert MusicRequest().prompt_caption("Composer: J.S. Bach\n") is None
+    assert MusicRequest(key_bias=True).key_bias == KEY_BIAS
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(bars=0), "bars (the length of a new piece) must be a whole number of at least 1"),
+    (dict(time_signature="three four"), "time_signature must look like 3/4"),
+    (dict(key="H major"), "unknown key 'H major'; a key is a tonic and a mode: Cb major"),
+    (dict(tempo=1000), "tempo must be between 10 and 400 BPM"),
+    (dict(text="Tempo: fast\n"), "the caption's tempo must look like \"120 BPM\""),
+    (dict(parts=0), "parts must be at least 1"),
+    (dict(key_bias=-1.0), "key_bias (a strength) must be 0 or more"),
+    (dict(task="infill", music=__file__, bars="1-2", tempo=90), "tempo: a control of a new piece"),
+])
+def test_bad_controls_are_one_line(values, message):
+    with pytest.raises(TaskError) as error:
+        MusicRequest(**values)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+# ----------------------------------------------------------------------------- by construction
+
+
+def test_metre_tempo_and_length_from_the_caption_alone(tiny_lm):
+    samples = tiny_lm.run(MusicRequest(text="Time signature: 3/4\nTempo: 90 BPM\n", bars=2, num_samples=3,
+                                       seed=1, sampling={"max_new_tokens": 200}))
+    for sample in samples:
+        assert metres(sample.score) == {(3, 4)}
+        assert [tempo.qpm for tempo in sample.score.tempos] == [pytest.approx(90.0)]
+        if sample.ended:
+            assert bars_written(sample.score) <= 2
+            assert sum(token == "Bar_None" for token in tiny_lm.codec.music_tokens(sample.ids)) == 2
+    assert any(sample.ended for sample in samples)
+
+
+def test_asked_parts_are_the_parts_that_play(tiny_lm):
+    samples = tiny_lm.run(MusicRequest(parts=2, bars=2, num_samples=3, seed=2, sampling={"max_new_tokens": 250}))
+    assert any(sample.ended for sample in samples)
+    for sample in samples:
+        assert played_parts(sample.score) <= 2
+        if sample.ended:
+            assert played_parts(sample.score) == 2
+
+
+def test_command_writes_the_asked_tempo_and_metre_exactly(tiny_bundle, tmp_path, capsys):
+    from midillm.cli import main
+
+    out = tmp_path / "out"
+    assert main(["generate", str(tiny_bundle), "--out", str(out), "-n", "2", "--tempo", "90",
+                 "--time-signature", "3/4", "--max-new-tokens", "60", "--precision", "fp32"]) == 0
+    for path in sorted(out.glob("*.mid")):
+        score = Score(str(path))
+        # The MIDI file holds 90 BPM (the binned tempo token would give 87.4), and 3/4 throughout.
+        assert [round(tempo.qpm, 2) for tempo in score.tempos] == [90.0]
+        assert metres(score) == {(3, 4)}
+
+
+def test_pipeline_takes_the_same_controls(tiny_bundle):
+    import midillm  # noqa: F401  (registers the task)
+    from transformers import pipeline
+
+    pipe = pipeline("midi-generation", model=str(tiny_bundle), dtype="fp32")
+    outputs = pipe("Tempo: 121 BPM\n", time_signature="3/4", tempo=120, bars=2, num_samples=2,
+                   max_new_tokens=80, seed=3)
+    for output in outputs:
+        back = Score.from_midi(output["midi"])
+        assert [round(tempo.qpm, 2) for tempo in back.tempos] == [120.0]
+        assert metres(back) == {(3, 4)}
+
+
+# ----------------------------------------------------------------------------- what cannot be met
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--time-signature", "5/4"], "time signature 5/4: this model's corpus never had it; it knows 4/4, 3/4"),
+    (["--text", "Time signature: 7/8"], "time signature 7/8: this model's corpus never had it"),
+    (["--bars", "0"], "bars (the length of a new piece) must be a whole number of at least 1"),
+    (["--programs", "40"], "instrument Violin (program 40) is outside this model's vocabulary; it knows "),
+    (["--text", "Instruments: Kazoo"], "instrument 'Kazoo' is outside this model's vocabulary; it knows "),
+    (["--parts", "99"], "99 parts: this model's pieces have at most"),
+    (["--key-bias"], "the key-aware bias needs a key"),
+])
+def test_requests_the_model_cannot_meet_are_one_line_and_exit_1(tiny_bundle, tmp_path, capsys, arguments, message):
+    from midillm.cli import main
+
+    assert main(["generate", str(tiny_bundle), "--out", str(tmp_path / "out"), "--max-new-tokens", "8",
+                 *arguments]) == 1
+    error = capsys.readouterr().err
+    # One line, the last (the model's loading bars may come before it), and no traceback.
+    last = error.strip().splitlines()[-1].split("\r")[-1]
+    assert last.startswith("midillm: error:") and message in last and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+    if "it knows" in message and "instrument" in message:
+        assert "Acoustic Grand Piano (0)" in last  # what is possible, named
+
+
+# ----------------------------------------------------------------------------- the key-aware bias
+
+
+def out_of_key_share(scores: list[Score], key: str) -> float:
+    from midillm.decoding.grammar import scale_pitch_classes
+
+    scale = scale_pitch_classes(key)
+    pitches = [int(note.pitch) for score in scores for track in score.tracks if not track.is_drum
+               for note in track.notes]
+    assert len(pitches) > 50
+    return sum(pitch % 12 not in scale for pitch in pitches) / len(pitches)
+
+
+def test_key_bias_makes_out_of_key_notes_rare(tiny_lm):
+    asked = dict(key="Eb minor", num_samples=4, seed=5, sampling={"max_new_tokens": 160})
+    off = out_of_key_share([sample.score for sample in tiny_lm.run(MusicRequest(**asked))], "Eb minor")
+    on = out_of_key_share([sample.score for sample in tiny_lm.run(MusicRequest(**asked, key_bias=True))], "Eb minor")
+    # An almost untrained model strikes pitch classes about evenly (4 of 12 are outside the
+    # scale); at the default strength, well under a tenth of its notes are.
+    assert off > 0.2
+    assert on < off / 3
+
+
+def test_key_bias_lowers_each_out_of_key_note_of_a_row(tiny_lm):
+    """The bias counts every pitched note of a row, not only its first one."""
+    from midillm.decoding.grammar import key_bias_rows
+
+    rows = [["Pitch_62", "Duration_1.0.8"], ["Pitch_60", "Duration_1.0.8"], ["Pitch_60", "Pitch_63"],
+            ["PitchDrum_60"], ["Position_4"]]
+    assert key_bias_rows(rows, "D major", 2.0).tolist() == [0.0, -2.0, -4.0, 0.0, 0.0, 0.0]
+    # D minor's raised seventh (C#) is in key; its major third (F#) is not.
+    assert key_bias_rows([["Pitch_61"], ["Pitch_66"]], "D minor", 1.0).tolist() == [0.0, -1.0, 0.0]
+
+
+def test_every_control_is_a_flag_of_generate():
+    from midillm.cli import build_parser
+
+    arguments = build_parser().parse_args(["generate", "m", "--out", "o", "--key", "D minor", "--time-signature",
+                                           "3/4", "--tempo", "90", "--parts", "4", "--programs", "0",
+                                           "--bars", "8", "--key-bias"])
+    assert {name: getattr(arguments, name) for name in CONTROL_NAMES} == {
+        "bars": 8, "programs": "0", "time_signature": "3/4", "tempo": 90.0, "key": "D minor", "parts": "4",
+        "key_bias": KEY_BIAS}
