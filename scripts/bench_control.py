@@ -21,7 +21,6 @@ Writes OUT/control.json and the piano rolls of samples 0 and 1 (both ways), prin
 from __future__ import annotations
 
 import argparse
-import io
 import time
 import warnings
 from pathlib import Path
