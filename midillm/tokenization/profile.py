@@ -11,6 +11,7 @@ so held notes and fast ornaments keep their length.
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from symusic import Score
 
-from .caption import DRUMS, part_names, typical_caption
+from .caption import DRUMS, part_names, typical_caption, without_title
 from .metre import bar_length
 
 # Candidate grids, in positions per beat: the smallest that holds (almost) every onset and
@@ -35,6 +36,10 @@ LONG_DURATION_BEATS = 12
 # A part that rests longer than this (beats) between two notes of one pitch did not stay on it.
 SAME_PITCH_MAX_REST_BEATS = 2.0
 MAX_DURATION_BEATS = 128
+# The train pieces' own captions (titles left out) the profile keeps as default prompts: a
+# bounded sample, drawn with a fixed seed so that `prepare` stays reproducible.
+DEFAULT_CAPTIONS = 64
+DEFAULT_CAPTIONS_SEED = 0
 
 
 @dataclass
@@ -76,7 +81,12 @@ class CorpusProfile:
     music_tokens: list[int] = field(default_factory=list, metadata={
         "help": "Music tokens per piece after tokenization: [median, 95th percentile, longest]."})
     caption: str = field(default="", metadata={
-        "help": "A caption typical of the corpus (each field's most common value): the default prompt."})
+        "help": "A caption typical of the corpus (each field's most common value, so it may describe no "
+                "piece): the neutral context retrieval embeds under and accompaniments take their style "
+                "from; the default prompt only of a codec saved before `captions`."})
+    captions: list[str] = field(default_factory=list, metadata={
+        "help": f"Up to {DEFAULT_CAPTIONS} of the train pieces' own captions, titles left out, deduplicated, "
+                "in a seeded random order: the default prompts, one drawn per request by its seed."})
 
     # ------------------------------------------------------------------------ derived facts
 
@@ -164,6 +174,7 @@ def _grid_for(ticks: np.ndarray, ticks_per_quarter: int) -> int:
 
 def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> CorpusProfile:
     """Measure the pieces (symusic Scores) and their captions into a `CorpusProfile`."""
+    captions = list(captions)
     velocities: set[int] = set()
     programs: Counter = Counter()
     pitch_low: dict[int, int] = {}
@@ -263,7 +274,18 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         max_duration_beats=round(max_duration, 4),
         bars=[min(bars), int(np.median(bars)), max(bars)],
         caption=typical_caption(captions),
+        captions=caption_sample(captions),
     )
+
+
+def caption_sample(captions: Iterable[str], size: int = DEFAULT_CAPTIONS,
+                   seed: int = DEFAULT_CAPTIONS_SEED) -> list[str]:
+    """At most `size` distinct captions of these, each without its title, in a seeded random
+    order: prompts a real piece had (its parts, instruments, key and metre agree with each
+    other), unlike the typical caption, whose fields are each the most common on their own."""
+    distinct = [caption for caption in dict.fromkeys(without_title(caption) for caption in captions) if caption]
+    random.Random(seed).shuffle(distinct)
+    return distinct[:size]
 
 
 def tokenizer_settings(profile: CorpusProfile | None) -> dict:
