@@ -508,20 +508,23 @@ def test_the_profile_keeps_the_train_pieces_own_captions_without_titles(varied):
     train = [piece for piece in report["pieces"] if piece["split"] == "train"]
     own = {without_title(score_caption(Score(piece["path"]), piece["metadata"])) for piece in train}
     captions = lm.codec.corpus.captions
-    assert len(train) >= 3 and len(captions) == len(set(captions))
+    assert len(train) >= 3
     assert set(captions) == own  # each exactly a train piece's caption, no held-out piece's
+    assert set(captions.values()) == {1}  # each piece its own
 
 
 def test_caption_sample_drops_titles_and_duplicates_in_a_seeded_order():
     from midillm.tokenization.profile import caption_sample
 
-    captions = [f"Title: Piece {index}\nParts: {'Lead, Bass' if index % 3 else 'Voice'}\nTempo: {90 + index % 4} BPM\n"
-                for index in range(100)]
-    sample = caption_sample(captions, size=5)
-    assert len(sample) == 5 and len(set(sample)) == 5
-    assert all("Title" not in caption and caption.startswith("Parts: ") for caption in sample)
-    assert sample == caption_sample(captions, size=5)  # seeded: prepare stays reproducible
-    assert len(caption_sample(captions)) == 8  # 2 part lines x 4 tempos: every distinct caption once
+    untitled = ["Parts: Soprano, Alto, Tenor, Bass\n"] * 10 + ["Parts: Horn, Soprano, Alto, Tenor, Bass\n"] * 3 + [
+        f"Parts: Part {index}\n" for index in range(5)]
+    captions = [f"Title: Piece {index}\n{caption}" for index, caption in enumerate(untitled)]
+    everything = caption_sample(captions)
+    assert everything == {caption: untitled.count(caption) for caption in untitled}  # titles out, counted
+    three = caption_sample(captions, size=3)
+    # The most common first, with their counts; then one of the ties, the same one every time.
+    assert list(three.values()) == [10, 3, 1] and list(three)[:2] == untitled[:1] + untitled[10:11]
+    assert three == caption_sample(captions, size=3) and list(three)[2].startswith("Parts: Part ")
 
 
 def test_generation_without_text_is_prompted_with_one_of_them_by_seed(varied, monkeypatch):
@@ -559,7 +562,7 @@ def test_generation_without_text_is_prompted_with_one_of_them_by_seed(varied, mo
         seen.clear()
         [sample] = lm.run(MusicRequest(seed=seed, sampling={"max_new_tokens": 30}))
         assert sample.ids[:len(head)] == head and seen[0][0] == caption
-    assert len(drawn) >= 3  # different seeds, different pieces' captions
+    assert len(drawn) >= 2  # different seeds, different pieces' captions
 
 
 def test_a_codec_saved_before_the_caption_sample_loads_and_falls_back(varied, tmp_path):
@@ -575,7 +578,7 @@ def test_a_codec_saved_before_the_caption_sample_loads_and_falls_back(varied, tm
     del config["corpus"]["captions"]
     (old / CODEC_CONFIG_FILE).write_text(json.dumps(config))
     codec = MusicCodec.from_pretrained(old)
-    assert codec.corpus.captions == [] and codec.corpus.caption == lm.codec.corpus.caption
+    assert codec.corpus.captions == {} and codec.corpus.caption == lm.codec.corpus.caption
     old_lm = MidiLM(lm.model, codec, dtype=torch.float32, context_length=1024)
     assert {old_lm.default_text(None, seed) for seed in range(4)} == {codec.corpus.caption}
     assert old_lm.default_text("Tempo: 90 BPM", 3) == "Tempo: 90 BPM"

@@ -280,19 +280,18 @@ class MidiLM:
 
     def default_text(self, text: str | None, seed: int | None = 0) -> str | None:
         """The caption to use: the given one, else (if captions were trained) one of the train
-        pieces' own captions without their titles, the one `seed` picks (None: any), else none.
+        pieces' own captions without their titles, drawn by `seed` (None: unseeded) as often as
+        the corpus's pieces have it, else none.
 
         A real piece's caption hangs together: its parts, instruments, key and metre are one
-        piece's. The corpus profile keeps a seeded sample of them (`CorpusProfile.captions`); a
-        codec saved before it falls back to the typical caption. One caption per call: every
-        sample of a batch, its prompt and its constraints read the same one."""
+        piece's. The corpus profile keeps the most common of them with their counts
+        (`CorpusProfile.captions`); a codec saved before it falls back to the typical caption.
+        One caption per call: every sample of a batch, its prompt and its constraints read the
+        same one."""
         if text is not None or not self.codec.captions or self.codec.corpus is None:
             return text
-        captions = getattr(self.codec.corpus, "captions", None) or [self.codec.corpus.caption]
-        if seed is None:
-            return random.choice(captions) or None
-        # The sample is in a seeded random order already: neighbouring seeds take different ones.
-        return captions[seed % len(captions)] or None
+        captions = getattr(self.codec.corpus, "captions", None) or {self.codec.corpus.caption: 1}
+        return random.Random(seed).choices(list(captions), weights=list(captions.values()))[0] or None
 
     def typical_text(self) -> str | None:
         """The corpus's typical caption (each field's most common value), if captions were
