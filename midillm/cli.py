@@ -144,7 +144,8 @@ def add_generate_command(commands) -> None:
     generate.add_argument("--prompt", help="A MIDI file to continue, or a recording (wav, flac, ogg, mp3), "
                                            "transcribed first; the output begins with it.")
     generate.add_argument("--text", help='A caption to start from, e.g. "Composer: J.S. Bach"; its Key, '
-                                         'Time signature, Tempo, Parts and Instruments lines are controls too.')
+                                         'Time signature, Tempo, Parts and Instruments lines are controls too '
+                                         '(default: the caption of a training piece, title left out, drawn by --seed).')
     add_control_arguments(generate)
     generate.add_argument("--like", nargs="+", metavar="FILE.mid",
                           help="Generate for this taste: continue the opening of the liked piece nearest their "

@@ -102,9 +102,10 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     begun = time.time()
     lm = MidiLM.from_pretrained(bundle)
     settings = lm.sampling.updated(max_new_tokens=max_new_tokens)  # the bundle's own sampling, as `generate`
-    # The prompt is the corpus's typical caption (as every training row starts with a caption),
-    # and the corpus constraints are on: the showcase is what a user gets by default.
-    log(f"Caption: {' / '.join(lm.default_text(None).splitlines()) if lm.default_text(None) else '(none)'}")
+    # The prompt is a caption one training piece had, drawn by the seed (as every training row
+    # starts with a caption), and the corpus constraints are on: what a user gets by default.
+    caption = lm.default_text(None, seed=0)
+    log(f"Caption: {' / '.join(caption.splitlines()) if caption else '(none)'}")
     ids = lm.generate_ids(num_samples, settings=settings, seed=0, progress=True)
     written, showcase_sane = [], 0
     for index, row in enumerate(ids):

@@ -17,7 +17,7 @@ the title (`taste_prompt`). `--samples` of them are kept four ways:
   by model        nearest the taste in the model's representation (`rank_by_taste(by="model")`)
   by features     nearest in `TASTE_FEATURES` (`by="features"`)
   by both         the sum of the two (`by="both"`)
-plus, once, `--samples` from the default prompt (the corpus's typical caption, no prompt music),
+plus, once, `--samples` from the default prompt (a training piece's caption drawn by the seed, no prompt music),
 and a ceiling: the liked chorales' own later bars (Bach's continuation of them), in stretches as
 long as the kept samples, after the stretch the liked mean is measured on.
 For each sane sample (`midillm.eval.sanity`) the distance of its features (all of
@@ -156,7 +156,7 @@ def main():
 
     default_ids = lm.generate_ids(arguments.samples, None, None, settings, seed=arguments.seed, progress=True)
     default_records = list(lm.last_generation)
-    default_prompt = lm.prompt_ids(None, None)
+    default_prompt = lm.prompt_ids(None, lm.default_text(None, arguments.seed))  # the caption that seed drew
     default_whole = [lm.codec.decode(ids) for ids in default_ids]
     default_continuations = [lm.codec.decode([lm.codec.music_start_id] + ids[len(default_prompt):]) for ids in default_ids]
     for index, score in enumerate(default_whole):

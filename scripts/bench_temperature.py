@@ -4,7 +4,8 @@
         --temperatures 1.0 0.85 0.7 0.6 --samples 16 --out runs/bench-temperature
 
 For each temperature (top-p and the rest: the bundle's), `--samples` samples are drawn from the
-default prompt (the corpus's typical caption) with the corpus constraints, from one seed. Measured:
+default prompt (a training piece's caption, drawn by the seed) with the corpus constraints, from
+one seed. Measured:
 - sane share (`midillm.eval.sanity`), first;
 - within each part (a chorale's voice is one line), the share of neighbouring notes with a rest
   between them and the share that overlap (a note still sounding when the voice's next one

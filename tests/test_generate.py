@@ -145,11 +145,13 @@ def test_twenty_samples_from_a_trained_bundle_all_decode_and_stay_in_the_corpus(
     model = tiny_lm
     corpus = model.codec.corpus
     samples = model.generate_ids(num_samples=20, settings=SamplingSettings(max_new_tokens=120), seed=0)
-    # Prompted as in training: the corpus's typical caption (cut as training rows cut it), then <music>.
+    # Prompted as in training: a training piece's caption, the one seed 0 draws (cut as training
+    # rows cut it), then <music>.
     prompt = model.prompt_ids()
     assert all(ids[:len(prompt)] == prompt for ids in samples)
     caption = model.codec.lm_tokenizer.decode(prompt[:-1]).strip()
-    assert caption and corpus.caption.startswith(caption)
+    assert caption and model.default_text(None, seed=0) in corpus.captions
+    assert model.default_text(None, seed=0).startswith(caption)
     for ids in samples:
         assert token_errors(model.codec, ids) == 0
         score = model.codec.decode(ids)
@@ -308,12 +310,12 @@ def test_generation_prompt_is_how_training_rows_start(tiny_lm):
     from midillm.tokenization.rows import chunk_piece
 
     lm = tiny_lm
-    caption = lm.codec.corpus.caption
+    caption = lm.default_text(None)
     assert caption
     bars = lm.codec.encode_bars(make_band_score(seed=0, bars=6))
     [(row, head), *_] = chunk_piece(lm.codec.lm_tokenizer(caption, add_special_tokens=False).input_ids, bars,
                                     lm.codec.music_start_id, lm.codec.music_end_id, lm.context_length)
-    # With no text, MidiLM prompts with the corpus's typical caption, cut as training cuts it.
+    # With no text, MidiLM prompts with a training piece's caption, cut as training cuts it.
     assert lm.prompt_ids() == row[:head]
 
 
@@ -443,3 +445,142 @@ def test_loading_a_bundle_asks_nothing_on_the_terminal(tiny_bundle):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "loaded" in result.stdout, result.stderr[-2000:]
     assert "custom code" not in result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------------------- the default caption
+
+
+# Six pieces whose captions differ in every line a prompt can say: parts, instruments, tempo, metre.
+VARIED_PARTS = ([("Lead", 73, False), ("Bass", 33, False), ("Drum Kit", 0, True)],
+                [("Staff-1", 0, False), ("Staff-2", 48, False)],
+                [("Track7", 25, False), ("Track8", 32, False), ("Track9", 0, True), ("Track10", 19, False)],
+                [("Voice", 52, False), ("Organ", 19, False), ("Bass", 33, False)],
+                [("Melody", 40, False), ("Harp", 46, False)],
+                [("Guitar", 27, False), ("Drums", 0, True)])
+
+
+def varied_piece(index: int, bars: int = 4):
+    """A short multi-track piece with its own parts, instruments, tempo and metre."""
+    import random
+
+    from symusic import Note, Score, Tempo, TimeSignature, Track
+
+    rng = random.Random(index)
+    score = Score(480)
+    beats = 3 if index % 2 else 4
+    score.tempos.append(Tempo(0, 90.0 + 10 * index))
+    score.time_signatures.append(TimeSignature(0, beats, 4))
+    for name, program, is_drum in VARIED_PARTS[index]:
+        track = Track(name=name, program=program, is_drum=is_drum)
+        for beat in range(bars * beats):
+            track.notes.append(Note(beat * 480, 480, rng.randint(36, 46) if is_drum else rng.randint(45, 76), 80))
+        score.tracks.append(track)
+    return score
+
+
+@pytest.fixture(scope="module")
+def varied(tiny_models, tmp_path_factory):
+    """(an untrained MidiLM on the codec `prepare` writes for six varied pieces, the prepare report)."""
+    from transformers import AutoModelForCausalLM
+
+    from midillm.model.runtime import add_music_tokens
+    from midillm.tokenization.dataset import PrepareConfig, prepare
+
+    midi = tmp_path_factory.mktemp("varied-midi")
+    for index in range(len(VARIED_PARTS)):
+        varied_piece(index).dump_midi(midi / f"piece{index}.mid")
+    out = tmp_path_factory.mktemp("varied-data")
+    report = prepare(PrepareConfig(source=str(midi), out=str(out), base_model=str(tiny_models["tied"]),
+                                   seq_len=256, num_workers=1), log=lambda *_: None)
+    codec = MusicCodec.from_pretrained(out / "codec")
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["tied"], dtype=torch.float32)
+    add_music_tokens(model, codec)
+    # A context of 1024: the caption budget (a quarter) holds every caption whole.
+    return MidiLM(model, codec, dtype=torch.float32, context_length=1024), report, out
+
+
+def test_the_profile_keeps_the_train_pieces_own_captions_without_titles(varied):
+    from symusic import Score
+
+    from midillm.tokenization.caption import score_caption, without_title
+
+    lm, report, _ = varied
+    train = [piece for piece in report["pieces"] if piece["split"] == "train"]
+    own = {without_title(score_caption(Score(piece["path"]), piece["metadata"])) for piece in train}
+    captions = lm.codec.corpus.captions
+    assert len(train) >= 3
+    assert set(captions) == own  # each exactly a train piece's caption, no held-out piece's
+    assert set(captions.values()) == {1}  # each piece its own
+
+
+def test_caption_sample_drops_titles_and_duplicates_in_a_seeded_order():
+    from midillm.tokenization.profile import caption_sample
+
+    untitled = ["Parts: Soprano, Alto, Tenor, Bass\n"] * 10 + ["Parts: Horn, Soprano, Alto, Tenor, Bass\n"] * 3 + [
+        f"Parts: Part {index}\n" for index in range(5)]
+    captions = [f"Title: Piece {index}\n{caption}" for index, caption in enumerate(untitled)]
+    everything = caption_sample(captions)
+    assert everything == {caption: untitled.count(caption) for caption in untitled}  # titles out, counted
+    three = caption_sample(captions, size=3)
+    # The most common first, with their counts; then one of the ties, the same one every time.
+    assert list(three.values()) == [10, 3, 1] and list(three)[:2] == untitled[:1] + untitled[10:11]
+    assert three == caption_sample(captions, size=3) and list(three)[2].startswith("Parts: Part ")
+
+
+def test_generation_without_text_is_prompted_with_one_of_them_by_seed(varied, monkeypatch):
+    from midillm.decoding.request import MusicRequest
+    from midillm.tokenization.caption import INSTRUMENTS, caption_field, caption_ids, programs_listed
+
+    lm, _, _ = varied
+    codec = lm.codec
+    seen = []
+    constraints = lm.constraints
+
+    def spy(text=None, *arguments, **keywords):
+        made = constraints(text, *arguments, **keywords)
+        seen.append((text, made.allowed_programs))
+        return made
+
+    monkeypatch.setattr(lm, "constraints", spy)
+    drawn = set()
+    for seed in range(6):
+        seen.clear()
+        [ids] = lm.generate_ids(1, settings=SamplingSettings(max_new_tokens=30), seed=seed)
+        caption = lm.default_text(None, seed)
+        assert caption in codec.corpus.captions
+        head = ids[:ids.index(codec.music_start_id)]
+        # The prompt is that caption, whole, as a training row starts with its piece's caption.
+        assert head == caption_ids(codec.lm_tokenizer, caption, lm.context_length)
+        assert codec.lm_tokenizer.decode(head).strip() == caption.strip()
+        # The constraints read the same caption: only its instruments may play.
+        programs = set(programs_listed(caption_field(caption, INSTRUMENTS)))
+        assert seen == [(caption, programs)]
+        played = {-1 if track.is_drum else track.program for track in codec.decode(ids).tracks if track.note_num()}
+        assert played <= programs
+        drawn.add(caption)
+        # Through the request path (the command, the pipeline, the studio): the same caption.
+        seen.clear()
+        [sample] = lm.run(MusicRequest(seed=seed, sampling={"max_new_tokens": 30}))
+        assert sample.ids[:len(head)] == head and seen[0][0] == caption
+    assert len(drawn) >= 2  # different seeds, different pieces' captions
+
+
+def test_a_codec_saved_before_the_caption_sample_loads_and_falls_back(varied, tmp_path):
+    import json
+    import shutil
+
+    from midillm.tokenization.codec import CODEC_CONFIG_FILE
+
+    lm, _, out = varied
+    old = tmp_path / "codec"
+    shutil.copytree(out / "codec", old)
+    config = json.loads((old / CODEC_CONFIG_FILE).read_text())
+    del config["corpus"]["captions"]
+    (old / CODEC_CONFIG_FILE).write_text(json.dumps(config))
+    codec = MusicCodec.from_pretrained(old)
+    assert codec.corpus.captions == {} and codec.corpus.caption == lm.codec.corpus.caption
+    old_lm = MidiLM(lm.model, codec, dtype=torch.float32, context_length=1024)
+    assert {old_lm.default_text(None, seed) for seed in range(4)} == {codec.corpus.caption}
+    assert old_lm.default_text("Tempo: 90 BPM", 3) == "Tempo: 90 BPM"
+    [ids] = old_lm.generate_ids(1, settings=SamplingSettings(max_new_tokens=4), seed=1)
+    assert codec.lm_tokenizer.decode(ids[:ids.index(codec.music_start_id)]).strip() == codec.corpus.caption.strip()

@@ -279,7 +279,7 @@ def test_generate_for_a_taste(bundle, chorales, lm, tmp_path, capsys):
     own = [line for line in lm.codec.caption(scores[nearest]).splitlines() if not line.startswith("Title:")]
     metadata = [line for line in caption.splitlines() if line.startswith(("Composer:", "Genre:"))]
     assert caption.splitlines() == metadata + own
-    assert set(metadata) <= set(lm.default_text(None).splitlines())
+    assert set(metadata) <= set(lm.typical_text().splitlines())
     assert names_in_caption(caption) == part_names(prompt) and len(part_names(prompt)) >= 2
     code, printed, error = run_cli(capsys, "generate", bundle, "--out", tmp_path / "taste", "--like", *liked,
                                    "-n", 2, "--max-new-tokens", 40)

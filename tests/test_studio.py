@@ -192,7 +192,8 @@ def test_page_and_model_description(studio, tiny_bundle):
     assert status == 200
     trained_for = getattr(lm, "tasks", ("continue",))
     assert info["tasks"] == ["generate"] + [task for task in PROMPT_TASKS if task in trained_for]
-    assert info["caption"] == lm.codec.corpus.caption
+    # The form starts from what `generate` prompts with at the form's seed 0: a training piece's caption.
+    assert info["caption"] == lm.default_text(None, seed=0) and info["caption"] in lm.codec.corpus.captions
     assert info["fields"]["time_signature"] == "4/4"
     assert [item["program"] for item in info["instruments"]] == lm.codec.corpus.program_list
     assert info["sampling"]["max_new_tokens"] == lm.sampling.max_new_tokens and info["constraints"] is True
@@ -401,7 +402,7 @@ def test_page_in_headless_chromium_generates_and_shows_everything(studio, tmp_pa
     with Browser(width=1400, height=1000) as browser:
         browser.goto(studio.url + "/")
         browser.wait_for(PAGE_READY, what="the model to load")
-        caption = studio.models.get("tiny").codec.corpus.caption
+        caption = studio.models.get("tiny").default_text(None, seed=0)
         assert caption and browser.evaluate("document.querySelector('#caption').value") == caption
         # An error shows as one line on the page, and the page goes on working.
         upload = tmp_path / "notes.txt"

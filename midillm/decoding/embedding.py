@@ -109,7 +109,7 @@ def embedding_windows(lm, score: Score) -> list[tuple[list[int], int]]:
     """The piece as model inputs: (ids, number of leading ids that are not music) per window."""
     codec = lm.codec
     score = in_canonical_key(score)
-    caption_text = lm.default_text(None)
+    caption_text = lm.typical_text()  # the same neutral caption for every piece, not one piece's
     caption = codec.lm_tokenizer(caption_text.strip() + "\n", add_special_tokens=False).input_ids \
         if caption_text else []
     bars = codec.encode_bars(score)

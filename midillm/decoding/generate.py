@@ -9,6 +9,7 @@ The warpers (temperature, top-k, top-p, min-p, repetition penalty) are transform
 from __future__ import annotations
 
 import functools
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -241,8 +242,8 @@ class MidiLM:
         A prompt path with an audio suffix (.wav, .flac, .ogg, .mp3...) is transcribed first
         (`midillm.audio.transcribe`, tempo estimated, onsets on the codec's grid).
 
-        Without `text`, the caption is the corpus's typical one: every training row starts with
-        a caption, so a bare `<music>` is a context the model has never seen.
+        Without `text`, the caption is one a training piece had (`default_text`, seed 0): every
+        training row starts with a caption, so a bare `<music>` is a context the model has never seen.
         Without a MIDI prompt, `time_signature` ("3/4") and `tempo` (BPM) force how the piece opens.
         """
         text = self.default_text(text)
@@ -277,12 +278,28 @@ class MidiLM:
         except Exception as error:
             raise TaskError(f"{music} is not a readable MIDI file: {first_line(error)}") from error
 
-    def default_text(self, text: str | None) -> str | None:
-        """The caption to use: the given one, else the corpus's typical caption (if captions
-        were trained), else none."""
-        if text is None and self.codec.captions and self.codec.corpus is not None:
+    def default_text(self, text: str | None, seed: int | None = 0) -> str | None:
+        """The caption to use: the given one, else (if captions were trained) one of the train
+        pieces' own captions without their titles, drawn by `seed` (None: unseeded) as often as
+        the corpus's pieces have it, else none.
+
+        A real piece's caption hangs together: its parts, instruments, key and metre are one
+        piece's. The corpus profile keeps the most common of them with their counts
+        (`CorpusProfile.captions`); a codec saved before it falls back to the typical caption.
+        One caption per call: every sample of a batch, its prompt and its constraints read the
+        same one."""
+        if text is not None or not self.codec.captions or self.codec.corpus is None:
+            return text
+        captions = getattr(self.codec.corpus, "captions", None) or {self.codec.corpus.caption: 1}
+        return random.Random(seed).choices(list(captions), weights=list(captions.values()))[0] or None
+
+    def typical_text(self) -> str | None:
+        """The corpus's typical caption (each field's most common value), if captions were
+        trained: a neutral context, not a prompt (it may describe no piece). Retrieval embeds
+        pieces under it; an accompaniment takes the style and parts it does not give from it."""
+        if self.codec.captions and self.codec.corpus is not None:
             return self.codec.corpus.caption or None
-        return text
+        return None
 
     def constraints(self, text: str | None = None, programs: list[int] | None = None,
                     min_bars: int | None = -1, strict_voice_leading: bool = False,
@@ -372,6 +389,8 @@ class MidiLM:
         """
         settings = settings or self.sampling
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        # Drawn once: the prompt and the constraints (its instruments, its parts) read one caption.
+        text = self.default_text(text, seed)
         if prompt_ids is None:
             prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
         # A task's plan says when its music ends, not the corpus's shortest piece.
@@ -497,7 +516,7 @@ class MidiLM:
                  key: str | None = None, parts: list[str] | int | None = None, bars: int | None = None,
                  key_bias: float | bool | None = None, **sampling) -> list[Score]:
         """Sample scores. `prompt` (a MIDI or audio path, bytes or Score) is continued; `text` is a caption
-        (default: the corpus's typical one); `programs` (-1 = drums), `time_signature` and
+        (default: one a training piece had, drawn by `seed`); `programs` (-1 = drums), `time_signature` and
         `tempo` force those controls; `constrain=False` turns the corpus constraints off;
         `strict_voice_leading` forbids parallel fifths and octaves, crossing and wide spacing
         between the parts; `key`, `parts`, `bars` and `key_bias` are the other controls
@@ -515,9 +534,13 @@ class MidiLM:
             self._require(request.task)
         settings = self.sampling.updated(**request.sampling)
         if request.task == "continue":
-            # The caption carries every control given (the typical one, where none is given).
-            text = request.prompt_caption(self.default_text(request.text)) if self.codec.captions else request.text
-            self.check_controls(request, self.default_text(text))
+            # The request's caption, else one a training piece had (drawn by the request's seed),
+            # carrying every control given; drawn once, so the checks, the prompt and the
+            # constraints read the same one.
+            text = self.default_text(request.text, request.seed)
+            if self.codec.captions:
+                text = request.prompt_caption(text) or text
+            self.check_controls(request, text)
             rows = self.generate_ids(request.num_samples, request.music, text, settings, request.seed,
                                      request.programs, progress=request.progress,
                                      time_signature=request.time_signature, tempo=request.tempo,
@@ -668,7 +691,7 @@ class MidiLM:
         given = select_tracks(score, tracks)
         # The user's fields, then the melody's own key, metre and tempo, then the corpus's; its
         # parts are the given ones first, then the others.
-        caption_text, names = accompaniment_caption(given, text, self.default_text(None), keep_style,
+        caption_text, names = accompaniment_caption(given, text, self.typical_text(), keep_style,
                                                     max_parts=getattr(self.codec.corpus, "max_parts", 0))
         caption = self._caption_ids(caption_text)
         given_bars = self.codec.encode_bars(given)

@@ -218,7 +218,7 @@ class MusicRequest:
     # The prompt to continue, or the music a task works on: a MIDI or audio path, MIDI bytes or
     # a symusic Score. A recording is transcribed onto the codec's grid first.
     music: object = None
-    text: str | None = None                  # the caption (None: the corpus's typical one, or the piece's own)
+    text: str | None = None                  # the caption (None: a training piece's by the seed, or the piece's own)
     # A new piece: its length in bars (a control); infill: the bars to write, counted from 1 ("5-8").
     bars: tuple[int, int] | int | str | None = _control(
         "Length in bars of a new piece, written exactly (infill: the bars to write, e.g. 5-8)", metavar="N")
@@ -339,9 +339,9 @@ class MusicRequest:
                                 "constraints off (--no-constraints, constrain=False)")
 
     def prompt_caption(self, default: str | None) -> str | None:
-        """The caption the model is prompted with: the request's (else `default`, the model's
-        typical one), with a line for every control given that a caption can say. Unchanged
-        when no control is given."""
+        """The caption the model is prompted with: the request's (else `default`, a training
+        piece's that the model drew by the request's seed), with a line for every control given
+        that a caption can say. Unchanged (the request's text) when no control is given."""
         values = {captions.KEY: self.key, captions.TIME_SIGNATURE: self.time_signature,
                   captions.TEMPO: captions.tempo_value(self.tempo) if self.tempo is not None else None}
         if isinstance(self.parts, list):

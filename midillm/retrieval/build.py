@@ -265,7 +265,7 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
     nearest = int(np.argmax(vectors @ vectors.mean(axis=0)))
     opening = first_bars(scores[nearest], opening_bars)
     own = caption_fields(lm.codec.caption(scores[nearest]))
-    typical = caption_fields(lm.default_text(None))
+    typical = caption_fields(lm.typical_text())
     # In the order `score_caption` writes them: metadata first, then the music.
     fields = {label: own.get(label) or typical.get(label) for label in _METADATA_CAPTION_LABELS}
     fields.update((label, value) for label, value in own.items() if label != "Title")

@@ -155,7 +155,7 @@ def model_info(name: str, lm) -> dict:
     codec = lm.codec
     corpus = codec.corpus
     tasks = [task for task in PROMPT_TASKS if task in tuple(getattr(lm, "tasks", DEFAULT_TASKS))]
-    caption = lm.default_text(None) or ""
+    caption = lm.default_text(None, seed=0) or ""  # what `generate` prompts with at the form's seed 0
     programs = corpus.program_list if corpus is not None else []
     return {
         "name": name,

@@ -201,9 +201,17 @@ def accompaniment_caption(given: Score, text: str | None, typical: str | None, k
     return write_caption(fields), given_names + others
 
 
+def without_title(caption: str) -> str:
+    """The caption with its Title line left out (each piece has its own, and a title would ask
+    for that very piece): what a prompt can borrow from a piece's caption."""
+    return write_caption({label: value for label, value in caption_fields(caption).items() if label != "Title"})
+
+
 def typical_caption(captions: Iterable[str]) -> str:
-    """Each caption field's most common value, in the fields' usual order; titles left out
-    (each piece has its own, and a title would ask for that very piece)."""
+    """Each caption field's most common value, in the fields' usual order; titles left out.
+    Each field is counted on its own, so on a corpus of varied pieces the result may describe
+    no piece (four parts, six instruments): a neutral context (retrieval embeds pieces under
+    it), not a prompt to generate from (`CorpusProfile.captions` holds real ones)."""
     values: dict[str, Counter] = {}
     for caption in captions:
         for label, value in caption_fields(caption).items():
