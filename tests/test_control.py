@@ -45,7 +45,7 @@ def test_prompt_caption_carries_the_controls_in_the_caption_order():
     request = MusicRequest(time_signature="3/4", key="D minor", tempo=90, programs=[52], parts=4, bars=8)
     assert request.prompt_caption("Composer: J.S. Bach\nInstruments: 4 x Acoustic Grand Piano\n") == (
         "Composer: J.S. Bach\nKey: D minor\nTime signature: 3/4\nTempo: 90 BPM\nInstruments: 4 x Choir Aahs\n")
-    # Nothing asked: the caption is left as it is (None: the model's own typical one).
+    # Nothing asked: the caption is left as it is (None: the model draws a training piece's caption).
     assert MusicRequest().prompt_caption("Composer: J.S. Bach\n") is None
     assert MusicRequest(key_bias=True).key_bias == KEY_BIAS
 
