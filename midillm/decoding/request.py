@@ -30,11 +30,11 @@ class TaskError(ValueError):
     """A task the model cannot do, or a request it cannot be done on; one line for the user."""
 
 
-# Each sampling value's rule, as (holds, what it must be): `SamplingSettings` checks its own
-# values with these, and a request checks the values it changes with the same rules.
 # The bars layout's temperature (`SamplingSettings.for_layout`).
 _BARS_TEMPERATURE = 0.7
 
+# Each sampling value's rule, as (holds, what it must be): `SamplingSettings` checks its own
+# values with these, and a request checks the values it changes with the same rules.
 _SAMPLING_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "max_new_tokens": (lambda value: value >= 1, "must be at least 1"),
     "temperature": (lambda value: value > 0, "must be above 0"),
@@ -149,8 +149,8 @@ SAMPLING_NAMES = tuple(setting.name for setting in fields(SamplingSettings))
 
 # The key-aware bias's strength when it is switched on without one (`--key-bias` alone,
 # key_bias=True): each out-of-key note a row strikes lowers its logit by this much (at
-# temperature T its log-probability by this / T), so at the default 0.7 an out-of-key note is
-# about 70 times less likely than the model made it (docs/control.md).
+# temperature T its log-probability by this / T), so at the onsets layout's 1.0 an out-of-key
+# note is about 20 times less likely than the model made it (at 0.7, about 70; docs/control.md).
 KEY_BIAS = 3.0
 # A tempo a request may ask for, in BPM (the studio's form and the command alike).
 TEMPO_RANGE = (10.0, 400.0)

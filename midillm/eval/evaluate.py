@@ -348,14 +348,14 @@ def evaluate(config: EvalConfig, log=print) -> dict:
 
     if config.baselines:
         if lm is not None:
-            trained_sampling = dict(codec=lm.codec, precision=lm.precision, context_length=lm.context_length,
+            how_trained_samples = dict(codec=lm.codec, precision=lm.precision, context_length=lm.context_length,
                                     sampling=lm.sampling)
             # The trained model is done with: freed before the untrained one loads, so the two
             # never sit in memory together.
             lm = None
             gc.collect()
             release_free_heap()
-            untrained = _untrained(config.model, **trained_sampling) if Path(config.model).is_dir() else None
+            untrained = _untrained(config.model, **how_trained_samples) if Path(config.model).is_dir() else None
             if untrained is not None:
                 log("Baseline: the untrained model")
                 metrics["likelihood"]["untrained"] = held_out_likelihood(
