@@ -32,15 +32,13 @@ from symusic import Score
 from tqdm.auto import tqdm
 
 from midillm.tokenization.rows import chunk_piece
+from midillm.tokenization.tonality import estimate_key, pitch_weights, transposed
 
 # Where the vector is read, as a share of the decoder's depth (0 = the token embeddings,
 # 1 = the last layer): the best of the layers measured on the demo bundle.
 DEFAULT_LAYER_DEPTH = 0.5
 
 
-# Krumhansl & Kessler (1982) probe-tone profiles, C major and C minor.
-_MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 # Middle of the range where the canonical key puts a piece's mean pitch (E4): the middle of
 # the ranges the corpora are written in, so few notes are moved out of a codec's pitch range.
 CANONICAL_MEAN_PITCH = 64
@@ -67,27 +65,14 @@ def resolve_layer(lm, layer: int | None) -> int:
 
 
 def canonical_transposition(score: Score) -> int:
-    """The shift in semitones that puts the piece in C (major or minor) near the canonical register.
-
-    The key is the Krumhansl-Schmuckler estimate on the duration-weighted pitch-class histogram
-    of the pitched tracks; shifting a piece by k shifts its estimate by k, so any transposed copy
-    gets the same canonical notes.
-    """
-    pitches, weights = [], []
-    for track in score.tracks:
-        if track.is_drum or not len(track.notes):
-            continue
-        notes = track.notes.numpy()
-        pitches.append(notes["pitch"].astype(np.int64))
-        weights.append(np.maximum(notes["duration"], 1).astype(np.float64))
-    if not pitches:
+    """The shift in semitones that puts the piece in C (major or minor: its estimated tonic,
+    `tonality.estimate_key`) at the octave that brings its mean pitch nearest
+    `CANONICAL_MEAN_PITCH`. Any transposed copy gets the same canonical notes."""
+    key, notes = estimate_key(score), pitch_weights(score)
+    if key is None:
         return 0
-    pitch = np.concatenate(pitches)
-    weight = np.concatenate(weights)
-    histogram = np.bincount(pitch % 12, weights=weight, minlength=12)
-    correlations = [np.corrcoef(histogram, np.roll(profile, tonic))[0, 1]
-                    for profile in (_MAJOR_PROFILE, _MINOR_PROFILE) for tonic in range(12)]
-    tonic = int(np.nanargmax(np.nan_to_num(correlations, nan=-2.0))) % 12
+    tonic = key[0]
+    pitch, weight = notes
     mean_pitch = float(np.average(pitch, weights=weight))
     octaves = round((CANONICAL_MEAN_PITCH - mean_pitch + tonic) / 12)
     return 12 * octaves - tonic
@@ -95,14 +80,7 @@ def canonical_transposition(score: Score) -> int:
 
 def in_canonical_key(score: Score) -> Score:
     """A copy of the score moved by `canonical_transposition` (drum tracks stay as they are)."""
-    shift = canonical_transposition(score)
-    if not shift:
-        return score
-    moved = score.copy()
-    for track in moved.tracks:
-        if not track.is_drum:
-            track.shift_pitch(shift, inplace=True)
-    return moved
+    return transposed(score, canonical_transposition(score))
 
 
 def embedding_windows(lm, score: Score) -> list[tuple[list[int], int]]:

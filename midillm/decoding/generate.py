@@ -24,7 +24,9 @@ from midillm.tokenization import MusicCodec
 from midillm.tokenization.caption import (INSTRUMENTS, KEY, accompaniment_caption, as_written, caption_field,
                                           caption_ids, instrument_name, instruments_listed, names_in_caption,
                                           part_names, programs_listed, programs_named_in)
+from midillm.tokenization.caption import key_tonic, known_key, with_fields
 from midillm.tokenization.rows import filled_piece, flat, infill_prompt, music_row, reorder_parts
+from midillm.tokenization.tonality import COMMON_KEYS, drawn_key, estimate_key, in_key, shift_to
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar
 from .precision import apply_precision, model_precision, wide_weights
@@ -533,11 +535,51 @@ class MidiLM:
         if request.task != "continue":
             self._require(request.task)
         settings = self.sampling.updated(**request.sampling)
+        # The request's caption, else (a new piece) one a training piece had, drawn by the
+        # request's seed; drawn once, so the key, the checks, the prompt and the constraints
+        # read the same one.
+        text = self.default_text(request.text, request.seed) if request.task == "continue" else request.text
+        request, text, key_back = self._in_common_key(request, text)
+        samples = self._run(request, text, settings)
+        if key_back is None:
+            return samples
+        shift, tonic, minor = key_back
+        return [Sample(in_key(sample.score, shift, tonic, minor), sample.ids, sample.ended) for sample in samples]
+
+    def _in_common_key(self, request: MusicRequest, text: str | None
+                       ) -> tuple[MusicRequest, str | None, tuple[int, int, bool] | None]:
+        """A model trained in the common key (`tonality.in_common_key`) is asked in it: the given
+        music is moved there from its own key, a new piece is asked in the common key of the
+        mode wanted. Returns the request and caption as the model gets them, and how to move
+        what it writes back (shift, tonic, minor); None when the codec has no common key."""
+        if not self.codec.common_key:
+            return request, text, None
+        if request.music is not None:
+            score = self.load_score(request.music)
+            key = estimate_key(score)
+            if key is None:  # drums alone: nothing to move
+                return request, text, None
+            tonic, minor = key
+            shift = shift_to(tonic, 0)
+            common = COMMON_KEYS[minor]
+            # A Key line would name the key the music was in before it was moved.
+            text = with_fields(text, {KEY: common}) if caption_field(text, KEY) else text
+            request = request.updated(music=in_key(score, shift, 0, minor), text=text,
+                                      key=common if request.key else None)
+            return request, text, (-shift, tonic, minor)
+        if request.key:
+            tonic, minor = key_tonic(request.key)
+        else:
+            # The drawn caption says the mode (the common key of it); the tonic is drawn as often
+            # as the corpus's pieces had it.
+            written = known_key(caption_field(text, KEY) or "")
+            keys = getattr(self.codec.corpus, "keys", None) or {}
+            tonic, minor = drawn_key(keys, key_tonic(written)[1] if written else None, request.seed)
+        return request.updated(key=COMMON_KEYS[minor]), text, (shift_to(0, tonic), tonic, minor)
+
+    def _run(self, request: MusicRequest, text: str | None, settings: SamplingSettings) -> list[Sample]:
         if request.task == "continue":
-            # The request's caption, else one a training piece had (drawn by the request's seed),
-            # carrying every control given; drawn once, so the checks, the prompt and the
-            # constraints read the same one.
-            text = self.default_text(request.text, request.seed)
+            # The caption carries every control given.
             if self.codec.captions:
                 text = request.prompt_caption(text) or text
             self.check_controls(request, text)

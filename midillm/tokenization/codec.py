@@ -319,13 +319,17 @@ class MusicCodec:
             layouts existed are "bars".
         compounds: the note compounds (each a tuple of base tokens, one LM token) of the onsets
             layout, learned by `train_compounds`.
+        common_key: the training pieces were moved to C major or C minor (`tonality.in_common_key`):
+            music given to the model is moved there first, and what it writes is moved to the
+            asked key afterwards. Codecs saved before it: False.
     """
 
     def __init__(self, music_tokenizer, lm_tokenizer, render: str = "tokens",
                  captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
                  corpus: CorpusProfile | None = None, note_order: str | None = PITCH_DESCENDING,
                  parts: bool | None = None, tasks: tuple[str, ...] = ("continue",),
-                 layout: str = "bars", compounds: list[tuple[str, ...]] | None = None):
+                 layout: str = "bars", compounds: list[tuple[str, ...]] | None = None,
+                 common_key: bool = False):
         if render not in RENDERS:
             raise ValueError(f"unknown render {render!r}; choose one of {', '.join(RENDERS)}")
         self.music_tokenizer = music_tokenizer
@@ -346,6 +350,7 @@ class MusicCodec:
         if self.layout == "onsets" and (render != "tokens" or music_tokenizer.is_trained):
             raise ValueError("the onsets layout needs render='tokens' and no music BPE (it has note compounds)")
         self.compounds = [tuple(compound) for compound in (compounds or [])] if self.layout == "onsets" else []
+        self.common_key = bool(common_key)
         self._register_lm_tokens()
 
     # ----------------------------------------------------------------------------- building
@@ -355,7 +360,7 @@ class MusicCodec:
                captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
                corpus: CorpusProfile | None = None, parts: bool = True,
                layout: str = DEFAULT_LAYOUT, adapt_to_corpus: bool = True,
-               tasks: tuple[str, ...] = ("continue",)) -> MusicCodec:
+               tasks: tuple[str, ...] = ("continue",), common_key: bool = False) -> MusicCodec:
         """A new, untrained codec; `lm_tokenizer` defaults to the base model's own. With a
         `corpus` profile the music tokens follow that corpus (see `build_music_tokenizer`) unless
         `adapt_to_corpus` is False; the codec keeps the profile either way (the grammar and eval
@@ -367,7 +372,7 @@ class MusicCodec:
         if tokenization != "REMI" or render != "tokens":
             layout = "bars"
         codec = cls(build_music_tokenizer(tokenization, corpus if adapt_to_corpus else None), lm_tokenizer, render,
-                    captions, base_model, corpus, parts=parts, layout=layout)
+                    captions, base_model, corpus, parts=parts, layout=layout, common_key=common_key)
         codec.tasks = tuple(task for task in tasks if task == "continue" or codec.parts)
         return codec
 
@@ -972,6 +977,7 @@ class MusicCodec:
             "tasks": list(self.tasks),
             "layout": self.layout,
             "compounds": [list(compound) for compound in self.compounds],
+            "common_key": self.common_key,
         }
         (path / CODEC_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -990,7 +996,8 @@ class MusicCodec:
         codec = cls(music_tokenizer, _load_lm_tokenizer(path), config["render"],
                     config["captions"], config["base_model"], corpus, note_order=config.get("note_order"),
                     parts=config.get("parts", False), tasks=tuple(config.get("tasks") or ("continue",)),
-                    layout=config.get("layout", "bars"), compounds=config.get("compounds"))
+                    layout=config.get("layout", "bars"), compounds=config.get("compounds"),
+                    common_key=config.get("common_key", False))
         saved = {int(music_id): lm_id for music_id, lm_id in config["music_to_lm"].items()}
         if saved != codec._music_to_lm:
             raise CodecVersionError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from .profile import CorpusProfile, measure_corpus
 from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
                    reorder_parts)
 from .sources import CheckedFile, Skipped, check_files, list_source
+from .tonality import in_common_key, named_key, piece_key
 
 if TYPE_CHECKING:
     from symusic import Score
@@ -72,6 +74,10 @@ class PrepareConfig:
                 "first, to be kept while the others are written); 0: the model cannot accompany or arrange."})
     transpose: int = field(default=0, metadata={
         "help": "Augment the train split with copies transposed by -N..N semitones (0: off)."})
+    common_key: bool = field(default=False, metadata={
+        "help": "Move each piece to C major or C minor (its key from its metadata, else estimated from its "
+                "notes) before tokenizing: every piece then teaches the same harmony rows, and generation "
+                "writes the asked key by moving the finished music there."})
     validation_share: float = field(default=0.05, metadata={"help": "Share of pieces in the validation split."})
     test_share: float = field(default=0.05, metadata={"help": "Share of pieces in the test split."})
     limit: int | None = field(default=None, metadata={"help": "Use only the first N pieces of the source."})
@@ -94,6 +100,9 @@ class PrepareConfig:
             raise ValueError("validation_share and test_share must each be in [0, 0.5)")
         if self.transpose < 0 or self.transpose > 12:
             raise ValueError(f"transpose must be between 0 and 12 semitones, not {self.transpose}")
+        if self.transpose and self.common_key:
+            raise ValueError("transpose and common_key contradict each other: common_key moves every piece "
+                             "to C, transpose copies it into other keys")
         if not (0 <= self.infill_ratio <= 4 and 0 <= self.accompany_ratio <= 4):
             raise ValueError("infill_ratio and accompany_ratio must each be between 0 and 4")
         if self.limit is not None and self.limit < 1:
@@ -144,8 +153,10 @@ def _tokenize_piece(task: tuple) -> dict:
 
     from symusic import Score
 
-    source, metadata, shifts, accompany_seed = task
+    source, metadata, shifts, accompany_seed, move_to_common_key = task
     score = source if isinstance(source, Score) else Score(source)
+    if move_to_common_key:
+        score, metadata, _ = in_common_key(score, metadata)
     versions = []
     for shift in shifts:
         shifted = score.copy()
@@ -217,10 +228,25 @@ def _read_scores(pieces: list[CheckedFile]) -> dict[str, Score]:
             for piece in tqdm(pieces, desc="Measuring the corpus", unit="file")}
 
 
-def _measure(pieces: list[CheckedFile], scores: dict[str, Score], log) -> CorpusProfile:
+def _in_common_key(pieces: list[CheckedFile], scores: dict[str, Score]) -> tuple[dict[str, dict], Counter]:
+    """Move the pieces' Scores (in place in `scores`) to C major or C minor; returns each one's
+    metadata saying so and how many pieces were in each key before."""
+    metadata, keys = {}, Counter()
+    for piece in pieces:
+        key = piece_key(scores[piece.content_hash], piece.file.metadata)
+        if key is not None:
+            keys[named_key(*key)] += 1
+        scores[piece.content_hash], metadata[piece.content_hash], _ = in_common_key(
+            scores[piece.content_hash], piece.file.metadata)
+    return metadata, keys
+
+
+def _measure(pieces: list[CheckedFile], scores: dict[str, Score], metadata: dict[str, dict], log) -> CorpusProfile:
     """What the corpus allows, measured on these (train) pieces."""
     corpus = measure_corpus([scores[piece.content_hash] for piece in pieces],
-                            [score_caption(scores[piece.content_hash], piece.file.metadata) for piece in pieces])
+                            [score_caption(scores[piece.content_hash], metadata.get(piece.content_hash,
+                                                                                     piece.file.metadata))
+                             for piece in pieces])
     log(f"Corpus: {corpus.pieces} train pieces, programs {corpus.program_list}, at most "
         f"{corpus.max_notes_per_onset} notes per onset (mean {corpus.mean_notes_per_onset:.2f}), "
         f"metres {', '.join(corpus.time_signatures)}, grid 1/{corpus.positions_per_beat} beat")
@@ -235,7 +261,7 @@ def _build_codec(config: PrepareConfig, corpus: CorpusProfile, train: list[Check
         ("accompany", "arrange") if config.accompany_ratio > 0 else ())
     codec = MusicCodec.create(config.tokenization, render=config.render, captions=config.captions,
                               base_model=config.base_model, corpus=corpus, layout=config.layout,
-                              adapt_to_corpus=config.adapt_to_corpus, tasks=tasks)
+                              adapt_to_corpus=config.adapt_to_corpus, tasks=tasks, common_key=config.common_key)
     if config.render == "tokens" and config.vocab_size > len(codec.music_tokenizer.vocab):
         log(f"Training music BPE ({config.vocab_size} tokens) on {len(train)} pieces")
     elif codec.layout != "onsets":
@@ -249,7 +275,7 @@ def _build_codec(config: PrepareConfig, corpus: CorpusProfile, train: list[Check
 
 
 def _tokenize_splits(config: PrepareConfig, codec: MusicCodec, splits: dict[str, list[CheckedFile]],
-                     scores: dict[str, Score]) -> list[tuple[str, CheckedFile, dict]]:
+                     scores: dict[str, Score], metadata: dict[str, dict]) -> list[tuple[str, CheckedFile, dict]]:
     """Every piece tokenized in worker processes: (split, piece, its versions), in split order.
     Train pieces also come transposed and, for some, with their parts reordered for
     accompaniment; the pieces already read travel as Scores, the others are read by the worker."""
@@ -263,9 +289,12 @@ def _tokenize_splits(config: PrepareConfig, codec: MusicCodec, splits: dict[str,
             # Deterministic by content, like the splits: the same piece gets the same examples.
             rng = random.Random(piece.content_hash)
             accompany = split == "train" and "accompany" in codec.tasks and rng.random() < config.accompany_ratio
-            tasks.append((scores.get(piece.content_hash, str(piece.file.path)), dict(piece.file.metadata),
+            read = piece.content_hash in scores  # read (and moved to the common key) already
+            tasks.append((scores[piece.content_hash] if read else str(piece.file.path),
+                          dict(metadata.get(piece.content_hash, piece.file.metadata)),
                           shifts_for_train if split == "train" else [0],
-                          int(piece.content_hash[:8], 16) if accompany else None))
+                          int(piece.content_hash[:8], 16) if accompany else None,
+                          codec.common_key and not read))
             owners.append((split, piece))
     # The workers load the codec from a folder of their own: OUT/codec is written once, complete.
     with tempfile.TemporaryDirectory(prefix="midillm-codec-") as codec_dir:
@@ -371,9 +400,11 @@ def prepare(config: PrepareConfig, log=print) -> dict:
     # What the corpus allows is measured on the train split only, like the BPE merges.
     measured = splits["train"] or pieces
     scores = _read_scores(measured)
-    corpus = _measure(measured, scores, log)
+    metadata, keys = _in_common_key(measured, scores) if config.common_key else ({}, Counter())
+    corpus = _measure(measured, scores, metadata, log)
+    corpus.keys = dict(keys.most_common())
     codec = _build_codec(config, corpus, splits["train"], scores, log)
-    tokenized = _tokenize_splits(config, codec, splits, scores)
+    tokenized = _tokenize_splits(config, codec, splits, scores, metadata)
     del scores
     examples, task_counts, split_stats, piece_reports = _examples(config, codec, tokenized)
     # The music tokens per train piece complete the corpus profile, which the codec carries.

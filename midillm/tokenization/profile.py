@@ -88,6 +88,10 @@ class CorpusProfile:
         "help": f"A train piece's own caption (title left out) -> how many train pieces have it, for the "
                 f"{DEFAULT_CAPTIONS} most common: the default prompts, one drawn per request by its seed "
                 "in proportion to these counts."})
+    keys: dict[str, int] = field(default_factory=dict, metadata={
+        "help": "The train pieces' own keys (\"G major\") -> how many pieces are in each, measured before "
+                "`prepare --common-key` moved them to C: what a request without a key is written in, "
+                "drawn by its seed in proportion to these counts."})
 
     # ------------------------------------------------------------------------ derived facts
 

@@ -1,0 +1,138 @@
+"""The common key: pieces moved to C major / C minor by `prepare --common-key`, and a model
+trained so writing the asked key by moving its music back (exact by construction)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from symusic import Score
+
+from midillm.tokenization.caption import caption_field, key_name, key_tonic
+from midillm.tokenization.tonality import (COMMON_KEYS, drawn_key, estimate_key, in_common_key, named_key,
+                                           shift_to, transposed)
+
+
+def pitched(score: Score) -> list[tuple[int, int, int, int]]:
+    """(track, onset, pitch, duration) of every pitched note."""
+    return sorted((index, note.time, note.pitch, note.duration) for index, track in enumerate(score.tracks)
+                  if not track.is_drum for note in track.notes)
+
+
+def drums(score: Score) -> list[tuple[int, int]]:
+    return sorted((note.time, note.pitch) for track in score.tracks if track.is_drum for note in track.notes)
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def test_a_transposed_copy_lands_in_the_same_common_key(bach_midi_files):
+    for path in bach_midi_files[:6]:
+        score = Score(str(path))
+        tonic, minor = estimate_key(score)
+        common, metadata, shift = in_common_key(score)
+        assert metadata["key"] == COMMON_KEYS[minor] and -6 <= shift <= 5
+        assert estimate_key(common) == (0, minor)
+        for interval in (-5, -1, 2, 6):
+            copy = transposed(score, interval)
+            assert estimate_key(copy) == ((tonic + interval) % 12, minor)
+            moved, _, _ = in_common_key(copy)
+            # The same notes, at most an octave apart where the copy crossed the tritone.
+            differences = {b[2] - a[2] for a, b in zip(pitched(common), pitched(moved))}
+            assert len(differences) == 1 and differences.pop() in (-12, 0, 12)
+
+
+def test_metadata_key_decides_the_move_and_drums_stay(band_midi_files):
+    score = Score(str(band_midi_files[0]))
+    moved, metadata, shift = in_common_key(score, {"key": "A major", "composer": "X"})
+    assert shift == shift_to(9, 0) == 3 and metadata == {"key": "C major", "composer": "X"}
+    assert [pitch + 3 for *_, pitch, _ in pitched(score)] == [pitch for *_, pitch, _ in pitched(moved)]
+    assert drums(moved) == drums(score)
+
+
+def test_key_names_and_draws():
+    assert [named_key(tonic, False) for tonic in (0, 3, 7, 10)] == ["C major", "Eb major", "G major", "Bb major"]
+    assert [named_key(tonic, True) for tonic in (2, 9, 6)] == ["D minor", "A minor", "F# minor"]
+    assert {key_tonic(named_key(tonic, minor)) for tonic in range(12) for minor in (False, True)} == \
+        {(tonic, minor) for tonic in range(12) for minor in (False, True)}
+    keys = {"G major": 3, "D minor": 1}
+    assert drawn_key(keys, True, seed=5) == (2, True)
+    assert {drawn_key(keys, None, seed) for seed in range(40)} == {(7, False), (2, True)}
+    assert drawn_key({}, True, seed=0) == (0, True)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def test_prepare_common_key_captions_and_keys(bach_midi_files, tiny_models, tmp_path):
+    from midillm.tokenization import MusicCodec
+    from midillm.tokenization.dataset import PrepareConfig, prepare
+
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    for path in bach_midi_files[:10]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    report = prepare(PrepareConfig(source=str(folder), out=str(tmp_path / "data"), base_model=str(tiny_models["tied"]),
+                                   seq_len=256, num_workers=1, common_key=True), log=lambda *_: None)
+    corpus = report["corpus"]
+    assert sum(corpus["keys"].values()) == report["splits"]["train"]["pieces"]
+    own = {named_key(*estimate_key(Score(str(path)))) for path in folder.iterdir()}
+    assert set(corpus["keys"]) <= own and len(own) > 2  # the pieces' own keys, several of them
+    assert {caption_field(caption, "Key") for caption in corpus["captions"]} <= set(COMMON_KEYS.values())
+    assert MusicCodec.from_pretrained(tmp_path / "data" / "codec").common_key
+    saved = json.loads((tmp_path / "data" / "codec" / "midillm_codec.json").read_text())
+    assert saved["common_key"] is True
+
+
+def test_common_key_contradicts_transposition():
+    from midillm.tokenization.dataset import PrepareConfig
+
+    with pytest.raises(ValueError, match="contradict"):
+        PrepareConfig(source="x", out="y", transpose=2, common_key=True)
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@pytest.fixture
+def common_key_lm(tiny_bundle):
+    """The tiny bundle read as if trained in the common key (the request path is what is tested)."""
+    from midillm.decoding.generate import MidiLM
+
+    lm = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
+    lm.codec.common_key = True
+    lm.codec.corpus.keys = {"G major": 2, "E minor": 1}
+    return lm
+
+
+def test_the_asked_key_is_the_common_keys_music_moved(common_key_lm):
+    lm = common_key_lm
+    [in_c] = lm.generate(key="C major", seed=3, max_new_tokens=96)
+    [in_a] = lm.generate(key="A major", seed=3, max_new_tokens=96)
+    # A major is C major moved down a minor third (the nearest way: at most six semitones).
+    assert pitched(in_c) and [(t, o, p + 3, d) for t, o, p, d in pitched(in_a)] == pitched(in_c)
+    assert drums(in_a) == drums(in_c)
+    assert (in_a.key_signatures[0].key, in_a.key_signatures[0].tonality) == (3, 0)
+
+
+def test_without_a_key_one_of_the_corpus_keys_is_drawn(common_key_lm):
+    for seed in range(3):
+        [score] = common_key_lm.generate(seed=seed, max_new_tokens=64)
+        signature = score.key_signatures[0]
+        assert (signature.key, signature.tonality) in {(1, 0), (1, 1)}  # G major or E minor
+
+
+def test_given_music_comes_back_exactly_in_its_own_key(common_key_lm, band_midi_files):
+    score = Score(str(band_midi_files[1]))
+    kept = [track.name for track in score.tracks[:2]]
+    [written] = common_key_lm.accompany(score, tracks=kept, seed=0, max_new_tokens=64)
+
+    def notes(track, ticks_per_beat):  # in beats: the written score has the codec's resolution
+        return sorted((note.time / ticks_per_beat, note.pitch, note.duration / ticks_per_beat) for note in track.notes)
+
+    given = {track.name: notes(track, score.ticks_per_quarter) for track in score.tracks[:2]}
+    for track in written.tracks[:2]:
+        assert notes(track, written.ticks_per_quarter) == given[track.name]
+    signature = written.key_signatures[0]
+    assert key_name(signature.key, bool(signature.tonality)) == named_key(*estimate_key(score))
