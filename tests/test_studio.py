@@ -22,6 +22,7 @@ from conftest import make_band_score
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
 from midillm.studio.models import PROMPT_TASKS, LoadedModel, build_caption, find_models, form_fields
 from midillm.studio.server import create_app
+from midillm.eval.sanity import bars_written
 from midillm.tokenization.caption import score_caption
 
 MAX_UPLOAD_MB = 0.5  # small, so an oversized upload is cheap to send
@@ -228,6 +229,19 @@ def test_generation_from_nothing_gives_every_file(studio):
         assert Score.from_midi(studio.request(result["files"]["mid"])[1]).note_num() > 0
     status, history = studio.get("/api/history")
     assert [item["id"] for item in history["results"][:2]] == [r["id"] for r in reversed(job["results"])]
+
+
+def test_each_result_shows_what_was_asked_beside_what_was_written(studio):
+    status, job = studio.post("/api/jobs", {"model": "tiny", "max_new_tokens": "200", "seed": "1", "bars": "2",
+                                            "caption": "Key: D minor\nTime signature: 3/4\nTempo: 90 BPM"})
+    job = studio.wait(job["id"])
+    assert job["state"] == "done", job
+    [result] = job["results"]
+    rows = {row["control"]: (row["asked"], row["written"]) for row in result["controls"]}
+    written = Score.from_midi(studio.request(result["files"]["mid"])[1])
+    assert rows["metre"] == ("3/4", "3/4") and rows["tempo"] == ("90 BPM", "90 BPM")
+    assert rows["key"][0] == "D minor" and rows["key"][1].split()[1] in ("major", "minor")
+    assert rows["bars"] == ("2", str(bars_written(written)))
 
 
 def test_continuation_of_an_uploaded_midi_starts_with_it(studio):

@@ -68,6 +68,8 @@ class Result:
     title: str
     summary: str
     files: dict[str, bytes]
+    # What was asked beside what the score says, per control: {"control", "asked", "written"}.
+    controls: list[dict] = field(default_factory=list)
 
 
 class QueueFull(StudioError):
@@ -125,7 +127,7 @@ class Studio:
 
     def describe(self, result_id: str) -> dict:
         result = self.results[result_id]
-        return {"id": result.id, "title": result.title, "summary": result.summary,
+        return {"id": result.id, "title": result.title, "summary": result.summary, "controls": result.controls,
                 "files": {kind: f"/api/results/{result.id}/{kind}" for kind in result.files}}
 
     def history(self) -> list[dict]:
@@ -175,7 +177,7 @@ class Studio:
         for index, sample in enumerate(samples):
             title = _title(request, index, len(samples))
             result = Result(id=uuid.uuid4().hex, title=title, summary=_summary(sample),
-                            files=render_files(sample.score))
+                            files=render_files(sample.score), controls=asked_and_written(music, sample.score))
             results.append(result.id)
             with self._lock:
                 self.results[result.id] = result
@@ -206,6 +208,25 @@ def _title(request: Request, index: int, count: int) -> str:
     source = f" of {request.upload_name}" if request.upload_name and request.page_task != "generate" else ""
     number = f" {index + 1}/{count}" if count > 1 else ""
     return f"{what}{source}{number} (seed {request.music.seed})"
+
+
+def asked_and_written(request: MusicRequest, score) -> list[dict]:
+    """The controls a musician checks first, asked (blank: left to the model) beside what the
+    written score says: its key as found in its notes (`tonality.estimate_key`), its metre,
+    tempo and length in bars."""
+    from midillm.eval.sanity import bars_written
+    from midillm.tokenization.tonality import estimate_key, named_key
+
+    found = estimate_key(score)
+    metres = list(dict.fromkeys(f"{sig.numerator}/{sig.denominator}" for sig in score.time_signatures))
+    bars = request.bars if request.task == "continue" and isinstance(request.bars, int) else None
+    return [
+        {"control": "key", "asked": request.key or "", "written": named_key(*found) if found else ""},
+        {"control": "metre", "asked": request.time_signature or "", "written": ", ".join(metres) or "4/4"},
+        {"control": "tempo", "asked": f"{request.tempo:g} BPM" if request.tempo is not None else "",
+         "written": f"{round(score.tempos[0].qpm, 2):g} BPM" if len(score.tempos) else "120 BPM"},
+        {"control": "bars", "asked": str(bars or ""), "written": str(bars_written(score))},
+    ]
 
 
 def _summary(sample) -> str:

@@ -249,6 +249,16 @@ function resultView(result) {
   view.dataset.result = result.id;
   $(".title", view).textContent = result.title;
   $(".summary", view).textContent = result.summary;
+  const asked = $(".asked", view);
+  (result.controls || []).forEach((row) => {
+    const line = document.createElement("tr");
+    [row.control, row.asked || "(free)", row.written].forEach((text) => {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      line.append(cell);
+    });
+    asked.append(line);
+  });
   $(".piano-roll", view).src = result.files.png;
   $(".player", view).src = result.files.wav;
   $(".sheet img", view).src = result.files.svg;
