@@ -485,7 +485,7 @@ class CorpusConstraints:
                  max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1,
                  part_names: list[str] | None = None, strict_voice_leading: bool = False,
                  metre: str | None = None, bars: int | None = None, parts: int | None = None,
-                 key: str | None = None, key_bias: float | None = None):
+                 key: str | None = None, key_bias: float | None = None, part_programs: list[int] | None = None):
         self.grammar = grammar
         codec = grammar.codec
         # Each music row's base tokens, in the grammar's row order (the end row, last, has none).
@@ -509,11 +509,18 @@ class CorpusConstraints:
         if self.exact_parts:
             self.max_parts = parts
         self.row_bias = key_bias_rows(self.row_tokens, key, key_bias) if key and key_bias else None
+        # Each part's asked instrument: a part names it (a Program token) before its first note,
+        # so a drum part is written on drums and no part falls back to program 0.
+        self.part_programs = list(part_programs or []) if self.with_parts else []
+        if self.part_programs:
+            self.allowed_programs = set(self.part_programs)
+            self.static = self.static & self._foreign_program_free(self.allowed_programs)
         # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
         self._program_masks: dict[int | None, torch.Tensor] = {}
         self._position_masks: dict[int, torch.Tensor] = {}
         self._new_program_masks: dict[frozenset, torch.Tensor] = {}
+        self._named_program_masks: dict[int, torch.Tensor] = {}
 
     def _read_layout(self, grammar: MusicGrammar) -> None:
         """How the codec writes time and parts, which decides how onsets are counted."""
@@ -781,6 +788,37 @@ class CorpusConstraints:
             self._program_masks[program] = mask
         return self._program_masks[program]
 
+    def _foreign_program_free(self, programs: set[int]) -> torch.Tensor:
+        """Rows that name no program outside `programs`."""
+        foreign = [column for program, column in self.program_columns.items() if program not in programs]
+        return ~self.row_programs[:, foreign].any(dim=1) if foreign else torch.ones(
+            len(self.grammar.row_lm_ids), dtype=torch.bool)
+
+    def _names_program_first(self, program: int) -> torch.Tensor:
+        """Rows that strike no note before naming `program`, and name no other: what a part may
+        write before it has its instrument (a note before any Program token plays program 0)."""
+        if program not in self._named_program_masks:
+            mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
+            for row, tokens in enumerate(self.row_tokens):
+                named = None
+                for token in tokens:
+                    kind, _, value = token.partition("_")
+                    if kind == "Program":
+                        named = int(value)
+                        if named != program:
+                            mask[row] = False
+                    elif named is None and _note_program_and_pitch(token) is not None:
+                        mask[row] = False
+            self._named_program_masks[program] = mask
+        return self._named_program_masks[program]
+
+    def _unsettled_part_mask(self, state: _OnsetState, part: int) -> torch.Tensor | None:
+        """For a part with an asked instrument that has not named it yet: the rows that name it
+        first (None: no such part)."""
+        if part in state.parts_settled or not 0 <= part < len(self.part_programs):
+            return None
+        return self._names_program_first(self.part_programs[part])
+
     def _range_mask(self, bounds: tuple[int, int]) -> torch.Tensor:
         """Rows whose pitched notes all lie within `bounds` (drum notes are not pitches)."""
         if bounds not in self._part_range_masks:
@@ -823,6 +861,8 @@ class CorpusConstraints:
                 allowed = allowed & self._range_mask(self.part_ranges[part])
             if part in state.parts_settled:  # a part plays one instrument, named before its first note
                 allowed = allowed & ~self.has_program
+            elif (first := self._unsettled_part_mask(state, part)) is not None:
+                allowed = allowed & first
             mask = torch.where(rows, allowed, mask)
         if self.max_parts is not None:
             mask = mask & (self.opens_part < self.max_parts)
@@ -886,6 +926,8 @@ class CorpusConstraints:
                 mask = mask & self._range_mask(self.part_ranges[state.part])
             if state.part in state.parts_settled:  # a part plays one instrument, named before its first note
                 mask = mask & ~self.has_program
+            elif (first := self._unsettled_part_mask(state, state.part)) is not None:
+                mask = mask & first
             if self.max_parts is not None:
                 mask = mask & (self.opens_part < self.max_parts)
         if state.tempo_here:
