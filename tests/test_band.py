@@ -233,3 +233,106 @@ def test_track_role_reads_a_tracks_notes():
     for time in range(8):
         track.notes.append(Note(time * 480, 480, 40 + time % 3, 90))
     assert track_role(track) == "Bass"
+
+
+# ----------------------------------------------------------------------------- band-aware sanity
+
+
+BAND = [-1, 33, 0, 48, 73, 25]  # make_band_score's parts: drums, bass, piano, strings, flute, guitar
+
+
+@pytest.fixture(scope="module")
+def band_profile():
+    from midillm.tokenization.profile import measure_corpus
+
+    scores = [make_band_score(seed, bars=8) for seed in range(10)]
+    return measure_corpus(scores, [score_caption(score) for score in scores])
+
+
+def judged(score: Score, profile, asked=BAND) -> dict:
+    from midillm.eval.sanity import sample_sanity
+
+    return sample_sanity(score, profile, {"ended": True, "part_programs": asked})
+
+
+def test_the_profile_measures_each_roles_rests_and_notes_per_beat(band_profile):
+    assert set(band_profile.role_rest_beats) == {"Drums", "Bass", "Piano", "Strings", "Lead", "Guitar"}
+    # The strings' last half note holds a beat past the last bar line (8 bars, 28 beats): the
+    # piece is 29 beats long, and every other part rests that last beat; the strings never rest.
+    assert band_profile.role_rest_beats["Bass"] == 1.0 and band_profile.role_rest_beats["Strings"] == 0.0
+    # The drums strike every half beat of 28 (56 notes), the flute every quarter beat.
+    assert band_profile.role_notes_per_beat["Drums"] == [round(56 / 29, 4)] * 2
+    assert band_profile.role_notes_per_beat["Lead"] == [round(112 / 29, 4)] * 2
+
+
+def test_a_band_like_its_corpus_is_sane_with_its_caption(band_profile):
+    check = judged(make_band_score(seed=11, bars=8), band_profile)
+    assert check["sane"], check["reasons"]
+    assert check["instruments_as_asked"] and check["drums_asked"] and check["drums_written"]
+    assert check["silent_parts"] == check["parts_out_of_density"] == 0
+
+
+def without_notes_after(track: Track, ticks: int) -> None:
+    kept = [(note.time, note.duration, note.pitch, note.velocity) for note in track.notes if note.time < ticks]
+    track.notes.clear()
+    for note in kept:
+        track.notes.append(Note(*note))
+
+
+def test_a_part_that_falls_silent_is_not_sane(band_profile):
+    score = make_band_score(seed=11, bars=8)
+    without_notes_after(score.tracks[1], 4 * 480 * 2)  # the bass stops after two bars of eight
+    check = judged(score, band_profile)
+    assert "silent_part" in check["reasons"] and check["silent_parts"] == 1
+    assert [part["role"] for part in check["parts"] if part["silent"]] == ["Bass"]
+
+
+def test_drums_written_on_a_melodic_channel_are_not_the_drums_asked(band_profile):
+    score = make_band_score(seed=11, bars=8)
+    score.tracks[0].is_drum = False  # the issue's samples: the drum part as program 0
+    check = judged(score, band_profile)
+    assert "other_instrument" in check["reasons"] and not check["instruments_as_asked"]
+    assert check["drums_asked"] and not check["drums_written"]
+
+
+def test_a_missing_part_and_a_sparse_part_are_not_sane(band_profile):
+    score = make_band_score(seed=11, bars=8)
+    score.tracks = [track for index, track in enumerate(score.tracks) if index != 4]  # no lead
+    check = judged(score, band_profile)
+    assert "missing_part" in check["reasons"] and check["parts_played"] == 5
+    sparse = make_band_score(seed=11, bars=8)
+    lead = sparse.tracks[4]
+    notes = [(note.time, note.duration * 16, note.pitch, note.velocity) for note in lead.notes][::16]
+    lead.notes.clear()
+    for note in notes:  # a whole note where the corpus's flutes play sixteenths
+        lead.notes.append(Note(*note))
+    check = judged(sparse, band_profile)
+    # (Time also stalls: in this corpus the flute's sixteenths are the only onsets between eighths.)
+    assert "part_density" in check["reasons"] and "silent_part" not in check["reasons"]
+    assert [part["role"] for part in check["parts"] if part["out_of_density"]] == ["Lead"]
+
+
+def test_the_set_summary_counts_the_band_checks(band_profile):
+    from midillm.eval.sanity import sanity_summary
+
+    good = judged(make_band_score(seed=11, bars=8), band_profile)
+    drumless = make_band_score(seed=12, bars=8)
+    drumless.tracks[0].is_drum = False
+    silent = make_band_score(seed=13, bars=8)
+    without_notes_after(silent.tracks[1], 4 * 480 * 2)
+    unasked = judged(make_band_score(seed=14, bars=8), band_profile, asked=None)
+    summary = sanity_summary([good, judged(drumless, band_profile), judged(silent, band_profile), unasked])
+    assert summary["instruments_as_asked_share"] == pytest.approx(2 / 3)
+    assert summary["drums_when_asked_share"] == pytest.approx(2 / 3)
+    assert summary["silent_parts"] == 1
+    assert unasked["instruments_as_asked"] is None and unasked["sane"]
+
+
+def test_the_card_reports_the_band_checks(tmp_path):
+    from midillm.hub.card import _evaluation_text
+
+    text = _evaluation_text({"summary": {"sane_share": 1.0, "instruments_as_asked_share": 0.75,
+                                         "drums_when_asked_share": 1.0, "silent_parts": 2}})
+    assert "| samples whose parts play the instruments asked | 75% |" in text
+    assert "| samples with drums, where the caption asks for drums | 100% |" in text
+    assert "| parts silent longer than their role's longest rest in the corpus | 2 |" in text
