@@ -62,8 +62,10 @@ def assert_as_asked(score: Score, names: list[str], asked: list[int], ended: boo
 
 @pytest.mark.parametrize("name, says_nothing", [
     ("Track7", True), ("Staff-1", True), ("", True), ("  ", True), ("program 33", True), ("Part 3", True),
-    ("Ch. 10", True), ("7", True), ("untitled", True),
-    ("Soprano", False), ("Lead Guitar", False), ("Drum Kit", False), ("Piano 1", False), ("Bass", False)])
+    ("Ch. 10", True), ("7", True), ("untitled", True), ("MIDI Ch. 2", True), ("MIDI 01", True), ("Spår 1", True),
+    ("Sp\ufffdr 1", True), ("New Track 2", True),
+    ("Soprano", False), ("Lead Guitar", False), ("Drum Kit", False), ("Piano 1", False), ("Bass", False),
+    ("MIDI Drums", False), ("Partita", False), ("Melody 1", False)])
 def test_a_name_that_only_numbers_a_track_says_nothing(name, says_nothing):
     assert name_says_nothing(name) is says_nothing
 
@@ -336,3 +338,31 @@ def test_the_card_reports_the_band_checks(tmp_path):
     assert "| samples whose parts play the instruments asked | 75% |" in text
     assert "| samples with drums, where the caption asks for drums | 100% |" in text
     assert "| parts silent longer than their role's longest rest in the corpus | 2 |" in text
+
+
+# ----------------------------------------------------------------------------- every asked part plays
+
+
+def test_until_every_asked_part_has_played_each_new_onset_opens_with_one(band_lm):
+    """Parts 0 and 1 asked; part 0 has played: the next onset must open with part 1, and the
+    piece may not end. Given way only in a dead end (`relax`), instruments kept."""
+    from midillm.decoding.grammar import CorpusConstraints
+
+    constraints = band_lm.constraints("Parts: Drums, Bass\nInstruments: Drums, Electric Bass (finger)\n")
+    state = constraints.start_state()
+    for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Position_0", "Part_0", "Program_-1",
+                                                      "PitchDrum_36"]):
+        state = constraints.advance(state, lm_id)
+    assert state.parts_played == {0}
+    rows = {tuple(band_lm.codec.music_token_parts[band_lm.codec.music_id_of_lm_id(lm_id)]): row
+            for row, lm_id in enumerate(band_lm.grammar.row_lm_ids[:-1])}
+    drums_at_a_new_onset = next(row for tokens, row in rows.items()
+                                if tokens[0].startswith("Position_") and tokens[1:2] == ("Part_0",))
+    strict = constraints.row_mask(state)
+    assert not strict[drums_at_a_new_onset] and not strict[band_lm.grammar.end_row]
+    assert constraints.row_mask(state, CorpusConstraints.LATE_ENTRIES)[drums_at_a_new_onset]
+    assert constraints.row_mask(state, CorpusConstraints.MAY_END)[band_lm.grammar.end_row]
+    # Time moved on, no part yet at this onset: the bass opens it, the drums may not.
+    state = constraints.advance(state, band_lm.codec.lm_ids_of_base_tokens(["Position_4"])[0])
+    strict = constraints.row_mask(state)
+    assert strict[rows[("Part_1",)]] and not strict[rows[("Part_0",)]]

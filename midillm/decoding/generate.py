@@ -311,8 +311,8 @@ class MidiLM:
         parts, the key-aware bias); None when the codec knows no corpus.
 
         A new piece plays the parts asked, each on its instrument (`part_instruments`), every
-        one of them. A task on `given_music` (infill, accompaniment) has the given parts' own
-        instruments, and the caption's only as the instruments allowed."""
+        one of them. Given music (a MIDI prompt to continue, infill, accompaniment) has the
+        given parts' own instruments, and the caption's only as the instruments allowed."""
         if self.codec.corpus is None:
             return None
         text = self.default_text(text)
@@ -413,10 +413,12 @@ class MidiLM:
         text = self.default_text(text, seed)
         if prompt_ids is None:
             prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
-        # A task's plan says when its music ends, not the corpus's shortest piece.
+        # A task's plan says when its music ends, not the corpus's shortest piece; a task's given
+        # music, like a MIDI prompt, decides its own parts and their instruments.
+        given_music = plans is not None or prompt is not None
         constraints = self.constraints(text, programs, min_bars=None if plans else -1,
                                        strict_voice_leading=strict_voice_leading,
-                                       controls=controls, given_music=plans is not None) if constrain else None
+                                       controls=controls, given_music=given_music) if constrain else None
         grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True,
                                                    constraints=constraints)
         program_mask = self._program_mask(programs)
@@ -482,7 +484,7 @@ class MidiLM:
                 next_position += 1
         bar.close()
         # What was asked goes with each record: the sanity checks judge a sample by its caption's parts.
-        asked = self.part_instruments(text, programs, controls) if plans is None else None
+        asked = None if given_music else self.part_instruments(text, programs, controls)
         self.last_generation = [
             {"ended": bool(ended), "new_tokens": int(count), "masked_mass": float(mass / max(int(count), 1)),
              "caption": text, "part_programs": asked}

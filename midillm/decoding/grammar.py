@@ -343,10 +343,15 @@ class GrammarLogitsProcessor(LogitsProcessor):
         masks[:, self.grammar.end_row] &= torch.tensor(self.has_note)
         if self.constraints is not None:
             for row, state in enumerate(self.onset_states):
-                constrained = masks[row] & self.constraints.row_mask(state)
-                # A dead end (every continuation breaks a constraint) falls back to the syntax.
-                if constrained.any():
-                    masks[row] = constrained
+                # A dead end (every continuation breaks a constraint: say the first bar's last
+                # onset is full and a part has yet to play) lets the parts enter later, then the
+                # piece end where the syntax lets it, keeping the instruments and every corpus
+                # limit; failing all, it falls back to the syntax.
+                for relax in (CorpusConstraints.STRICT, CorpusConstraints.LATE_ENTRIES, CorpusConstraints.MAY_END):
+                    constrained = masks[row] & self.constraints.row_mask(state, relax)
+                    if constrained.any():
+                        masks[row] = constrained
+                        break
         if self.row_logits:
             full = masks.to(scores.device)
         else:
@@ -396,6 +401,7 @@ class _OnsetState:
     parts_settled: set = None               # parts: parts whose program is set (a Program or a note)
     voices: Voices = None                   # strict voice leading: what each part's voice sounds
     parts_played: set = None                # parts: parts that struck a note
+    onset_parts: set = None                 # onsets layout: parts opened at the current onset
 
     def __post_init__(self):
         self.pairs = Counter() if self.pairs is None else self.pairs
@@ -406,6 +412,7 @@ class _OnsetState:
         self.parts_settled = set() if self.parts_settled is None else self.parts_settled
         self.voices = Voices() if self.voices is None else self.voices
         self.parts_played = set() if self.parts_played is None else self.parts_played
+        self.onset_parts = set() if self.onset_parts is None else self.onset_parts
 
 
 def _before_time(tokens: list[str], kind: str, stops: tuple[str, ...] = tuple(TIME_RESET_TYPES)) -> bool:
@@ -521,6 +528,7 @@ class CorpusConstraints:
         self._position_masks: dict[int, torch.Tensor] = {}
         self._new_program_masks: dict[frozenset, torch.Tensor] = {}
         self._named_program_masks: dict[int, torch.Tensor] = {}
+        self._moves_time: torch.Tensor | None = None
 
     def _read_layout(self, grammar: MusicGrammar) -> None:
         """How the codec writes time and parts, which decides how onsets are counted."""
@@ -694,6 +702,7 @@ class CorpusConstraints:
             kind, _, value = token.partition("_")
             if self.onsets and kind == PART:  # the notes after it are this part's, at this same onset
                 state.part = int(value)
+                state.onset_parts.add(state.part)
                 state.program = state.part_programs.get(state.part, 0)
                 continue
             if self.part_bars and kind == PART:
@@ -725,6 +734,7 @@ class CorpusConstraints:
                 # Only a new time is a new onset: a bar line and its Position_0 are one onset.
                 if time is None or time != state.onset_time:
                     state.notes, state.pairs, state.tempo_here = 0, Counter(), False
+                    state.onset_parts = set()
                     state.voices.new_onset()
                 if time is not None:
                     state.onset_time = time
@@ -819,6 +829,17 @@ class CorpusConstraints:
             return None
         return self._names_program_first(self.part_programs[part])
 
+    def _late_entry_rows(self, state: _OnsetState, missing: set[int]) -> torch.Tensor:
+        """While asked parts have yet to play: in the onsets layout, every new onset opens with
+        one of them (a row that opens another part as an onset's first is refused); in the bars
+        layout, no bar after the first opens before they have played in it."""
+        if not self.onsets:
+            return self.starts_with_bar if state.bars >= 1 else torch.zeros_like(self.starts_with_bar)
+        if self._moves_time is None:
+            self._moves_time = (self.first_position != NO_POSITION) | self.starts_with_bar
+        opens_other = (self.opens_part >= 0) & ~torch.isin(self.opens_part, torch.tensor(sorted(missing)))
+        return opens_other & (self._moves_time | (not state.onset_parts))
+
     def _range_mask(self, bounds: tuple[int, int]) -> torch.Tensor:
         """Rows whose pitched notes all lie within `bounds` (drum notes are not pitches)."""
         if bounds not in self._part_range_masks:
@@ -886,7 +907,13 @@ class CorpusConstraints:
                     mask &= ~(rows & (self.moves_time == new_onset) & forbidden[pitch_index])
         return mask
 
-    def row_mask(self, state: _OnsetState) -> torch.Tensor:
+    # How far `row_mask` gives way in a dead end: not at all; asked parts may enter late (after
+    # other parts' onsets); the piece may also end here, whatever its length and parts.
+    STRICT, LATE_ENTRIES, MAY_END = 0, 1, 2
+
+    def row_mask(self, state: _OnsetState, relax: int = STRICT) -> torch.Tensor:
+        """The rows allowed next; `relax` (`STRICT`, `LATE_ENTRIES`, `MAY_END`) is the way out of
+        a dead end (`GrammarLogitsProcessor`) that keeps the instruments and every corpus limit."""
         # (The onsets layout judges a row's notes by the part the row writes them for, below.)
         mask = self.static if self.onsets else self.static & self._program_mask(state.program)
         if self.bar_length:
@@ -936,9 +963,13 @@ class CorpusConstraints:
             mask = mask & ~self.signature_before_bar
         if self.exact_bars and state.bars >= self.exact_bars:
             mask = mask & ~self.starts_with_bar
+        missing_parts = set(range(self.exact_parts or 0)) - state.parts_played
+        if missing_parts and relax < self.LATE_ENTRIES:
+            # The asked parts enter first: a part left to enter at the end finds the last onset
+            # full (or plays one note in the last beat), and a band's parts start together.
+            mask = mask & ~self._late_entry_rows(state, missing_parts)
         # Whether a piece may end is the syntax's call, and then the corpus's shortest length
         # (or the asked one), and every asked part having played.
-        mask[self.grammar.end_row] = state.bars >= self.min_bars and (
-            not self.exact_parts or len(state.parts_played & set(range(self.exact_parts))) >= self.exact_parts) and (
+        mask[self.grammar.end_row] = relax >= self.MAY_END or state.bars >= self.min_bars and not missing_parts and (
             not self.exact_bars or (state.bar_start is not None and state.last_onset >= state.bar_start))
         return mask

@@ -37,11 +37,12 @@ BASS_BELOW = 48
 LEAD_FROM = 72
 # A single line: at least this share of the part's onsets strike one note.
 SINGLE_LINE_SHARE = 0.9
-# Track names that only number a track: "Track7", "Staff-1", "Part 3", "Instrument 2", "Ch. 10",
-# "program 33", "untitled", "7" (and the empty name). Any other word says something.
-_NUMBERING_NAME = re.compile(
-    r"(?:track|staff|part|instrument|inst|channel|ch|program|prog|midi|seq|sequence|layer|pattern|"
-    r"untitled|unnamed|noname|no name|new track|tr)?[\s_\-#:.()]*\d*[\s_\-#:.()]*", re.IGNORECASE)
+# Track names that only number a track: "Track7", "Staff-1", "Part 3", "Instrument 2", "MIDI Ch. 10",
+# "MIDI 01", "program 33", "untitled", "7", the empty name, and "Track" in a few languages (the
+# Swedish "Spår 1" of OpenMSX, often read with its "å" lost). Any other word says something.
+_NUMBERING_WORD = (r"track|staff|part|instrument|inst|channel|ch|program|prog|midi|seq|sequence|layer|pattern|"
+                   r"untitled|unnamed|noname|no name|new|tr|sp.r|spur|piste|pista|traccia")
+_NUMBERING_NAME = re.compile(rf"(?:(?:{_NUMBERING_WORD})(?![a-z])[\s_\-#:.()]*)*\d*[\s_\-#:.()]*", re.IGNORECASE)
 
 
 def family_role(program: int) -> str:
