@@ -142,7 +142,7 @@ def test_a_part_with_an_asked_instrument_names_it_before_its_first_note(band_lm)
         tokens = band_lm.codec.music_token_parts[band_lm.codec.music_id_of_lm_id(lm_id)]
         if not allowed[row]:
             continue
-        first_note = next((index for index, token in enumerate(tokens) if token.startswith(("Pitch", "PitchDrum"))), None)
+        first_note = next((index for index, token in enumerate(tokens) if token.startswith("Pitch")), None)
         programs = [token for token in tokens if token.startswith("Program_")]
         assert all(program == "Program_-1" for program in programs), tokens
         if first_note is not None:
@@ -366,3 +366,16 @@ def test_until_every_asked_part_has_played_each_new_onset_opens_with_one(band_lm
     state = constraints.advance(state, band_lm.codec.lm_ids_of_base_tokens(["Position_4"])[0])
     strict = constraints.row_mask(state)
     assert strict[rows[("Part_1",)]] and not strict[rows[("Part_0",)]]
+
+
+def test_a_typical_caption_whose_parts_and_instruments_disagree_leaves_the_instruments_out():
+    from midillm.tokenization.caption import parts_agreeing
+
+    typical = ("Parts: Track7, Track8, Track9, Track10\nTime signature: 4/4\n"
+               "Instruments: 2 x Voice Oohs, Tango Accordion, Bright Acoustic Piano, Electric Bass (finger), Drums\n")
+    assert parts_agreeing(typical) == "Parts: Track7, Track8, Track9, Track10\nTime signature: 4/4\n"
+    agreeing = "Parts: Soprano, Alto, Tenor, Bass\nInstruments: 4 x Choir Aahs\n"
+    assert parts_agreeing(agreeing) == agreeing
+    with pytest.raises(TaskError, match="4 parts but 6 instruments"):
+        part_instruments(typical)
+    assert part_instruments(parts_agreeing(typical)) is None

@@ -24,7 +24,7 @@ from midillm.tokenization import MusicCodec
 from midillm.tokenization.codec import MAX_PARTS
 from midillm.tokenization.caption import (INSTRUMENTS, KEY, accompaniment_caption, as_written, caption_field,
                                           caption_ids, instrument_name, instruments_listed, names_in_caption,
-                                          part_names, programs_listed, programs_named_in)
+                                          part_names, parts_agreeing, programs_listed, programs_named_in)
 from midillm.tokenization.rows import filled_piece, flat, infill_prompt, music_row, reorder_parts
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar
@@ -291,7 +291,9 @@ class MidiLM:
         same one."""
         if text is not None or not self.codec.captions or self.codec.corpus is None:
             return text
-        captions = getattr(self.codec.corpus, "captions", None) or {self.codec.corpus.caption: 1}
+        # A codec saved before `captions` has its typical caption, whose parts and instruments
+        # may not agree: its instruments then are left to the model.
+        captions = getattr(self.codec.corpus, "captions", None) or {parts_agreeing(self.codec.corpus.caption): 1}
         return random.Random(seed).choices(list(captions), weights=list(captions.values()))[0] or None
 
     def typical_text(self) -> str | None:

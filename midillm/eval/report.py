@@ -125,8 +125,8 @@ def _role_limits(limits: dict | None) -> str:
     """A profile's per-role limits as "(Bass 8.00, Drums 2.50)"; nothing for a profile without them."""
     if not limits:
         return ""
-    shown = [f"{role} {'-'.join(_number(value, 2) for value in limit) if isinstance(limit, list) else _number(limit, 2)}"
-             for role, limit in limits.items()]
+    shown = [f"{role} " + ("-".join(_number(value, 2) for value in limit) if isinstance(limit, list)
+                           else _number(limit, 2)) for role, limit in limits.items()]
     return "(" + ", ".join(shown) + ")"
 
 

@@ -245,6 +245,20 @@ def typical_caption(captions: Iterable[str]) -> str:
     return write_caption({label: counter.most_common(1)[0][0] for label, counter in values.items()})
 
 
+def parts_agreeing(text: str | None) -> str | None:
+    """The caption, without its "Instruments:" line where that line counts other parts than its
+    "Parts:" line: a typical caption's fields are each the commonest on its own ("Parts: Track7,
+    Track8, Track9, Track10" beside six instruments), and a prompt's parts must have one
+    instrument each, or one for all."""
+    fields = caption_fields(text)
+    parts = listed_names(fields.get(PARTS, ""))
+    instruments = part_programs_listed(fields.get(INSTRUMENTS, ""))
+    if not parts or len(instruments) in (0, 1, len(parts)):
+        return text
+    fields.pop(INSTRUMENTS)
+    return write_caption(fields)
+
+
 # ----------------------------------------------------------------------------- reading
 
 
