@@ -407,13 +407,16 @@ def run_prepare(arguments: argparse.Namespace) -> None:
 
 
 def parse_programs(text: str | None) -> list[int] | None:
-    """--programs "0,40" -> [0, 40]; one line if it is not a list of numbers."""
+    """--programs "drums,33,0" -> [-1, 33, 0]; one line if it is not a list of programs. Drums
+    are "drums" as well as -1: a value that starts with -1 reads as a flag on the command line."""
+    from midillm.tokenization.caption import DRUMS, DRUMS_NAME
+
     if not text:
         return None
     try:
-        return [int(value) for value in text.split(",")]
+        return [DRUMS if value.strip().lower() == DRUMS_NAME.lower() else int(value) for value in text.split(",")]
     except ValueError:
-        raise ValueError(f"--programs takes comma-separated numbers from -1 to 127, not {text!r}") from None
+        raise ValueError(f"--programs takes comma-separated numbers from -1 to 127 (or drums), not {text!r}") from None
 
 
 def check_like_arguments(arguments: argparse.Namespace) -> None:

@@ -212,6 +212,10 @@ def _print_summary(result: dict, log) -> None:
     log(f"  notes per onset:          {_format(summary.get('mean_notes_per_onset'), 2)} "
         f"(model alone {_format(summary.get('mean_notes_per_onset_model_alone'), 2)}, "
         f"held-out pieces {_format(summary.get('corpus_mean_notes_per_onset'), 2)})")
+    log(f"  parts as asked:           {_format(summary.get('instruments_as_asked_share'), percent=True)} of samples "
+        f"play the caption's instruments part by part (model alone "
+        f"{_format(summary.get('model_alone_instruments_as_asked_share'), percent=True)}); "
+        f"{_format(summary.get('silent_parts'), 0)} parts silent longer than their role's longest rest in the corpus")
     reasons = summary.get("insane_reasons") or {}
     if reasons:
         log("  why not sane (constrained): " + ", ".join(f"{reason} {count}" for reason, count in reasons.items()))

@@ -132,13 +132,14 @@ def test_caption_from_fields_is_written_as_score_caption_writes_it():
     score.key_signatures.append(KeySignature(0, -2, 1))  # G minor
     score.time_signatures.append(TimeSignature(0, 3, 4))
     score.tempos.append(Tempo(0, 84.0))
-    for program in (52, 52, 0, 52):
+    for program in (52, 52, 52, 0):
         track = Track(program=program)
         track.notes.append(Note(0, 480, 60, 80))
         score.tracks.append(track)
     expected = score_caption(score, {"composer": "J.S. Bach"})
-    assert expected == ("Composer: J.S. Bach\nKey: G minor\nTime signature: 3/4\nTempo: 84 BPM\n"
-                        "Instruments: 3 x Choir Aahs, Acoustic Grand Piano\n")
+    # Unnamed parts are named by their roles, and the instruments follow the parts (issue 26).
+    assert expected == ("Composer: J.S. Bach\nParts: Choir, Choir, Choir, Piano\nKey: G minor\nTime signature: 3/4\n"
+                        "Tempo: 84 BPM\nInstruments: 3 x Choir Aahs, Acoustic Grand Piano\n")
     built = build_caption(composer="J.S. Bach", key="G minor", time_signature="3/4", tempo=84,
                           instruments={52: 3, 0: 1})
     assert built == expected
@@ -146,6 +147,8 @@ def test_caption_from_fields_is_written_as_score_caption_writes_it():
     fields = form_fields(expected)
     assert fields["instruments"] == {52: 3, 0: 1} and fields["tempo"] == 84
     assert build_caption(**fields) == expected
+    # An instrument that comes back later in the parts counts all its parts.
+    assert form_fields("Instruments: 2 x Choir Aahs, Acoustic Grand Piano, Choir Aahs\n")["instruments"] == {52: 3, 0: 1}
     with pytest.raises(ValueError, match="3/4"):
         build_caption(time_signature="three four")
 
@@ -201,7 +204,8 @@ def test_page_and_model_description(studio, tiny_bundle):
     status, caption = studio.post("/api/caption", {"composer": "Anon", "time_signature": "3/4",
                                                    "tempo": "90", "instruments": "0:2,-1:1"})
     assert status == 200
-    assert caption["caption"] == "Composer: Anon\nTime signature: 3/4\nTempo: 90 BPM\nInstruments: 2 x Acoustic Grand Piano, Drums\n"
+    assert caption["caption"] == ("Composer: Anon\nParts: Piano, Piano, Drums\nTime signature: 3/4\nTempo: 90 BPM\n"
+                                  "Instruments: 2 x Acoustic Grand Piano, Drums\n")
     assert_one_line(*studio.get("/api/models/other"), 400, "unknown model")
 
 

@@ -21,16 +21,17 @@ from tqdm.auto import tqdm
 from midillm.errors import first_line
 from midillm.model.bundle import Bundle
 from midillm.tokenization import MusicCodec
+from midillm.tokenization.codec import MAX_PARTS
 from midillm.tokenization.caption import (INSTRUMENTS, KEY, accompaniment_caption, as_written, caption_field,
                                           caption_ids, instrument_name, instruments_listed, names_in_caption,
-                                          part_names, programs_listed, programs_named_in)
-from midillm.tokenization.caption import key_tonic, known_key, with_fields
+                                          key_tonic, known_key, part_names, parts_agreeing, programs_listed,
+                                          programs_named_in, with_fields)
 from midillm.tokenization.rows import filled_piece, flat, infill_prompt, music_row, reorder_parts
 from midillm.tokenization.tonality import COMMON_KEYS, drawn_key, estimate_key, in_key, shift_to
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar
 from .precision import apply_precision, model_precision, wide_weights
-from .request import MusicRequest, SamplingSettings, TaskError, parse_bar_range
+from .request import MusicRequest, SamplingSettings, TaskError, parse_bar_range, part_instruments
 
 
 @dataclass
@@ -292,7 +293,9 @@ class MidiLM:
         same one."""
         if text is not None or not self.codec.captions or self.codec.corpus is None:
             return text
-        captions = getattr(self.codec.corpus, "captions", None) or {self.codec.corpus.caption: 1}
+        # A codec saved before `captions` has its typical caption, whose parts and instruments
+        # may not agree: its instruments then are left to the model.
+        captions = getattr(self.codec.corpus, "captions", None) or {parts_agreeing(self.codec.corpus.caption): 1}
         return random.Random(seed).choices(list(captions), weights=list(captions.values()))[0] or None
 
     def typical_text(self) -> str | None:
@@ -305,11 +308,15 @@ class MidiLM:
 
     def constraints(self, text: str | None = None, programs: list[int] | None = None,
                     min_bars: int | None = -1, strict_voice_leading: bool = False,
-                    controls: MusicRequest | None = None) -> CorpusConstraints | None:
+                    controls: MusicRequest | None = None, given_music: bool = False) -> CorpusConstraints | None:
         """The corpus constraints for a caption (its instruments, if it names any, else the
         corpus's programs) or explicit `programs`, with strict voice leading between the parts
         if asked (`midillm.decoding.voice_leading`) and the request's `controls` (metre, bars,
-        parts, the key-aware bias); None when the codec knows no corpus."""
+        parts, the key-aware bias); None when the codec knows no corpus.
+
+        A new piece plays the parts asked, each on its instrument (`part_instruments`), every
+        one of them. Given music (a MIDI prompt to continue, infill, accompaniment) has the
+        given parts' own instruments, and the caption's only as the instruments allowed."""
         if self.codec.corpus is None:
             return None
         text = self.default_text(text)
@@ -324,10 +331,23 @@ class MidiLM:
                          key_bias=controls.key_bias)
             if controls.key_bias and not asked["key"]:
                 raise TaskError("the key-aware bias needs a key: give one (--key, key=) or a caption with a Key line")
+        instruments = None if given_music else self.part_instruments(text, programs, controls)
+        if instruments:  # these parts, each on its instrument, and every one of them plays
+            asked["parts"] = len(instruments)
         return CorpusConstraints(self.grammar, self.codec.corpus,
                                  programs=programs or programs_named_in(text) or None,
                                  max_parts=len(named_parts) or -1, min_bars=min_bars, part_names=named_parts,
-                                 strict_voice_leading=strict_voice_leading, **asked)
+                                 strict_voice_leading=strict_voice_leading, part_programs=instruments, **asked)
+
+    def part_instruments(self, text: str | None, programs: list[int] | None = None,
+                         controls: MusicRequest | None = None) -> list[int] | None:
+        """Each part's program as asked (`request.part_instruments`: the programs given, else
+        the caption's instruments, part by part), for a codec that writes parts; None if none
+        is asked. At most as many parts as the codec can name."""
+        if not self.codec.parts:
+            return None
+        instruments = part_instruments(text, programs, controls.parts if controls is not None else None)
+        return instruments[:MAX_PARTS] if instruments else None
 
     def check_controls(self, request: MusicRequest, text: str | None) -> None:
         """A request's controls against what this model knows (its corpus): a metre it never
@@ -349,7 +369,9 @@ class MidiLM:
             what = repr(unnamed[0]) if unnamed else f"{instrument_name(foreign[0])} (program {foreign[0]})"
             raise TaskError(f"instrument {what} is outside this model's vocabulary; it knows "
                             + ", ".join(f"{instrument_name(program)} ({program})" for program in known))
+        instruments = self.part_instruments(text, request.programs, request)
         parts = len(request.parts) if isinstance(request.parts, list) else request.parts
+        parts = len(instruments) if instruments and not parts else parts
         most = getattr(corpus, "max_parts", 0)
         if parts and most and parts > most:
             raise TaskError(f"{parts} parts: this model's pieces have at most {most}")
@@ -395,10 +417,12 @@ class MidiLM:
         text = self.default_text(text, seed)
         if prompt_ids is None:
             prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
-        # A task's plan says when its music ends, not the corpus's shortest piece.
+        # A task's plan says when its music ends, not the corpus's shortest piece; a task's given
+        # music, like a MIDI prompt, decides its own parts and their instruments.
+        given_music = plans is not None or prompt is not None
         constraints = self.constraints(text, programs, min_bars=None if plans else -1,
                                        strict_voice_leading=strict_voice_leading,
-                                       controls=controls) if constrain else None
+                                       controls=controls, given_music=given_music) if constrain else None
         grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True,
                                                    constraints=constraints)
         program_mask = self._program_mask(programs)
@@ -463,8 +487,11 @@ class MidiLM:
                 hidden, cache = self._decoder_step(next_ids[:, None], cache, attention, next_position[:, None])
                 next_position += 1
         bar.close()
+        # What was asked goes with each record: the sanity checks judge a sample by its caption's parts.
+        asked = None if given_music else self.part_instruments(text, programs, controls)
         self.last_generation = [
-            {"ended": bool(ended), "new_tokens": int(count), "masked_mass": float(mass / max(int(count), 1))}
+            {"ended": bool(ended), "new_tokens": int(count), "masked_mass": float(mass / max(int(count), 1)),
+             "caption": text, "part_programs": asked}
             for ended, count, mass in zip(finished.tolist(), new_tokens.tolist(), masked_mass.tolist())]
         for record, plan in zip(self.last_generation, plans or []):
             record["bars"] = plan.bars_done  # bars of a task's plan (infill: the new bars)
@@ -588,7 +615,9 @@ class MidiLM:
                                      time_signature=request.time_signature, tempo=request.tempo,
                                      constrain=request.constrain, on_step=request.on_step,
                                      strict_voice_leading=request.strict_voice_leading, controls=request)
-            return [Sample(self.written_as_asked(self.codec.decode(row), request), row, record["ended"])
+            # The parts are named as the whole caption names them (the prompt holds it cut to a budget).
+            names = names_in_caption(text) or None
+            return [Sample(self.written_as_asked(self.codec.decode(row, names=names), request), row, record["ended"])
                     for row, record in zip(rows, self.last_generation)]
         score = self.load_score(request.music)
         if request.task == "infill":
@@ -850,18 +879,21 @@ class MidiLM:
 
 def select_tracks(score: Score, names: list[str] | None) -> Score:
     """A copy of `score` with only the played tracks named (case-insensitive), in the order
-    asked; all played tracks when `names` is empty. One line for a name it lacks."""
+    asked; all played tracks when `names` is empty. A track is named by its own name or by its
+    part name (its role where its name says nothing: "Drums" for "Track10"). One line for a
+    name it lacks."""
     played = [track for track in score.tracks if track.note_num()]
     if not played:
         raise TaskError("the MIDI file has no notes")
     order = list(range(len(played)))
     if names:
         by_name = {}
-        for index, track in enumerate(played):  # two tracks of one name: the first
+        for index, (track, part) in enumerate(zip(played, part_names(score))):  # two of one name: the first
             by_name.setdefault(track.name.strip().lower(), index)
+            by_name.setdefault(part.lower(), index)
         missing = [name for name in names if name.strip().lower() not in by_name]
         if missing:
-            have = ", ".join(track.name.strip() or "(unnamed)" for track in played)
+            have = ", ".join(part_names(score))
             raise TaskError(f"no track named {missing[0]!r} in the MIDI file (its tracks: {have})")
         order = [by_name[name.strip().lower()] for name in names]
     return reorder_parts(score, order)  # the given parts first, as accompaniment rows have them

@@ -343,10 +343,15 @@ class GrammarLogitsProcessor(LogitsProcessor):
         masks[:, self.grammar.end_row] &= torch.tensor(self.has_note)
         if self.constraints is not None:
             for row, state in enumerate(self.onset_states):
-                constrained = masks[row] & self.constraints.row_mask(state)
-                # A dead end (every continuation breaks a constraint) falls back to the syntax.
-                if constrained.any():
-                    masks[row] = constrained
+                # A dead end (every continuation breaks a constraint: say the first bar's last
+                # onset is full and a part has yet to play) lets the parts enter later, then the
+                # piece end where the syntax lets it, keeping the instruments and every corpus
+                # limit; failing all, it falls back to the syntax.
+                for relax in (CorpusConstraints.STRICT, CorpusConstraints.LATE_ENTRIES, CorpusConstraints.MAY_END):
+                    constrained = masks[row] & self.constraints.row_mask(state, relax)
+                    if constrained.any():
+                        masks[row] = constrained
+                        break
         if self.row_logits:
             full = masks.to(scores.device)
         else:
@@ -396,6 +401,7 @@ class _OnsetState:
     parts_settled: set = None               # parts: parts whose program is set (a Program or a note)
     voices: Voices = None                   # strict voice leading: what each part's voice sounds
     parts_played: set = None                # parts: parts that struck a note
+    onset_parts: set = None                 # onsets layout: parts opened at the current onset
 
     def __post_init__(self):
         self.pairs = Counter() if self.pairs is None else self.pairs
@@ -406,6 +412,7 @@ class _OnsetState:
         self.parts_settled = set() if self.parts_settled is None else self.parts_settled
         self.voices = Voices() if self.voices is None else self.voices
         self.parts_played = set() if self.parts_played is None else self.parts_played
+        self.onset_parts = set() if self.onset_parts is None else self.onset_parts
 
 
 def _before_time(tokens: list[str], kind: str, stops: tuple[str, ...] = tuple(TIME_RESET_TYPES)) -> bool:
@@ -485,7 +492,7 @@ class CorpusConstraints:
                  max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1,
                  part_names: list[str] | None = None, strict_voice_leading: bool = False,
                  metre: str | None = None, bars: int | None = None, parts: int | None = None,
-                 key: str | None = None, key_bias: float | None = None):
+                 key: str | None = None, key_bias: float | None = None, part_programs: list[int] | None = None):
         self.grammar = grammar
         codec = grammar.codec
         # Each music row's base tokens, in the grammar's row order (the end row, last, has none).
@@ -509,11 +516,19 @@ class CorpusConstraints:
         if self.exact_parts:
             self.max_parts = parts
         self.row_bias = key_bias_rows(self.row_tokens, key, key_bias) if key and key_bias else None
+        # Each part's asked instrument: a part names it (a Program token) before its first note,
+        # so a drum part is written on drums and no part falls back to program 0.
+        self.part_programs = list(part_programs or []) if self.with_parts else []
+        if self.part_programs:
+            self.allowed_programs = set(self.part_programs)
+            self.static = self.static & self._foreign_program_free(self.allowed_programs)
         # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
         self._program_masks: dict[int | None, torch.Tensor] = {}
         self._position_masks: dict[int, torch.Tensor] = {}
         self._new_program_masks: dict[frozenset, torch.Tensor] = {}
+        self._named_program_masks: dict[int, torch.Tensor] = {}
+        self._moves_time: torch.Tensor | None = None
 
     def _read_layout(self, grammar: MusicGrammar) -> None:
         """How the codec writes time and parts, which decides how onsets are counted."""
@@ -687,6 +702,7 @@ class CorpusConstraints:
             kind, _, value = token.partition("_")
             if self.onsets and kind == PART:  # the notes after it are this part's, at this same onset
                 state.part = int(value)
+                state.onset_parts.add(state.part)
                 state.program = state.part_programs.get(state.part, 0)
                 continue
             if self.part_bars and kind == PART:
@@ -718,6 +734,7 @@ class CorpusConstraints:
                 # Only a new time is a new onset: a bar line and its Position_0 are one onset.
                 if time is None or time != state.onset_time:
                     state.notes, state.pairs, state.tempo_here = 0, Counter(), False
+                    state.onset_parts = set()
                     state.voices.new_onset()
                 if time is not None:
                     state.onset_time = time
@@ -781,6 +798,48 @@ class CorpusConstraints:
             self._program_masks[program] = mask
         return self._program_masks[program]
 
+    def _foreign_program_free(self, programs: set[int]) -> torch.Tensor:
+        """Rows that name no program outside `programs`."""
+        foreign = [column for program, column in self.program_columns.items() if program not in programs]
+        return ~self.row_programs[:, foreign].any(dim=1) if foreign else torch.ones(
+            len(self.grammar.row_lm_ids), dtype=torch.bool)
+
+    def _names_program_first(self, program: int) -> torch.Tensor:
+        """Rows that strike no note before naming `program`, and name no other: what a part may
+        write before it has its instrument (a note before any Program token plays program 0)."""
+        if program not in self._named_program_masks:
+            mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
+            for row, tokens in enumerate(self.row_tokens):
+                named = None
+                for token in tokens:
+                    kind, _, value = token.partition("_")
+                    if kind == "Program":
+                        named = int(value)
+                        if named != program:
+                            mask[row] = False
+                    elif named is None and _note_program_and_pitch(token) is not None:
+                        mask[row] = False
+            self._named_program_masks[program] = mask
+        return self._named_program_masks[program]
+
+    def _unsettled_part_mask(self, state: _OnsetState, part: int) -> torch.Tensor | None:
+        """For a part with an asked instrument that has not named it yet: the rows that name it
+        first (None: no such part)."""
+        if part in state.parts_settled or not 0 <= part < len(self.part_programs):
+            return None
+        return self._names_program_first(self.part_programs[part])
+
+    def _late_entry_rows(self, state: _OnsetState, missing: set[int]) -> torch.Tensor:
+        """While asked parts have yet to play: in the onsets layout, every new onset opens with
+        one of them (a row that opens another part as an onset's first is refused); in the bars
+        layout, no bar after the first opens before they have played in it."""
+        if not self.onsets:
+            return self.starts_with_bar if state.bars >= 1 else torch.zeros_like(self.starts_with_bar)
+        if self._moves_time is None:
+            self._moves_time = (self.first_position != NO_POSITION) | self.starts_with_bar
+        opens_other = (self.opens_part >= 0) & ~torch.isin(self.opens_part, torch.tensor(sorted(missing)))
+        return opens_other & (self._moves_time | (not state.onset_parts))
+
     def _range_mask(self, bounds: tuple[int, int]) -> torch.Tensor:
         """Rows whose pitched notes all lie within `bounds` (drum notes are not pitches)."""
         if bounds not in self._part_range_masks:
@@ -823,6 +882,8 @@ class CorpusConstraints:
                 allowed = allowed & self._range_mask(self.part_ranges[part])
             if part in state.parts_settled:  # a part plays one instrument, named before its first note
                 allowed = allowed & ~self.has_program
+            elif (first := self._unsettled_part_mask(state, part)) is not None:
+                allowed = allowed & first
             mask = torch.where(rows, allowed, mask)
         if self.max_parts is not None:
             mask = mask & (self.opens_part < self.max_parts)
@@ -846,7 +907,13 @@ class CorpusConstraints:
                     mask &= ~(rows & (self.moves_time == new_onset) & forbidden[pitch_index])
         return mask
 
-    def row_mask(self, state: _OnsetState) -> torch.Tensor:
+    # How far `row_mask` gives way in a dead end: not at all; asked parts may enter late (after
+    # other parts' onsets); the piece may also end here, whatever its length and parts.
+    STRICT, LATE_ENTRIES, MAY_END = 0, 1, 2
+
+    def row_mask(self, state: _OnsetState, relax: int = STRICT) -> torch.Tensor:
+        """The rows allowed next; `relax` (`STRICT`, `LATE_ENTRIES`, `MAY_END`) is the way out of
+        a dead end (`GrammarLogitsProcessor`) that keeps the instruments and every corpus limit."""
         # (The onsets layout judges a row's notes by the part the row writes them for, below.)
         mask = self.static if self.onsets else self.static & self._program_mask(state.program)
         if self.bar_length:
@@ -886,6 +953,8 @@ class CorpusConstraints:
                 mask = mask & self._range_mask(self.part_ranges[state.part])
             if state.part in state.parts_settled:  # a part plays one instrument, named before its first note
                 mask = mask & ~self.has_program
+            elif (first := self._unsettled_part_mask(state, state.part)) is not None:
+                mask = mask & first
             if self.max_parts is not None:
                 mask = mask & (self.opens_part < self.max_parts)
         if state.tempo_here:
@@ -894,9 +963,13 @@ class CorpusConstraints:
             mask = mask & ~self.signature_before_bar
         if self.exact_bars and state.bars >= self.exact_bars:
             mask = mask & ~self.starts_with_bar
+        missing_parts = set(range(self.exact_parts or 0)) - state.parts_played
+        if missing_parts and relax < self.LATE_ENTRIES:
+            # The asked parts enter first: a part left to enter at the end finds the last onset
+            # full (or plays one note in the last beat), and a band's parts start together.
+            mask = mask & ~self._late_entry_rows(state, missing_parts)
         # Whether a piece may end is the syntax's call, and then the corpus's shortest length
         # (or the asked one), and every asked part having played.
-        mask[self.grammar.end_row] = state.bars >= self.min_bars and (
-            not self.exact_parts or len(state.parts_played & set(range(self.exact_parts))) >= self.exact_parts) and (
+        mask[self.grammar.end_row] = relax >= self.MAY_END or state.bars >= self.min_bars and not missing_parts and (
             not self.exact_bars or (state.bar_start is not None and state.last_onset >= state.bar_start))
         return mask

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from midillm.tokenization import caption as captions
+from midillm.tokenization.roles import program_role
 from midillm.tokenization.rows import TASKS
 
 
@@ -225,8 +226,9 @@ class MusicRequest:
     tracks: list[str] | None = None          # accompany / arrange: the tracks kept, by name
     # The controls of a new piece ("continue" without music; `bars` above is one too).
     programs: list[int] | None = _control(
-        "Only these General MIDI programs play, e.g. 0,40 (-1 = drums); default: those the caption "
-        "names, else the corpus's", label=captions.INSTRUMENTS, metavar="P,P")
+        "Each part's General MIDI program, in part order, e.g. drums,33,0 for drums, bass and piano "
+        "(drums = -1); one program: every part plays it; default: the caption's instruments, "
+        "else the corpus's", label=captions.INSTRUMENTS, metavar="P,P")
     time_signature: str | None = _control(
         "The metre, e.g. 3/4: the piece opens in it and keeps it", label=captions.TIME_SIGNATURE, metavar="N/D")
     tempo: float | None = _control(
@@ -320,6 +322,8 @@ class MusicRequest:
             self.key = known
         if self.parts is not None:
             self.parts = parse_parts(self.parts)
+        if self.programs and self.parts is not None:
+            part_instruments(None, self.programs, self.parts)  # one line if they disagree
         if self.bars is not None and self.task == "continue":
             if isinstance(self.bars, str) and self.bars.strip().isdigit():
                 self.bars = int(self.bars)
@@ -341,19 +345,28 @@ class MusicRequest:
     def prompt_caption(self, default: str | None) -> str | None:
         """The caption the model is prompted with: the request's (else `default`, a training
         piece's that the model drew by the request's seed), with a line for every control given
-        that a caption can say. Unchanged (the request's text) when no control is given."""
+        that a caption can say. Unchanged (the request's text) when no control is given.
+
+        Its parts and instruments agree, part by part: programs asked over a drawn caption
+        whose parts are others make the parts theirs (named by role: Drums, Bass...), and a
+        count of parts asked over it keeps that many of its parts with their instruments."""
         values = {captions.KEY: self.key, captions.TIME_SIGNATURE: self.time_signature,
                   captions.TEMPO: captions.tempo_value(self.tempo) if self.tempo is not None else None}
+        text = self.text if self.text is not None else default
         if isinstance(self.parts, list):
             values[captions.PARTS] = ", ".join(self.parts)
+        count = len(self.parts) if isinstance(self.parts, list) else self.parts
+        written_parts = captions.names_in_caption(text)
         if self.programs:
-            count = len(self.parts) if isinstance(self.parts, list) else self.parts
-            names = [captions.instrument_name(program) for program in self.programs]
-            values[captions.INSTRUMENTS] = (f"{count} x {names[0]}" if len(names) == 1 and count and count > 1
-                                            else ", ".join(names))
+            if count is None and len(self.programs) > 1 and len(written_parts) != len(self.programs):
+                values[captions.PARTS] = ", ".join(program_role(program) for program in self.programs)
+            count = count or len(written_parts) or None
+            values[captions.INSTRUMENTS] = captions.instruments_value(
+                self.programs * count if len(self.programs) == 1 and count else self.programs)
+        elif count is not None and self.text is None:
+            text = _drawn_caption_with_parts(text, count, values)
         if not any(values.values()):
-            return self.text
-        text = self.text if self.text is not None else default
+            return self.text if self.text is not None or text == default else text
         return captions.with_fields(text, values)
 
     def updated(self, **values) -> MusicRequest:
@@ -362,3 +375,53 @@ class MusicRequest:
 
 
 CONTROL_NAMES = tuple(name.name for name in fields(MusicRequest) if name.metadata.get("control"))
+
+
+def _drawn_caption_with_parts(text: str | None, count: int, values: dict) -> str | None:
+    """A drawn caption for `count` parts: the first `count` of its parts with their instruments
+    (into `values`) where it has that many, else without the lines that count other parts."""
+    written = captions.caption_fields(text)
+    parts = captions.listed_names(written.get(captions.PARTS, ""))
+    instruments = captions.part_programs_listed(written.get(captions.INSTRUMENTS, ""))
+    if not values.get(captions.PARTS):
+        if len(parts) > count:
+            values[captions.PARTS] = ", ".join(parts[:count])
+        elif len(parts) not in (0, count):
+            written.pop(captions.PARTS)
+    if len(instruments) > count and None not in instruments[:count]:
+        values[captions.INSTRUMENTS] = captions.instruments_value(instruments[:count])
+    elif len(instruments) not in (0, 1, count):
+        written.pop(captions.INSTRUMENTS)
+    return captions.write_caption(written)
+
+
+def part_instruments(text: str | None, programs: list[int] | None = None,
+                     parts: list[str] | int | None = None) -> list[int] | None:
+    """Each part's program (-1: drums), in part order, as a request asks for them: the
+    `programs` control, else the caption's "Instruments:" line read part by part ("Drums, 2 x
+    Violin" -> [-1, 40, 40]). The parts are `parts` (names or a count), else the caption's
+    "Parts:" line; one instrument for several parts is every part's. None where no instrument
+    is named, or one is named for parts nobody counted (then it is the only one that plays).
+    One line (`TaskError`) where parts and instruments disagree, or a name is no instrument."""
+    if programs:
+        instruments = list(programs)
+    else:
+        listed = captions.instruments_listed(captions.caption_field(text, captions.INSTRUMENTS))
+        unknown = [name for _, name in listed if captions.instrument_program(name) is None]
+        if unknown:
+            raise TaskError(f"instrument {unknown[0]!r} is no General MIDI instrument (e.g. \"Electric Bass "
+                            f"(finger)\", \"Drums\")")
+        instruments = captions.part_programs_listed(captions.caption_field(text, captions.INSTRUMENTS))
+    if not instruments:
+        return None
+    if parts is None:
+        parts = captions.names_in_caption(text) or None
+    count = len(parts) if isinstance(parts, list) else parts
+    if count is None:
+        return instruments if len(instruments) > 1 else None
+    if len(instruments) == 1:
+        return instruments * count
+    if len(instruments) != count:
+        raise TaskError(f"{count} parts but {len(instruments)} instruments: name one instrument per part, in part "
+                        f"order (e.g. \"Drums, Electric Bass (finger), 2 x Acoustic Grand Piano\"), or one for all")
+    return instruments

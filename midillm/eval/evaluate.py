@@ -234,7 +234,9 @@ def _profile_facts(profile) -> dict:
     return {"pieces": profile.pieces, "max_notes_per_onset": profile.max_notes_per_onset,
             "mean_notes_per_onset": profile.mean_notes_per_onset, "max_gap_beats": profile.max_gap_beats,
             "programs": profile.program_list, "max_programs_per_piece": profile.max_programs_per_piece,
-            "pitch_ranges": profile.pitch_ranges, "time_signatures": profile.time_signatures}
+            "pitch_ranges": profile.pitch_ranges, "time_signatures": profile.time_signatures,
+            "role_rest_beats": getattr(profile, "role_rest_beats", {}),
+            "role_notes_per_beat": getattr(profile, "role_notes_per_beat", {})}
 
 
 # ----------------------------------------------------------------------------- the command
@@ -431,6 +433,13 @@ def _summary(metrics: dict) -> dict:
         prefix = "" if name == "generated" else f"{name}_"
         for key in (*LISTENER_MEASURES, "classifier_accuracy"):
             summary[prefix + key] = entry[key]
+    # The band checks (issue 26): instruments as asked, drums where asked, parts silent too long.
+    for name in ("generated", "model_alone"):
+        if name in sets:
+            prefix = "" if name == "generated" else "model_alone_"
+            band = sets[name]["sanity"]
+            for key in ("instruments_as_asked_share", "drums_when_asked_share", "silent_parts"):
+                summary[prefix + key] = band.get(key)
     summary["insane_reasons"] = dict(sanity["reasons"])
     if "model_alone" in sets:
         summary["insane_reasons_model_alone"] = dict(sets["model_alone"]["sanity"]["reasons"])

@@ -121,6 +121,15 @@ def _listener_blocks(metrics: dict) -> list[tuple]:
     return [("h2", "What a listener hears"), ("p", text), ("table", header, rows)]
 
 
+def _role_limits(limits: dict | None) -> str:
+    """A profile's per-role limits as "(Bass 8.00, Drums 2.50)"; nothing for a profile without them."""
+    if not limits:
+        return ""
+    shown = [f"{role} " + ("-".join(_number(value, 2) for value in limit) if isinstance(limit, list)
+                           else _number(limit, 2)) for role, limit in limits.items()]
+    return "(" + ", ".join(shown) + ")"
+
+
 def _sanity_blocks(metrics: dict) -> list[tuple]:
     """The floor: which samples a listener of the corpus would accept, and why not the others."""
     sets, reference, sanity = metrics["sets"], metrics["reference"], metrics["sanity"]
@@ -134,13 +143,17 @@ def _sanity_blocks(metrics: dict) -> list[tuple]:
             f"no onset has more than {facts['max_notes_per_onset']} notes (all instruments together), no note "
             f"is struck twice, time never stands still longer than {_number(facts['max_gap_beats'], 2)} beats "
             f"(from the start too), it plays only the corpus's programs {facts['programs']}, at most "
-            f"{facts['max_programs_per_piece']} of them, each within its pitch range. Judged against "
+            f"{facts['max_programs_per_piece']} of them, each within its pitch range; every part its caption asks "
+            f"for plays, on the instrument asked, no part is silent longer than the corpus's parts of its role "
+            f"{_role_limits(facts.get('role_rest_beats'))}, and each part's notes per beat stay in its role's "
+            f"range {_role_limits(facts.get('role_notes_per_beat'))}. Judged against "
             f"{PROFILE_SOURCES.get(source, source)}. {ending} The fine-tuned samples are drawn with the "
             f"sampler's corpus constraints; \"model alone\" samples with the syntax grammar only. The reference "
             f"row judges the held-out pieces the same way: a check of the measure itself.")
     blocks: list[tuple] = [("h2", "Sane samples"), ("p", text)]
     header = ["set", "samples", "sane share", "ended by itself", "mean notes per onset", "most notes at one onset",
-              "duplicate notes", "mean bars", "masked mass", "bits/note"]
+              "duplicate notes", "mean bars", "masked mass", "bits/note", "instruments as asked",
+              "drums where asked", "parts silent too long"]
     rows = []
     for name, entry in list(sets.items()) + [("reference", reference)]:
         summary = entry["sanity"]
@@ -149,9 +162,10 @@ def _sanity_blocks(metrics: dict) -> list[tuple]:
                      _share(summary["ended_share"]), _number(summary["mean_notes_per_onset"], 2),
                      str(summary["max_notes_per_onset"]), str(summary["duplicate_notes"]),
                      _number(summary["mean_bars"], 1), _number(summary.get("mean_masked_mass"), 3),
-                     _number(likelihood.get("bits_per_note"), 2)])
+                     _number(likelihood.get("bits_per_note"), 2), _share(summary.get("instruments_as_asked_share")),
+                     _share(summary.get("drums_when_asked_share")), str(summary.get("silent_parts", "–"))])
     rows.append(["corpus profile", str(facts["pieces"]), "–", "–", _number(facts["mean_notes_per_onset"], 2),
-                 str(facts["max_notes_per_onset"]), "–", "–", "–", "–"])
+                 str(facts["max_notes_per_onset"]), "–", "–", "–", "–", "–", "–", "–"])
     blocks.append(("table", header, rows))
 
     columns = list(sets.items()) + [("reference", reference)]

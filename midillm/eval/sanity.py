@@ -7,7 +7,10 @@ one onset more often than the corpus's voices do in unison (`max_unison`: two ch
 one piano program often meet on a pitch; a cluster of repeated keys is a duplicate), time never
 stalls longer than the corpus's longest gap between
 onsets (from the piece's start too), no part stays on one pitch longer than the corpus's parts do, it plays only programs the corpus plays, no more of them
-than a corpus piece has, and each program within the pitch range the corpus gives it. Whether
+than a corpus piece has, and each program within the pitch range the corpus gives it. A band is
+heard part by part too: every part its caption asks for plays, on the instrument asked; no part
+falls silent longer than the corpus's parts of its role (Drums, Bass, Piano...: `roles`) do, and
+each part strikes about as many notes per beat as they do. Whether
 a sample ended with `</music>` by itself or was cut by the token budget is reported beside the
 sane share; it counts against sanity only with `require_ending=True`.
 
@@ -27,7 +30,9 @@ import numpy as np
 from symusic import Score
 
 from midillm.tokenization.metre import bar_length
-from midillm.tokenization.profile import CorpusProfile, longest_same_pitch_beats, measure_corpus, played_tracks
+from midillm.tokenization.caption import DRUMS
+from midillm.tokenization.profile import (CorpusProfile, longest_same_pitch_beats, measure_corpus, part_activity,
+                                          played_tracks)
 
 __all__ = ["PROFILE_SOURCES", "REASONS", "sample_sanity", "sanity_summary", "bars_written", "corpus_profile"]
 
@@ -42,6 +47,10 @@ REASONS = {
     "foreign_program": "an instrument the corpus never uses",
     "too_many_programs": "more instruments than a corpus piece has",
     "pitch_out_of_range": "a pitch outside the range the corpus gives its instrument",
+    "missing_part": "a part the caption asks for does not play",
+    "other_instrument": "a part plays another instrument than the caption asks for",
+    "silent_part": "a part is silent longer than the corpus's parts of its role are",
+    "part_density": "a part strikes more or fewer notes per beat than the corpus's parts of its role do",
     "no_ending": "cut by the token budget (no </music>)",
 }
 # Where the profile the samples are judged against comes from, as the report says it.
@@ -93,8 +102,15 @@ def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mappi
     """What a listener hears in one piece, against the corpus `profile`.
 
     `generation` is the sampler's record of the piece (`MidiLM.last_generation[i]`: "ended",
-    "new_tokens", "masked_mass"); None for files and reference pieces (ending unknown).
+    "new_tokens", "masked_mass", and "part_programs": each part's instrument its caption asked
+    for); None for files and reference pieces (ending and caption unknown).
     Returns the measures, `sane` and the `reasons` it is not (keys of `REASONS`).
+
+    The band checks: every part the caption asks for plays, on the instrument asked (drums as
+    a drum track); no part is silent longer than the corpus's parts of its role are
+    (`CorpusProfile.role_rest_beats`); each part's notes per beat lie in its role's range
+    (`role_notes_per_beat`). Roles and rests are measured by `profile.part_activity`, the
+    function that measured the corpus.
     """
     generation = dict(generation or {})
     ended = generation.get("ended")
@@ -127,6 +143,7 @@ def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mappi
             same_pitch_beats=longest_same_pitch_beats(score))
     result["programs"] = sorted(programs)
     result["foreign_programs"] = sorted(program for program in programs if program not in profile.programs)
+    result.update(_band_checks(score, profile, generation.get("part_programs")))
 
     if result["notes"] == 0:
         reasons.append("no_notes")
@@ -148,10 +165,47 @@ def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mappi
         reasons.append("too_many_programs")
     if result["pitches_out_of_range"]:
         reasons.append("pitch_out_of_range")
+    if result["parts_asked"] and result["parts_played"] < result["parts_asked"]:
+        reasons.append("missing_part")
+    if result["other_instruments"]:
+        reasons.append("other_instrument")
+    if result["silent_parts"]:
+        reasons.append("silent_part")
+    if result["parts_out_of_density"]:
+        reasons.append("part_density")
     if require_ending and result["ended"] is False:
         reasons.append("no_ending")
     result["sane"] = not reasons
     return result
+
+
+def _band_checks(score: Score | None, profile: CorpusProfile, asked: list[int] | None) -> dict:
+    """The parts against what the caption asked (`asked`: each part's program, -1 for drums;
+    None: nothing asked) and against the corpus's parts of their roles."""
+    tracks = [track for track in score.tracks if track.note_num()] if score is not None else []
+    written = [DRUMS if track.is_drum else int(track.program) for track in tracks]
+    activity = part_activity(_tick_score(score)) if tracks else []
+    rests, densities = getattr(profile, "role_rest_beats", {}) or {}, getattr(profile, "role_notes_per_beat", {}) or {}
+    # Rounded as the profile keeps its limits, so a part exactly like the corpus's is within them.
+    activity = [(role, round(rest, 4), round(density, 4)) for role, rest, density in activity]
+    parts = [{"role": role, "longest_rest_beats": rest, "notes_per_beat": density,
+              "silent": role in rests and rest > rests[role] + _EPSILON,
+              "out_of_density": role in densities and not densities[role][0] - _EPSILON <= density
+              <= densities[role][1] + _EPSILON}
+             for role, rest, density in activity]
+    return {
+        "parts_asked": len(asked) if asked else None,
+        "parts_played": len(tracks),
+        # Instruments written = instruments asked: the parts' programs, part by part (an ended
+        # piece plays every asked part; one cut short may lack the last).
+        "instruments_as_asked": written == list(asked) if asked else None,
+        "other_instruments": sorted((Counter(written) - Counter(asked or [])).elements()) if asked else [],
+        "drums_asked": DRUMS in asked if asked else None,
+        "drums_written": DRUMS in written,
+        "silent_parts": sum(part["silent"] for part in parts),
+        "parts_out_of_density": sum(part["out_of_density"] for part in parts),
+        "parts": parts,
+    }
 
 
 def sanity_summary(checks: list[dict]) -> dict:
@@ -168,6 +222,8 @@ def sanity_summary(checks: list[dict]) -> dict:
     masked = [check["masked_mass"] for check in checks
               if check.get("masked_mass") is not None and not math.isnan(check["masked_mass"])]
     tally = Counter(reason for check in checks for reason in check["reasons"])
+    asked = [check for check in checks if check.get("parts_asked")]
+    drums_asked = [check for check in asked if check.get("drums_asked")]
     return {
         "samples": count,
         "sane": sane,
@@ -179,6 +235,12 @@ def sanity_summary(checks: list[dict]) -> dict:
         "duplicate_notes": sum(check["duplicate_notes"] for check in checks),
         "mean_bars": float(np.mean([check["bars"] for check in checks])) if checks else math.nan,
         "mean_masked_mass": float(np.mean(masked)) if masked else None,
+        # The band checks over the set: None where no sample's caption asked for parts.
+        "instruments_as_asked_share": (sum(bool(check["instruments_as_asked"]) for check in asked) / len(asked)
+                                       if asked else None),
+        "drums_when_asked_share": (sum(check["drums_written"] for check in drums_asked) / len(drums_asked)
+                                   if drums_asked else None),
+        "silent_parts": sum(check.get("silent_parts", 0) for check in checks),
         "reasons": {reason: tally[reason] for reason in REASONS if tally[reason]},
     }
 

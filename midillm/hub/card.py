@@ -158,6 +158,9 @@ HEADLINE = {
     **LISTENER,
     "sane_share": "sane samples (with the corpus constraints)",
     "sane_share_model_alone": "sane samples (model alone)",
+    "instruments_as_asked_share": "samples whose parts play the instruments asked",
+    "drums_when_asked_share": "samples with drums, where the caption asks for drums",
+    "silent_parts": "parts silent longer than their role's longest rest in the corpus",
     "bits_per_note": "held-out bits per note",
     "untrained_bits_per_note": "held-out bits per note, untrained",
     "valid_share": "valid samples (decode, have a note)",
@@ -168,7 +171,7 @@ HEADLINE = {
     "share_copying_over_4_bars": "samples copying > 4 bars of training",
 }
 _SHARES = {"sane_share", "sane_share_model_alone", "valid_share", "ended_share", "share_copying_over_4_bars",
-           "chord_on_beat"}
+           "chord_on_beat", "instruments_as_asked_share", "drums_when_asked_share"}
 _DIGITS = {"classifier_accuracy": 2}
 NOT_MEASURED = "not measured"
 
@@ -259,7 +262,10 @@ def _evaluation_text(metrics: dict) -> str:
                          if "shuffled_" in _listener_columns(summary) else ""), "",
         lead, "",
         f"{floor} A sample is sane when it stays in its corpus's range: no onset with more notes than the "
-        "corpus ever has, no duplicate notes, time that moves, only the corpus's instruments, an ending.", "",
+        "corpus ever has, no duplicate notes, time that moves, only the corpus's instruments, an ending; and, "
+        "heard part by part, every part the caption asks for plays on the instrument asked, none falls silent "
+        "longer than the corpus's parts of its role (Drums, Bass, Piano...) do, and each strikes about as many "
+        "notes per beat as they do.", "",
         *(["The other headline numbers:", "",
            "| metric | value |", "|---|---|",
            *(f"| {HEADLINE[name]} | {_shown(name, value)} |" for name, value in rest.items())] if rest else [])])

@@ -143,8 +143,8 @@ def form_fields(caption: str) -> dict:
     fields["tempo"] = read_tempo(written.get("Tempo", ""))
     for count, name in instruments_listed(written.get("Instruments", "")):
         programs = programs_named([name])
-        if programs:
-            fields["instruments"][programs[0]] = count
+        if programs:  # the parts of one instrument, wherever they stand
+            fields["instruments"][programs[0]] = fields["instruments"].get(programs[0], 0) + count
     return fields
 
 

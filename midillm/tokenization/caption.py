@@ -23,6 +23,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from .roles import name_says_nothing, track_role
+
 if TYPE_CHECKING:
     from symusic import Score
 
@@ -115,11 +117,35 @@ def programs_named(names: Iterable[str]) -> list[int]:
     return sorted(found)
 
 
+def instrument_program(name: str) -> int | None:
+    """The General MIDI program (`DRUMS` for drums) of one instrument name, any case; None if
+    it names no instrument."""
+    name = " ".join(name.split()).lower()
+    if name == DRUMS_NAME.lower():
+        return DRUMS
+    return next((program for program, known in enumerate(_general_midi_names()) if known.lower() == name), None)
+
+
 def part_names(score: Score) -> list[str]:
-    """A name for each played track, in part order: its own, else its instrument's."""
-    return [" ".join(track.name.replace(",", " ").split())
-            or instrument_name(DRUMS if track.is_drum else track.program)
-            for track in score.tracks if track.note_num()]
+    """A name for each played track, in part order: its own where it says something, else its
+    role in the band (`roles.part_role`: Drums, Bass, Piano, Lead...; "Track7" says nothing)."""
+    return [name if not name_says_nothing(name) else track_role(track)
+            for name, track in ((" ".join(track.name.replace(",", " ").split()), track)
+                                for track in score.tracks if track.note_num())]
+
+
+def instruments_value(programs: Iterable[int]) -> str:
+    """An "Instruments:" value naming each part's program in part order, a run of parts on one
+    instrument as "N x Name": [-1, 33, 0, 0] -> "Drums, Electric Bass (finger), 2 x Acoustic
+    Grand Piano". Read back part by part with `part_programs_listed`."""
+    runs: list[list] = []
+    for program in programs:
+        if runs and runs[-1][0] == program:
+            runs[-1][1] += 1
+        else:
+            runs.append([program, 1])
+    return ", ".join(f"{count} x {instrument_name(program)}" if count > 1 else instrument_name(program)
+                     for program, count in runs)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -153,8 +179,8 @@ def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> st
     metadata = dict(metadata or {})
     fields = {label: metadata.get(key) for label, key in METADATA_FIELDS}
     played = [track for track in score.tracks if track.note_num()]
-    # The parts' names come early: a caption cut to the row's caption budget keeps them.
-    if any(track.name.strip() for track in played):
+    # The parts' names (or roles) come early: a caption cut to the row's caption budget keeps them.
+    if played:
         fields["Parts"] = ", ".join(part_names(score))
     key = metadata.get("key")
     if not key and len(score.key_signatures):
@@ -166,9 +192,8 @@ def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> st
         fields["Time signature"] = f"{signature.numerator}/{signature.denominator}"
     if len(score.tempos):
         fields["Tempo"] = tempo_value(score.tempos[0].qpm)
-    instruments = Counter(instrument_name(DRUMS if track.is_drum else track.program) for track in played)
-    fields["Instruments"] = ", ".join(f"{count} x {name}" if count > 1 else name
-                                      for name, count in instruments.items())
+    # Part by part, in the order of the Parts line: the caption says which part plays what.
+    fields["Instruments"] = instruments_value(DRUMS if track.is_drum else track.program for track in played)
     return write_caption(fields)
 
 
@@ -220,6 +245,20 @@ def typical_caption(captions: Iterable[str]) -> str:
     return write_caption({label: counter.most_common(1)[0][0] for label, counter in values.items()})
 
 
+def parts_agreeing(text: str | None) -> str | None:
+    """The caption, without its "Instruments:" line where that line counts other parts than its
+    "Parts:" line: a typical caption's fields are each the commonest on its own ("Parts: Track7,
+    Track8, Track9, Track10" beside six instruments), and a prompt's parts must have one
+    instrument each, or one for all."""
+    fields = caption_fields(text)
+    parts = listed_names(fields.get(PARTS, ""))
+    instruments = part_programs_listed(fields.get(INSTRUMENTS, ""))
+    if not parts or len(instruments) in (0, 1, len(parts)):
+        return text
+    fields.pop(INSTRUMENTS)
+    return write_caption(fields)
+
+
 # ----------------------------------------------------------------------------- reading
 
 
@@ -265,6 +304,12 @@ def instruments_listed(value: str) -> list[tuple[int, str]]:
 def programs_listed(value: str) -> list[int]:
     """General MIDI programs that an "Instruments:" value names (`DRUMS` = -1 for drums)."""
     return programs_named(name for _, name in instruments_listed(value))
+
+
+def part_programs_listed(value: str) -> list[int | None]:
+    """An "Instruments:" value part by part, in part order: "Drums, 2 x Violin" -> [-1, 40, 40];
+    None for a name that is no instrument."""
+    return [instrument_program(name) for count, name in instruments_listed(value) for _ in range(count)]
 
 
 def programs_named_in(text: str | None) -> list[int]:

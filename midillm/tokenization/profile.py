@@ -21,6 +21,7 @@ from symusic import Score
 
 from .caption import DRUMS, part_names, typical_caption, without_title
 from .metre import bar_length
+from .roles import track_role
 
 # Candidate grids, in positions per beat: the smallest that holds (almost) every onset and
 # duration of the corpus wins. 12 and 24 hold triplets.
@@ -36,6 +37,9 @@ LONG_DURATION_BEATS = 12
 # A part that rests longer than this (beats) between two notes of one pitch did not stay on it.
 SAME_PITCH_MAX_REST_BEATS = 2.0
 MAX_DURATION_BEATS = 128
+# A part's longest rest and its notes per beat are judged against the train parts of its role,
+# ignoring the rarest 1% at each end (a track that only plays the intro of one tune).
+PART_QUANTILE = 0.99
 # The train pieces' own captions (titles left out) the profile keeps as default prompts: the
 # most common ones, ties in an order drawn with a fixed seed, so that `prepare` stays reproducible.
 DEFAULT_CAPTIONS = 64
@@ -84,6 +88,12 @@ class CorpusProfile:
         "help": "A caption typical of the corpus (each field's most common value, so it may describe no "
                 "piece): the neutral context retrieval embeds under and accompaniments take their style "
                 "from; the default prompt only of a codec saved before `captions`."})
+    role_rest_beats: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "Role (`roles.part_role`: Drums, Bass, Piano...) -> the longest a part of that role is silent in "
+                "its piece, in beats (99th percentile over the train parts; `part_activity`); empty: not measured."})
+    role_notes_per_beat: dict[str, list[float]] = field(default_factory=dict, metadata={
+        "help": "Role -> [low, high] notes per beat of a part of that role over its piece (1st and 99th "
+                "percentiles over the train parts); empty: not measured."})
     captions: dict[str, int] = field(default_factory=dict, metadata={
         "help": f"A train piece's own caption (title left out) -> how many train pieces have it, for the "
                 f"{DEFAULT_CAPTIONS} most common: the default prompts, one drawn per request by its seed "
@@ -166,6 +176,30 @@ def longest_same_pitch_beats(score: Score) -> float:
     return longest
 
 
+def part_activity(score: Score) -> list[tuple[str, float, float]]:
+    """Each played track as a listener of a band hears it: (its role, the longest it is silent,
+    in beats, its notes per beat). The piece runs from its first onset to the end of its last
+    note, any part's; a part is silent before its first note, between the end of what it sounds
+    and its next onset, and after its last note. Drums, held notes and chords alike: a part
+    sounds while any of its notes does."""
+    tracks = [track for track in score.tracks if track.note_num()]
+    if not tracks:
+        return []
+    tpq = score.ticks_per_quarter
+    arrays = [track.notes.numpy() for track in tracks]
+    start = min(int(notes["time"].min()) for notes in arrays)
+    end = max(int((notes["time"] + notes["duration"]).max()) for notes in arrays)
+    beats = max(end - start, 1) / tpq
+    activity = []
+    for track, notes in zip(tracks, arrays):
+        order = np.argsort(notes["time"], kind="stable")
+        onsets = notes["time"][order].astype(np.int64)
+        sounding_until = np.maximum.accumulate((notes["time"] + notes["duration"])[order].astype(np.int64))
+        silences = np.concatenate([[onsets[0] - start], onsets[1:] - sounding_until[:-1], [end - sounding_until[-1]]])
+        activity.append((track_role(track), float(max(int(silences.max()), 0)) / tpq, len(onsets) / beats))
+    return activity
+
+
 def _grid_for(ticks: np.ndarray, ticks_per_quarter: int) -> int:
     """The coarsest candidate grid (positions per beat) that holds GRID_COVERAGE of these times."""
     for grid in GRID_CANDIDATES:
@@ -193,6 +227,8 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
     unisons: list[int] = []
     gaps: list[float] = []
     same_pitch: list[float] = []
+    role_rests: dict[str, list[float]] = {}
+    role_densities: dict[str, list[float]] = {}
     bars: list[int] = []
     grids: Counter = Counter()
     max_duration = 0.0
@@ -236,6 +272,9 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         steps = np.diff([0] + ordered) / tpq if ordered else np.zeros(0)
         gaps.append(float(steps.max()) if steps.size else 0.0)
         same_pitch.append(longest_same_pitch_beats(score))
+        for role, rest, density in part_activity(score):
+            role_rests.setdefault(role, []).append(rest)
+            role_densities.setdefault(role, []).append(density)
         signatures = list(score.time_signatures) or []
         for signature in signatures:
             time_signatures[f"{signature.numerator}/{signature.denominator}"] += 1
@@ -278,6 +317,11 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         positions_per_beat=max(1, positions_per_beat * 4 // smallest_denominator),
         max_duration_beats=round(max_duration, 4),
         bars=[min(bars), int(np.median(bars)), max(bars)],
+        role_rest_beats={role: round(float(np.quantile(rests, PART_QUANTILE, method="higher")), 4)
+                         for role, rests in sorted(role_rests.items())},
+        role_notes_per_beat={role: [round(float(np.quantile(densities, 1 - PART_QUANTILE, method="lower")), 4),
+                                    round(float(np.quantile(densities, PART_QUANTILE, method="higher")), 4)]
+                             for role, densities in sorted(role_densities.items())},
         caption=typical_caption(captions),
         captions=caption_sample(captions),
     )

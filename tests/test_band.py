@@ -1,0 +1,381 @@
+"""Band music (issue 26): each part on the instrument asked, drums on the drum channel and only
+in a drum part, parts named by their role where track names say nothing, and the sanity checks
+a listener makes of a band. End to end on the tiny bundle trained on band scores (`tiny_bundle`
+over `tiny_data`: drums, bass, piano, strings, a lead and a guitar in each piece)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from conftest import make_band_score
+from symusic import Note, Score, Track
+
+from midillm.decoding.request import MusicRequest, TaskError, part_instruments
+from midillm.tokenization.caption import (INSTRUMENTS, PARTS, caption_field, instruments_value, names_in_caption,
+                                          part_names, part_programs_listed, score_caption)
+from midillm.tokenization.roles import name_says_nothing, part_role, track_role
+
+
+@pytest.fixture(scope="module")
+def band_lm(tiny_bundle):
+    from midillm.decoding.generate import MidiLM
+
+    return MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
+
+
+def written_instruments(score: Score) -> list[int]:
+    """Each played track's program, -1 for a drum track, in part order."""
+    return [-1 if track.is_drum else int(track.program) for track in score.tracks if track.note_num()]
+
+
+def midi_channels(midi: bytes) -> dict[int, set[int]]:
+    """Channel -> the programs its notes sound with, read from the MIDI file itself."""
+    import mido
+
+    channels: dict[int, set[int]] = {}
+    for midi_track in mido.MidiFile(file=io.BytesIO(midi)).tracks:
+        program = 0
+        for message in midi_track:
+            if message.type == "program_change":
+                program = message.program
+            elif message.type == "note_on" and message.velocity:
+                channels.setdefault(message.channel, set()).add(program)
+    return channels
+
+
+def assert_as_asked(score: Score, names: list[str], asked: list[int], ended: bool) -> None:
+    """The part named `names[k]` plays `asked[k]` (-1: a drum track); an ended piece plays
+    every asked part, in their order."""
+    program_of = dict(zip(names, asked))
+    played = [track for track in score.tracks if track.note_num()]
+    assert played and all(track.name in program_of for track in played)
+    for track in played:
+        assert (-1 if track.is_drum else int(track.program)) == program_of[track.name], track.name
+    if ended:
+        assert written_instruments(score) == asked
+
+
+# ----------------------------------------------------------------------------- roles
+
+
+@pytest.mark.parametrize("name, says_nothing", [
+    ("Track7", True), ("Staff-1", True), ("", True), ("  ", True), ("program 33", True), ("Part 3", True),
+    ("Ch. 10", True), ("7", True), ("untitled", True), ("MIDI Ch. 2", True), ("MIDI 01", True), ("Spår 1", True),
+    ("Sp\ufffdr 1", True), ("New Track 2", True),
+    ("Soprano", False), ("Lead Guitar", False), ("Drum Kit", False), ("Piano 1", False), ("Bass", False),
+    ("MIDI Drums", False), ("Partita", False), ("Melody 1", False)])
+def test_a_name_that_only_numbers_a_track_says_nothing(name, says_nothing):
+    assert name_says_nothing(name) is says_nothing
+
+
+def test_parts_without_names_are_named_by_their_role():
+    score = make_band_score(seed=0, bars=6)  # tracks named "program 0", "program 33", ...
+    assert part_names(score) == ["Drums", "Bass", "Piano", "Strings", "Lead", "Guitar"]
+    # A name that says something is kept; the caption lists the parts with their instruments.
+    score.tracks[5].name = "Rhythm Guitar"
+    caption = score_caption(score)
+    assert names_in_caption(caption) == ["Drums", "Bass", "Piano", "Strings", "Lead", "Rhythm Guitar"]
+    assert part_programs_listed(caption_field(caption, INSTRUMENTS)) == [-1, 33, 0, 48, 73, 25]
+
+
+def test_register_decides_bass_and_lead_where_the_family_cannot():
+    low_line = part_role(0, False, [36, 38, 40, 43], [0, 1, 2, 3])   # a piano's left-hand bass line
+    chords_low = part_role(0, False, [36, 40, 43, 45], [0, 0, 1, 1])  # low piano chords
+    tune = part_role(40, False, [76, 79, 81, 84], [0, 1, 2, 3])      # a violin's high single line
+    strum = part_role(25, False, [76, 79, 81, 84], [0, 1, 2, 3])     # a guitar's stays a guitar
+    assert (low_line, chords_low, tune, strum) == ("Bass", "Piano", "Lead", "Guitar")
+    assert part_role(0, True, [36, 38], [0, 0]) == "Drums"
+    assert part_role(89, False, [60, 64, 67], [0, 0, 0]) == "Pad"
+
+
+def test_instruments_are_written_part_by_part_in_part_order():
+    # Runs of one instrument are counted; an instrument that comes back is named again, so the
+    # line reads back part by part (a Counter would put the second piano beside the first).
+    assert instruments_value([-1, 33, 0, 0, 25, 0]) == (
+        "Drums, Electric Bass (finger), 2 x Acoustic Grand Piano, Acoustic Guitar (steel), Acoustic Grand Piano")
+    assert part_programs_listed("Drums, 2 x Violin, Kazoo") == [-1, 40, 40, None]
+
+
+# ----------------------------------------------------------------------------- what is asked
+
+
+def test_part_instruments_come_from_the_programs_else_the_caption():
+    caption = "Parts: Kit, Low, Keys\nInstruments: Drums, Electric Bass (finger), Acoustic Grand Piano\n"
+    assert part_instruments(caption) == [-1, 33, 0]
+    assert part_instruments(caption, programs=[-1, 33, 48]) == [-1, 33, 48]
+    assert part_instruments("Instruments: 4 x Choir Aahs\n") == [52] * 4
+    assert part_instruments("Instruments: Choir Aahs\n") is None  # one instrument, parts uncounted: it alone plays
+    assert part_instruments("Instruments: Choir Aahs\n", parts=4) == [52] * 4
+    assert part_instruments(None, programs=[-1, 33]) == [-1, 33]
+    with pytest.raises(TaskError, match="3 parts but 2 instruments"):
+        part_instruments("Parts: A, B, C\nInstruments: Drums, Violin\n")
+
+
+def test_programs_over_a_drawn_caption_make_the_parts_theirs():
+    drawn = ("Parts: Drums, Bass, Piano, Strings, Lead, Guitar\nTempo: 96 BPM\n"
+             "Instruments: Drums, Electric Bass (finger), Acoustic Grand Piano, String Ensemble 1, Flute, "
+             "Acoustic Guitar (steel)\n")
+    caption = MusicRequest(programs=[-1, 33]).prompt_caption(drawn)
+    assert names_in_caption(caption) == ["Drums", "Bass"]
+    assert caption_field(caption, INSTRUMENTS) == "Drums, Electric Bass (finger)"
+    # A count of parts keeps the drawn piece's first parts with their instruments.
+    caption = MusicRequest(parts=3).prompt_caption(drawn)
+    assert caption_field(caption, PARTS) == "Drums, Bass, Piano"
+    assert part_instruments(caption) == [-1, 33, 0]
+    with pytest.raises(TaskError, match="3 parts but 2 instruments"):
+        MusicRequest(parts=3, programs=[-1, 33])
+
+
+def test_a_part_with_an_asked_instrument_names_it_before_its_first_note(band_lm):
+    """The corpus constraints: before part 0 (asked: drums) has named its program, no row may
+    strike a note for it, nor name another program; a note before any Program token would
+    decode as program 0 on a melodic channel."""
+    constraints = band_lm.constraints("Parts: Drums, Bass\nInstruments: Drums, Electric Bass (finger)\n")
+    state = constraints.start_state()
+    for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Position_0", "Part_0"]):
+        state = constraints.advance(state, lm_id)
+    allowed = constraints.row_mask(state)
+    rows = band_lm.grammar.row_lm_ids
+    for row, lm_id in enumerate(rows[:-1]):
+        tokens = band_lm.codec.music_token_parts[band_lm.codec.music_id_of_lm_id(lm_id)]
+        if not allowed[row]:
+            continue
+        first_note = next((index for index, token in enumerate(tokens) if token.startswith("Pitch")), None)
+        programs = [token for token in tokens if token.startswith("Program_")]
+        assert all(program == "Program_-1" for program in programs), tokens
+        if first_note is not None:
+            assert programs and tokens.index(programs[0]) < first_note, tokens
+            assert all(not token.startswith("Pitch_") for token in tokens), tokens  # drum notes only
+    assert allowed[rows.index(band_lm.codec.lm_ids_of_base_tokens(["Program_-1"])[0])]
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_drums_and_bass_asked_are_drums_and_bass_written(band_lm):
+    samples = band_lm.run(MusicRequest(programs=[-1, 33], bars=2, num_samples=4, seed=3,
+                                       sampling={"max_new_tokens": 160}))
+    assert any(sample.ended for sample in samples)
+    for sample in samples:
+        assert_as_asked(sample.score, ["Drums", "Bass"], [-1, 33], sample.ended)
+        drums = [track for track in sample.score.tracks if track.is_drum]
+        assert all(track.name == "Drums" for track in drums)
+        # Drum notes only in the drum part: every other track is melodic.
+        assert [track.name for track in sample.score.tracks if not track.is_drum] in ([], ["Bass"])
+
+
+def test_a_training_tunes_caption_gets_its_instruments_part_by_part(band_lm):
+    """The issue's test: the exact caption of a training tune (drum part included)."""
+    caption = next(iter(band_lm.codec.corpus.captions))
+    asked = part_programs_listed(caption_field(caption, INSTRUMENTS))
+    assert -1 in asked and 33 in asked and names_in_caption(caption)[0] == "Drums"
+    samples = band_lm.run(MusicRequest(text=caption, bars=2, num_samples=3, seed=4, sampling={"max_new_tokens": 240}))
+    assert any(sample.ended for sample in samples)
+    for sample in samples:
+        assert_as_asked(sample.score, names_in_caption(caption), asked, sample.ended)
+        for track in sample.score.tracks:  # named as the caption names them, drums on drums
+            assert track.is_drum == (track.name == "Drums")
+
+
+def test_without_a_caption_the_drawn_tunes_instruments_are_written(band_lm):
+    samples = band_lm.run(MusicRequest(num_samples=2, seed=0, bars=2, sampling={"max_new_tokens": 240}))
+    caption = band_lm.last_generation[0]["caption"]
+    asked = band_lm.last_generation[0]["part_programs"]
+    assert asked == part_programs_listed(caption_field(caption, INSTRUMENTS)) and -1 in asked
+    for sample in samples:
+        assert_as_asked(sample.score, names_in_caption(caption), asked, sample.ended)
+
+
+def test_the_command_writes_drums_on_the_drum_channel(tiny_bundle, tmp_path):
+    from midillm.cli import main
+
+    out = tmp_path / "out"
+    assert main(["generate", str(tiny_bundle), "--out", str(out), "-n", "3", "--programs", "drums,33,0", "--bars", "2",
+                 "--max-new-tokens", "200", "--precision", "fp32", "--seed", "5"]) == 0
+    files = sorted(out.glob("*.mid"))
+    assert len(files) == 3
+    for path in files:
+        score = Score(str(path))
+        played = written_instruments(score)
+        assert played == [-1, 33, 0][:len(played)] and played
+        channels = midi_channels(path.read_bytes())
+        # The drum part sounds on channel 10 (9 counted from 0), and nothing else does there;
+        # the melodic parts sound with their own programs on their own channels.
+        assert (9 in channels) == (-1 in played)
+        assert len(channels) == len(played)
+        melodic = [program for program in played if program >= 0]
+        assert sorted(set().union(*(programs for channel, programs in channels.items() if channel != 9))) \
+            == sorted(set(melodic))
+
+
+def test_the_command_refuses_parts_and_instruments_that_disagree(tiny_bundle, tmp_path, capsys):
+    from midillm.cli import main
+
+    assert main(["generate", str(tiny_bundle), "--out", str(tmp_path / "out"), "--parts", "3",
+                 "--programs=-1,33"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("midillm: error:") and "3 parts but 2 instruments" in error
+
+
+def test_a_band_round_trips_with_its_programs_and_drum_flag(band_lm):
+    score = make_band_score(seed=7, bars=6)
+    decoded = band_lm.codec.decode(band_lm.codec.encode(score))
+    assert written_instruments(decoded) == written_instruments(score) == [-1, 33, 0, 48, 73, 25]
+    assert [track.name for track in decoded.tracks] == part_names(score)
+    from midillm.tokenization.roundtrip import notes_kept
+
+    kept, total = notes_kept(band_lm.codec, score)
+    assert kept == total
+
+
+def test_track_role_reads_a_tracks_notes():
+    track = Track(name="", program=0)
+    for time in range(8):
+        track.notes.append(Note(time * 480, 480, 40 + time % 3, 90))
+    assert track_role(track) == "Bass"
+
+
+# ----------------------------------------------------------------------------- band-aware sanity
+
+
+BAND = [-1, 33, 0, 48, 73, 25]  # make_band_score's parts: drums, bass, piano, strings, flute, guitar
+
+
+@pytest.fixture(scope="module")
+def band_profile():
+    from midillm.tokenization.profile import measure_corpus
+
+    scores = [make_band_score(seed, bars=8) for seed in range(10)]
+    return measure_corpus(scores, [score_caption(score) for score in scores])
+
+
+def judged(score: Score, profile, asked=BAND) -> dict:
+    from midillm.eval.sanity import sample_sanity
+
+    return sample_sanity(score, profile, {"ended": True, "part_programs": asked})
+
+
+def test_the_profile_measures_each_roles_rests_and_notes_per_beat(band_profile):
+    assert set(band_profile.role_rest_beats) == {"Drums", "Bass", "Piano", "Strings", "Lead", "Guitar"}
+    # The strings' last half note holds a beat past the last bar line (8 bars, 28 beats): the
+    # piece is 29 beats long, and every other part rests that last beat; the strings never rest.
+    assert band_profile.role_rest_beats["Bass"] == 1.0 and band_profile.role_rest_beats["Strings"] == 0.0
+    # The drums strike every half beat of 28 (56 notes), the flute every quarter beat.
+    assert band_profile.role_notes_per_beat["Drums"] == [round(56 / 29, 4)] * 2
+    assert band_profile.role_notes_per_beat["Lead"] == [round(112 / 29, 4)] * 2
+
+
+def test_a_band_like_its_corpus_is_sane_with_its_caption(band_profile):
+    check = judged(make_band_score(seed=11, bars=8), band_profile)
+    assert check["sane"], check["reasons"]
+    assert check["instruments_as_asked"] and check["drums_asked"] and check["drums_written"]
+    assert check["silent_parts"] == check["parts_out_of_density"] == 0
+
+
+def without_notes_after(track: Track, ticks: int) -> None:
+    kept = [(note.time, note.duration, note.pitch, note.velocity) for note in track.notes if note.time < ticks]
+    track.notes.clear()
+    for note in kept:
+        track.notes.append(Note(*note))
+
+
+def test_a_part_that_falls_silent_is_not_sane(band_profile):
+    score = make_band_score(seed=11, bars=8)
+    without_notes_after(score.tracks[1], 4 * 480 * 2)  # the bass stops after two bars of eight
+    check = judged(score, band_profile)
+    assert "silent_part" in check["reasons"] and check["silent_parts"] == 1
+    assert [part["role"] for part in check["parts"] if part["silent"]] == ["Bass"]
+
+
+def test_drums_written_on_a_melodic_channel_are_not_the_drums_asked(band_profile):
+    score = make_band_score(seed=11, bars=8)
+    score.tracks[0].is_drum = False  # the issue's samples: the drum part as program 0
+    check = judged(score, band_profile)
+    assert "other_instrument" in check["reasons"] and not check["instruments_as_asked"]
+    assert check["drums_asked"] and not check["drums_written"]
+
+
+def test_a_missing_part_and_a_sparse_part_are_not_sane(band_profile):
+    score = make_band_score(seed=11, bars=8)
+    score.tracks = [track for index, track in enumerate(score.tracks) if index != 4]  # no lead
+    check = judged(score, band_profile)
+    assert "missing_part" in check["reasons"] and check["parts_played"] == 5
+    sparse = make_band_score(seed=11, bars=8)
+    lead = sparse.tracks[4]
+    notes = [(note.time, note.duration * 16, note.pitch, note.velocity) for note in lead.notes][::16]
+    lead.notes.clear()
+    for note in notes:  # a whole note where the corpus's flutes play sixteenths
+        lead.notes.append(Note(*note))
+    check = judged(sparse, band_profile)
+    # (Time also stalls: in this corpus the flute's sixteenths are the only onsets between eighths.)
+    assert "part_density" in check["reasons"] and "silent_part" not in check["reasons"]
+    assert [part["role"] for part in check["parts"] if part["out_of_density"]] == ["Lead"]
+
+
+def test_the_set_summary_counts_the_band_checks(band_profile):
+    from midillm.eval.sanity import sanity_summary
+
+    good = judged(make_band_score(seed=11, bars=8), band_profile)
+    drumless = make_band_score(seed=12, bars=8)
+    drumless.tracks[0].is_drum = False
+    silent = make_band_score(seed=13, bars=8)
+    without_notes_after(silent.tracks[1], 4 * 480 * 2)
+    unasked = judged(make_band_score(seed=14, bars=8), band_profile, asked=None)
+    summary = sanity_summary([good, judged(drumless, band_profile), judged(silent, band_profile), unasked])
+    assert summary["instruments_as_asked_share"] == pytest.approx(2 / 3)
+    assert summary["drums_when_asked_share"] == pytest.approx(2 / 3)
+    assert summary["silent_parts"] == 1
+    assert unasked["instruments_as_asked"] is None and unasked["sane"]
+
+
+def test_the_card_reports_the_band_checks(tmp_path):
+    from midillm.hub.card import _evaluation_text
+
+    text = _evaluation_text({"summary": {"sane_share": 1.0, "instruments_as_asked_share": 0.75,
+                                         "drums_when_asked_share": 1.0, "silent_parts": 2}})
+    assert "| samples whose parts play the instruments asked | 75% |" in text
+    assert "| samples with drums, where the caption asks for drums | 100% |" in text
+    assert "| parts silent longer than their role's longest rest in the corpus | 2 |" in text
+
+
+# ----------------------------------------------------------------------------- every asked part plays
+
+
+def test_until_every_asked_part_has_played_each_new_onset_opens_with_one(band_lm):
+    """Parts 0 and 1 asked; part 0 has played: the next onset must open with part 1, and the
+    piece may not end. Given way only in a dead end (`relax`), instruments kept."""
+    from midillm.decoding.grammar import CorpusConstraints
+
+    constraints = band_lm.constraints("Parts: Drums, Bass\nInstruments: Drums, Electric Bass (finger)\n")
+    state = constraints.start_state()
+    for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Position_0", "Part_0", "Program_-1",
+                                                      "PitchDrum_36"]):
+        state = constraints.advance(state, lm_id)
+    assert state.parts_played == {0}
+    rows = {tuple(band_lm.codec.music_token_parts[band_lm.codec.music_id_of_lm_id(lm_id)]): row
+            for row, lm_id in enumerate(band_lm.grammar.row_lm_ids[:-1])}
+    drums_at_a_new_onset = next(row for tokens, row in rows.items()
+                                if tokens[0].startswith("Position_") and tokens[1:2] == ("Part_0",))
+    strict = constraints.row_mask(state)
+    assert not strict[drums_at_a_new_onset] and not strict[band_lm.grammar.end_row]
+    assert constraints.row_mask(state, CorpusConstraints.LATE_ENTRIES)[drums_at_a_new_onset]
+    assert constraints.row_mask(state, CorpusConstraints.MAY_END)[band_lm.grammar.end_row]
+    # Time moved on, no part yet at this onset: the bass opens it, the drums may not.
+    state = constraints.advance(state, band_lm.codec.lm_ids_of_base_tokens(["Position_4"])[0])
+    strict = constraints.row_mask(state)
+    assert strict[rows[("Part_1",)]] and not strict[rows[("Part_0",)]]
+
+
+def test_a_typical_caption_whose_parts_and_instruments_disagree_leaves_the_instruments_out():
+    from midillm.tokenization.caption import parts_agreeing
+
+    typical = ("Parts: Track7, Track8, Track9, Track10\nTime signature: 4/4\n"
+               "Instruments: 2 x Voice Oohs, Tango Accordion, Bright Acoustic Piano, Electric Bass (finger), Drums\n")
+    assert parts_agreeing(typical) == "Parts: Track7, Track8, Track9, Track10\nTime signature: 4/4\n"
+    agreeing = "Parts: Soprano, Alto, Tenor, Bass\nInstruments: 4 x Choir Aahs\n"
+    assert parts_agreeing(agreeing) == agreeing
+    with pytest.raises(TaskError, match="4 parts but 6 instruments"):
+        part_instruments(typical)
+    assert part_instruments(parts_agreeing(typical)) is None
