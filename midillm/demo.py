@@ -66,6 +66,7 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     from midillm.finetune.train import train
     from midillm.hub import prepare_bundle_for_hub
     from midillm.tokenization.dataset import PrepareConfig, prepare
+    from midillm.tokenization.prepared import PreparedData
 
     if num_samples < 1 or eval_samples < 1:
         raise ValueError("num_samples and eval_samples must be at least 1")
@@ -119,7 +120,8 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
         log(f"{stem}: {score.note_num()} notes, {check['bars'] if check else '?'} bars, "
             f"{'ended' if lm.last_generation[index]['ended'] else 'cut by the token budget'}, {verdict} -> "
             + ", ".join(f"{stem.name}.{fmt}" for fmt in FORMATS))
-    harmonised = _harmonise_a_held_out_melody(lm, report, samples_dir, log)
+    # The report's list of pieces lives only in prepare.json (prepare returns the totals).
+    harmonised = _harmonise_a_held_out_melody(lm, PreparedData(data).read_report(), samples_dir, log)
     # The card shows the first sample with notes (what the user just heard), not a new one.
     shown = next((index for index, (_, notes) in enumerate(written) if notes), 0)
     card_score = lm.codec.decode(ids[shown])
