@@ -402,3 +402,17 @@ def test_two_processes_read_different_rows_of_a_sharded_dataset(tiny_models, tmp
     # A row whose ids occur twice in the split (two identical short pieces of music) may be batched by both.
     assert not {row for row in seen[0] if copies[row] == 1} & set(seen[1])
     assert len({shard_of[row] for rows in seen for row in rows}) > 1
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")),
+                         ids=lambda path: path.name)
+def test_every_recipe_loads_and_opens_with_its_command(recipe):
+    first = recipe.read_text().splitlines()[0]
+    assert first.startswith(("# midillm ", "# accelerate launch "))
+    config = load_config(recipe)
+    if first.startswith("# accelerate launch"):
+        assert f"--config configs/{recipe.name}" in first
+        launcher = Path(__file__).parent.parent / first.split("--config_file ")[1].split()[0]
+        assert launcher.is_file()
+        if "deepspeed" in launcher.name:  # DeepSpeed's own accumulation must match the run's
+            assert f"gradient_accumulation_steps: {config.gradient_accumulation_steps}" in launcher.read_text()

@@ -503,9 +503,11 @@ def test_the_profile_keeps_the_train_pieces_own_captions_without_titles(varied):
     from symusic import Score
 
     from midillm.tokenization.caption import score_caption, without_title
+    from midillm.tokenization.prepared import PreparedData
 
-    lm, report, _ = varied
-    train = [piece for piece in report["pieces"] if piece["split"] == "train"]
+    lm, _, out = varied
+    # The list of pieces is in prepare.json only (prepare returns the totals).
+    train = [piece for piece in PreparedData(out).read_report()["pieces"] if piece["split"] == "train"]
     own = {without_title(score_caption(Score(piece["path"]), piece["metadata"])) for piece in train}
     captions = lm.codec.corpus.captions
     assert len(train) >= 3
