@@ -413,7 +413,7 @@ def _make_shards(config: PrepareConfig, codec: MusicCodec, shards: list[_Shard],
     def finish(shard: _Shard, results) -> None:
         collected = []
         for result in results:
-            collected.append(result.result() if hasattr(result, "result") else result)
+            collected.append(result)
             bar.update(1)
         _write_shard(shard, collected, work, config.seq_len, pad_id)
 
@@ -431,20 +431,20 @@ def _make_shards(config: PrepareConfig, codec: MusicCodec, shards: list[_Shard],
                                           for task in _piece_tasks(config, codec, shard)]))
                 # The workers start on this shard while the one before it is collected and written.
                 if len(in_flight) > 1:
-                    finish(*in_flight.popleft())
+                    shard_done, futures = in_flight.popleft()
+                    finish(shard_done, (future.result() for future in futures))
             while in_flight:
-                finish(*in_flight.popleft())
+                shard_done, futures = in_flight.popleft()
+                finish(shard_done, (future.result() for future in futures))
     finally:
         bar.close()
 
 
-ROW_FEATURES_SPEC = {"input_ids": "int32", "labels": "int32"}
-
-
 def _row_features() -> Features:
+    """The columns of a packed row, as `datasets` types them."""
     from datasets import Features, Sequence, Value
 
-    return Features({column: Sequence(Value(dtype)) for column, dtype in ROW_FEATURES_SPEC.items()})
+    return Features({"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))})
 
 
 def _write_shard(shard: _Shard, results: list[dict], work: PrepareWork, seq_len: int, pad_id: int) -> None:

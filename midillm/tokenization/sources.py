@@ -244,7 +244,7 @@ def _read_check_record(record: Path, stamps: list, files: list[MidiFile]) -> lis
         return [Skipped(file.name, result["skipped"]) if "skipped" in result
                 else CheckedFile(file, result["hash"], result["notes"])
                 for file, result in zip(files, saved["results"], strict=True)]
-    except (OSError, ValueError, KeyError, TypeError):  # absent, half-written elsewhere, or stale
+    except (OSError, ValueError, KeyError, TypeError):  # not recorded yet, or recorded for other files
         return None
 
 
