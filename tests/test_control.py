@@ -126,7 +126,6 @@ def test_pipeline_takes_the_same_controls(tiny_bundle):
     (["--programs", "40"], "instrument Violin (program 40) is outside this model's vocabulary; it knows "),
     (["--text", "Instruments: Kazoo"], "instrument 'Kazoo' is outside this model's vocabulary; it knows "),
     (["--parts", "99"], "99 parts: this model's pieces have at most"),
-    (["--key-bias"], "the key-aware bias needs a key"),
 ])
 def test_requests_the_model_cannot_meet_are_one_line_and_exit_1(tiny_bundle, tmp_path, capsys, arguments, message):
     from midillm.cli import main

@@ -354,3 +354,65 @@ def test_warmup_ramps_the_rate_before_the_schedule(tmp_path):
         budget.advance(step, 0.0)
         factors.append(budget.learning_rate_factor())
     assert factors == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+
+
+def test_two_processes_read_different_rows_of_a_sharded_dataset(tiny_models, tmp_path):
+    """Two gloo processes under `accelerate launch` on a dataset written in several shards:
+    each batches rows of its own, and between them they read more than one shard."""
+    import hashlib
+    from collections import Counter
+
+    from datasets import Dataset, load_from_disk
+
+    from conftest import make_band_score
+    from midillm.tokenization.dataset import PrepareConfig, prepare
+
+    midi, data = tmp_path / "midi", tmp_path / "data"
+    midi.mkdir()
+    for seed in range(12):
+        make_band_score(seed, bars=6).dump_midi(midi / f"band{seed}.mid")
+    prepare(PrepareConfig(source=str(midi), out=str(data), base_model=str(tiny_models["tied"]), seq_len=128,
+                          num_workers=1, shard_pieces=2), log=lambda *_: None)
+    train_files = sorted((data / "dataset" / "train").glob("data-*.arrow"))
+    assert len(train_files) >= 4
+    shard_of, copies = {}, Counter()
+    for number, path in enumerate(train_files):
+        for row in Dataset.from_file(str(path)).with_format("numpy")["input_ids"]:
+            digest = hashlib.sha256(row.astype("int32").tobytes()).hexdigest()
+            shard_of[digest] = number
+            copies[digest] += 1
+    assert sum(copies.values()) == len(load_from_disk(str(data / "dataset"))["train"])
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data_dir: {data}\noutput_dir: {tmp_path / 'out'}\nbase_model: {tiny_models['tied']}\n"
+                      "max_steps: 4\nbatch_size: 2\nmixed_precision: fp32\nreport_to: none\n"
+                      "eval_every: 0\nsave_every: 0\neval_batches: 1\nlora_r: 2\n")
+    accelerate = Path(sys.executable).parent / "accelerate"
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(Path(__file__).parent / "rows_seen.py"),
+         str(tmp_path), "--config", str(config)],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Train rows only (the final evaluation batches validation rows through the same collate).
+    seen = [[row for row in json.loads((tmp_path / f"rows-{rank}.json").read_text()) if row in shard_of]
+            for rank in (0, 1)]
+    assert all(len(rows) >= 4 * 2 for rows in seen)  # 4 steps of 2 rows each, at least
+    # A row whose ids occur twice in the split (two identical short pieces of music) may be batched by both.
+    assert not {row for row in seen[0] if copies[row] == 1} & set(seen[1])
+    assert len({shard_of[row] for rows in seen for row in rows}) > 1
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")),
+                         ids=lambda path: path.name)
+def test_every_recipe_loads_and_opens_with_its_command(recipe):
+    first = recipe.read_text().splitlines()[0]
+    assert first.startswith(("# midillm ", "# accelerate launch "))
+    config = load_config(recipe)
+    if first.startswith("# accelerate launch"):
+        assert f"--config configs/{recipe.name}" in first
+        launcher = Path(__file__).parent.parent / first.split("--config_file ")[1].split()[0]
+        assert launcher.is_file()
+        if "deepspeed" in launcher.name:  # DeepSpeed's own accumulation must match the run's
+            assert f"gradient_accumulation_steps: {config.gradient_accumulation_steps}" in launcher.read_text()

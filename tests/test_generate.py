@@ -503,10 +503,14 @@ def test_the_profile_keeps_the_train_pieces_own_captions_without_titles(varied):
     from symusic import Score
 
     from midillm.tokenization.caption import score_caption, without_title
+    from midillm.tokenization.prepared import PreparedData
+    from midillm.tokenization.tonality import in_common_key
 
-    lm, report, _ = varied
-    train = [piece for piece in report["pieces"] if piece["split"] == "train"]
-    own = {without_title(score_caption(Score(piece["path"]), piece["metadata"])) for piece in train}
+    lm, _, out = varied
+    # The list of pieces is in prepare.json only (prepare returns the totals).
+    train = [piece for piece in PreparedData(out).read_report()["pieces"] if piece["split"] == "train"]
+    # Each piece as its rows have it: moved to the common key (C major or C minor), its caption saying so.
+    own = {without_title(score_caption(*in_common_key(Score(piece["path"]), piece["metadata"])[:2])) for piece in train}
     captions = lm.codec.corpus.captions
     assert len(train) >= 3
     assert set(captions) == own  # each exactly a train piece's caption, no held-out piece's

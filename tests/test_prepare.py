@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 from datasets import load_from_disk
@@ -142,3 +144,134 @@ def test_infill_rows_learn_the_music_around_the_gap_but_not_the_markers():
     assert all(label in (token, IGNORE_INDEX) for token, label in zip(ids, labels))
     # Every bar's music (context and the missing bars) carries loss; caption, <music>, <gap>, <fill> do not.
     assert learned == [20, 40, 21, 41, 24, 44, 25, 45, 22, 42, 23, 43, 11]
+
+
+# ----------------------------------------------------------------------------- at scale: shards, resuming, counts
+
+
+@pytest.fixture(scope="module")
+def band_corpus(tmp_path_factory):
+    """Two dozen band scores of 40 bars (~1,800 notes each): enough pieces for many shards,
+    long enough that a run can be stopped halfway."""
+    from conftest import make_band_score
+
+    folder = tmp_path_factory.mktemp("band-corpus")
+    for seed in range(24):
+        make_band_score(seed, bars=40).dump_midi(folder / f"band{seed:02d}.mid")
+    return folder
+
+
+def prepare_arguments(source, out, tokenizer):
+    return ["prepare", str(source), "--out", str(out), "--base-model", str(tokenizer), "--seq-len", "256",
+            "--num-workers", "1", "--shard-pieces", "2"]
+
+
+def digests(folder):
+    import hashlib
+
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def comparable_report(out):
+    report = json.loads((out / "prepare.json").read_text())
+    del report["settings"]["out"], report["seconds"]
+    return report
+
+
+def run_and_kill(arguments, out, share, total_shards):
+    """Run `midillm prepare` in a process of its own and SIGKILL it once `share` of the shards are
+    written; returns its output so far and the finished shards' (inode, size) by name."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-m", "midillm.cli", *arguments], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        while len(list(out.glob("partial/*/shards/*.json"))) < share * total_shards:
+            assert process.poll() is None, "prepare finished before it could be stopped: make the corpus larger"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        output = process.communicate()[0]
+    finished = {path.stem: (path.with_suffix(".arrow").stat().st_ino, path.with_suffix(".arrow").stat().st_size)
+                for path in out.glob("partial/*/shards/*.json")}
+    return output, finished
+
+
+def test_killed_prepare_resumes_to_the_same_dataset(band_corpus, tmp_path, tiny_lm_tokenizer_path, capsys):
+    """SIGKILL at about 30% and again at about 80% of the shards; a third run finishes: the same
+    bytes as a run never stopped, and the shards finished before a kill are kept, not redone."""
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(prepare_arguments(band_corpus, straight, tiny_lm_tokenizer_path)) == 0
+    total = json.loads((straight / "prepare.json").read_text())["shards"]
+    assert total >= 10
+
+    arguments = prepare_arguments(band_corpus, stopped, tiny_lm_tokenizer_path)
+    _, kept_first = run_and_kill(arguments, stopped, 0.3, total)
+    output, kept_second = run_and_kill(arguments, stopped, 0.8, total)
+    assert not (stopped / "prepare.json").exists()  # never half-valid: no report until it is whole
+    assert f"Resuming: {len(kept_first)} of {total} shards" in output
+    assert all(kept_second[name] == kept for name, kept in kept_first.items())  # the same files, untouched
+    capsys.readouterr()
+    assert main(arguments) == 0
+    assert f"Resuming: {len(kept_second)} of {total} shards" in capsys.readouterr().out
+    assert not (stopped / "partial").exists()
+
+    assert digests(stopped / "dataset") == digests(straight / "dataset")
+    assert digests(stopped / "codec") == digests(straight / "codec")
+    assert comparable_report(stopped) == comparable_report(straight)
+    fingerprints = {split: data._fingerprint for split, data in load_from_disk(str(straight / "dataset")).items()}
+    assert {split: data._fingerprint for split, data in load_from_disk(str(stopped / "dataset")).items()} == fingerprints
+    # The published files are the shards the first killed run wrote (hard links, same inodes).
+    for name, (inode, _) in kept_first.items():
+        split, number = name.rsplit("-", 1)
+        (published,) = (stopped / "dataset" / split).glob(f"data-{number}-of-*.arrow")
+        assert published.stat().st_ino == inode
+
+
+def test_sharded_dataset_is_memory_mapped_and_whole(band_corpus, tmp_path, tiny_lm_tokenizer_path):
+    out = tmp_path / "out"
+    assert main(prepare_arguments(band_corpus, out, tiny_lm_tokenizer_path)) == 0
+    report = json.loads((out / "prepare.json").read_text())
+    dataset = load_from_disk(str(out / "dataset"))
+    train_shards = sorted((out / "dataset" / "train").glob("data-*.arrow"))
+    assert len(train_shards) == -(-report["splits"]["train"]["pieces"] // 2)
+    # One memory-mapped file per shard, nothing read into memory.
+    assert [Path(file["filename"]) for file in dataset["train"].cache_files] == train_shards
+    for split, stats in report["splits"].items():
+        assert len(dataset[split]) == stats["rows"] > 0
+        assert all(len(row) == 256 for row in dataset[split][:]["input_ids"])
+    names = [piece["name"] for piece in report["pieces"]]
+    assert sorted(names) == sorted(path.name for path in band_corpus.glob("*.mid"))
+
+
+def test_absurd_density_is_skipped_and_the_counts_add_up(mixed_folder, tmp_path, tiny_lm_tokenizer_path, capsys):
+    from symusic import Note, Score, Track
+
+    # 200,000 notes one tick apart in one track: generator output, not music.
+    score = Score(480)
+    track = Track(name="machine", program=0)
+    track.notes.extend([Note(tick, 1, 60 + tick % 12, 90) for tick in range(200_000)])
+    score.tracks.append(track)
+    score.dump_midi(mixed_folder / "machine.mid")
+    out = tmp_path / "out"
+    assert main(["prepare", str(mixed_folder), "--out", str(out), "--base-model", str(tiny_lm_tokenizer_path),
+                 "--seq-len", "256", "--num-workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "prepare.json").read_text())
+    reasons = {item["name"]: item["reason"] for item in report["files_skipped"]}
+    # 960 onsets a second at 120 BPM (give or take one, as times in seconds are rounded)
+    assert re.fullmatch(r"absurd density: 96\d onsets within one second in one track \(> 64 limit\)",
+                        reasons["machine.mid"])
+    counts = report["counts"]
+    assert counts == {"read": 19, "used": 13, "skipped": 5, "duplicates": 1}
+    assert counts["read"] == counts["used"] + counts["skipped"] + counts["duplicates"] == report["files_read"]
+    assert counts["used"] == report["files_used"] == len(report["pieces"])
+    assert "Files: 19 read = 13 used + 5 skipped + 1 duplicates" in printed
+    assert report["corpus"]["max_notes_per_onset"] < 20  # the machine did not reach the corpus profile

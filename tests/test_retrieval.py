@@ -18,6 +18,7 @@ from midillm.decoding.generate import MidiLM
 from midillm.retrieval import Index, RetrievalError, build_index, similar, taste_prompt
 from midillm.retrieval.index import INDEX_FILE, VECTORS_FILE
 from midillm.tokenization.caption import names_in_caption, part_names
+from midillm.tokenization.tonality import in_common_key
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +271,10 @@ def test_generate_for_a_taste(bundle, chorales, lm, tmp_path, capsys):
     scores = [Score(str(path)) for path in liked]
     vectors = lm.embed(scores)
     nearest = int(np.argmax(vectors @ vectors.mean(axis=0)))
-    # The prompt is the opening of one liked piece: its first notes, only two bars of them.
+    # The prompt is the opening of one liked piece, moved to the key the model writes in (C major
+    # or C minor: the default `prepare --common-key`): its first notes, only two bars of them.
+    assert lm.codec.common_key
+    scores = [in_common_key(score)[0] for score in scores]
     opening = sorted((note.time, note.pitch) for track in scores[nearest].tracks for note in track.notes)
     prompt_notes = sorted((note.time, note.pitch) for track in prompt.tracks for note in track.notes)
     assert 0 < len(prompt_notes) < len(opening) and prompt_notes == opening[:len(prompt_notes)]

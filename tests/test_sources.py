@@ -90,6 +90,29 @@ def test_folder_lists_midi_files_recursively_and_skips_bad_ones(mixed_folder: Pa
     assert snapshot(mixed_folder) == before
 
 
+def test_denser_than_music_is_skipped_and_a_dense_band_is_not(tmp_path: Path) -> None:
+    def checked(name: str, notes: list[tuple[int, int]], tracks: int = 1):
+        score = Score(TICKS_PER_QUARTER)
+        score.tempos.append(Tempo(0, 120))  # a tick is 1/960 s
+        for number in range(tracks):
+            track = Track(f"track {number}", program=number)
+            track.notes.extend(Note(time, TICKS_PER_QUARTER, pitch, 80) for time, pitch in notes)
+            score.tracks.append(track)
+        score.dump_midi(tmp_path / name)
+        return sources.check_midi_file(MidiFile(tmp_path / name, name, {}))
+
+    cluster = checked("cluster.mid", [(0, pitch) for pitch in range(20, 110)])
+    assert cluster.reason == "absurd density: 90 notes at one onset of one track (> 88 limit)"
+    # 32nd notes at 120 BPM in 16 tracks at once, each with 5-note chords: dense, but music.
+    band = checked("band.mid", [(time, pitch) for time in range(0, 8 * TICKS_PER_QUARTER, TICKS_PER_QUARTER // 8)
+                                for pitch in (60, 64, 67, 70, 74)], tracks=16)
+    assert isinstance(band, CheckedFile)
+    # A roll of 65 onsets in one second (one a 65th of a second), 64 is still allowed.
+    roll = checked("roll.mid", [(round(index * 960 / 65), 38) for index in range(65)])
+    assert roll.reason == "absurd density: 65 onsets within one second in one track (> 64 limit)"
+    assert isinstance(checked("fast.mid", [(index * 15, 38) for index in range(64)]), CheckedFile)
+
+
 def test_limit_keeps_the_first_files(mixed_folder: Path) -> None:
     files, _ = sources.list_source(str(mixed_folder), limit=2)
     assert [file.name for file in files] == ["empty.mid", "good.mid"]

@@ -85,11 +85,11 @@ def test_prepare_common_key_captions_and_keys(bach_midi_files, tiny_models, tmp_
     assert saved["common_key"] is True
 
 
-def test_common_key_contradicts_transposition():
+def test_the_common_key_is_the_default_and_transposition_turns_it_off():
     from midillm.tokenization.dataset import PrepareConfig
 
-    with pytest.raises(ValueError, match="contradict"):
-        PrepareConfig(source="x", out="y", transpose=2, common_key=True)
+    assert PrepareConfig(source="x", out="y").common_key
+    assert not PrepareConfig(source="x", out="y", transpose=2).common_key
 
 
 # ----------------------------------------------------------------------------- generation
@@ -136,3 +136,17 @@ def test_given_music_comes_back_exactly_in_its_own_key(common_key_lm, band_midi_
         assert notes(track, written.ticks_per_quarter) == notes(given, score.ticks_per_quarter)
     signature = written.key_signatures[0]
     assert key_name(signature.key, bool(signature.tonality)) == named_key(*estimate_key(score))
+
+
+def test_key_bias_without_a_key_biases_toward_the_drawn_one(common_key_lm, tiny_bundle):
+    from midillm.decoding.generate import MidiLM
+    from midillm.decoding.request import MusicRequest, TaskError
+
+    [sample] = common_key_lm.run(MusicRequest(key_bias=True, seed=0, sampling={"max_new_tokens": 48}))
+    signature = sample.score.key_signatures[0]
+    assert key_name(signature.key, bool(signature.tonality)) in ("G major", "E minor")
+    # A model trained in its pieces' own keys has nothing to draw a key from: one line.
+    own_keys = MidiLM.from_pretrained(tiny_bundle, dtype=torch.float32)
+    own_keys.codec.common_key = False
+    with pytest.raises(TaskError, match="the key-aware bias needs a key"):
+        own_keys.run(MusicRequest(key_bias=True, text="Parts: Lead\n", sampling={"max_new_tokens": 8}))

@@ -48,6 +48,9 @@ TRAINER_STATE = "trainer_state.json"
 # process grew ~70 MB a step (4.8 GiB after 25 demo steps), with one every step it stayed near
 # 3 GiB (3.2 at its peak); a trim costs 50-100 ms, so it runs every few steps (2026-12-04).
 TRIM_EVERY = 4
+# Train rows whose labels are checked against the codec before training (all of them in a
+# smaller split); the validation split is checked whole, as its label count is needed.
+TRAIN_ROWS_CHECKED = 4096
 
 
 
@@ -294,7 +297,7 @@ def _load_data(config: TrainConfig, num_processes: int, say) -> _Data:
     music_only = config.music_only_head and codec.render == "tokens"
     check_ids = codec.music_lm_ids if music_only else []
     validation_label_tokens = check_labels(dataset["validation"], check_ids, "validation")
-    check_labels(dataset["train"], check_ids, "train")
+    check_labels(dataset["train"], check_ids, "train", most_rows=TRAIN_ROWS_CHECKED)
     global_batch = config.batch_size * num_processes
     if len(dataset["train"]) < global_batch:
         raise ConfigError(f"the train split has {len(dataset['train'])} rows, fewer than one batch "

@@ -15,6 +15,9 @@ the rows it learned from did.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
+
+import numpy as np
 
 from .caption import caption_budget
 
@@ -155,32 +158,34 @@ def reorder_parts(score, order: list[int]):
 # ----------------------------------------------------------------------------- packing
 
 
-def pack_rows(examples: list[tuple[list[int], list[int]]], seq_len: int,
-              pad_id: int) -> tuple[list[list[int]], list[list[int]], int]:
+def pack_rows(examples: list[tuple[Sequence[int], Sequence[int]]], seq_len: int,
+              pad_id: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Best-fit-decreasing packing of whole (ids, labels) examples into rows of exactly `seq_len`.
 
-    Returns input ids, labels (padding masked) and the number of padding ids.
+    Returns input ids and labels (padding masked) as int32 arrays of shape (rows, seq_len), and
+    the number of padding ids. Examples may be lists or arrays; arrays keep a batch of them small
+    (`prepare` holds a shard's examples at once).
     """
-    order = sorted(range(len(examples)), key=lambda index: -len(examples[index][0]))
-    rows: list[list[int]] = []
-    labels: list[list[int]] = []
+    lengths = [len(ids) for ids, _ in examples]
+    order = sorted(range(len(examples)), key=lambda index: -lengths[index])
+    rows: list[list[int]] = []  # the examples of each row, in the order they are laid down
     free_space: list[tuple[int, int]] = []  # sorted (space left, row index)
     for index in order:
-        ids, example_labels = examples[index]
-        position = bisect.bisect_left(free_space, (len(ids), -1))
+        position = bisect.bisect_left(free_space, (lengths[index], -1))
         if position < len(free_space):
             space, row = free_space.pop(position)
         else:
             space, row = seq_len, len(rows)
             rows.append([])
-            labels.append([])
-        rows[row].extend(ids)
-        labels[row].extend(example_labels)
-        bisect.insort(free_space, (space - len(ids), row))
-    padding = 0
-    for row, row_labels in zip(rows, labels):
-        missing = seq_len - len(row)
-        padding += missing
-        row.extend([pad_id] * missing)
-        row_labels.extend([IGNORE_INDEX] * missing)
-    return rows, labels, padding
+        rows[row].append(index)
+        bisect.insort(free_space, (space - lengths[index], row))
+    input_ids = np.full((len(rows), seq_len), pad_id, dtype=np.int32)
+    labels = np.full((len(rows), seq_len), IGNORE_INDEX, dtype=np.int32)
+    for row, members in enumerate(rows):
+        at = 0
+        for index in members:
+            ids, example_labels = examples[index]
+            input_ids[row, at:at + lengths[index]] = ids
+            labels[row, at:at + lengths[index]] = example_labels
+            at += lengths[index]
+    return input_ids, labels, int(len(rows) * seq_len - sum(lengths))

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import music21
+import numpy as np
 import symusic
 from tqdm.auto import tqdm
 
@@ -39,6 +40,16 @@ MIDI_SUFFIXES = (".mid", ".midi")
 MAX_FILE_BYTES = 64 * 2**20
 MAX_PIECE_SECONDS = 2 * 60 * 60
 MAX_NOTE_SECONDS = 10 * 60
+# Denser than any player or sequenced part: such files are generator output or corruption (say
+# 200,000 notes one tick apart in one track), and would drag the corpus profile (notes per
+# onset, gaps, grid) that the grammar and the sanity check trust. Per track, so a full band
+# striking together is fine. More notes struck at once than a piano has keys:
+MAX_TRACK_NOTES_PER_ONSET = 88
+# More separate onsets within one second than a 64th-note roll at 240 BPM (chords count once):
+MAX_TRACK_ONSETS_PER_SECOND = 64
+# `check_files` records its results per this many files when asked to, so a stopped run that
+# checked 100,000 files does not check them again.
+CHECK_BATCH_FILES = 1024
 
 # Workers are spawned, not forked: the CLI process may already run threads (tokenizers, torch),
 # and forking a threaded process can deadlock the child.
@@ -131,7 +142,7 @@ def check_midi_file(file: MidiFile) -> CheckedFile | Skipped:
     except RuntimeError as error:
         return skip(_describe_midi_error(error))
     except Exception as error:  # a parser bug on one odd file must not end a corpus-wide run
-        return skip(_describe(error))
+        return skip(describe_error(error))
 
     notes = [track.notes.numpy() for track in score.tracks if len(track.notes)]
     if not notes:
@@ -150,22 +161,97 @@ def check_midi_file(file: MidiFile) -> CheckedFile | Skipped:
             f"absurd duration: a note lasts {longest_note / 60:.0f} minutes "
             f"(> {MAX_NOTE_SECONDS // 60} minute limit)"
         )
+    density = _absurd_density(notes)
+    if density:
+        return skip(density)
     return CheckedFile(file, hashlib.sha256(data).hexdigest(), score.note_num())
 
 
+def _absurd_density(tracks_notes: list[np.ndarray]) -> str | None:
+    """Why these tracks' notes (times in seconds) are denser than music is, or None."""
+    for track_notes in tracks_notes:
+        onsets, notes_per_onset = np.unique(track_notes["time"], return_counts=True)
+        if notes_per_onset.max() > MAX_TRACK_NOTES_PER_ONSET:
+            return (f"absurd density: {notes_per_onset.max()} notes at one onset of one track "
+                    f"(> {MAX_TRACK_NOTES_PER_ONSET} limit)")
+        # Onsets from each one to one second later (the window that starts at an onset holds the most).
+        within_a_second = np.searchsorted(onsets, onsets + 1.0, side="left") - np.arange(len(onsets))
+        if within_a_second.max() > MAX_TRACK_ONSETS_PER_SECOND:
+            return (f"absurd density: {within_a_second.max()} onsets within one second in one track "
+                    f"(> {MAX_TRACK_ONSETS_PER_SECOND} limit)")
+    return None
+
+
 def check_files(
-    files: list[MidiFile], num_workers: int = 2, progress: bool = True
+    files: list[MidiFile], num_workers: int = 2, progress: bool = True, record_dir: Path | None = None
 ) -> tuple[list[CheckedFile], list[Skipped]]:
-    """`check_midi_file` over `files` in worker processes; both lists keep the input order."""
-    if num_workers <= 1 or len(files) <= 1:
-        results: Iterable[CheckedFile | Skipped] = map(check_midi_file, files)
-        return _split_checked(tqdm(results, total=len(files), desc="Checking files", disable=not progress))
+    """`check_midi_file` over `files` in worker processes; both lists keep the input order.
+
+    With `record_dir`, the results are written there per `CHECK_BATCH_FILES` files as they are
+    made, and a batch an earlier call recorded for the same files (names, sizes, modification
+    times) is read back instead of checked again: a stopped `prepare` resumes its checking."""
+    step = CHECK_BATCH_FILES if record_dir is not None else max(len(files), 1)
+    batches = [files[start:start + step] for start in range(0, len(files), step)]
     workers = min(num_workers, len(files))
-    # Small chunks keep the bar moving; big enough ones keep the inter-process traffic low.
-    chunksize = max(1, min(32, len(files) // (workers * 16)))
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_SPAWN_CONTEXT) as executor:
-        results = executor.map(check_midi_file, files, chunksize=chunksize)
-        return _split_checked(tqdm(results, total=len(files), desc="Checking files", disable=not progress))
+    bar = tqdm(total=len(files), desc="Checking files", unit="file", disable=not progress)
+    results: list[CheckedFile | Skipped] = []
+    executor = None
+    try:
+        for number, batch in enumerate(batches):
+            record = record_dir / f"{number:05d}.json" if record_dir is not None else None
+            stamps = _stamps(batch) if record is not None else None
+            recorded = _read_check_record(record, stamps, batch) if record is not None else None
+            if recorded is not None:
+                bar.update(len(batch))
+                results.extend(recorded)
+                continue
+            if workers > 1 and executor is None:
+                executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_SPAWN_CONTEXT)
+            # Small chunks keep the bar moving; big enough ones keep the inter-process traffic low.
+            checked = (executor.map(check_midi_file, batch, chunksize=max(1, min(32, len(batch) // (workers * 16))))
+                       if executor is not None else map(check_midi_file, batch))
+            batch_results = []
+            for result in checked:
+                batch_results.append(result)
+                bar.update(1)
+            if record is not None:
+                _write_check_record(record, stamps, batch_results)
+            results.extend(batch_results)
+    finally:
+        bar.close()
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+    return _split_checked(results)
+
+
+def _stamps(files: list[MidiFile]) -> list:
+    """What says a file is unchanged since it was checked: its name, size and modification time."""
+    stamps = []
+    for file in files:
+        try:
+            status = file.path.stat()
+            stamps.append([file.name, status.st_size, status.st_mtime_ns])
+        except OSError:
+            stamps.append([file.name, None, None])
+    return stamps
+
+
+def _read_check_record(record: Path, stamps: list, files: list[MidiFile]) -> list[CheckedFile | Skipped] | None:
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved["files"] != stamps:
+            return None
+        return [Skipped(file.name, result["skipped"]) if "skipped" in result
+                else CheckedFile(file, result["hash"], result["notes"])
+                for file, result in zip(files, saved["results"], strict=True)]
+    except (OSError, ValueError, KeyError, TypeError):  # not recorded yet, or recorded for other files
+        return None
+
+
+def _write_check_record(record: Path, stamps: list, results: list[CheckedFile | Skipped]) -> None:
+    saved = [{"skipped": result.reason} if isinstance(result, Skipped)
+             else {"hash": result.content_hash, "notes": result.notes} for result in results]
+    _write_atomically(record, json.dumps({"files": stamps, "results": saved}).encode("utf-8"))
 
 
 def _split_checked(results: Iterable[CheckedFile | Skipped]) -> tuple[list[CheckedFile], list[Skipped]]:
@@ -332,7 +418,7 @@ def _convert_corpus_file(task: _ConversionTask) -> dict:
         try:
             parsed = music21.corpus.parse(task.corpus_path)
         except Exception as error:
-            pieces = [{"id": task.stem, "skipped": f"music21 could not parse it: {_describe(error)}"}]
+            pieces = [{"id": task.stem, "skipped": f"music21 could not parse it: {describe_error(error)}"}]
             complete = True
         else:
             if isinstance(parsed, music21.stream.Opus):
@@ -354,7 +440,7 @@ def _convert_score(score: music21.stream.Score, piece_id: str, task: _Conversion
         _unshare_elements(score)
         midi_bytes = music21.midi.translate.streamToMidiFile(score).writestr()
     except Exception as error:
-        return {"id": piece_id, "skipped": f"music21 could not convert it to MIDI: {_describe(error)}"}
+        return {"id": piece_id, "skipped": f"music21 could not convert it to MIDI: {describe_error(error)}"}
     _write_atomically(task.out_dir / f"{piece_id}.mid", midi_bytes)
     return {"id": piece_id, "metadata": metadata}
 
@@ -433,7 +519,7 @@ def _list_hf_dataset(name: str, limit: int | None) -> tuple[list[MidiFile], list
         else:
             loaded = datasets.load_dataset(name)
     except Exception as error:
-        raise SourceError(f"could not load dataset {name!r}: {_describe(error)}") from error
+        raise SourceError(f"could not load dataset {name!r}: {describe_error(error)}") from error
     if isinstance(loaded, datasets.Dataset):
         splits = {str(loaded.split or "train"): loaded}
     else:
@@ -540,14 +626,14 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """Exception type and the first line of its message: enough to search for, one line long."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _describe_os_error(error: OSError) -> str:
-    return error.strerror.lower() if error.strerror else _describe(error)
+    return error.strerror.lower() if error.strerror else describe_error(error)
 
 
 # symusic's reader reports problems in its own words ("MiniMidi: Invaild midi file! File header is
