@@ -227,3 +227,19 @@ def test_corpus_stretches_start_after_the_opening_and_are_measured_once_per_leng
     assert reference.of(4)[0] is rows and measured == [2]
     reference.of(3)
     assert measured == [2, 2]
+
+
+def test_pace_counts_onsets_notes_and_long_gaps_per_beat(tmp_path):
+    from symusic import Note, Score, Track
+
+    import diagnose_time
+
+    score = Score(4)
+    track = Track("Soprano")
+    # Onsets at beats 0, 1, 2 (two notes) and 5: 4 onsets and 5 notes over 6 beats, one gap of 3 beats.
+    for time, pitch in ((0, 60), (4, 62), (8, 64), (8, 67), (20, 65)):
+        track.notes.append(Note(time, 4, pitch, 80))
+    score.tracks.append(track)
+    score.dump_midi(tmp_path / "piece.mid")
+    measured = diagnose_time.pace([tmp_path / "piece.mid"])
+    assert measured == pytest.approx({"onsets_per_beat": 4 / 6, "notes_per_beat": 5 / 6, "gaps_over_a_beat": 1 / 3})
