@@ -150,3 +150,10 @@ def test_key_bias_without_a_key_biases_toward_the_drawn_one(common_key_lm, tiny_
     own_keys.codec.common_key = False
     with pytest.raises(TaskError, match="the key-aware bias needs a key"):
         own_keys.run(MusicRequest(key_bias=True, text="Parts: Lead\n", sampling={"max_new_tokens": 8}))
+
+
+def test_tasks_on_given_music_keep_its_tempo_changes_exactly(common_key_lm, band_midi_files):
+    score = Score(str(band_midi_files[0]))  # 96 BPM, then 132 from bar 5: neither is a tempo token's value
+    [written] = common_key_lm.accompany(score, tracks=[score.tracks[0].name], seed=0, max_new_tokens=48)
+    beats = lambda tempos, tpq: [(tempo.time / tpq, round(tempo.qpm, 3)) for tempo in tempos]  # noqa: E731
+    assert beats(written.tempos, written.ticks_per_quarter) == beats(score.tempos, score.ticks_per_quarter)

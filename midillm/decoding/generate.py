@@ -619,14 +619,27 @@ class MidiLM:
             names = names_in_caption(text) or None
             return [Sample(self.written_as_asked(self.codec.decode(row, names=names), request), row, record["ended"])
                     for row, record in zip(rows, self.last_generation)]
-        score = self.load_score(request.music)
+        given = self.load_score(request.music)
         if request.task == "infill":
-            scores = self._infill(score, request, settings)
+            scores = self._infill(given, request, settings)
         elif request.task == "accompany":
-            scores = self._accompany(score, request.tracks, request, settings, keep_style=True)
+            scores = self._accompany(given, request.tracks, request, settings, keep_style=True)
         else:
-            scores = self._arrange(score, request, settings)
-        return [Sample(score, None, record["ended"]) for score, record in zip(scores, self.last_generation)]
+            scores = self._arrange(given, request, settings)
+        return [Sample(self.in_given_tempo(score, given), None, record["ended"])
+                for score, record in zip(scores, self.last_generation)]
+
+    @staticmethod
+    def in_given_tempo(score: Score, given: Score) -> Score:
+        """The score with the given music's tempo changes, exactly: the tempo tokens are binned
+        (104 BPM would come back as 100.97), and given music decides its own tempo."""
+        from symusic import Tempo
+
+        if not len(given.tempos) or not str(score.ttype).endswith("Tick"):
+            return score
+        scale = score.ticks_per_quarter / given.to("tick").ticks_per_quarter
+        score.tempos = [Tempo(round(int(tempo.time) * scale), float(tempo.qpm)) for tempo in given.to("tick").tempos]
+        return score
 
     @staticmethod
     def written_as_asked(score: Score, request: MusicRequest) -> Score:
