@@ -41,7 +41,7 @@ from .profile import CorpusProfile, measure_corpus
 from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
                    reorder_parts)
 from .sources import CheckedFile, Skipped, check_files, describe_error, list_source
-from .tonality import in_common_key, named_key, piece_key
+from .tonality import COMMON_KEYS, in_common_key, named_key
 
 if TYPE_CHECKING:
     from datasets import Features
@@ -309,28 +309,29 @@ def _profile_sample(pieces: list[CheckedFile], size: int) -> list[CheckedFile]:
     return [piece for piece in pieces if piece.content_hash in kept]
 
 
-def _read_piece(piece: CheckedFile, common_key: bool) -> tuple[Score, dict]:
-    """A piece's Score and metadata as its rows will have them: moved to the common key if asked."""
+def _read_piece(piece: CheckedFile, common_key: bool) -> tuple[Score, dict, str | None]:
+    """A piece's Score and metadata as its rows will have them (moved to the common key if
+    asked), and the key it was in before the move (None: not moved)."""
     from symusic import Score
 
     score, metadata = Score(str(piece.file.path)), dict(piece.file.metadata)
-    if common_key:
-        score, metadata, _ = in_common_key(score, metadata)
-    return score, metadata
+    if not common_key:
+        return score, metadata, None
+    moved, metadata, shift = in_common_key(score, metadata)
+    minor = metadata.get("key") == COMMON_KEYS[True]
+    own = named_key(-shift % 12, minor) if metadata.get("key") else None
+    return moved, metadata, own
 
 
 def _measure(pieces: list[CheckedFile], common_key: bool, log) -> CorpusProfile:
     """What the corpus allows, measured on these (train) pieces (moved to the common key if
     asked; their own keys counted before). The files are read again for each pass rather than
     kept: a score of a band piece takes far more memory than reading it takes time."""
-    from symusic import Score
-
     captions, keys = [], Counter()
     for piece in tqdm(pieces, desc="Measuring the corpus", unit="file"):
-        if common_key:
-            key = piece_key(Score(str(piece.file.path)), piece.file.metadata)
-            keys.update([named_key(*key)] if key else [])
-        captions.append(score_caption(*_read_piece(piece, common_key)))
+        score, metadata, own = _read_piece(piece, common_key)
+        keys.update([own] if own else [])
+        captions.append(score_caption(score, metadata))
     corpus = measure_corpus((_read_piece(piece, common_key)[0] for piece in pieces), captions)
     corpus.keys = dict(keys.most_common())
     log(f"Corpus: {corpus.pieces} train pieces measured, programs {corpus.program_list}, at most "
