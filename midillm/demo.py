@@ -60,11 +60,13 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     """
     from midillm.decoding.export import export_score, write_midi, write_png
     from midillm.decoding.generate import MidiLM
+    from midillm.decoding.request import MusicRequest
     from midillm.eval import EvalConfig, evaluate
     from midillm.eval.sanity import sample_sanity
     from midillm.finetune.config import load_config
     from midillm.finetune.train import train
     from midillm.hub import prepare_bundle_for_hub
+    from midillm.tokenization.caption import key_name
     from midillm.tokenization.dataset import PrepareConfig, prepare
     from midillm.tokenization.prepared import PreparedData
 
@@ -106,25 +108,34 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     # The prompt is a caption one training piece had, drawn by the seed (as every training row
     # starts with a caption), and the corpus constraints are on: what a user gets by default.
     caption = lm.default_text(None, seed=0)
-    log(f"Caption: {' / '.join(caption.splitlines()) if caption else '(none)'}")
-    ids = lm.generate_ids(num_samples, settings=settings, seed=0, progress=True)
+    log(f"Caption: {' / '.join(caption.splitlines()) if caption else '(none)'}"
+        + (" (the model writes in C; each sample is moved to a key drawn from the corpus's)"
+           if lm.codec.common_key else ""))
+    # Through `run`, as `generate` does: a model trained in the common key writes each sample in a
+    # key drawn as often as the corpus's pieces were in it.
+    samples = lm.run(MusicRequest(num_samples=num_samples, seed=0, progress=True,
+                                  sampling={"max_new_tokens": settings.max_new_tokens}))
     written, showcase_sane = [], 0
-    for index, row in enumerate(ids):
-        score = lm.codec.decode(row)
+    for index, sample in enumerate(samples):
+        score = sample.score
         stem = samples_dir / f"sample-{index:03d}"
         export_score(score, stem, FORMATS)
         written.append((stem, score.note_num()))
-        check = sample_sanity(score, lm.codec.corpus, lm.last_generation[index]) if lm.codec.corpus else None
+        # Judged as the model wrote it: the corpus profile was measured on the pieces as trained.
+        check = sample_sanity(lm.codec.decode(sample.ids), lm.codec.corpus,
+                              lm.last_generation[index]) if lm.codec.corpus else None
         showcase_sane += bool(check and check["sane"])
         verdict = ("sane" if check["sane"] else "NOT sane: " + ", ".join(check["reasons"])) if check else "unchecked"
-        log(f"{stem}: {score.note_num()} notes, {check['bars'] if check else '?'} bars, "
-            f"{'ended' if lm.last_generation[index]['ended'] else 'cut by the token budget'}, {verdict} -> "
+        key = score.key_signatures[0] if len(score.key_signatures) else None
+        log(f"{stem}: {score.note_num()} notes, {check['bars'] if check else '?'} bars"
+            + (f", {key_name(key.key, bool(key.tonality))}" if key is not None else "")
+            + f", {'ended' if sample.ended else 'cut by the token budget'}, {verdict} -> "
             + ", ".join(f"{stem.name}.{fmt}" for fmt in FORMATS))
     # The report's list of pieces lives only in prepare.json (prepare returns the totals).
     harmonised = _harmonise_a_held_out_melody(lm, PreparedData(data).read_report(), samples_dir, log)
     # The card shows the first sample with notes (what the user just heard), not a new one.
     shown = next((index for index, (_, notes) in enumerate(written) if notes), 0)
-    card_score = lm.codec.decode(ids[shown])
+    card_score = samples[shown].score
     write_midi(card_score, bundle / SAMPLE_MIDI)
     write_png(card_score, bundle / PIANO_ROLL)
     del lm
