@@ -318,9 +318,10 @@ def _read_piece(piece: CheckedFile, common_key: bool) -> tuple[Score, dict, str 
     if not common_key:
         return score, metadata, None
     moved, metadata, shift = in_common_key(score, metadata)
-    minor = metadata.get("key") == COMMON_KEYS[True]
-    own = named_key(-shift % 12, minor) if metadata.get("key") else None
-    return moved, metadata, own
+    # Not moved (no pitched notes, no key it could name): its metadata's key is not a common one.
+    if metadata.get("key") not in COMMON_KEYS.values():
+        return moved, metadata, None
+    return moved, metadata, named_key(-shift % 12, metadata["key"] == COMMON_KEYS[True])
 
 
 def _measure(pieces: list[CheckedFile], common_key: bool, log) -> CorpusProfile:
