@@ -637,8 +637,9 @@ class MidiLM:
 
         if not len(given.tempos) or not str(score.ttype).endswith("Tick"):
             return score
-        scale = score.ticks_per_quarter / given.to("tick").ticks_per_quarter
-        score.tempos = [Tempo(round(int(tempo.time) * scale), float(tempo.qpm)) for tempo in given.to("tick").tempos]
+        given = given.to("tick")
+        scale = score.ticks_per_quarter / given.ticks_per_quarter
+        score.tempos = [Tempo(round(int(tempo.time) * scale), float(tempo.qpm)) for tempo in given.tempos]
         return score
 
     @staticmethod
