@@ -58,7 +58,7 @@ def is_merged(folder: Path) -> bool:
     return not (folder / ADAPTER_CONFIG).is_file() and (folder / MODEL_CONFIG).is_file()
 
 
-def bundle_config(folder: Path) -> dict:
+def bundle_config(folder: Path, base_layers: int | None = None) -> dict:
     """`config.json` of an adapter bundle: model type `midillm`, remote code and pipeline.
 
     Its presence matters beyond the remote code: transformers (`pipeline`, the auto classes)
@@ -69,7 +69,7 @@ def bundle_config(folder: Path) -> dict:
     """
     adapter = json.loads((folder / ADAPTER_CONFIG).read_text())
     module = Path(REMOTE_CODE_FILE).stem
-    return {
+    config = {
         "model_type": MODEL_TYPE,
         "base_model_name_or_path": adapter.get("base_model_name_or_path"),
         "auto_map": {"AutoConfig": f"{module}.MidiLLMConfig",
@@ -78,12 +78,27 @@ def bundle_config(folder: Path) -> dict:
                                     "pt": ["AutoModelForCausalLM"], "type": "text"}},
         "midillm_version": __version__,
     }
+    if base_layers:  # the adapter was trained on the base model's first N decoder layers
+        config["base_layers"] = int(base_layers)
+    return config
 
 
-def write_remote_code(folder: str | Path) -> None:
-    """config.json + midi_generation.py; a merged export keeps its plain transformers config."""
+def saved_base_layers(folder: Path) -> int | None:
+    """How many of the base model's decoder layers a bundle uses (None: all of them)."""
+    path = Path(folder) / MODEL_CONFIG
+    try:
+        value = json.loads(path.read_text()).get("base_layers") if path.is_file() else None
+    except (ValueError, OSError):
+        return None
+    return int(value) if value else None
+
+
+def write_remote_code(folder: str | Path, base_layers: int | None = None) -> None:
+    """config.json + midi_generation.py; a merged export keeps its plain transformers config.
+    `base_layers` unset keeps what the folder's config.json already says."""
     folder = Path(folder)
     if is_merged(folder):
         return
-    (folder / MODEL_CONFIG).write_text(json.dumps(bundle_config(folder), indent=2) + "\n")
+    base_layers = base_layers or saved_base_layers(folder)
+    (folder / MODEL_CONFIG).write_text(json.dumps(bundle_config(folder, base_layers), indent=2) + "\n")
     (folder / REMOTE_CODE_FILE).write_text(REMOTE_CODE)

@@ -75,12 +75,16 @@ TARGETS = {"tokens_per_note": 1.0, "train_notes_per_s": 1000, "train_notes_per_s
 
 
 def recipe(name: str, args) -> dict:
-    """Rows per step and their length for one approach: --seq-len for all (batch from the
-    demo recipe), else the approach's own recipe, else configs/bach-demo.yaml's."""
+    """Rows per step, their length and the base model's depth for one approach: --seq-len for
+    all (batch from the demo recipe), else the approach's own recipe, else configs/bach-demo.yaml's."""
     import yaml
 
     demo = yaml.safe_load((ROOT / "configs" / "bach-demo.yaml").read_text())
-    rows = {"seq_len": demo["seq_len"], "batch_size": demo["batch_size"], **APPROACHES[name].get("recipe", {})}
+    # The base model's depth is midillm's choice (the demo recipe's base_layers); (a0) and the
+    # peers train on the whole base model, as they did.
+    depth = demo.get("base_layers") if name == "midillm" else None
+    rows = {"seq_len": demo["seq_len"], "batch_size": demo["batch_size"], "base_layers": depth,
+            **APPROACHES[name].get("recipe", {})}
     return {**rows, "seq_len": args.seq_len} if args.seq_len else rows
 
 
@@ -114,8 +118,11 @@ def merged_model(bundle: Path, precision):
     from midillm import MusicCodec
     from midillm.decoding.precision import apply_precision
 
+    from midillm.bundle_files import saved_base_layers
+
     codec = MusicCodec.from_pretrained(bundle)
-    model = apply_precision(PeftModel.from_pretrained(base_with_rows(codec), bundle).merge_and_unload().eval(),
+    base = base_with_rows(codec, layers=saved_base_layers(bundle))
+    model = apply_precision(PeftModel.from_pretrained(base, bundle).merge_and_unload().eval(),
                             precision)
     return model, codec
 
@@ -380,6 +387,7 @@ def temperature_words(temperature: float | None) -> str:
 
 def write_markdown(results: list[dict], args, command: str, path: Path) -> None:
     rows_per_step = ", ".join(f"{result['approach']}: {rows['batch_size']} x {rows['seq_len']} tokens"
+                              + (f" on the first {rows['base_layers']} base layers" if rows.get("base_layers") else "")
                               for result in results for rows in [recipe(result["approach"], args)])
     header = "\n".join(written_header(machine(), command))
     text = f"""# Benchmark: midillm against the peers' approaches

@@ -811,3 +811,14 @@ def test_eval_errors_are_one_line(tiny_data, tmp_path, capsys):
     assert "-n must be at least 1" in capsys.readouterr().err
     assert main(["eval", "x", "--data", str(tiny_data), "--out", str(tmp_path / "o"), "--temperature", "0"]) == 1
     assert capsys.readouterr().err.strip().endswith("temperature must be above 0, not 0.0")
+
+
+def test_eval_may_write_into_the_bundles_own_eval_folder(tiny_bundle, tiny_data, tmp_path):
+    from midillm.cli import main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    out = bundle / "eval"  # where the model card reads its metrics: no copy onto itself
+    assert main(["eval", str(bundle), "--data", str(tiny_data), "--out", str(out), "-n", "1",
+                 "--max-new-tokens", "20", "--no-baselines"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["validity"]["generated"]["samples"] == 1

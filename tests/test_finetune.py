@@ -416,3 +416,43 @@ def test_every_recipe_loads_and_opens_with_its_command(recipe):
         assert launcher.is_file()
         if "deepspeed" in launcher.name:  # DeepSpeed's own accumulation must match the run's
             assert f"gradient_accumulation_steps: {config.gradient_accumulation_steps}" in launcher.read_text()
+
+
+def test_a_bundle_trained_on_fewer_base_layers_loads_with_them(tiny_models, tiny_data, tmp_path, capsys):
+    from midillm.cli import main as cli_main
+    from midillm.decoding.generate import MidiLM
+    from midillm.model.runtime import decoder_layers
+
+    output = tmp_path / "run"
+    common = [f"data_dir={tiny_data}", f"base_model={tiny_models['tied']}", "max_steps=2", "batch_size=4",
+              "mixed_precision=fp32", "eval_every=0", "save_every=0", "report_to=none"]
+    assert cli_main(["train", f"output_dir={output}", "base_layers=1", *common]) == 0
+    # `midillm train` rewrites config.json when it completes the bundle: the layer count survives.
+    assert json.loads((output / "config.json").read_text())["base_layers"] == 1
+    lm = MidiLM.from_pretrained(output, dtype="fp32")
+    assert len(decoder_layers(lm.model)) == 1 and lm.model.config.num_hidden_layers == 1
+    samples = lm.generate(num_samples=1, seed=0, max_new_tokens=48)
+    assert samples[0].note_num() > 0
+
+    capsys.readouterr()
+    assert cli_main(["train", f"output_dir={tmp_path / 'too-deep'}", "base_layers=5", *common]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "base_layers must be between 1 and 2" in err and "\n" not in err
+
+
+def test_keeping_the_first_layers_computes_what_those_layers_computed(tiny_models):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from midillm.model.runtime import decoder_layers, keep_first_layers
+
+    full = load_base_model(str(tiny_models["untied"])).eval()
+    cut = load_base_model(str(tiny_models["untied"]), layers=1).eval()
+    ids = torch.tensor([[1, 5, 9, 3, 7]])
+    with torch.no_grad():
+        after_first_layer = full.model(input_ids=ids, output_hidden_states=True).hidden_states[1]
+        # The cut model is the whole model's first layer, then the same final norm.
+        assert torch.allclose(cut.model(input_ids=ids).last_hidden_state, full.model.norm(after_first_layer), atol=1e-5)
+    # GPT-2 names its stack differently; its config says the new depth too.
+    gpt2 = keep_first_layers(GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=32, n_head=2, vocab_size=50)), 2)
+    assert len(decoder_layers(gpt2)) == 2 and gpt2.config.n_layer == 2
+    assert gpt2(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 50)

@@ -250,7 +250,7 @@ def _untrained(model_path: str, codec, precision: str, context_length: int, samp
     bundle = Bundle(model_path)
     if not bundle.has_adapter:
         return None
-    model = load_base_model(bundle.base_model(codec))
+    model = load_base_model(bundle.base_model(codec), layers=bundle.base_layers)
     add_music_tokens(model, codec)
     return MidiLM(model, codec, dtype=precision, context_length=context_length, sampling=sampling)
 
@@ -385,9 +385,11 @@ def evaluate(config: EvalConfig, log=print) -> dict:
     written = write_report(metrics, sets, reference, out, report_samples=config.report_samples)
     metrics["report"] = {key: str(path) for key, path in written.items()}
     (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2) + "\n")
-    if config.model is not None and Path(config.model).is_dir():
-        (Path(config.model) / EVAL_METRICS).parent.mkdir(exist_ok=True)
-        shutil.copyfile(out / "metrics.json", Path(config.model) / EVAL_METRICS)
+    card_metrics = Path(config.model) / EVAL_METRICS if config.model is not None else None
+    # The model card reads the bundle's copy; --out may already be the bundle's eval/ folder.
+    if card_metrics is not None and Path(config.model).is_dir() and card_metrics.resolve() != (out / "metrics.json").resolve():
+        card_metrics.parent.mkdir(exist_ok=True)
+        shutil.copyfile(out / "metrics.json", card_metrics)
     return metrics
 
 

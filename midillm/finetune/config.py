@@ -23,6 +23,8 @@ class TrainConfig:
     output_dir: str = field(default="", metadata={"help": "Where the bundle, checkpoints and logs are written."})
     base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={
         "help": "Base LM: Hub id, local folder, .gguf file; default: the offline SmolLM2-135M-Instruct."})
+    base_layers: Optional[int] = field(default=None, metadata={
+        "help": "Keep only the base model's first N decoder layers (faster steps and sampling); unset: all of them."})
     max_steps: int = field(default=1000, metadata={
         "help": "Optimizer steps to train for at most; the schedule decays over these or max_minutes, whichever ends first."})
     max_minutes: Optional[float] = field(default=None, metadata={
@@ -75,6 +77,8 @@ class TrainConfig:
                      "logging_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.base_layers is not None and self.base_layers < 1:
+            raise ConfigError(f"base_layers must be at least 1 or unset, not {self.base_layers}")
         for name in ("warmup_steps", "eval_every", "save_every", "num_workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")

@@ -48,7 +48,7 @@ def build_model(config, codec: MusicCodec, dtype: torch.dtype = torch.float32, l
     """Base model + described new rows + LoRA, wrapped for the music-only loss."""
     from peft import get_peft_model
 
-    model = load_base_model(config.base_model, dtype=dtype, log=log)
+    model = load_base_model(config.base_model, dtype=dtype, log=log, layers=config.base_layers)
     token_ids = add_music_tokens(model, codec)
     model.config.use_cache = False
     peft_model = get_peft_model(model, lora_config(config, model, token_ids))

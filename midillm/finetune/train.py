@@ -232,7 +232,8 @@ def _train(config: TrainConfig, log=None) -> Path:
         _log_validation(accelerator, validation, progress.step)
         say(f"final validation loss {validation['loss']:.4f}, {validation['bits_per_note']:.3f} bits/note")
     summary = _training_summary(config, data, progress, wall, train_loss, validation, precision, accelerator)
-    return _write_bundle(accelerator, model, data.codec, Path(config.output_dir), summary, say)
+    return _write_bundle(accelerator, model, data.codec, Path(config.output_dir), summary, say,
+                         base_layers=config.base_layers)
 
 
 # ----------------------------------------------------------------------------- setting up
@@ -556,7 +557,8 @@ def _training_summary(config: TrainConfig, data: _Data, progress: _Progress, wal
     }
 
 
-def _write_bundle(accelerator, model, codec, output_dir: Path, summary: dict, say) -> Path:
+def _write_bundle(accelerator, model, codec, output_dir: Path, summary: dict, say,
+                  base_layers: int | None = None) -> Path:
     """The adapter, the codec, the remote code and the summary (on the main process); ends the run."""
     from midillm.model.runtime import plain_token_rows
 
@@ -570,7 +572,7 @@ def _write_bundle(accelerator, model, codec, output_dir: Path, summary: dict, sa
         # PEFT wrote a placeholder card naming `base_model` as a Hub id; the card is midillm.hub's.
         (output_dir / MODEL_CARD).unlink(missing_ok=True)
         codec.save_pretrained(output_dir)
-        write_remote_code(output_dir)
+        write_remote_code(output_dir, base_layers=base_layers)
         (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         say(f"Saved the model to {output_dir}")
     accelerator.wait_for_everyone()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE
+from midillm.bundle_files import ADAPTER_CONFIG, MODEL_CONFIG, SUMMARY_FILE, saved_base_layers
 from midillm.errors import first_line
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
 
@@ -83,6 +83,11 @@ class Bundle:
         """The base model the adapter was trained on (as the user named it), else the codec's."""
         return json.loads(self.adapter_config.read_text()).get("base_model_name_or_path") or codec.base_model
 
+    @property
+    def base_layers(self) -> int | None:
+        """How many of the base model's decoder layers the adapter was trained on (None: all)."""
+        return saved_base_layers(self.path)
+
     def training_context_length(self) -> int | None:
         """The row length the bundle was trained on, when its training summary says."""
         summary = self.path / SUMMARY_FILE
@@ -102,7 +107,7 @@ class Bundle:
 
             from .runtime import add_music_tokens, load_base_model
 
-            model = load_base_model(self.base_model(codec))
+            model = load_base_model(self.base_model(codec), layers=self.base_layers)
             add_music_tokens(model, codec)
             return PeftModel.from_pretrained(model, self.path).merge_and_unload()
         from transformers import AutoModelForCausalLM

@@ -97,8 +97,45 @@ def _file_digest(path: str, size: int, modified_ns: int) -> str:
     return digest.hexdigest()
 
 
-def load_base_model(base_model: str, dtype: torch.dtype = torch.float32, log=None):
-    """The base causal LM. A GGUF file is dequantized once, then read from the cache."""
+def load_base_model(base_model: str, dtype: torch.dtype = torch.float32, log=None, layers: int | None = None):
+    """The base causal LM. A GGUF file is dequantized once, then read from the cache.
+    `layers`: keep only the first this many decoder layers (`keep_first_layers`)."""
+    model = _load_whole_base_model(base_model, dtype, log)
+    return keep_first_layers(model, layers) if layers else model
+
+
+def decoder_layers(model) -> nn.ModuleList:
+    """The decoder's stack of layers (`model.layers` in Llama-like models, `h` in GPT-2)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    for name in ("layers", "h", "blocks"):
+        stack = getattr(decoder, name, None)
+        if isinstance(stack, nn.ModuleList):
+            return stack
+    raise BaseModelError(f"cannot find the decoder layers of a {type(model).__name__}")
+
+
+def keep_first_layers(model, layers: int):
+    """The base model cut to its first `layers` decoder layers (the final norm and head stay).
+
+    Why: on a CPU, training and sampling time is the decoder layers' time, and a short run is
+    far from using all of a pretrained model's depth; the first layers of the text model keep
+    its embeddings and what they were trained against (benchmarks.md, "Fewer base layers")."""
+    stack = decoder_layers(model)
+    if not 1 <= layers <= len(stack):
+        raise BaseModelError(f"base_layers must be between 1 and {len(stack)} for this base model, not {layers}")
+    if layers == len(stack):
+        return model
+    del stack[layers:]
+    config = model.config
+    for name in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(getattr(config, name, None), int):
+            setattr(config, name, layers)
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = config.layer_types[:layers]
+    return model
+
+
+def _load_whole_base_model(base_model: str, dtype: torch.dtype, log):
     from transformers import AutoModelForCausalLM
 
     location = locate_base_model(base_model)

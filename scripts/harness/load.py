@@ -26,12 +26,13 @@ def held_out_tokens_per_note(report: dict) -> float:
     return sum(split["music_tokens"] for split in held_out) / sum(split["notes"] for split in held_out)
 
 
-def base_with_rows(codec):
-    """The codec's base model with the codec's new token rows, untrained: no adapter. Generation
-    speed does not depend on what the rows have learned, and it is the untrained baseline of the
-    retrieval benchmark; a bundle's merged model starts from it too."""
+def base_with_rows(codec, layers: int | None = None):
+    """The codec's base model (its first `layers` decoder layers, as a bundle's config.json
+    says) with the codec's new token rows, untrained: no adapter. Generation speed does not
+    depend on what the rows have learned, and it is the untrained baseline of the retrieval
+    benchmark; a bundle's merged model starts from it too."""
     from midillm.model.runtime import add_music_tokens, load_base_model
 
-    model = load_base_model(codec.base_model)
+    model = load_base_model(codec.base_model, layers=layers)
     add_music_tokens(model, codec)
     return model
