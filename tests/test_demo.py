@@ -27,7 +27,8 @@ def test_demo_writes_every_output(tmp_path, tiny_models, band_folder):
     result = run_demo(out, base_model=str(tiny_models["tied"]), source=str(band_folder), train_minutes=None,
                       num_samples=2, eval_samples=2, max_new_tokens=24, eval_max_new_tokens=24,
                       train_overrides={"max_steps": 2, "batch_size": 2, "seq_len": 128, "eval_every": 0,
-                                       "report_to": "none", "logging_every": 1},
+                                       "report_to": "none", "logging_every": 1,
+                                       "base_layers": 1},  # the recipe's cut, on the 2-layer model
                       prepare_options={"num_workers": 1}, log=lines.append)
     bundle = result["bundle"]
     assert (bundle / "adapter_config.json").is_file() and (bundle / "midillm_codec.json").is_file()
@@ -47,7 +48,7 @@ def test_demo_writes_every_output(tmp_path, tiny_models, band_folder):
     assert harmonised.tracks[0].name == reference.tracks[0].name
     card = (bundle / "README.md").read_text()
     assert "From `eval/metrics.json`" in card and (bundle / "samples" / "piano-roll.png").is_file()
-    assert (bundle / "config.json").is_file()  # Hub-ready: remote code for the pipeline
+    assert json.loads((bundle / "config.json").read_text())["base_layers"] == 1  # Hub-ready, and cut as trained
 
     text = "\n".join(lines)
     for header in range(1, 6):
@@ -71,7 +72,7 @@ def test_demo_writes_every_output(tmp_path, tiny_models, band_folder):
     run_demo(out, base_model=str(tiny_models["tied"]), source=str(band_folder), train_minutes=None,
              num_samples=1, eval_samples=1, max_new_tokens=8, eval_max_new_tokens=8,
              train_overrides={"max_steps": 1, "batch_size": 2, "seq_len": 128, "eval_every": 0,
-                              "report_to": "none", "compile": False},
+                              "report_to": "none", "compile": False, "base_layers": 1},
              prepare_options={"num_workers": 1}, log=lines.append)
     assert any("up to date" in line for line in lines)
 
