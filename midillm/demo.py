@@ -109,8 +109,8 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
     # starts with a caption), and the corpus constraints are on: what a user gets by default.
     caption = lm.default_text(None, seed=0)
     log(f"Caption: {' / '.join(caption.splitlines()) if caption else '(none)'}"
-        + (" (the model writes in C; each sample is moved to a key drawn from the corpus's)"
-           if lm.codec.common_key else ""))
+        + (f" (the model writes in {' or '.join(lm.codec.common_keys.values())}; each sample is moved to a key"
+           " drawn from the corpus's)" if lm.codec.common_key else ""))
     # Through `run`, as `generate` does: a model trained in the common key writes each sample in a
     # key drawn as often as the corpus's pieces were in it.
     samples = lm.run(MusicRequest(num_samples=num_samples, seed=0, progress=True,

@@ -357,8 +357,9 @@ def test_adapting_to_a_taste_moves_the_model_only_inside_the_block(chorales, lm)
     with adapted_to_taste(lm, taste.pieces, taste.text, steps=12, learning_rate=3e-3) as losses:
         during = loss_on_liked_pieces()
         adapted = lm.generate_ids(2, taste.prompt, taste.text, lm.sampling.updated(max_new_tokens=30), seed=0)
-    # The liked pieces became likelier while adapted; afterwards the model is the one loaded.
-    assert len(losses) == 12 and losses[-1] < losses[0] and during < before - 0.05, (losses, before, during)
+    # The liked pieces became likelier while adapted (measured on all their rows: a step's loss is
+    # on the rows it drew, which differ in how hard they are); afterwards the model is the one loaded.
+    assert len(losses) == 12 and during < before - 0.05, (losses, before, during)
     assert loss_on_liked_pieces() == pytest.approx(before, abs=1e-6)
     after = lm.model.state_dict()
     assert after.keys() == weights.keys() and all(torch.equal(after[name], weights[name]) for name in weights)

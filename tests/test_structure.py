@@ -92,7 +92,8 @@ def prepare_chords(source: Path, out: Path, base_model: Path, vocab_size: int) -
 
     prepare(PrepareConfig(source=str(source), out=str(out), base_model=str(base_model),
                           vocab_size=vocab_size, layout="bars" if vocab_size else "onsets", seq_len=256,
-                          num_workers=1), log=lambda *_: None)
+                          num_workers=1, common_key=False),  # chords on random roots: no key to move
+            log=lambda *_: None)
     return out
 
 

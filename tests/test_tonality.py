@@ -33,7 +33,8 @@ def test_a_transposed_copy_lands_in_the_same_common_key(bach_midi_files):
         tonic, minor = estimate_key(score)
         common, metadata, shift = in_common_key(score)
         assert metadata["key"] == COMMON_KEYS[minor] and -6 <= shift <= 5
-        assert estimate_key(common) == (0, minor)
+        # C major, or its relative minor: both modes written with the same notes.
+        assert estimate_key(common) == ((9 if minor else 0), minor)
         for interval in (-5, -1, 2, 6):
             copy = transposed(score, interval)
             assert estimate_key(copy) == ((tonic + interval) % 12, minor)
@@ -81,8 +82,14 @@ def test_prepare_common_key_captions_and_keys(bach_midi_files, tiny_models, tmp_
     assert set(corpus["keys"]) <= own and len(own) > 2  # the pieces' own keys, several of them
     assert {caption_field(caption, "Key") for caption in corpus["captions"]} <= set(COMMON_KEYS.values())
     assert MusicCodec.from_pretrained(tmp_path / "data" / "codec").common_key
-    saved = json.loads((tmp_path / "data" / "codec" / "midillm_codec.json").read_text())
-    assert saved["common_key"] is True
+    config_file = tmp_path / "data" / "codec" / "midillm_codec.json"
+    saved = json.loads(config_file.read_text())
+    assert saved["common_key"] is True and saved["common_minor_key"] == "A minor"
+    assert "A minor" in {caption_field(caption, "Key") for caption in corpus["captions"]}  # the chorales have both modes
+    # A codec prepared before the relative minor moved minor pieces to C minor, and is read so.
+    del saved["common_minor_key"]
+    config_file.write_text(json.dumps(saved))
+    assert MusicCodec.from_pretrained(tmp_path / "data" / "codec").common_keys == {False: "C major", True: "C minor"}
 
 
 def test_the_common_key_is_the_default_and_transposition_turns_it_off():
@@ -114,6 +121,11 @@ def test_the_asked_key_is_the_common_keys_music_moved(common_key_lm):
     assert pitched(in_c) and [(t, o, p + 3, d) for t, o, p, d in pitched(in_a)] == pitched(in_c)
     assert drums(in_a) == drums(in_c)
     assert (in_a.key_signatures[0].key, in_a.key_signatures[0].tonality) == (3, 0)
+    # Minor keys are written in A minor (C major's notes) and moved: E minor is five below.
+    [in_a_minor] = lm.generate(key="A minor", seed=3, max_new_tokens=96)
+    [in_e_minor] = lm.generate(key="E minor", seed=3, max_new_tokens=96)
+    assert pitched(in_a_minor) and [(t, o, p + 5, d) for t, o, p, d in pitched(in_e_minor)] == pitched(in_a_minor)
+    assert (in_e_minor.key_signatures[0].key, in_e_minor.key_signatures[0].tonality) == (1, 1)
 
 
 def test_without_a_key_one_of_the_corpus_keys_is_drawn(common_key_lm):

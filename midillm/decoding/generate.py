@@ -27,7 +27,7 @@ from midillm.tokenization.caption import (INSTRUMENTS, KEY, accompaniment_captio
                                           key_tonic, known_key, part_names, parts_agreeing, programs_listed,
                                           programs_named_in, with_fields)
 from midillm.tokenization.rows import filled_piece, flat, infill_prompt, music_row, reorder_parts
-from midillm.tokenization.tonality import COMMON_KEYS, drawn_key, estimate_key, in_key, shift_to
+from midillm.tokenization.tonality import common_tonic, drawn_key, estimate_key, in_key, shift_to
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar
 from .precision import apply_precision, model_precision, wide_weights
@@ -581,17 +581,18 @@ class MidiLM:
         what it writes back (shift, tonic, minor); None when the codec has no common key."""
         if not self.codec.common_key:
             return request, text, None
+        keys = self.codec.common_keys
         if request.music is not None:
             score = self.load_score(request.music)
             key = estimate_key(score)
             if key is None:  # drums alone: nothing to move
                 return request, text, None
             tonic, minor = key
-            shift = shift_to(tonic, 0)
-            common = COMMON_KEYS[minor]
+            common, target = keys[minor], common_tonic(minor, keys)
+            shift = shift_to(tonic, target)
             # A Key line would name the key the music was in before it was moved.
             text = with_fields(text, {KEY: common}) if caption_field(text, KEY) else text
-            request = request.updated(music=in_key(score, shift, 0, minor), text=text,
+            request = request.updated(music=in_key(score, shift, target, minor), text=text,
                                       key=common if request.key else None)
             return request, text, (-shift, tonic, minor)
         if request.key:
@@ -600,9 +601,9 @@ class MidiLM:
             # The drawn caption says the mode (the common key of it); the tonic is drawn as often
             # as the corpus's pieces had it.
             written = known_key(caption_field(text, KEY) or "")
-            keys = getattr(self.codec.corpus, "keys", None) or {}
-            tonic, minor = drawn_key(keys, key_tonic(written)[1] if written else None, request.seed)
-        return request.updated(key=COMMON_KEYS[minor]), text, (shift_to(0, tonic), tonic, minor)
+            corpus_keys = getattr(self.codec.corpus, "keys", None) or {}
+            tonic, minor = drawn_key(corpus_keys, key_tonic(written)[1] if written else None, request.seed)
+        return request.updated(key=keys[minor]), text, (shift_to(common_tonic(minor, keys), tonic), tonic, minor)
 
     def _run(self, request: MusicRequest, text: str | None, settings: SamplingSettings) -> list[Sample]:
         if request.task == "continue":

@@ -262,8 +262,8 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
     scores = [read_score(piece) for piece in liked]
     if not scores:
         raise ValueError("--like needs at least one MIDI file")
-    if lm.codec.common_key:  # the model writes in C major or C minor: it is prompted there too
-        scores = [in_common_key(score)[0] for score in scores]
+    if lm.codec.common_key:  # the model writes in the common keys: it is prompted there too
+        scores = [in_common_key(score, keys=lm.codec.common_keys)[0] for score in scores]
     vectors = embed_pieces(lm, scores)
     nearest = int(np.argmax(vectors @ vectors.mean(axis=0)))
     opening = first_bars(scores[nearest], opening_bars)

@@ -43,6 +43,7 @@ from .caption import caption_ids, instrument_name, names_in_caption, pitch_name,
 from .metre import bar_end_after
 from .profile import CorpusProfile, tokenizer_settings
 from .rows import flat, music_row
+from .tonality import COMMON_KEYS, FIRST_COMMON_KEYS
 
 TOKENIZATIONS = ("REMI", "TSD", "MIDILike", "Structured", "MMM", "PerTok")
 RENDERS = ("tokens", "text")
@@ -319,9 +320,11 @@ class MusicCodec:
             layouts existed are "bars".
         compounds: the note compounds (each a tuple of base tokens, one LM token) of the onsets
             layout, learned by `train_compounds`.
-        common_key: the training pieces were moved to C major or C minor (`tonality.in_common_key`):
-            music given to the model is moved there first, and what it writes is moved to the
-            asked key afterwards. Codecs saved before it: False.
+        common_key: the training pieces were moved to the common key of their mode
+            (`tonality.in_common_key`): music given to the model is moved there first, and what it
+            writes is moved to the asked key afterwards. Codecs saved before it: False.
+        common_minor_key: where minor pieces were moved ("A minor"; codecs saved before the
+            relative minor: "C minor"). `common_keys` gives both modes'.
     """
 
     def __init__(self, music_tokenizer, lm_tokenizer, render: str = "tokens",
@@ -329,7 +332,7 @@ class MusicCodec:
                  corpus: CorpusProfile | None = None, note_order: str | None = PITCH_DESCENDING,
                  parts: bool | None = None, tasks: tuple[str, ...] = ("continue",),
                  layout: str = "bars", compounds: list[tuple[str, ...]] | None = None,
-                 common_key: bool = False):
+                 common_key: bool = False, common_minor_key: str = COMMON_KEYS[True]):
         if render not in RENDERS:
             raise ValueError(f"unknown render {render!r}; choose one of {', '.join(RENDERS)}")
         self.music_tokenizer = music_tokenizer
@@ -351,7 +354,13 @@ class MusicCodec:
             raise ValueError("the onsets layout needs render='tokens' and no music BPE (it has note compounds)")
         self.compounds = [tuple(compound) for compound in (compounds or [])] if self.layout == "onsets" else []
         self.common_key = bool(common_key)
+        self.common_minor_key = common_minor_key
         self._register_lm_tokens()
+
+    @property
+    def common_keys(self) -> dict[bool, str]:
+        """The key pieces of each mode (minor: True) were moved to when `common_key` is set."""
+        return {False: COMMON_KEYS[False], True: self.common_minor_key}
 
     # ----------------------------------------------------------------------------- building
 
@@ -978,6 +987,7 @@ class MusicCodec:
             "layout": self.layout,
             "compounds": [list(compound) for compound in self.compounds],
             "common_key": self.common_key,
+            "common_minor_key": self.common_minor_key,
         }
         (path / CODEC_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -997,7 +1007,8 @@ class MusicCodec:
                     config["captions"], config["base_model"], corpus, note_order=config.get("note_order"),
                     parts=config.get("parts", False), tasks=tuple(config.get("tasks") or ("continue",)),
                     layout=config.get("layout", "bars"), compounds=config.get("compounds"),
-                    common_key=config.get("common_key", False))
+                    common_key=config.get("common_key", False),
+                    common_minor_key=config.get("common_minor_key", FIRST_COMMON_KEYS[True]))
         saved = {int(music_id): lm_id for music_id, lm_id in config["music_to_lm"].items()}
         if saved != codec._music_to_lm:
             raise CodecVersionError(

@@ -41,7 +41,7 @@ from .profile import CorpusProfile, measure_corpus
 from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
                    reorder_parts)
 from .sources import CheckedFile, Skipped, check_files, describe_error, list_source
-from .tonality import COMMON_KEYS, in_common_key, named_key
+from .tonality import COMMON_KEYS, in_common_key, key_before_move
 
 if TYPE_CHECKING:
     from datasets import Features
@@ -85,7 +85,7 @@ class PrepareConfig:
     transpose: int = field(default=0, metadata={
         "help": "Augment the train split with copies transposed by -N..N semitones (0: off)."})
     common_key: bool = field(default=True, metadata={
-        "help": "Move each piece to C major or C minor (its key from its metadata, else estimated from its "
+        "help": "Move each piece to C major or A minor (its key from its metadata, else estimated from its "
                 "notes) before tokenizing: every piece then teaches the same harmony rows, and generation "
                 "writes the asked key exactly by moving the finished music there. Off with --transpose, "
                 "which copies pieces into other keys instead."})
@@ -187,7 +187,7 @@ def _tokenize_piece(task: _PieceTask) -> dict:
 
     score, metadata = Score(task.path), task.metadata
     if _worker_codec.common_key:
-        score, metadata, _ = in_common_key(score, metadata)
+        score, metadata, _ = in_common_key(score, metadata, _worker_codec.common_keys)
     versions = []
     for shift in task.shifts:
         shifted = score.copy()
@@ -321,7 +321,7 @@ def _read_piece(piece: CheckedFile, common_key: bool) -> tuple[Score, dict, str 
     # Not moved (no pitched notes, no key it could name): its metadata's key is not a common one.
     if metadata.get("key") not in COMMON_KEYS.values():
         return moved, metadata, None
-    return moved, metadata, named_key(-shift % 12, metadata["key"] == COMMON_KEYS[True])
+    return moved, metadata, key_before_move(metadata["key"], shift)
 
 
 def _measure(pieces: list[CheckedFile], common_key: bool, log) -> CorpusProfile:

@@ -5,10 +5,16 @@ the asked key) and retrieval (pieces compared in one key) need.
 
 The common key. A chorale in G major and one in E-flat major share their harmony (tonic,
 dominant, the cadences) but no pitch token: a model trained on both has to learn each
-progression once per key, from a twelfth of the examples. Moved to C major or C minor first
+progression once per key, from a twelfth of the examples. Moved to C major or A minor first
 (BachBot did the same for the chorales), every piece teaches the same rows, and the key a
 user asks for is written by moving the finished music back: exact by construction, like the
 metre. A shift is at most six semitones either way, so each part stays near its own register.
+
+Why A minor and not C minor: the two modes then share their notes (A minor is C major's
+relative minor), as they share them in the music itself, where a major piece cadences in its
+relative minor and back. With C major and C minor, a model that had not settled the mode wrote
+E and E-flat a beat apart, and the pieces' scale consistency was what most told them from
+Bach's (benchmarks.md, "The relative minor").
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from midillm.tokenization.caption import key_name, key_tonic, known_key
 _MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
-# The key every piece is moved to, by mode: its tonic is C.
-COMMON_KEYS = {False: "C major", True: "C minor"}
+# The key every piece is moved to, by mode.
+COMMON_KEYS = {False: "C major", True: "A minor"}
+# Those of codecs prepared before the relative minor (2026-12-05, midday): minor pieces in C minor.
+FIRST_COMMON_KEYS = {False: "C major", True: "C minor"}
 # A key's signature (sharps, negative for flats) by tonic pitch class, as the caption spells
 # keys (`caption.key_name`): Eb major, not D# major.
 _MAJOR_SHARPS = {0: 0, 7: 1, 2: 2, 9: 3, 4: 4, 11: 5, 6: 6, 1: -5, 8: -4, 3: -3, 10: -2, 5: -1}
@@ -115,15 +123,28 @@ def drawn_key(keys: Mapping[str, int], minor: bool | None, seed: int | None) -> 
     return key_tonic(random.Random(seed).choices(list(choices), weights=list(choices.values()))[0])
 
 
-def in_common_key(score: Score, metadata: Mapping[str, str] | None = None
-                  ) -> tuple[Score, dict[str, str], int]:
-    """The piece moved to the common key of its mode (C major or C minor), its metadata and key
-    signature saying so, and the shift it took; a piece without pitched notes comes back as it is."""
+def common_tonic(minor: bool, keys: Mapping[bool, str] = COMMON_KEYS) -> int:
+    """The tonic pitch class of the common key of a mode (C major: 0, A minor: 9)."""
+    return key_tonic(keys[minor])[0]
+
+
+def key_before_move(common: str, shift: int) -> str:
+    """The key a piece was in before `shift` semitones moved it to the key named `common`."""
+    tonic, minor = key_tonic(common)
+    return named_key((tonic - shift) % 12, minor)
+
+
+def in_common_key(score: Score, metadata: Mapping[str, str] | None = None,
+                  keys: Mapping[bool, str] = COMMON_KEYS) -> tuple[Score, dict[str, str], int]:
+    """The piece moved to the common key of its mode (`keys`: C major or A minor), its metadata
+    and key signature saying so, and the shift it took; a piece without pitched notes comes back
+    as it is."""
     metadata = dict(metadata or {})
     key = piece_key(score, metadata)
     if key is None:
         return score, metadata, 0
     tonic, minor = key
-    metadata["key"] = COMMON_KEYS[minor]
-    shift = shift_to(tonic, 0)
-    return in_key(score, shift, 0, minor), metadata, shift
+    metadata["key"] = keys[minor]
+    target = common_tonic(minor, keys)
+    shift = shift_to(tonic, target)
+    return in_key(score, shift, target, minor), metadata, shift
