@@ -98,6 +98,8 @@ def prepare_data(name: str, args) -> Path:
         settings["layout"] = spec["layout"]
     if spec["vocab_size"] is not None:
         settings["vocab_size"] = spec["vocab_size"]
+    if name != "midillm":  # the common key is midillm's default since 2026-12-05; (a0) and the peers as they were
+        settings["common_key"] = False
     prepare(PrepareConfig(source=args.source, out=str(out), base_model=args.base_model, **settings),
             log=lambda *_: None)
     return out
