@@ -410,3 +410,21 @@ def test_model_card_says_which_tasks_the_model_can_do(task_bundle, tmp_path):
     config["tasks"] = ["continue"]
     (plain / CODEC_CONFIG_FILE).write_text(json.dumps(config))
     assert "not trained to infill, accompany or arrange" in str(build_model_card(plain))
+
+
+def test_task_likelihoods_read_the_music_in_the_key_the_model_learned(task_lm, band_file, tmp_path):
+    from midillm.eval.tasks import evaluate_tasks
+    from midillm.tokenization.tonality import common_tonic, estimate_key, shift_to, transposed
+
+    assert task_lm.codec.common_key  # prepare's default: every piece moved to C major or A minor
+    given = Score(str(band_file))
+    tonic, minor = estimate_key(given)
+    # A semitone away, on the side that keeps the move to the common key within -6..5: the
+    # copy lands on the very same notes, so the model must find it exactly as likely.
+    interval = 1 if shift_to(tonic, common_tonic(minor)) - 1 >= -6 else -1
+    copy = tmp_path / "copy.mid"
+    transposed(given, interval).dump_midi(copy)
+    results = [evaluate_tasks(task_lm, [path], max_bars=4, max_new_tokens=32, log=lambda *_: None)
+               for path in (band_file, copy)]
+    for task, key in (("harmonisation", "bits_per_note_written_parts"), ("infill", "bits_per_note")):
+        assert results[0][task][key] == pytest.approx(results[1][task][key], rel=1e-5)

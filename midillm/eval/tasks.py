@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from midillm.tokenization.metre import bar_length
 from midillm.tokenization.profile import first_bars, measure_corpus
 from midillm.tokenization.rows import flat, infill_row
+from midillm.tokenization.tonality import in_common_key
 
 from .sanity import sample_sanity, sanity_summary
 from .voice_leading import parallel_motion
@@ -126,12 +127,15 @@ def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: 
         harmonised.append(result)
         references.append(reference)
         controls.append(shuffled_control(reference, rng))
-        piece_bits, piece_notes = written_parts_bits_per_note(lm, reference)
+        # Teacher forcing reads the music as the model was trained on it: in the common key, where
+        # the tasks above move it themselves (`MidiLM.run`).
+        as_trained = in_common_key(reference, keys=lm.codec.common_keys)[0] if lm.codec.common_key else reference
+        piece_bits, piece_notes = written_parts_bits_per_note(lm, as_trained)
         bits, notes = bits + piece_bits, notes + piece_notes
-        bar_count = len(lm.codec.encode_bars(reference))
+        bar_count = len(lm.codec.encode_bars(as_trained))
         if bar_count >= 4:
             first = bar_count // 2
-            gap_bits, gap_notes = infill_bits_per_note(lm, reference, first)
+            gap_bits, gap_notes = infill_bits_per_note(lm, as_trained, first)
             infill_bits, infill_notes = infill_bits + gap_bits, infill_notes + gap_notes
             filled = lm.infill(reference, (first, first + 1), seed=seed + index, max_new_tokens=max_new_tokens,
                                strict_voice_leading=strict_voice_leading)[0]
