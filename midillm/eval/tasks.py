@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 from midillm.tokenization.metre import bar_length
 from midillm.tokenization.profile import first_bars, measure_corpus
 from midillm.tokenization.rows import flat, infill_row
-from midillm.tokenization.tonality import in_common_key
 
 from .sanity import sample_sanity, sanity_summary
 from .voice_leading import parallel_motion
@@ -129,7 +128,7 @@ def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: 
         controls.append(shuffled_control(reference, rng))
         # Teacher forcing reads the music as the model was trained on it: in the common key, where
         # the tasks above move it themselves (`MidiLM.run`).
-        as_trained = in_common_key(reference, keys=lm.codec.common_keys)[0] if lm.codec.common_key else reference
+        as_trained = lm.codec.in_training_key(reference)
         piece_bits, piece_notes = written_parts_bits_per_note(lm, as_trained)
         bits, notes = bits + piece_bits, notes + piece_notes
         bar_count = len(lm.codec.encode_bars(as_trained))

@@ -21,7 +21,6 @@ from midillm.model.bundle import Bundle, BundleError
 from midillm.tokenization.caption import caption_fields, write_caption
 from midillm.tokenization.profile import first_bars
 from midillm.tokenization.sources import check_files, list_source
-from midillm.tokenization.tonality import in_common_key
 
 from .adapt import ADAPT_STEPS, adapted_to_taste
 from .index import Index, RetrievalError, content_hash
@@ -262,8 +261,7 @@ def taste_prompt(lm, liked: Iterable[str | Path | Score], opening_bars: int = 2)
     scores = [read_score(piece) for piece in liked]
     if not scores:
         raise ValueError("--like needs at least one MIDI file")
-    if lm.codec.common_key:  # the model writes in the common keys: it is prompted there too
-        scores = [in_common_key(score, keys=lm.codec.common_keys)[0] for score in scores]
+    scores = [lm.codec.in_training_key(score) for score in scores]  # prompted in the key it writes in
     vectors = embed_pieces(lm, scores)
     nearest = int(np.argmax(vectors @ vectors.mean(axis=0)))
     opening = first_bars(scores[nearest], opening_bars)

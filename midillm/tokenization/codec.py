@@ -43,7 +43,7 @@ from .caption import caption_ids, instrument_name, names_in_caption, pitch_name,
 from .metre import bar_end_after
 from .profile import CorpusProfile, tokenizer_settings
 from .rows import flat, music_row
-from .tonality import COMMON_KEYS, FIRST_COMMON_KEYS
+from .tonality import COMMON_KEYS, FIRST_COMMON_KEYS, in_common_key
 
 TOKENIZATIONS = ("REMI", "TSD", "MIDILike", "Structured", "MMM", "PerTok")
 RENDERS = ("tokens", "text")
@@ -361,6 +361,11 @@ class MusicCodec:
     def common_keys(self) -> dict[bool, str]:
         """The key pieces of each mode (minor: True) were moved to when `common_key` is set."""
         return {False: COMMON_KEYS[False], True: self.common_minor_key}
+
+    def in_training_key(self, score: Score) -> Score:
+        """The score as the training pieces were: moved to the common key of its mode when the
+        codec has one, else as it is (teacher forcing and embeddings read music this way)."""
+        return in_common_key(score, keys=self.common_keys)[0] if self.common_key else score
 
     # ----------------------------------------------------------------------------- building
 
