@@ -170,9 +170,22 @@ def test_key_bias_lowers_each_out_of_key_note_of_a_row(tiny_lm):
 
     rows = [["Pitch_62", "Duration_1.0.8"], ["Pitch_60", "Duration_1.0.8"], ["Pitch_60", "Pitch_63"],
             ["PitchDrum_60"], ["Position_4"]]
-    assert key_bias_rows(rows, "D major", 2.0).tolist() == [0.0, -2.0, -4.0, 0.0, 0.0, 0.0]
-    # D minor's raised seventh (C#) is in key; its major third (F#) is not.
-    assert key_bias_rows([["Pitch_61"], ["Pitch_66"]], "D minor", 1.0).tolist() == [0.0, -1.0, 0.0]
+    # D is D major's tonic (+ a third of the strength), C and D# are outside its scale.
+    assert key_bias_rows(rows, "D major", 3.0).tolist() == [1.0, -3.0, -6.0, 0.0, 0.0, 0.0]
+    # E is in the scale but off the tonic triad: no bias either way.
+    assert key_bias_rows([["Pitch_64"]], "D major", 3.0).tolist() == [0.0, 0.0]
+    assert key_bias_rows([["Pitch_62", "Pitch_66", "Pitch_69"]], "D major", 3.0).tolist() == [3.0, 0.0]
+    # D minor's leading note (C#) is dwelt on; its major third (F#) is out of key; E is in it.
+    assert key_bias_rows([["Pitch_61"], ["Pitch_66"], ["Pitch_64"]], "D minor", 3.0).tolist() == [1.0, -3.0, 0.0, 0.0]
+
+
+def test_key_bias_tells_a_key_from_its_relative():
+    """A minor and C major share their notes: the bias must still prefer each one's own tonic triad."""
+    from midillm.decoding.grammar import key_bias_rows
+
+    a_minor_triad, c_major_triad = [["Pitch_57", "Pitch_60", "Pitch_64"]], [["Pitch_60", "Pitch_64", "Pitch_67"]]
+    assert key_bias_rows(a_minor_triad, "A minor", 3.0)[0] > key_bias_rows(c_major_triad, "A minor", 3.0)[0]
+    assert key_bias_rows(c_major_triad, "C major", 3.0)[0] > key_bias_rows(a_minor_triad, "C major", 3.0)[0]
 
 
 def test_every_control_is_a_flag_of_generate():

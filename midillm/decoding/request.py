@@ -151,7 +151,8 @@ SAMPLING_NAMES = tuple(setting.name for setting in fields(SamplingSettings))
 # The key-aware bias's strength when it is switched on without one (`--key-bias` alone,
 # key_bias=True): each out-of-key note a row strikes lowers its logit by this much (at
 # temperature T its log-probability by this / T), so at the onsets layout's 1.0 an out-of-key
-# note is about 20 times less likely than the model made it (at 0.7, about 70; docs/control.md).
+# note is about 20 times less likely than the model made it (at 0.7, about 70), and a note of the
+# tonic triad 1.4 times likelier (`grammar.KEY_TRIAD_SHARE`; docs/control.md).
 KEY_BIAS = 3.0
 # A tempo a request may ask for, in BPM (the studio's form and the command alike).
 TEMPO_RANGE = (10.0, 400.0)
@@ -239,7 +240,8 @@ class MusicRequest:
         'The parts: names, e.g. "Soprano, Alto, Tenor, Bass", or a count; exactly these play',
         label=captions.PARTS, metavar="PARTS")
     key_bias: float | bool | None = _control(
-        f"Make out-of-key notes less likely: each lowers its row's logit by STRENGTH "
+        f"Keep to the key: each out-of-key note lowers its row's logit by STRENGTH, each note of the "
+        f"tonic triad (or a minor key's leading note) raises it by a third of that "
         f"(default when on: {KEY_BIAS:g}); off by default", metavar="STRENGTH")
     num_samples: int = 1
     seed: int | None = 0
