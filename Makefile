@@ -33,8 +33,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/midillm demo
 
+# One pytest worker per core, at most 4: each test runs one torch thread (tests/conftest.py), and
+# each worker pays the session fixtures (the tiny bundle, trained once) once. On the 2-core
+# machines: 146 s against 219 s one after the other (docs/benchmarks.md, "The test suite").
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -n auto --maxprocesses 4
 
 clean:
 	rm -rf $(VENV) runs
