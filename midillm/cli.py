@@ -105,9 +105,10 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-constraints", action="store_true",
                         help="Sample under the token syntax only, without the corpus constraints (notes per "
                              "onset, no repeated note at an onset, the corpus's instruments, ranges and metres).")
-    parser.add_argument("--strict-voice-leading", action="store_true",
+    parser.add_argument("--strict-voice-leading", action=argparse.BooleanOptionalAction, default=None,
                         help="Between the parts: no parallel fifths or octaves, no voice crossing, upper voices "
-                             "within an octave (parts listed from the top voice down, as a chorale's).")
+                             "within an octave (parts listed from the top voice down, as a chorale's). Default: "
+                             "on where the corpus's own parts avoid parallels (the chorales), off elsewhere.")
     parser.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
 
 

@@ -24,8 +24,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="Folder for tasks.json and the piano rolls.")
     parser.add_argument("--pieces", type=int, default=10, help="Held-out pieces to use (default: 10).")
     parser.add_argument("--bars", type=int, default=8, help="Bars of each piece to harmonise (default: 8).")
-    parser.add_argument("--strict-voice-leading", action="store_true",
-                        help="Harmonise and infill under strict voice leading (no parallel fifths or octaves, no crossing).")
+    parser.add_argument("--strict-voice-leading", action=argparse.BooleanOptionalAction, default=None,
+                        help="Harmonise and infill under strict voice leading (no parallel fifths or octaves, no "
+                             "crossing), or not; default: the model's own default (on where its corpus avoids parallels).")
     arguments = parser.parse_args()
 
     from midillm.decoding.generate import MidiLM

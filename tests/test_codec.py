@@ -428,3 +428,33 @@ def test_onsets_codec_saves_its_layout_and_compounds(tmp_path, tiny_lm_tokenizer
     (tmp_path / "old" / "midillm_codec.json").write_text(json.dumps(config))
     old = MusicCodec.from_pretrained(tmp_path / "old")
     assert old.layout == "bars" and old.decode(old.encode(bach_midi_files[12])).note_num() > 0
+
+
+def test_profile_says_whether_the_corpus_avoids_parallels(bach_midi_files):
+    """Strict voice leading is the default where the corpus's own parts avoid parallel fifths
+    and octaves: Bach's chorales do; the same chorales with their outer voices doubled in octaves
+    (as a band doubles its bass and lead) do not."""
+    from midillm.tokenization.profile import CorpusProfile
+
+    scores = [Score(str(path)) for path in bach_midi_files[:12]]
+    chorales = measure_corpus(scores)
+    doubled = []
+    for score in scores:
+        score = score.copy()
+        for track in [score.tracks[0], score.tracks[-1]]:
+            octave = track.copy()
+            octave.notes = [Note(note.time, note.duration, note.pitch + (12 if track is score.tracks[0] else -12),
+                                 note.velocity) for note in track.notes]
+            score.tracks.append(octave)
+        doubled.append(score)
+    doubled = measure_corpus(doubled)
+    assert 0 < chorales.parallels_per_move < 0.05 and chorales.avoids_parallels
+    assert doubled.parallels_per_move > 0.1 and not doubled.avoids_parallels
+    # One part has nothing to move in parallel with; a profile saved before knows nothing.
+    melody = Score(str(bach_midi_files[0]))
+    melody.tracks = melody.tracks[:1]
+    assert measure_corpus([melody]).parallels_per_move is None and not measure_corpus([melody]).avoids_parallels
+    old = chorales.to_dict()
+    del old["parallels_per_move"]
+    assert CorpusProfile.from_dict(old).parallels_per_move is None
+    assert CorpusProfile.from_dict(chorales.to_dict()).avoids_parallels

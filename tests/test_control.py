@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from symusic import Score
+from symusic import Note, Score, Track
 
 from midillm.decoding.request import CONTROL_NAMES, KEY_BIAS, MusicRequest, TaskError
 from midillm.eval.sanity import bars_written
@@ -186,6 +186,53 @@ def test_key_bias_tells_a_key_from_its_relative():
     a_minor_triad, c_major_triad = [["Pitch_57", "Pitch_60", "Pitch_64"]], [["Pitch_60", "Pitch_64", "Pitch_67"]]
     assert key_bias_rows(a_minor_triad, "A minor", 3.0)[0] > key_bias_rows(c_major_triad, "A minor", 3.0)[0]
     assert key_bias_rows(c_major_triad, "C major", 3.0)[0] > key_bias_rows(a_minor_triad, "C major", 3.0)[0]
+
+
+@pytest.mark.parametrize("parallels_per_move, strict", [(0.01, True), (0.2, False), (None, False)])
+def test_strict_voice_leading_is_the_corpus_habit_unless_asked(tiny_lm, monkeypatch, parallels_per_move, strict):
+    """Left unsaid, strict voice leading is on where the corpus avoids parallels; said, it is what was said."""
+    import dataclasses
+
+    lm = tiny_lm
+    monkeypatch.setattr(lm.codec, "corpus", dataclasses.replace(lm.codec.corpus, parallels_per_move=parallels_per_move))
+    assert lm.codec.layout == "onsets" and lm.codec.parts  # where the rules apply
+    assert lm.constraints().strict_voice_leading == strict
+    assert lm.constraints(strict_voice_leading=True).strict_voice_leading
+    assert not lm.constraints(strict_voice_leading=False).strict_voice_leading
+
+
+def test_strict_voice_leading_on_given_music_only_where_its_rules_can_hold(tiny_lm, monkeypatch):
+    """The rules read the parts from the top voice down: a soprano harmonised below keeps them,
+    a bass accompanied above, or a piece listing its bass first, would break them."""
+    import dataclasses
+
+    monkeypatch.setattr(tiny_lm.codec, "corpus", dataclasses.replace(
+        tiny_lm.codec.corpus, parallels_per_move=0.01,
+        part_ranges={"Soprano": [60, 81], "Alto": [53, 74], "Tenor": [48, 69], "Bass": [36, 62]}))
+
+    def given(*pitches: int) -> Score:
+        score = Score(480)
+        for pitch in pitches:
+            score.tracks.append(Track(program=0, notes=[Note(0, 480, pitch, 80), Note(480, 480, pitch + 2, 80)]))
+        return score
+
+    default = MusicRequest("accompany", b"", tracks=["Soprano"])
+    assert tiny_lm._strict_for_given(default, given(70), ["Alto", "Tenor", "Bass"])
+    assert not tiny_lm._strict_for_given(default, given(45), ["Soprano", "Alto"])  # a bass under the melody
+    assert not tiny_lm._strict_for_given(default, given(70), ["Descant"])  # a part the corpus never had
+    assert tiny_lm._strict_for_given(default, given(72, 64, 57, 45))  # an infill's piece, top voice first
+    assert not tiny_lm._strict_for_given(default, given(45, 72))  # its bass listed first
+    asked = MusicRequest("accompany", b"", tracks=["Bass"], strict_voice_leading=True)
+    assert tiny_lm._strict_for_given(asked, given(45), ["Soprano"])  # what is asked wins
+
+
+def test_strict_voice_leading_flag_says_on_off_or_nothing():
+    from midillm.cli import build_parser
+
+    parse = lambda *flags: build_parser().parse_args(["generate", "m", "--out", "o", *flags])  # noqa: E731
+    assert parse().strict_voice_leading is None
+    assert parse("--strict-voice-leading").strict_voice_leading is True
+    assert parse("--no-strict-voice-leading").strict_voice_leading is False
 
 
 def test_every_control_is_a_flag_of_generate():

@@ -15,7 +15,8 @@ import pytest
 import torch
 from symusic import Note, Score, TimeSignature, Track
 
-from midillm.eval import compare, features, harmony, listener, memorization, two_sample, voice_leading
+from midillm.eval import compare, features, harmony, listener, memorization, two_sample
+from midillm.tokenization import voice_leading
 from midillm.eval.sanity import bars_written, sample_sanity, sanity_summary
 from midillm.eval.validity import token_errors_by_type, validity_summary
 from midillm.tokenization.profile import CorpusProfile, measure_corpus

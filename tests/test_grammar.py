@@ -159,7 +159,7 @@ def _as_voices(score):
 
 def _crossings(score) -> int:
     """Onsets at which a part sounds above the part listed before it."""
-    from midillm.eval.voice_leading import _top_voice
+    from midillm.tokenization.voice_leading import _top_voice
 
     parts = [track for track in score.tracks if track.note_num() and not track.is_drum]
     times = sorted({note.time for part in parts for note in part.notes})
@@ -172,7 +172,7 @@ def test_strict_voice_leading_leaves_no_parallels_and_no_crossing(corpus_codec):
     """Random logits under strict voice leading: four chorale parts with no parallel fifths or
     octaves and no crossing, where the same logits without it have both."""
     from midillm.decoding.grammar import CorpusConstraints
-    from midillm.eval.voice_leading import parallel_motion
+    from midillm.tokenization.voice_leading import parallel_motion
 
     if corpus_codec.layout != "onsets":
         pytest.skip("strict voice leading is built for the onsets layout")

@@ -307,7 +307,7 @@ class MidiLM:
         return None
 
     def constraints(self, text: str | None = None, programs: list[int] | None = None,
-                    min_bars: int | None = -1, strict_voice_leading: bool = False,
+                    min_bars: int | None = -1, strict_voice_leading: bool | None = None,
                     controls: MusicRequest | None = None, given_music: bool = False) -> CorpusConstraints | None:
         """The corpus constraints for a caption (its instruments, if it names any, else the
         corpus's programs) or explicit `programs`, with strict voice leading between the parts
@@ -319,6 +319,8 @@ class MidiLM:
         given parts' own instruments, and the caption's only as the instruments allowed."""
         if self.codec.corpus is None:
             return None
+        if strict_voice_leading is None:  # the corpus's habit for a new piece; given music, see _strict_for_given
+            strict_voice_leading = self.codec.corpus.avoids_parallels and not given_music
         text = self.default_text(text)
         # A caption that names its parts asks for that many.
         named_parts = names_in_caption(text) if self.codec.parts else []
@@ -400,7 +402,7 @@ class MidiLM:
                      constrain: bool = True, prompt_ids: list[int] | None = None,
                      plans: list[_BarPlan] | None = None,
                      on_step: Callable[[int, int], None] | None = None,
-                     strict_voice_leading: bool = False, controls: MusicRequest | None = None) -> list[list[int]]:
+                     strict_voice_leading: bool | None = None, controls: MusicRequest | None = None) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each.
 
         `constrain=False` samples under the syntax grammar alone (the model on its own); True
@@ -541,14 +543,14 @@ class MidiLM:
 
     def generate(self, num_samples: int = 1, prompt=None, text: str | None = None, seed: int | None = 0,
                  programs: list[int] | None = None, time_signature: str | None = None,
-                 tempo: float | None = None, constrain: bool = True, strict_voice_leading: bool = False,
+                 tempo: float | None = None, constrain: bool = True, strict_voice_leading: bool | None = None,
                  key: str | None = None, parts: list[str] | int | None = None, bars: int | None = None,
                  key_bias: float | bool | None = None, **sampling) -> list[Score]:
         """Sample scores. `prompt` (a MIDI or audio path, bytes or Score) is continued; `text` is a caption
         (default: one a training piece had, drawn by `seed`); `programs` (-1 = drums), `time_signature` and
         `tempo` force those controls; `constrain=False` turns the corpus constraints off;
         `strict_voice_leading` forbids parallel fifths and octaves, crossing and wide spacing
-        between the parts; `key`, `parts`, `bars` and `key_bias` are the other controls
+        between the parts (None: where the corpus avoids them, `CorpusProfile.avoids_parallels`); `key`, `parts`, `bars` and `key_bias` are the other controls
         (`MusicRequest`); `sampling` changes the bundle's `SamplingSettings` (max_new_tokens, ...)."""
         request = MusicRequest("continue", prompt, text, programs=programs, time_signature=time_signature,
                                tempo=tempo, key=key, parts=parts, bars=bars, key_bias=key_bias,
@@ -681,7 +683,7 @@ class MidiLM:
                         f"and train again (it can: {', '.join(self.tasks)})")
 
     def infill(self, midi, bars: tuple[int, int] | str, num_samples: int = 1, text: str | None = None,
-               seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool = False,
+               seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool | None = None,
                **sampling) -> list[Score]:
         """New bars `bars` (first, last; counted from 1, inclusive, or "5-8") of `midi` (a path,
         MIDI bytes, a Score or a recording), leading from the bar before into the bar after.
@@ -710,7 +712,7 @@ class MidiLM:
         rows = self.generate_ids(num_samples, settings=settings, seed=request.seed, constrain=request.constrain,
                                  prompt_ids=prompt, text=text if text is not None else self.codec.caption(score),
                                  plans=plans, progress=request.progress, on_step=request.on_step,
-                                 strict_voice_leading=request.strict_voice_leading)
+                                 strict_voice_leading=self._strict_for_given(request, score))
         scores = []
         for row in rows:
             whole = filled_piece(caption, piece_bars, gap_start, gap_bars, self.codec.music_part(row),
@@ -741,7 +743,7 @@ class MidiLM:
         return prompt, piece_bars, gap_start, gap_bars
 
     def accompany(self, midi, tracks: list[str] | None = None, num_samples: int = 1, text: str | None = None,
-                  seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool = False,
+                  seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool | None = None,
                   **sampling) -> list[Score]:
         """Keep the `tracks` of `midi` (by name; default: all of its tracks) exactly and write the
         other parts for them, bar by bar (on the chorales: harmonise a soprano line). The parts
@@ -751,7 +753,7 @@ class MidiLM:
         return [sample.score for sample in self.run(request)]
 
     def arrange(self, midi, text: str, tracks: list[str] | None = None, num_samples: int = 1,
-                seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool = False,
+                seed: int | None = 0, constrain: bool = True, strict_voice_leading: bool | None = None,
                 **sampling) -> list[Score]:
         """Keep the melody of `midi` (the `tracks` named, else its highest part) and write the rest
         anew under the caption `text` (instruments, composer, tempo, parts)."""
@@ -770,6 +772,24 @@ class MidiLM:
             score = score.copy()
             score.tracks = [melody.copy()]
         return self._accompany(score, tracks if score.tracks[0].name else None, request, settings, keep_style=False)
+
+    def _strict_for_given(self, request: MusicRequest, given: Score, written: list[str] = ()) -> bool:
+        """Strict voice leading for a task on given music: as asked, else the corpus's habit where
+        its rules can hold. They read the parts from the top voice down, so the given parts must
+        be listed so (mean pitches falling), and lie above the parts an accompaniment writes after
+        them (each given part's mean pitch at or above the middle of each written part's range in
+        the corpus): a soprano over alto, tenor and bass, not a bass under a melody."""
+        if request.strict_voice_leading is not None:
+            return request.strict_voice_leading
+        corpus = self.codec.corpus
+        if corpus is None or not corpus.avoids_parallels:
+            return False
+        means = [float(track.notes.numpy()["pitch"].mean()) for track in given.tracks
+                 if track.note_num() and not track.is_drum]
+        if not means or any(lower > upper for upper, lower in zip(means, means[1:])):
+            return False
+        ranges = [corpus.part_ranges.get(name) for name in written]
+        return all(span is not None and means[-1] >= (span[0] + span[1]) / 2 for span in ranges)
 
     def _accompany(self, score: Score, tracks: list[str] | None, request: MusicRequest, settings: SamplingSettings,
                    keep_style: bool) -> list[Score]:
@@ -794,7 +814,8 @@ class MidiLM:
         settings = settings.updated(max_new_tokens=max(settings.max_new_tokens, 4 * total_given))
         rows = self.generate_ids(num_samples, settings=settings, seed=request.seed, constrain=request.constrain,
                                  prompt_ids=prompt, text=caption_text, plans=plans, progress=request.progress,
-                                 on_step=request.on_step, strict_voice_leading=request.strict_voice_leading)
+                                 on_step=request.on_step,
+                                 strict_voice_leading=self._strict_for_given(request, given, names[len(given.tracks):]))
         scores = []
         for row, plan in zip(rows, plans):
             music = self.codec.music_part(row)

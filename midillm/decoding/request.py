@@ -247,8 +247,10 @@ class MusicRequest:
     seed: int | None = 0
     constrain: bool = True                   # False: the token syntax only, without the corpus constraints
     # Parts only: no parallel fifths or octaves, no crossing, upper voices within an octave
-    # (`midillm.decoding.voice_leading`); it is one of the corpus constraints.
-    strict_voice_leading: bool = False
+    # (`midillm.decoding.voice_leading`); it is one of the corpus constraints. None: on where the
+    # corpus's own parts avoid parallels (`CorpusProfile.avoids_parallels`: the chorales), off
+    # elsewhere (a band doubles its bass and lead in octaves).
+    strict_voice_leading: bool | None = None
     sampling: dict = field(default_factory=dict)  # changes to the model's own `SamplingSettings`
     progress: bool = False                   # a progress bar on the terminal
     on_step: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)  # (step, steps)

@@ -4,13 +4,13 @@ octave of each other.
 
 Parts are voices listed from the top down (a chorale's Soprano, Alto, Tenor, Bass), as the
 codec's parts are numbered. A part's voice is its highest note at an onset, as
-`midillm.eval.voice_leading` judges it. The rules only refuse rows; the grammar's fallback (no
+`midillm.tokenization.voice_leading` judges it. The rules only refuse rows; the grammar's fallback (no
 constraint where every row breaks one) keeps a sample from dead-ending.
 
 - Parallels: two parts that both move from one onset to the next may not go from a perfect
   fifth to a perfect fifth, or from a unison or octave to a unison or octave (compound
   intervals included, similar or contrary motion), as music21's `VoiceLeadingQuartet` counts
-  them in `midillm.eval.voice_leading.parallel_motion`.
+  them in `midillm.tokenization.voice_leading.parallel_motion`.
 - Crossing: a part stays at or below every part above it and at or above every part below it,
   against what those parts sound now (struck at this onset, else held from before).
 - Spacing: neighbouring upper parts (all but the lowest) stay within an octave.

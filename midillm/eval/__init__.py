@@ -19,7 +19,7 @@ from .memorization import TrainingIndex, longest_copy
 from .sanity import sample_sanity, sanity_summary
 from .two_sample import two_sample_classifier_accuracy
 from .validity import token_errors_by_type
-from .voice_leading import parallel_motion, rests_inside_voices
+from midillm.tokenization.voice_leading import parallel_motion, rests_inside_voices
 
 __all__ = ["EvalConfig", "EvalError", "TrainingIndex", "chord_on_beat_share", "compare_sets", "evaluate",
            "evaluate_sets", "held_out_likelihood", "kl_divergence", "load_scores", "longest_copy", "overlap_area",

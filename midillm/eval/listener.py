@@ -19,7 +19,7 @@ from symusic import Score
 from .features import SCALAR_FEATURES
 from .harmony import chord_on_beat
 from .two_sample import two_sample_classifier_accuracy
-from .voice_leading import parallel_motion, rests_inside_voices
+from midillm.tokenization.voice_leading import parallel_motion, rests_inside_voices
 
 __all__ = ["LISTENER_MEASURES", "LISTENER_LINES", "listener_lines", "CLASSIFIER_FEATURES", "piece_listening", "listening_summary",
            "classifier_rows", "split_half_classifier_accuracy"]

@@ -28,7 +28,7 @@ from midillm.tokenization.profile import first_bars, measure_corpus
 from midillm.tokenization.rows import flat, infill_row
 
 from .sanity import sample_sanity, sanity_summary
-from .voice_leading import parallel_motion
+from midillm.tokenization.voice_leading import parallel_motion
 
 
 def voice_ranges(scores: list[Score]) -> dict[str, list[int]]:
@@ -99,10 +99,10 @@ def infill_bits_per_note(lm, score: Score, first_bar: int, bars: int = 2) -> tup
 
 
 def evaluate_tasks(lm, pieces: list[Path], out: str | Path | None = None, seed: int = 0,
-                   max_bars: int = 8, max_new_tokens: int = 512, strict_voice_leading: bool = False,
+                   max_bars: int = 8, max_new_tokens: int = 512, strict_voice_leading: bool | None = None,
                    log=print) -> dict:
     """Harmonise the first part of each piece (its first `max_bars` bars) and infill 2 bars in
-    its middle, under strict voice leading if asked; returns the numbers (and writes the scores
+    its middle, under strict voice leading if asked (None: the corpus's default); returns the numbers (and writes the scores
     and `tasks.json` under `out`)."""
     import json
 

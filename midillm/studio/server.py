@@ -227,7 +227,7 @@ def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = 
     @app.post("/api/jobs", status_code=202)
     def submit(model: str = Form(...), task: str = Form("generate"), caption: str = Form(""),
                num_samples: int = Form(1), seed: int = Form(0), constrain: bool = Form(True),
-               strict_voice_leading: bool = Form(False), key_bias: str = Form(""),
+               strict_voice_leading: bool | None = Form(None), key_bias: str = Form(""),
                bars: str = Form(""), tracks: str = Form(""), file: UploadFile | None = File(None),
                sampling: dict = Depends(sampling_form)):
         models.path(model)  # an unknown name fails here, not in the queue

@@ -70,6 +70,7 @@ async function chooseModel(name) {
   fillSampling(model.sampling);
   $("#constrain").checked = model.constraints;
   $("#constrain").disabled = !model.constraints;
+  $("#strict_voice_leading").checked = model.strict_voice_leading;
   $("#strict_voice_leading").disabled = !model.constraints;
   $("#key_bias").disabled = !model.constraints;
   $("#generate").disabled = false;
