@@ -206,14 +206,35 @@ def test_infill_writes_exactly_the_bars_asked(task_lm, band_file):
             assert record["bars"] == count
 
 
-def test_accompany_keeps_the_given_track_exactly(task_lm, band_file):
+@pytest.mark.parametrize("strict", [None, True], ids=["default", "strict-voice-leading"])
+def test_accompany_keeps_the_given_track_exactly(task_lm, band_file, strict):
+    """Given music comes back exactly, whatever the rules ask of the parts written around it
+    (strict voice leading over a given bass leaves the parts above it no room: a dead end)."""
     given = task_lm.codec.decode(task_lm.codec.encode(band_file))
     kept = track_named(given, "Bass")
-    results = task_lm.accompany(band_file, ["Bass"], num_samples=2, seed=0, max_new_tokens=300)
+    results = task_lm.accompany(band_file, ["Bass"], num_samples=2, seed=0, max_new_tokens=300,
+                                strict_voice_leading=strict)
     for result in results:
         assert result.tracks[0].name == "Bass"
         assert notes_of(result.tracks[0], result.ticks_per_quarter) == notes_of(kept, given.ticks_per_quarter)
         assert (result.tracks[0].program, result.tracks[0].is_drum) == (kept.program, kept.is_drum)
+
+
+def test_given_music_left_when_tokens_run_out_is_all_of_it(task_lm, band_file):
+    """Tokens may run out anywhere, even just after a bar line opened a given bar: what is left
+    of the given music, queued ids included, is written after what was sampled."""
+    from midillm.decoding.generate import select_tracks
+
+    given = select_tracks(task_lm.codec.decode(task_lm.codec.encode(band_file)), ["Bass"])
+    given_bars = task_lm.codec.encode_bars(given)
+    assert task_lm.codec.layout == "onsets"
+    plan = task_lm._onset_plan(given_bars, 1)
+    every_id = [lm_id for bar in given_bars for lm_id in bar]
+    assert every_id == [lm_id for head, onsets in plan.given_bars for lm_id in head + [i for _, onset in onsets for i in onset]]
+    plan.record(plan.bar_row, forced=False)  # the first bar line: its head's other ids are queued
+    assert plan.queue and plan.rest_ids() == every_id[1:]
+    plan.record(plan.row_of_lm_id[plan.queue.pop(0)], forced=True)
+    assert plan.rest_ids() == every_id[2:]
 
 
 def test_arrange_keeps_the_melody_exactly(task_lm, band_file):

@@ -169,3 +169,16 @@ def test_tasks_on_given_music_keep_its_tempo_changes_exactly(common_key_lm, band
     [written] = common_key_lm.accompany(score, tracks=[score.tracks[0].name], seed=0, max_new_tokens=48)
     beats = lambda tempos, tpq: [(tempo.time / tpq, round(tempo.qpm, 3)) for tempo in tempos]  # noqa: E731
     assert beats(written.tempos, written.ticks_per_quarter) == beats(score.tempos, score.ticks_per_quarter)
+
+
+def test_a_note_moved_off_the_midi_range_turns_back_an_octave():
+    """A sample's extreme note, moved back to the asked key, stays a MIDI note of its pitch class
+    (symusic refuses to shift past 127)."""
+    from symusic import Note, Score, Track
+
+    from midillm.tokenization.tonality import transposed
+
+    score = Score(480)
+    score.tracks.append(Track(notes=[Note(0, 480, 127, 80), Note(480, 480, 60, 80), Note(960, 480, 1, 80)]))
+    assert [note.pitch for note in transposed(score, 3).tracks[0].notes] == [118, 63, 4]
+    assert [note.pitch for note in transposed(score, -5).tracks[0].notes] == [122, 55, 8]

@@ -111,8 +111,9 @@ class _BarPlan:
         return None
 
     def rest_ids(self) -> list[int]:
-        """The given music not yet written (when tokens run out), as ids."""
-        return [lm_id for bar in (self.given_bars or [])[self.bars_done:] for lm_id in bar]
+        """The given music not yet written (when tokens run out), as ids: what is queued of the
+        bar begun, then the bars to come."""
+        return list(self.queue) + [lm_id for bar in (self.given_bars or [])[self.bars_done:] for lm_id in bar]
 
 
 @dataclass
@@ -185,8 +186,9 @@ class _OnsetPlan:
             self.queue = list(self.pending.pop(0)[1][1:])
 
     def rest_ids(self) -> list[int]:
-        """The given music not yet written (when tokens run out): this bar's onsets, then its bars."""
-        ids = [lm_id for _, onset in self.pending for lm_id in onset]
+        """The given music not yet written (when tokens run out): what is queued of the onset or
+        bar begun, this bar's onsets to come, then its bars."""
+        ids = list(self.queue) + [lm_id for _, onset in self.pending for lm_id in onset]
         for head, onsets in self.given_bars[self.bars_done:]:
             ids += head + [lm_id for _, onset in onsets for lm_id in onset]
         return ids

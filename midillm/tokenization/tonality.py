@@ -94,7 +94,17 @@ def transposed(score: Score, shift: int) -> Score:
         return score
     moved = score.copy()
     for track in moved.tracks:
-        if not track.is_drum:
+        if track.is_drum:
+            continue
+        pitches = track.notes.numpy()["pitch"].astype(int) + shift if track.note_num() else None
+        if pitches is not None and (pitches.min() < 0 or pitches.max() > 127):
+            # A note moved off the MIDI range (a sample's extreme, moved back to its key) goes an
+            # octave the other way: its pitch class, what the move is for, is kept.
+            for note in track.notes:
+                pitch = note.pitch + shift
+                note.pitch = pitch - 12 * ((pitch - 116) // 12) if pitch > 127 else \
+                    pitch + 12 * ((11 - pitch) // 12) if pitch < 0 else pitch
+        else:
             track.shift_pitch(shift, inplace=True)
     moved.key_signatures = []  # a signature written for the old key would mislead
     return moved
