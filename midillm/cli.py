@@ -16,7 +16,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_class, posit
     for field in dataclasses.fields(config_class):
         help_text = field.metadata.get("help", "")
         if field.name in positional:
-            parser.add_argument(field.name, metavar=field.name.upper(), help=help_text)
+            several = "list" in str(field.type)
+            parser.add_argument(field.name, metavar=field.name.upper(), nargs="+" if several else None, help=help_text)
             continue
         flag = "--" + field.name.replace("_", "-")
         required = field.default is dataclasses.MISSING

@@ -275,3 +275,34 @@ def test_absurd_density_is_skipped_and_the_counts_add_up(mixed_folder, tmp_path,
     assert counts["used"] == report["files_used"] == len(report["pieces"])
     assert "Files: 19 read = 13 used + 5 skipped + 1 duplicates" in printed
     assert report["corpus"]["max_notes_per_onset"] < 20  # the machine did not reach the corpus profile
+
+
+def test_several_sources_in_one_call_and_each_caption_names_its_own(tmp_path, bach_midi_files, band_midi_files,
+                                                                     tiny_lm_tokenizer_path, capsys):
+    from midillm.tokenization.caption import caption_fields
+    from midillm.tokenization.codec import MusicCodec
+
+    chorales, band = tmp_path / "chorales", tmp_path / "band"
+    for folder, paths in ((chorales, bach_midi_files[:8]), (band, band_midi_files)):
+        folder.mkdir()
+        for path in paths:
+            shutil.copy(path, folder / path.name)
+    (band / "broken.mid").write_bytes(b"")
+    out = tmp_path / "out"
+    assert main(["prepare", str(chorales), str(band), "--out", str(out), "--base-model", str(tiny_lm_tokenizer_path),
+                 "--seq-len", "256", "--num-workers", "1"]) == 0
+    report = json.loads((out / "prepare.json").read_text())
+    assert report["source"] == [str(chorales), str(band)]
+    assert report["files_read"] == 12 and report["files_used"] == 11
+    # A folder's files are named with their folder: two folders may hold the same names.
+    assert [item["name"] for item in report["files_skipped"]] == ["band/broken.mid"]
+    corpora = {caption_fields(caption).get("Corpus") for caption in MusicCodec.from_pretrained(out / "codec").corpus.captions}
+    assert corpora == {str(chorales), str(band)}
+    # One source: no Corpus line, as before.
+    assert main(["prepare", str(band), "--out", str(tmp_path / "one"), "--base-model", str(tiny_lm_tokenizer_path),
+                 "--seq-len", "256", "--num-workers", "1"]) == 0
+    assert json.loads((tmp_path / "one" / "prepare.json").read_text())["source"] == str(band)
+    assert not any("Corpus" in caption for caption in MusicCodec.from_pretrained(tmp_path / "one" / "codec").corpus.captions)
+    capsys.readouterr()
+    assert main(["prepare", str(band), str(band), "--out", str(tmp_path / "twice")]) == 1
+    assert "given twice" in capsys.readouterr().err

@@ -131,13 +131,14 @@ def _data_source(summary: dict) -> str | None:
     if not data_dir:
         return None
     prepare = _read_json(PreparedData(data_dir).report_path)
-    return prepare.get("source") or data_dir
+    source = prepare.get("source")
+    return (" ".join(source) if isinstance(source, list) else source) or data_dir
 
 
 def _hub_datasets(source: str | None) -> list[str] | None:
-    if source and source.startswith("hf:"):
-        return [source[3:].split(":")[0]]
-    return None
+    """The Hub datasets among the sources ("hf:NAME", several separated by spaces)."""
+    names = [spec[3:].split(":")[0] for spec in (source or "").split() if spec.startswith("hf:")]
+    return names or None
 
 
 # The measures that separate a model from its corpus (`midillm eval`'s listener measures), in the

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 DRUMS = -1  # the program number captions, the corpus profile and miditok give drums
 DRUMS_NAME = "Drums"
 # The metadata a caption opens with: (label, metadata key), in the order they are written.
-METADATA_FIELDS = (("Title", "title"), ("Composer", "composer"), ("Genre", "genre"))
+# Corpus: the source a piece came from, where `prepare` was given several (`sources.list_sources`).
+METADATA_FIELDS = (("Title", "title"), ("Composer", "composer"), ("Genre", "genre"), ("Corpus", "corpus"))
 # The labels of what the score says, which are also the controls a request can set
 # (`midillm.decoding.request`), in the order a caption writes them.
 PARTS, KEY, TIME_SIGNATURE, TEMPO, INSTRUMENTS = "Parts", "Key", "Time signature", "Tempo", "Instruments"

@@ -40,7 +40,7 @@ from .prepared import PreparedData, PrepareWork
 from .profile import CorpusProfile, measure_corpus
 from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
                    reorder_parts)
-from .sources import CheckedFile, Skipped, check_files, describe_error, list_source
+from .sources import CheckedFile, Skipped, check_files, describe_error, list_sources
 from .tonality import COMMON_KEYS, in_common_key, key_before_move
 
 if TYPE_CHECKING:
@@ -54,7 +54,9 @@ SPLITS = ("train", "validation", "test")
 class PrepareConfig:
     """How `midillm prepare` builds a dataset; every field is also a command-line flag."""
 
-    source: str = field(metadata={"help": "A MIDI folder, music21:bach|essen|ryans|palestrina, or hf:<dataset>."})
+    source: str | list[str] = field(metadata={
+        "help": "A MIDI folder, music21:bach|essen|ryans|palestrina, or hf:<dataset>; or several of them (each "
+                "row's caption then names its source on a Corpus line)."})
     out: str = field(metadata={"help": "Output folder: codec/, dataset/ and prepare.json go here."})
     base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={
         "help": "Base LM whose tokenizer receives the music tokens (Hub id, folder, .gguf; default: offline SmolLM2)."})
@@ -91,7 +93,7 @@ class PrepareConfig:
                 "which copies pieces into other keys instead."})
     validation_share: float = field(default=0.05, metadata={"help": "Share of pieces in the validation split."})
     test_share: float = field(default=0.05, metadata={"help": "Share of pieces in the test split."})
-    limit: int | None = field(default=None, metadata={"help": "Use only the first N pieces of the source."})
+    limit: int | None = field(default=None, metadata={"help": "Use only the first N pieces of the source (of each)."})
     num_workers: int = field(default=2, metadata={"help": "Processes that check and tokenize files."})
     profile_pieces: int = field(default=1000, metadata={
         "help": "The corpus profile and the note compounds (or music BPE) are learned from at most this many "
@@ -126,6 +128,13 @@ class PrepareConfig:
             raise ValueError(f"limit must be positive, not {self.limit}")
         if self.profile_pieces < 1 or self.shard_pieces < 1:
             raise ValueError("profile_pieces and shard_pieces must each be at least 1")
+        if not isinstance(self.source, str):  # several sources; one is kept a string, as before
+            self.source = list(self.source) if len(self.source) > 1 else self.source[0]
+
+    @property
+    def sources(self) -> list[str]:
+        """The sources, one or several."""
+        return [self.source] if isinstance(self.source, str) else list(self.source)
 
 
 def split_of(content_hash: str, validation_share: float, test_share: float) -> str:
@@ -281,7 +290,7 @@ def _usable_pieces(config: PrepareConfig, prepared: PreparedData, log) -> _Sourc
     each file in a worker and keeps nothing of it but its hash, its note count or its reason;
     the results are recorded in OUT/partial as they come, so a stopped run does not check
     the same files again."""
-    files, skipped = list_source(config.source, limit=config.limit)
+    files, skipped = list_sources(config.sources, limit=config.limit)
     files_read = len(files) + len(skipped)
     checked, unreadable = check_files(files, num_workers=config.num_workers,
                                       record_dir=PrepareWork.checks_dir(prepared.work_dir))
@@ -296,7 +305,7 @@ def _usable_pieces(config: PrepareConfig, prepared: PreparedData, log) -> _Sourc
     for item in skipped + duplicates:
         log(f"skipped {item.name}: {item.reason}")
     if not unique:
-        raise ValueError(f"no usable MIDI in {config.source}: all {files_read} files were skipped")
+        raise ValueError(f"no usable MIDI in {' '.join(config.sources)}: all {files_read} files were skipped")
     return _Sources(list(unique.values()), skipped, duplicates, files_read)
 
 

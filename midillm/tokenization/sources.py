@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -119,6 +120,27 @@ def list_source(spec: str, limit: int | None = None) -> tuple[list[MidiFile], li
     if spec.startswith("hf:"):
         return _list_hf_dataset(spec.removeprefix("hf:"), limit)
     return _list_folder(spec, limit)
+
+
+def list_sources(specs: list[str], limit: int | None = None) -> tuple[list[MidiFile], list[Skipped]]:
+    """The MIDI files of several sources, one after the other (`limit`: the first pieces of
+    each). With more than one, each file's metadata names its source ("corpus": the caption's
+    Corpus line, so a model learns which corpus a row comes from and a request can ask for one),
+    and a folder's files are named with the folder (two folders may both hold "a.mid")."""
+    if len(specs) == 1:
+        return list_source(specs[0], limit)
+    if len(set(specs)) < len(specs):
+        raise SourceError(f"a source is given twice: {' '.join(specs)}")
+    files, skipped = [], []
+    for spec in specs:
+        listed, unfit = list_source(spec, limit)
+        in_folder = not spec.startswith(("music21:", "hf:"))
+        for file in listed:
+            name = f"{Path(spec).name}/{file.name}" if in_folder else file.name
+            files.append(dataclasses.replace(file, name=name, metadata={**file.metadata, "corpus": spec}))
+        skipped += [Skipped(f"{Path(spec).name}/{item.name}" if in_folder else item.name, item.reason)
+                    for item in unfit]
+    return files, skipped
 
 
 def check_midi_file(file: MidiFile) -> CheckedFile | Skipped:
