@@ -5,7 +5,7 @@
 
 The captions are the held-out pieces' own (the test split of a `midillm prepare` output, read
 back from its rows with `caption_fields`), without their titles, with the key, metre and tempo
-varied: sample i asks for KEYS[i % 6], METRES[i % 2] and TEMPI[i % 4] (sample 0 is D minor in
+varied: sample i asks for KEYS[i % 6], METRES[i % 2], TEMPI[i % 4] and DENSITIES[i % 3] (sample 0 is D minor in
 3/4, sample 1 G major in 4/4), the parts its piece had, and BARS bars. Each caption is sampled
 once with the key-aware bias off and once with it on (`KEY_BIAS`), same seed. Measured on the
 written score (its MIDI bytes, read back):
@@ -13,6 +13,8 @@ written score (its MIDI bytes, read back):
   counting the relative and parallel keys as well;
 - metre: every time signature is the asked one; tempo: every tempo is the asked BPM (to 0.01);
 - parts: as many parts play as asked; bars: the piece spans exactly the asked bars;
+- density: the written piece's Density bin (`CorpusProfile.density_of`, the corpus's thirds of
+  notes per beat per part) is the asked one (a model whose corpus has no thirds: never);
 - sane: `midillm.eval.sanity`, against the model's corpus;
 - the share of pitched notes outside the asked key's scale.
 Writes OUT/control.json and the piano rolls of samples 0 and 1 (both ways), prints the table.
@@ -31,6 +33,7 @@ from harness.report import command_line, today, write_json
 warnings.filterwarnings("ignore")
 
 KEYS = ("D minor", "G major", "F major", "E minor", "Bb major", "A minor")
+DENSITIES = ("sparse", "medium", "dense")
 METRES = ("3/4", "4/4")
 TEMPI = (72, 90, 100, 120)
 BARS = 8
@@ -58,15 +61,16 @@ def held_out_captions(data: str, codec) -> list[str]:
     return captions
 
 
-def asked_caption(caption: str, index: int) -> tuple[str, dict]:
-    """The held-out caption without its title, with sample `index`'s key, metre and tempo."""
+def asked_caption(caption: str, index: int, density: bool = True) -> tuple[str, dict]:
+    """The held-out caption without its title, with sample `index`'s key, metre and tempo, and
+    density where the model learned it (`density`)."""
     from midillm.tokenization.caption import caption_fields, tempo_value, with_fields, write_caption
 
     fields = {label: value for label, value in caption_fields(caption).items() if label != "Title"}
     asked = {"key": KEYS[index % len(KEYS)], "time_signature": METRES[index % len(METRES)],
-             "tempo": float(TEMPI[index % len(TEMPI)])}
+             "tempo": float(TEMPI[index % len(TEMPI)]), "density": DENSITIES[index % len(DENSITIES)] if density else None}
     text = with_fields(write_caption(fields), {"Key": asked["key"], "Time signature": asked["time_signature"],
-                                               "Tempo": tempo_value(asked["tempo"])})
+                                               "Tempo": tempo_value(asked["tempo"]), "Density": asked["density"]})
     return text, asked
 
 
@@ -106,13 +110,17 @@ def measure(sample, asked: dict, parts: int, profile) -> dict:
         "bars_written": bars_written(written),
         "ended": sample.ended,
         "sane": sample_sanity(written, profile, {"ended": sample.ended})["sane"],
+        "density_found": profile.density_of(written),
+        "density_obeyed": profile.density_of(written) == asked["density"] if asked["density"] else None,
         "out_of_key_share": sum(pitch % 12 not in scale for pitch in pitches) / max(len(pitches), 1),
         "notes": len(pitches),
     }
 
 
-def share(rows: list[dict], name: str) -> float:
-    return sum(bool(row[name]) for row in rows) / len(rows)
+def share(rows: list[dict], name: str) -> float | None:
+    """The share of rows where `name` holds, over those that measured it (None: none did)."""
+    measured = [row[name] for row in rows if row[name] is not None]
+    return sum(bool(value) for value in measured) / len(measured) if measured else None
 
 
 def main() -> None:
@@ -138,7 +146,7 @@ def main() -> None:
     for setting, key_bias in (("bias off", None), ("bias on", KEY_BIAS)):
         rows = []
         for index in range(arguments.samples):
-            text, asked = asked_caption(captions[index % len(captions)], index)
+            text, asked = asked_caption(captions[index % len(captions)], index, bool(lm.codec.corpus.density_edges))
             request = MusicRequest(text=text, bars=BARS, key_bias=key_bias, seed=index,
                                    sampling={"max_new_tokens": arguments.max_new_tokens})
             [sample] = lm.run(request)
@@ -146,14 +154,15 @@ def main() -> None:
             rows.append(row)
             print(f"{setting} {index}: asked {asked['key']} {asked['time_signature']} {asked['tempo']:g} BPM -> "
                   f"key {row['key_found']}, metre {row['metre']}, tempo {row['tempo']}, parts {row['parts']}, "
-                  f"bars {row['bars_written']}, sane {row['sane']}, out of key {row['out_of_key_share']:.2f}",
+                  f"bars {row['bars_written']}, density {asked['density']} -> {row['density_found']}, sane {row['sane']}, "
+                  f"out of key {row['out_of_key_share']:.2f}",
                   flush=True)
             if index < 2:
                 name = f"{asked['key'].replace(' ', '-')}-{asked['time_signature'].replace('/', '')}-{setting.replace(' ', '-')}"
                 export_score(sample.score, out / name, ["png", "mid"])
         settings[setting] = {"rows": rows, **{name: share(rows, name) for name in
                                               ("key_exact", "key_related", "metre", "tempo", "parts", "bars", "ended",
-                                               "sane")},
+                                               "sane", "density_obeyed")},
                              "out_of_key_share": sum(row["out_of_key_share"] for row in rows) / len(rows)}
     seconds = time.time() - started
     write_json(out / "control.json", {"settings": settings, "seconds": seconds, "bars": BARS,
@@ -164,7 +173,7 @@ def main() -> None:
     print(f"Command: {command_line()}\n")
     print("| control | midillm, bias off | midillm, bias on | text2midi | MuseCoco |")
     print("|---|---|---|---|---|")
-    percent = lambda value: f"{100 * value:.0f}%"  # noqa: E731
+    percent = lambda value: "n/a" if value is None else f"{100 * value:.0f}%"  # noqa: E731
     print(f"| key, exact tonic and mode (music21) | {percent(off['key_exact'])} | {percent(on['key_exact'])} | 33.6% | 13.7% |")
     print(f"| key, counting relative and parallel | {percent(off['key_related'])} | {percent(on['key_related'])} | | |")
     print(f"| metre | {percent(off['metre'])} | {percent(on['metre'])} | | |")
@@ -172,6 +181,7 @@ def main() -> None:
     print(f"| parts (count) | {percent(off['parts'])} | {percent(on['parts'])} | | |")
     print(f"| length, exactly {BARS} bars | {percent(off['bars'])} | {percent(on['bars'])} | | |")
     print(f"| ended by itself | {percent(off['ended'])} | {percent(on['ended'])} | | |")
+    print(f"| density bin (thirds of the corpus, learned) | {percent(off['density_obeyed'])} | {percent(on['density_obeyed'])} | | |")
     print(f"| sane | {percent(off['sane'])} | {percent(on['sane'])} | | |")
     print(f"| notes outside the asked key's scale | {percent(off['out_of_key_share'])} | "
           f"{percent(on['out_of_key_share'])} | | |")

@@ -235,12 +235,50 @@ def test_strict_voice_leading_flag_says_on_off_or_nothing():
     assert parse("--no-strict-voice-leading").strict_voice_leading is False
 
 
+def test_density_is_a_third_of_the_corpus_and_a_caption_line(bach_midi_files):
+    """A piece's Density is its notes per beat per part against the thirds of its corpus: the
+    same chorale in eighths is dense, in whole notes sparse; the request reads and writes the line."""
+    from symusic import Score as MidiScore
+
+    from midillm.tokenization.profile import density_edges, measure_corpus, piece_density
+
+    scores = [MidiScore(str(path)) for path in bach_midi_files[:12]]
+    profile = measure_corpus(scores)
+    profile.density_edges = density_edges([piece_density(score) for score in scores])
+    low, high = profile.density_edges
+    assert 0.5 < low < high < 2.5  # chorale parts: about a note a beat
+    assert density_edges([1.0] * 6) == []  # pieces all alike: no Density line says anything
+    assert sorted(profile.density_of(score) for score in scores).count("medium") == 4
+    chorale = scores[0]
+    faster, slower = chorale.copy(), chorale.copy()
+    for track in faster.tracks:  # each note split into two of half the length
+        track.notes = [Note(note.time + half, note.duration // 2, note.pitch, note.velocity)
+                       for note in track.notes for half in (0, note.duration // 2)]
+    for track in slower.tracks:  # every fourth note held four times as long
+        track.notes = [Note(note.time, note.duration * 4, note.pitch, note.velocity)
+                       for index, note in enumerate(track.notes) if index % 4 == 0]
+    assert profile.density_of(faster) == "dense" and profile.density_of(slower) == "sparse"
+    request = MusicRequest(text="Parts: Soprano, Alto\nDensity: Dense\n")
+    assert request.density == "dense"
+    assert caption_fields(MusicRequest(density="sparse").prompt_caption("Parts: Soprano\n"))["Density"] == "sparse"
+    with pytest.raises(TaskError, match="density is one of sparse, medium, dense"):
+        MusicRequest(density="busy")
+
+
+def test_density_on_a_model_whose_captions_never_said_it_is_one_line(tiny_lm, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(tiny_lm.codec, "corpus", dataclasses.replace(tiny_lm.codec.corpus, density_edges=[]))
+    with pytest.raises(TaskError, match="density: this model's captions never said it"):
+        tiny_lm.run(MusicRequest(density="dense", sampling={"max_new_tokens": 8}))
+
+
 def test_every_control_is_a_flag_of_generate():
     from midillm.cli import build_parser
 
     arguments = build_parser().parse_args(["generate", "m", "--out", "o", "--key", "D minor", "--time-signature",
                                            "3/4", "--tempo", "90", "--parts", "4", "--programs", "0",
-                                           "--bars", "8", "--key-bias"])
+                                           "--bars", "8", "--density", "dense", "--key-bias"])
     assert {name: getattr(arguments, name) for name in CONTROL_NAMES} == {
         "bars": 8, "programs": "0", "time_signature": "3/4", "tempo": 90.0, "key": "D minor", "parts": "4",
-        "key_bias": KEY_BIAS}
+        "density": "dense", "key_bias": KEY_BIAS}

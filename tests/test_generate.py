@@ -510,7 +510,7 @@ def test_the_profile_keeps_the_train_pieces_own_captions_without_titles(varied):
     # The list of pieces is in prepare.json only (prepare returns the totals).
     train = [piece for piece in PreparedData(out).read_report()["pieces"] if piece["split"] == "train"]
     # Each piece as its rows have it: moved to the common key (C major or C minor), its caption saying so.
-    own = {without_title(score_caption(*in_common_key(Score(piece["path"]), piece["metadata"])[:2])) for piece in train}
+    own = {without_title(lm.codec.caption(*in_common_key(Score(piece["path"]), piece["metadata"])[:2])) for piece in train}
     captions = lm.codec.corpus.captions
     assert len(train) >= 3
     assert set(captions) == own  # each exactly a train piece's caption, no held-out piece's

@@ -355,7 +355,7 @@ class MidiLM:
 
     def check_controls(self, request: MusicRequest, text: str | None) -> None:
         """A request's controls against what this model knows (its corpus): a metre it never
-        had, an instrument outside its vocabulary, more parts than its pieces have, a key the
+        had, a density its captions never said, an instrument outside its vocabulary, more parts than its pieces have, a key the
         caption names that the bias cannot read: one line naming what is possible."""
         corpus = self.codec.corpus
         if corpus is None:
@@ -364,6 +364,9 @@ class MidiLM:
         if request.time_signature and metres and request.time_signature not in corpus.time_signatures:
             raise TaskError(f"time signature {request.time_signature}: this model's corpus never had it; "
                             f"it knows {', '.join(metres)}")
+        if request.density and not corpus.density_edges:
+            raise TaskError("density: this model's captions never said it (prepared before 2026-12-05); "
+                            "prepare the data again and train again to use it")
         known = sorted(int(program) for program in corpus.programs)
         listed = instruments_listed(caption_field(text, INSTRUMENTS)) if text else []
         unnamed = [name for _, name in listed if not programs_listed(name)]

@@ -6,11 +6,11 @@ call. A request is checked when it is made, before any model loads, so a bad val
 at the door it came through. The sampling settings are the fields of `SamplingSettings`, named
 here once: the command's flags and the pipeline's keywords are read off its fields.
 
-The controls (what the piece is to be: key, metre, tempo, parts, instruments, length, and the
+The controls (what the piece is to be: key, metre, tempo, parts, instruments, length, density, and the
 key-aware bias) are the fields of `MusicRequest` marked `_control`, named here once in the same
 way (`CONTROL_NAMES`): the command's flags, the pipeline's keywords and the studio's form are
 read off them. A control is given as a field or, for a new piece, in the caption (its "Key",
-"Time signature", "Tempo", "Parts", "Instruments" lines); a field given wins over the caption's
+"Time signature", "Tempo", "Density", "Parts", "Instruments" lines); a field given wins over the caption's
 line, and the caption the model is prompted with carries every control given (`prompt_caption`).
 """
 
@@ -239,6 +239,9 @@ class MusicRequest:
     parts: list[str] | int | None = _control(
         'The parts: names, e.g. "Soprano, Alto, Tenor, Bass", or a count; exactly these play',
         label=captions.PARTS, metavar="PARTS")
+    density: str | None = _control(
+        "How busy the music is: sparse, medium or dense (notes per beat per part, against the thirds of "
+        "the corpus's pieces; learned from captions)", label=captions.DENSITY, metavar="BIN")
     key_bias: float | bool | None = _control(
         f"Keep to the key: each out-of-key note lowers its row's logit by STRENGTH, each note of the "
         f"tonic triad (or a minor key's leading note) raises it by a third of that "
@@ -309,6 +312,8 @@ class MusicRequest:
             self.key = written[captions.KEY]
         if self.parts is None and written.get(captions.PARTS):
             self.parts = written[captions.PARTS]
+        if self.density is None and written.get(captions.DENSITY):
+            self.density = written[captions.DENSITY]
 
     def _check_control_values(self) -> None:
         if self.time_signature is not None:
@@ -326,6 +331,10 @@ class MusicRequest:
             self.key = known
         if self.parts is not None:
             self.parts = parse_parts(self.parts)
+        if self.density is not None:
+            if str(self.density).strip().lower() not in captions.DENSITY_BINS:
+                raise TaskError(f"density is one of {', '.join(captions.DENSITY_BINS)}, not {self.density!r}")
+            self.density = str(self.density).strip().lower()
         if self.programs and self.parts is not None:
             part_instruments(None, self.programs, self.parts)  # one line if they disagree
         if self.bars is not None and self.task == "continue":
@@ -355,7 +364,8 @@ class MusicRequest:
         whose parts are others make the parts theirs (named by role: Drums, Bass...), and a
         count of parts asked over it keeps that many of its parts with their instruments."""
         values = {captions.KEY: self.key, captions.TIME_SIGNATURE: self.time_signature,
-                  captions.TEMPO: captions.tempo_value(self.tempo) if self.tempo is not None else None}
+                  captions.TEMPO: captions.tempo_value(self.tempo) if self.tempo is not None else None,
+                  captions.DENSITY: self.density}
         text = self.text if self.text is not None else default
         if isinstance(self.parts, list):
             values[captions.PARTS] = ", ".join(self.parts)

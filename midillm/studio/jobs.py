@@ -177,7 +177,7 @@ class Studio:
         for index, sample in enumerate(samples):
             title = _title(request, index, len(samples))
             result = Result(id=uuid.uuid4().hex, title=title, summary=_summary(sample),
-                            files=render_files(sample.score), controls=asked_and_written(music, sample.score))
+                            files=render_files(sample.score), controls=asked_and_written(music, sample.score, lm.codec.corpus))
             results.append(result.id)
             with self._lock:
                 self.results[result.id] = result
@@ -210,10 +210,10 @@ def _title(request: Request, index: int, count: int) -> str:
     return f"{what}{source}{number} (seed {request.music.seed})"
 
 
-def asked_and_written(request: MusicRequest, score) -> list[dict]:
+def asked_and_written(request: MusicRequest, score, corpus=None) -> list[dict]:
     """The controls a musician checks first, asked (blank: left to the model) beside what the
     written score says: its key as found in its notes (`tonality.estimate_key`), its metre,
-    tempo and length in bars."""
+    tempo and length in bars, and its density against the `corpus`'s thirds where it has them."""
     from midillm.eval.sanity import bars_written
     from midillm.tokenization.tonality import estimate_key, named_key
 
@@ -226,7 +226,8 @@ def asked_and_written(request: MusicRequest, score) -> list[dict]:
         {"control": "tempo", "asked": f"{request.tempo:g} BPM" if request.tempo is not None else "",
          "written": f"{round(score.tempos[0].qpm, 2):g} BPM" if len(score.tempos) else "120 BPM"},
         {"control": "bars", "asked": str(bars or ""), "written": str(bars_written(score))},
-    ]
+    ] + ([{"control": "density", "asked": request.density or "", "written": corpus.density_of(score) or ""}]
+         if corpus is not None and corpus.density_edges else [])
 
 
 def _summary(sample) -> str:

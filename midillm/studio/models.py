@@ -12,7 +12,7 @@ from pathlib import Path
 
 from midillm.errors import first_line
 from midillm.model.bundle import Bundle
-from midillm.tokenization.caption import (caption_fields, instrument_name, instruments_listed, key_names,
+from midillm.tokenization.caption import (DENSITY_BINS, caption_fields, instrument_name, instruments_listed, key_names,
                                           programs_named, read_tempo, score_caption)
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
 # What a bundle can be asked to do besides sampling from nothing: the tasks of its training rows,
@@ -102,7 +102,7 @@ class LoadedModel:
 
 
 def build_caption(composer: str = "", genre: str = "", key: str = "", time_signature: str = "",
-                  tempo: float | None = None, instruments: dict[int, int] | None = None) -> str:
+                  tempo: float | None = None, instruments: dict[int, int] | None = None, density: str = "") -> str:
     """The caption for these fields, written by `score_caption` itself (the one home of the
     caption format): a score holding just the asked metre, tempo and instruments, with the
     composer, genre and key as metadata."""
@@ -130,7 +130,9 @@ def build_caption(composer: str = "", genre: str = "", key: str = "", time_signa
             track.notes.append(Note(0, 1, 60, 64))  # score_caption lists only tracks that play
             sketch.tracks.append(track)
     metadata = {"composer": composer.strip(), "genre": genre.strip(), "key": key.strip()}
-    return score_caption(sketch, metadata)
+    if density.strip() and density.strip().lower() not in DENSITY_BINS:
+        raise StudioError(f"density is one of {', '.join(DENSITY_BINS)}, not {density.strip()[:40]!r}")
+    return score_caption(sketch, metadata, density.strip().lower() or None)
 
 
 def form_fields(caption: str) -> dict:
@@ -139,7 +141,7 @@ def form_fields(caption: str) -> dict:
     written = caption_fields(caption)
     fields: dict = {"composer": written.get("Composer", ""), "genre": written.get("Genre", ""),
                     "key": written.get("Key", ""), "time_signature": written.get("Time signature", ""),
-                    "tempo": None, "instruments": {}}
+                    "tempo": None, "density": written.get("Density", ""), "instruments": {}}
     fields["tempo"] = read_tempo(written.get("Tempo", ""))
     for count, name in instruments_listed(written.get("Instruments", "")):
         programs = programs_named([name])
@@ -164,6 +166,8 @@ def model_info(name: str, lm) -> dict:
         "caption": caption,
         "fields": form_fields(caption),
         "keys": key_names(),
+        # Density bins where the model's captions said them (a corpus with measured thirds).
+        "densities": list(DENSITY_BINS) if corpus is not None and corpus.density_edges else [],
         "time_signatures": list(corpus.time_signatures) if corpus is not None else [],
         "instruments": [{"program": program, "name": instrument_name(program)} for program in programs],
         # The fields of SamplingSettings only: a running job's copy carries its progress hook too.

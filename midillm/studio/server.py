@@ -220,9 +220,9 @@ def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = 
     @app.post("/api/caption")
     def caption(composer: str = Form(""), genre: str = Form(""), key: str = Form(""),
                 time_signature: str = Form(""), tempo: float | None = Form(None),
-                instruments: str = Form("")):
+                instruments: str = Form(""), density: str = Form("")):
         return {"caption": build_caption(composer, genre, key, time_signature, tempo,
-                                         _parse_instruments(instruments))}
+                                         _parse_instruments(instruments), density)}
 
     @app.post("/api/jobs", status_code=202)
     def submit(model: str = Form(...), task: str = Form("generate"), caption: str = Form(""),

@@ -36,7 +36,11 @@ METADATA_FIELDS = (("Title", "title"), ("Composer", "composer"), ("Genre", "genr
 # The labels of what the score says, which are also the controls a request can set
 # (`midillm.decoding.request`), in the order a caption writes them.
 PARTS, KEY, TIME_SIGNATURE, TEMPO, INSTRUMENTS = "Parts", "Key", "Time signature", "Tempo", "Instruments"
-FIELD_ORDER = tuple(label for label, _ in METADATA_FIELDS) + (PARTS, KEY, TIME_SIGNATURE, TEMPO, INSTRUMENTS)
+# How busy the music is: the piece's notes per beat per part against its corpus's thirds
+# (`CorpusProfile.density_of`), one of DENSITY_BINS.
+DENSITY = "Density"
+DENSITY_BINS = ("sparse", "medium", "dense")
+FIELD_ORDER = tuple(label for label, _ in METADATA_FIELDS) + (PARTS, KEY, TIME_SIGNATURE, TEMPO, DENSITY, INSTRUMENTS)
 
 _PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _MAJOR_KEYS_BY_SHARPS = {-7: "Cb", -6: "Gb", -5: "Db", -4: "Ab", -3: "Eb", -2: "Bb", -1: "F",
@@ -175,8 +179,9 @@ def with_fields(text: str | None, values: Mapping[str, str | None]) -> str:
     return write_caption(dict(fields))
 
 
-def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> str:
-    """A score's caption from what is known: metadata first, then what the score itself says."""
+def score_caption(score: Score, metadata: Mapping[str, str] | None = None, density: str | None = None) -> str:
+    """A score's caption from what is known: metadata first, then what the score itself says;
+    `density` (one of DENSITY_BINS) where the corpus measured its thirds (`CorpusProfile.density_of`)."""
     metadata = dict(metadata or {})
     fields = {label: metadata.get(key) for label, key in METADATA_FIELDS}
     played = [track for track in score.tracks if track.note_num()]
@@ -193,6 +198,7 @@ def score_caption(score: Score, metadata: Mapping[str, str] | None = None) -> st
         fields["Time signature"] = f"{signature.numerator}/{signature.denominator}"
     if len(score.tempos):
         fields["Tempo"] = tempo_value(score.tempos[0].qpm)
+    fields[DENSITY] = density
     # Part by part, in the order of the Parts line: the caption says which part plays what.
     fields["Instruments"] = instruments_value(DRUMS if track.is_drum else track.program for track in played)
     return write_caption(fields)

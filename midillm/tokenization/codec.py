@@ -573,8 +573,9 @@ class MusicCodec:
     # ----------------------------------------------------------------------------- encoding
 
     def caption(self, score: Score, metadata: Mapping[str, str] | None = None) -> str:
-        """A short text from what is known: metadata first, then what the score itself says."""
-        return score_caption(score, metadata)
+        """A short text from what is known: metadata first, then what the score itself says,
+        its Density against the corpus's thirds included where the corpus measured them."""
+        return score_caption(score, metadata, self.corpus.density_of(score) if self.corpus is not None else None)
 
     def caption_ids(self, score: Score, metadata: Mapping[str, str] | None = None) -> list[int]:
         if not self.captions:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from symusic import Score
 
-from .caption import DRUMS, part_names, typical_caption, without_title
+from .caption import DENSITY_BINS, DRUMS, part_names, typical_caption, without_title
 from .metre import bar_length
 from .roles import track_role
 from .voice_leading import parallel_motion
@@ -113,6 +113,10 @@ class CorpusProfile:
         "help": f"Parallel fifths and octaves per move between two parts (`voice_leading.parallel_motion`) in "
                 f"the first {VOICE_LEADING_PIECES} train pieces with two pitched parts or more; None: not "
                 "measured (no such piece, or a profile from before 2026-12-05)."})
+    density_edges: list[float] = field(default_factory=list, metadata={
+        "help": "Notes per beat per part (`piece_density`) of the train pieces at their thirds: a caption's "
+                "Density is sparse below the first, dense from the second, medium between; empty: not measured "
+                "(a profile from before 2026-12-05, or `measure_corpus` without `prepare`)."})
     keys: dict[str, int] = field(default_factory=dict, metadata={
         "help": "The train pieces' own keys (\"G major\") -> how many pieces are in each, measured before "
                 "`prepare --common-key` moved them to C: what a request without a key is written in, "
@@ -129,6 +133,14 @@ class CorpusProfile:
         """Whether the corpus's parts avoid parallel fifths and octaves (`AVOIDS_PARALLELS_BELOW`):
         then strict voice leading is a request's default."""
         return self.parallels_per_move is not None and self.parallels_per_move < AVOIDS_PARALLELS_BELOW
+
+    def density_of(self, score: Score) -> str | None:
+        """The piece's Density bin against this corpus's thirds (`density_edges`); None where
+        they were not measured or the piece has no notes."""
+        density = piece_density(score)
+        if not self.density_edges or density is None:
+            return None
+        return density_bin(density, self.density_edges)
 
     @property
     def program_list(self) -> list[int]:
@@ -219,6 +231,28 @@ def part_activity(score: Score) -> list[tuple[str, float, float]]:
         silences = np.concatenate([[onsets[0] - start], onsets[1:] - sounding_until[:-1], [end - sounding_until[-1]]])
         activity.append((track_role(track), float(max(int(silences.max()), 0)) / tpq, len(onsets) / beats))
     return activity
+
+
+def piece_density(score: Score) -> float | None:
+    """How busy a piece is: notes per beat (quarter note) of each played part, over the piece
+    (`part_activity`), averaged over its parts, so that a four-part and a seven-part chorale in
+    quarter notes read alike. None for a piece without notes."""
+    activity = part_activity(score)
+    return float(np.mean([density for _, _, density in activity])) if activity else None
+
+
+def density_bin(density: float, edges: list[float]) -> str:
+    """One of `caption.DENSITY_BINS` for notes per beat per part: sparse below edges[0], dense
+    from edges[1], medium between."""
+    return DENSITY_BINS[int(np.searchsorted(edges, density, side="right"))]
+
+
+def density_edges(densities: list[float]) -> list[float]:
+    """The thirds of the pieces' densities: each bin holds a third of the pieces. None (an
+    empty list) where the pieces are all alike (a corpus of block chords in quarter notes): a
+    Density line would say the same of every piece."""
+    edges = [round(float(edge), 4) for edge in np.quantile(densities, [1 / 3, 2 / 3])] if densities else []
+    return edges if edges and edges[0] < edges[1] else []
 
 
 def _grid_for(ticks: np.ndarray, ticks_per_quarter: int) -> int:

@@ -118,6 +118,12 @@ function fillCaptionFields(info) {
   info.time_signatures.forEach((name) => option(metre, name));
   metre.value = fields.time_signature || "";
   $("#tempo").value = fields.tempo || "";
+  const density = $("#density");
+  density.replaceChildren();
+  option(density, "", "any");
+  info.densities.forEach((name) => option(density, name));  // none: the model never learned it
+  density.value = fields.density || "";
+  density.disabled = !info.densities.length;
   const box = $("#instruments");
   box.replaceChildren();
   info.instruments.forEach(({ program, name }) => {
@@ -141,7 +147,7 @@ function fillSampling(sampling) {
 async function rebuildCaption() {
   if (captionEdited) return;
   const form = new FormData();
-  ["composer", "key", "time_signature", "tempo"].forEach((id) => form.append(id, $(`#${id}`).value));
+  ["composer", "key", "time_signature", "tempo", "density"].forEach((id) => form.append(id, $(`#${id}`).value));
   const instruments = [...document.querySelectorAll("#instruments input")]
     .filter((input) => Number(input.value) > 0)
     .map((input) => `${input.dataset.program}:${input.value}`);
