@@ -24,6 +24,7 @@ from midillm.studio.models import PROMPT_TASKS, LoadedModel, build_caption, find
 from midillm.studio.server import create_app
 from midillm.eval.sanity import bars_written
 from midillm.tokenization.caption import score_caption
+from midillm.tokenization.roles import program_role
 
 MAX_UPLOAD_MB = 0.5  # small, so an oversized upload is cheap to send
 
@@ -200,6 +201,9 @@ def test_page_and_model_description(studio, tiny_bundle):
     assert info["caption"] == lm.default_text(None, seed=0) and info["caption"] in lm.codec.corpus.captions
     assert info["fields"]["time_signature"] == "4/4"
     assert [item["program"] for item in info["instruments"]] == lm.codec.corpus.program_list
+    # Parts are picked by role: each instrument says the role its parts play.
+    assert {item["program"]: item["role"] for item in info["instruments"]} == {
+        program: program_role(program) for program in lm.codec.corpus.program_list}
     assert info["sampling"]["max_new_tokens"] == lm.sampling.max_new_tokens and info["constraints"] is True
     status, caption = studio.post("/api/caption", {"composer": "Anon", "time_signature": "3/4",
                                                    "tempo": "90", "instruments": "0:2,-1:1"})
@@ -422,6 +426,20 @@ def test_page_in_headless_chromium_generates_and_shows_everything(studio, tmp_pa
         browser.wait_for(PAGE_READY, what="the model to load")
         caption = studio.models.get("tiny").default_text(None, seed=0)
         assert caption and browser.evaluate("document.querySelector('#caption').value") == caption
+        # The instruments stand under their roles; a part picked there goes into the caption by its role.
+        programs = studio.models.get("tiny").codec.corpus.program_list
+        roles = browser.evaluate("[...document.querySelectorAll('#instruments .role')].map(group => group.dataset.role)")
+        assert sorted(roles) == sorted({program_role(program) for program in programs})
+        first = programs[0]
+        original = browser.evaluate(f"document.querySelector('#instruments input[data-program=\"{first}\"]').value")
+        browser.evaluate(f"(() => {{ const input = document.querySelector('#instruments input[data-program=\"{first}\"]');"
+                         f" input.value = '{int(original) + 2}'; input.dispatchEvent(new Event('change', {{bubbles: true}})); }})()")
+        built = browser.wait_for("document.querySelector('#caption').value !== " + json.dumps(caption) + " ? "
+                                 "document.querySelector('#caption').value : ''", what="the caption rebuilt")
+        assert program_role(first) in built.split("Parts: ")[1].split("\n")[0]
+        before = json.dumps(caption)
+        browser.evaluate(f"(() => {{ document.querySelector('#instruments input[data-program=\"{first}\"]').value = '{original}';"
+                         f" document.querySelector('#caption').value = {before}; }})()")  # the rest runs on the drawn caption
         # An error shows as one line on the page, and the page goes on working.
         upload = tmp_path / "notes.txt"
         upload.write_text("not music")

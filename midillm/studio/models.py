@@ -17,6 +17,7 @@ from midillm.tokenization.caption import (DENSITY_BINS, caption_fields, instrume
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
 # What a bundle can be asked to do besides sampling from nothing: the tasks of its training rows,
 # in the order the page lists them.
+from midillm.tokenization.roles import program_role
 from midillm.tokenization.rows import TASKS as PROMPT_TASKS
 
 # A bundle says which tasks it was trained for in `lm.tasks`; without it, continuation only.
@@ -169,7 +170,9 @@ def model_info(name: str, lm) -> dict:
         # Density bins where the model's captions said them (a corpus with measured thirds).
         "densities": list(DENSITY_BINS) if corpus is not None and corpus.density_edges else [],
         "time_signatures": list(corpus.time_signatures) if corpus is not None else [],
-        "instruments": [{"program": program, "name": instrument_name(program)} for program in programs],
+        # Each with its role (what a part of it does in a band: Drums, Bass, Piano...): the page picks parts by role.
+        "instruments": [{"program": program, "name": instrument_name(program), "role": program_role(program)}
+                        for program in programs],
         # The fields of SamplingSettings only: a running job's copy carries its progress hook too.
         "sampling": {name: getattr(lm.sampling, name) for name in SamplingSettings.__dataclass_fields__},
         "constraints": corpus is not None,

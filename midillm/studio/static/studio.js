@@ -126,15 +126,31 @@ function fillCaptionFields(info) {
   density.disabled = !info.densities.length;
   const box = $("#instruments");
   box.replaceChildren();
-  info.instruments.forEach(({ program, name }) => {
-    const label = document.createElement("label");
-    label.className = "instrument";
-    const parts = document.createElement("input");
-    Object.assign(parts, { type: "number", min: 0, max: 16, step: 1, value: fields.instruments[program] || 0 });
-    parts.dataset.program = program;
-    parts.title = `${name}: how many parts (0 = none)`;
-    label.append(parts, name);
-    box.append(label);
+  // Parts picked by role (Drums, Bass, Piano, Strings, Lead...), each role's instruments under it.
+  const roles = new Map();
+  info.instruments.forEach((instrument) => {
+    if (!roles.has(instrument.role)) roles.set(instrument.role, []);
+    roles.get(instrument.role).push(instrument);
+  });
+  roles.forEach((instruments, role) => {
+    const group = document.createElement("div");
+    group.className = "role";
+    group.dataset.role = role;
+    const heading = document.createElement("span");
+    heading.className = "role-name";
+    heading.textContent = role;
+    group.append(heading);
+    instruments.forEach(({ program, name }) => {
+      const label = document.createElement("label");
+      label.className = "instrument";
+      const parts = document.createElement("input");
+      Object.assign(parts, { type: "number", min: 0, max: 16, step: 1, value: fields.instruments[program] || 0 });
+      parts.dataset.program = program;
+      parts.title = `${role}: ${name}, how many parts (0 = none)`;
+      label.append(parts, name);
+      group.append(label);
+    });
+    box.append(group);
   });
   captionEdited = false;
   $("#caption").value = info.caption;
