@@ -271,6 +271,8 @@ def test_density_on_a_model_whose_captions_never_said_it_is_one_line(tiny_lm, mo
     monkeypatch.setattr(tiny_lm.codec, "corpus", dataclasses.replace(tiny_lm.codec.corpus, density_edges=[]))
     with pytest.raises(TaskError, match="density: this model's captions never said it"):
         tiny_lm.run(MusicRequest(density="dense", sampling={"max_new_tokens": 8}))
+    with pytest.raises(TaskError, match="density: this model's captions never said it"):
+        tiny_lm.generate(density="dense", max_new_tokens=8)
 
 
 def test_every_control_is_a_flag_of_generate():

@@ -355,8 +355,9 @@ class MidiLM:
 
     def check_controls(self, request: MusicRequest, text: str | None) -> None:
         """A request's controls against what this model knows (its corpus): a metre it never
-        had, a density its captions never said, an instrument outside its vocabulary, more parts than its pieces have, a key the
-        caption names that the bias cannot read: one line naming what is possible."""
+        had, a density its captions never said, an instrument outside its vocabulary, more parts
+        than its pieces have, a key the caption names that the bias cannot read: one line naming
+        what is possible."""
         corpus = self.codec.corpus
         if corpus is None:
             return
@@ -550,15 +551,16 @@ class MidiLM:
                  programs: list[int] | None = None, time_signature: str | None = None,
                  tempo: float | None = None, constrain: bool = True, strict_voice_leading: bool | None = None,
                  key: str | None = None, parts: list[str] | int | None = None, bars: int | None = None,
-                 key_bias: float | bool | None = None, **sampling) -> list[Score]:
+                 key_bias: float | bool | None = None, density: str | None = None, **sampling) -> list[Score]:
         """Sample scores. `prompt` (a MIDI or audio path, bytes or Score) is continued; `text` is a caption
         (default: one a training piece had, drawn by `seed`); `programs` (-1 = drums), `time_signature` and
         `tempo` force those controls; `constrain=False` turns the corpus constraints off;
         `strict_voice_leading` forbids parallel fifths and octaves, crossing and wide spacing
-        between the parts (None: where the corpus avoids them, `CorpusProfile.avoids_parallels`); `key`, `parts`, `bars` and `key_bias` are the other controls
-        (`MusicRequest`); `sampling` changes the bundle's `SamplingSettings` (max_new_tokens, ...)."""
+        between the parts (None: where the corpus avoids them, `CorpusProfile.avoids_parallels`);
+        `key`, `parts`, `bars`, `density` and `key_bias` are the other controls (`MusicRequest`);
+        `sampling` changes the bundle's `SamplingSettings` (max_new_tokens, ...)."""
         request = MusicRequest("continue", prompt, text, programs=programs, time_signature=time_signature,
-                               tempo=tempo, key=key, parts=parts, bars=bars, key_bias=key_bias,
+                               tempo=tempo, key=key, parts=parts, bars=bars, key_bias=key_bias, density=density,
                                num_samples=num_samples, seed=seed, constrain=constrain,
                                strict_voice_leading=strict_voice_leading, sampling=sampling)
         return [sample.score for sample in self.run(request)]
