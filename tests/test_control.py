@@ -240,12 +240,14 @@ def test_density_is_a_third_of_the_corpus_and_a_caption_line(bach_midi_files):
     same chorale in eighths is dense, in whole notes sparse; the request reads and writes the line."""
     from symusic import Score as MidiScore
 
-    from midillm.tokenization.profile import density_edges, measure_corpus, piece_density
+    from midillm.tokenization.profile import density_edges, measure_corpus
 
     scores = [MidiScore(str(path)) for path in bach_midi_files[:12]]
-    profile = measure_corpus(scores)
-    profile.density_edges = density_edges([piece_density(score) for score in scores])
+    profile = measure_corpus(scores, [f"Title: {index}\n" for index in range(len(scores))])
     low, high = profile.density_edges
+    # The profile keeps the pieces' captions (titles left out, counted) with their Density lines: a third each.
+    assert {caption_fields(caption)["Density"]: count for caption, count in profile.captions.items()} == \
+        {"sparse": 4, "medium": 4, "dense": 4}
     assert 0.5 < low < high < 2.5  # chorale parts: about a note a beat
     assert density_edges([1.0] * 6) == []  # pieces all alike: no Density line says anything
     assert sorted(profile.density_of(score) for score in scores).count("medium") == 4

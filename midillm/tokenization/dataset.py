@@ -34,10 +34,10 @@ from tqdm.auto import tqdm
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL
-from .caption import DENSITY, score_caption, with_fields
+from .caption import score_caption
 from .codec import DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, LAYOUTS, MIDITOK_VERSION, RENDERS, TOKENIZATIONS, MusicCodec
 from .prepared import PreparedData, PrepareWork
-from .profile import CorpusProfile, density_bin, density_edges, measure_corpus, piece_density
+from .profile import CorpusProfile, measure_corpus
 from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
                    reorder_parts)
 from .sources import CheckedFile, Skipped, check_files, describe_error, list_sources
@@ -337,19 +337,13 @@ def _measure(pieces: list[CheckedFile], common_key: bool, log) -> CorpusProfile:
     """What the corpus allows, measured on these (train) pieces (moved to the common key if
     asked; their own keys counted before). The files are read again for each pass rather than
     kept: a score of a band piece takes far more memory than reading it takes time."""
-    captions, keys, densities = [], Counter(), []
+    captions, keys = [], Counter()
     for piece in tqdm(pieces, desc="Measuring the corpus", unit="file"):
         score, metadata, own = _read_piece(piece, common_key)
         keys.update([own] if own else [])
-        densities.append(piece_density(score))
         captions.append(score_caption(score, metadata))
-    # A caption's Density is the piece's against the corpus's thirds, known once all are measured.
-    edges = density_edges([density for density in densities if density is not None])
-    captions = [with_fields(caption, {DENSITY: density_bin(density, edges) if density is not None and edges else None})
-                for caption, density in zip(captions, densities)]
     corpus = measure_corpus((_read_piece(piece, common_key)[0] for piece in pieces), captions)
     corpus.keys = dict(keys.most_common())
-    corpus.density_edges = edges
     log(f"Corpus: {corpus.pieces} train pieces measured, programs {corpus.program_list}, at most "
         f"{corpus.max_notes_per_onset} notes per onset (mean {corpus.mean_notes_per_onset:.2f}), "
         f"metres {', '.join(corpus.time_signatures)}, grid 1/{corpus.positions_per_beat} beat")

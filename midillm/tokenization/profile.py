@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from symusic import Score
 
-from .caption import DENSITY_BINS, DRUMS, part_names, typical_caption, without_title
+from .caption import DENSITY, DENSITY_BINS, DRUMS, part_names, typical_caption, with_fields, without_title
 from .metre import bar_length
 from .roles import track_role
 from .voice_leading import parallel_motion
@@ -116,7 +116,7 @@ class CorpusProfile:
     density_edges: list[float] = field(default_factory=list, metadata={
         "help": "Notes per beat per part (`piece_density`) of the train pieces at their thirds: a caption's "
                 "Density is sparse below the first, dense from the second, medium between; empty: not measured "
-                "(a profile from before 2026-12-05, or `measure_corpus` without `prepare`)."})
+                "(a profile from before 2026-12-05, or pieces all alike)."})
     keys: dict[str, int] = field(default_factory=dict, metadata={
         "help": "The train pieces' own keys (\"G major\") -> how many pieces are in each, measured before "
                 "`prepare --common-key` moved them to C: what a request without a key is written in, "
@@ -267,7 +267,8 @@ def _grid_for(ticks: np.ndarray, ticks_per_quarter: int) -> int:
 
 
 def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> CorpusProfile:
-    """Measure the pieces (symusic Scores) and their captions into a `CorpusProfile`."""
+    """Measure the pieces (symusic Scores) and their captions into a `CorpusProfile`: the
+    captions (one per piece, in order) are kept with each piece's Density line added."""
     captions = list(captions)
     velocities: set[int] = set()
     programs: Counter = Counter()
@@ -289,6 +290,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
     max_duration = 0.0
     pieces = notes = 0
     voice_leading_pieces = moves = parallels = 0
+    densities: list[float | None] = []  # each piece's notes per beat per part, in the captions' order
     for score in scores:
         tpq = score.ticks_per_quarter
         # miditok counts durations in beats of the metre (eighths in 6/8, halves in 2/2).
@@ -310,6 +312,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
             max_duration = max(max_duration, float(array["duration"].max()) / tpq * beats_per_quarter)
             notes += len(array["time"])
         if not onsets:
+            densities.append(None)
             continue
         pieces += 1
         for program in piece_programs:
@@ -334,9 +337,11 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
             motion = parallel_motion(score)
             moves += motion["moves"]
             parallels += motion["parallels"]
-        for role, rest, density in part_activity(score):
+        activity = part_activity(score)
+        for role, rest, density in activity:
             role_rests.setdefault(role, []).append(rest)
             role_densities.setdefault(role, []).append(density)
+        densities.append(float(np.mean([density for _, _, density in activity])))  # = piece_density(score)
         signatures = list(score.time_signatures) or []
         for signature in signatures:
             time_signatures[f"{signature.numerator}/{signature.denominator}"] += 1
@@ -348,6 +353,11 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
     if not pieces:
         raise ValueError("no notes to measure in the corpus")
 
+    # Each caption says its piece's Density against the corpus's thirds, known once all are measured.
+    edges = density_edges([density for density in densities if density is not None])
+    if edges and captions:
+        captions = [with_fields(caption, {DENSITY: density_bin(density, edges) if density is not None else None})
+                    for caption, density in zip(captions, densities)]
     counts = np.array(sorted(onset_histogram.elements()))
     # A grid in steps per quarter note -> miditok's positions per beat, where a beat is the
     # metre's denominator: a half note in 2/2 needs twice the quarter's steps.
@@ -386,6 +396,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
                              for role, densities in sorted(role_densities.items())},
         caption=typical_caption(captions),
         captions=caption_sample(captions),
+        density_edges=edges,
         parallels_per_move=round(parallels / moves, 4) if moves else None,
     )
 
