@@ -8,10 +8,10 @@ why samples are slow".
   the held-out pieces and in each folder of samples.
 - Teacher-forced (with --model; onsets layout): at every point of the test split where the next
   token may move time, the mass the model gives each kind of move (another note at this onset, a
-  bar line, each Position) against how often each is the true one; and the mass it gives a
-  Position at or before the current one in the bar. The grammar masks those at sampling, so that
-  mass goes to the later positions and the bar line in proportion: a model that has not learned
-  where in the bar it is writes long gaps.
+  bar line, each Position or Shift) against how often each is the true one; and the mass it gives
+  a time the grammar refuses: a Position at or before the current one in the bar, or a Shift past
+  the bar's end. The grammar masks those at sampling, so that mass goes to the other moves in
+  proportion: a model that has not learned where in the bar it is writes long gaps.
 """
 
 from __future__ import annotations
@@ -46,31 +46,34 @@ def pace(paths) -> dict[str, float]:
             "gaps_over_a_beat": long_gaps / max(gaps, 1)}
 
 
-def time_moves(lm) -> tuple[list[str], list[int | None]]:
-    """Each music row's time move ("same": it keeps the time; "Bar"; "Position_16"...), and the
-    position it moves to (None if it moves to no Position)."""
-    kinds, positions = [], []
+def time_moves(lm) -> tuple[list[str], list[int | None], list[int | None]]:
+    """Each music row's time move ("same": it keeps the time; "Bar"; "Position_16", "Shift_12"...),
+    the position it moves to (None if it names no Position) and the steps it shifts (None: no Shift)."""
+    kinds, positions, shifts = [], [], []
     for row, lm_id in enumerate(lm.grammar.row_lm_ids):
         tokens = lm.codec.music_tokens([lm_id])
         first = tokens[0] if tokens else ""
         if row == lm.grammar.end_row:
             kinds.append("end")
-        elif first.startswith(("Bar_", "Position_")):
+        elif first.startswith(("Bar_", "Position_", "Shift_")):
             kinds.append(first.split("_")[0] if first.startswith("Bar_") else first)
         else:
             kinds.append("same")
         positions.append(int(first.split("_")[1]) if first.startswith("Position_") else None)
-    return kinds, positions
+        shifts.append(int(first.split("_")[1]) if first.startswith("Shift_") else None)
+    return kinds, positions, shifts
 
 
 def teacher_forced(lm, data: str, rows: int) -> dict:
     import torch
     from datasets import load_from_disk
 
-    kinds, positions = time_moves(lm)
+    kinds, positions, shifts = time_moves(lm)
     names = sorted(set(kinds))
     kind_index = torch.tensor([names.index(kind) for kind in kinds])
     row_position = torch.tensor([-1 if position is None else position for position in positions])
+    row_shift = torch.tensor([-1 if shift is None else shift for shift in shifts])
+    per_beat = lm.codec.music_tokenizer.config.max_num_pos_per_beat
     row_of = lm.grammar.row_of_lm_id
     head = lm.model.get_output_embeddings().weight[lm.rows].float()
     predicted = torch.zeros(len(names), dtype=torch.float64)
@@ -83,12 +86,17 @@ def teacher_forced(lm, data: str, rows: int) -> dict:
             hidden = lm.model.get_decoder()(input_ids=ids).last_hidden_state[0].float()
             probs = torch.softmax(hidden @ head.T, dim=-1).double()
             current = -1  # the position of the last onset in this bar; -1 right after a bar line
+            bar_positions = 4 * per_beat
             for index in range(ids.shape[1] - 1):
                 token, target = int(ids[0, index]), int(ids[0, index + 1])
                 if token in row_of:
-                    kind = kinds[row_of[token]]
-                    current = -1 if kind == "Bar" else positions[row_of[token]] if kind.startswith("Position") \
-                        else current
+                    row = row_of[token]
+                    kind = kinds[row]
+                    current = -1 if kind == "Bar" else positions[row] if kind.startswith("Position") \
+                        else max(current, 0) + shifts[row] if kind.startswith("Shift") else current
+                    metre = next((name for name in lm.codec.music_tokens([token]) if name.startswith("TimeSig_")), None)
+                    if metre:
+                        bar_positions = int(metre.split("_")[1].split("/")[0]) * per_beat
                 if example["labels"][index + 1] == -100 or target not in row_of:
                     continue
                 mass = torch.zeros(len(names), dtype=torch.float64).index_add_(0, kind_index, probs[index])
@@ -96,7 +104,9 @@ def teacher_forced(lm, data: str, rows: int) -> dict:
                     continue
                 predicted += mass
                 truth[names.index(kinds[row_of[target]])] += 1
-                past_mass += float(probs[index][(row_position >= 0) & (row_position <= current)].sum())
+                refused = ((row_position >= 0) & (row_position <= current)) | (
+                    (row_shift >= 0) & ((max(current, 0) + row_shift >= bar_positions) | ((row_shift == 0) & (current >= 0))))
+                past_mass += float(probs[index][refused].sum())
                 points += 1
     order = torch.argsort(-truth)[:12]
     return {"points": points, "mass_on_past_positions": past_mass / max(points, 1),
@@ -125,7 +135,8 @@ def main() -> None:
         lm = MidiLM.from_pretrained(arguments.model, dtype="bf16")
         result = teacher_forced(lm, arguments.data, arguments.rows)
         print(f"\nTeacher-forced, {result['points']} points where time may move (test split):")
-        print(f"  mass on a Position at or before the current one (masked at sampling): "
+        print(f"  mass on a time the grammar refuses (a Position at or before the current one, a Shift "
+              f"past the bar's end; masked at sampling): "
               f"{result['mass_on_past_positions']:.3f}")
         print("  move: true share / the model's mean mass")
         for name, (true_share, mass) in result["moves"].items():

@@ -134,7 +134,7 @@ def test_a_part_with_an_asked_instrument_names_it_before_its_first_note(band_lm)
     decode as program 0 on a melodic channel."""
     constraints = band_lm.constraints("Parts: Drums, Bass\nInstruments: Drums, Electric Bass (finger)\n")
     state = constraints.start_state()
-    for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Position_0", "Part_0"]):
+    for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Shift_0", "Part_0"]):
         state = constraints.advance(state, lm_id)
     allowed = constraints.row_mask(state)
     rows = band_lm.grammar.row_lm_ids
@@ -350,20 +350,20 @@ def test_until_every_asked_part_has_played_each_new_onset_opens_with_one(band_lm
 
     constraints = band_lm.constraints("Parts: Drums, Bass\nInstruments: Drums, Electric Bass (finger)\n")
     state = constraints.start_state()
-    for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Position_0", "Part_0", "Program_-1",
+    for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Shift_0", "Part_0", "Program_-1",
                                                       "PitchDrum_36"]):
         state = constraints.advance(state, lm_id)
     assert state.parts_played == {0}
     rows = {tuple(band_lm.codec.music_token_parts[band_lm.codec.music_id_of_lm_id(lm_id)]): row
             for row, lm_id in enumerate(band_lm.grammar.row_lm_ids[:-1])}
     drums_at_a_new_onset = next(row for tokens, row in rows.items()
-                                if tokens[0].startswith("Position_") and tokens[1:2] == ("Part_0",))
+                                if tokens[0].startswith("Shift_") and tokens[1:2] == ("Part_0",))
     strict = constraints.row_mask(state)
     assert not strict[drums_at_a_new_onset] and not strict[band_lm.grammar.end_row]
     assert constraints.row_mask(state, CorpusConstraints.LATE_ENTRIES)[drums_at_a_new_onset]
     assert constraints.row_mask(state, CorpusConstraints.MAY_END)[band_lm.grammar.end_row]
     # Time moved on, no part yet at this onset: the bass opens it, the drums may not.
-    state = constraints.advance(state, band_lm.codec.lm_ids_of_base_tokens(["Position_4"])[0])
+    state = constraints.advance(state, band_lm.codec.lm_ids_of_base_tokens(["Shift_4"])[0])
     strict = constraints.row_mask(state)
     assert strict[rows[("Part_1",)]] and not strict[rows[("Part_0",)]]
 

@@ -351,13 +351,15 @@ def _part_notes(score: Score) -> list[list[tuple[int, int, int]]]:
             for track in score.tracks if track.note_num()]
 
 
-def test_onsets_layout_keeps_every_note_in_its_part(tiny_lm_tokenizer, bach_midi_files, band_midi_files):
-    """Pitch, onset, duration and part of every note come back, chorales and band files alike."""
+@pytest.mark.parametrize("onset_time", ["shift", "position"])
+def test_onsets_layout_keeps_every_note_in_its_part(tiny_lm_tokenizer, bach_midi_files, band_midi_files, onset_time):
+    """Pitch, onset, duration and part of every note come back, chorales and band files alike,
+    whether an onset's time is a shift from the last onset or a position in the bar."""
     from midillm.tokenization.profile import measure_corpus
 
     for paths in (bach_midi_files[:12], band_midi_files):
         scores = [Score(str(path)) for path in paths]
-        codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=measure_corpus(scores))
+        codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=measure_corpus(scores), onset_time=onset_time)
         codec.train_compounds(paths[: len(paths) // 2])  # half the pieces: the rest lean on the fallback
         assert codec.layout == "onsets" and codec.compounds
         for score in scores:
@@ -391,7 +393,7 @@ def test_onsets_layout_writes_a_chord_together_and_a_note_as_one_position(tiny_l
     onsets_of_piece, current = [], None
     for lm_id in onsets.encode(held_out[0])[1:-1]:
         unit = onsets.music_token_parts[onsets.music_id_of_lm_id(lm_id)]
-        if unit[0].startswith(("Position_", "Bar_")):
+        if unit[0].startswith(("Position_", "Shift_", "Bar_")):
             current = []
             onsets_of_piece.append(current)
         part = next((token for token in unit if token.startswith("Part_")), None)
@@ -408,8 +410,8 @@ def test_onsets_layout_writes_a_chord_together_and_a_note_as_one_position(tiny_l
              and any(token.startswith("Pitch_") for token in unit)]
     assert len(whole) > 0.75 * sum(Score(str(path)).note_num() for path in held_out)
     # Most onsets cost no position of their own: their time travels with their first note.
-    with_first_note = [unit for unit in units if unit[0].startswith("Position_") and len(unit) > 1]
-    alone = [unit for unit in units if unit == [unit[0]] and unit[0].startswith("Position_")]
+    with_first_note = [unit for unit in units if unit[0].startswith(("Position_", "Shift_")) and len(unit) > 1]
+    alone = [unit for unit in units if unit == [unit[0]] and unit[0].startswith(("Position_", "Shift_"))]
     assert len(with_first_note) > 2 * len(alone)
 
 
@@ -418,8 +420,16 @@ def test_onsets_codec_saves_its_layout_and_compounds(tmp_path, tiny_lm_tokenizer
     codec.train_compounds(bach_midi_files[:10])
     codec.save_pretrained(tmp_path / "codec")
     loaded = MusicCodec.from_pretrained(tmp_path / "codec")
-    assert loaded.layout == "onsets" and loaded.compounds == codec.compounds
+    assert loaded.layout == "onsets" and loaded.compounds == codec.compounds and loaded.onset_time == "shift"
     assert loaded.encode(bach_midi_files[12]) == codec.encode(bach_midi_files[12])
+    # A codec saved before shifts (format 3: no "onset_time") reads its Positions as positions.
+    config = json.loads((tmp_path / "codec" / "midillm_codec.json").read_text())
+    MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, onset_time="position").save_pretrained(tmp_path / "positions")
+    config = json.loads((tmp_path / "positions" / "midillm_codec.json").read_text())
+    del config["onset_time"]
+    config["format_version"] = 3
+    (tmp_path / "positions" / "midillm_codec.json").write_text(json.dumps(config))
+    assert MusicCodec.from_pretrained(tmp_path / "positions").onset_time == "position"
     # A codec saved before layouts existed (format 1: no "layout" key) reads as the bars layout it was.
     MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, layout="bars").save_pretrained(tmp_path / "old")
     config = json.loads((tmp_path / "old" / "midillm_codec.json").read_text())
@@ -458,3 +468,22 @@ def test_profile_says_whether_the_corpus_avoids_parallels(bach_midi_files):
     del old["parallels_per_move"]
     assert CorpusProfile.from_dict(old).parallels_per_move is None
     assert CorpusProfile.from_dict(chorales.to_dict()).avoids_parallels
+
+
+def test_an_onsets_time_is_a_shift_from_the_bars_last_onset(tiny_lm_tokenizer):
+    """Quarter notes in 4/4: each bar opens with `Shift_0` (its first onset, on the bar line),
+    then every beat is the same token, one beat on; with positions each beat has its own token."""
+    score = Score(480)
+    score.time_signatures.append(TimeSignature(0, 4, 4))
+    track = Track(program=0)
+    track.notes.extend([Note(beat * 480, 480, 60 + beat % 5, 90) for beat in range(8)])
+    score.tracks.append(track)
+    times = {}
+    for onset_time in ("shift", "position"):
+        codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, onset_time=onset_time)
+        tokens = codec.music_tokens(codec.encode(score))
+        times[onset_time] = [token for token in tokens if token.startswith(("Shift_", "Position_"))]
+        assert codec.decode(codec.encode(score)).note_num() == 8
+    beat = codec.music_tokenizer.config.max_num_pos_per_beat
+    assert times["shift"] == [f"Shift_{0 if index % 4 == 0 else beat}" for index in range(8)]
+    assert times["position"] == [f"Position_{beat * (index % 4)}" for index in range(8)]

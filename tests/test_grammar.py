@@ -9,14 +9,17 @@ from midillm import MusicCodec
 from midillm.decoding.grammar import GrammarLogitsProcessor, MusicGrammar
 
 
-@pytest.fixture(scope="module", params=[("REMI", 900), ("REMI", 0), ("TSD", 700), ("Structured", 600)],
-                ids=lambda param: f"{param[0]}-bpe{param[1]}")
+@pytest.fixture(scope="module", params=[("REMI", 900), ("REMI", 0), ("REMI", "positions"), ("TSD", 700),
+                                        ("Structured", 600)],
+                ids=lambda param: f"{param[0]}-bpe{param[1]}" if param[1] != "positions" else "REMI-onset-positions")
 def codec(request, tiny_lm_tokenizer_path, bach_midi_files):
     from transformers import AutoTokenizer
 
     tokenization, vocab_size = request.param
+    onset_time = "position" if vocab_size == "positions" else "shift"
+    vocab_size = 0 if vocab_size == "positions" else vocab_size
     codec = MusicCodec.create(tokenization, lm_tokenizer=AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path),
-                              layout="bars" if vocab_size else "onsets")
+                              layout="bars" if vocab_size else "onsets", onset_time=onset_time)
     codec.train_bpe(bach_midi_files[:20], vocab_size)
     codec.train_compounds(bach_midi_files[:20])  # the onsets layout's note compounds (a no-op for bars)
     return codec
@@ -64,7 +67,8 @@ def test_end_of_music_only_after_a_complete_note(codec):
     assert not grammar.row_mask(after_pitch)[grammar.end_row]
 
 
-@pytest.fixture(scope="module", params=[0, 700], ids=lambda size: f"adaptive-bpe{size}")
+@pytest.fixture(scope="module", params=[0, 700, "positions"],
+                ids=lambda size: f"adaptive-bpe{size}" if size != "positions" else "adaptive-onset-positions")
 def corpus_codec(request, tiny_lm_tokenizer_path, bach_midi_files, band_midi_files):
     """A corpus-adaptive codec whose profile comes from chorales plus band files (drums, programs)."""
     from symusic import Score
@@ -76,9 +80,11 @@ def corpus_codec(request, tiny_lm_tokenizer_path, bach_midi_files, band_midi_fil
     paths = bach_midi_files[:20] + band_midi_files
     scores = [Score(str(path)) for path in paths]
     profile = measure_corpus(scores, [score_caption(score) for score in scores])
+    bpe = request.param if request.param != "positions" else 0
     codec = MusicCodec.create("REMI", lm_tokenizer=AutoTokenizer.from_pretrained(tiny_lm_tokenizer_path),
-                              corpus=profile, layout="bars" if request.param else "onsets")
-    codec.train_bpe(paths, request.param)
+                              corpus=profile, layout="bars" if bpe else "onsets",
+                              onset_time="position" if request.param == "positions" else "shift")
+    codec.train_bpe(paths, bpe)
     codec.train_compounds(paths)
     return codec
 

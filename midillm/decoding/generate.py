@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from midillm.errors import first_line
 from midillm.model.bundle import Bundle
 from midillm.tokenization import MusicCodec
-from midillm.tokenization.codec import MAX_PARTS
+from midillm.tokenization.codec import MAX_PARTS, SHIFT
 from midillm.tokenization.caption import (INSTRUMENTS, KEY, accompaniment_caption, as_written, caption_field,
                                           caption_ids, instrument_name, instruments_listed, names_in_caption,
                                           key_tonic, known_key, part_names, parts_agreeing, programs_listed,
@@ -119,9 +119,10 @@ class _BarPlan:
 @dataclass
 class _OnsetPlan:
     """Accompaniment in the onsets layout, one per sample: the given parts are parts
-    0..given_parts-1, so at each onset their notes come first. The model moves time (a Position,
-    a bar line) but never past an onset of the given music. Reaching one is choosing its first
-    row, as given (its `Position`, with the first given note where a compound holds both); the
+    0..given_parts-1, so at each onset their notes come first. The model moves time (a Position
+    or Shift, a bar line) but never past an onset of the given music. Reaching one is choosing its
+    first row, as given (its time, with the first given note where a compound holds both; a Shift
+    counted from where the bar stands now, since the model may have added onsets before it); the
     rest of the given notes there follow as given, then only the other parts may join them. The
     piece has the given music's bars and ends with it."""
 
@@ -129,6 +130,7 @@ class _OnsetPlan:
     end_row: int
     row_part: torch.Tensor        # the part each row opens (-1: none)
     row_position: torch.Tensor    # the Position each row moves to (-1: none)
+    row_shift: torch.Tensor       # the steps each row's Shift moves time on (-1: none)
     row_continues_part: torch.Tensor  # rows that add to the current part's notes without naming a part
     row_writes_score_meta: torch.Tensor  # rows with a metre or tempo: the given music's, never the model's
     given_bars: list[tuple[list[int], list[tuple[int, list[int]]]]]  # (bar head ids, [(position, its rows' ids)])
@@ -138,21 +140,35 @@ class _OnsetPlan:
     queue: list[int] = field(default_factory=list)
     part: int = -1                # the part whose notes come now (-1: none yet at this onset)
     row_of_lm_id: dict[int, int] = field(default_factory=dict)
+    # (steps from the bar's last onset, the given onset's first id) -> the ids that reach it
+    # from here: the given first id itself where time is a Position.
+    reach: Callable[[int, int], list[int]] | None = None
+    position: int = 0             # where the bar stands: its last onset (0: its start)
 
     @property
     def done(self) -> bool:
         return self.bars_done >= len(self.given_bars) and not self.pending
 
+    def _reaching_ids(self) -> list[int]:
+        """The ids that reach the next given onset from here: its first row, as given (a Shift
+        counted from the bar's last onset)."""
+        target, ids = self.pending[0]
+        return self.reach(target - self.position, ids[0]) if self.reach is not None else ids[:1]
+
     def _next_given_row(self) -> int:
-        """The row that reaches the next given onset: its first row, as given."""
-        return self.row_of_lm_id[self.pending[0][1][0]]
+        """The row that reaches the next given onset."""
+        return self.row_of_lm_id[self._reaching_ids()[0]]
+
+    def _row_targets(self) -> torch.Tensor:
+        """The Position of the bar each row moves to from here (-1: none)."""
+        return torch.where(self.row_shift >= 0, self.position + self.row_shift, self.row_position)
 
     def allowed_rows(self) -> torch.Tensor:
         allowed = ((self.row_part < 0) | (self.row_part >= self.given_parts)) & ~self.row_writes_score_meta
         if 0 <= self.part < self.given_parts:  # a given part's notes here are all written already
             allowed &= ~self.row_continues_part
         if self.pending:
-            allowed &= self.row_position < self.pending[0][0]
+            allowed &= self._row_targets() < self.pending[0][0]
             allowed[self._next_given_row()] = True
         allowed[self.bar_row] = not self.pending and self.bars_done < len(self.given_bars)
         allowed[self.end_row] = self.done
@@ -164,7 +180,7 @@ class _OnsetPlan:
         to go there, whatever it would have struck first."""
         if not self.pending:
             return None
-        return self._next_given_row(), self.row_position == self.pending[0][0]
+        return self._next_given_row(), self._row_targets() == self.pending[0][0]
 
     def fallback_row(self) -> int:
         if self.pending:
@@ -172,23 +188,34 @@ class _OnsetPlan:
         return self.end_row if self.done else self.bar_row
 
     def record(self, row: int, forced: bool) -> None:
+        reaches_given = not forced and bool(self.pending) and row == self._next_given_row()
+        if reaches_given:
+            queued = self._reaching_ids()[1:] + self.pending.pop(0)[1][1:]
+        target = int(self._row_targets()[row])
         if int(self.row_part[row]) >= 0:
             self.part = int(self.row_part[row])
-        elif row == self.bar_row or int(self.row_position[row]) >= 0:
+        elif row == self.bar_row or target >= 0:
             self.part = -1
+        if row == self.bar_row:
+            self.position = 0
+        elif target >= 0:
+            self.position = target
         if forced:
             return
         if row == self.bar_row and self.bars_done < len(self.given_bars):
             head, onsets = self.given_bars[self.bars_done]
             self.queue, self.pending = list(head[1:]), list(onsets)
             self.bars_done += 1
-        elif self.pending and row == self._next_given_row():
-            self.queue = list(self.pending.pop(0)[1][1:])
+        elif reaches_given:
+            self.queue = queued
 
     def rest_ids(self) -> list[int]:
         """The given music not yet written (when tokens run out): what is queued of the onset or
         bar begun, this bar's onsets to come, then its bars."""
-        ids = list(self.queue) + [lm_id for _, onset in self.pending for lm_id in onset]
+        ids = list(self.queue)
+        if self.pending:  # the next onset from where the bar stands; the others follow it as given
+            ids += self._reaching_ids() + self.pending[0][1][1:]
+        ids += [lm_id for _, onset in self.pending[1:] for lm_id in onset]
         for head, onsets in self.given_bars[self.bars_done:]:
             ids += head + [lm_id for _, onset in onsets for lm_id in onset]
         return ids
@@ -849,6 +876,7 @@ class MidiLM:
         walks = self.grammar.walks
         row_position = torch.tensor([walks[lm_id].first_position if lm_id in walks and walks[lm_id].first_type == "Position"
                                      else -1 for lm_id in self.grammar.row_lm_ids])
+        row_shift = torch.tensor([walks[lm_id].first_shift if lm_id in walks else -1 for lm_id in self.grammar.row_lm_ids])
         bars = []
         for bar in given_bars:
             head, onsets = [], []
@@ -856,6 +884,8 @@ class MidiLM:
                 walk = walks[lm_id]
                 if walk.first_type == "Position":
                     onsets.append((walk.first_position, [lm_id]))
+                elif walk.first_type == SHIFT:
+                    onsets.append(((onsets[-1][0] if onsets else 0) + walk.first_shift, [lm_id]))
                 elif onsets:
                     onsets[-1][1].append(lm_id)
                 else:
@@ -866,10 +896,16 @@ class MidiLM:
                                   for lm_id in self.grammar.row_lm_ids])
         score_meta = torch.tensor([any(token.startswith(("TimeSig_", "Tempo_")) for token in self._row_tokens(lm_id))
                                    for lm_id in self.grammar.row_lm_ids])
+        reach = None
+        if self.codec.onset_time == "shift":
+            def reach(steps: int, first_id: int) -> list[int]:
+                """The given onset's first row with its Shift counted from here (the same note,
+                in the longest compound that holds it)."""
+                return self.codec.lm_ids_of_onset_tokens([f"{SHIFT}_{steps}"] + self._row_tokens(first_id)[1:])
         return _OnsetPlan(bar_row=self._bar_row(), end_row=self.grammar.end_row, row_part=self.grammar.row_part,
-                          row_position=row_position, row_continues_part=continues, row_writes_score_meta=score_meta,
-                          given_bars=bars,
-                          given_parts=given_parts, row_of_lm_id=self.grammar.row_of_lm_id)
+                          row_position=row_position, row_shift=row_shift, row_continues_part=continues,
+                          row_writes_score_meta=score_meta, given_bars=bars,
+                          given_parts=given_parts, row_of_lm_id=self.grammar.row_of_lm_id, reach=reach)
 
     def _plan(self, exact_bars: int | None = None, given_bars: list[list[int]] | None = None,
               given_parts: int = 0) -> _BarPlan:

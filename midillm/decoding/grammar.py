@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from midillm.tokenization.codec import MAX_PARTS, NOTE_TYPES, PART  # `<Part_k>`: part k's bar or notes
+from midillm.tokenization.codec import MAX_PARTS, NOTE_TYPES, PART, SHIFT  # `<Part_k>`: part k's bar or notes
 from midillm.tokenization.metre import bar_length
 
 from .voice_leading import Voices, forbidden_pitches
 
 SPECIAL_TYPES = frozenset({"PAD", "BOS", "EOS", "MASK"})
-TIME_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track", PART})
+TIME_TYPES = frozenset({"Bar", "Position", SHIFT, "TimeShift", "Track", PART})
 # Token types that strike a note, in any of the tokenizations (REMI's Pitch, MIDILike's NoteOn and
 # their drum forms); the codec's `NOTE_TYPES` are the two that carry a note's pitch in its streams.
 STRIKE_TYPES = frozenset({"Pitch", "PitchDrum", "NoteOn", "DrumOn"})
@@ -34,7 +34,7 @@ NO_PITCH = 128  # no note yet at this onset: any pitch may come
 START = "<start>"
 FIRST_BAR = "<first bar>"  # onsets layout: the piece's first bar line, which the metre must follow
 # Tokens that end a run of notes at one onset (see `midillm.tokenization.codec.order_notes_by_pitch`).
-NOTE_RUN_BREAKERS = frozenset({"Bar", "Position", "TimeShift", "Track", PART, "Program"})
+NOTE_RUN_BREAKERS = frozenset({"Bar", "Position", SHIFT, "TimeShift", "Track", PART, "Program"})
 NO_PART = -1
 
 
@@ -45,6 +45,11 @@ def token_type(token: str) -> str:
 def position_value(token: str) -> int | None:
     kind, _, value = token.partition("_")
     return int(value) if kind == "Position" and value.lstrip("-").isdigit() else None
+
+
+def shift_value(token: str) -> int | None:
+    kind, _, value = token.partition("_")
+    return int(value) if kind == SHIFT and value.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class _TokenWalk:
     last_position: int          # its last Position value, or NO_POSITION if it has none
     first_pitch: int = -1       # pitch of its first note before anything that ends a run of notes
     pitch_after: int | None = None  # the run's last pitch after it; NO_PITCH: run ended; None: unchanged
+    first_shift: int = NO_POSITION  # steps its leading `Shift` moves time on, or NO_POSITION
 
 
 class MusicGrammar:
@@ -96,6 +102,10 @@ class MusicGrammar:
                 graph[FIRST_BAR] = {"TimeSig"}
                 graph["Bar"] = graph["Bar"] | graph["TimeSig"]
             graph[PART] = {kind for kind in note_starts if kind in graph}
+            if getattr(codec, "onset_time", "position") == "shift":  # a Shift says when, in the Position's place
+                graph = {(SHIFT if kind == "Position" else kind):
+                         {SHIFT if successor == "Position" else successor for successor in successors}
+                         for kind, successors in graph.items()}
             if "Program" in graph and not tokenizer.config.program_changes:  # a program before every note
                 graph[PART] = {"Program"}
             if "Program" in graph:
@@ -127,19 +137,25 @@ class MusicGrammar:
                  for lm_id in self.row_lm_ids[:-1]]
         self.walks = {lm_id: walk for lm_id, walk in zip(self.row_lm_ids, walks)}
         self.types = sorted(graph)
-        max_position = max([walk.last_position for walk in walks] + [walk.first_position for walk in walks] + [0])
+        max_position = max([walk.last_position for walk in walks] + [walk.first_position for walk in walks]
+                           + [walk.first_shift for walk in walks] + [0])
         self.positions = max_position + 2  # NO_POSITION and 0..max
         # allowed[type index, position + 1, row]
         first_type_index = np.array([self.types.index(walk.first_type) if walk.first_type in graph else -1
                                      for walk in walks])
         valid_inside = np.array([walk.valid_inside and walk.first_type in graph for walk in walks])
         first_position = np.array([walk.first_position for walk in walks])
+        first_shift = np.array([walk.first_shift for walk in walks])
         self.allowed = np.zeros((len(self.types), self.positions, len(self.row_lm_ids)), dtype=bool)
         for type_index, kind in enumerate(self.types):
             follows = np.array([successor in graph[kind] for successor in self.types])
             type_ok = valid_inside & np.where(first_type_index >= 0, follows[first_type_index], False)
             for position in range(NO_POSITION, self.positions - 1):
                 time_ok = (first_position == NO_POSITION) | (first_position > position)
+                # A Shift moves on from the bar's last onset (from the bar line: any, even 0) and
+                # stays within the bar's longest Position.
+                time_ok &= (first_shift == NO_POSITION) | (position == NO_POSITION) | (
+                    (first_shift >= 1) & (position + first_shift <= max_position))
                 self.allowed[type_index, position + 1, :-1] = type_ok & time_ok
             # The piece may end once the last note is complete (its successors include time).
             self.allowed[type_index, :, -1] = kind not in (START, PART) and (
@@ -190,7 +206,7 @@ class MusicGrammar:
     def _opened_part(self, tokens: list[str]) -> int | None:
         """The part a row's `<Part_k>` opens (None without one): its first token, or in the onsets
         layout the one after the row's `Position` (an onset's time and first note)."""
-        lead = tokens[1:2] if self.onsets and tokens and token_type(tokens[0]) == "Position" else tokens[:1]
+        lead = tokens[1:2] if self.onsets and tokens and token_type(tokens[0]) in ("Position", SHIFT) else tokens[:1]
         kind, _, value = lead[0].partition("_") if lead else ("", "", "")
         return int(value) if kind == PART and value.isdigit() else None
 
@@ -213,11 +229,14 @@ class MusicGrammar:
         valid = not (set(types) & SPECIAL_TYPES) and all(
             following in self.graph.get(previous, set()) for previous, following in zip(types, types[1:]))
         first_position, position, seen_reset = NO_POSITION, NO_POSITION, False
-        resets, last_position = False, NO_POSITION
+        resets, last_position, first_shift = False, NO_POSITION, NO_POSITION
         resetting = ("Bar", "Track") if self.onsets else ("Bar", "Track", PART)
-        for token, kind in zip(tokens, types):
+        for index, (token, kind) in enumerate(zip(tokens, types)):
             value = position_value(token)
-            if kind in resetting:
+            if kind == SHIFT:  # where it lands depends on the state: only a row's first token
+                first_shift = shift_value(token) if index == 0 and shift_value(token) is not None else first_shift
+                valid = valid and index == 0
+            elif kind in resetting:
                 seen_reset, resets, position = True, True, NO_POSITION
             elif value is not None:
                 if not seen_reset and first_position == NO_POSITION:
@@ -226,7 +245,7 @@ class MusicGrammar:
                     valid = False
                 position, last_position, resets = value, value, False
         return _TokenWalk(valid, types[0], first_position, types[-1], resets, last_position,
-                          first_pitch, pitch_after)
+                          first_pitch, pitch_after, first_shift)
 
     # ------------------------------------------------------------------------- state
 
@@ -240,13 +259,15 @@ class MusicGrammar:
         part = state[3] if len(state) > 3 else NO_PART
         if self.parts and walk.first_type == PART:
             part = int(self.row_part[self.row_of_lm_id[lm_id]])
-        elif self.onsets and walk.first_type in ("Bar", "Position"):
+        elif self.onsets and walk.first_type in ("Bar", "Position", SHIFT):
             # A new onset: parts start again from the lowest (or from the part of its first note).
             part = int(self.row_part[self.row_of_lm_id[lm_id]])
         if walk.resets_position:
             position = NO_POSITION
         elif walk.last_position != NO_POSITION:
             position = walk.last_position
+        elif walk.first_shift != NO_POSITION:  # from the bar's last onset (the bar line: 0)
+            position = max(state[1], 0) + walk.first_shift
         else:
             position = state[1]
         pitch = state[2] if len(state) > 2 else NO_PITCH
@@ -373,7 +394,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
 
 # ----------------------------------------------------------------------------- corpus constraints
 
-TIME_RESET_TYPES = frozenset({"Bar", "Position", "TimeShift", "Track", PART})
+TIME_RESET_TYPES = frozenset({"Bar", "Position", SHIFT, "TimeShift", "Track", PART})
 
 
 @dataclass
@@ -612,6 +633,7 @@ class CorpusConstraints:
         self.ends_needing_note = torch.zeros(count, dtype=torch.bool)
         self.first_position = torch.full((count,), NO_POSITION, dtype=torch.long)
         self.last_position = torch.full((count,), NO_POSITION, dtype=torch.long)  # before any bar line
+        self.row_shift = torch.full((count,), NO_POSITION, dtype=torch.long)  # a leading Shift's steps
         self.pre_pitches_current: dict[tuple[str, int], list[int]] = {}  # under the program in effect
         self.pre_pairs_explicit: dict[tuple[int, int], list[int]] = {}
         program_index = {program: index for index, program in enumerate(sorted(
@@ -633,6 +655,8 @@ class CorpusConstraints:
                 elif kind in self.time_resets:
                     if not seen_time and kind == "Position":
                         self.first_position[row] = int(value)
+                    if not seen_time and kind == SHIFT:
+                        self.row_shift[row] = int(value)
                     if kind in ("Bar", PART, "Track"):
                         seen_bar = True
                     elif kind == "Position" and not seen_bar:  # a merge may hold several Positions
@@ -695,7 +719,7 @@ class CorpusConstraints:
             return
         # Each row's top pitched note (-1: none) and whether the row moves time to a new onset.
         self.row_top_pitch = torch.tensor([_top_pitch(tokens) for tokens in self.row_tokens] + [-1])
-        self.moves_time = (self.first_position != NO_POSITION) | self.starts_with_bar
+        self.moves_time = (self.first_position != NO_POSITION) | (self.row_shift != NO_POSITION) | self.starts_with_bar
         parts = len(part_names) if part_names else self.max_parts
         self.lowest_part = parts - 1 if parts else None
 
@@ -747,6 +771,9 @@ class CorpusConstraints:
                     time = state.bar_start
                 elif kind == "Position" and value.isdigit() and state.bar_start is not None:
                     time = state.bar_start + int(value) * state.position_quarters
+                elif kind == SHIFT and value.isdigit() and state.bar_start is not None:
+                    # (a bar line leaves `onset_time` at the bar's start, where its shifts count from)
+                    time = state.onset_time + int(value) * state.position_quarters
                 else:
                     time = None  # a time shift or track start: a new onset, wherever it falls
                 # Only a new time is a new onset: a bar line and its Position_0 are one onset.
@@ -854,7 +881,8 @@ class CorpusConstraints:
         if not self.onsets:
             return self.starts_with_bar if state.bars >= 1 else torch.zeros_like(self.starts_with_bar)
         if self._moves_time is None:
-            self._moves_time = (self.first_position != NO_POSITION) | self.starts_with_bar
+            self._moves_time = (self.first_position != NO_POSITION) | (self.row_shift != NO_POSITION) | \
+                self.starts_with_bar
         opens_other = (self.opens_part >= 0) & ~torch.isin(self.opens_part, torch.tensor(sorted(missing)))
         return opens_other & (self._moves_time | (not state.onset_parts))
 
@@ -939,6 +967,9 @@ class CorpusConstraints:
         mask = self.static if self.onsets else self.static & self._program_mask(state.program)
         if self.bar_length:
             mask = mask & self._position_mask(state.bar_positions)
+            if state.bar_start is not None:  # a Shift lands within the bar, counted from its last onset
+                steps_left = state.bar_positions - round((state.onset_time - state.bar_start) / state.position_quarters)
+                mask = mask & ((self.row_shift == NO_POSITION) | (self.row_shift < steps_left))
         if self.cap is not None:
             mask = mask & (self.note_demand <= self.cap - state.notes)
             if self.notes_at_position is not None and state.bar_onsets and state.bar_start is not None:
@@ -950,6 +981,8 @@ class CorpusConstraints:
             latest = state.last_onset + self.max_gap + 1e-6
             mask = mask & ((self.first_position == NO_POSITION)
                            | (self.first_position * state.position_quarters <= latest - state.bar_start))
+            mask = mask & ((self.row_shift == NO_POSITION)
+                           | (self.row_shift * state.position_quarters <= latest - state.onset_time))
             if state.bar_start + state.bar_quarters > latest:
                 mask = mask & ~self.starts_with_bar
         if self.max_programs is not None and len(state.programs_used) >= self.max_programs:

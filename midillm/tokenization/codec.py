@@ -72,6 +72,15 @@ SCORE_META_TYPES = ("TimeSig", "Tempo")
 # codec's note compounds (`train_compounds`) a note is one LM position, so harmony is local.
 LAYOUTS = ("bars", "onsets")
 DEFAULT_LAYOUT = "onsets"
+# When an onset of the onsets layout falls. "position": REMI's `Position_k`, its place in the bar
+# (k steps of `max_num_pos_per_beat` a beat from the bar line). "shift": `Shift_k`, k steps after
+# the bar's last onset (the bar's first onset: after the bar line). A move of one beat is then one
+# token wherever the bar stands: the model trained with positions had not learned where in the
+# bar it was (0.13 of its mass went to positions at or before the current one, which the grammar
+# refuses) and its music moved at half Bach's pace (docs/benchmarks.md, 2026-12-05).
+ONSET_TIMES = ("position", "shift")
+DEFAULT_ONSET_TIME = "shift"
+SHIFT = "Shift"
 # A note compound merges one note's tokens (its part, program, pitch, velocity, duration) into
 # one LM token; kept when it occurs at least this often in the train split.
 COMPOUND_MIN_COUNT = 2
@@ -83,8 +92,9 @@ CODEC_CONFIG_FILE = "midillm_codec.json"
 MUSIC_TOKENIZER_FILE = "music_tokenizer.json"
 # Bump when the saved layout or the meaning of saved ids changes.
 # 2: the onsets layout and note compounds; 3: an onset's Position may share a compound with its
-# first note (a reader of 2 would not know which part such a row names).
-CODEC_FORMAT_VERSION = 3
+# first note (a reader of 2 would not know which part such a row names); 4: an onset's time may be
+# a `Shift` from the last onset (`onset_time`).
+CODEC_FORMAT_VERSION = 4
 MIDITOK_VERSION = installed_version("miditok")
 
 
@@ -206,13 +216,14 @@ def split_bar_by_onset(bar: list[str]) -> tuple[list[str], list[tuple[int, list[
     return head, onsets
 
 
-def interleave_part_bars(part_bars: list[list[list[str]]]) -> list[list[str]]:
+def interleave_part_bars(part_bars: list[list[list[str]]], onset_time: str = "position") -> list[list[str]]:
     """Each part's REMI bars (part 0 with the metre and tempo) -> the onsets layout, bar by bar:
     `Bar [TimeSig] Position [Tempo] <Part_k> notes of part k... <Part_m> ... Position ...`.
 
     A part's tokens at one onset stay as miditok wrote them (its program change, its notes
     highest first); parts come in rising order. The metre is written where it changes (miditok
-    repeats it after every bar line: a position a bar that says nothing)."""
+    repeats it after every bar line: a position a bar that says nothing). With `onset_time`
+    "shift" each onset's time is its distance from the bar's last onset (`Shift_k`)."""
     bars, metre = [], []
     for index in range(max((len(bars_of_part) for bars_of_part in part_bars), default=0)):
         at_position: dict[int, list[str]] = {}
@@ -235,17 +246,45 @@ def interleave_part_bars(part_bars: list[list[list[str]]]) -> list[list[str]]:
         if written == metre:
             head = [token for token in head if not token.startswith("TimeSig_")]
         metre = written or metre
-        bar = list(head)
+        bar, previous = list(head), 0
         for position in sorted(at_position):
-            bar += [f"Position_{position}"] + at_position[position]
+            bar += [time_token(position, previous, onset_time)] + at_position[position]
+            previous = position
         bars.append(bar)
     return bars
+
+
+def time_token(position: int, previous: int, onset_time: str) -> str:
+    """The token that moves time to `position` of the bar from `previous` (the bar's last onset,
+    0 at its start)."""
+    return f"{SHIFT}_{position - previous}" if onset_time == "shift" else f"Position_{position}"
+
+
+def is_onset_time(token: str) -> bool:
+    """A `Position` or `Shift`: the token that opens an onset of the onsets layout."""
+    return token.startswith(("Position_", SHIFT + "_"))
+
+
+def with_absolute_positions(tokens: list[str]) -> list[str]:
+    """Onsets-layout tokens with each `Shift_k` made the `Position` it reaches (miditok's own)."""
+    absolute, position = [], 0
+    for token in tokens:
+        kind, _, value = token.partition("_")
+        if kind == "Bar":
+            position = 0
+        elif kind == SHIFT:
+            position += int(value)
+            token = f"Position_{position}"
+        elif kind == "Position":
+            position = int(value)
+        absolute.append(token)
+    return absolute
 
 
 def note_units(tokens: list[str]) -> list[list[str]]:
     """Base tokens of the onsets layout -> units: one note (from its part token, program change
     or pitch up to its duration, which a held note leaves out) or one other token. An onset's
-    `Position` and its first note (the `<Part_k>` right after it) are one unit, so that where a
+    time (`Position` or `Shift`) and its first note (the `<Part_k>` right after it) are one unit, so that where a
     compound covers it, time and the first note cost one LM position. Note compounds never
     cross a unit."""
     units: list[list[str]] = []
@@ -253,7 +292,7 @@ def note_units(tokens: list[str]) -> list[list[str]]:
     for token in tokens:
         kind = token.split("_", 1)[0]
         last = units[-1] if units else None
-        if last is not None and len(last) == 1 and last[0].startswith("Position_") and kind == PART:
+        if last is not None and len(last) == 1 and is_onset_time(last[0]) and kind == PART:
             last.append(token)  # the onset's time, then its first note
             continue
         continues = last is not None and last[-1].split("_", 1)[0] != "Duration" and (
@@ -268,9 +307,12 @@ def note_units(tokens: list[str]) -> list[list[str]]:
     return units
 
 
-def describe_music_token(token: str, layout: str = "bars") -> str:
+def describe_music_token(token: str, layout: str = "bars", positions_per_beat: int = 12) -> str:
     """Plain words for one base music token; its new LM row starts from their embedding."""
     token_type, _, value = token.partition("_")
+    if token_type == SHIFT:
+        beats = int(value) / positions_per_beat
+        return "at the start of the bar" if not beats else f"{beats:g} beats later"
     if token_type == PART:
         if layout == "onsets":
             return f"part number {int(value) + 1} voice plays"
@@ -325,6 +367,8 @@ class MusicCodec:
             writes is moved to the asked key afterwards. Codecs saved before it: False.
         common_minor_key: where minor pieces were moved ("A minor"; codecs saved before the
             relative minor: "C minor"). `common_keys` gives both modes'.
+        onset_time: how the onsets layout says when an onset falls, "shift" (from the bar's last
+            onset) or "position" (in the bar; codecs saved before shifts). See `ONSET_TIMES`.
     """
 
     def __init__(self, music_tokenizer, lm_tokenizer, render: str = "tokens",
@@ -332,7 +376,8 @@ class MusicCodec:
                  corpus: CorpusProfile | None = None, note_order: str | None = PITCH_DESCENDING,
                  parts: bool | None = None, tasks: tuple[str, ...] = ("continue",),
                  layout: str = "bars", compounds: list[tuple[str, ...]] | None = None,
-                 common_key: bool = False, common_minor_key: str = COMMON_KEYS[True]):
+                 common_key: bool = False, common_minor_key: str = COMMON_KEYS[True],
+                 onset_time: str = "position"):
         if render not in RENDERS:
             raise ValueError(f"unknown render {render!r}; choose one of {', '.join(RENDERS)}")
         self.music_tokenizer = music_tokenizer
@@ -352,6 +397,9 @@ class MusicCodec:
         self.layout = layout if self.parts else "bars"
         if self.layout == "onsets" and (render != "tokens" or music_tokenizer.is_trained):
             raise ValueError("the onsets layout needs render='tokens' and no music BPE (it has note compounds)")
+        if onset_time not in ONSET_TIMES:
+            raise ValueError(f"unknown onset time {onset_time!r}; choose one of {', '.join(ONSET_TIMES)}")
+        self.onset_time = onset_time if self.layout == "onsets" else "position"
         self.compounds = [tuple(compound) for compound in (compounds or [])] if self.layout == "onsets" else []
         self.common_key = bool(common_key)
         self.common_minor_key = common_minor_key
@@ -374,7 +422,8 @@ class MusicCodec:
                captions: bool = True, base_model: str = DEFAULT_BASE_MODEL,
                corpus: CorpusProfile | None = None, parts: bool = True,
                layout: str = DEFAULT_LAYOUT, adapt_to_corpus: bool = True,
-               tasks: tuple[str, ...] = ("continue",), common_key: bool = False) -> MusicCodec:
+               tasks: tuple[str, ...] = ("continue",), common_key: bool = False,
+               onset_time: str = DEFAULT_ONSET_TIME) -> MusicCodec:
         """A new, untrained codec; `lm_tokenizer` defaults to the base model's own. With a
         `corpus` profile the music tokens follow that corpus (see `build_music_tokenizer`) unless
         `adapt_to_corpus` is False; the codec keeps the profile either way (the grammar and eval
@@ -386,7 +435,8 @@ class MusicCodec:
         if tokenization != "REMI" or render != "tokens":
             layout = "bars"
         codec = cls(build_music_tokenizer(tokenization, corpus if adapt_to_corpus else None), lm_tokenizer, render,
-                    captions, base_model, corpus, parts=parts, layout=layout, common_key=common_key)
+                    captions, base_model, corpus, parts=parts, layout=layout, common_key=common_key,
+                    onset_time=onset_time)
         codec.tasks = tuple(task for task in tasks if task == "continue" or codec.parts)
         return codec
 
@@ -394,7 +444,7 @@ class MusicCodec:
                         min_count: int = COMPOUND_MIN_COUNT) -> None:
         """Learn the note compounds of the onsets layout: the `vocab_size` commonest whole notes
         of these scores (part, program change, pitch, velocity, duration as one token), an
-        onset's first note with its `Position`, and, for a part's further notes at one onset and
+        onset's first note with its time (`Position` or `Shift`), and, for a part's further notes at one onset and
         for rarer notes, their pitch-to-duration tails.
         A note no compound covers is written token by token, so nothing is ever lost."""
         if self.layout != "onsets":
@@ -408,7 +458,7 @@ class MusicCodec:
                     if len(unit) < 2:
                         continue
                     counts[tuple(unit)] += 1
-                    if unit[0].startswith("Position_") and len(unit) > 2:
+                    if is_onset_time(unit[0]) and len(unit) > 2:
                         counts[tuple(unit[1:])] += 1  # the same note where its onset's time is rarer
                     pitch_at = next((index for index, token in enumerate(unit)
                                      if token.split("_", 1)[0] in NOTE_TYPES), 0)
@@ -466,6 +516,12 @@ class MusicCodec:
         self.first_part_music_id = len(parts)
         if self.parts:
             parts = parts + [[f"{PART}_{number}"] for number in range(MAX_PARTS)]
+        # Shifts (onsets layout, `onset_time="shift"`): one per Position of miditok's, a move of
+        # that many steps; they follow the part tokens.
+        self.first_shift_music_id = len(parts)
+        if self.onset_time == "shift":
+            positions = sorted(int(token.split("_")[1]) for token in tokenizer.vocab if token.startswith("Position_"))
+            parts = parts + [[f"{SHIFT}_{steps}"] for steps in positions]
         # Note compounds (onsets layout) follow the part tokens: one id per whole note.
         self.first_compound_music_id = len(parts)
         parts = parts + [list(compound) for compound in getattr(self, "compounds", [])]
@@ -548,7 +604,7 @@ class MusicCodec:
             if f"TimeSig_{time_signature}" not in vocab:
                 raise ValueError(f"time signature {time_signature} is not in the codec's vocabulary")
             tokens.append(f"TimeSig_{time_signature}")
-        tokens.append("Position_0")
+        tokens.append(time_token(0, 0, self.onset_time))
         if tempo:
             tempos = [float(token.split("_")[1]) for token in vocab if token.startswith("Tempo_")]
             if not tempos:
@@ -567,7 +623,8 @@ class MusicCodec:
             descriptions[self.fill_id] = "now the missing bars of music that fill the gap"
         for music_id, lm_id in self._music_to_lm.items():
             descriptions[lm_id] = ", ".join(
-                describe_music_token(token, self.layout) for token in self.music_token_parts[music_id])
+                describe_music_token(token, self.layout, self.music_tokenizer.config.max_num_pos_per_beat)
+                for token in self.music_token_parts[music_id])
         return descriptions
 
     # ----------------------------------------------------------------------------- encoding
@@ -652,7 +709,7 @@ class MusicCodec:
                 if number == 0 or kind not in SCORE_META_TYPES:
                     bars[-1].append(token)
             part_bars.append(bars)
-        return interleave_part_bars(part_bars)
+        return interleave_part_bars(part_bars, self.onset_time)
 
     @staticmethod
     def _held_notes(tokens: list[str], events: list, piece_end: int, cut: int | None = None) -> set[int]:
@@ -867,7 +924,7 @@ class MusicCodec:
         tempos go to part 0."""
         bars: list[tuple[list[str], dict[int, dict[int, list[str]]]]] = []
         position, part, metre = 0, 0, []
-        for token in tokens:
+        for token in with_absolute_positions(tokens):
             kind, _, value = token.partition("_")
             if kind == "Bar" or not bars:
                 bars.append((["Bar_None"], {}))
@@ -994,6 +1051,7 @@ class MusicCodec:
             "compounds": [list(compound) for compound in self.compounds],
             "common_key": self.common_key,
             "common_minor_key": self.common_minor_key,
+            "onset_time": self.onset_time,
         }
         (path / CODEC_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -1014,7 +1072,8 @@ class MusicCodec:
                     parts=config.get("parts", False), tasks=tuple(config.get("tasks") or ("continue",)),
                     layout=config.get("layout", "bars"), compounds=config.get("compounds"),
                     common_key=config.get("common_key", False),
-                    common_minor_key=config.get("common_minor_key", FIRST_COMMON_KEYS[True]))
+                    common_minor_key=config.get("common_minor_key", FIRST_COMMON_KEYS[True]),
+                    onset_time=config.get("onset_time", "position"))
         saved = {int(music_id): lm_id for music_id, lm_id in config["music_to_lm"].items()}
         if saved != codec._music_to_lm:
             raise CodecVersionError(

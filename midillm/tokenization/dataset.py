@@ -35,7 +35,8 @@ from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL
 from .caption import score_caption
-from .codec import DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, LAYOUTS, MIDITOK_VERSION, RENDERS, TOKENIZATIONS, MusicCodec
+from .codec import (DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, DEFAULT_ONSET_TIME, LAYOUTS, MIDITOK_VERSION, ONSET_TIMES,
+                    RENDERS, TOKENIZATIONS, MusicCodec)
 from .prepared import PreparedData, PrepareWork
 from .profile import CorpusProfile, measure_corpus
 from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
@@ -69,6 +70,9 @@ class PrepareConfig:
         "help": "How parts are laid out: onsets (time order, a chord's notes together, each note one LM token "
                 "where a note compound covers it) or bars (bar by bar, part by part; what music BPE needs). "
                 f"Default: {DEFAULT_LAYOUT}, or bars when --vocab-size asks for music BPE."})
+    onset_time: str = field(default=DEFAULT_ONSET_TIME, metadata={
+        "help": "Onsets layout: when an onset falls, as a shift from the bar's last onset (shift: a beat's "
+                "move is one token wherever the bar stands) or as its position in the bar (position: REMI's)."})
     compound_vocab: int = field(default=DEFAULT_COMPOUND_VOCAB, metadata={
         "help": "Onsets layout: the most note compounds (whole notes as one token) learned from the train split."})
     render: str = field(default="tokens", metadata={
@@ -110,6 +114,8 @@ class PrepareConfig:
             self.layout = "bars" if self.vocab_size else DEFAULT_LAYOUT
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if self.onset_time not in ONSET_TIMES:
+            raise ValueError(f"onset_time must be one of {', '.join(ONSET_TIMES)}, not {self.onset_time!r}")
         if self.layout == "onsets" and self.vocab_size:
             raise ValueError("music BPE (vocab_size) needs layout=bars; the onsets layout has note compounds")
         if self.render not in RENDERS:
@@ -357,7 +363,8 @@ def _build_codec(config: PrepareConfig, corpus: CorpusProfile, train: list[Check
         ("accompany", "arrange") if config.accompany_ratio > 0 else ())
     codec = MusicCodec.create(config.tokenization, render=config.render, captions=config.captions,
                               base_model=config.base_model, corpus=corpus, layout=config.layout,
-                              adapt_to_corpus=config.adapt_to_corpus, tasks=tasks, common_key=config.common_key)
+                              adapt_to_corpus=config.adapt_to_corpus, tasks=tasks, common_key=config.common_key,
+                              onset_time=config.onset_time)
     if config.render == "tokens" and config.vocab_size > len(codec.music_tokenizer.vocab):
         log(f"Training music BPE ({config.vocab_size} tokens) on {len(train)} pieces")
     elif codec.layout != "onsets":
