@@ -68,20 +68,20 @@ def sampling_changes(arguments: argparse.Namespace) -> dict:
 
 
 # How the command reads each control's value (`MusicRequest`'s control fields say the rest).
-_CONTROL_TYPES = {"tempo": float, "bars": int, "key_bias": float}
+_CONTROL_TYPES = {"tempo": float, "bars": int, "key_bias": float, "density_bias": float}
 
 
 def add_control_arguments(parser: argparse.ArgumentParser) -> None:
     """A flag per control of a new piece (`MusicRequest`'s control fields), with the field's help."""
-    from midillm.decoding.request import CONTROL_NAMES, KEY_BIAS, MusicRequest
+    from midillm.decoding.request import CONTROL_NAMES, DENSITY_BIAS, KEY_BIAS, MusicRequest
 
     controls = {setting.name: setting for setting in dataclasses.fields(MusicRequest)}
     for name in CONTROL_NAMES:
         metadata = controls[name].metadata
         flag = "--" + name.replace("_", "-")
-        if name == "key_bias":  # --key-bias alone: the documented strength
-            parser.add_argument(flag, type=float, nargs="?", const=KEY_BIAS, metavar=metadata["metavar"],
-                                help=metadata["help"] + ".")
+        if name in ("key_bias", "density_bias"):  # --key-bias alone: the documented strength
+            parser.add_argument(flag, type=float, nargs="?", const=KEY_BIAS if name == "key_bias" else DENSITY_BIAS,
+                                metavar=metadata["metavar"], help=metadata["help"] + ".")
             continue
         parser.add_argument(flag, type=_CONTROL_TYPES.get(name, str), metavar=metadata["metavar"],
                             help=metadata["help"] + (f' (also the caption\'s "{metadata["label"]}:" line).'

@@ -7,7 +7,8 @@ The captions are the held-out pieces' own (the test split of a `midillm prepare`
 back from its rows with `caption_fields`), without their titles, with the key, metre and tempo
 varied: sample i asks for KEYS[i % 6], METRES[i % 2], TEMPI[i % 4] and DENSITIES[i % 3] (sample 0 is D minor in
 3/4, sample 1 G major in 4/4), the parts its piece had, and BARS bars. Each caption is sampled
-once with the key-aware bias off and once with it on (`KEY_BIAS`), same seed. Measured on the
+once with the biases off and once with the key- and density-aware biases on (`KEY_BIAS`,
+`DENSITY_BIAS`; density only where the corpus has its thirds), same seed. Measured on the
 written score (its MIDI bytes, read back):
 - key: music21's `analyze('key')` of the sample against the asked key: exact tonic and mode, and
   counting the relative and parallel keys as well;
@@ -134,7 +135,7 @@ def main() -> None:
 
     from midillm.decoding.export import export_score
     from midillm.decoding.generate import MidiLM
-    from midillm.decoding.request import KEY_BIAS, MusicRequest
+    from midillm.decoding.request import DENSITY_BIAS, KEY_BIAS, MusicRequest
     from midillm.tokenization.caption import names_in_caption
 
     lm = MidiLM.from_pretrained(arguments.model)
@@ -143,11 +144,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     settings = {}
-    for setting, key_bias in (("bias off", None), ("bias on", KEY_BIAS)):
+    with_density = bool(lm.codec.corpus.density_edges)
+    for setting, key_bias, density_bias in (("bias off", None, None),
+                                            ("bias on", KEY_BIAS, DENSITY_BIAS if with_density else None)):
         rows = []
         for index in range(arguments.samples):
-            text, asked = asked_caption(captions[index % len(captions)], index, bool(lm.codec.corpus.density_edges))
-            request = MusicRequest(text=text, bars=BARS, key_bias=key_bias, seed=index,
+            text, asked = asked_caption(captions[index % len(captions)], index, with_density)
+            request = MusicRequest(text=text, bars=BARS, key_bias=key_bias, density_bias=density_bias, seed=index,
                                    sampling={"max_new_tokens": arguments.max_new_tokens})
             [sample] = lm.run(request)
             row = {"caption": text, **asked, **measure(sample, asked, len(names_in_caption(text)), lm.codec.corpus)}
@@ -181,7 +184,7 @@ def main() -> None:
     print(f"| parts (count) | {percent(off['parts'])} | {percent(on['parts'])} | | |")
     print(f"| length, exactly {BARS} bars | {percent(off['bars'])} | {percent(on['bars'])} | | |")
     print(f"| ended by itself | {percent(off['ended'])} | {percent(on['ended'])} | | |")
-    print(f"| density bin (thirds of the corpus, learned) | {percent(off['density_obeyed'])} | {percent(on['density_obeyed'])} | | |")
+    print(f"| density bin (thirds of the corpus; learned / with the bias) | {percent(off['density_obeyed'])} | {percent(on['density_obeyed'])} | | |")
     print(f"| sane | {percent(off['sane'])} | {percent(on['sane'])} | | |")
     print(f"| notes outside the asked key's scale | {percent(off['out_of_key_share'])} | "
           f"{percent(on['out_of_key_share'])} | | |")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from symusic import Note, Score, Track
 
-from midillm.decoding.request import CONTROL_NAMES, KEY_BIAS, MusicRequest, TaskError
+from midillm.decoding.request import CONTROL_NAMES, DENSITY_BIAS, KEY_BIAS, MusicRequest, TaskError
 from midillm.eval.sanity import bars_written
 from midillm.tokenization.caption import caption_fields
 
@@ -282,7 +282,42 @@ def test_every_control_is_a_flag_of_generate():
 
     arguments = build_parser().parse_args(["generate", "m", "--out", "o", "--key", "D minor", "--time-signature",
                                            "3/4", "--tempo", "90", "--parts", "4", "--programs", "0",
-                                           "--bars", "8", "--density", "dense", "--key-bias"])
+                                           "--bars", "8", "--density", "dense", "--key-bias", "--density-bias"])
     assert {name: getattr(arguments, name) for name in CONTROL_NAMES} == {
         "bars": 8, "programs": "0", "time_signature": "3/4", "tempo": 90.0, "key": "D minor", "parts": "4",
-        "density": "dense", "key_bias": KEY_BIAS}
+        "density": "dense", "key_bias": KEY_BIAS, "density_bias": DENSITY_BIAS}
+
+
+def test_density_bias_moves_a_piece_sparser_than_asked_on_sooner(tiny_lm):
+    """Asked dense, one note in four beats so far: a shift of two beats loses more than one of a
+    beat, a note at this onset nothing. Asked sparse, four parts on every eighth: the reverse."""
+    from midillm.decoding.grammar import CorpusConstraints
+
+    import dataclasses
+
+    codec, grammar = tiny_lm.codec, tiny_lm.grammar
+    beat = codec.music_tokenizer.config.max_num_pos_per_beat
+    # The corpus's thirds of notes per beat per part: sparse steers toward 0.75, dense toward 1.75.
+    profile = dataclasses.replace(codec.corpus, density_edges=[1.0, 1.5])
+
+    def row(tokens):
+        return grammar.row_of_lm_id[codec.lm_ids_of_base_tokens(tokens)[0]]
+
+    def bias_after(density, tokens):
+        constraints = CorpusConstraints(grammar, profile, density=density, density_bias=DENSITY_BIAS)
+        state = constraints.start_state()
+        for lm_id in codec.lm_ids_of_base_tokens(tokens):
+            state = constraints.advance(state, lm_id)
+        return constraints.row_bias_for(state)
+
+    sparse_so_far = bias_after("dense", ["Bar_None", "TimeSig_4/4", "Shift_0", "Part_0", "Pitch_67",
+                                         f"Shift_{3 * beat}", "Part_0", "Pitch_69"])
+    one_beat, two_beats, note = row([f"Shift_{beat // 2}"]), row([f"Shift_{beat}"]), row(["Pitch_60"])
+    assert sparse_so_far[two_beats] < sparse_so_far[one_beat] < 0 == sparse_so_far[note]
+    eighths = [token for onset in range(4) for token in
+               [f"Shift_{beat // 2 if onset else 0}", "Part_0", "Pitch_72", "Part_1", "Pitch_67", "Part_2", "Pitch_64",
+                "Part_3", "Pitch_48"]]
+    busy_so_far = bias_after("sparse", ["Bar_None", "TimeSig_4/4"] + eighths[:-8] + eighths[-8:])
+    assert busy_so_far[two_beats] > busy_so_far[one_beat] > 0 == busy_so_far[note]
+    with pytest.raises(TaskError, match="density-aware bias needs a density"):
+        MusicRequest(density_bias=True)

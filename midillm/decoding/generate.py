@@ -359,7 +359,9 @@ class MidiLM:
             asked = dict(metre=controls.time_signature, bars=controls.bars,
                          parts=len(parts) if isinstance(parts, list) else parts,
                          key=(controls.key or caption_field(text, KEY) or None) if controls.key_bias else None,
-                         key_bias=controls.key_bias)
+                         key_bias=controls.key_bias,
+                         density=controls.density if controls.density_bias else None,
+                         density_bias=controls.density_bias)
             if controls.key_bias and not asked["key"]:
                 raise TaskError("the key-aware bias needs a key: give one (--key, key=) or a caption with a Key line")
         instruments = None if given_music else self.part_instruments(text, programs, controls)

@@ -6,7 +6,7 @@ opens every bar, a bar line only follows a part token, and parts come in rising 
 bar. A token
 may follow a state when miditok's own type graph allows each step through its base tokens (a
 music-BPE merge is walked token by token) and time never goes back inside a bar (a Position
-after the current one, or a new bar). Masks are compiled once per codec for every state, over
+after the current one, a Shift of at least one step from the bar's last onset, or a new bar). Masks are compiled once per codec for every state, over
 the codec's music rows, and applied as a `transformers` `LogitsProcessor`.
 """
 
@@ -381,8 +381,12 @@ class GrammarLogitsProcessor(LogitsProcessor):
         probabilities = torch.softmax(scores.float(), dim=-1)
         self.masked_mass = probabilities.masked_fill(full, 0.0).sum(dim=-1).cpu()
         scores = scores.masked_fill(~full, float("-inf"))
-        bias = self.constraints.row_bias if self.constraints is not None else None
-        if bias is not None:  # the key-aware bias: out-of-key notes less likely, never impossible
+        biases = [self.constraints.row_bias_for(state) for state in self.onset_states] \
+            if self.constraints is not None else []
+        bias = None
+        if any(row_bias is not None for row_bias in biases):  # the key- and density-aware biases: less likely, never impossible
+            zeros = torch.zeros(len(self.grammar.row_lm_ids))
+            bias = torch.stack([zeros if row_bias is None else row_bias for row_bias in biases])
             bias = bias.to(scores.device, scores.dtype)
             if self.row_logits:
                 scores = scores + bias
@@ -423,6 +427,7 @@ class _OnsetState:
     voices: Voices = None                   # strict voice leading: what each part's voice sounds
     parts_played: set = None                # parts: parts that struck a note
     onset_parts: set = None                 # onsets layout: parts opened at the current onset
+    notes_struck: int = 0                   # notes struck so far, all parts (the density-aware bias)
 
     def __post_init__(self):
         self.pairs = Counter() if self.pairs is None else self.pairs
@@ -485,6 +490,20 @@ def scale_pitch_classes(key: str) -> frozenset[int]:
 KEY_TRIAD_SHARE = 1 / 3
 
 
+def density_target(edges: list[float], density: str) -> float | None:
+    """The notes per beat per part a piece asked to be `density` steers toward: the middle of its
+    bin among the corpus's thirds (`profile.density_edges`); the outer bins reach as far past
+    their edge as the middle bin is wide, halved. None without edges."""
+    from midillm.tokenization.caption import DENSITY_BINS
+
+    if len(edges) != 2:
+        return None
+    low, high = edges
+    half_width = (high - low) / 2
+    return {DENSITY_BINS[0]: max(low - half_width, low / 2), DENSITY_BINS[1]: low + half_width,
+            DENSITY_BINS[2]: high + half_width}[density]
+
+
 def key_bias_rows(row_tokens: list[list[str]], key: str, strength: float) -> torch.Tensor:
     """The key-aware bias over the rows (the end row last, unbiased), summed over the pitched
     notes a row strikes (drum notes are no pitches): -strength for a note outside `key`'s scale,
@@ -531,7 +550,8 @@ class CorpusConstraints:
                  max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1,
                  part_names: list[str] | None = None, strict_voice_leading: bool = False,
                  metre: str | None = None, bars: int | None = None, parts: int | None = None,
-                 key: str | None = None, key_bias: float | None = None, part_programs: list[int] | None = None):
+                 key: str | None = None, key_bias: float | None = None, part_programs: list[int] | None = None,
+                 density: str | None = None, density_bias: float | None = None):
         self.grammar = grammar
         codec = grammar.codec
         # Each music row's base tokens, in the grammar's row order (the end row, last, has none).
@@ -555,6 +575,11 @@ class CorpusConstraints:
         if self.exact_parts:
             self.max_parts = parts
         self.row_bias = key_bias_rows(self.row_tokens, key, key_bias) if key and key_bias else None
+        # An asked density with its bias: the notes per beat per part to steer toward.
+        self.density_bias = density_bias or None
+        self.density_target = density_target(profile.density_edges, density) if density and density_bias else None
+        if self.density_bias and self.density_target is None:
+            raise ValueError("the density-aware bias needs the corpus's density edges (prepared since 2026-12-05)")
         # Each part's asked instrument: a part names it (a Program token) before its first note,
         # so a drum part is written on drums and no part falls back to program 0.
         self.part_programs = list(part_programs or []) if self.with_parts else []
@@ -790,6 +815,7 @@ class CorpusConstraints:
                 note = _note_program_and_pitch(token)
                 if note is not None:
                     state.notes += 1
+                    state.notes_struck += 1
                     state.bar_onsets[state.onset_time] += 1
                     state.parts_settled.add(state.part)
                     state.parts_played.add(state.part)
@@ -955,6 +981,27 @@ class CorpusConstraints:
         breaks = forbidden[self.moves_time.long(), part_index, self.row_top_pitch.clamp(min=0)] | \
             (struck[part_index] & ~self.moves_time)
         return ~(judged & breaks)
+
+    def row_bias_for(self, state: _OnsetState) -> torch.Tensor | None:
+        """The bias over the rows in this state (None: none): the key-aware bias, plus the
+        density-aware one. The latter, once the piece has sounded a beat, compares its notes per
+        beat per part with the asked density's and biases each row that moves time by the beats
+        it skips (a bar line: the rest of the bar), against the error's sign, in proportion to
+        it: a piece sparser than asked moves on sooner."""
+        bias = self.row_bias
+        if self.density_target is None or state.bar_start is None or state.onset_time < 1.0 or not state.parts_played:
+            return bias
+        parts = max(len(state.parts_played), self.exact_parts or 0)
+        density = state.notes_struck / (state.onset_time * parts)
+        error = max(-1.0, min(1.0, (self.density_target - density) / self.density_target))
+        current = round((state.onset_time - state.bar_start) / state.position_quarters)
+        steps = torch.where(self.row_shift >= 0, self.row_shift,
+                            torch.where(self.first_position >= 0, self.first_position - current,
+                                        torch.full_like(self.row_shift, -1)))
+        steps = torch.where(self.starts_with_bar, torch.full_like(steps, max(state.bar_positions - current, 0)), steps)
+        beats = (steps.clamp(min=0) * state.position_quarters).float()
+        density_bias = -self.density_bias * error * beats
+        return density_bias if bias is None else bias + density_bias
 
     # How far `row_mask` gives way in a dead end: not at all; asked parts may enter late (after
     # other parts' onsets); the piece may also end here, whatever its length and parts.

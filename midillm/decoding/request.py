@@ -154,6 +154,12 @@ SAMPLING_NAMES = tuple(setting.name for setting in fields(SamplingSettings))
 # note is about 20 times less likely than the model made it (at 0.7, about 70), and a note of the
 # tonic triad 1.4 times likelier (`grammar.KEY_TRIAD_SHARE`; docs/control.md).
 KEY_BIAS = 3.0
+# The density-aware bias's strength when switched on without one (`--density-bias` alone):
+# while the piece so far is sparser than the asked bin's middle (notes per beat per part), each
+# way of moving time on loses this much logit per beat it skips, times how far off the piece is
+# (at most 1: the whole target); busier than asked, long moves gain as much. A state's bias,
+# not a static one on note lengths, which would open rests inside the voices (docs/control.md).
+DENSITY_BIAS = 2.0
 # A tempo a request may ask for, in BPM (the studio's form and the command alike).
 TEMPO_RANGE = (10.0, 400.0)
 
@@ -246,6 +252,10 @@ class MusicRequest:
         f"Keep to the key: each out-of-key note lowers its row's logit by STRENGTH, each note of the "
         f"tonic triad (or a minor key's leading note) raises it by a third of that "
         f"(default when on: {KEY_BIAS:g}); off by default", metavar="STRENGTH")
+    density_bias: float | bool | None = _control(
+        f"Keep to the asked density: while the piece is sparser than asked, each move of time loses "
+        f"STRENGTH logit per beat it skips (busier than asked, gains it), scaled by how far off the piece is "
+        f"(default when on: {DENSITY_BIAS:g}); off by default", metavar="STRENGTH")
     num_samples: int = 1
     seed: int | None = 0
     constrain: bool = True                   # False: the token syntax only, without the corpus constraints
@@ -353,6 +363,20 @@ class MusicRequest:
                 raise TaskError(f"key_bias (a strength) must be 0 or more, not {self.key_bias:g}")
             if not self.constrain:
                 raise TaskError("the key-aware bias is one of the corpus constraints: it cannot go with "
+                                "constraints off (--no-constraints, constrain=False)")
+        if self.density_bias is True:
+            self.density_bias = DENSITY_BIAS
+        elif self.density_bias is False:
+            self.density_bias = None
+        if self.density_bias is not None:
+            self.density_bias = float(self.density_bias)
+            if self.density_bias < 0:
+                raise TaskError(f"density_bias (a strength) must be 0 or more, not {self.density_bias:g}")
+            if self.density is None:
+                raise TaskError("the density-aware bias needs a density: give one (--density, density=) or a "
+                                "caption with a Density line")
+            if not self.constrain:
+                raise TaskError("the density-aware bias is one of the corpus constraints: it cannot go with "
                                 "constraints off (--no-constraints, constrain=False)")
 
     def prompt_caption(self, default: str | None) -> str | None:

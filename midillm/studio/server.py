@@ -134,8 +134,9 @@ def read_upload(name: str, data: bytes) -> dict:
     return {"midi": score}
 
 
-def _key_bias(value: str) -> float | bool | None:
-    """The form's key-aware bias: empty or "false" off, "true" on at its default strength, or a strength."""
+def _bias(value: str) -> float | bool | None:
+    """The form's key- or density-aware bias: empty or "false" off, "true" on at its default
+    strength, or a strength."""
     value = value.strip().lower()
     if value in ("", "false", "off"):
         return None
@@ -228,6 +229,7 @@ def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = 
     def submit(model: str = Form(...), task: str = Form("generate"), caption: str = Form(""),
                num_samples: int = Form(1), seed: int = Form(0), constrain: bool = Form(True),
                strict_voice_leading: bool | None = Form(None), key_bias: str = Form(""),
+               density_bias: str = Form(""),
                bars: str = Form(""), tracks: str = Form(""), file: UploadFile | None = File(None),
                sampling: dict = Depends(sampling_form)):
         models.path(model)  # an unknown name fails here, not in the queue
@@ -248,7 +250,8 @@ def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = 
         music = MusicRequest("continue" if task == "generate" else task, upload.get("midi", upload.get("audio")),
                              caption.strip() + "\n" if caption.strip() else None,
                              bars=bars.strip() or None if task in ("infill", "generate") else None,
-                             key_bias=_key_bias(key_bias) if task == "generate" else None,
+                             key_bias=_bias(key_bias) if task == "generate" else None,
+                             density_bias=_bias(density_bias) if task == "generate" else None,
                              tracks=[item.strip() for item in tracks.split(",") if item.strip()] or None,
                              num_samples=num_samples, seed=seed, constrain=constrain,
                              strict_voice_leading=strict_voice_leading, sampling=sampling)

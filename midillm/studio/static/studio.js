@@ -73,6 +73,7 @@ async function chooseModel(name) {
   $("#strict_voice_leading").checked = model.strict_voice_leading;
   $("#strict_voice_leading").disabled = !model.constraints;
   $("#key_bias").disabled = !model.constraints;
+  $("#density_bias").disabled = !model.constraints;
   $("#generate").disabled = false;
 }
 
@@ -199,6 +200,7 @@ function requestForm() {
   if (task === "generate") {
     form.append("bars", $("#length").value);
     form.append("key_bias", $("#key_bias").checked && $("#constrain").checked ? "true" : "false");
+    form.append("density_bias", $("#density_bias").checked && $("#constrain").checked ? "true" : "false");
   }
   if (task === "accompany") form.append("tracks", $("#tracks").value);
   return form;
