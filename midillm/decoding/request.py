@@ -356,31 +356,24 @@ class MusicRequest:
             if isinstance(self.bars, bool) or not isinstance(self.bars, int) or self.bars < 1:
                 raise TaskError(f"bars (the length of a new piece) must be a whole number of at least 1, "
                                 f"not {self.bars!r}")
-        if self.key_bias is True:
-            self.key_bias = KEY_BIAS
-        elif self.key_bias is False:
-            self.key_bias = None
-        if self.key_bias is not None:
-            self.key_bias = float(self.key_bias)
-            if self.key_bias < 0:
-                raise TaskError(f"key_bias (a strength) must be 0 or more, not {self.key_bias:g}")
+        self.key_bias = self._bias_strength("key_bias", "key", KEY_BIAS)
+        self.density_bias = self._bias_strength("density_bias", "density", DENSITY_BIAS)
+        if self.density_bias is not None and self.density is None:
+            raise TaskError("the density-aware bias needs a density: give one (--density, density=) or a "
+                            "caption with a Density line")
+
+    def _bias_strength(self, name: str, what: str, default: float) -> float | None:
+        """A key- or density-aware bias as asked: True its default strength, False or None off,
+        else a strength of 0 or more; one of the corpus constraints, so not without them."""
+        value = getattr(self, name)
+        value = default if value is True else None if value is False or value is None else float(value)
+        if value is not None:
+            if value < 0:
+                raise TaskError(f"{name} (a strength) must be 0 or more, not {value:g}")
             if not self.constrain:
-                raise TaskError("the key-aware bias is one of the corpus constraints: it cannot go with "
+                raise TaskError(f"the {what}-aware bias is one of the corpus constraints: it cannot go with "
                                 "constraints off (--no-constraints, constrain=False)")
-        if self.density_bias is True:
-            self.density_bias = DENSITY_BIAS
-        elif self.density_bias is False:
-            self.density_bias = None
-        if self.density_bias is not None:
-            self.density_bias = float(self.density_bias)
-            if self.density_bias < 0:
-                raise TaskError(f"density_bias (a strength) must be 0 or more, not {self.density_bias:g}")
-            if self.density is None:
-                raise TaskError("the density-aware bias needs a density: give one (--density, density=) or a "
-                                "caption with a Density line")
-            if not self.constrain:
-                raise TaskError("the density-aware bias is one of the corpus constraints: it cannot go with "
-                                "constraints off (--no-constraints, constrain=False)")
+        return value
 
     def prompt_caption(self, default: str | None) -> str | None:
         """The caption the model is prompted with: the request's (else `default`, a training
