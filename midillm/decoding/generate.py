@@ -142,7 +142,7 @@ class _OnsetPlan:
     row_of_lm_id: dict[int, int] = field(default_factory=dict)
     # (steps from the bar's last onset, the given onset's first id) -> the ids that reach it
     # from here: the given first id itself where time is a Position.
-    reach: Callable[[int, int], list[int]] | None = None
+    reach: Callable[[int, int], tuple[int, ...]] | None = None
     position: int = 0             # where the bar stands: its last onset (0: its start)
 
     @property
@@ -153,7 +153,7 @@ class _OnsetPlan:
         """The ids that reach the next given onset from here: its first row, as given (a Shift
         counted from the bar's last onset)."""
         target, ids = self.pending[0]
-        return self.reach(target - self.position, ids[0]) if self.reach is not None else ids[:1]
+        return list(self.reach(target - self.position, ids[0])) if self.reach is not None else ids[:1]
 
     def _next_given_row(self) -> int:
         """The row that reaches the next given onset."""
@@ -900,10 +900,12 @@ class MidiLM:
                                    for lm_id in self.grammar.row_lm_ids])
         reach = None
         if self.codec.onset_time == "shift":
-            def reach(steps: int, first_id: int) -> list[int]:
+            # Asked several times a step (the mask, the model's wish, the record): encoded once.
+            @functools.lru_cache(maxsize=None)
+            def reach(steps: int, first_id: int) -> tuple[int, ...]:
                 """The given onset's first row with its Shift counted from here (the same note,
                 in the longest compound that holds it)."""
-                return self.codec.lm_ids_of_onset_tokens([f"{SHIFT}_{steps}"] + self._row_tokens(first_id)[1:])
+                return tuple(self.codec.lm_ids_of_onset_tokens([f"{SHIFT}_{steps}"] + self._row_tokens(first_id)[1:]))
         return _OnsetPlan(bar_row=self._bar_row(), end_row=self.grammar.end_row, row_part=self.grammar.row_part,
                           row_position=row_position, row_shift=row_shift, row_continues_part=continues,
                           row_writes_score_meta=score_meta, given_bars=bars,

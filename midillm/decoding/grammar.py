@@ -234,7 +234,7 @@ class MusicGrammar:
         for index, (token, kind) in enumerate(zip(tokens, types)):
             value = position_value(token)
             if kind == SHIFT:  # where it lands depends on the state: only a row's first token
-                first_shift = shift_value(token) if index == 0 and shift_value(token) is not None else first_shift
+                first_shift = shift_value(token) if index == 0 else first_shift
                 valid = valid and index == 0
             elif kind in resetting:
                 seen_reset, resets, position = True, True, NO_POSITION
