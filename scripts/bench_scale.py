@@ -9,7 +9,8 @@ The corpus (written once under WORK/corpus-bN, file i the same at every size, so
 every N-th file (`--band-every`, 10) is a Lakh-sized band piece (~7,500 notes: drums, bass,
 piano chords, a pad, a lead and a guitar over ~160 bars; each seed re-orchestrated with its own
 programs, tempo and metre changes), the others Bach chorales from music21 (~500 notes)
-transposed (-5..+6) and re-timed (tempo x0.8-1.25), so every file is distinct. Lakh MIDI's mean
+transposed (-5..+6, then by octaves) and re-timed (tempo x0.8-1.25), so every file but the
+repeats of variant 0 is distinct. Lakh MIDI's mean
 is about 7,500 notes per file; the chorales keep a 5,000-file run within minutes on 2 cores.
 
 Each size runs `midillm prepare` in a process of its own (`--num-workers` workers). Its memory
@@ -76,11 +77,14 @@ def band_piece(seed: int):
 
 
 def chorale_variant(chorale_path: Path, variant: int):
-    """A chorale transposed and re-timed by `variant` (0: as it is)."""
+    """A chorale transposed and re-timed by `variant` (0: as it is). Variants 0-35 move it by
+    -5..+6 semitones at three tempos; each further 36 move those by an octave or two (down,
+    up, two down, two up), so 410 chorales give 73,800 distinct files (variant 5 repeats 0)."""
     from symusic import Score
 
     score = Score(str(chorale_path))
     shift = variant % 12 - 5 if variant else 0
+    shift += 12 * (0, -1, 1, -2, 2)[variant // 36 % 5]
     for track in score.tracks:
         if not track.is_drum:
             track.shift_pitch(shift, inplace=True)

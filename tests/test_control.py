@@ -289,8 +289,8 @@ def test_every_control_is_a_flag_of_generate():
 
 
 def test_density_bias_moves_a_piece_sparser_than_asked_on_sooner(tiny_lm):
-    """Asked dense, one note in four beats so far: a shift of two beats loses more than one of a
-    beat, a note at this onset nothing. Asked sparse, four parts on every eighth: the reverse."""
+    """Asked dense, two notes in three beats so far: a shift of a beat loses more than one of half
+    a beat, a note at this onset nothing. Asked sparse, four parts on every eighth: the reverse."""
     from midillm.decoding.grammar import CorpusConstraints
 
     import dataclasses
@@ -312,12 +312,14 @@ def test_density_bias_moves_a_piece_sparser_than_asked_on_sooner(tiny_lm):
 
     sparse_so_far = bias_after("dense", ["Bar_None", "TimeSig_4/4", "Shift_0", "Part_0", "Pitch_67",
                                          f"Shift_{3 * beat}", "Part_0", "Pitch_69"])
-    one_beat, two_beats, note = row([f"Shift_{beat // 2}"]), row([f"Shift_{beat}"]), row(["Pitch_60"])
-    assert sparse_so_far[two_beats] < sparse_so_far[one_beat] < 0 == sparse_so_far[note]
+    half_beat, one_beat, note = row([f"Shift_{beat // 2}"]), row([f"Shift_{beat}"]), row(["Pitch_60"])
+    assert sparse_so_far[one_beat] < sparse_so_far[half_beat] < 0 == sparse_so_far[note]
+    # 0.67 notes a beat asked 1.75, more than a bin (0.5) off: the whole bias for each beat skipped.
+    assert sparse_so_far[one_beat] == pytest.approx(-DENSITY_BIAS)
     eighths = [token for onset in range(4) for token in
                [f"Shift_{beat // 2 if onset else 0}", "Part_0", "Pitch_72", "Part_1", "Pitch_67", "Part_2", "Pitch_64",
                 "Part_3", "Pitch_48"]]
     busy_so_far = bias_after("sparse", ["Bar_None", "TimeSig_4/4"] + eighths[:-8] + eighths[-8:])
-    assert busy_so_far[two_beats] > busy_so_far[one_beat] > 0 == busy_so_far[note]
+    assert busy_so_far[one_beat] > busy_so_far[half_beat] > 0 == busy_so_far[note]
     with pytest.raises(TaskError, match="density-aware bias needs a density"):
         MusicRequest(density_bias=True)

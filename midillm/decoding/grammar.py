@@ -580,6 +580,12 @@ class CorpusConstraints:
         self.density_target = density_target(profile.density_edges, density) if density and density_bias else None
         if self.density_bias and self.density_target is None:
             raise ValueError("the density-aware bias needs the corpus's density edges (prepared since 2026-12-05)")
+        # The error counts in widths of the middle bin: a corpus's thirds can lie close together
+        # (the chorales': 1.03 and 1.16 notes per beat per part), and a piece one bin off is off
+        # by all of the bias, not by a tenth of it.
+        if self.density_target is not None:
+            low, high = profile.density_edges
+            self.density_scale = high - low if high > low else self.density_target
         # Each part's asked instrument: a part names it (a Program token) before its first note,
         # so a drum part is written on drums and no part falls back to program 0.
         self.part_programs = list(part_programs or []) if self.with_parts else []
@@ -987,13 +993,13 @@ class CorpusConstraints:
         density-aware one. The latter, once the piece has sounded a beat, compares its notes per
         beat per part with the asked density's and biases each row that moves time by the beats
         it skips (a bar line: the rest of the bar), against the error's sign, in proportion to
-        it: a piece sparser than asked moves on sooner."""
+        it (in widths of the middle bin, at most one): a piece sparser than asked moves on sooner."""
         bias = self.row_bias
         if self.density_target is None or state.bar_start is None or state.onset_time < 1.0 or not state.parts_played:
             return bias
         parts = max(len(state.parts_played), self.exact_parts or 0)
         density = state.notes_struck / (state.onset_time * parts)
-        error = max(-1.0, min(1.0, (self.density_target - density) / self.density_target))
+        error = max(-1.0, min(1.0, (self.density_target - density) / self.density_scale))
         current = round((state.onset_time - state.bar_start) / state.position_quarters)
         steps = torch.where(self.row_shift >= 0, self.row_shift,
                             torch.where(self.first_position >= 0, self.first_position - current,
