@@ -297,7 +297,7 @@ def test_density_bias_moves_a_piece_sparser_than_asked_on_sooner(tiny_lm):
 
     codec, grammar = tiny_lm.codec, tiny_lm.grammar
     beat = codec.music_tokenizer.config.max_num_pos_per_beat
-    # The corpus's thirds of notes per beat per part: sparse steers toward 0.75, dense toward 1.75.
+    # The corpus's thirds of notes per beat per part: sparse steers toward 0.5, dense toward 2.0.
     profile = dataclasses.replace(codec.corpus, density_edges=[1.0, 1.5])
 
     def row(tokens):
@@ -314,7 +314,7 @@ def test_density_bias_moves_a_piece_sparser_than_asked_on_sooner(tiny_lm):
                                          f"Shift_{3 * beat}", "Part_0", "Pitch_69"])
     half_beat, one_beat, note = row([f"Shift_{beat // 2}"]), row([f"Shift_{beat}"]), row(["Pitch_60"])
     assert sparse_so_far[one_beat] < sparse_so_far[half_beat] < 0 == sparse_so_far[note]
-    # 0.67 notes a beat asked 1.75, more than a bin (0.5) off: the whole bias for each beat skipped.
+    # 0.67 notes a beat asked 2.0, more than a bin (0.5) off: the whole bias for each beat skipped.
     assert sparse_so_far[one_beat] == pytest.approx(-DENSITY_BIAS)
     eighths = [token for onset in range(4) for token in
                [f"Shift_{beat // 2 if onset else 0}", "Part_0", "Pitch_72", "Part_1", "Pitch_67", "Part_2", "Pitch_64",
