@@ -16,8 +16,6 @@ What only training needs (LoRA, `build_model`, the optimizer's groups) is `midil
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from torch.nn.utils import parametrize
 
 from midillm.errors import first_line
 from midillm.tokenization import BaseModelError, MusicCodec, locate_base_model
-from midillm.tokenization.base_model import gguf_cache_folder
+from midillm.tokenization.base_model import gguf_cache_folder, save_to_cache
 from midillm.tokenization.rows import IGNORE_INDEX
 
 
@@ -117,15 +115,7 @@ def _load_whole_base_model(base_model: str, dtype: torch.dtype, log):
                 log(f"Dequantizing {location.gguf_file} once; cached in {cached}")
             model = AutoModelForCausalLM.from_pretrained(
                 location.name_or_path, gguf_file=location.gguf_file, dtype=torch.float32)
-            partial = cached.with_name(cached.name + f".partial-{os.getpid()}")
-            try:
-                _save_plain(model, partial)
-                if not cached.exists():
-                    partial.rename(cached)  # atomic: other processes never see half a cache
-            except OSError:
-                pass  # a read-only cache only costs the next run the dequantization again
-            finally:
-                shutil.rmtree(partial, ignore_errors=True)
+            save_to_cache(cached, lambda folder: _save_plain(model, folder))
             return model.to(dtype)
         return AutoModelForCausalLM.from_pretrained(location.name_or_path, **kwargs)
     except (OSError, ValueError) as error:

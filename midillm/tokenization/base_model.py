@@ -107,13 +107,20 @@ def load_lm_tokenizer(base_model: str = DEFAULT_BASE_MODEL):
     except (OSError, ValueError) as error:
         raise BaseModelError(f"cannot load the tokenizer of {base_model!r}: {first_line(error)}") from error
     if location.gguf_file:
-        partial = cached.with_name(cached.name + f".partial-{os.getpid()}")
-        try:
-            tokenizer.save_pretrained(partial)
-            if not cached.exists():
-                partial.rename(cached)  # atomic: other processes never see half a cache
-        except OSError:
-            pass  # a read-only cache only costs the next run the conversion again
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
+        save_to_cache(cached, tokenizer.save_pretrained)
     return tokenizer
+
+
+def save_to_cache(cached: Path, write) -> None:
+    """`write(folder)` into a folder of its own, then renamed to `cached` (atomic: other
+    processes never see half a cache; one already there is kept). A cache that cannot be written
+    (read-only) only costs the next run the work again."""
+    partial = cached.with_name(cached.name + f".partial-{os.getpid()}")
+    try:
+        write(partial)
+        if not cached.exists():
+            partial.rename(cached)
+    except OSError:
+        pass
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
