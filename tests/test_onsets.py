@@ -10,7 +10,7 @@ from symusic import Note, Score, Tempo, TimeSignature, Track
 
 from conftest import MUSIC21_TEST_MIDI, make_band_score
 from midillm import MusicCodec
-from midillm.tokenization.codec import note_units, part_scores, time_token
+from midillm.tokenization.codec import note_units, part_scores
 from midillm.tokenization.onsets import onset_units, writes_directly
 from midillm.tokenization.profile import measure_corpus
 
@@ -20,8 +20,7 @@ def general_units(codec, score, lengths_before=None):
 
 
 def direct_units(codec, score, lengths_before=None):
-    return onset_units(codec.music_tokenizer, part_scores(score), codec.note_order,
-                       lambda position, previous: time_token(position, previous, codec.onset_time), lengths_before)
+    return onset_units(codec.music_tokenizer, part_scores(score), codec.note_order, codec.onset_time, lengths_before)
 
 
 def awkward_score() -> Score:

@@ -41,7 +41,7 @@ from midillm.version import __version__
 from .base_model import DEFAULT_BASE_MODEL, load_lm_tokenizer
 from .caption import caption_ids, instrument_name, names_in_caption, pitch_name, score_caption
 from .metre import bar_end_after
-from .onsets import PART, PITCH_DESCENDING, onset_units, writes_directly
+from .onsets import PART, PITCH_DESCENDING, SHIFT, onset_units, time_token, writes_directly
 from .profile import CorpusProfile, tokenizer_settings
 from .rows import flat, music_row
 from .tonality import COMMON_KEYS, FIRST_COMMON_KEYS, in_common_key
@@ -73,9 +73,9 @@ DEFAULT_LAYOUT = "onsets"
 # token wherever the bar stands: the model trained with positions had not learned where in the
 # bar it was (0.13 of its mass went to positions at or before the current one, which the grammar
 # refuses) and its music moved at half Bach's pace (docs/benchmarks.md, 2026-12-05).
+# (`onsets.SHIFT`, `onsets.time_token`.)
 ONSET_TIMES = ("position", "shift")
 DEFAULT_ONSET_TIME = "shift"
-SHIFT = "Shift"
 # A note compound merges one note's tokens (its part, program, pitch, velocity, duration) into
 # one LM token; kept when it occurs at least this often in the train split.
 COMPOUND_MIN_COUNT = 2
@@ -249,12 +249,6 @@ def interleave_part_bars(part_bars: list[list[list[str]]], onset_time: str = "po
             previous = position
         bars.append(bar)
     return bars
-
-
-def time_token(position: int, previous: int, onset_time: str) -> str:
-    """The token that moves time to `position` of the bar from `previous` (the bar's last onset,
-    0 at its start)."""
-    return f"{SHIFT}_{position - previous}" if onset_time == "shift" else f"Position_{position}"
 
 
 def is_onset_time(token: str) -> bool:
@@ -671,8 +665,7 @@ class MusicCodec:
         straight from the notes where `onsets.writes_directly` covers the tokenizer (the same
         units, about ten times faster), else from miditok's tokens (`_onset_bars`)."""
         if writes_directly(self.music_tokenizer):
-            units = onset_units(self.music_tokenizer, part_scores(score), self.note_order,
-                                lambda position, previous: time_token(position, previous, self.onset_time),
+            units = onset_units(self.music_tokenizer, part_scores(score), self.note_order, self.onset_time,
                                 lengths_before)
             if units is not None:
                 return units

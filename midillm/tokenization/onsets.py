@@ -30,6 +30,14 @@ PART = "Part"
 # pitch is struck twice), and the grammar can enforce it. miditok's own order (by duration, then
 # pitch) carries nothing. Codecs saved before this order existed keep theirs (None).
 PITCH_DESCENDING = "pitch-descending"
+# An onset's time as a move from the bar's last onset (`codec.ONSET_TIMES`: "shift").
+SHIFT = "Shift"
+
+
+def time_token(position: int, previous: int, onset_time: str) -> str:
+    """The token that moves time to `position` of the bar from `previous` (the bar's last onset,
+    0 at its start): `Shift_k`, or with `onset_time` "position" REMI's `Position_k`."""
+    return f"{SHIFT}_{position - previous}" if onset_time == "shift" else f"Position_{position}"
 
 
 def writes_directly(tokenizer) -> bool:
@@ -85,11 +93,11 @@ class _Bars:
         return f"TimeSig_{numerator}/{denominator}"
 
 
-def onset_units(tokenizer, parts: list[Score], note_order: str | None, time_token,
+def onset_units(tokenizer, parts: list[Score], note_order: str | None, onset_time: str,
                 lengths_before: int | None = None) -> list[list[tuple[str, ...]]] | None:
     """The onsets layout of these parts (`codec.part_scores`), bar by bar, as note units
-    (`codec.note_units`): the same units as the general path. None where this path does not
-    cover the score. `time_token(position, previous)` writes an onset's time."""
+    (`codec.note_units`), each onset's time written as `onset_time` says: the same units as the
+    general path. None where this path does not cover the score."""
     prepared = [tokenizer.preprocess_score(part) for part in parts]
     if not prepared or any(len(score.tracks) != 1 for score in prepared):
         return None
@@ -183,7 +191,7 @@ def onset_units(tokenizer, parts: list[Score], note_order: str | None, time_toke
             metre = written
         previous = 0
         for position, slot in sorted(slots.get(bar, {}).items()):
-            time = time_token(position, previous)
+            time = time_token(position, previous, onset_time)
             previous = position
             if slot[0][0].startswith(PART):
                 units.append((time,) + slot[0])
