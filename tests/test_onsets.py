@@ -76,13 +76,11 @@ def test_direct_onsets_layout_writes_the_general_paths_units(
 def test_a_codec_the_direct_path_does_not_cover_encodes_the_same_ids(tiny_lm_tokenizer, monkeypatch):
     """The general path (taken for other tokenizer settings) and the direct one give the same LM
     ids, compounds included, and the notes come back."""
-    import midillm.tokenization.codec as codec_module
-
     scores = [make_band_score(seed=seed, bars=8) for seed in range(3)] + [awkward_score()]
     codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=measure_corpus(scores))
     codec.train_compounds(scores[:2])
     direct = [codec.encode_bars(score) for score in scores]
-    monkeypatch.setattr(codec_module, "writes_directly", lambda tokenizer: False)
+    monkeypatch.setattr(codec, "_direct_layout", False)
     codec._unit_lm_ids.clear()
     assert [codec.encode_bars(score) for score in scores] == direct
     assert any(len(codec.music_token_parts[codec.music_id_of_lm_id(lm_id)]) > 1

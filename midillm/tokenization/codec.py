@@ -521,6 +521,9 @@ class MusicCodec:
         self._longest_compound = max((len(tokens) for tokens in self._compound_music_ids), default=1)
         self._single_music_ids = {tokens[0]: music_id for music_id, tokens in enumerate(parts) if len(tokens) == 1}
         self._unit_lm_ids: dict[tuple[str, ...], list[int]] = {}  # `_lm_ids_of_units`' lookups
+        # Whether `_onset_bar_units` may write the layout from the notes (the tokenizer's settings
+        # decide it, once).
+        self._direct_layout = writes_directly(tokenizer)
         # What a held note (onsets layout) carries into miditok's decoder until its length is known.
         self._stand_in_duration = next((token for token in tokenizer.vocab if token.startswith("Duration_")), None)
         self.music_token_parts: list[list[str]] = parts
@@ -664,7 +667,7 @@ class MusicCodec:
         """The onsets layout of `score`, bar by bar, as note units (`note_units`): written
         straight from the notes where `onsets.writes_directly` covers the tokenizer (the same
         units, about ten times faster), else from miditok's tokens (`_onset_bars`)."""
-        if writes_directly(self.music_tokenizer):
+        if self._direct_layout:
             units = onset_units(self.music_tokenizer, part_scores(score), self.note_order, self.onset_time,
                                 lengths_before)
             if units is not None:
