@@ -104,8 +104,9 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
     add_sampling_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
     parser.add_argument("--no-constraints", action="store_true",
-                        help="Sample under the token syntax only, without the corpus constraints (notes per "
-                             "onset, no repeated note at an onset, the corpus's instruments, ranges and metres).")
+                        help="Sample under the token syntax and what you asked (instruments, metre, bars, "
+                             "parts) only, without the corpus constraints (notes per onset, no repeated note at "
+                             "an onset, the corpus's instruments, ranges and metres).")
     parser.add_argument("--strict-voice-leading", action=argparse.BooleanOptionalAction, default=None,
                         help="Between the parts: no parallel fifths or octaves, no voice crossing, upper voices "
                              "within an octave (parts listed from the top voice down, as a chorale's). Default: "

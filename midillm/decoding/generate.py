@@ -337,7 +337,8 @@ class MidiLM:
 
     def constraints(self, text: str | None = None, programs: list[int] | None = None,
                     min_bars: int | None = -1, strict_voice_leading: bool | None = None,
-                    controls: MusicRequest | None = None, given_music: bool = False) -> CorpusConstraints | None:
+                    controls: MusicRequest | None = None, given_music: bool = False,
+                    corpus_limits: bool = True) -> CorpusConstraints | None:
         """The corpus constraints for a caption (its instruments, if it names any, else the
         corpus's programs) or explicit `programs`, with strict voice leading between the parts
         if asked (`midillm.decoding.voice_leading`) and the request's `controls` (metre, bars,
@@ -345,7 +346,10 @@ class MidiLM:
 
         A new piece plays the parts asked, each on its instrument (`part_instruments`), every
         one of them. Given music (a MIDI prompt to continue, infill, accompaniment) has the
-        given parts' own instruments, and the caption's only as the instruments allowed."""
+        given parts' own instruments, and the caption's only as the instruments allowed.
+
+        `corpus_limits=False` (constraints off): only what the request asks, its parts'
+        instruments, the programs given, its metre, bars and parts; None when it asks none."""
         if self.codec.corpus is None:
             return None
         if strict_voice_leading is None:  # the corpus's habit for a new piece; given music, see _strict_for_given
@@ -367,10 +371,19 @@ class MidiLM:
         instruments = None if given_music else self.part_instruments(text, programs, controls)
         if instruments:  # these parts, each on its instrument, and every one of them plays
             asked["parts"] = len(instruments)
-        return CorpusConstraints(self.grammar, self.codec.corpus,
-                                 programs=programs or programs_named_in(text) or None,
+        allowed = programs or programs_named_in(text) or None
+        if not corpus_limits:
+            asked.update(key=None, key_bias=None, density=None, density_bias=None)  # biases: corpus constraints
+            # Given music decides its own parts; a new piece's caption asks for the parts it names.
+            named_parts = [] if given_music else named_parts
+            if not (instruments or programs or named_parts or any(asked.values())):
+                return None
+            # The caption's instruments are a new piece's parts, not a list given music must keep to.
+            allowed = programs or (allowed if instruments else None)
+        return CorpusConstraints(self.grammar, self.codec.corpus, programs=allowed,
                                  max_parts=len(named_parts) or -1, min_bars=min_bars, part_names=named_parts,
-                                 strict_voice_leading=strict_voice_leading, part_programs=instruments, **asked)
+                                 strict_voice_leading=strict_voice_leading, part_programs=instruments,
+                                 corpus_limits=corpus_limits, **asked)
 
     def part_instruments(self, text: str | None, programs: list[int] | None = None,
                          controls: MusicRequest | None = None) -> list[int] | None:
@@ -440,8 +453,9 @@ class MidiLM:
                      strict_voice_leading: bool | None = None, controls: MusicRequest | None = None) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each.
 
-        `constrain=False` samples under the syntax grammar alone (the model on its own); True
-        adds the corpus constraints (`CorpusConstraints`). `self.last_generation` then holds,
+        `constrain=False` samples the model on its own: the syntax grammar and what the request
+        asks (the caption's instruments part by part, the programs, metre, bars and parts given),
+        none of the corpus's limits; True adds the corpus constraints (`CorpusConstraints`). `self.last_generation` then holds,
         per sample, whether it ended by itself, its new tokens and the mean masked mass.
         `prompt_ids` replaces the prompt built from `prompt` and `text`; `plans` (one per sample)
         hold a task's bars (see `_BarPlan`). `on_step(step, steps)` is told of each new token
@@ -459,7 +473,7 @@ class MidiLM:
         given_music = plans is not None or prompt is not None
         constraints = self.constraints(text, programs, min_bars=None if plans else -1,
                                        strict_voice_leading=strict_voice_leading,
-                                       controls=controls, given_music=given_music) if constrain else None
+                                       controls=controls, given_music=given_music, corpus_limits=constrain)
         grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True,
                                                    constraints=constraints)
         program_mask = self._program_mask(programs)

@@ -539,9 +539,14 @@ class CorpusConstraints:
     rows, built once per distinct situation.
 
     A request's controls add to these: `metre` (the only metre a row may write), `bars` (the
-    piece has exactly that many), `parts` (exactly that many parts play), and `key` with
-    `key_bias` (`row_bias`: each out-of-key note a row strikes lowers its logit by `key_bias`,
-    a bias rather than a mask, which `GrammarLogitsProcessor` adds).
+    piece has exactly that many), `parts` (exactly that many parts play), `part_programs` (each
+    part on its asked instrument), and `key` with `key_bias` (`row_bias`: each out-of-key note a
+    row strikes lowers its logit by `key_bias`, a bias rather than a mask, which
+    `GrammarLogitsProcessor` adds).
+
+    `corpus_limits=False` keeps what the request asks (its metre, bars, parts, instruments and
+    the programs given) and drops every limit read from the corpus: the model alone, on the
+    request.
 
     With parts, an onset's notes are counted over all parts of the bar, a duplicate is the same
     pitch twice at one onset of one part, and only part 0 writes the metre and tempo.
@@ -554,14 +559,20 @@ class CorpusConstraints:
                  part_names: list[str] | None = None, strict_voice_leading: bool = False,
                  metre: str | None = None, bars: int | None = None, parts: int | None = None,
                  key: str | None = None, key_bias: float | None = None, part_programs: list[int] | None = None,
-                 density: str | None = None, density_bias: float | None = None):
+                 density: str | None = None, density_bias: float | None = None, corpus_limits: bool = True):
         self.grammar = grammar
+        if not corpus_limits:  # what was asked holds; nothing the corpus alone would refuse
+            max_notes_per_onset, no_repeats, max_programs, pitch_ranges = None, False, None, False
+            bar_length, time_signatures, max_gap, strict_voice_leading = False, False, None, False
+            min_bars, max_parts = (None if min_bars == -1 else min_bars), (None if max_parts == -1 else max_parts)
         codec = grammar.codec
         # Each music row's base tokens, in the grammar's row order (the end row, last, has none).
         self.row_tokens = [codec.music_token_parts[codec.music_id_of_lm_id(lm_id)] for lm_id in grammar.row_lm_ids[:-1]]
         self._read_layout(grammar)
         self._read_limits(profile, programs, max_notes_per_onset, no_repeats, max_programs, pitch_ranges, bar_length,
                           max_gap, min_bars, max_parts, part_names)
+        if not corpus_limits and not programs:  # any instrument, unless the parts ask theirs (below)
+            self.allowed_programs = None
         self._mark_row_kinds()
         # An asked metre is the only one a row may write (the prompt opens the piece in it).
         metres = {metre} if metre else set(profile.time_signatures) if time_signatures and profile.time_signatures \

@@ -261,7 +261,7 @@ class MusicRequest:
         f"(default when on: {DENSITY_BIAS:g}); off by default", metavar="STRENGTH")
     num_samples: int = 1
     seed: int | None = 0
-    constrain: bool = True                   # False: the token syntax only, without the corpus constraints
+    constrain: bool = True                   # False: the token syntax and the asked controls, no corpus limits
     # Parts only: no parallel fifths or octaves, no crossing, upper voices within an octave
     # (`midillm.decoding.voice_leading`); it is one of the corpus constraints. None: on where the
     # corpus's own parts avoid parallels (`CorpusProfile.avoids_parallels`: the chorales), off

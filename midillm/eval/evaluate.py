@@ -5,8 +5,8 @@ The headline is the *sane share* (`sanity.py`): the samples a listener of the co
 accept (no onset crowded beyond the corpus, no duplicate notes, time that moves, the corpus's
 instruments and pitch ranges), judged against the corpus profile `prepare` kept in the codec
 (for codecs without one, a profile of the held-out pieces). It is measured with the corpus
-constraints of the sampler and with the model alone (syntax grammar only), beside the share of
-samples that ended by themselves and the held-out bits per note.
+constraints of the sampler and with the model alone (the syntax grammar and the caption's
+instruments), beside the share of samples that ended by themselves and the held-out bits per note.
 
 Sanity is a floor: what separates a model from its corpus are the listener measures
 (`listener.py`), reported for every set beside its sane share: chords of the corpus's vocabulary
@@ -19,7 +19,8 @@ folder):
 
 - generated: N samples of the model with the corpus constraints (or the MIDI files of
   `--samples FOLDER`);
-- model_alone: N samples of the model under the syntax grammar only (same seed);
+- model_alone: N samples of the model under the syntax grammar and the caption's asked
+  instruments, none of the corpus's limits (same seed);
 - untrained: the base LM with the new token rows, before fine-tuning (same sampling, same seed);
 - shuffled: the reference pieces with their bars shuffled (same bars, no long-range order);
 - ceiling: half of the reference against the other half (the best a model can score).
@@ -343,7 +344,7 @@ def evaluate(config: EvalConfig, log=print) -> dict:
         log(f"Sampling {config.num_samples} pieces with the corpus constraints")
         sets["generated"], metrics["validity"]["generated"], generations["generated"] = _sample(lm, config, log)
         names["generated"] = [f"sample-{i:03d}" for i in range(len(sets["generated"]))]
-        log(f"Sampling {config.num_samples} pieces with the model alone (syntax grammar only)")
+        log(f"Sampling {config.num_samples} pieces with the model alone (syntax grammar and the asked instruments)")
         sets["model_alone"], metrics["validity"]["model_alone"], generations["model_alone"] = _sample(
             lm, config, log, constrain=False)
         names["model_alone"] = [f"model-alone-{i:03d}" for i in range(len(sets["model_alone"]))]

@@ -148,7 +148,8 @@ def _sanity_blocks(metrics: dict) -> list[tuple]:
             f"{_role_limits(facts.get('role_rest_beats'))}, and each part's notes per beat stay in its role's "
             f"range {_role_limits(facts.get('role_notes_per_beat'))}. Judged against "
             f"{PROFILE_SOURCES.get(source, source)}. {ending} The fine-tuned samples are drawn with the "
-            f"sampler's corpus constraints; \"model alone\" samples with the syntax grammar only. The reference "
+            f"sampler's corpus constraints; \"model alone\" samples with the syntax grammar and what was asked "
+            f"(the caption's instruments, part by part), none of the corpus's limits. The reference "
             f"row judges the held-out pieces the same way: a check of the measure itself.")
     blocks: list[tuple] = [("h2", "Sane samples"), ("p", text)]
     header = ["set", "samples", "sane share", "ended by itself", "mean notes per onset", "most notes at one onset",
