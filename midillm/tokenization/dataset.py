@@ -40,7 +40,7 @@ from .codec import (DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, DEFAULT_ONSET_TIME, 
 from .prepared import PreparedData, PrepareWork
 from .profile import CorpusProfile, measure_corpus
 from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
-                   in_register_order, reorder_parts)
+                   reorder_parts)
 from .sources import CheckedFile, Skipped, check_files, describe_error, list_sources
 from .tonality import COMMON_KEYS, in_common_key, key_before_move
 
@@ -200,8 +200,7 @@ def _tokenize_piece(task: _PieceTask) -> dict:
 
     from symusic import Score
 
-    # Parts from the highest down, drums last, as `_read_piece` has them.
-    score, metadata = in_register_order(Score(task.path)), task.metadata
+    score, metadata = Score(task.path), task.metadata
     if _worker_codec.common_key:
         score, metadata, _ = in_common_key(score, metadata, _worker_codec.common_keys)
     versions = []
@@ -326,11 +325,11 @@ def _profile_sample(pieces: list[CheckedFile], size: int) -> list[CheckedFile]:
 
 
 def _read_piece(piece: CheckedFile, common_key: bool) -> tuple[Score, dict, str | None]:
-    """A piece's Score and metadata as its rows will have them (parts in register order, moved
-    to the common key if asked), and the key it was in before the move (None: not moved)."""
+    """A piece's Score and metadata as its rows will have them (moved to the common key if
+    asked), and the key it was in before the move (None: not moved)."""
     from symusic import Score
 
-    score, metadata = in_register_order(Score(str(piece.file.path))), dict(piece.file.metadata)
+    score, metadata = Score(str(piece.file.path)), dict(piece.file.metadata)
     if not common_key:
         return score, metadata, None
     moved, metadata, shift = in_common_key(score, metadata)
@@ -374,7 +373,7 @@ def _build_codec(config: PrepareConfig, corpus: CorpusProfile, train: list[Check
     elif codec.layout != "onsets":
         log(f"No music BPE: one LM token per {config.tokenization} token")
     if codec.layout == "onsets":
-        scores = (_read_piece(piece, config.common_key)[0] for piece in train)
+        scores = paths if not config.common_key else (_read_piece(piece, True)[0] for piece in train)
         codec.train_compounds(tqdm(scores, desc="Learning note compounds", unit="file", total=len(paths)),
                               config.compound_vocab)
         log(f"Onsets layout: {len(codec.compounds)} note compounds learned from {len(train)} train pieces")

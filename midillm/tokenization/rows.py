@@ -24,9 +24,8 @@ from .caption import caption_budget
 TASKS = ("continue", "infill", "accompany", "arrange")  # arrange = accompany under a new caption
 IGNORE_INDEX = -100  # the label value the loss skips (captions, padding)
 # Raised whenever the rows or their labels change, so `prepare` rebuilds a cached folder
-# (its fingerprint holds it). 2: infill rows carry loss on the music around the gap. 3: a piece's
-# parts in register order (`register_order`).
-ROW_FORMAT_VERSION = 3
+# (its fingerprint holds it). 2: infill rows carry loss on the music around the gap.
+ROW_FORMAT_VERSION = 2
 
 
 def flat(bars: list[list[int]]) -> list[int]:
@@ -145,25 +144,6 @@ def accompaniment_order(parts: int, rng) -> list[int] | None:
     given = sorted(rng.sample(range(parts), rng.randint(1, min(2, parts - 1))))
     order = given + [part for part in range(parts) if part not in given]
     return order if order != list(range(parts)) else None
-
-
-def register_order(score) -> list[int] | None:
-    """The order a training row writes a piece's played tracks in: pitched parts from the highest
-    (by mean pitch) down, drums last, ties in score order; None when that is the score's order.
-
-    `<Part_k>` then means the same register in every piece, as a chorale's Soprano..Bass do: a
-    band's tracks come in any order ("Track7"), and a model that must find each part's register
-    from its program, far back in the row, writes a lead in the bass's range (docs/bands.md)."""
-    played = [track for track in score.tracks if track.note_num()]
-    mean_pitch = [float(track.notes.numpy()["pitch"].mean()) for track in played]
-    order = sorted(range(len(played)), key=lambda index: (played[index].is_drum, -mean_pitch[index], index))
-    return order if order != list(range(len(played))) else None
-
-
-def in_register_order(score):
-    """`score` with its played tracks in `register_order` (itself when they are already)."""
-    order = register_order(score)
-    return score if order is None else reorder_parts(score, order)
 
 
 def reorder_parts(score, order: list[int]):
