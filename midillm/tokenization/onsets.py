@@ -9,7 +9,7 @@ pedals, pitch bends, control changes, key signatures or attribute controls) the 
 follow from the notes themselves: miditok's own `preprocess_score` still quantizes times,
 durations, velocities and tempos, and this writes the units from its note arrays.
 
-`tests/test_onsets_direct.py` holds both paths to the same units on the Bach chorales, the band
+`tests/test_onsets.py` holds both paths to the same units on the Bach chorales, the band
 test files and Lakh-sized band pieces, in both onset times and with an infill's cut. A tokenizer
 with other settings, or a metre that changes off a bar line (miditok then writes the metre
 inside a bar), takes the general path: `onset_units` returns None.
@@ -21,7 +21,7 @@ import numpy as np
 from miditok.utils import compute_ticks_per_beat, get_score_ticks_per_beat
 from symusic import Score
 
-from .metre import bar_end_after
+from .metre import bar_end_after, bar_length
 
 # Parts: `<Part_k>` opens part k's notes at an onset (codec-level tokens, not miditok's).
 PART = "Part"
@@ -61,14 +61,18 @@ class _Bars:
         self.signatures = signatures
         self.starts = np.array([time for time, _, _ in signatures], dtype=np.int64)
         self.bar_ticks, self.position_ticks, self.bars_before = [], [], [0]
+        # A grid whose beats do not fill a bar exactly (ticks per quarter not divisible by the
+        # denominator) is left to miditok's own encoder.
+        whole_beats = True
         for index, (time, numerator, denominator) in enumerate(signatures):
-            beat = compute_ticks_per_beat(denominator, score.ticks_per_quarter)
-            self.bar_ticks.append(int(beat * numerator))
+            beat = compute_ticks_per_beat(denominator, score.ticks_per_quarter)  # miditok's, for its positions
+            self.bar_ticks.append(int(bar_length(numerator, denominator, score.ticks_per_quarter)))
             self.position_ticks.append(beat // positions_per_beat)
+            whole_beats = whole_beats and beat * numerator == self.bar_ticks[-1]
             if index + 1 < len(signatures):
                 span = signatures[index + 1][0] - time
                 self.bars_before.append(self.bars_before[-1] + span // max(self.bar_ticks[-1], 1))
-        self.aligned = (bool(signatures) and signatures[0][0] == 0
+        self.aligned = (bool(signatures) and signatures[0][0] == 0 and whole_beats
                         and min(self.bar_ticks + self.position_ticks) > 0
                         and all(later[0] > earlier[0] and (later[0] - earlier[0]) % self.bar_ticks[index] == 0
                                 for index, (earlier, later) in enumerate(zip(signatures, signatures[1:]))))
