@@ -198,6 +198,27 @@ def test_with_constraints_off_the_asked_instruments_still_hold_and_the_corpus_li
     assert band_lm.constraints(caption, given_music=True, corpus_limits=False) is None
 
 
+def test_one_batch_with_a_caption_per_sample_writes_each_samples_instruments(band_lm):
+    """Eval draws a caption per sample: one batch, prompts of different lengths (left-padded),
+    each row constrained by its own caption, past the context window."""
+    from midillm.decoding.generate import SamplingSettings
+
+    drawn = next(iter(band_lm.codec.corpus.captions))
+    texts = [drawn, "Parts: Drums\nInstruments: Drums\n", drawn]  # a short caption: a shorter prompt
+    steps = band_lm.context_length + 40  # the window slides once with the rows' own heads
+    rows = band_lm.generate_ids(3, texts=texts, settings=SamplingSettings(max_new_tokens=steps), seed=2)
+    assert len({len(band_lm.prompt_ids(None, text)) for text in texts}) == 2
+    for row, record, text in zip(rows, band_lm.last_generation, texts):
+        asked = part_programs_listed(caption_field(text, INSTRUMENTS))
+        assert record["caption"] == text and record["part_programs"] == asked
+        prompt = band_lm.prompt_ids(None, text)
+        assert row[:len(prompt)] == prompt  # its own prompt, no padding left in
+        assert_as_asked(band_lm.codec.decode(row, names=names_in_caption(text)), names_in_caption(text), asked,
+                        record["ended"])
+    with pytest.raises(ValueError, match="one caption per sample"):
+        band_lm.generate_ids(2, texts=texts)
+
+
 def test_without_a_caption_the_drawn_tunes_instruments_are_written(band_lm):
     samples = band_lm.run(MusicRequest(num_samples=2, seed=0, bars=2, sampling={"max_new_tokens": 240}))
     caption = band_lm.last_generation[0]["caption"]

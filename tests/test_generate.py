@@ -415,7 +415,7 @@ def test_cached_steps_and_padded_windows_equal_a_full_forward_pass(tiny_bundle, 
     # The same music, the second row shifted by a few tokens: its bar lines fall elsewhere.
     sequences = torch.tensor([prompt + music[:length - head], prompt + music[7:7 + length - head]])
     with torch.inference_mode():
-        hidden, cache, attention, next_position = lm._slide_window(sequences, prompt)
+        hidden, cache, attention, next_position = lm._slide_window(sequences, [prompt, prompt], [0, 0])
         lengths = attention.sum(dim=1).tolist()
         assert lengths[0] != lengths[1]  # padding is exercised
         windows = [row[:head] + row[len(row) - (length - head):] for row, length in zip(sequences.tolist(), lengths)]

@@ -450,7 +450,8 @@ class MidiLM:
                      constrain: bool = True, prompt_ids: list[int] | None = None,
                      plans: list[_BarPlan] | None = None,
                      on_step: Callable[[int, int], None] | None = None,
-                     strict_voice_leading: bool | None = None, controls: MusicRequest | None = None) -> list[list[int]]:
+                     strict_voice_leading: bool | None = None, controls: MusicRequest | None = None,
+                     texts: list[str | None] | None = None) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each.
 
         `constrain=False` samples the model on its own: the syntax grammar and what the request
@@ -460,36 +461,53 @@ class MidiLM:
         `prompt_ids` replaces the prompt built from `prompt` and `text`; `plans` (one per sample)
         hold a task's bars (see `_BarPlan`). `on_step(step, steps)` is told of each new token
         (the studio's progress). `controls`: a request whose metre, length, parts and key-aware
-        bias the corpus constraints enforce (`MidiLM.run` passes a new piece's).
+        bias the corpus constraints enforce (`MidiLM.run` passes a new piece's). `texts`: one
+        caption per sample for new pieces (eval draws a training caption for each), each row
+        prompted and constrained by its own.
         """
         settings = settings or self.sampling
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        # Drawn once: the prompt and the constraints (its instruments, its parts) read one caption.
-        text = self.default_text(text, seed)
-        if prompt_ids is None:
-            prompt_ids = self.prompt_ids(prompt, text, time_signature, tempo)
         # A task's plan says when its music ends, not the corpus's shortest piece; a task's given
         # music, like a MIDI prompt, decides its own parts and their instruments.
         given_music = plans is not None or prompt is not None
-        constraints = self.constraints(text, programs, min_bars=None if plans else -1,
-                                       strict_voice_leading=strict_voice_leading,
-                                       controls=controls, given_music=given_music, corpus_limits=constrain)
-        grammar_processor = GrammarLogitsProcessor(self.grammar, [prompt_ids] * num_samples, row_logits=True,
-                                                   constraints=constraints)
+        if texts is not None and (given_music or prompt_ids is not None or len(texts) != num_samples):
+            raise ValueError("texts: one caption per sample, for new pieces only")
+        # Drawn once: the prompt and the constraints (its instruments, its parts) read one caption.
+        row_texts = list(texts) if texts is not None else [self.default_text(text, seed)] * num_samples
+        row_prompts, row_constraints = [], []
+        for row_text in dict.fromkeys(row_texts):  # each distinct caption once
+            row_prompts.append(prompt_ids if prompt_ids is not None else
+                               self.prompt_ids(prompt, row_text, time_signature, tempo))
+            row_constraints.append(self.constraints(row_text, programs, min_bars=None if plans else -1,
+                                                    strict_voice_leading=strict_voice_leading, controls=controls,
+                                                    given_music=given_music, corpus_limits=constrain))
+        distinct = {row_text: index for index, row_text in enumerate(dict.fromkeys(row_texts))}
+        prompts = [row_prompts[distinct[row_text]] for row_text in row_texts]
+        constraints = row_constraints[0] if len(distinct) == 1 else \
+            [row_constraints[distinct[row_text]] for row_text in row_texts]
+        grammar_processor = GrammarLogitsProcessor(self.grammar, prompts, row_logits=True, constraints=constraints)
         program_mask = self._program_mask(programs)
         warpers = settings.warpers()
         head = self._head()
         end_row = self.grammar.end_row
 
-        sequences = torch.tensor([prompt_ids] * num_samples)
+        # Prompts of different lengths (one caption per row) are left-padded to one length.
+        width = max(len(ids) for ids in prompts)
+        pads = [width - len(ids) for ids in prompts]
+        sequences = torch.tensor([[self._pad_id()] * pad + ids for pad, ids in zip(pads, prompts)])
         new_rows = torch.empty((num_samples, 0), dtype=torch.long)
         finished = torch.zeros(num_samples, dtype=torch.bool)
         new_tokens = torch.zeros(num_samples, dtype=torch.long)
         masked_mass = torch.zeros(num_samples)
-        # The window the model sees: each row left-padded to one length after a slide.
-        attention = torch.ones_like(sequences)
-        next_position = torch.full((num_samples,), sequences.shape[1], dtype=torch.long)
-        hidden, cache = self._decoder_step(sequences, None)
+        # The window the model sees: each row left-padded to one length.
+        attention = torch.tensor([[0] * pad + [1] * (width - pad) for pad in pads])
+        if any(pads):
+            positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+            hidden, cache = self._decoder_step(sequences, None, attention, positions)
+            next_position = positions[:, -1] + 1
+        else:
+            next_position = torch.full((num_samples,), sequences.shape[1], dtype=torch.long)
+            hidden, cache = self._decoder_step(sequences, None)
         bar = tqdm(total=settings.max_new_tokens, desc=f"Sampling {num_samples}", unit="token", disable=not progress)
         for step in range(settings.max_new_tokens):
             bar.update()
@@ -532,31 +550,37 @@ class MidiLM:
             if finished.all():
                 break
             if attention.shape[1] >= self.context_length:
-                hidden, cache, attention, next_position = self._slide_window(sequences, prompt_ids)
+                hidden, cache, attention, next_position = self._slide_window(sequences, prompts, pads)
             else:
                 attention = torch.cat([attention, torch.ones((num_samples, 1), dtype=attention.dtype)], dim=1)
                 hidden, cache = self._decoder_step(next_ids[:, None], cache, attention, next_position[:, None])
                 next_position += 1
         bar.close()
         # What was asked goes with each record: the sanity checks judge a sample by its caption's parts.
-        asked = None if given_music else self.part_instruments(text, programs, controls)
         self.last_generation = [
             {"ended": bool(ended), "new_tokens": int(count), "masked_mass": float(mass / max(int(count), 1)),
-             "caption": text, "part_programs": asked}
-            for ended, count, mass in zip(finished.tolist(), new_tokens.tolist(), masked_mass.tolist())]
+             "caption": row_text,
+             "part_programs": None if given_music else self.part_instruments(row_text, programs, controls)}
+            for ended, count, mass, row_text in zip(finished.tolist(), new_tokens.tolist(), masked_mass.tolist(),
+                                                    row_texts)]
         for record, plan in zip(self.last_generation, plans or []):
             record["bars"] = plan.bars_done  # bars of a task's plan (infill: the new bars)
-        return [self._trim(row.tolist()) for row in sequences]
+        return [self._trim(row.tolist()[pad:]) for row, pad in zip(sequences, pads)]
 
-    def _slide_window(self, sequences: torch.Tensor, prompt_ids: list[int]):
+    def _pad_id(self) -> int:
+        pad_id = self.codec.lm_tokenizer.pad_token_id
+        return pad_id if pad_id is not None else self.codec.music_end_id
+
+    def _slide_window(self, sequences: torch.Tensor, prompts: list[list[int]], pads: list[int]):
         """Past the training context: keep the caption and `<music>`, then each row's most recent
         music from one of its bar lines on, as every training row starts. Rows are left-padded to
         one length; returns the hidden state, cache, attention mask and next position ids."""
-        head_length = prompt_ids.index(self.codec.music_start_id) + 1
-        keep = max(self.context_length // 2 - head_length, 1)
         bar_ids = self.grammar.bar_start_lm_ids
         windows = []
-        for row in sequences.tolist():
+        for row, prompt_ids, pad in zip(sequences.tolist(), prompts, pads):
+            row = row[pad:]
+            head_length = prompt_ids.index(self.codec.music_start_id) + 1
+            keep = max(self.context_length // 2 - head_length, 1)
             music = row[head_length:]
             start = max(len(music) - keep, 0)
             while start < len(music) and music[start] not in bar_ids:
@@ -565,9 +589,7 @@ class MidiLM:
                 start = max(len(music) - keep, 0)
             windows.append(row[:head_length] + music[start:])
         length = max(len(window) for window in windows)
-        pad_id = self.codec.lm_tokenizer.pad_token_id
-        pad_id = pad_id if pad_id is not None else self.codec.music_end_id
-        input_ids = torch.tensor([[pad_id] * (length - len(window)) + window for window in windows])
+        input_ids = torch.tensor([[self._pad_id()] * (length - len(window)) + window for window in windows])
         attention = torch.tensor([[0] * (length - len(window)) + [1] * len(window) for window in windows])
         positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
         hidden, cache = self._decoder_step(input_ids, None, attention, positions)

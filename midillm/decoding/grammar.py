@@ -313,10 +313,13 @@ class GrammarLogitsProcessor(LogitsProcessor):
 
     Works on logits over the whole LM vocabulary (`row_logits=False`) or over the music rows
     only (`row_logits=True`, the music-only head). Call with the ids generated so far.
+    `constraints` holds for every sequence, or is a list with each sequence's own (None: the
+    syntax alone), for a batch whose rows have different captions.
     """
 
     def __init__(self, grammar: MusicGrammar, prompt_ids: list[list[int]] | None = None,
-                 row_logits: bool = False, constraints: CorpusConstraints | None = None):
+                 row_logits: bool = False,
+                 constraints: CorpusConstraints | list[CorpusConstraints | None] | None = None):
         self.grammar = grammar
         self.row_logits = row_logits
         self.constraints = constraints
@@ -326,7 +329,11 @@ class GrammarLogitsProcessor(LogitsProcessor):
         if constraints is not None and prompt_ids:
             self.onset_states = []
             fill_id = getattr(grammar.codec, "fill_id", None)
-            for ids in prompt_ids:
+            for row, ids in enumerate(prompt_ids):
+                constraints = self._constraints_of(row)
+                if constraints is None:
+                    self.onset_states.append(None)
+                    continue
                 state = constraints.start_state()
                 ids = [int(lm_id) for lm_id in ids]
                 if fill_id is not None and fill_id in ids:
@@ -345,31 +352,38 @@ class GrammarLogitsProcessor(LogitsProcessor):
         self.row_lm_ids = torch.tensor(grammar.row_lm_ids)
         self.masked_mass: torch.Tensor | None = None  # of the last call, per sequence
 
+    def _constraints_of(self, row: int) -> CorpusConstraints | None:
+        return self.constraints[row] if isinstance(self.constraints, list) else self.constraints
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         batch = input_ids.shape[0]
         if self.states is None:
             self.states = list(self.prompt_states or [self.grammar.start_state()] * batch)
             self.has_note = list(self.has_note or [False] * batch)
             if self.constraints is not None and self.onset_states is None:
-                self.onset_states = [self.constraints.start_state() for _ in range(batch)]
+                rows = [self._constraints_of(row) for row in range(batch)]
+                self.onset_states = [None if constraints is None else constraints.start_state() for constraints in rows]
             self.seen = input_ids.shape[1]
         for new_position in range(self.seen, input_ids.shape[1]):
             for row, lm_id in enumerate(input_ids[:, new_position].tolist()):
                 self.states[row] = self.grammar.advance(self.states[row], lm_id)
                 self.has_note[row] = self.has_note[row] or lm_id in self.grammar.note_lm_ids
-                if self.constraints is not None:
-                    self.onset_states[row] = self.constraints.advance(self.onset_states[row], lm_id)
+                if self.constraints is not None and self.onset_states[row] is not None:
+                    self.onset_states[row] = self._constraints_of(row).advance(self.onset_states[row], lm_id)
         self.seen = input_ids.shape[1]
         masks = torch.stack([self.grammar.row_mask(state) for state in self.states])
         masks[:, self.grammar.end_row] &= torch.tensor(self.has_note)
         if self.constraints is not None:
             for row, state in enumerate(self.onset_states):
+                constraints = self._constraints_of(row)
+                if constraints is None:
+                    continue
                 # A dead end (every continuation breaks a constraint: say the first bar's last
                 # onset is full and a part has yet to play) lets the parts enter later, then the
                 # piece end where the syntax lets it, keeping the instruments and every corpus
                 # limit; failing all, it falls back to the syntax.
                 for relax in (CorpusConstraints.STRICT, CorpusConstraints.LATE_ENTRIES, CorpusConstraints.MAY_END):
-                    constrained = masks[row] & self.constraints.row_mask(state, relax)
+                    constrained = masks[row] & constraints.row_mask(state, relax)
                     if constrained.any():
                         masks[row] = constrained
                         break
@@ -381,8 +395,8 @@ class GrammarLogitsProcessor(LogitsProcessor):
         probabilities = torch.softmax(scores.float(), dim=-1)
         self.masked_mass = probabilities.masked_fill(full, 0.0).sum(dim=-1).cpu()
         scores = scores.masked_fill(~full, float("-inf"))
-        biases = [self.constraints.row_bias_for(state) for state in self.onset_states] \
-            if self.constraints is not None else []
+        biases = [None if state is None else self._constraints_of(row).row_bias_for(state)
+                  for row, state in enumerate(self.onset_states)] if self.constraints is not None else []
         bias = None
         if any(row_bias is not None for row_bias in biases):  # the key- and density-aware biases: less likely, never impossible
             zeros = torch.zeros(len(self.grammar.row_lm_ids))

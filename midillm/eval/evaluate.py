@@ -269,12 +269,16 @@ def _sample(lm, config: EvalConfig, log, constrain: bool = True,
     sampler's record of each (ended, new tokens, masked mass)."""
     ids, records = [], []
     count = count or config.num_samples
+    # Each sample its own training caption, drawn by the sample's seed: a set drawn under one
+    # caption judges that caption (a band tune's instruments), not the model.
+    texts = [lm.default_text(None, None if config.seed is None else config.seed + index) for index in range(count)]
     # In batches of at most SAMPLING_BATCH: the cache of a batch of 32 alone held ~0.9 GB and
     # took the demo's peak over 4 GiB; each batch gets its own seed, so the draws stay reproducible.
     for first in range(0, count, SAMPLING_BATCH):
-        ids += lm.generate_ids(min(SAMPLING_BATCH, count - first), settings=_settings(lm, config),
+        batch = texts[first:first + SAMPLING_BATCH]
+        ids += lm.generate_ids(len(batch), settings=_settings(lm, config),
                                seed=None if config.seed is None else config.seed + first // SAMPLING_BATCH,
-                               progress=True, constrain=constrain)
+                               progress=True, constrain=constrain, texts=batch if any(batch) else None)
         records += lm.last_generation
         release_free_heap()
     checked = [sample_validity(lm.codec, row) for row in ids]
