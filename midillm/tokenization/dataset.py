@@ -341,14 +341,18 @@ def _read_piece(piece: CheckedFile, common_key: bool) -> tuple[Score, dict, str 
 
 def _measure(pieces: list[CheckedFile], common_key: bool, log) -> CorpusProfile:
     """What the corpus allows, measured on these (train) pieces (moved to the common key if
-    asked; their own keys counted before). The files are read again for each pass rather than
-    kept: a score of a band piece takes far more memory than reading it takes time."""
+    asked; their own keys counted before). Each file is read once and its score dropped once
+    measured: a score of a band piece takes far more memory than reading it takes time."""
     captions, keys = [], Counter()
-    for piece in tqdm(pieces, desc="Measuring the corpus", unit="file"):
-        score, metadata, own = _read_piece(piece, common_key)
-        keys.update([own] if own else [])
-        captions.append(score_caption(score, metadata))
-    corpus = measure_corpus((_read_piece(piece, common_key)[0] for piece in pieces), captions)
+
+    def scores():
+        for piece in tqdm(pieces, desc="Measuring the corpus", unit="file"):
+            score, metadata, own = _read_piece(piece, common_key)
+            keys.update([own] if own else [])
+            captions.append(score_caption(score, metadata))
+            yield score
+
+    corpus = measure_corpus(scores(), captions)
     corpus.keys = dict(keys.most_common())
     log(f"Corpus: {corpus.pieces} train pieces measured, programs {corpus.program_list}, at most "
         f"{corpus.max_notes_per_onset} notes per onset (mean {corpus.mean_notes_per_onset:.2f}), "

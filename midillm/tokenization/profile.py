@@ -268,8 +268,9 @@ def _grid_for(ticks: np.ndarray, ticks_per_quarter: int) -> int:
 
 def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> CorpusProfile:
     """Measure the pieces (symusic Scores) and their captions into a `CorpusProfile`: the
-    captions (one per piece, in order) are kept with each piece's Density line added."""
-    captions = list(captions)
+    captions (one per piece, in order) are kept with each piece's Density line added. The
+    captions are read after the scores, so a caller may write them while its scores are read
+    (`prepare` reads each file once)."""
     velocities: set[int] = set()
     programs: Counter = Counter()
     pitch_low: dict[int, int] = {}
@@ -355,6 +356,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
 
     # Each caption says its piece's Density against the corpus's thirds, known once all are measured.
     edges = density_edges([density for density in densities if density is not None])
+    captions = list(captions)
     if edges and captions:
         captions = [with_fields(caption, {DENSITY: density_bin(density, edges) if density is not None else None})
                     for caption, density in zip(captions, densities)]
