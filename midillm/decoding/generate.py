@@ -378,8 +378,7 @@ class MidiLM:
             named_parts = [] if given_music else named_parts
             if not (instruments or programs or named_parts or any(asked.values())):
                 return None
-            # The caption's instruments are a new piece's parts, not a list given music must keep to.
-            allowed = programs or (allowed if instruments else None)
+            allowed = programs  # the caption's instruments, asked part by part, are `part_programs`
         return CorpusConstraints(self.grammar, self.codec.corpus, programs=allowed,
                                  max_parts=len(named_parts) or -1, min_bars=min_bars, part_names=named_parts,
                                  strict_voice_leading=strict_voice_leading, part_programs=instruments,
@@ -474,17 +473,16 @@ class MidiLM:
             raise ValueError("texts: one caption per sample, for new pieces only")
         # Drawn once: the prompt and the constraints (its instruments, its parts) read one caption.
         row_texts = list(texts) if texts is not None else [self.default_text(text, seed)] * num_samples
-        row_prompts, row_constraints = [], []
-        for row_text in dict.fromkeys(row_texts):  # each distinct caption once
-            row_prompts.append(prompt_ids if prompt_ids is not None else
-                               self.prompt_ids(prompt, row_text, time_signature, tempo))
-            row_constraints.append(self.constraints(row_text, programs, min_bars=None if plans else -1,
-                                                    strict_voice_leading=strict_voice_leading, controls=controls,
-                                                    given_music=given_music, corpus_limits=constrain))
-        distinct = {row_text: index for index, row_text in enumerate(dict.fromkeys(row_texts))}
-        prompts = [row_prompts[distinct[row_text]] for row_text in row_texts]
-        constraints = row_constraints[0] if len(distinct) == 1 else \
-            [row_constraints[distinct[row_text]] for row_text in row_texts]
+        distinct = list(dict.fromkeys(row_texts))  # each caption's prompt and constraints made once
+        prompt_of = {row_text: prompt_ids if prompt_ids is not None else
+                     self.prompt_ids(prompt, row_text, time_signature, tempo) for row_text in distinct}
+        constraints_of = {row_text: self.constraints(row_text, programs, min_bars=None if plans else -1,
+                                                     strict_voice_leading=strict_voice_leading, controls=controls,
+                                                     given_music=given_music, corpus_limits=constrain)
+                          for row_text in distinct}
+        prompts = [prompt_of[row_text] for row_text in row_texts]
+        constraints = constraints_of[distinct[0]] if len(distinct) == 1 else \
+            [constraints_of[row_text] for row_text in row_texts]
         grammar_processor = GrammarLogitsProcessor(self.grammar, prompts, row_logits=True, constraints=constraints)
         program_mask = self._program_mask(programs)
         warpers = settings.warpers()

@@ -72,8 +72,8 @@ DEFAULT_LAYOUT = "onsets"
 # the bar's last onset (the bar's first onset: after the bar line). A move of one beat is then one
 # token wherever the bar stands: the model trained with positions had not learned where in the
 # bar it was (0.13 of its mass went to positions at or before the current one, which the grammar
-# refuses) and its music moved at half Bach's pace (docs/benchmarks.md, 2026-12-05).
-# (`onsets.SHIFT`, `onsets.time_token`.)
+# refuses) and its music moved at half Bach's pace (docs/benchmarks.md, 2026-12-05). The tokens
+# themselves are written by `onsets.time_token`.
 ONSET_TIMES = ("position", "shift")
 DEFAULT_ONSET_TIME = "shift"
 # A note compound merges one note's tokens (its part, program, pitch, velocity, duration) into

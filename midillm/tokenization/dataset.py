@@ -377,7 +377,7 @@ def _build_codec(config: PrepareConfig, corpus: CorpusProfile, train: list[Check
     elif codec.layout != "onsets":
         log(f"No music BPE: one LM token per {config.tokenization} token")
     if codec.layout == "onsets":
-        scores = paths if not config.common_key else (_read_piece(piece, True)[0] for piece in train)
+        scores = (_read_piece(piece, config.common_key)[0] for piece in train)
         codec.train_compounds(tqdm(scores, desc="Learning note compounds", unit="file", total=len(paths)),
                               config.compound_vocab)
         log(f"Onsets layout: {len(codec.compounds)} note compounds learned from {len(train)} train pieces")
