@@ -1,14 +1,16 @@
-"""The scripts' shared harness (scripts/harness/), offline and fast: no model, no corpus.
+"""The scripts' shared harness (scripts/harness/), offline and fast: no real model, no corpus.
 
 The benchmarks themselves take 10-40 minutes each and are not run here; what is checked is what
 they share (the subprocess protocol, the machine line, the dated report, the loaders, the corpus
 stretches) and the house rules of scripts/: no script imports another, no default points into a
-temporary folder, every script answers --help.
+temporary folder, every script answers --help. The register diagnostic is read against an
+oracle on the tiny band data.
 """
 
 from __future__ import annotations
 
 import ast
+import collections
 import json
 import subprocess
 import sys
@@ -243,3 +245,39 @@ def test_pace_counts_onsets_notes_and_long_gaps_per_beat(tmp_path):
     score.dump_midi(tmp_path / "piece.mid")
     measured = diagnose_time.pace([tmp_path / "piece.mid"])
     assert measured == pytest.approx({"onsets_per_beat": 4 / 6, "notes_per_beat": 5 / 6, "gaps_over_a_beat": 1 / 3})
+
+
+def test_the_register_diagnostic_reads_the_pitch_each_part_writes_at_the_right_position(tiny_data):
+    """An oracle that puts all its mass on the next token: every note's expected pitch is the one
+    written, each under its own part, and no token costs a bit. A position off by one, or a
+    note's part read from the wrong token, breaks both."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import diagnose_register
+    from midillm.model.data import load_prepared
+
+    codec, dataset, _ = load_prepared(tiny_data)
+    vocabulary = len(codec.lm_tokenizer)
+
+    def oracle(ids):
+        logits = torch.zeros(1, ids.shape[1], vocabulary)
+        logits[0, torch.arange(ids.shape[1] - 1), ids[0, 1:]] = 60.0
+        return SimpleNamespace(logits=logits)
+
+    rows = dataset["train"]
+    measured = diagnose_register.measure(SimpleNamespace(codec=codec, model=oracle), rows, max_rows=3)
+    pitch_of, part_of, _ = diagnose_register.token_fields(codec)
+    written = collections.defaultdict(list)
+    for row in range(3):
+        part = None
+        for previous, lm_id, label in zip(rows[row]["input_ids"], rows[row]["input_ids"][1:], rows[row]["labels"][1:]):
+            part = part_of.get(previous, part)
+            if label != -100 and lm_id in pitch_of:
+                written[part_of.get(lm_id, part)].append(pitch_of[lm_id])
+    registers = measured["registers"]
+    assert len(registers) >= 2 and {part: [pitch for pitch, _ in pairs] for part, pairs in registers.items()} == written
+    assert all(expected == pytest.approx(pitch, abs=1e-6) for pairs in registers.values() for pitch, expected in pairs)
+    assert max(bits for values in measured["bits"].values() for bits in values) < 1e-6
+    assert "| token kind |" in diagnose_register.report(measured)
