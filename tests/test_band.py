@@ -239,7 +239,9 @@ def test_the_command_writes_drums_on_the_drum_channel(tiny_bundle, tmp_path):
     for path in files:
         score = Score(str(path))
         played = written_instruments(score)
-        assert played == [-1, 33, 0][:len(played)] and played
+        # Each part on its own instrument, in part order (a sample cut by --max-new-tokens may
+        # stop before every part has entered).
+        assert played and played == [program for program in (-1, 33, 0) if program in played]
         channels = midi_channels(path.read_bytes())
         # The drum part sounds on channel 10 (9 counted from 0), and nothing else does there;
         # the melodic parts sound with their own programs on their own channels.
@@ -385,9 +387,12 @@ def test_the_card_reports_the_band_checks(tmp_path):
 
 def test_until_every_asked_part_has_played_each_new_onset_opens_with_one(band_lm):
     """Parts 0 and 1 asked; part 0 has played: the next onset must open with part 1, and the
-    piece may not end. Given way only in a dead end (`relax`), instruments kept."""
+    piece may not end. Given way only in a dead end (`relax`), instruments kept. The tiny band
+    corpus's notes vary too much for note compounds (`DEFAULT_COMPOUND_COVERAGE`): a new onset
+    is its `Shift`, then the part that opens it."""
     from midillm.decoding.grammar import CorpusConstraints
 
+    assert not band_lm.codec.compounds
     constraints = band_lm.constraints("Parts: Drums, Bass\nInstruments: Drums, Electric Bass (finger)\n")
     state = constraints.start_state()
     for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Shift_0", "Part_0", "Program_-1",
@@ -396,16 +401,15 @@ def test_until_every_asked_part_has_played_each_new_onset_opens_with_one(band_lm
     assert state.parts_played == {0}
     rows = {tuple(band_lm.codec.music_token_parts[band_lm.codec.music_id_of_lm_id(lm_id)]): row
             for row, lm_id in enumerate(band_lm.grammar.row_lm_ids[:-1])}
-    drums_at_a_new_onset = next(row for tokens, row in rows.items()
-                                if tokens[0].startswith("Shift_") and tokens[1:2] == ("Part_0",))
     strict = constraints.row_mask(state)
-    assert not strict[drums_at_a_new_onset] and not strict[band_lm.grammar.end_row]
-    assert constraints.row_mask(state, CorpusConstraints.LATE_ENTRIES)[drums_at_a_new_onset]
+    assert not strict[band_lm.grammar.end_row]
     assert constraints.row_mask(state, CorpusConstraints.MAY_END)[band_lm.grammar.end_row]
-    # Time moved on, no part yet at this onset: the bass opens it, the drums may not.
+    # Time moved on, no part yet at this onset: the bass opens it, the drums may not (unless
+    # the asked parts may enter late).
     state = constraints.advance(state, band_lm.codec.lm_ids_of_base_tokens(["Shift_4"])[0])
     strict = constraints.row_mask(state)
     assert strict[rows[("Part_1",)]] and not strict[rows[("Part_0",)]]
+    assert constraints.row_mask(state, CorpusConstraints.LATE_ENTRIES)[rows[("Part_0",)]]
 
 
 def test_a_typical_caption_whose_parts_and_instruments_disagree_leaves_the_instruments_out():
@@ -419,3 +423,32 @@ def test_a_typical_caption_whose_parts_and_instruments_disagree_leaves_the_instr
     with pytest.raises(TaskError, match="4 parts but 6 instruments"):
         part_instruments(typical)
     assert part_instruments(parts_agreeing(typical)) is None
+
+
+def test_a_dead_end_gives_way_to_the_parts_range_then_the_instruments_never_to_a_drum_note_on_a_bass(band_lm):
+    """Strict voice leading reads part order as register order (a chorale's); a band's parts come
+    in file order, so a Bass part after a high Strings note may find no pitch at all. The way
+    out keeps the bass on its instrument and in its range: a drum note there (which the syntax
+    alone would allow) is never written."""
+    from midillm.decoding.grammar import CorpusConstraints, GrammarLogitsProcessor
+
+    caption = ("Parts: Drums, Bass, Piano, Strings, Lead, Guitar\nTime signature: 4/4\n"
+               "Instruments: Drums, Electric Bass (finger), Acoustic Grand Piano, String Ensembles 1, Flute, "
+               "Acoustic Guitar (steel)\n")
+    constraints = band_lm.constraints(caption)
+    assert constraints.strict_voice_leading  # the synthetic band corpus has no parallels
+    prompt = band_lm.prompt_ids(None, caption) + band_lm.codec.lm_ids_of_base_tokens(
+        ["Bar_None", "TimeSig_4/4", "Shift_0", "Part_3", "Program_48", "Pitch_68", "Velocity_111", "Shift_1",
+         "Part_1", "Program_33"])
+    state = constraints.start_state()
+    for lm_id in band_lm.codec.music_part(prompt):
+        state = constraints.advance(state, lm_id)
+    syntax = band_lm.grammar.row_mask(band_lm.grammar.state_after(band_lm.codec.music_part(prompt)))
+    for relax in (CorpusConstraints.STRICT, CorpusConstraints.LATE_ENTRIES, CorpusConstraints.MAY_END):
+        assert not (syntax & constraints.row_mask(state, relax)).any()  # a dead end
+    processor = GrammarLogitsProcessor(band_lm.grammar, prompt_ids=[prompt], constraints=constraints)
+    scores = processor(torch.tensor([prompt]), torch.zeros(1, len(band_lm.codec.lm_tokenizer)))
+    allowed = [band_lm.codec.music_tokens([lm_id]) for lm_id in torch.isfinite(scores[0]).nonzero().flatten().tolist()]
+    low, high = constraints.part_ranges[1]
+    assert allowed and all(tokens[0].startswith("Pitch_") for tokens in allowed)
+    assert all(low <= int(tokens[0].split("_")[1]) <= high for tokens in allowed)

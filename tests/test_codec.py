@@ -370,6 +370,30 @@ def test_onsets_layout_keeps_every_note_in_its_part(tiny_lm_tokenizer, bach_midi
             assert _part_notes(decoded.resample(codec.music_tokenizer.time_division)) == reference
 
 
+def test_note_compounds_are_kept_only_where_they_write_most_notes_whole(tiny_lm_tokenizer, bach_midi_files,
+                                                                      band_midi_files):
+    """Chorales combine part, pitch and length few ways: the compounds write nearly every note
+    as one token and are kept. The band files combine them (and velocities) too many ways: none
+    are kept, each field is its own token, and every note still comes back."""
+    from midillm.tokenization.codec import DEFAULT_COMPOUND_COVERAGE
+    from midillm.tokenization.profile import measure_corpus
+
+    kept = {}
+    for name, paths in (("chorales", bach_midi_files[:12]), ("band", band_midi_files)):
+        scores = [Score(str(path)) for path in paths]
+        codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=measure_corpus(scores))
+        coverage = codec.train_compounds(paths, min_coverage=DEFAULT_COMPOUND_COVERAGE)
+        kept[name] = (coverage >= DEFAULT_COMPOUND_COVERAGE, bool(codec.compounds))
+        if name == "band":
+            for score in scores:
+                reference = [_part_notes(codec.music_tokenizer.preprocess_score(part))[0] for part in part_scores(score)]
+                ids = codec.encode(score)
+                assert all(len(codec.music_tokens([lm_id])) == 1 for lm_id in codec.music_part(ids))
+                decoded = codec.decode(ids)
+                assert _part_notes(decoded.resample(codec.music_tokenizer.time_division)) == reference
+    assert kept == {"chorales": (True, True), "band": (False, False)}
+
+
 def test_onsets_layout_writes_a_chord_together_and_a_note_as_one_position(tiny_lm_tokenizer, bach_midi_files):
     from midillm.tokenization.profile import measure_corpus
 

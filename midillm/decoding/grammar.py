@@ -381,8 +381,8 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 # A dead end (every continuation breaks a constraint: say the first bar's last
                 # onset is full and a part has yet to play) lets the parts enter later, then the
                 # piece end where the syntax lets it, keeping the instruments and every corpus
-                # limit; failing all, it falls back to the syntax.
-                for relax in (CorpusConstraints.STRICT, CorpusConstraints.LATE_ENTRIES, CorpusConstraints.MAY_END):
+                # limit; then only the instruments hold; failing all, it falls back to the syntax.
+                for relax in CorpusConstraints.WAYS_OUT:
                     constrained = masks[row] & constraints.row_mask(state, relax)
                     if constrained.any():
                         masks[row] = constrained
@@ -622,7 +622,7 @@ class CorpusConstraints:
             self.static = self.static & self._foreign_program_free(self.allowed_programs)
         # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
-        self._program_masks: dict[int | None, torch.Tensor] = {}
+        self._program_masks: dict[tuple[int | None, bool], torch.Tensor] = {}
         self._position_masks: dict[int, torch.Tensor] = {}
         self._new_program_masks: dict[frozenset, torch.Tensor] = {}
         self._named_program_masks: dict[int, torch.Tensor] = {}
@@ -877,10 +877,10 @@ class CorpusConstraints:
 
     # ------------------------------------------------------------------------- masks
 
-    def _program_mask(self, program: int | None) -> torch.Tensor:
+    def _program_mask(self, program: int | None, ranges: bool = True) -> torch.Tensor:
         """Rows whose notes, under `program` in effect, fit the program (drum notes on drums
-        only, pitches in the corpus's range)."""
-        if program not in self._program_masks:
+        only, an allowed program, and with `ranges` pitches in the corpus's range)."""
+        if (program, ranges) not in self._program_masks:
             mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
             for row, tokens in enumerate(self.row_tokens):
                 current = program
@@ -897,11 +897,11 @@ class CorpusConstraints:
                     is_drum_note = note[0] in ("PitchDrum", "DrumOn")
                     if self.has_drum_tokens and is_drum_note != (current == -1):
                         mask[row] = False
-                    bounds = self.pitch_ranges.get(current)
+                    bounds = self.pitch_ranges.get(current) if ranges else None
                     if bounds and not bounds[0] <= note[1] <= bounds[1]:
                         mask[row] = False
-            self._program_masks[program] = mask
-        return self._program_masks[program]
+            self._program_masks[(program, ranges)] = mask
+        return self._program_masks[(program, ranges)]
 
     def _foreign_program_free(self, programs: set[int]) -> torch.Tensor:
         """Rows that name no program outside `programs`."""
@@ -933,6 +933,15 @@ class CorpusConstraints:
         if part in state.parts_settled or not 0 <= part < len(self.part_programs):
             return None
         return self._names_program_first(self.part_programs[part])
+
+    def _instruments_mask(self, state: _OnsetState, ranges: bool) -> torch.Tensor:
+        """The last ways out of a dead end (say strict voice leading leaves a bass no pitch in its
+        range): each part keeps its instrument, drum notes stay on drum parts and, with `ranges`,
+        pitches in the part's range; crowding, gaps and voice leading give way."""
+        mask = self._onset_part_mask(state, ranges) if self.onsets else self._program_mask(state.program, ranges)
+        mask = mask.clone()
+        mask[self.grammar.end_row] = True
+        return mask
 
     def _late_entry_rows(self, state: _OnsetState, missing: set[int]) -> torch.Tensor:
         """While asked parts have yet to play: in the onsets layout, every new onset opens with
@@ -976,15 +985,16 @@ class CorpusConstraints:
         """Onsets layout: the part each row writes its notes for (the one it opens, else the current one)."""
         return torch.where(self.opens_part >= 0, self.opens_part, torch.full_like(self.opens_part, state.part))
 
-    def _onset_part_mask(self, state: _OnsetState) -> torch.Tensor:
+    def _onset_part_mask(self, state: _OnsetState, ranges: bool = True) -> torch.Tensor:
         """Onsets layout: a row's notes belong to the part it opens (else the current one), so that
-        part's range, program and settled instrument decide; no more parts than the corpus has."""
+        part's program and settled instrument (and with `ranges` its range) decide; no more parts
+        than the corpus has."""
         mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
         target = self._row_parts(state)
         for part in sorted(self.opened_parts | {state.part}):
             rows = target == part
-            allowed = self._program_mask(state.part_programs.get(part, 0))
-            if 0 <= part < len(self.part_ranges) and self.part_ranges[part] is not None:
+            allowed = self._program_mask(state.part_programs.get(part, 0), ranges)
+            if ranges and 0 <= part < len(self.part_ranges) and self.part_ranges[part] is not None:
                 allowed = allowed & self._range_mask(self.part_ranges[part])
             if part in state.parts_settled:  # a part plays one instrument, named before its first note
                 allowed = allowed & ~self.has_program
@@ -1038,12 +1048,17 @@ class CorpusConstraints:
         return density_bias if bias is None else bias + density_bias
 
     # How far `row_mask` gives way in a dead end: not at all; asked parts may enter late (after
-    # other parts' onsets); the piece may also end here, whatever its length and parts.
-    STRICT, LATE_ENTRIES, MAY_END = 0, 1, 2
+    # other parts' onsets); the piece may also end here, whatever its length and parts; then only
+    # the instruments and each part's range hold; last, only the instruments (each part on its
+    # own, drum notes on drum parts only).
+    STRICT, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY = 0, 1, 2, 3, 4
+    WAYS_OUT = (STRICT, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY)
 
     def row_mask(self, state: _OnsetState, relax: int = STRICT) -> torch.Tensor:
         """The rows allowed next; `relax` (`STRICT`, `LATE_ENTRIES`, `MAY_END`) is the way out of
         a dead end (`GrammarLogitsProcessor`) that keeps the instruments and every corpus limit."""
+        if relax >= self.RANGES_ONLY:
+            return self._instruments_mask(state, ranges=relax < self.INSTRUMENTS_ONLY)
         # (The onsets layout judges a row's notes by the part the row writes them for, below.)
         mask = self.static if self.onsets else self.static & self._program_mask(state.program)
         if self.bar_length:

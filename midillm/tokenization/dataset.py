@@ -35,7 +35,7 @@ from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL
 from .caption import score_caption
-from .codec import (DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, DEFAULT_ONSET_TIME, LAYOUTS, MIDITOK_VERSION, ONSET_TIMES,
+from .codec import (DEFAULT_COMPOUND_COVERAGE, DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, DEFAULT_ONSET_TIME, LAYOUTS, MIDITOK_VERSION, ONSET_TIMES,
                     RENDERS, TOKENIZATIONS, MusicCodec)
 from .prepared import PreparedData, PrepareWork
 from .profile import CorpusProfile, measure_corpus
@@ -75,6 +75,11 @@ class PrepareConfig:
                 "move is one token wherever the bar stands) or as its position in the bar (position: REMI's)."})
     compound_vocab: int = field(default=DEFAULT_COMPOUND_VOCAB, metadata={
         "help": "Onsets layout: the most note compounds (whole notes as one token) learned from the train split."})
+    compound_coverage: float = field(default=DEFAULT_COMPOUND_COVERAGE, metadata={
+        "help": "Onsets layout: keep the note compounds only if they write at least this share of the train "
+                "sample's notes as one token each (the chorales: 0.99, a band corpus: about 0.6); otherwise each of "
+                "a note's fields is its own token, which learns more per step where notes vary that much. "
+                "0: always keep them."})
     render: str = field(default="tokens", metadata={
         "help": "tokens: one new LM token per music token; text: plain text through the LM tokenizer (baseline)."})
     captions: bool = field(default=True, metadata={"help": "Put a metadata caption before each piece."})
@@ -128,6 +133,8 @@ class PrepareConfig:
             raise ValueError(f"transpose must be between 0 and 12 semitones, not {self.transpose}")
         if self.transpose:  # copies in other keys: moving every piece to C would undo them
             self.common_key = False
+        if not 0 <= self.compound_coverage <= 1:
+            raise ValueError(f"compound_coverage must be between 0 and 1, not {self.compound_coverage}")
         if not (0 <= self.infill_ratio <= 4 and 0 <= self.accompany_ratio <= 4):
             raise ValueError("infill_ratio and accompany_ratio must each be between 0 and 4")
         if self.limit is not None and self.limit < 1:
@@ -378,9 +385,14 @@ def _build_codec(config: PrepareConfig, corpus: CorpusProfile, train: list[Check
         log(f"No music BPE: one LM token per {config.tokenization} token")
     if codec.layout == "onsets":
         scores = (_read_piece(piece, config.common_key)[0] for piece in train)
-        codec.train_compounds(tqdm(scores, desc="Learning note compounds", unit="file", total=len(paths)),
-                              config.compound_vocab)
-        log(f"Onsets layout: {len(codec.compounds)} note compounds learned from {len(train)} train pieces")
+        coverage = codec.train_compounds(tqdm(scores, desc="Learning note compounds", unit="file", total=len(paths)),
+                                         config.compound_vocab, min_coverage=config.compound_coverage)
+        if codec.compounds:
+            log(f"Onsets layout: {len(codec.compounds)} note compounds learned from {len(train)} train pieces "
+                f"write {coverage:.0%} of their notes as one token each")
+        else:
+            log(f"Onsets layout: note compounds would write only {coverage:.0%} of the train pieces' notes as one "
+                f"token each (--compound-coverage {config.compound_coverage:g}): each note field is its own token")
     return codec
 
 
