@@ -372,18 +372,20 @@ def test_onsets_layout_keeps_every_note_in_its_part(tiny_lm_tokenizer, bach_midi
 
 def test_note_compounds_are_kept_only_where_they_write_most_notes_whole(tiny_lm_tokenizer, bach_midi_files,
                                                                       band_midi_files):
-    """Chorales combine part, pitch and length few ways: the compounds write nearly every note
-    as one token and are kept. The band files combine them (and velocities) too many ways: none
-    are kept, each field is its own token, and every note still comes back."""
+    """`--compound-coverage 0.9`: chorales combine part, pitch and length few ways, the compounds
+    write nearly every note as one token and are kept. The band files combine them (and
+    velocities) too many ways: none are kept, each field is its own token, and every note still
+    comes back. The default (0) keeps them always."""
     from midillm.tokenization.codec import DEFAULT_COMPOUND_COVERAGE
     from midillm.tokenization.profile import measure_corpus
 
+    threshold = 0.9
     kept = {}
     for name, paths in (("chorales", bach_midi_files[:12]), ("band", band_midi_files)):
         scores = [Score(str(path)) for path in paths]
         codec = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=measure_corpus(scores))
-        coverage = codec.train_compounds(paths, min_coverage=DEFAULT_COMPOUND_COVERAGE)
-        kept[name] = (coverage >= DEFAULT_COMPOUND_COVERAGE, bool(codec.compounds))
+        coverage = codec.train_compounds(paths, min_coverage=threshold)
+        kept[name] = (coverage >= threshold, bool(codec.compounds))
         if name == "band":
             for score in scores:
                 reference = [_part_notes(codec.music_tokenizer.preprocess_score(part))[0] for part in part_scores(score)]
@@ -392,6 +394,9 @@ def test_note_compounds_are_kept_only_where_they_write_most_notes_whole(tiny_lm_
                 decoded = codec.decode(ids)
                 assert _part_notes(decoded.resample(codec.music_tokenizer.time_division)) == reference
     assert kept == {"chorales": (True, True), "band": (False, False)}
+    band = MusicCodec.create(lm_tokenizer=tiny_lm_tokenizer, corpus=measure_corpus(scores))
+    band.train_compounds(band_midi_files, min_coverage=DEFAULT_COMPOUND_COVERAGE)
+    assert band.compounds  # the default keeps them
 
 
 def test_onsets_layout_writes_a_chord_together_and_a_note_as_one_position(tiny_lm_tokenizer, bach_midi_files):

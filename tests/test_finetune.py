@@ -270,26 +270,9 @@ def test_config_errors_are_one_clear_line(tmp_path, capsys):
         train(load_config(config))
 
 
-@pytest.fixture(scope="module")
-def compound_data(tiny_models, tmp_path_factory) -> Path:
-    """The tiny band data with its note compounds kept (`--compound-coverage 0`): too varied a
-    corpus for them by default, but what this module needs is merges."""
-    from conftest import make_band_score
-    from midillm.tokenization.dataset import PrepareConfig, prepare
-
-    midi = tmp_path_factory.mktemp("band-midi-compounds")
-    for seed in range(10):
-        make_band_score(seed, bars=6).dump_midi(midi / f"band{seed}.mid")
-    out = tmp_path_factory.mktemp("compound-data")
-    prepare(PrepareConfig(source=str(midi), out=str(out), base_model=str(tiny_models["tied"]), seq_len=128,
-                          num_workers=1, compound_coverage=0.0), log=lambda *_: None)
-    return out
-
-
-def test_merge_rows_are_built_from_their_base_tokens(tiny_models, compound_data, tmp_path):
+def test_merge_rows_are_built_from_their_base_tokens(tiny_models, tiny_data, tmp_path):
     """Compositional rows: a merge starts where it did without them, learns through its parts'
     rows, and the saved bundle holds the composed rows as plain trainable-token rows."""
-    tiny_data = compound_data
     from safetensors.torch import load_file
     from torch.nn.utils import parametrize
 

@@ -80,13 +80,13 @@ DEFAULT_ONSET_TIME = "shift"
 # one LM token; kept when it occurs at least this often in the train split.
 COMPOUND_MIN_COUNT = 2
 DEFAULT_COMPOUND_VOCAB = 4096
-# The compounds are kept only when they write at least this share of the train sample's notes as
-# one token each. Where they do (the chorales: 99%), a note is one position and the model learns
-# more per step with them (6.30 bits per note against 6.77 without, 50 steps); where the corpus's
-# part, pitch, velocity and length combine too many ways (41 band tunes: 63%), most notes are
-# split anyway, the same note is one token here and four there, and the model learned far less
-# per step with them (30.35 against 25.46; docs/bands.md, "Note compounds on band music").
-DEFAULT_COMPOUND_COVERAGE = 0.9
+# `prepare --compound-coverage`: keep the compounds only when they write at least this share of
+# the train sample's notes as one token each; 0, the default, keeps them always. Measured both
+# ways (docs/bands.md, "Note compounds on band music"): the chorales (99% whole) learn more per
+# step with them (6.30 bits per note against 6.77, 50 steps); a band corpus (63% whole) learns
+# more per step without them (24.43 against 25.23 at 100 steps) but its samples were no saner and
+# struck fewer chords on the beat (6% against 12%), at 2.2x the positions per note.
+DEFAULT_COMPOUND_COVERAGE = 0.0
 # `_lm_ids_of_units` remembers this many units' ids (a Lakh-sized file has ~2,000 distinct ones).
 UNIT_CACHE_SIZE = 200_000
 # Token types that start a note unit in the onsets layout.

@@ -78,8 +78,8 @@ class PrepareConfig:
     compound_coverage: float = field(default=DEFAULT_COMPOUND_COVERAGE, metadata={
         "help": "Onsets layout: keep the note compounds only if they write at least this share of the train "
                 "sample's notes as one token each (the chorales: 0.99, a band corpus: about 0.6); otherwise each of "
-                "a note's fields is its own token, which learns more per step where notes vary that much. "
-                "0: always keep them."})
+                "a note's fields is its own token: lower bits per note on a band corpus, but 2.2x the positions "
+                "per note and no better samples at 100 steps (docs/bands.md). 0 (default): always keep them."})
     render: str = field(default="tokens", metadata={
         "help": "tokens: one new LM token per music token; text: plain text through the LM tokenizer (baseline)."})
     captions: bool = field(default=True, metadata={"help": "Put a metadata caption before each piece."})
