@@ -381,7 +381,8 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 # A dead end (every continuation breaks a constraint: say the first bar's last
                 # onset is full and a part has yet to play) lets the parts enter later, then the
                 # piece end where the syntax lets it, keeping the instruments and every corpus
-                # limit; then only the instruments hold; failing all, it falls back to the syntax.
+                # limit; then each part's range and instrument, then its instrument alone, hold;
+                # failing all, it falls back to the syntax.
                 for relax in CorpusConstraints.WAYS_OUT:
                     constrained = masks[row] & constraints.row_mask(state, relax)
                     if constrained.any():
@@ -1055,8 +1056,10 @@ class CorpusConstraints:
     WAYS_OUT = (STRICT, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY)
 
     def row_mask(self, state: _OnsetState, relax: int = STRICT) -> torch.Tensor:
-        """The rows allowed next; `relax` (`STRICT`, `LATE_ENTRIES`, `MAY_END`) is the way out of
-        a dead end (`GrammarLogitsProcessor`) that keeps the instruments and every corpus limit."""
+        """The rows allowed next; `relax` (one of `WAYS_OUT`) is how far a dead end gives way
+        (`GrammarLogitsProcessor` tries them in order): up to `MAY_END` every corpus limit and the
+        instruments hold; `RANGES_ONLY` keeps each part's instrument and range; `INSTRUMENTS_ONLY`
+        its instrument alone."""
         if relax >= self.RANGES_ONLY:
             return self._instruments_mask(state, ranges=relax < self.INSTRUMENTS_ONLY)
         # (The onsets layout judges a row's notes by the part the row writes them for, below.)
