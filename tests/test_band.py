@@ -450,3 +450,64 @@ def test_a_dead_end_gives_way_to_the_parts_range_then_the_instruments_never_to_a
     low, high = constraints.part_ranges[1]
     assert allowed and all(tokens[0].startswith("Pitch_") for tokens in allowed)
     assert all(low <= int(tokens[0].split("_")[1]) <= high for tokens in allowed)
+
+
+# ----------------------------------------------------------------------------- each part as busy as its role
+
+
+def test_a_part_keeps_within_its_roles_notes_per_beat_while_it_is_written(band_lm):
+    """The corpus constraints keep each asked part's notes per beat within its role's range in
+    the corpus (`role_notes_per_beat`, the range the sanity check judges by): time does not move
+    on past where a part would fall below its floor, and while it is behind only it strikes; a
+    part at its ceiling strikes no more at this onset. Given way first in a dead end."""
+    import dataclasses
+
+    from midillm.decoding.grammar import CorpusConstraints
+
+    profile = dataclasses.replace(band_lm.codec.corpus, role_notes_per_beat={"Drums": [0.5, 4.0], "Bass": [0.5, 2.0],
+                                                                             "Piano": [0.1, 3.0]})
+    # A bass guitar may only be heard as a Bass; a piano as a Piano, or as a Bass or Lead line:
+    # its limits are those every one of them allows.
+    constraints = CorpusConstraints(band_lm.grammar, profile, part_programs=[-1, 33, 0])
+    assert constraints.part_floors == {0: 0.5, 1: 0.5, 2: 0.5} and constraints.part_ceilings == {0: 4.0, 1: 2.0, 2: 2.0}
+    codec = band_lm.codec
+    rows = {tuple(codec.music_token_parts[codec.music_id_of_lm_id(lm_id)]): row
+            for row, lm_id in enumerate(band_lm.grammar.row_lm_ids[:-1])}
+    steps_per_beat = constraints.positions_per_beat
+
+    def after(tokens, state=None):
+        state = state or constraints.start_state()
+        for lm_id in codec.lm_ids_of_base_tokens(tokens):
+            state = constraints.advance(state, lm_id)
+        return state
+
+    def moves_time(mask):
+        return [tokens for tokens, row in rows.items() if mask[row] and tokens[0].startswith("Shift_")
+                and int(tokens[0].split("_")[1]) > 0]
+
+    opening = ["Bar_None", "TimeSig_4/4", "Shift_0", "Part_0", "Program_-1", "PitchDrum_36", "Velocity_111",
+               "Part_1", "Program_33", "Pitch_40", "Velocity_111", "Part_2", "Program_0", "Pitch_60", "Velocity_111"]
+    state = after(opening)
+    # One note each at the first onset: at 0.5 a beat (with 10% to spare) time may move 1.8 beats on.
+    allowed = constraints.row_mask(state)
+    assert allowed[rows[(f"Shift_{steps_per_beat}",)]] and not allowed[rows[(f"Shift_{2 * steps_per_beat}",)]]
+    # Two beats on, the drums strike again, the bass and the piano do not: both are behind.
+    state = after([f"Shift_{2 * steps_per_beat}", "Part_0", "PitchDrum_38", "Velocity_111"], state)
+    allowed = constraints.row_mask(state)
+    assert not moves_time(allowed)
+    assert not allowed[rows[("PitchDrum_42",)]] and not allowed[rows[("Part_0",)]]
+    assert allowed[rows[("Part_1",)]] and allowed[rows[("Part_2",)]]
+    assert moves_time(constraints.row_mask(state, CorpusConstraints.PARTS_MAY_LAG))  # the first way out
+    # Both strike: time moves on again.
+    state = after(["Part_1", "Pitch_43", "Velocity_111", "Part_2", "Pitch_64", "Velocity_111"], state)
+    assert moves_time(constraints.row_mask(state))
+    # A part at its ceiling: at the first onset (no beat gone yet), two notes are all it may strike.
+    state = after(opening[:7] + ["PitchDrum_38", "Velocity_111"])
+    allowed = constraints.row_mask(state)
+    assert not allowed[rows[("PitchDrum_42",)]] and allowed[rows[("Part_1",)]]
+    # A range too narrow to keep with 10% to spare (one piece's strings) is left to the model.
+    narrow = dataclasses.replace(profile, role_notes_per_beat={**profile.role_notes_per_beat, "Strings": [0.5, 0.5]})
+    assert 3 not in CorpusConstraints(band_lm.grammar, narrow, part_programs=[-1, 33, 0, 48]).part_floors
+    # Constraints off (the model alone) keep no density limits.
+    alone = CorpusConstraints(band_lm.grammar, profile, part_programs=[-1, 33, 0], corpus_limits=False)
+    assert alone.part_floors == alone.part_ceilings == {}

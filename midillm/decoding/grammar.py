@@ -21,6 +21,7 @@ from transformers import LogitsProcessor
 
 from midillm.tokenization.codec import MAX_PARTS, NOTE_TYPES, PART, SHIFT  # `<Part_k>`: part k's bar or notes
 from midillm.tokenization.metre import bar_length
+from midillm.tokenization.roles import possible_roles
 
 from .voice_leading import Voices, forbidden_pitches
 
@@ -379,7 +380,8 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 if constraints is None:
                     continue
                 # A dead end (every continuation breaks a constraint: say the first bar's last
-                # onset is full and a part has yet to play) lets the parts enter later, then the
+                # onset is full and a part has yet to play) lets a part leave its role's notes
+                # per beat, then the parts enter later, then the
                 # piece end where the syntax lets it, keeping the instruments and every corpus
                 # limit; then each part's range and instrument, then its instrument alone, hold;
                 # failing all, it falls back to the syntax.
@@ -443,6 +445,8 @@ class _OnsetState:
     parts_played: set = None                # parts: parts that struck a note
     onset_parts: set = None                 # onsets layout: parts opened at the current onset
     notes_struck: int = 0                   # notes struck so far, all parts (the density-aware bias)
+    part_notes: Counter = None              # part -> notes it struck (the parts' density floors)
+    first_onset: float | None = None        # time of the first note, where a piece's beats count from
 
     def __post_init__(self):
         self.pairs = Counter() if self.pairs is None else self.pairs
@@ -454,6 +458,7 @@ class _OnsetState:
         self.voices = Voices() if self.voices is None else self.voices
         self.parts_played = set() if self.parts_played is None else self.parts_played
         self.onset_parts = set() if self.onset_parts is None else self.onset_parts
+        self.part_notes = Counter() if self.part_notes is None else self.part_notes
 
 
 def _before_time(tokens: list[str], kind: str, stops: tuple[str, ...] = tuple(TIME_RESET_TYPES)) -> bool:
@@ -550,8 +555,9 @@ class CorpusConstraints:
     `bar_length` (Position stays inside the current bar's metre), `time_signatures` (only the
     corpus's), `max_gap` (beats without a new onset; -1: the corpus's longest, None: any),
     `min_bars` (no ending before; -1: the corpus's shortest piece, None: any length), `max_parts`
-    (parts: how many; -1: the corpus's most, None: any). Masks are vectors over the grammar's
-    rows, built once per distinct situation.
+    (parts: how many; -1: the corpus's most, None: any), `part_density` (in the onsets layout,
+    each asked part strikes as many notes per beat as the corpus's parts of its role:
+    `part_floors`, `part_ceilings`). Masks are vectors over the grammar's rows, built once per distinct situation.
 
     A request's controls add to these: `metre` (the only metre a row may write), `bars` (the
     piece has exactly that many), `parts` (exactly that many parts play), `part_programs` (each
@@ -574,7 +580,8 @@ class CorpusConstraints:
                  part_names: list[str] | None = None, strict_voice_leading: bool = False,
                  metre: str | None = None, bars: int | None = None, parts: int | None = None,
                  key: str | None = None, key_bias: float | None = None, part_programs: list[int] | None = None,
-                 density: str | None = None, density_bias: float | None = None, corpus_limits: bool = True):
+                 density: str | None = None, density_bias: float | None = None, corpus_limits: bool = True,
+                 part_density: bool = True):
         self.grammar = grammar
         if not corpus_limits:  # what was asked holds; nothing the corpus alone would refuse
             max_notes_per_onset, no_repeats, max_programs, pitch_ranges = None, False, None, False
@@ -621,6 +628,8 @@ class CorpusConstraints:
         if self.part_programs:
             self.allowed_programs = set(self.part_programs)
             self.static = self.static & self._foreign_program_free(self.allowed_programs)
+        self.part_floors, self.part_ceilings = self._part_density_limits(profile) \
+            if part_density and corpus_limits and self.onsets else ({}, {})
         # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
         self._program_masks: dict[tuple[int | None, bool], torch.Tensor] = {}
@@ -665,6 +674,24 @@ class CorpusConstraints:
             None if max_gap == -1 else max_gap)
         # A piece ends once it is as long as the corpus's shortest piece.
         self.min_bars = (profile.bars[0] if profile.bars else 0) if min_bars == -1 else (min_bars or 0)
+
+    def _part_density_limits(self, profile) -> tuple[dict[int, float], dict[int, float]]:
+        """Each asked part's fewest and most notes per beat (part -> limit): the corpus's range
+        for its role (`role_notes_per_beat`, the measure the sanity check judges by). A part's
+        role depends on its notes (a low single line is a Bass, a high one a Lead), so the limits
+        are the narrowest that every role its instrument may turn out to play allows. A range too
+        narrow to keep with `DENSITY_MARGIN` to spare (a role only one piece had) is left to the
+        model."""
+        ranges = getattr(profile, "role_notes_per_beat", None) or {}
+        floors, ceilings = {}, {}
+        for part, program in enumerate(self.part_programs):
+            known = [ranges[role] for role in possible_roles(program) if role in ranges]
+            if not known:
+                continue
+            floor, ceiling = max(low for low, _ in known), min(high for _, high in known)
+            if floor * self.DENSITY_MARGIN ** 2 < ceiling:
+                floors[part], ceilings[part] = floor, ceiling
+        return floors, ceilings
 
     def _mark_row_kinds(self) -> None:
         """Per row: whether it opens a bar, names a program, writes a tempo or metre first."""
@@ -851,6 +878,9 @@ class CorpusConstraints:
                 if note is not None:
                     state.notes += 1
                     state.notes_struck += 1
+                    state.part_notes[state.part] += 1
+                    if state.first_onset is None:
+                        state.first_onset = state.onset_time
                     state.bar_onsets[state.onset_time] += 1
                     state.parts_settled.add(state.part)
                     state.parts_played.add(state.part)
@@ -1039,21 +1069,56 @@ class CorpusConstraints:
         parts = max(len(state.parts_played), self.exact_parts or 0)
         density = state.notes_struck / (state.onset_time * parts)
         error = max(-1.0, min(1.0, (self.density_target - density) / self.density_scale))
+        density_bias = -self.density_bias * error * self._beats_moved(state)
+        return density_bias if bias is None else bias + density_bias
+
+    def _beats_moved(self, state: _OnsetState) -> torch.Tensor:
+        """How many beats each row moves time on from the current onset (0: it does not; a bar
+        line: the rest of the bar). Needs a bar line written (`state.bar_start`)."""
         current = round((state.onset_time - state.bar_start) / state.position_quarters)
         steps = torch.where(self.row_shift >= 0, self.row_shift,
                             torch.where(self.first_position >= 0, self.first_position - current,
                                         torch.full_like(self.row_shift, -1)))
         steps = torch.where(self.starts_with_bar, torch.full_like(steps, max(state.bar_positions - current, 0)), steps)
-        beats = (steps.clamp(min=0) * state.position_quarters).float()
-        density_bias = -self.density_bias * error * beats
-        return density_bias if bias is None else bias + density_bias
+        return (steps.clamp(min=0) * state.position_quarters).float()
 
-    # How far `row_mask` gives way in a dead end: not at all; asked parts may enter late (after
-    # other parts' onsets); the piece may also end here, whatever its length and parts; then only
+    def _part_density_mask(self, state: _OnsetState) -> torch.Tensor | None:
+        """Each asked part's notes per beat kept within its role's (`part_floors`,
+        `part_ceilings`), counted from the first note, with `DENSITY_MARGIN` to spare: time does
+        not move on past where a part would fall below its floor, and while a part is behind,
+        only the parts behind strike; a part at its ceiling strikes no more until time has moved
+        on. A part may enter a note late (parts need not all enter on the first onset), and run
+        ahead by `CEILING_GRACE` notes. None: no piece yet."""
+        if not (self.part_floors or self.part_ceilings) or state.first_onset is None or state.bar_start is None:
+            return None
+        elapsed = state.onset_time - state.first_onset
+        strikes = self.note_demand > 0
+        target = self._row_parts(state)
+        mask = torch.ones(len(self.grammar.row_lm_ids), dtype=torch.bool)
+        full = [part for part, ceiling in self.part_ceilings.items()
+                if state.part_notes[part] + 1 > ceiling / self.DENSITY_MARGIN * elapsed + self.CEILING_GRACE]
+        if full:
+            mask = mask & ~(strikes & torch.isin(target, torch.tensor(full)))
+        if self.part_floors:
+            slack = {part: max(state.part_notes[part], 1) / (floor * self.DENSITY_MARGIN) - elapsed
+                     for part, floor in self.part_floors.items() if floor > 0}
+            if slack:
+                mask = mask & ~(self._beats_moved(state) > max(min(slack.values()), 0.0) + 1e-6)
+                behind = [part for part, left in slack.items() if left <= 1e-6]
+                if behind:
+                    mask = mask & ~(strikes & ~torch.isin(target, torch.tensor(behind)))
+        return mask
+
+    # How far `row_mask` gives way in a dead end: not at all; a part's notes per beat may leave
+    # its role's range; asked parts may enter late (after other parts' onsets); the piece may also end here, whatever its length and parts; then only
     # the instruments and each part's range hold; last, only the instruments (each part on its
     # own, drum notes on drum parts only).
-    STRICT, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY = 0, 1, 2, 3, 4
-    WAYS_OUT = (STRICT, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY)
+    STRICT, PARTS_MAY_LAG, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY = 0, 1, 2, 3, 4, 5
+    WAYS_OUT = (STRICT, PARTS_MAY_LAG, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY)
+    # A part's density limits are kept with this much to spare: the measure counts a piece's
+    # beats to the end of its last note, the limits only to its last onset.
+    DENSITY_MARGIN = 1.1
+    CEILING_GRACE = 2
 
     def row_mask(self, state: _OnsetState, relax: int = STRICT) -> torch.Tensor:
         """The rows allowed next; `relax` (one of `WAYS_OUT`) is how far a dead end gives way
@@ -1116,6 +1181,8 @@ class CorpusConstraints:
             mask = mask & ~self.signature_before_bar
         if self.exact_bars and state.bars >= self.exact_bars:
             mask = mask & ~self.starts_with_bar
+        if relax < self.PARTS_MAY_LAG and (density := self._part_density_mask(state)) is not None:
+            mask = mask & density  # each part as busy as the corpus's parts of its role
         missing_parts = set(range(self.exact_parts or 0)) - state.parts_played
         if missing_parts and relax < self.LATE_ENTRIES:
             # The asked parts enter first: a part left to enter at the end finds the last onset

@@ -84,3 +84,13 @@ def track_role(track) -> str:
 def program_role(program: int) -> str:
     """The role a part of this program (-1: drums) plays, knowing no notes: its family's."""
     return DRUMS_ROLE if program < 0 else family_role(program)
+
+
+def possible_roles(program: int) -> frozenset[str]:
+    """Every role `part_role` may give a part of this program (-1: drums), whatever its notes:
+    its family's, Bass (any pitched part may be a low single line), and Lead for a family that
+    carries tunes. What a sampler must allow for before the part's notes are written."""
+    role = program_role(program)
+    if role in ("FX", "Percussion", DRUMS_ROLE):
+        return frozenset({role})
+    return frozenset({role, BASS_ROLE} | ({LEAD_ROLE} if role in _TUNE_FAMILIES else set()))
