@@ -445,7 +445,7 @@ class _OnsetState:
     parts_played: set = None                # parts: parts that struck a note
     onset_parts: set = None                 # onsets layout: parts opened at the current onset
     notes_struck: int = 0                   # notes struck so far, all parts (the density-aware bias)
-    part_notes: Counter = None              # part -> notes it struck (the parts' density floors)
+    part_notes: Counter = None              # part -> notes it struck (the parts' density limits)
     first_onset: float | None = None        # time of the first note, where a piece's beats count from
 
     def __post_init__(self):
@@ -557,7 +557,8 @@ class CorpusConstraints:
     `min_bars` (no ending before; -1: the corpus's shortest piece, None: any length), `max_parts`
     (parts: how many; -1: the corpus's most, None: any), `part_density` (in the onsets layout,
     each asked part strikes as many notes per beat as the corpus's parts of its role:
-    `part_floors`, `part_ceilings`). Masks are vectors over the grammar's rows, built once per distinct situation.
+    `part_floors`, `part_ceilings`). Masks are vectors over the grammar's rows, built once per
+    distinct situation.
 
     A request's controls add to these: `metre` (the only metre a row may write), `bars` (the
     piece has exactly that many), `parts` (exactly that many parts play), `part_programs` (each
@@ -1110,11 +1111,11 @@ class CorpusConstraints:
         return mask
 
     # How far `row_mask` gives way in a dead end: not at all; a part's notes per beat may leave
-    # its role's range; asked parts may enter late (after other parts' onsets); the piece may also end here, whatever its length and parts; then only
-    # the instruments and each part's range hold; last, only the instruments (each part on its
-    # own, drum notes on drum parts only).
-    STRICT, PARTS_MAY_LAG, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY = 0, 1, 2, 3, 4, 5
-    WAYS_OUT = (STRICT, PARTS_MAY_LAG, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY)
+    # its role's range; asked parts may enter late (after other parts' onsets); the piece may
+    # also end here, whatever its length and parts; then only the instruments and each part's
+    # range hold; last, only the instruments (each part on its own, drum notes on drum parts only).
+    STRICT, ANY_DENSITY, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY = 0, 1, 2, 3, 4, 5
+    WAYS_OUT = (STRICT, ANY_DENSITY, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY)
     # A part's density limits are kept with this much to spare: the measure counts a piece's
     # beats to the end of its last note, the limits only to its last onset.
     DENSITY_MARGIN = 1.1
@@ -1122,8 +1123,8 @@ class CorpusConstraints:
 
     def row_mask(self, state: _OnsetState, relax: int = STRICT) -> torch.Tensor:
         """The rows allowed next; `relax` (one of `WAYS_OUT`) is how far a dead end gives way
-        (`GrammarLogitsProcessor` tries them in order): up to `MAY_END` every corpus limit and the
-        instruments hold; `RANGES_ONLY` keeps each part's instrument and range; `INSTRUMENTS_ONLY`
+        (`GrammarLogitsProcessor` tries them in order): up to `MAY_END` the instruments and every
+        corpus limit hold, but the parts' notes per beat from `ANY_DENSITY` on; `RANGES_ONLY` keeps each part's instrument and range; `INSTRUMENTS_ONLY`
         its instrument alone."""
         if relax >= self.RANGES_ONLY:
             return self._instruments_mask(state, ranges=relax < self.INSTRUMENTS_ONLY)
@@ -1181,7 +1182,7 @@ class CorpusConstraints:
             mask = mask & ~self.signature_before_bar
         if self.exact_bars and state.bars >= self.exact_bars:
             mask = mask & ~self.starts_with_bar
-        if relax < self.PARTS_MAY_LAG and (density := self._part_density_mask(state)) is not None:
+        if relax < self.ANY_DENSITY and (density := self._part_density_mask(state)) is not None:
             mask = mask & density  # each part as busy as the corpus's parts of its role
         missing_parts = set(range(self.exact_parts or 0)) - state.parts_played
         if missing_parts and relax < self.LATE_ENTRIES:
