@@ -1090,7 +1090,8 @@ class CorpusConstraints:
         only the parts behind strike; a part at its ceiling strikes no more until time has moved
         on. A part may enter a note late (parts need not all enter on the first onset), and run
         ahead by `CEILING_GRACE` notes. None: no piece yet."""
-        if not (self.part_floors or self.part_ceilings) or state.first_onset is None or state.bar_start is None:
+        # (`_part_density_limits` sets a part's floor and ceiling together.)
+        if not self.part_floors or state.first_onset is None or state.bar_start is None:
             return None
         elapsed = state.onset_time - state.first_onset
         strikes = self.note_demand > 0
@@ -1100,14 +1101,13 @@ class CorpusConstraints:
                 if state.part_notes[part] + 1 > ceiling / self.DENSITY_MARGIN * elapsed + self.CEILING_GRACE]
         if full:
             mask = mask & ~(strikes & torch.isin(target, torch.tensor(full)))
-        if self.part_floors:
-            slack = {part: max(state.part_notes[part], 1) / (floor * self.DENSITY_MARGIN) - elapsed
-                     for part, floor in self.part_floors.items() if floor > 0}
-            if slack:
-                mask = mask & ~(self._beats_moved(state) > max(min(slack.values()), 0.0) + 1e-6)
-                behind = [part for part, left in slack.items() if left <= 1e-6]
-                if behind:
-                    mask = mask & ~(strikes & ~torch.isin(target, torch.tensor(behind)))
+        slack = {part: max(state.part_notes[part], 1) / (floor * self.DENSITY_MARGIN) - elapsed
+                 for part, floor in self.part_floors.items() if floor > 0}
+        if slack:
+            mask = mask & ~(self._beats_moved(state) > max(min(slack.values()), 0.0) + 1e-6)
+            behind = [part for part, left in slack.items() if left <= 1e-6]
+            if behind:
+                mask = mask & ~(strikes & ~torch.isin(target, torch.tensor(behind)))
         return mask
 
     # How far `row_mask` gives way in a dead end: not at all; a part's notes per beat may leave
