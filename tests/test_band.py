@@ -189,6 +189,8 @@ def test_with_constraints_off_the_asked_instruments_still_hold_and_the_corpus_li
     assert request_only.part_programs == corpus.part_programs == asked
     assert request_only.exact_parts == len(asked) and request_only.allowed_programs == set(asked)
     assert corpus.cap is not None and corpus.pitch_ranges and corpus.no_repeats
+    # Each instrument keeps to the range the sanity check judges it by: its family's in the corpus.
+    assert all(corpus.pitch_ranges[program] == band_lm.codec.corpus.pitch_range(program) for program in asked)
     assert request_only.cap is None and not request_only.pitch_ranges and not request_only.no_repeats
     samples = band_lm.run(MusicRequest(text=caption, bars=2, num_samples=3, seed=4, constrain=False,
                                        sampling={"max_new_tokens": 240}))

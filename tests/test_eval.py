@@ -313,6 +313,25 @@ def test_instruments_and_pitches_the_corpus_never_uses():
     assert got["reasons"] == ["pitch_out_of_range"] and got["pitches_out_of_range"] == 1
 
 
+def test_a_program_keeps_to_its_familys_range_and_a_few_stray_notes_are_allowed():
+    # A band corpus plays each program in a tune or two: a program's range is its General MIDI
+    # family's, pooled over the corpus's programs of that family.
+    band = CorpusProfile(pitch_ranges={33: [28, 55], 35: [40, 60], 73: [72, 96], -1: [35, 81]})
+    assert band.pitch_range(34) == (28, 60) and band.pitch_range(33) == (28, 60)  # the basses, pooled
+    assert band.pitch_range(72) == (72, 96) and band.pitch_range(-1) == (35, 81)
+    assert band.pitch_range(0) is None  # no piano in the corpus: not judged by range
+    # A long piece may stray as the corpus's own do (1% of its notes), not more.
+    long = chorale(bars=40)
+    notes = long.tracks[0].notes
+    notes[3] = Note(notes[3].time, TPQ, 100, 80)  # 1 of 636 notes above the piano's range
+    got = sample_sanity(long, CHORALE_PROFILE)
+    assert got["sane"] and got["pitches_out_of_range"] == 1
+    for index in range(10, 80, 10):  # 8 of 636: more than 1%
+        notes[index] = Note(notes[index].time, TPQ, 30, 80)
+    got = sample_sanity(long, CHORALE_PROFILE)
+    assert got["reasons"] == ["pitch_out_of_range"] and got["pitches_out_of_range"] == 8
+
+
 def test_ending_is_reported_and_counts_only_when_required():
     cut = {"ended": False, "new_tokens": 512, "masked_mass": 0.25}
     ended = {"ended": True, "new_tokens": 300, "masked_mass": 0.05}

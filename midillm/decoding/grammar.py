@@ -20,6 +20,7 @@ import torch
 from transformers import LogitsProcessor
 
 from midillm.tokenization.codec import MAX_PARTS, NOTE_TYPES, PART, SHIFT  # `<Part_k>`: part k's bar or notes
+from midillm.tokenization.caption import DRUMS
 from midillm.tokenization.metre import bar_length
 from midillm.tokenization.roles import possible_roles
 
@@ -667,8 +668,10 @@ class CorpusConstraints:
         self.bar_length = bar_length
         # Notes before any Program token decode as program 0: it counts as used once one plays.
         self.allowed_programs = set(programs) if programs else set(profile.programs) or None
-        self.pitch_ranges = {int(program): tuple(bounds) for program, bounds in profile.pitch_ranges.items()} \
-            if pitch_ranges else {}
+        # Each program keeps to its General MIDI family's range in the corpus, the range the sanity
+        # check judges by (`CorpusProfile.pitch_range`).
+        self.pitch_ranges = {program: bounds for program in range(DRUMS, 128)
+                             if (bounds := profile.pitch_range(program))} if pitch_ranges else {}
         # Time never stands still longer than the corpus's longest gap between onsets (REMI-style
         # tokens, where bars and positions say where an onset falls).
         self.max_gap = profile.max_gap_beats if (max_gap == -1 and "Position" in self.grammar.graph) else (

@@ -7,7 +7,8 @@ one onset more often than the corpus's voices do in unison (`max_unison`: two ch
 one piano program often meet on a pitch; a cluster of repeated keys is a duplicate), time never
 stalls longer than the corpus's longest gap between
 onsets (from the piece's start too), no part stays on one pitch longer than the corpus's parts do, it plays only programs the corpus plays, no more of them
-than a corpus piece has, and each program within the pitch range the corpus gives it. A band is
+than a corpus piece has, and each program within the pitch range the corpus gives its General MIDI
+family (`CorpusProfile.pitch_range`; `OUT_OF_RANGE_SHARE` of the notes may stray, as the corpus's own do). A band is
 heard part by part too: every part its caption asks for plays, on the instrument asked; no part
 falls silent longer than the corpus's parts of its role (Drums, Bass, Piano...: `roles`) do, and
 each part strikes about as many notes per beat as they do. Whether
@@ -31,8 +32,8 @@ from symusic import Score
 
 from midillm.tokenization.metre import bar_length
 from midillm.tokenization.caption import DRUMS
-from midillm.tokenization.profile import (CorpusProfile, longest_same_pitch_beats, measure_corpus, part_activity,
-                                          played_tracks)
+from midillm.tokenization.profile import (OUT_OF_RANGE_SHARE, CorpusProfile, longest_same_pitch_beats,
+                                          measure_corpus, part_activity, played_tracks)
 
 __all__ = ["PROFILE_SOURCES", "REASONS", "sample_sanity", "sanity_summary", "bars_written", "corpus_profile"]
 
@@ -46,7 +47,7 @@ REASONS = {
     "stuck_part": "a part stays on one pitch (held or repeated) longer than the corpus's parts do",
     "foreign_program": "an instrument the corpus never uses",
     "too_many_programs": "more instruments than a corpus piece has",
-    "pitch_out_of_range": "a pitch outside the range the corpus gives its instrument",
+    "pitch_out_of_range": f"more than {OUT_OF_RANGE_SHARE:.0%} of the notes outside the range the corpus gives their instrument's family",
     "missing_part": "a part the caption asks for does not play",
     "other_instrument": "a part plays another instrument than the caption asks for",
     "silent_part": "a part is silent longer than the corpus's parts of its role are",
@@ -129,7 +130,7 @@ def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mappi
             onset_parts.append(notes["time"].astype(np.int64))
             keys.append(np.stack([np.full(len(notes["time"]), program, dtype=np.int64),
                                   notes["pitch"].astype(np.int64), notes["time"].astype(np.int64)], axis=1))
-            low, high = profile.pitch_ranges.get(program, (0, 127))
+            low, high = profile.pitch_range(program) or (0, 127)
             result["pitches_out_of_range"] += int(((notes["pitch"] < low) | (notes["pitch"] > high)).sum())
     if onset_parts:
         times = np.concatenate(onset_parts)
@@ -163,7 +164,7 @@ def sample_sanity(score: Score | None, profile: CorpusProfile, generation: Mappi
         reasons.append("foreign_program")
     if len(programs) > profile.max_programs_per_piece:
         reasons.append("too_many_programs")
-    if result["pitches_out_of_range"]:
+    if result["pitches_out_of_range"] > OUT_OF_RANGE_SHARE * result["notes"]:
         reasons.append("pitch_out_of_range")
     if result["parts_asked"] and result["parts_played"] < result["parts_asked"]:
         reasons.append("missing_part")

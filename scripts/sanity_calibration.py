@@ -1,0 +1,102 @@
+"""Does real music pass the sanity check? Each piece of a folder judged, leave-one-out, against
+the corpus profile of all the others, in excerpts as long as a sample.
+
+    .venv/bin/python scripts/sanity_calibration.py /tmp/band/band-midi --bars 8 --out runs/sanity-calibration
+
+A check that the corpus's own pieces fail is a bug in the number, not a fault of the model
+(DESIGN.md, "Judging the music"): the sane share of a model's samples means something only beside
+the sane share of real music judged the same way. An evaluation's held-out pieces are few (three
+for a 41-tune band folder) and whole (55 bars against a sample's 7), and a check on a maximum over
+a piece (the most notes at one onset, the widest pitch) fails a long piece more often than a short
+one. So here every piece is held out in turn (its profile measured on the others, read as
+`prepare` reads them: moved to the common key unless `--no-common-key`) and judged in excerpts of
+`--bars` bars from its first onset on (at most `--excerpts` per piece, spread over the piece), the
+length of an evaluation's samples. Prints the sane share and each reason's count; writes
+OUT/calibration.json with every excerpt's reasons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from harness.report import write_json
+
+
+def excerpts(score, bars: int, count: int):
+    """Up to `count` excerpts of `bars` bars, spread evenly from the first onset to the end."""
+    from midillm.tokenization.metre import bar_length
+    quarters = score.to("quarter")
+    signature = quarters.time_signatures[0] if len(quarters.time_signatures) else None
+    length = bar_length(signature.numerator, signature.denominator) if signature else 4.0
+    first = min(track.notes[0].time for track in quarters.tracks if len(track.notes))
+    start_bar, total_bars = int(first // length), int(quarters.end() // length) + 1
+    windows = max(1, (total_bars - start_bar) // bars)
+    chosen = sorted({round(i * (windows - 1) / max(count - 1, 1)) for i in range(min(count, windows))})
+    ticks = score.to("tick")
+    for window in chosen:
+        begin = (start_bar + window * bars) * length
+        excerpt = ticks.clip(int(round(begin * ticks.tpq)), int(round((begin + bars * length) * ticks.tpq)),
+                             clip_end=True).shift_time(-int(round(begin * ticks.tpq)))
+        if any(track.note_num() for track in excerpt.tracks):
+            yield window, excerpt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="A folder of MIDI files (searched recursively).")
+    parser.add_argument("--bars", type=int, default=8, help="Bars per excerpt: about a sample's length (default: 8).")
+    parser.add_argument("--excerpts", type=int, default=4, help="Excerpts judged per piece (default: 4).")
+    parser.add_argument("--no-common-key", action="store_true",
+                        help="Judge the pieces in their own keys (as `prepare --no-common-key` reads them).")
+    parser.add_argument("--out", type=Path, help="Folder for calibration.json (default: print only).")
+    args = parser.parse_args(argv)
+
+    from symusic import Score
+
+    from midillm.eval.sanity import REASONS, sample_sanity
+    from midillm.tokenization.profile import measure_corpus
+    from midillm.tokenization.tonality import in_common_key
+
+    files = sorted(path for path in args.folder.rglob("*") if path.suffix.lower() in (".mid", ".midi"))
+    if len(files) < 2:
+        print(f"error: {args.folder} holds {len(files)} MIDI file(s); leave-one-out needs two or more", file=sys.stderr)
+        return 1
+    scores = []
+    for path in files:
+        score = Score(str(path))
+        scores.append(score if args.no_common_key else in_common_key(score, {})[0])
+    judged, reasons = [], Counter()
+    for index, (path, score) in enumerate(tqdm(list(zip(files, scores)), desc="Leave-one-out", unit="piece")):
+        profile = measure_corpus(scores[:index] + scores[index + 1:])
+        for window, excerpt in excerpts(score, args.bars, args.excerpts):
+            check = sample_sanity(excerpt, profile)
+            reasons.update(check["reasons"])
+            judged.append({"piece": path.name, "excerpt": window, "sane": check["sane"], "reasons": check["reasons"],
+                           **{measure: check[measure] for measure in (
+                               "notes", "onsets", "max_notes_per_onset", "pitches_out_of_range",
+                               "parts_out_of_density")}})
+    sane = sum(item["sane"] for item in judged)
+    pieces_sane = sum(all(item["sane"] for item in judged if item["piece"] == path.name) for path in files)
+    print(f"{len(files)} pieces, {len(judged)} excerpts of {args.bars} bars, each judged against the others' profile")
+    print(f"sane: {sane}/{len(judged)} excerpts ({sane / len(judged):.0%}); pieces with every excerpt sane: "
+          f"{pieces_sane}/{len(files)}")
+    for reason in REASONS:
+        if reasons[reason]:
+            print(f"  {reasons[reason]:4d}  {reason}: {REASONS[reason]}")
+    if args.out:
+        write_json(args.out / "calibration.json", {
+            "folder": str(args.folder),
+            "bars": args.bars, "pieces": len(files), "excerpts": len(judged), "sane": sane,
+            "sane_share": sane / len(judged), "pieces_all_sane": pieces_sane,
+            "reasons": {reason: reasons[reason] for reason in REASONS if reasons[reason]}, "judged": judged})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
