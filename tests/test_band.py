@@ -70,27 +70,6 @@ def test_a_name_that_only_numbers_a_track_says_nothing(name, says_nothing):
     assert name_says_nothing(name) is says_nothing
 
 
-def test_register_order_writes_the_lowest_part_first_and_the_drums_last():
-    from midillm.tokenization.dataset import PrepareConfig, in_part_order
-
-    score = Score(480)
-    for program, is_drum, pitches in [(73, False, [79, 81, 84]), (0, True, [36, 38, 42]), (33, False, [36, 40, 43]),
-                                      (0, False, [60, 64, 67]), (48, False, [30])]:
-        track = Track(name=f"program {program}", program=program, is_drum=is_drum)
-        track.notes.extend(Note(480 * beat, 480, pitch, 90) for beat, pitch in enumerate(pitches))
-        score.tracks.append(track)
-    score.tracks.append(Track(name="empty", program=1))  # no notes: not a part
-    ordered = in_part_order(score, "register")
-    assert [(track.program, track.is_drum) for track in ordered.tracks] == [
-        (48, False), (33, False), (0, False), (73, False), (0, True)]
-    # The same notes, only in another order; the file order is left as it is.
-    notes = lambda tracks: sorted((t.program, t.is_drum, n.time, n.pitch) for t in tracks for n in t.notes)
-    assert notes(ordered.tracks) == notes(score.tracks)
-    assert in_part_order(score, "file") is score
-    with pytest.raises(ValueError, match="part_order"):
-        PrepareConfig(source="x", out="y", part_order="alphabetical")
-
-
 def test_parts_without_names_are_named_by_their_role():
     score = make_band_score(seed=0, bars=6)  # tracks named "program 0", "program 33", ...
     assert part_names(score) == ["Drums", "Bass", "Piano", "Strings", "Lead", "Guitar"]

@@ -42,7 +42,6 @@ from .profile import CorpusProfile, measure_corpus
 from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
                    reorder_parts)
 from .sources import CheckedFile, Skipped, check_files, describe_error, list_sources
-from .roles import register_order
 from .tonality import COMMON_KEYS, in_common_key, key_before_move
 
 if TYPE_CHECKING:
@@ -50,8 +49,6 @@ if TYPE_CHECKING:
     from symusic import Score
 
 SPLITS = ("train", "validation", "test")
-# How `prepare` orders a piece's parts (PrepareConfig.part_order).
-PART_ORDERS = ("file", "register")
 
 
 @dataclass
@@ -103,9 +100,6 @@ class PrepareConfig:
                 "notes) before tokenizing: every piece then teaches the same harmony rows, and generation "
                 "writes the asked key exactly by moving the finished music there. Off with --transpose, "
                 "which copies pieces into other keys instead."})
-    part_order: str = field(default="file", metadata={
-        "help": "The order parts are written in: file (the tracks' own order) or register (lowest part first, "
-                "drums last), so that a part's number says where it plays whatever order a file had."})
     validation_share: float = field(default=0.05, metadata={"help": "Share of pieces in the validation split."})
     test_share: float = field(default=0.05, metadata={"help": "Share of pieces in the test split."})
     limit: int | None = field(default=None, metadata={"help": "Use only the first N pieces of the source (of each)."})
@@ -131,8 +125,6 @@ class PrepareConfig:
             raise ValueError("music BPE (vocab_size) needs layout=bars; the onsets layout has note compounds")
         if self.render not in RENDERS:
             raise ValueError(f"render must be one of {', '.join(RENDERS)}, not {self.render!r}")
-        if self.part_order not in PART_ORDERS:
-            raise ValueError(f"part_order must be one of {', '.join(PART_ORDERS)}, not {self.part_order!r}")
         if self.seq_len < 64:
             raise ValueError(f"seq_len must be at least 64, not {self.seq_len}")
         if not (0 <= self.validation_share < 0.5 and 0 <= self.test_share < 0.5):
@@ -205,7 +197,6 @@ class _PieceTask:
     content_hash: str
     split: str
     shifts: tuple[int, ...]  # the transpositions to write, 0 = as is
-    part_order: str  # PrepareConfig.part_order
     accompany_seed: int | None  # set: each version also with its parts reordered for accompaniment
 
 
@@ -217,7 +208,6 @@ def _tokenize_piece(task: _PieceTask) -> dict:
     from symusic import Score
 
     score, metadata = Score(task.path), task.metadata
-    score = in_part_order(score, task.part_order)
     if _worker_codec.common_key:
         score, metadata, _ = in_common_key(score, metadata, _worker_codec.common_keys)
     versions = []
@@ -341,17 +331,12 @@ def _profile_sample(pieces: list[CheckedFile], size: int) -> list[CheckedFile]:
     return [piece for piece in pieces if piece.content_hash in kept]
 
 
-def in_part_order(score: Score, part_order: str) -> Score:
-    """The score with its parts in `part_order` (`PART_ORDERS`)."""
-    return reorder_parts(score, register_order(score)) if part_order == "register" else score
-
-
-def _read_piece(piece: CheckedFile, common_key: bool, part_order: str = "file") -> tuple[Score, dict, str | None]:
-    """A piece's Score and metadata as its rows will have them (parts in `part_order`, moved to
-    the common key if asked), and the key it was in before the move (None: not moved)."""
+def _read_piece(piece: CheckedFile, common_key: bool) -> tuple[Score, dict, str | None]:
+    """A piece's Score and metadata as its rows will have them (moved to the common key if
+    asked), and the key it was in before the move (None: not moved)."""
     from symusic import Score
 
-    score, metadata = in_part_order(Score(str(piece.file.path)), part_order), dict(piece.file.metadata)
+    score, metadata = Score(str(piece.file.path)), dict(piece.file.metadata)
     if not common_key:
         return score, metadata, None
     moved, metadata, shift = in_common_key(score, metadata)
@@ -361,7 +346,7 @@ def _read_piece(piece: CheckedFile, common_key: bool, part_order: str = "file") 
     return moved, metadata, key_before_move(metadata["key"], shift)
 
 
-def _measure(pieces: list[CheckedFile], common_key: bool, part_order: str, log) -> CorpusProfile:
+def _measure(pieces: list[CheckedFile], common_key: bool, log) -> CorpusProfile:
     """What the corpus allows, measured on these (train) pieces (moved to the common key if
     asked; their own keys counted before). Each file is read once and its score dropped once
     measured: a score of a band piece takes far more memory than reading it takes time."""
@@ -369,7 +354,7 @@ def _measure(pieces: list[CheckedFile], common_key: bool, part_order: str, log) 
 
     def scores():
         for piece in tqdm(pieces, desc="Measuring the corpus", unit="file"):
-            score, metadata, own = _read_piece(piece, common_key, part_order)
+            score, metadata, own = _read_piece(piece, common_key)
             keys.update([own] if own else [])
             captions.append(score_caption(score, metadata))
             yield score
@@ -395,11 +380,11 @@ def _build_codec(config: PrepareConfig, corpus: CorpusProfile, train: list[Check
     if config.render == "tokens" and config.vocab_size > len(codec.music_tokenizer.vocab):
         log(f"Training music BPE ({config.vocab_size} tokens) on {len(train)} pieces")
         codec.train_bpe(paths, config.vocab_size,
-                        scores=[_read_piece(piece, config.common_key, config.part_order)[0] for piece in train])
+                        scores=[_read_piece(piece, config.common_key)[0] for piece in train])
     elif codec.layout != "onsets":
         log(f"No music BPE: one LM token per {config.tokenization} token")
     if codec.layout == "onsets":
-        scores = (_read_piece(piece, config.common_key, config.part_order)[0] for piece in train)
+        scores = (_read_piece(piece, config.common_key)[0] for piece in train)
         coverage = codec.train_compounds(tqdm(scores, desc="Learning note compounds", unit="file", total=len(paths)),
                                          config.compound_vocab, min_coverage=config.compound_coverage)
         if codec.compounds:
@@ -420,7 +405,7 @@ def _codec_for(config: PrepareConfig, splits: dict[str, list[CheckedFile]], work
         # What the corpus allows is measured on the train split only, like the BPE merges.
         measured = _profile_sample(splits["train"] or [piece for split in SPLITS for piece in splits[split]],
                                    config.profile_pieces)
-        corpus = _measure(measured, config.common_key, config.part_order, log)
+        corpus = _measure(measured, config.common_key, log)
         codec = _build_codec(config, corpus, _profile_sample(splits["train"], config.profile_pieces), log)
         temporary = work.codec_dir.with_name(f"{work.codec_dir.name}.tmp")
         shutil.rmtree(temporary, ignore_errors=True)
@@ -465,7 +450,7 @@ def _piece_tasks(config: PrepareConfig, codec: MusicCodec, shard: _Shard) -> lis
         rng = random.Random(piece.content_hash)
         accompany = shard.split == "train" and "accompany" in codec.tasks and rng.random() < config.accompany_ratio
         tasks.append(_PieceTask(str(piece.file.path), dict(piece.file.metadata), piece.content_hash, shard.split,
-                                shifts_for_train if shard.split == "train" else (0,), config.part_order,
+                                shifts_for_train if shard.split == "train" else (0,),
                                 int(piece.content_hash[:8], 16) if accompany else None))
     return tasks
 

@@ -94,13 +94,3 @@ def possible_roles(program: int) -> frozenset[str]:
     if role in ("FX", "Percussion", DRUMS_ROLE):
         return frozenset({role})
     return frozenset({role, BASS_ROLE} | ({LEAD_ROLE} if role in _TUNE_FAMILIES else set()))
-
-
-def register_order(score) -> list[int]:
-    """The played tracks of `score` (indices among them) from the lowest part to the highest, by
-    the median of their pitches, drums last: the order `prepare --part-order register` writes
-    parts in, so that a part's number says where it plays (part 0 is the lowest, mostly the bass)
-    whatever order the file had its tracks in."""
-    played = [track for track in score.tracks if track.note_num()]
-    return sorted(range(len(played)), key=lambda index: (
-        played[index].is_drum, 0.0 if played[index].is_drum else float(np.median(played[index].notes.numpy()["pitch"]))))
