@@ -58,6 +58,10 @@ def test_prompt_caption_carries_the_controls_in_the_caption_order():
     (dict(text="Tempo: fast\n"), "the caption's tempo must look like \"120 BPM\""),
     (dict(parts=0), "parts must be at least 1"),
     (dict(key_bias=-1.0), "key_bias (a strength) must be 0 or more"),
+    (dict(registers="Bass: E2-C4"), 'registers look like "Bass=E2-C4, Soprano=C4-A5"'),
+    (dict(registers="Bass=H2-C4"), 'registers look like "Bass=E2-C4, Soprano=C4-A5"'),
+    (dict(registers="Bass=C4-E2"), "Bass's lowest note is above its highest"),
+    (dict(task="continue", music=__file__, registers="Bass=E2-C4"), "registers: a control of a new piece"),
     (dict(task="infill", music=__file__, bars="1-2", tempo=90), "tempo: a control of a new piece"),
 ])
 def test_bad_controls_are_one_line(values, message):
@@ -108,12 +112,41 @@ def test_pipeline_takes_the_same_controls(tiny_bundle):
     from transformers import pipeline
 
     pipe = pipeline("midi-generation", model=str(tiny_bundle), dtype="fp32")
-    outputs = pipe("Tempo: 121 BPM\n", time_signature="3/4", tempo=120, bars=2, num_samples=2,
-                   max_new_tokens=80, seed=3)
+    outputs = pipe("Tempo: 121 BPM\nParts: Soprano, Bass\n", time_signature="3/4", tempo=120, bars=2, num_samples=2,
+                   max_new_tokens=80, seed=3, registers={"Bass": "C3-G3"})
     for output in outputs:
         back = Score.from_midi(output["midi"])
         assert [round(tempo.qpm, 2) for tempo in back.tempos] == [120.0]
         assert metres(back) == {(3, 4)}
+        assert all(48 <= note.pitch <= 55 for track in back.tracks[1:] for note in track.notes)
+
+
+def test_registers_read_note_names_or_numbers_by_part_name_or_number():
+    from midillm.decoding.request import resolve_registers
+
+    request = MusicRequest(registers="Bass=E2-C4, 1 = 72 - 79, alto=Bb3 to F#5")
+    assert request.registers == {"Bass": (40, 60), "1": (72, 79), "alto": (58, 78)}
+    assert resolve_registers(request.registers, ["Soprano", "Alto", "Tenor", "Bass"], None) == [
+        (72, 79), (58, 78), None, (40, 60)]
+    with pytest.raises(TaskError, match="register for 'Tuba': no such part; the parts are Soprano, Bass"):
+        resolve_registers({"Tuba": (30, 50)}, ["Soprano", "Bass"], None)
+    assert resolve_registers({"3": (30, 50)}, [], 3) == [None, None, (30, 50)]
+
+
+@pytest.mark.parametrize("constrain", [True, False])
+def test_each_part_keeps_to_its_asked_register(tiny_lm, constrain):
+    # A narrow register for each part, far from where the chorale voices sit on their own: the
+    # soprano a fifth around G5, the bass a third around D3; with or without the corpus constraints.
+    samples = tiny_lm.run(MusicRequest(text="Parts: Soprano, Bass\n", registers="Soprano=C5-G5, 2=C3-E3", bars=2,
+                                       num_samples=3, seed=5, constrain=constrain,
+                                       sampling={"max_new_tokens": 160}))
+    written = {"Soprano": set(), "Bass": set()}
+    for sample in samples:
+        assert [track.name for track in sample.score.tracks if track.note_num()] in (["Soprano", "Bass"], ["Soprano"])
+        for track in sample.score.tracks:
+            written[track.name] |= {note.pitch for note in track.notes}
+    assert written["Soprano"] and written["Soprano"] <= set(range(72, 80))
+    assert written["Bass"] and written["Bass"] <= set(range(48, 53))
 
 
 # ----------------------------------------------------------------------------- what cannot be met
@@ -126,6 +159,8 @@ def test_pipeline_takes_the_same_controls(tiny_bundle):
     (["--programs", "40"], "instrument Violin (program 40) is outside this model's vocabulary; it knows "),
     (["--text", "Instruments: Kazoo"], "instrument 'Kazoo' is outside this model's vocabulary; it knows "),
     (["--parts", "99"], "99 parts: this model's pieces have at most"),
+    (["--text", "Parts: Soprano, Bass", "--registers", "Tuba=C2-C3"],
+     "register for 'Tuba': no such part; the parts are Soprano, Bass"),
 ])
 def test_requests_the_model_cannot_meet_are_one_line_and_exit_1(tiny_bundle, tmp_path, capsys, arguments, message):
     from midillm.cli import main
@@ -282,10 +317,11 @@ def test_every_control_is_a_flag_of_generate():
 
     arguments = build_parser().parse_args(["generate", "m", "--out", "o", "--key", "D minor", "--time-signature",
                                            "3/4", "--tempo", "90", "--parts", "4", "--programs", "0",
-                                           "--bars", "8", "--density", "dense", "--key-bias", "--density-bias"])
+                                           "--bars", "8", "--density", "dense", "--key-bias", "--density-bias",
+                                           "--registers", "Bass=E2-C4"])
     assert {name: getattr(arguments, name) for name in CONTROL_NAMES} == {
         "bars": 8, "programs": "0", "time_signature": "3/4", "tempo": 90.0, "key": "D minor", "parts": "4",
-        "density": "dense", "key_bias": KEY_BIAS, "density_bias": DENSITY_BIAS}
+        "density": "dense", "key_bias": KEY_BIAS, "density_bias": DENSITY_BIAS, "registers": "Bass=E2-C4"}
 
 
 def test_density_bias_moves_a_piece_sparser_than_asked_on_sooner(tiny_lm):

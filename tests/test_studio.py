@@ -241,7 +241,9 @@ def test_generation_from_nothing_gives_every_file(studio):
 
 def test_each_result_shows_what_was_asked_beside_what_was_written(studio):
     status, job = studio.post("/api/jobs", {"model": "tiny", "max_new_tokens": "200", "seed": "1", "bars": "2",
-                                            "caption": "Key: D minor\nTime signature: 3/4\nTempo: 90 BPM"})
+                                            "registers": "1=C5-G5",
+                                            "caption": "Key: D minor\nTime signature: 3/4\nTempo: 90 BPM\n"
+                                                       "Parts: Soprano, Bass"})
     job = studio.wait(job["id"])
     assert job["state"] == "done", job
     [result] = job["results"]
@@ -250,6 +252,10 @@ def test_each_result_shows_what_was_asked_beside_what_was_written(studio):
     assert rows["metre"] == ("3/4", "3/4") and rows["tempo"] == ("90 BPM", "90 BPM")
     assert rows["key"][0] == "D minor" and rows["key"][1].split()[1] in ("major", "minor")
     assert rows["bars"] == ("2", str(bars_written(written)))
+    # The register asked for the first part, and each part's lowest and highest note as written.
+    soprano = [note.pitch for note in written.tracks[0].notes]
+    assert soprano and 72 <= min(soprano) and max(soprano) <= 79
+    assert rows["registers"][0] == "1=C5-G5" and rows["registers"][1].startswith("Soprano=")
 
 
 def test_continuation_of_an_uploaded_midi_starts_with_it(studio):

@@ -31,7 +31,8 @@ from midillm.tokenization.tonality import common_tonic, drawn_key, estimate_key,
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar
 from .precision import apply_precision, model_precision, wide_weights
-from .request import MusicRequest, SamplingSettings, TaskError, parse_bar_range, part_instruments
+from .request import (MusicRequest, SamplingSettings, TaskError, parse_bar_range, part_instruments,
+                      resolve_registers)
 
 
 @dataclass
@@ -371,6 +372,8 @@ class MidiLM:
         instruments = None if given_music else self.part_instruments(text, programs, controls)
         if instruments:  # these parts, each on its instrument, and every one of them plays
             asked["parts"] = len(instruments)
+        if controls is not None and controls.registers:
+            asked["registers"] = resolve_registers(controls.registers, named_parts, asked.get("parts"))
         allowed = programs or programs_named_in(text) or None
         if not corpus_limits:
             asked.update(key=None, key_bias=None, density=None, density_bias=None)  # biases: corpus constraints
@@ -675,7 +678,11 @@ class MidiLM:
             written = known_key(caption_field(text, KEY) or "")
             corpus_keys = getattr(self.codec.corpus, "keys", None) or {}
             tonic, minor = drawn_key(corpus_keys, key_tonic(written)[1] if written else None, request.seed)
-        return request.updated(key=keys[minor]), text, (shift_to(common_tonic(minor, keys), tonic), tonic, minor)
+        shift = shift_to(common_tonic(minor, keys), tonic)
+        # The piece is written in the common key and moved by `shift` afterwards: so are its registers.
+        registers = {part: (max(0, low - shift), min(127, high - shift)) for part, (low, high) in request.registers.items()} \
+            if request.registers else None
+        return request.updated(key=keys[minor], registers=registers), text, (shift, tonic, minor)
 
     def _run(self, request: MusicRequest, text: str | None, settings: SamplingSettings) -> list[Sample]:
         if request.task == "continue":

@@ -583,7 +583,7 @@ class CorpusConstraints:
                  metre: str | None = None, bars: int | None = None, parts: int | None = None,
                  key: str | None = None, key_bias: float | None = None, part_programs: list[int] | None = None,
                  density: str | None = None, density_bias: float | None = None, corpus_limits: bool = True,
-                 part_density: bool = True):
+                 part_density: bool = True, registers: list[tuple[int, int] | None] | None = None):
         self.grammar = grammar
         if not corpus_limits:  # what was asked holds; nothing the corpus alone would refuse
             max_notes_per_onset, no_repeats, max_programs, pitch_ranges = None, False, None, False
@@ -630,6 +630,9 @@ class CorpusConstraints:
         if self.part_programs:
             self.allowed_programs = set(self.part_programs)
             self.static = self.static & self._foreign_program_free(self.allowed_programs)
+        # Each part's asked register (`request.resolve_registers`): a request, so no dead end
+        # gives it way and constraints off keep it.
+        self.registers = list(registers or []) if self.with_parts else []
         self.part_floors, self.part_ceilings = self._part_density_limits(profile) \
             if part_density and corpus_limits and self.onsets else ({}, {})
         # Masks built on first use, once per distinct situation.
@@ -1036,6 +1039,9 @@ class CorpusConstraints:
             elif (first := self._unsettled_part_mask(state, part)) is not None:
                 allowed = allowed & first
             mask = torch.where(rows, allowed, mask)
+        for part, bounds in enumerate(self.registers):  # a part not yet opened too: its opening row may strike
+            if bounds is not None:
+                mask = mask & ((target != part) | self._range_mask(bounds))
         if self.max_parts is not None:
             mask = mask & (self.opens_part < self.max_parts)
         return mask
@@ -1173,6 +1179,8 @@ class CorpusConstraints:
         elif self.with_parts:
             if 0 <= state.part < len(self.part_ranges) and self.part_ranges[state.part] is not None:
                 mask = mask & self._range_mask(self.part_ranges[state.part])
+            if 0 <= state.part < len(self.registers) and self.registers[state.part] is not None:
+                mask = mask & self._range_mask(self.registers[state.part])
             if state.part in state.parts_settled:  # a part plays one instrument, named before its first note
                 mask = mask & ~self.has_program
             elif (first := self._unsettled_part_mask(state, state.part)) is not None:

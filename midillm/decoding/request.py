@@ -216,6 +216,74 @@ def parse_parts(value) -> list[str] | int:
     return [name for name in names if name]
 
 
+def _pitch(value) -> int:
+    """A MIDI pitch from a number ("40") or a note name ("E2", "C#4", "Bb3"; middle C is C4)."""
+    import pretty_midi
+
+    text = str(value).strip()
+    pitch = int(text) if text.isdigit() else pretty_midi.note_name_to_number(text)
+    if not 0 <= pitch <= 127:
+        raise ValueError(text)
+    return pitch
+
+
+def parse_registers(value) -> dict[str, tuple[int, int]]:
+    """Each part's pitch range: "Bass=E2-C4, Soprano=C4-A5" (parts by name or by number from 1;
+    note names or MIDI numbers) or a mapping part -> "E2-C4" / (40, 60) -> {part: (low, high)};
+    one line for a malformed one."""
+    example = 'registers look like "Bass=E2-C4, Soprano=C4-A5" (a part\'s name or number, its lowest and highest note)'
+    if isinstance(value, str):
+        pairs = []
+        for item in filter(None, (piece.strip() for piece in value.split(","))):
+            part, equals, bounds = item.partition("=")
+            if not equals:
+                raise TaskError(f"{example}, not {item!r}")
+            pairs.append((part, bounds))
+    elif isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        raise TaskError(f"{example}, not {value!r}")
+    registers = {}
+    for part, bounds in pairs:
+        part = str(part).strip()
+        if isinstance(bounds, str):
+            match = re.fullmatch(r"\s*(\S+?)\s*(?:-|\u2013|to)\s*(\S+)\s*", bounds)
+            bounds = match.groups() if match else ()
+        try:
+            low, high = (_pitch(bound) for bound in bounds)
+        except ValueError:
+            raise TaskError(f"{example}, not {part}={bounds!r}") from None
+        if not part or low > high:
+            raise TaskError(f"{example}: {part or '(no part)'}'s lowest note is above its highest")
+        registers[part] = (low, high)
+    if not registers:
+        raise TaskError(f"{example}; none given")
+    return registers
+
+
+def resolve_registers(registers: dict[str, tuple[int, int]] | None, part_names: list[str],
+                      parts: int | None) -> list[tuple[int, int] | None]:
+    """The asked registers as one range per part in part order (None: the model's choice): a
+    part named as the caption's Parts line names it (any case) or numbered from 1; one line
+    naming the parts for one that is neither."""
+    if not registers:
+        return []
+    count = max(len(part_names), parts or 0)
+    ranges: list[tuple[int, int] | None] = [None] * count
+    lowered = [name.lower() for name in part_names]
+    for part, bounds in registers.items():
+        if part.lower() in lowered:
+            index = lowered.index(part.lower())
+        elif part.isdigit() and 1 <= int(part) <= count:
+            index = int(part) - 1
+        else:
+            known = f"the parts are {', '.join(part_names)}" if part_names else f"the piece has {count} parts"
+            raise TaskError(f"register for {part!r}: no such part; {known} (or number them from 1)"
+                            if count else f"register for {part!r}: ask for parts too (--parts), to name or number")
+        ranges[index] = bounds
+    return ranges
+
+
 @dataclass
 class MusicRequest:
     """One thing asked of a model; checked when made (`__post_init__`), run by `MidiLM.run`.
@@ -251,6 +319,9 @@ class MusicRequest:
     density: str | None = _control(
         "How busy the music is: sparse, medium or dense (notes per beat per part, against the thirds of "
         "the corpus's pieces; learned from captions)", label=captions.DENSITY, metavar="BIN")
+    registers: dict[str, tuple[int, int]] | str | None = _control(
+        'Each part\'s pitch range, by its name or number (from 1), e.g. "Bass=E2-C4, Soprano=C4-A5" '
+        "(note names, middle C = C4, or MIDI numbers): every note of that part stays in it", metavar="PART=LOW-HIGH")
     key_bias: float | bool | None = _control(
         f"Keep to the key: each out-of-key note lowers its row's logit by STRENGTH, each note of the "
         f"tonic triad (or a minor key's leading note) raises it by a third of that "
@@ -302,7 +373,8 @@ class MusicRequest:
         given = [name for name in CONTROL_NAMES if getattr(self, name) is not None
                  and not (name == "bars" and self.task == "infill")]
         # A prompt decides its own metre, tempo, parts and length; given music decides everything.
-        decided = ("time_signature", "tempo", "parts", "bars") if self.task == "continue" else CONTROL_NAMES
+        decided = ("time_signature", "tempo", "parts", "bars", "registers") if self.task == "continue" \
+            else CONTROL_NAMES
         refused = [name for name in given if name in decided] if self.music is not None else []
         if refused:
             source = "the prompt" if self.task == "continue" else "the music given"
@@ -350,6 +422,8 @@ class MusicRequest:
             self.density = str(self.density).strip().lower()
         if self.programs and self.parts is not None:
             part_instruments(None, self.programs, self.parts)  # one line if they disagree
+        if self.registers is not None:
+            self.registers = parse_registers(self.registers)
         if self.bars is not None and self.task == "continue":
             if isinstance(self.bars, str) and self.bars.strip().isdigit():
                 self.bars = int(self.bars)

@@ -213,7 +213,8 @@ def _title(request: Request, index: int, count: int) -> str:
 def asked_and_written(request: MusicRequest, score, corpus=None) -> list[dict]:
     """The controls a musician checks first, asked (blank: left to the model) beside what the
     written score says: its key as found in its notes (`tonality.estimate_key`), its metre,
-    tempo and length in bars, and its density against the `corpus`'s thirds where it has them."""
+    tempo and length in bars, its density against the `corpus`'s thirds where it has them, and
+    each part's lowest and highest note where registers were asked."""
     from midillm.eval.sanity import bars_written
     from midillm.tokenization.tonality import estimate_key, named_key
 
@@ -227,7 +228,20 @@ def asked_and_written(request: MusicRequest, score, corpus=None) -> list[dict]:
          "written": f"{round(score.tempos[0].qpm, 2):g} BPM" if len(score.tempos) else "120 BPM"},
         {"control": "bars", "asked": str(bars or ""), "written": str(bars_written(score))},
     ] + ([{"control": "density", "asked": request.density or "", "written": corpus.density_of(score) or ""}]
-         if corpus is not None and corpus.density_edges else [])
+         if corpus is not None and corpus.density_edges else []) + _registers_asked_and_written(request, score)
+
+
+def _registers_asked_and_written(request: MusicRequest, score) -> list[dict]:
+    """Where registers were asked: each asked one, and each pitched part's lowest and highest note."""
+    from pretty_midi import note_number_to_name as note_name
+
+    if not request.registers:
+        return []
+    asked = ", ".join(f"{part}={note_name(low)}-{note_name(high)}" for part, (low, high) in request.registers.items())
+    written = [f"{track.name or number}={note_name(min(pitches))}-{note_name(max(pitches))}"
+               for number, track in enumerate(score.tracks, start=1)
+               if not track.is_drum and (pitches := [note.pitch for note in track.notes])]
+    return [{"control": "registers", "asked": asked, "written": ", ".join(written)}]
 
 
 def _summary(sample) -> str:

@@ -229,7 +229,7 @@ def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = 
     def submit(model: str = Form(...), task: str = Form("generate"), caption: str = Form(""),
                num_samples: int = Form(1), seed: int = Form(0), constrain: bool = Form(True),
                strict_voice_leading: bool | None = Form(None), key_bias: str = Form(""),
-               density_bias: str = Form(""),
+               density_bias: str = Form(""), registers: str = Form(""),
                bars: str = Form(""), tracks: str = Form(""), file: UploadFile | None = File(None),
                sampling: dict = Depends(sampling_form)):
         models.path(model)  # an unknown name fails here, not in the queue
@@ -252,6 +252,7 @@ def create_app(models: LoadedModel, queue_size: int = 4, max_upload_mb: float = 
                              bars=bars.strip() or None if task in ("infill", "generate") else None,
                              key_bias=_bias(key_bias) if task == "generate" else None,
                              density_bias=_bias(density_bias) if task == "generate" else None,
+                             registers=registers.strip() or None if task == "generate" else None,
                              tracks=[item.strip() for item in tracks.split(",") if item.strip()] or None,
                              num_samples=num_samples, seed=seed, constrain=constrain,
                              strict_voice_leading=strict_voice_leading, sampling=sampling)

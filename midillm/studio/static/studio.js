@@ -199,6 +199,7 @@ function requestForm() {
   if (task === "infill") form.append("bars", $("#bars").value);
   if (task === "generate") {
     form.append("bars", $("#length").value);
+    form.append("registers", $("#registers").value);
     form.append("key_bias", $("#key_bias").checked && $("#constrain").checked ? "true" : "false");
     form.append("density_bias", $("#density_bias").checked && $("#constrain").checked ? "true" : "false");
   }
