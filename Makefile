@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml Makefile
 	-if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
 			|| echo "chromium not installed: the studio's browser test will skip"; fi
+	# Real band MIDI (two Debian games' soundtracks, GPL: fetched, never committed) for
+	# tests/test_band_files.py; where apt cannot fetch them those tests skip, saying how.
+	-command -v apt-get >/dev/null && scripts/fetch_band_midi.sh \
+		|| echo "band MIDI not fetched: tests/test_band_files.py will skip"
 	touch $(STAMP)
 
 install: $(STAMP)

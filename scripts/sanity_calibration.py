@@ -1,7 +1,7 @@
 """Does real music pass the sanity check? Each piece of a folder judged, leave-one-out, against
 the corpus profile of all the others, in excerpts as long as a sample.
 
-    .venv/bin/python scripts/sanity_calibration.py /tmp/band/band-midi --bars 8 --out runs/sanity-calibration
+    .venv/bin/python scripts/sanity_calibration.py tests/data/band-midi --bars 8 --out runs/sanity-calibration
 
 A check that the corpus's own pieces fail is a bug in the number, not a fault of the model
 (DESIGN.md, "Judging the music"): the sane share of a model's samples means something only beside
