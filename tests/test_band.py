@@ -274,37 +274,6 @@ def test_a_band_round_trips_with_its_programs_and_drum_flag(band_lm):
     assert kept == total
 
 
-def test_rows_cut_from_inside_a_band_name_each_parts_program_where_it_first_plays(band_lm):
-    from midillm.tokenization.codec import PART, part_programs
-    from midillm.tokenization.rows import chunk_piece
-
-    codec = band_lm.codec
-    score = make_band_score(seed=3, bars=8)
-    programs = part_programs(score)
-    assert programs == [-1, 33, 0, 48, 73, 25]
-    bars = codec.encode_bars(score)
-    chunks = chunk_piece([], bars, codec.music_start_id, codec.music_end_id, 160,
-                         lambda ids: codec.with_programs_named(ids, programs), 5 * len(programs))
-    assert len(chunks) > 2 and all(len(ids) <= 160 for ids, _ in chunks)
-    for index, (ids, _) in enumerate(chunks):
-        tokens = codec.music_tokens(ids)
-        for number, program in enumerate(programs):
-            where = [at for at, token in enumerate(tokens) if token == f"{PART}_{number}"]
-            if where:  # a part's first note in every row names its program, and only that one
-                assert tokens[where[0] + 1] == f"Program_{program}", (index, number)
-                assert all(tokens[at + 1] != f"Program_{program}" for at in where[1:])
-    # The same notes: naming the programs again changes no note, and without programs nothing.
-    music = [lm_id for bar in bars[2:5] for lm_id in bar]
-    assert codec.with_programs_named(music, []) == music
-    named = codec.with_programs_named(music, programs)
-    assert len(named) > len(music)
-    opening = [lm_id for bar in bars[:2] for lm_id in bar]
-    plain = codec.decode([codec.music_start_id] + opening + music + [codec.music_end_id])
-    again = codec.decode([codec.music_start_id] + opening + named + [codec.music_end_id])
-    notes = lambda score: [(t.program, t.is_drum, [(n.time, n.duration, n.pitch) for n in t.notes]) for t in score.tracks]
-    assert notes(again) == notes(plain)
-
-
 def test_track_role_reads_a_tracks_notes():
     track = Track(name="", program=0)
     for time in range(8):

@@ -39,7 +39,7 @@ from symusic import Note, Score
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL, load_lm_tokenizer
-from .caption import DRUMS, caption_ids, instrument_name, names_in_caption, pitch_name, score_caption
+from .caption import caption_ids, instrument_name, names_in_caption, pitch_name, score_caption
 from .metre import bar_end_after
 from .onsets import PART, PITCH_DESCENDING, SHIFT, onset_units, time_token, writes_directly
 from .profile import CorpusProfile, tokenizer_settings
@@ -182,12 +182,6 @@ def note_order_by_pitch(tokens: list[str]) -> list[int]:
 def order_notes_by_pitch(tokens: list[str]) -> list[str]:
     """`tokens` in the canonical note order (see `note_order_by_pitch`)."""
     return [tokens[index] for index in note_order_by_pitch(tokens)]
-
-
-def part_programs(score: Score) -> list[int]:
-    """Each part's program in part order (`part_scores`' parts), -1 for drums."""
-    played = [track for track in score.tracks if track.note_num()][:MAX_PARTS]
-    return [DRUMS if track.is_drum else int(track.program) for track in played]
 
 
 def part_scores(score: Score) -> list[Score]:
@@ -755,28 +749,6 @@ class MusicCodec:
         """Base tokens of the onsets layout -> LM ids: each note as its longest compound (the
         whole note where the codec has it), the rest token by token."""
         return self._lm_ids_of_units([tuple(unit) for unit in note_units(tokens)])
-
-    def with_programs_named(self, ids: list[int], programs: list[int]) -> list[int]:
-        """Onsets layout: music `ids` cut from inside a piece (a row's bars) with each part's first
-        note in them naming its program (`programs[k]` for `<Part_k>`, -1: drums), as the first
-        note of each part of a piece does. A row cut from the middle of a piece would otherwise
-        bind its parts to their instruments only by counting along its caption's Instruments
-        line, while a new piece names each part's program where that part first plays. Other
-        layouts, and programs the vocabulary lacks, are left as they are."""
-        if self.layout != "onsets":
-            return list(ids)
-        named, units = set(), []
-        for unit in note_units(self.music_tokens(ids)):
-            part = next((token for token in unit[:2] if token.startswith(PART + "_")), None)
-            if part is not None and (number := int(part[len(PART) + 1:])) not in named:
-                named.add(number)
-                after = unit.index(part) + 1
-                program = f"Program_{programs[number]}" if number < len(programs) else None
-                if program in self.music_tokenizer.vocab and not (
-                        after < len(unit) and unit[after].startswith("Program_")):
-                    unit = unit[:after] + [program] + unit[after:]
-            units.append(tuple(unit))
-        return self._lm_ids_of_units(units)
 
     def _lm_ids_of_units(self, units: list[tuple[str, ...]]) -> list[int]:
         """Note units -> LM ids (see `lm_ids_of_onset_tokens`). A corpus repeats its units

@@ -36,7 +36,7 @@ from midillm.version import __version__
 from .base_model import DEFAULT_BASE_MODEL
 from .caption import score_caption
 from .codec import (DEFAULT_COMPOUND_COVERAGE, DEFAULT_COMPOUND_VOCAB, DEFAULT_LAYOUT, DEFAULT_ONSET_TIME, LAYOUTS, MIDITOK_VERSION, ONSET_TIMES,
-                    RENDERS, TOKENIZATIONS, MusicCodec, part_programs)
+                    RENDERS, TOKENIZATIONS, MusicCodec)
 from .prepared import PreparedData, PrepareWork
 from .profile import CorpusProfile, measure_corpus
 from .rows import (ROW_FORMAT_VERSION, accompaniment_order, chunk_piece, infill_example, labelled, pack_rows,
@@ -100,10 +100,6 @@ class PrepareConfig:
                 "notes) before tokenizing: every piece then teaches the same harmony rows, and generation "
                 "writes the asked key exactly by moving the finished music there. Off with --transpose, "
                 "which copies pieces into other keys instead."})
-    name_programs: bool = field(default=False, metadata={
-        "help": "Onsets layout: a row cut from inside a piece names each part's program at its first note in "
-                "the row, as the piece's start does (else only the caption's Instruments line binds the parts "
-                "to their instruments there)."})
     validation_share: float = field(default=0.05, metadata={"help": "Share of pieces in the validation split."})
     test_share: float = field(default=0.05, metadata={"help": "Share of pieces in the test split."})
     limit: int | None = field(default=None, metadata={"help": "Use only the first N pieces of the source (of each)."})
@@ -180,16 +176,16 @@ def assign_splits(pieces: list[CheckedFile], config: PrepareConfig) -> dict[str,
 # ------------------------------------------------------------------------- worker processes
 
 _worker_codec: MusicCodec | None = None
-_worker_row_settings: tuple[int, float, bool] = (0, 0.0, False)  # seq_len, infill_ratio, name_programs
+_worker_row_settings: tuple[int, float] = (0, 0.0)  # seq_len, infill_ratio
 
 
-def _start_worker(codec_dir: str, seq_len: int, infill_ratio: float, name_programs: bool = False) -> None:
+def _start_worker(codec_dir: str, seq_len: int, infill_ratio: float) -> None:
     global _worker_codec, _worker_row_settings
     import warnings
 
     warnings.filterwarnings("ignore")
     _worker_codec = MusicCodec.from_pretrained(codec_dir)
-    _worker_row_settings = (seq_len, infill_ratio, name_programs)
+    _worker_row_settings = (seq_len, infill_ratio)
 
 
 @dataclass(frozen=True)
@@ -222,16 +218,14 @@ def _tokenize_piece(task: _PieceTask) -> dict:
                 if not track.is_drum:
                     track.shift_pitch(shift, inplace=True)
         versions.append({"caption": _worker_codec.caption_ids(shifted, metadata),
-                         "bars": _worker_codec.encode_bars(shifted), "task": "continue",
-                         "programs": part_programs(shifted)})
+                         "bars": _worker_codec.encode_bars(shifted), "task": "continue"})
         if task.accompany_seed is not None:
             played = sum(1 for track in shifted.tracks if track.note_num())
             order = accompaniment_order(played, random.Random(task.accompany_seed + shift))
             if order is not None:
                 reordered = reorder_parts(shifted, order)
                 versions.append({"caption": _worker_codec.caption_ids(reordered, metadata),
-                                 "bars": _worker_codec.encode_bars(reordered), "task": "accompany",
-                                 "programs": part_programs(reordered)})
+                                 "bars": _worker_codec.encode_bars(reordered), "task": "accompany"})
     return {"notes": score.note_num(), "versions": versions}
 
 
@@ -243,7 +237,7 @@ def _piece_examples(task: _PieceTask) -> dict:
     import random
 
     codec = _worker_codec
-    seq_len, infill_ratio, name_programs = _worker_row_settings
+    seq_len, infill_ratio = _worker_row_settings
     try:
         tokenized = _tokenize_piece(task)
         examples = []
@@ -251,11 +245,8 @@ def _piece_examples(task: _PieceTask) -> dict:
         # Deterministic by content, like the splits: the same piece gets the same examples.
         rng = random.Random(task.content_hash + "infill")
         for version in tokenized["versions"]:
-            # Naming a part's program costs a token, and may split a compound: 4 more at most.
-            restate = (lambda ids, programs=version["programs"]: codec.with_programs_named(ids, programs)) \
-                if name_programs else None
             chunks = chunk_piece(version["caption"], version["bars"], codec.music_start_id,
-                                 codec.music_end_id, seq_len, restate, 5 * len(version["programs"]))
+                                 codec.music_end_id, seq_len)
             examples.extend(labelled(chunk) for chunk in chunks)
             task_counts[version["task"]] += len(chunks) if task.split == "train" else 0
             if task.split != "train" or version["task"] != "continue" or "infill" not in codec.tasks:
@@ -479,7 +470,7 @@ def _make_shards(config: PrepareConfig, codec: MusicCodec, shards: list[_Shard],
     pad_id = codec.lm_tokenizer.pad_token_id
     if pad_id is None:
         pad_id = codec.lm_tokenizer.eos_token_id if codec.lm_tokenizer.eos_token_id is not None else 0
-    worker_settings = (str(work.codec_dir), config.seq_len, config.infill_ratio, config.name_programs)
+    worker_settings = (str(work.codec_dir), config.seq_len, config.infill_ratio)
     bar = tqdm(total=total, initial=done, desc="Tokenizing", unit="file")
 
     def finish(shard: _Shard, results) -> None:

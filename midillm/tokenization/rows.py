@@ -15,7 +15,7 @@ the rows it learned from did.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -40,33 +40,25 @@ def music_row(caption: list[int], music: list[int], start_id: int, end_id: int |
 
 
 def chunk_piece(caption: list[int], bars: list[list[int]], start_id: int, end_id: int,
-                seq_len: int, restate: Callable[[list[int]], list[int]] | None = None,
-                restate_room: int = 0) -> list[tuple[list[int], int]]:
+                seq_len: int) -> list[tuple[list[int], int]]:
     """Cut a piece at bar lines into chunks of at most `seq_len` ids.
 
     Each chunk is (ids, number of leading ids without loss): the caption and `<music>` start
     every chunk so each one is a self-contained example; `</music>` ends only the last.
-    `restate` rewrites the music of every chunk but the first (which starts the piece), in at
-    most `restate_room` more ids: `codec.with_programs_named`, so each chunk names its parts'
-    instruments as the piece's start does.
     """
     caption = caption[: caption_budget(seq_len)]
     head = music_row(caption, [], start_id)
-    budget = seq_len - len(head) - 1 - (restate_room if restate else 0)
+    budget = seq_len - len(head) - 1
     # A bar longer than a whole chunk is rare (dense orchestral bars); cut it hard.
     pieces_of_bars = [bar[i:i + budget] for bar in bars for i in range(0, max(len(bar), 1), budget)]
-    music, current = [], []
+    chunks, current = [], []
     for bar in pieces_of_bars:
         if current and len(current) + len(bar) > budget:
-            music.append(current)
+            chunks.append(head + current)
             current = []
         current = current + bar
-    music.append(current)
-    if restate:
-        music = music[:1] + [restate(ids) for ids in music[1:]]
-    chunks = [head + ids for ids in music]
-    chunks[-1] = chunks[-1] + [end_id]
-    return [(chunk[:seq_len], len(head)) for chunk in chunks]
+    chunks.append(head + current + [end_id])
+    return [(chunk, len(head)) for chunk in chunks]
 
 
 def labelled(chunk: tuple[list[int], int]) -> tuple[list[int], list[int]]:
