@@ -507,6 +507,18 @@ def test_a_part_keeps_within_its_roles_notes_per_beat_while_it_is_written(band_l
     state = after(opening[:7] + ["PitchDrum_38", "Velocity_111"])
     allowed = constraints.row_mask(state)
     assert not allowed[rows[("PitchDrum_42",)]] and allowed[rows[("Part_1",)]]
+    # Ending now holds the last notes to the end of the bar, as the sanity check counts the piece:
+    # four beats, so each part needs two notes at 0.5 a beat before the piece may end.
+    ending = CorpusConstraints(band_lm.grammar, profile, part_programs=[-1, 33, 0], min_bars=1)
+    state = ending.start_state()
+    for lm_id in codec.lm_ids_of_base_tokens(opening):
+        state = ending.advance(state, lm_id)
+    end_row = band_lm.grammar.end_row
+    assert not ending.row_mask(state)[end_row] and ending.row_mask(state, CorpusConstraints.ANY_DENSITY)[end_row]
+    for lm_id in codec.lm_ids_of_base_tokens([f"Shift_{steps_per_beat}", "Part_0", "PitchDrum_38", "Velocity_111",
+                                              "Part_1", "Pitch_43", "Velocity_111", "Part_2", "Pitch_64", "Velocity_111"]):
+        state = ending.advance(state, lm_id)
+    assert ending.row_mask(state)[end_row]
     # A range too narrow to keep with 10% to spare (one piece's strings) is left to the model.
     narrow = dataclasses.replace(profile, role_notes_per_beat={**profile.role_notes_per_beat, "Strings": [0.5, 0.5]})
     assert 3 not in CorpusConstraints(band_lm.grammar, narrow, part_programs=[-1, 33, 0, 48]).part_floors

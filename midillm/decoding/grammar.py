@@ -1119,6 +1119,15 @@ class CorpusConstraints:
                 mask = mask & ~(strikes & ~torch.isin(target, torch.tensor(behind)))
         return mask
 
+    def _parts_dense_enough_to_end(self, state: _OnsetState) -> bool:
+        """Whether every asked part keeps its floor if the piece ends now: its last notes are then
+        held to the end of this bar, so the piece is that long, as the sanity check counts it (a
+        part at its floor at the last onset fell under it by the last bar's held chord)."""
+        if not self.part_floors or state.first_onset is None or state.bar_start is None:
+            return True
+        beats = state.bar_start + state.bar_quarters - state.first_onset
+        return all(state.part_notes[part] >= floor * beats - 1e-6 for part, floor in self.part_floors.items())
+
     # How far `row_mask` gives way in a dead end: not at all; a part's notes per beat may leave
     # its role's range; asked parts may enter late (after other parts' onsets); the piece may
     # also end here, whatever its length and parts; then only the instruments and each part's
@@ -1203,5 +1212,6 @@ class CorpusConstraints:
         # Whether a piece may end is the syntax's call, and then the corpus's shortest length
         # (or the asked one), and every asked part having played.
         mask[self.grammar.end_row] = relax >= self.MAY_END or state.bars >= self.min_bars and not missing_parts and (
-            not self.exact_bars or (state.bar_start is not None and state.last_onset >= state.bar_start))
+            not self.exact_bars or (state.bar_start is not None and state.last_onset >= state.bar_start)) and (
+            relax >= self.ANY_DENSITY or self._parts_dense_enough_to_end(state))
         return mask
