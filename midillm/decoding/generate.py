@@ -680,8 +680,8 @@ class MidiLM:
             tonic, minor = drawn_key(corpus_keys, key_tonic(written)[1] if written else None, request.seed)
         shift = shift_to(common_tonic(minor, keys), tonic)
         # The piece is written in the common key and moved by `shift` afterwards: so are its registers.
-        registers = {part: (max(0, low - shift), min(127, high - shift)) for part, (low, high) in request.registers.items()} \
-            if request.registers else None
+        registers = {part: (max(0, low - shift), min(127, high - shift))
+                     for part, (low, high) in request.registers.items()} if request.registers else None
         return request.updated(key=keys[minor], registers=registers), text, (shift, tonic, minor)
 
     def _run(self, request: MusicRequest, text: str | None, settings: SamplingSettings) -> list[Sample]:

@@ -8,7 +8,8 @@ one piano program often meet on a pitch; a cluster of repeated keys is a duplica
 stalls longer than the corpus's longest gap between
 onsets (from the piece's start too), no part stays on one pitch longer than the corpus's parts do, it plays only programs the corpus plays, no more of them
 than a corpus piece has, and each program within the pitch range the corpus gives its General MIDI
-family (`CorpusProfile.pitch_range`; `OUT_OF_RANGE_SHARE` of the notes may stray, as the corpus's own do). A band is
+family (`CorpusProfile.pitch_range`; `OUT_OF_RANGE_SHARE` of the notes may stray, as the corpus's
+own do). A band is
 heard part by part too: every part its caption asks for plays, on the instrument asked; no part
 falls silent longer than the corpus's parts of its role (Drums, Bass, Piano...: `roles`) do, and
 each part strikes about as many notes per beat as they do. Whether
@@ -47,7 +48,8 @@ REASONS = {
     "stuck_part": "a part stays on one pitch (held or repeated) longer than the corpus's parts do",
     "foreign_program": "an instrument the corpus never uses",
     "too_many_programs": "more instruments than a corpus piece has",
-    "pitch_out_of_range": f"more than {OUT_OF_RANGE_SHARE:.0%} of the notes outside the range the corpus gives their instrument's family",
+    "pitch_out_of_range": f"more than {OUT_OF_RANGE_SHARE:.0%} of the notes outside the range the corpus gives "
+                          "their instrument's family",
     "missing_part": "a part the caption asks for does not play",
     "other_instrument": "a part plays another instrument than the caption asks for",
     "silent_part": "a part is silent longer than the corpus's parts of its role are",
