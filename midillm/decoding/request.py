@@ -276,10 +276,11 @@ def resolve_registers(registers: dict[str, tuple[int, int]] | None, part_names: 
             index = lowered.index(part.lower())
         elif part.isdigit() and 1 <= int(part) <= count:
             index = int(part) - 1
+        elif not count:
+            raise TaskError(f"register for {part!r}: ask for parts too (--parts), to name or number")
         else:
             known = f"the parts are {', '.join(part_names)}" if part_names else f"the piece has {count} parts"
-            raise TaskError(f"register for {part!r}: no such part; {known} (or number them from 1)"
-                            if count else f"register for {part!r}: ask for parts too (--parts), to name or number")
+            raise TaskError(f"register for {part!r}: no such part; {known} (or number them from 1)")
         ranges[index] = bounds
     return ranges
 
