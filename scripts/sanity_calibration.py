@@ -30,25 +30,6 @@ from tqdm import tqdm
 from harness.report import write_json
 
 
-def excerpts(score, bars: int, count: int):
-    """Up to `count` excerpts of `bars` bars, spread evenly from the first onset to the end."""
-    from midillm.tokenization.metre import bar_length
-    quarters = score.to("quarter")
-    signature = quarters.time_signatures[0] if len(quarters.time_signatures) else None
-    length = bar_length(signature.numerator, signature.denominator) if signature else 4.0
-    first = min(track.notes[0].time for track in quarters.tracks if len(track.notes))
-    start_bar, total_bars = int(first // length), int(quarters.end() // length) + 1
-    windows = max(1, (total_bars - start_bar) // bars)
-    chosen = sorted({round(i * (windows - 1) / max(count - 1, 1)) for i in range(min(count, windows))})
-    ticks = score.to("tick")
-    for window in chosen:
-        begin = (start_bar + window * bars) * length
-        excerpt = ticks.clip(int(round(begin * ticks.tpq)), int(round((begin + bars * length) * ticks.tpq)),
-                             clip_end=True).shift_time(-int(round(begin * ticks.tpq)))
-        if any(track.note_num() for track in excerpt.tracks):
-            yield window, excerpt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from symusic import Score
 
     from midillm.eval.sanity import REASONS, sample_sanity
-    from midillm.tokenization.profile import measure_corpus
+    from midillm.tokenization.profile import excerpts, measure_corpus
     from midillm.tokenization.sources import SourceError, list_source
     from midillm.tokenization.tonality import in_common_key
 

@@ -19,7 +19,7 @@ from midillm.eval import compare, features, harmony, listener, memorization, two
 from midillm.tokenization import voice_leading
 from midillm.eval.sanity import bars_written, sample_sanity, sanity_summary
 from midillm.eval.validity import token_errors_by_type, validity_summary
-from midillm.tokenization.profile import CorpusProfile, measure_corpus
+from midillm.tokenization.profile import CorpusProfile, excerpts, measure_corpus
 
 TPQ = 480
 
@@ -331,6 +331,41 @@ def test_a_program_keeps_to_its_familys_range_and_a_few_stray_notes_are_allowed(
     got = sample_sanity(long, CHORALE_PROFILE)
     assert got["reasons"] == ["pitch_out_of_range"] and got["pitches_out_of_range"] == 8
 
+
+def test_excerpts_are_spread_whole_bars_from_the_first_onsets_bar():
+    score = Score(TPQ)
+    score.time_signatures.append(TimeSignature(0, 3, 4))
+    track = Track(program=0)
+    for bar in range(2, 20):  # bars 2..19 of 3/4, one note on each downbeat
+        track.notes.append(Note(bar * 3 * TPQ, TPQ, 40 + bar, 80))
+    score.tracks.append(track)
+    cut = list(excerpts(score, bars=8, count=4))
+    # 18 bars from bar 2 hold two whole 8-bar windows: both taken, each moved to start at 0.
+    assert [window for window, _ in cut] == [0, 1]
+    assert [[note.pitch for note in excerpt.tracks[0].notes] for _, excerpt in cut] == [
+        list(range(42, 50)), list(range(50, 58))]
+    assert all(excerpt.tracks[0].notes[0].time == 0 and excerpt.end() <= 8 * 3 * TPQ for _, excerpt in cut)
+    assert [window for window, _ in excerpts(score, bars=2, count=3)] == [0, 4, 8]  # first, middle, last
+
+
+def test_a_roles_notes_per_beat_are_measured_where_a_sample_is_judged_on_excerpts():
+    # A guitar that strums quarters through the first 8 bars of 64 and sits out the rest plays
+    # 1 note a beat where it plays; over the whole tune it would read 1/8.
+    score = Score(TPQ)
+    drums, guitar = Track(program=0, is_drum=True), Track(program=25)
+    for beat in range(64 * 4):
+        drums.notes.append(Note(beat * TPQ, TPQ // 2, 42, 80))
+    for beat in range(8 * 4):
+        guitar.notes.append(Note(beat * TPQ, TPQ, 52 + beat % 5, 80))
+    score.tracks.extend([drums, guitar])
+    profile = measure_corpus([score])
+    assert profile.role_notes_per_beat["Guitar"] == [1.0, 1.0]
+    assert profile.role_notes_per_beat["Drums"][0] == pytest.approx(1.0, abs=0.02)
+    # Its longest rest is still the whole tune's: from beat 32 to the drums' last note's end.
+    assert profile.role_rest_beats["Guitar"] == 64 * 4 - 0.5 - 32
+    # An 8-bar sample whose guitar strums like the tune's is within the range it was measured on.
+    sample = next(excerpt for _, excerpt in excerpts(score, 8, 1))
+    assert sample_sanity(sample, profile)["parts_out_of_density"] == 0
 
 def test_ending_is_reported_and_counts_only_when_required():
     cut = {"ended": False, "new_tokens": 512, "masked_mass": 0.25}
