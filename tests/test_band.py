@@ -525,3 +525,79 @@ def test_a_part_keeps_within_its_roles_notes_per_beat_while_it_is_written(band_l
     # Constraints off (the model alone) keep no density limits.
     alone = CorpusConstraints(band_lm.grammar, profile, part_programs=[-1, 33, 0], corpus_limits=False)
     assert alone.part_floors == alone.part_ceilings == {}
+
+
+def test_no_voice_stays_on_one_pitch_longer_than_the_corpus_lets_it(band_lm):
+    """The corpus constraints cut a part's run on one pitch (struck again or held: in the onsets
+    layout a note sounds until its part's next one) a beat short of the corpus's longest
+    (`max_same_pitch_beats`, the limit `stuck_part` judges by): time does not move past that
+    deadline until the part has moved to another pitch, nor may the part strike its pitch again
+    where the next onset would be past it. Given way first in a dead end; off for the model alone
+    and for given music."""
+    import dataclasses
+
+    from midillm.decoding.grammar import CorpusConstraints
+
+    profile = dataclasses.replace(band_lm.codec.corpus, max_same_pitch_beats=3.0, role_notes_per_beat={})
+    constraints = CorpusConstraints(band_lm.grammar, profile, part_programs=[33, 0], min_bars=1)
+    assert constraints.same_pitch_limit == 2.0
+    codec = band_lm.codec
+    rows = {tuple(codec.music_token_parts[codec.music_id_of_lm_id(lm_id)]): row
+            for row, lm_id in enumerate(band_lm.grammar.row_lm_ids[:-1])}
+    steps_per_beat = constraints.positions_per_beat
+
+    def after(tokens, state):
+        for lm_id in codec.lm_ids_of_base_tokens(tokens):
+            state = constraints.advance(state, lm_id)
+        return state
+
+    opening = ["Bar_None", "TimeSig_4/4", "Shift_0", "Part_0", "Program_33", "Pitch_40", "Velocity_111",
+               "Part_1", "Program_0", "Pitch_60", "Velocity_111"]
+    state = after(opening, constraints.start_state())
+    allowed = constraints.row_mask(state)
+    # Both parts began their pitch at beat 0: time may move two beats on, not further.
+    assert allowed[rows[(f"Shift_{2 * steps_per_beat}",)]] and not allowed[rows[(f"Shift_{2 * steps_per_beat + 1}",)]]
+    # Ending now holds both notes to the end of the bar: four beats on one pitch.
+    end_row = band_lm.grammar.end_row
+    assert not allowed[end_row] and constraints.row_mask(state, CorpusConstraints.ANY_DENSITY)[end_row]
+    # Two beats on, neither part may strike its pitch again, and time may not move on until both
+    # have moved to another pitch.
+    state = after([f"Shift_{2 * steps_per_beat}"], state)
+    allowed = constraints.row_mask(state)
+    # This onset is the parts' last chance: the lower part may not come first and leave the
+    # upper one no way to move here (an onset's parts come from the top down).
+    assert allowed[rows[("Part_0",)]] and not allowed[rows[("Part_1",)]]
+    state = after(["Part_0"], state)
+    allowed = constraints.row_mask(state)
+    assert not allowed[rows[("Pitch_40",)]] and allowed[rows[("Pitch_43",)]]
+    state = after(["Pitch_43", "Velocity_111"], state)
+    assert not allowed_moves(constraints.row_mask(state), rows)
+    assert allowed_moves(constraints.row_mask(state, CorpusConstraints.ANY_DENSITY), rows)  # the first way out
+    state = after(["Part_1", "Pitch_64", "Velocity_111"], state)
+    assert allowed_moves(constraints.row_mask(state), rows)
+    assert state.pitch_runs == {0: (43, 2.0, None, None), 1: (64, 2.0, None, None)}  # both held
+    # A note written with its length ends there: struck again a beat on, the bass's pitch may
+    # last to beat 2, not past it, and then time may move on past it; no note outlasts the limit.
+    state = after(opening + [f"Shift_{steps_per_beat}", "Part_0", "Pitch_40", "Velocity_111"],
+                  constraints.start_state())
+    lengths = {int(whole) + int(part) / int(resolution): tokens for tokens in rows if len(tokens) == 1
+               and tokens[0].startswith("Duration_")
+               for whole, part, resolution in [tokens[0].split("_", 1)[1].split(".")]}
+    allowed = constraints.row_mask(state)
+    assert allowed[rows[lengths[1.0]]] and not allowed[rows[lengths[1.5]]]
+    state = after([*lengths[1.0], "Part_1", "Pitch_64", "Velocity_111"], state)
+    assert state.pitch_runs[0] == (40, 0.0, 2.0, 1.0)
+    allowed = constraints.row_mask(state)
+    assert allowed[rows[(f"Shift_{2 * steps_per_beat}",)]]  # to beat 3: the piano's new pitch began at 1
+    assert not constraints.row_mask(after(["Part_0", "Pitch_43", "Velocity_111"], state))[rows[lengths[2.5]]]
+    # Constraints off (the model alone) keep no such limit.
+    alone = CorpusConstraints(band_lm.grammar, profile, part_programs=[33, 0], corpus_limits=False)
+    assert alone.same_pitch_limit is None
+    # Nor does given music (no asked parts: a prompt, infill, accompaniment keep their own notes).
+    assert CorpusConstraints(band_lm.grammar, profile).same_pitch_limit is None
+
+
+def allowed_moves(mask, rows) -> list:
+    """The single-token rows that move time on (a positive shift) that `mask` allows."""
+    return [tokens for tokens, row in rows.items() if mask[row] and len(tokens) == 1
+            and tokens[0].startswith("Shift_") and int(tokens[0].split("_")[1]) > 0]

@@ -448,6 +448,10 @@ class _OnsetState:
     notes_struck: int = 0                   # notes struck so far, all parts (the density-aware bias)
     part_notes: Counter = None              # part -> notes it struck (the parts' density limits)
     first_onset: float | None = None        # time of the first note, where a piece's beats count from
+    pitch_runs: dict = None                 # onsets layout: part -> (its last pitch, the time it began
+                                            # sounding it without a change since, where the run ends:
+                                            # None while its last note is held (or its length is still
+                                            # to come), where its earlier notes end)
 
     def __post_init__(self):
         self.pairs = Counter() if self.pairs is None else self.pairs
@@ -460,6 +464,7 @@ class _OnsetState:
         self.parts_played = set() if self.parts_played is None else self.parts_played
         self.onset_parts = set() if self.onset_parts is None else self.onset_parts
         self.part_notes = Counter() if self.part_notes is None else self.part_notes
+        self.pitch_runs = {} if self.pitch_runs is None else self.pitch_runs
 
 
 def _before_time(tokens: list[str], kind: str, stops: tuple[str, ...] = tuple(TIME_RESET_TYPES)) -> bool:
@@ -478,6 +483,18 @@ def _note_program_and_pitch(token: str) -> tuple[str, int] | None:
     if kind in STRIKE_TYPES and value.lstrip("-").isdigit():
         return kind, int(value)
     return None
+
+
+def _length_beats(value: str) -> float:
+    """A Duration token's value ("beats.positions.resolution", miditok's) in the metre's beats."""
+    whole, part, resolution = value.split(".")
+    return int(whole) + int(part) / int(resolution)
+
+
+def _note_length_beats(tokens: list[str]) -> float:
+    """The longest note length a row writes, in the metre's beats; -1: none (no Duration token)."""
+    return max((_length_beats(token.split("_", 1)[1]) for token in tokens if token.startswith("Duration_")),
+               default=-1.0)
 
 
 def _top_pitch(tokens: list[str]) -> int:
@@ -635,6 +652,12 @@ class CorpusConstraints:
         self.registers = list(registers or []) if self.with_parts else []
         self.part_floors, self.part_ceilings = self._part_density_limits(profile) \
             if part_density and corpus_limits and self.onsets else ({}, {})
+        # No asked part's voice stays on one pitch longer than the corpus's parts do (the limit
+        # the sanity check's `stuck_part` judges by), with `SAME_PITCH_SPARE` beats to spare. As
+        # with the densities, a new piece's asked parts only: given music holds what it holds.
+        longest = getattr(profile, "max_same_pitch_beats", 0.0) or 0.0
+        self.same_pitch_limit = longest - self.SAME_PITCH_SPARE if corpus_limits and self.onsets and \
+            self.part_programs and longest > 2 * self.SAME_PITCH_SPARE else None
         # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
         self._program_masks: dict[tuple[int | None, bool], torch.Tensor] = {}
@@ -809,11 +832,13 @@ class CorpusConstraints:
         """Strict voice leading (`midillm.decoding.voice_leading`): the onsets layout only, where
         time never goes back and each onset's parts come from the top voice down."""
         self.strict_voice_leading = strict and self.onsets
-        if not self.strict_voice_leading:
-            return
-        # Each row's top pitched note (-1: none) and whether the row moves time to a new onset.
+        # Each row's top pitched note (-1: none) and whether the row moves time to a new onset
+        # (also read by the same-pitch limit).
         self.row_top_pitch = torch.tensor([_top_pitch(tokens) for tokens in self.row_tokens] + [-1])
         self.moves_time = (self.first_position != NO_POSITION) | (self.row_shift != NO_POSITION) | self.starts_with_bar
+        self.row_note_length = torch.tensor([_note_length_beats(tokens) for tokens in self.row_tokens] + [-1.0])
+        if not self.strict_voice_leading:
+            return
         parts = len(part_names) if part_names else self.max_parts
         self.lowest_part = parts - 1 if parts else None
 
@@ -895,8 +920,21 @@ class CorpusConstraints:
                     state.programs_used.add(state.program)
                     if note[0] in ("Pitch", "NoteOn"):
                         state.voices.strike(state.part, note[1])
+                        # A run goes on while the part strikes (or holds) its pitch; the notes of one
+                        # onset come highest first, so the lowest is the part's last.
+                        run = state.pitch_runs.get(state.part)
+                        if run is None or run[0] != note[1]:
+                            state.pitch_runs[state.part] = (note[1], state.onset_time, None, None)
+                        else:  # a held note before it ends here, at the part's next onset
+                            earlier = state.onset_time if run[2] is None else run[2]
+                            state.pitch_runs[state.part] = (note[1], run[1], None, earlier)
                     # Parts revisit earlier times of the bar: the latest onset is what time has reached.
                     state.last_onset = max(state.last_onset, state.onset_time) if self.part_bars else state.onset_time
+                elif self.onsets and kind == "Duration" and state.part in state.pitch_runs:
+                    # The length of the part's last note (a note without one is held).
+                    pitch, start, _, earlier = state.pitch_runs[state.part]
+                    end = state.onset_time + _length_beats(value) * state.position_quarters * self.positions_per_beat
+                    state.pitch_runs[state.part] = (pitch, start, max(end, earlier or end), earlier)
         return state
 
     def _enter_part(self, state: _OnsetState, part: int) -> None:
@@ -1119,6 +1157,53 @@ class CorpusConstraints:
                 mask = mask & ~(strikes & ~torch.isin(target, torch.tensor(behind)))
         return mask
 
+    def _same_pitch_mask(self, state: _OnsetState) -> torch.Tensor | None:
+        """No part's voice on one pitch longer than `same_pitch_limit` beats, counted from where
+        it began sounding it (to the end of its last note on it: the sanity check's run). A note
+        written with its length ends there; a held one (no length: the onsets layout's default)
+        sounds until its part's next onset, so a held run must move to another pitch by the last
+        onset before the deadline (its last chance: one grid step later is past it). So time does
+        not move past a held run's deadline unless the row itself moves the part off its pitch; at
+        its last chance the part may not strike its pitch again, nor may a part below it open the
+        onset's notes first (an onset's parts come from the top down: that would leave it no way
+        to move there); no note on the run's pitch may end past the deadline, and no note is
+        longer than the limit. None: nothing to limit."""
+        if self.same_pitch_limit is None or state.bar_start is None:
+            return None
+        moved = self._beats_moved(state)
+        arrival = state.onset_time + moved
+        target = self._row_parts(state)
+        lengths = torch.where(self.row_note_length >= 0,
+                              self.row_note_length * state.position_quarters * self.positions_per_beat,
+                              torch.full_like(self.row_note_length, -1.0))
+        pitched = (self.row_top_pitch >= 0) | (state.program != DRUMS)  # a drum's length is no run
+        mask = ~(pitched & (lengths > self.same_pitch_limit + 1e-6))
+        for part, (pitch, start, end, _) in state.pitch_runs.items():
+            deadline = start + self.same_pitch_limit + 1e-6
+            last_chance = arrival + state.position_quarters > deadline
+            strikes_part = (target == part) & (self.row_top_pitch >= 0)
+            same = strikes_part & (self.row_top_pitch == pitch)
+            ends_on_pitch = same
+            if state.part == part:  # a length in a row of its own ends the part's last note there
+                ends_on_pitch = same | ((self.row_top_pitch < 0) & ~self.moves_time & (self.opens_part < 0))
+            mask = mask & ~(ends_on_pitch & (lengths >= 0) & (arrival + lengths > deadline))
+            if end is not None:
+                continue  # the run ends where its notes do, within the limit
+            late = (moved > 0) & (arrival > deadline) & ~(strikes_part & (self.row_top_pitch != pitch))
+            held_again = same & (lengths < 0) & last_chance
+            passed_over = last_chance & (self.opens_part > part)
+            mask = mask & ~late & ~held_again & ~passed_over
+        return mask
+
+    def _runs_short_enough_to_end(self, state: _OnsetState) -> bool:
+        """Whether every part's run on its pitch stays within the limit if the piece ends now,
+        its last notes held to the end of this bar."""
+        if self.same_pitch_limit is None or state.bar_start is None:
+            return True
+        bar_end = state.bar_start + state.bar_quarters
+        return all(bar_end - start <= self.same_pitch_limit + self.SAME_PITCH_SPARE + 1e-6
+                   for _, start, end, _ in state.pitch_runs.values() if end is None)
+
     def _parts_dense_enough_to_end(self, state: _OnsetState) -> bool:
         """Whether every asked part keeps its floor if the piece ends now: its last notes are then
         held to the end of this bar, so the piece is that long, as the sanity check counts it (a
@@ -1129,15 +1214,19 @@ class CorpusConstraints:
         return all(state.part_notes[part] >= floor * beats - 1e-6 for part, floor in self.part_floors.items())
 
     # How far `row_mask` gives way in a dead end: not at all; a part's notes per beat may leave
-    # its role's range; asked parts may enter late (after other parts' onsets); the piece may
-    # also end here, whatever its length and parts; then only the instruments and each part's
-    # range hold; last, only the instruments (each part on its own, drum notes on drum parts only).
+    # its role's range, and its voice stay on one pitch past the corpus's longest; asked parts
+    # may enter late (after other parts' onsets); the piece may also end here, whatever its
+    # length and parts; then only the instruments and each part's range hold; last, only the
+    # instruments (each part on its own, drum notes on drum parts only).
     STRICT, ANY_DENSITY, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY = 0, 1, 2, 3, 4, 5
     WAYS_OUT = (STRICT, ANY_DENSITY, LATE_ENTRIES, MAY_END, RANGES_ONLY, INSTRUMENTS_ONLY)
     # A part's density limits are kept with this much to spare: the measure counts a piece's
     # beats to the end of its last note, the limits only to its last onset.
     DENSITY_MARGIN = 1.1
     CEILING_GRACE = 2
+    # A part's run on one pitch is cut this many beats short of the corpus's longest: a note
+    # written with a length of its own may sound past the next onset.
+    SAME_PITCH_SPARE = 1.0
 
     def row_mask(self, state: _OnsetState, relax: int = STRICT) -> torch.Tensor:
         """The rows allowed next; `relax` (one of `WAYS_OUT`) is how far a dead end gives way
@@ -1204,6 +1293,8 @@ class CorpusConstraints:
             mask = mask & ~self.starts_with_bar
         if relax < self.ANY_DENSITY and (density := self._part_density_mask(state)) is not None:
             mask = mask & density  # each part as busy as the corpus's parts of its role
+        if relax < self.ANY_DENSITY and (held := self._same_pitch_mask(state)) is not None:
+            mask = mask & held  # no voice stuck on one pitch
         missing_parts = set(range(self.exact_parts or 0)) - state.parts_played
         if missing_parts and relax < self.LATE_ENTRIES:
             # The asked parts enter first: a part left to enter at the end finds the last onset
@@ -1213,5 +1304,6 @@ class CorpusConstraints:
         # (or the asked one), and every asked part having played.
         mask[self.grammar.end_row] = relax >= self.MAY_END or state.bars >= self.min_bars and not missing_parts and (
             not self.exact_bars or (state.bar_start is not None and state.last_onset >= state.bar_start)) and (
-            relax >= self.ANY_DENSITY or self._parts_dense_enough_to_end(state))
+            relax >= self.ANY_DENSITY
+            or self._parts_dense_enough_to_end(state) and self._runs_short_enough_to_end(state))
         return mask
