@@ -1178,22 +1178,25 @@ class CorpusConstraints:
                               torch.full_like(self.row_note_length, -1.0))
         pitched = (self.row_top_pitch >= 0) | (state.program != DRUMS)  # a drum's length is no run
         mask = ~(pitched & (lengths > self.same_pitch_limit + 1e-6))
-        for part, (pitch, start, end, _) in state.pitch_runs.items():
-            deadline = start + self.same_pitch_limit + 1e-6
-            last_chance = arrival + state.position_quarters > deadline
-            strikes_part = (target == part) & (self.row_top_pitch >= 0)
-            same = strikes_part & (self.row_top_pitch == pitch)
-            ends_on_pitch = same
-            if state.part == part:  # a length in a row of its own ends the part's last note there
-                ends_on_pitch = same | ((self.row_top_pitch < 0) & ~self.moves_time & (self.opens_part < 0))
-            mask = mask & ~(ends_on_pitch & (lengths >= 0) & (arrival + lengths > deadline))
-            if end is not None:
-                continue  # the run ends where its notes do, within the limit
-            late = (moved > 0) & (arrival > deadline) & ~(strikes_part & (self.row_top_pitch != pitch))
-            held_again = same & (lengths < 0) & last_chance
-            passed_over = last_chance & (self.opens_part > part)
-            mask = mask & ~late & ~held_again & ~passed_over
-        return mask
+        if not state.pitch_runs:
+            return mask
+        # One row per part with a run, one column per music row (a loop over parts cost more).
+        parts = torch.tensor(list(state.pitch_runs))[:, None]
+        runs = list(state.pitch_runs.values())
+        pitch = torch.tensor([run[0] for run in runs])[:, None]
+        deadline = torch.tensor([run[1] + self.same_pitch_limit + 1e-4 for run in runs])[:, None]  # float32 times
+        held = torch.tensor([run[2] is None for run in runs])[:, None]
+        last_chance = arrival + state.position_quarters > deadline
+        strikes_part = (target == parts) & (self.row_top_pitch >= 0)
+        same = strikes_part & (self.row_top_pitch == pitch)
+        # A length in a row of its own ends the current part's last note there.
+        lengthens = (parts == state.part) & (self.row_top_pitch < 0) & ~self.moves_time & (self.opens_part < 0)
+        ends_late = (same | lengthens) & (lengths >= 0) & (arrival + lengths > deadline)
+        # A run whose notes have their lengths ends where they do, within the limit; a held one:
+        late = (moved > 0) & (arrival > deadline) & ~(strikes_part & (self.row_top_pitch != pitch))
+        held_again = same & (lengths < 0) & last_chance
+        passed_over = last_chance & (self.opens_part > parts)
+        return mask & ~(ends_late | held & (late | held_again | passed_over)).any(dim=0)
 
     def _runs_short_enough_to_end(self, state: _OnsetState) -> bool:
         """Whether every part's run on its pitch stays within the limit if the piece ends now,
