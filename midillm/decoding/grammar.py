@@ -620,6 +620,7 @@ class CorpusConstraints:
             else None
         self._scan_rows(metres)
         self._count_notes_at_positions()
+        self._mark_note_rows()
         self._set_up_voice_leading(strict_voice_leading, part_names)
         # An asked length: no bar after the last, no ending before it.
         self.exact_bars = bars
@@ -828,15 +829,17 @@ class CorpusConstraints:
                 self.notes_at_position[row, position] += 1
         self.rows_with_positions = self.notes_at_position.any(dim=1)
 
+    def _mark_note_rows(self) -> None:
+        """Per row, what strict voice leading and the same-pitch limit read: its top pitched note
+        (-1: none), whether it moves time to a new onset, its notes' length (-1: none written)."""
+        self.row_top_pitch = torch.tensor([_top_pitch(tokens) for tokens in self.row_tokens] + [-1])
+        self.moves_time = (self.first_position != NO_POSITION) | (self.row_shift != NO_POSITION) | self.starts_with_bar
+        self.row_note_length = torch.tensor([_note_length_beats(tokens) for tokens in self.row_tokens] + [-1.0])
+
     def _set_up_voice_leading(self, strict: bool, part_names: list[str] | None) -> None:
         """Strict voice leading (`midillm.decoding.voice_leading`): the onsets layout only, where
         time never goes back and each onset's parts come from the top voice down."""
         self.strict_voice_leading = strict and self.onsets
-        # Each row's top pitched note (-1: none) and whether the row moves time to a new onset
-        # (also read by the same-pitch limit).
-        self.row_top_pitch = torch.tensor([_top_pitch(tokens) for tokens in self.row_tokens] + [-1])
-        self.moves_time = (self.first_position != NO_POSITION) | (self.row_shift != NO_POSITION) | self.starts_with_bar
-        self.row_note_length = torch.tensor([_note_length_beats(tokens) for tokens in self.row_tokens] + [-1.0])
         if not self.strict_voice_leading:
             return
         parts = len(part_names) if part_names else self.max_parts
@@ -1130,13 +1133,13 @@ class CorpusConstraints:
         steps = torch.where(self.starts_with_bar, torch.full_like(steps, max(state.bar_positions - current, 0)), steps)
         return (steps.clamp(min=0) * state.position_quarters).float()
 
-    def _part_density_mask(self, state: _OnsetState) -> torch.Tensor | None:
+    def _part_density_mask(self, state: _OnsetState, moved: torch.Tensor) -> torch.Tensor | None:
         """Each asked part's notes per beat kept within its role's (`part_floors`,
         `part_ceilings`), counted from the first note, with `DENSITY_MARGIN` to spare: time does
         not move on past where a part would fall below its floor, and while a part is behind,
         only the parts behind strike; a part at its ceiling strikes no more until time has moved
         on. A part may enter a note late (parts need not all enter on the first onset), and run
-        ahead by `CEILING_GRACE` notes. None: no piece yet."""
+        ahead by `CEILING_GRACE` notes. `moved`: `_beats_moved(state)`. None: no piece yet."""
         # (`_part_density_limits` sets a part's floor and ceiling together.)
         if not self.part_floors or state.first_onset is None or state.bar_start is None:
             return None
@@ -1151,13 +1154,13 @@ class CorpusConstraints:
         slack = {part: max(state.part_notes[part], 1) / (floor * self.DENSITY_MARGIN) - elapsed
                  for part, floor in self.part_floors.items() if floor > 0}
         if slack:
-            mask = mask & ~(self._beats_moved(state) > max(min(slack.values()), 0.0) + 1e-6)
+            mask = mask & ~(moved > max(min(slack.values()), 0.0) + 1e-6)
             behind = [part for part, left in slack.items() if left <= 1e-6]
             if behind:
                 mask = mask & ~(strikes & ~torch.isin(target, torch.tensor(behind)))
         return mask
 
-    def _same_pitch_mask(self, state: _OnsetState) -> torch.Tensor | None:
+    def _same_pitch_mask(self, state: _OnsetState, moved: torch.Tensor) -> torch.Tensor | None:
         """No part's voice on one pitch longer than `same_pitch_limit` beats, counted from where
         it began sounding it (to the end of its last note on it: the sanity check's run). A note
         written with its length ends there; a held one (no length: the onsets layout's default)
@@ -1167,10 +1170,9 @@ class CorpusConstraints:
         its last chance the part may not strike its pitch again, nor may a part below it open the
         onset's notes first (an onset's parts come from the top down: that would leave it no way
         to move there); no note on the run's pitch may end past the deadline, and no note is
-        longer than the limit. None: nothing to limit."""
+        longer than the limit. `moved`: `_beats_moved(state)`. None: nothing to limit."""
         if self.same_pitch_limit is None or state.bar_start is None:
             return None
-        moved = self._beats_moved(state)
         arrival = state.onset_time + moved
         target = self._row_parts(state)
         lengths = torch.where(self.row_note_length >= 0,
@@ -1294,10 +1296,13 @@ class CorpusConstraints:
             mask = mask & ~self.signature_before_bar
         if self.exact_bars and state.bars >= self.exact_bars:
             mask = mask & ~self.starts_with_bar
-        if relax < self.ANY_DENSITY and (density := self._part_density_mask(state)) is not None:
-            mask = mask & density  # each part as busy as the corpus's parts of its role
-        if relax < self.ANY_DENSITY and (held := self._same_pitch_mask(state)) is not None:
-            mask = mask & held  # no voice stuck on one pitch
+        if relax < self.ANY_DENSITY and (self.part_floors or self.same_pitch_limit is not None) \
+                and state.bar_start is not None:
+            moved = self._beats_moved(state)  # how far each row moves time: read by both limits
+            if (density := self._part_density_mask(state, moved)) is not None:
+                mask = mask & density  # each part as busy as the corpus's parts of its role
+            if (held := self._same_pitch_mask(state, moved)) is not None:
+                mask = mask & held  # no voice stuck on one pitch
         missing_parts = set(range(self.exact_parts or 0)) - state.parts_played
         if missing_parts and relax < self.LATE_ENTRIES:
             # The asked parts enter first: a part left to enter at the end finds the last onset
