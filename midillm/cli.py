@@ -110,7 +110,8 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict-voice-leading", action=argparse.BooleanOptionalAction, default=None,
                         help="Between the parts: no parallel fifths or octaves, no voice crossing, upper voices "
                              "within an octave (parts listed from the top voice down, as a chorale's). Default: "
-                             "on where the corpus's own parts avoid parallels (the chorales), off elsewhere.")
+                             "on where the corpus's own pieces of as many parts avoid parallels (the chorales' four "
+                             "voices), off elsewhere (a band; chorales with instruments doubling the voices).")
     parser.add_argument("--formats", default="mid", help="Comma-separated: mid, musicxml, wav, png (default: mid).")
 
 

@@ -486,17 +486,29 @@ def test_profile_says_whether_the_corpus_avoids_parallels(bach_midi_files):
                                  note.velocity) for note in track.notes]
             score.tracks.append(octave)
         doubled.append(score)
-    doubled = measure_corpus(doubled)
+    doubled_scores, doubled = doubled, measure_corpus(doubled)
     assert 0 < chorales.parallels_per_move < 0.05 and chorales.avoids_parallels
     assert doubled.parallels_per_move > 0.1 and not doubled.avoids_parallels
+    # Measured for each count of parts too ([pieces, moves, parallels]): the four voices avoid
+    # them, the six parts doubling them do not.
+    assert chorales.avoids_parallels_with(4) and not doubled.avoids_parallels_with(6)
+    four = [index for index, score in enumerate(scores) if len(score.tracks) == 4]
+    mixed = measure_corpus([scores[four[0]], doubled_scores[four[1]]]).parallels_by_parts
+    assert set(mixed) == {4, 6} and mixed[4][0] == mixed[6][0] == 1
+    assert mixed[4][2] < 0.05 * mixed[4][1] and mixed[6][2] > 0.1 * mixed[6][1]
     # One part has nothing to move in parallel with; a profile saved before knows nothing.
     melody = Score(str(bach_midi_files[0]))
     melody.tracks = melody.tracks[:1]
     assert measure_corpus([melody]).parallels_per_move is None and not measure_corpus([melody]).avoids_parallels
     old = chorales.to_dict()
     del old["parallels_per_move"]
+    del old["parallels_by_parts"]
     assert CorpusProfile.from_dict(old).parallels_per_move is None
+    assert not CorpusProfile.from_dict(old).avoids_parallels_with(4)
     assert CorpusProfile.from_dict(chorales.to_dict()).avoids_parallels
+    # Saved as JSON (its keys strings) and read back, the counts are numbers again.
+    assert CorpusProfile.from_dict(json.loads(json.dumps(doubled.to_dict()))).parallels_by_parts == \
+        doubled.parallels_by_parts
 
 
 def test_an_onsets_time_is_a_shift_from_the_bars_last_onset(tiny_lm_tokenizer):

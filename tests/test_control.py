@@ -229,11 +229,43 @@ def test_strict_voice_leading_is_the_corpus_habit_unless_asked(tiny_lm, monkeypa
     import dataclasses
 
     lm = tiny_lm
-    monkeypatch.setattr(lm.codec, "corpus", dataclasses.replace(lm.codec.corpus, parallels_per_move=parallels_per_move))
+    monkeypatch.setattr(lm.codec, "corpus", dataclasses.replace(lm.codec.corpus, parallels_per_move=parallels_per_move,
+                                                                parallels_by_parts={}))
     assert lm.codec.layout == "onsets" and lm.codec.parts  # where the rules apply
     assert lm.constraints().strict_voice_leading == strict
     assert lm.constraints(strict_voice_leading=True).strict_voice_leading
     assert not lm.constraints(strict_voice_leading=False).strict_voice_leading
+
+
+def test_strict_voice_leading_is_the_habit_of_the_corpus_pieces_with_as_many_parts(tiny_lm, monkeypatch):
+    """The chorales' four voices avoid parallels, their eight-part settings (trumpets and strings
+    doubling the voices) do not: a request is held to the habit of pieces with its count of
+    pitched parts (drums are no voice), a count measured on too few pieces to those of the next
+    counts up, a count above all measured to the whole corpus's."""
+    import dataclasses
+
+    monkeypatch.setattr(tiny_lm.codec, "corpus", dataclasses.replace(
+        tiny_lm.codec.corpus, parallels_per_move=0.02,
+        parallels_by_parts={4: [32, 3000, 6], 8: [12, 2000, 120], 9: [1, 200, 0], 12: [2, 300, 60]}))
+
+    def strict(parts: int, drums: bool = False) -> bool:
+        programs = [0] * parts + ([-1] if drums else [])
+        return tiny_lm.constraints("Key: C major", programs=programs).strict_voice_leading
+
+    assert strict(4) and strict(4, drums=True)
+    assert not strict(8)
+    assert not strict(6)  # not measured: the pieces of the next counts up (8)
+    assert not strict(9)  # one piece: with the next counts up
+    assert strict(16)  # above every count measured: the whole corpus's habit
+    assert tiny_lm.constraints("Key: C major", programs=[0] * 8, strict_voice_leading=True).strict_voice_leading
+    # Given music: the parts of the finished piece count.
+    melody = Score(480)
+    melody.tracks.append(Track(program=0, notes=[Note(0, 480, 72, 80), Note(480, 480, 74, 80)]))
+    request = MusicRequest("accompany", b"", tracks=["Soprano"])
+    monkeypatch.setattr(tiny_lm.codec, "corpus", dataclasses.replace(
+        tiny_lm.codec.corpus, part_ranges={name: [36, 70] for name in "ABCDEFGH"}))
+    assert tiny_lm._strict_for_given(request, melody, list("ABC"))
+    assert not tiny_lm._strict_for_given(request, melody, list("ABCDEFG"))
 
 
 def test_strict_voice_leading_on_given_music_only_where_its_rules_can_hold(tiny_lm, monkeypatch):

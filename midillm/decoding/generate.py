@@ -232,6 +232,16 @@ def _wide_while_sampling(method):
     return sampling
 
 
+def _pitched_parts(instruments: list[int] | None, parts, named_parts: list[str]) -> int | None:
+    """How many pitched parts a new piece asks for (drums are not voices): by its instruments,
+    else its count of parts, else the parts its caption names; None: unsaid."""
+    if instruments:
+        return sum(1 for program in instruments if program >= 0)
+    if isinstance(parts, int) and parts > 0:
+        return parts
+    return len(named_parts) or None
+
+
 class MidiLM:
     """A causal LM that knows the codec's tokens, plus the codec and its grammar."""
 
@@ -353,8 +363,6 @@ class MidiLM:
         instruments, the programs given, its metre, bars and parts; None when it asks none."""
         if self.codec.corpus is None:
             return None
-        if strict_voice_leading is None:  # the corpus's habit for a new piece; given music, see _strict_for_given
-            strict_voice_leading = self.codec.corpus.avoids_parallels and not given_music
         text = self.default_text(text)
         # A caption that names its parts asks for that many.
         named_parts = names_in_caption(text) if self.codec.parts else []
@@ -374,6 +382,9 @@ class MidiLM:
             asked["parts"] = len(instruments)
         if controls is not None and controls.registers:
             asked["registers"] = resolve_registers(controls.registers, named_parts, asked.get("parts"))
+        if strict_voice_leading is None:  # the corpus's habit for a new piece; given music, see _strict_for_given
+            strict_voice_leading = not given_music and self.codec.corpus.avoids_parallels_with(
+                _pitched_parts(instruments, asked.get("parts"), named_parts))
         allowed = programs or programs_named_in(text) or None
         if not corpus_limits:
             asked.update(key=None, key_bias=None, density=None, density_bias=None)  # biases: corpus constraints
@@ -851,18 +862,18 @@ class MidiLM:
         return self._accompany(score, tracks if score.tracks[0].name else None, request, settings, keep_style=False)
 
     def _strict_for_given(self, request: MusicRequest, given: Score, written: list[str] = ()) -> bool:
-        """Strict voice leading for a task on given music: as asked, else the corpus's habit where
-        its rules can hold. They read the parts from the top voice down, so the given parts must
+        """Strict voice leading for a task on given music: as asked, else the corpus's habit for
+        pieces of that many parts (given and written) where its rules can hold. They read the parts from the top voice down, so the given parts must
         be listed so (mean pitches falling), and lie above the parts an accompaniment writes after
         them (each given part's mean pitch at or above the middle of each written part's range in
         the corpus): a soprano over alto, tenor and bass, not a bass under a melody."""
         if request.strict_voice_leading is not None:
             return request.strict_voice_leading
         corpus = self.codec.corpus
-        if corpus is None or not corpus.avoids_parallels:
-            return False
         means = [float(track.notes.numpy()["pitch"].mean()) for track in given.tracks
                  if track.note_num() and not track.is_drum]
+        if corpus is None or not corpus.avoids_parallels_with(len(means) + len(written)):
+            return False
         if not means or any(lower > upper for upper, lower in zip(means, means[1:])):
             return False
         ranges = [corpus.part_ranges.get(name) for name in written]

@@ -336,8 +336,9 @@ class MusicRequest:
     constrain: bool = True                   # False: the token syntax and the asked controls, no corpus limits
     # Parts only: no parallel fifths or octaves, no crossing, upper voices within an octave
     # (`midillm.decoding.voice_leading`); it is one of the corpus constraints. None: on where the
-    # corpus's own parts avoid parallels (`CorpusProfile.avoids_parallels`: the chorales), off
-    # elsewhere (a band doubles its bass and lead in octaves).
+    # corpus's own pieces of as many parts avoid parallels (`CorpusProfile.avoids_parallels_with`:
+    # the chorales' four voices), off elsewhere (a band doubles its bass and lead in octaves; the
+    # chorales' trumpets and strings double the voices).
     strict_voice_leading: bool | None = None
     sampling: dict = field(default_factory=dict)  # changes to the model's own `SamplingSettings`
     progress: bool = False                   # a progress bar on the terminal

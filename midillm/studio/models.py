@@ -176,6 +176,7 @@ def model_info(name: str, lm) -> dict:
         # The fields of SamplingSettings only: a running job's copy carries its progress hook too.
         "sampling": {name: getattr(lm.sampling, name) for name in SamplingSettings.__dataclass_fields__},
         "constraints": corpus is not None,
-        # The form's strict voice leading starts as a request's default: on where the corpus avoids parallels.
+        # The form's strict voice leading starts as the corpus's habit (on where it avoids parallels);
+        # left untouched, the request leaves it unsaid: the habit for as many parts as it asks.
         "strict_voice_leading": corpus is not None and corpus.avoids_parallels,
     }

@@ -70,6 +70,16 @@ VOICE_LEADING_PIECES = 64
 # 0.036 (120), colla parte doublings of the instruments included (their four voices alone:
 # 0.004); 20 band game tunes 0.42, where doubling a line in octaves is the habit.
 AVOIDS_PARALLELS_BELOW = 0.05
+# The same measure for each count of pitched parts, on up to this many pieces of each count (and
+# this many pieces in all): a corpus's habit depends on how many parts play. The chorales' four
+# voices move in parallel on 0.002 of their moves; with five to nine parts (trumpets, timpani and
+# strings doubling the voices colla parte) on 0.06-0.08, and a request for eight parts kept to
+# four-voice rules by the first met a dead end on a third of its steps (docs/benchmarks.md).
+VOICE_LEADING_PIECES_PER_COUNT = 32
+VOICE_LEADING_PIECES_MOST = 256
+# A count of parts measured on fewer pieces than this is judged with the pieces of the next counts
+# up (more parts double more): the chorales' one nine-part piece with their 12-, 14- and 15-part ones.
+VOICE_LEADING_PIECES_LEAST = 3
 DEFAULT_CAPTIONS_SEED = 0
 
 
@@ -130,6 +140,10 @@ class CorpusProfile:
         "help": f"Parallel fifths and octaves per move between two parts (`voice_leading.parallel_motion`) in "
                 f"the first {VOICE_LEADING_PIECES} train pieces with two pitched parts or more; None: not "
                 "measured (no such piece, or a profile from before 2026-12-05)."})
+    parallels_by_parts: dict[int, list[int]] = field(default_factory=dict, metadata={
+        "help": f"Count of pitched parts -> [pieces, moves, parallel fifths and octaves] in the train pieces with "
+                f"that many (up to {VOICE_LEADING_PIECES_PER_COUNT} of each): where strict voice leading is the "
+                "default for a request of that many parts; empty: not measured (a profile from before 2026-12-06)."})
     density_edges: list[float] = field(default_factory=list, metadata={
         "help": "Notes per beat per part (`piece_density`) of the train pieces at their thirds: a caption's "
                 "Density is sparse below the first, dense from the second, medium between; empty: not measured "
@@ -150,6 +164,21 @@ class CorpusProfile:
         """Whether the corpus's parts avoid parallel fifths and octaves (`AVOIDS_PARALLELS_BELOW`):
         then strict voice leading is a request's default."""
         return self.parallels_per_move is not None and self.parallels_per_move < AVOIDS_PARALLELS_BELOW
+
+    def avoids_parallels_with(self, parts: int | None) -> bool:
+        """Whether the corpus's pieces of this many pitched parts avoid parallels: strict voice
+        leading's default for a request of `parts` parts. A count measured on too few pieces is
+        pooled with the next counts up (`VOICE_LEADING_PIECES_LEAST`); a count above every one
+        measured (or None: unknown) has the whole corpus's habit (`avoids_parallels`)."""
+        pieces = moves = parallels = 0
+        for count in sorted(count for count in self.parallels_by_parts if parts is not None and count >= parts):
+            if pieces >= VOICE_LEADING_PIECES_LEAST:
+                break
+            counted = self.parallels_by_parts[count]
+            pieces, moves, parallels = pieces + counted[0], moves + counted[1], parallels + counted[2]
+        if not moves:
+            return self.avoids_parallels
+        return parallels / moves < AVOIDS_PARALLELS_BELOW
 
     def pitch_range(self, program: int) -> tuple[int, int] | None:
         """The pitches the corpus gives `program` (-1: drums): the lowest and highest its General
@@ -185,6 +214,7 @@ class CorpusProfile:
         profile.programs = {int(key): value for key, value in profile.programs.items()}
         profile.pitch_ranges = {int(key): list(value) for key, value in profile.pitch_ranges.items()}
         profile.notes_per_onset = {int(key): value for key, value in profile.notes_per_onset.items()}
+        profile.parallels_by_parts = {int(key): list(value) for key, value in profile.parallels_by_parts.items()}
         return profile
 
 
@@ -341,6 +371,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
     max_duration = 0.0
     pieces = notes = 0
     voice_leading_pieces = moves = parallels = 0
+    by_parts: dict[int, list[int]] = {}  # pitched parts -> [pieces, moves, parallels]
     densities: list[float | None] = []  # each piece's notes per beat per part, in the captions' order
     for score in scores:
         tpq = score.ticks_per_quarter
@@ -382,12 +413,20 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         steps = np.diff([0] + ordered) / tpq if ordered else np.zeros(0)
         gaps.append(float(steps.max()) if steps.size else 0.0)
         same_pitch.append(longest_same_pitch_beats(score))
-        if voice_leading_pieces < VOICE_LEADING_PIECES and \
-                sum(1 for track in score.tracks if track.note_num() and not track.is_drum) >= 2:
-            voice_leading_pieces += 1
+        pitched = sum(1 for track in score.tracks if track.note_num() and not track.is_drum)
+        counted = by_parts.setdefault(pitched, [0, 0, 0]) if pitched >= 2 else None
+        overall = counted is not None and voice_leading_pieces < VOICE_LEADING_PIECES
+        if overall or counted is not None and counted[0] < VOICE_LEADING_PIECES_PER_COUNT and \
+                sum(count[0] for count in by_parts.values()) < VOICE_LEADING_PIECES_MOST:
             motion = parallel_motion(score)
-            moves += motion["moves"]
-            parallels += motion["parallels"]
+            if overall:
+                voice_leading_pieces += 1
+                moves += motion["moves"]
+                parallels += motion["parallels"]
+            if counted[0] < VOICE_LEADING_PIECES_PER_COUNT:
+                counted[0] += 1
+                counted[1] += motion["moves"]
+                counted[2] += motion["parallels"]
         activity = part_activity(score)
         for role, rest, _ in activity:
             role_rests.setdefault(role, []).append(rest)
@@ -452,6 +491,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         captions=caption_sample(captions),
         density_edges=edges,
         parallels_per_move=round(parallels / moves, 4) if moves else None,
+        parallels_by_parts={count: counted for count, counted in sorted(by_parts.items()) if counted[1]},
     )
 
 

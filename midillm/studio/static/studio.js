@@ -71,6 +71,7 @@ async function chooseModel(name) {
   $("#constrain").checked = model.constraints;
   $("#constrain").disabled = !model.constraints;
   $("#strict_voice_leading").checked = model.strict_voice_leading;
+  delete $("#strict_voice_leading").dataset.touched;
   $("#strict_voice_leading").disabled = !model.constraints;
   $("#key_bias").disabled = !model.constraints;
   $("#density_bias").disabled = !model.constraints;
@@ -191,7 +192,12 @@ function requestForm() {
     if (value !== "") form.append(name, value);
   });
   form.append("constrain", $("#constrain").checked ? "true" : "false");
-  form.append("strict_voice_leading", $("#strict_voice_leading").checked && $("#constrain").checked ? "true" : "false");
+  // Left as it starts, strict voice leading is the corpus's habit for as many parts as are asked
+  // (the chorales: four voices strict, eight parts doubling them colla parte not); once touched, as set.
+  if (!$("#constrain").checked) form.append("strict_voice_leading", "false");
+  else if ($("#strict_voice_leading").dataset.touched) {
+    form.append("strict_voice_leading", $("#strict_voice_leading").checked ? "true" : "false");
+  }
   if (task !== "generate") {
     const file = $("#upload").files[0];
     if (file) form.append("file", file, file.name);
@@ -334,6 +340,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#request").addEventListener("submit", submit);
   document.querySelectorAll("[data-field]").forEach((input) => input.addEventListener("change", rebuildCaption));
   $("#instruments").addEventListener("change", rebuildCaption);
+  $("#strict_voice_leading").addEventListener("change", (event) => { event.target.dataset.touched = "1"; });
   $("#caption").addEventListener("input", () => { captionEdited = true; });
   loadModels().catch((error) => showError(error.message));
   refreshHistory();
