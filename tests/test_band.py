@@ -470,7 +470,7 @@ def test_a_part_keeps_within_its_roles_notes_per_beat_while_it_is_written(band_l
                                                                              "Piano": [0.1, 3.0]})
     # A bass guitar may only be heard as a Bass; a piano as a Piano, or as a Bass or Lead line:
     # its limits are those every one of them allows.
-    constraints = CorpusConstraints(band_lm.grammar, profile, part_programs=[-1, 33, 0])
+    constraints = CorpusConstraints(band_lm.grammar, profile, part_programs=[-1, 33, 0], max_gap=None)
     assert constraints.part_floors == {0: 0.5, 1: 0.5, 2: 0.5} and constraints.part_ceilings == {0: 4.0, 1: 2.0, 2: 2.0}
     codec = band_lm.codec
     rows = {tuple(codec.music_token_parts[codec.music_id_of_lm_id(lm_id)]): row
@@ -539,7 +539,7 @@ def test_no_voice_stays_on_one_pitch_longer_than_the_corpus_lets_it(band_lm):
     from midillm.decoding.grammar import CorpusConstraints
 
     profile = dataclasses.replace(band_lm.codec.corpus, max_same_pitch_beats=3.0, role_notes_per_beat={})
-    constraints = CorpusConstraints(band_lm.grammar, profile, part_programs=[33, 0], min_bars=1)
+    constraints = CorpusConstraints(band_lm.grammar, profile, part_programs=[33, 0], min_bars=1, max_gap=None)
     assert constraints.same_pitch_limit == 2.0
     codec = band_lm.codec
     rows = {tuple(codec.music_token_parts[codec.music_id_of_lm_id(lm_id)]): row

@@ -116,6 +116,37 @@ def test_random_logits_under_the_corpus_constraints_give_sane_pieces(corpus_code
         assert len(check["programs"]) <= profile.max_programs_per_piece
 
 
+def test_time_never_stands_still_longer_than_the_corpus_lets_it(corpus_codec):
+    """A model that would rather move time as far as it can (the longest shift, the next bar line)
+    still strikes a new onset within the corpus's longest gap, in shifts or in positions."""
+    import dataclasses
+
+    from midillm.decoding.grammar import CorpusConstraints
+    from midillm.eval.sanity import sample_sanity
+
+    grammar = MusicGrammar(corpus_codec)
+    profile = dataclasses.replace(corpus_codec.corpus, max_gap_beats=1.5)
+    constraints = CorpusConstraints(grammar, profile)
+    time_rows = [row for row, tokens in enumerate(constraints.row_tokens)
+                 if tokens and tokens[0].split("_")[0] in ("Bar", "Shift", "Position")]
+    steps = [int(tokens[0].split("_")[1]) if tokens[0].split("_")[1].isdigit() else 99
+             for tokens in (constraints.row_tokens[row] for row in time_rows)]
+    eager = torch.zeros(len(grammar.row_lm_ids))
+    eager[time_rows] = 5.0 + torch.tensor(steps, dtype=torch.float) / 10  # the farther, the likelier
+    generator = torch.Generator().manual_seed(0)
+    processor = GrammarLogitsProcessor(grammar, row_logits=True, constraints=constraints)
+    ids = torch.tensor([[corpus_codec.music_start_id]])
+    for _ in range(200):
+        scores = processor(ids, eager + torch.randn(len(grammar.row_lm_ids), generator=generator))
+        choice = int(scores.argmax())
+        ids = torch.cat([ids, torch.tensor([[grammar.row_lm_ids[choice]]])], 1)
+        if grammar.row_lm_ids[choice] == corpus_codec.music_end_id:
+            break
+    check = sample_sanity(corpus_codec.decode(ids[0].tolist()), profile)
+    assert check["onsets"] >= 8, check
+    assert check["longest_gap_beats"] <= 1.5 + 1e-6, check
+
+
 def test_without_constraints_random_logits_break_the_corpus_range(corpus_codec):
     """The same sampling without the constraints leaves the corpus's range: the test above is not vacuous."""
     from midillm.eval.sanity import sample_sanity

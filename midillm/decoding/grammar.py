@@ -661,6 +661,7 @@ class CorpusConstraints:
             self.part_programs and longest > 2 * self.SAME_PITCH_SPARE else None
         # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
+        self._pitched_rows: torch.Tensor | None = None  # rows with no drum note nor drum kit named
         self._program_masks: dict[tuple[int | None, bool], torch.Tensor] = {}
         self._position_masks: dict[int, torch.Tensor] = {}
         self._new_program_masks: dict[frozenset, torch.Tensor] = {}
@@ -699,10 +700,11 @@ class CorpusConstraints:
         # check judges by (`CorpusProfile.pitch_range`).
         self.pitch_ranges = {program: bounds for program in range(DRUMS, 128)
                              if (bounds := profile.pitch_range(program))} if pitch_ranges else {}
-        # Time never stands still longer than the corpus's longest gap between onsets (REMI-style
-        # tokens, where bars and positions say where an onset falls).
-        self.max_gap = profile.max_gap_beats if (max_gap == -1 and "Position" in self.grammar.graph) else (
-            None if max_gap == -1 else max_gap)
+        # Time never stands still longer than the corpus's longest gap between onsets, where the
+        # tokens say where an onset falls: bars and positions, or bars and shifts from the last onset
+        # (until 2026-12-06 only the former, so a sample in shifts could stall: 7.5 beats, the limit 5).
+        self.max_gap = profile.max_gap_beats if (max_gap == -1 and (
+            "Position" in self.grammar.graph or SHIFT in self.grammar.graph)) else (None if max_gap == -1 else max_gap)
         # A piece ends once it is as long as the corpus's shortest piece.
         self.min_bars = (profile.bars[0] if profile.bars else 0) if min_bars == -1 else (min_bars or 0)
 
@@ -1046,6 +1048,16 @@ class CorpusConstraints:
             self._part_range_masks[bounds] = mask
         return self._part_range_masks[bounds]
 
+    def _register_mask(self, bounds: tuple[int, int]) -> torch.Tensor:
+        """Rows a part asked to play in the register `bounds` may write: pitched notes within it,
+        no drum note and no drum kit named (a register is a pitched part's: "Bass" in C3-G3 is not
+        a kick drum, which a part of no asked instrument could otherwise turn out to be)."""
+        if self._pitched_rows is None:
+            self._pitched_rows = torch.tensor([not any(
+                token.partition("_")[0] in ("PitchDrum", "DrumOn") or token == f"Program_{DRUMS}" for token in tokens)
+                for tokens in self.row_tokens] + [True] * (len(self.grammar.row_lm_ids) - len(self.row_tokens)))
+        return self._range_mask(bounds) & self._pitched_rows
+
     def _position_mask(self, bar_positions: int) -> torch.Tensor:
         if bar_positions not in self._position_masks:
             self._position_masks[bar_positions] = (self.first_position < bar_positions) & (
@@ -1082,7 +1094,7 @@ class CorpusConstraints:
             mask = torch.where(rows, allowed, mask)
         for part, bounds in enumerate(self.registers):  # a part not yet opened too: its opening row may strike
             if bounds is not None:
-                mask = mask & ((target != part) | self._range_mask(bounds))
+                mask = mask & ((target != part) | self._register_mask(bounds))
         if self.max_parts is not None:
             mask = mask & (self.opens_part < self.max_parts)
         return mask
@@ -1283,7 +1295,7 @@ class CorpusConstraints:
             if 0 <= state.part < len(self.part_ranges) and self.part_ranges[state.part] is not None:
                 mask = mask & self._range_mask(self.part_ranges[state.part])
             if 0 <= state.part < len(self.registers) and self.registers[state.part] is not None:
-                mask = mask & self._range_mask(self.registers[state.part])
+                mask = mask & self._register_mask(self.registers[state.part])
             if state.part in state.parts_settled:  # a part plays one instrument, named before its first note
                 mask = mask & ~self.has_program
             elif (first := self._unsettled_part_mask(state, state.part)) is not None:
