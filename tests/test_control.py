@@ -264,7 +264,8 @@ def test_strict_voice_leading_is_the_habit_of_the_corpus_pieces_with_as_many_par
     """The chorales' four voices avoid parallels, their eight-part settings (trumpets and strings
     doubling the voices) do not: a request is held to the habit of pieces with its count of
     pitched parts (drums are no voice), a count measured on too few pieces to those of the next
-    counts up, a count above all measured to the whole corpus's."""
+    counts up, a count above all measured to the whole corpus's; never strict where the corpus as
+    a whole does not avoid parallels."""
     import dataclasses
 
     monkeypatch.setattr(tiny_lm.codec, "corpus", dataclasses.replace(
@@ -280,13 +281,17 @@ def test_strict_voice_leading_is_the_habit_of_the_corpus_pieces_with_as_many_par
     assert not strict(6)  # not measured: the pieces of the next counts up (8)
     assert not strict(9)  # one piece: with the next counts up
     assert strict(16)  # above every count measured: the whole corpus's habit
+    # A count can only take strictness away: a corpus that does not avoid parallels as a whole
+    # (a band) is never strict by default, whatever its pieces of four parts do.
+    monkeypatch.setattr(tiny_lm.codec, "corpus", dataclasses.replace(tiny_lm.codec.corpus, parallels_per_move=0.4))
+    assert not strict(4)
     assert tiny_lm.constraints("Key: C major", programs=[0] * 8, strict_voice_leading=True).strict_voice_leading
     # Given music: the parts of the finished piece count.
     melody = Score(480)
     melody.tracks.append(Track(program=0, notes=[Note(0, 480, 72, 80), Note(480, 480, 74, 80)]))
     request = MusicRequest("accompany", b"", tracks=["Soprano"])
     monkeypatch.setattr(tiny_lm.codec, "corpus", dataclasses.replace(
-        tiny_lm.codec.corpus, part_ranges={name: [36, 70] for name in "ABCDEFGH"}))
+        tiny_lm.codec.corpus, parallels_per_move=0.02, part_ranges={name: [36, 70] for name in "ABCDEFGH"}))
     assert tiny_lm._strict_for_given(request, melody, list("ABC"))
     assert not tiny_lm._strict_for_given(request, melody, list("ABCDEFG"))
 

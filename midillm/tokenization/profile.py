@@ -167,9 +167,14 @@ class CorpusProfile:
 
     def avoids_parallels_with(self, parts: int | None) -> bool:
         """Whether the corpus's pieces of this many pitched parts avoid parallels: strict voice
-        leading's default for a request of `parts` parts. A count measured on too few pieces is
-        pooled with the next counts up (`VOICE_LEADING_PIECES_LEAST`); a count above every one
-        measured (or None: unknown) has the whole corpus's habit (`avoids_parallels`)."""
+        leading's default for a request of `parts` parts. The count can only take strictness
+        away from a corpus that avoids them as a whole (`avoids_parallels`): a band's few
+        three-part tunes do not make its file-ordered parts voices listed from the top down. A
+        count measured on too few pieces is pooled with the next counts up
+        (`VOICE_LEADING_PIECES_LEAST`); one above every count measured (or None: unknown) is
+        the whole corpus's habit."""
+        if not self.avoids_parallels:
+            return False
         pieces = moves = parallels = 0
         for count in sorted(count for count in self.parallels_by_parts if parts is not None and count >= parts):
             if pieces >= VOICE_LEADING_PIECES_LEAST:
@@ -177,7 +182,7 @@ class CorpusProfile:
             counted = self.parallels_by_parts[count]
             pieces, moves, parallels = pieces + counted[0], moves + counted[1], parallels + counted[2]
         if not moves:
-            return self.avoids_parallels
+            return True
         return parallels / moves < AVOIDS_PARALLELS_BELOW
 
     def pitch_range(self, program: int) -> tuple[int, int] | None:
