@@ -863,10 +863,11 @@ class MidiLM:
 
     def _strict_for_given(self, request: MusicRequest, given: Score, written: list[str] = ()) -> bool:
         """Strict voice leading for a task on given music: as asked, else the corpus's habit for
-        pieces of that many parts (given and written) where its rules can hold. They read the parts from the top voice down, so the given parts must
-        be listed so (mean pitches falling), and lie above the parts an accompaniment writes after
-        them (each given part's mean pitch at or above the middle of each written part's range in
-        the corpus): a soprano over alto, tenor and bass, not a bass under a melody."""
+        pieces of as many parts (given and written) where its rules can hold. They read the parts
+        from the top voice down, so the given parts must be listed so (mean pitches falling), and
+        lie above the parts an accompaniment writes after them (each given part's mean pitch at or
+        above the middle of each written part's range in the corpus): a soprano over alto, tenor
+        and bass, not a bass under a melody."""
         if request.strict_voice_leading is not None:
             return request.strict_voice_leading
         corpus = self.codec.corpus
