@@ -396,7 +396,7 @@ def write_markdown(results: list[dict], args, command: str, path: Path) -> None:
 
 {header}
 - Base model: {args.base_model} (SmolLM2-135M-Instruct), LoRA r16 on all linear layers, `configs/bach-demo.yaml`
-  ({rows_per_step} a step; bf16 autocast, torch.compile), the same {args.minutes:g}-minute training budget each.
+  ({rows_per_step} a step; bf16 autocast where the CPU has AMX or AVX512-BF16, else fp32; torch.compile), the same {args.minutes:g}-minute training budget each.
 - Data: {args.source}; held-out = the validation and test splits (same pieces for every approach: splits go by content hash).
 - Quality: {args.quality_samples} samples of about {args.quality_notes} notes each (new tokens = notes x the approach's
   LM tokens per note), temperature {temperature_words(args.temperature)} and top-p 0.95 for every approach, judged against the held-out pieces as `midillm eval` judges them.
