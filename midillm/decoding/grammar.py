@@ -661,7 +661,6 @@ class CorpusConstraints:
             self.part_programs and longest > 2 * self.SAME_PITCH_SPARE else None
         # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
-        self._pitched_rows: torch.Tensor | None = None  # rows with no drum note nor drum kit named
         self._program_masks: dict[tuple[int | None, bool], torch.Tensor] = {}
         self._position_masks: dict[int, torch.Tensor] = {}
         self._new_program_masks: dict[frozenset, torch.Tensor] = {}
@@ -727,7 +726,7 @@ class CorpusConstraints:
         return floors, ceilings
 
     def _mark_row_kinds(self) -> None:
-        """Per row: whether it opens a bar, names a program, writes a tempo or metre first."""
+        """Per row: whether it opens a bar, names a program, writes drums, a tempo or metre first."""
         rows = self.row_tokens
         # The rows that open a new bar: a bar line, or with parts `<Part_0>`.
         self.starts_with_bar = torch.tensor(
@@ -735,6 +734,9 @@ class CorpusConstraints:
              for tokens in rows] + [False])
         self.has_program = torch.tensor(
             [any(token_type(token) == "Program" for token in tokens) for tokens in rows] + [False])
+        # A drum note or the drum kit named: what a part asked a register (a pitched part) never writes.
+        self.writes_drums = torch.tensor([any(token_type(token) in ("PitchDrum", "DrumOn") or token == f"Program_{DRUMS}"
+                                              for token in tokens) for tokens in rows] + [False])
         # Meta tokens never pile up: one tempo per onset, one metre per bar (before any time token
         # of the row, where they land on the current onset / bar).
         self.tempo_before_time = torch.tensor([_before_time(tokens, "Tempo") for tokens in rows] + [False])
@@ -1052,11 +1054,7 @@ class CorpusConstraints:
         """Rows a part asked to play in the register `bounds` may write: pitched notes within it,
         no drum note and no drum kit named (a register is a pitched part's: "Bass" in C3-G3 is not
         a kick drum, which a part of no asked instrument could otherwise turn out to be)."""
-        if self._pitched_rows is None:
-            self._pitched_rows = torch.tensor([not any(
-                token.partition("_")[0] in ("PitchDrum", "DrumOn") or token == f"Program_{DRUMS}" for token in tokens)
-                for tokens in self.row_tokens] + [True] * (len(self.grammar.row_lm_ids) - len(self.row_tokens)))
-        return self._range_mask(bounds) & self._pitched_rows
+        return self._range_mask(bounds) & ~self.writes_drums
 
     def _position_mask(self, bar_positions: int) -> torch.Tensor:
         if bar_positions not in self._position_masks:
