@@ -16,6 +16,7 @@ from midillm.finetune.model import trainable_parameter_groups
 from midillm.finetune.train import SUMMARY_FILE, TRAINER_STATE, main, train
 from midillm.model.data import Collate, load_prepared
 from midillm.model.runtime import add_music_tokens, load_base_model
+from midillm.tokenization.rows import IGNORE_INDEX
 
 
 def tiny_config(data_dir: Path, output_dir: Path, base_model: Path, **overrides) -> TrainConfig:
@@ -129,6 +130,50 @@ def test_music_only_head_matches_full_head(tiny_models, tiny_data, tmp_path, tyi
     assert music_loss < full_loss  # renormalised over fewer rows
 
 
+@pytest.mark.parametrize("tying", ["tied", "untied"])
+def test_input_rows_and_their_gradient_are_those_of_the_token_adapter(tiny_models, tiny_data, tmp_path, tying):
+    # MusicLM looks the input rows up itself (PEFT's forward copies the whole matrix each step):
+    # the same rows, and the same gradient for the trained token rows, as PEFT's own forward.
+    codec, _, _ = load_prepared(tiny_data)
+    model = build_model(tiny_config(tiny_data, tmp_path, tiny_models[tying]), codec)
+    delta = next(parameter for name, parameter in model.named_parameters() if "trainable_tokens_delta" in name)
+    with torch.no_grad():
+        delta.add_(torch.randn_like(delta) * 0.5)
+    batch = first_batches(tiny_data, 1)[0]
+    assert torch.isin(batch["input_ids"], torch.tensor(codec.music_lm_ids)).any()  # trained rows occur
+    weights = torch.randn(*batch["input_ids"].shape, model.causal_lm.config.hidden_size)
+    gradients = []
+    for embed in (model.input_embeddings, model.causal_lm.get_input_embeddings()):
+        delta.grad = None
+        rows = embed(batch["input_ids"])
+        (rows * weights).sum().backward()
+        gradients.append((rows.detach(), delta.grad.clone()))
+    (ours, our_gradient), (peft, peft_gradient) = gradients
+    assert torch.allclose(ours, peft, atol=1e-6)
+    assert our_gradient.abs().sum() > 0 and torch.allclose(our_gradient, peft_gradient, atol=1e-5)
+
+
+def test_a_batch_is_cut_after_its_last_label_and_keeps_its_loss(tiny_models, tiny_data, tmp_path):
+    # Padding after the last label costs compute and cannot change the loss (attention is causal).
+    codec, dataset, _ = load_prepared(tiny_data)
+    model = build_model(tiny_config(tiny_data, tmp_path, tiny_models["tied"]), codec).eval()
+    rows = dataset["train"].with_format("numpy", columns=["input_ids", "labels"])
+    padded = []
+    for index, labelled in ((0, 70), (1, 90)):  # two rows whose labels end at different places
+        row = {name: rows[index][name][:128].copy() for name in ("input_ids", "labels")}
+        row["labels"][labelled:] = IGNORE_INDEX
+        row["input_ids"][labelled:] = codec.lm_tokenizer.pad_token_id or 0
+        padded.append(row)
+    batch = Collate(128)(padded)
+    assert batch["input_ids"].shape == (2, 90) and batch["labels"].shape == (2, 90)
+    whole = {name: torch.stack([torch.as_tensor(row[name]) for row in padded]).long() for name in ("input_ids", "labels")}
+    with torch.no_grad():
+        cut_nll, cut_tokens = model(batch["input_ids"], batch["labels"])
+        whole_nll, whole_tokens = model(whole["input_ids"], whole["labels"])
+    assert torch.equal(cut_tokens, whole_tokens)
+    assert torch.allclose(cut_nll, whole_nll, rtol=1e-5)
+
+
 def test_train_writes_the_model_and_what_the_pipeline_needs(tiny_models, tiny_data, tmp_path):
     output = train(tiny_config(tiny_data, tmp_path / "run", tiny_models["tied"], max_steps=4,
                                save_every=2, eval_every=2, report_to="tensorboard"))
@@ -142,7 +187,8 @@ def test_train_writes_the_model_and_what_the_pipeline_needs(tiny_models, tiny_da
     assert config["auto_map"]["AutoModelForCausalLM"] == "midi_generation.MidiLLMForCausalLM"
     assert "midi-generation" in config["custom_pipelines"]
     summary = json.loads((output / SUMMARY_FILE).read_text())
-    assert summary["steps"] == 4 and summary["tokens_seen"] == 4 * 4 * 128
+    # Every position the model ran, padding after the rows' last labels left out.
+    assert summary["steps"] == 4 and summary["label_tokens_seen"] < summary["tokens_seen"] <= 4 * 4 * 128
     assert summary["validation"]["bits_per_note"] > 0 and summary["notes_seen"] > 0
     assert list((output / "logs").rglob("events.out.tfevents*"))
     assert (output / "checkpoints" / "step-0000002" / TRAINER_STATE).is_file()
@@ -243,7 +289,8 @@ def test_accelerate_launch_two_cpu_processes(tiny_models, tiny_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["processes"] == 2 and summary["steps"] == 3
-    assert summary["tokens_seen"] == 3 * 2 * 2 * 128
+    # Both processes' positions counted: more than one process's batches could hold.
+    assert 3 * 2 * 128 < summary["tokens_seen"] <= 3 * 2 * 2 * 128
     assert (output / "adapter_model.safetensors").is_file()
 
 

@@ -430,12 +430,11 @@ def _training_loop(accelerator, model, optimizer, schedule: _Schedule, data: _Da
     model.train()
     while progress.step < config.max_steps:
         group = [next(batches) for _ in range(accumulation)]
-        step_nll, step_labels = _optimizer_step(accelerator, model, optimizer, group, config)
+        step_nll, step_labels, step_tokens = _optimizer_step(accelerator, model, optimizer, group, config)
         progress.step += 1
         step = progress.step
         if step % TRIM_EVERY == 0:
             release_free_heap()
-        step_tokens = sum(batch["input_ids"].numel() for batch in group) * accelerator.num_processes
         progress.tokens_seen += step_tokens
         progress.label_tokens_seen += step_labels
         train_loss = step_nll / max(step_labels, 1)
@@ -478,14 +477,16 @@ def _micro_batches(accelerator, train_loader, start: int):
         epoch, skip = epoch + 1, 0
 
 
-def _optimizer_step(accelerator, model, optimizer, group: list, config: TrainConfig) -> tuple[float, int]:
-    """One optimizer step over the micro-batches of `group`; returns its summed NLL (nats) and its
-    label tokens, all processes together."""
+def _optimizer_step(accelerator, model, optimizer, group: list, config: TrainConfig) -> tuple[float, int, int]:
+    """One optimizer step over the micro-batches of `group`; returns its summed NLL (nats), its
+    label tokens and the positions the model ran, all processes together."""
     accumulation = config.gradient_accumulation_steps
     # Normalise by the label tokens of the whole optimizer step on all processes, so every
-    # token weighs the same however they fall into micro-batches.
-    step_labels = accelerator.reduce(sum(label_tokens(batch) for batch in group).to(accelerator.device),
-                                     reduction="sum").item()
+    # token weighs the same however they fall into micro-batches. The positions ride along in
+    # the same reduce: batches are cut after their last label, so processes differ in length.
+    counts = torch.tensor([sum(int(label_tokens(batch)) for batch in group),
+                           sum(batch["input_ids"].numel() for batch in group)], device=accelerator.device)
+    step_labels, step_tokens = accelerator.reduce(counts, reduction="sum").tolist()
     step_nll = torch.zeros((), device=accelerator.device)
     for batch in group:
         with accelerator.accumulate(model):
@@ -499,7 +500,7 @@ def _optimizer_step(accelerator, model, optimizer, group: list, config: TrainCon
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         step_nll += nll.detach()
-    return accelerator.reduce(step_nll, reduction="sum").item(), step_labels
+    return accelerator.reduce(step_nll, reduction="sum").item(), step_labels, step_tokens
 
 
 def _validate(accelerator, model, data: _Data, config: TrainConfig) -> dict:

@@ -13,7 +13,12 @@ from midillm.tokenization.prepared import PreparedData
 
 
 class Collate:
-    """Rows -> a batch of int64 tensors, cut to `seq_len` (picklable for DataLoader workers)."""
+    """Rows -> a batch of int64 tensors, cut to `seq_len` and then to the last position any row
+    labels (picklable for DataLoader workers).
+
+    The second cut is free compute: attention is causal, so a position after a row's last label
+    cannot change its loss, and the padding that fills a prepared row to its length (a fifth of
+    a chorale's row of 512) would otherwise cost a fifth of every step."""
 
     def __init__(self, seq_len: int):
         self.seq_len = seq_len
@@ -21,7 +26,9 @@ class Collate:
     def __call__(self, rows):
         input_ids = torch.stack([torch.as_tensor(row["input_ids"][: self.seq_len]) for row in rows]).long()
         labels = torch.stack([torch.as_tensor(row["labels"][: self.seq_len]) for row in rows]).long()
-        return {"input_ids": input_ids, "labels": labels}
+        labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+        length = int(labelled[-1]) + 1 if len(labelled) else labels.shape[1]
+        return {"input_ids": input_ids[:, :length], "labels": labels[:, :length]}
 
 
 def label_tokens(batch) -> torch.Tensor:

@@ -293,6 +293,7 @@ class MusicLM(nn.Module):
         row_of[rows] = torch.arange(len(rows))
         self.register_buffer("row_of", row_of, persistent=False)
         self._delta_slots = None  # (positions in music_rows, positions in the token adapter)
+        self._embedding_slots = None  # per token id: its position in the input adapter, or -1
 
     @property
     def causal_lm(self):
@@ -301,7 +302,41 @@ class MusicLM(nn.Module):
     def decoder_hidden_states(self, input_ids, attention_mask=None):
         lm = self.causal_lm
         decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else lm.base_model
-        return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        embeddings = self.input_embeddings(input_ids)
+        if embeddings is None:
+            return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return decoder(inputs_embeds=embeddings, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+    def input_embeddings(self, input_ids) -> torch.Tensor | None:
+        """The input rows of `input_ids`, the trained token rows swapped in; None where PEFT's own
+        forward must run (no token adapter, or one merged or switched off).
+
+        PEFT's forward copies the whole embedding matrix (vocabulary x width: 113 MB for SmolLM2)
+        to swap its trained rows in, and its backward fills a gradient as large: about 15% of a
+        training step on a CPU (torch.profiler, the demo recipe). Here the frozen rows are looked
+        up as the base layer looks them up, and the trained rows are gathered where they occur,
+        so the gradient is as large as the trained rows."""
+        from peft.utils.other import TrainableTokensWrapper
+
+        wrapper = self.causal_lm.get_input_embeddings()
+        if not isinstance(wrapper, TrainableTokensWrapper):
+            return None
+        layer = wrapper.token_adapter
+        active = layer.active_adapters
+        if layer.disable_adapters or layer.merged or len(active) != 1 or not isinstance(layer.base_layer, nn.Embedding):
+            return None
+        adapter = active[0]
+        if self._embedding_slots is None:
+            slots = torch.full((layer.base_layer.num_embeddings,), -1, dtype=torch.long)
+            slots[torch.tensor(layer.token_indices[adapter], dtype=torch.long)] = torch.arange(len(layer.token_indices[adapter]))
+            self._embedding_slots = slots.to(input_ids.device)
+        frozen = layer.base_layer(input_ids)  # with the base's own scaling, if it has one
+        slot = self._embedding_slots[input_ids]
+        trained = F.embedding(slot.clamp(min=0), layer.trainable_tokens_delta[adapter])
+        scale = layer._get_embed_scale()
+        if scale is not None:
+            trained = trained * scale
+        return torch.where((slot >= 0)[..., None], trained.to(frozen.dtype), frozen)
 
     def music_head_weight(self) -> torch.Tensor:
         """W[music_rows] of the effective output matrix, differentiable w.r.t. the token rows."""
@@ -328,7 +363,7 @@ class MusicLM(nn.Module):
         return weight.index_copy(0, rows_here, delta[rows_in_delta].to(weight.dtype))
 
     def _apply(self, fn, *args, **kwargs):
-        self._delta_slots = None  # rebuilt on the new device
+        self._delta_slots = self._embedding_slots = None  # rebuilt on the new device
         return super()._apply(fn, *args, **kwargs)
 
     def forward(self, input_ids, labels, attention_mask=None):
