@@ -136,6 +136,9 @@ def test_the_machine_line_names_the_cpu_its_bf16_flags_cores_and_torch():
     assert "(neither avx512_bf16 nor amx_bf16)" in machine.describe("EPYC", [], 2, 8, "2.13.0", 2, None)
     assert machine.describe("x", [], 1, 1, "2.13.0", 1, "NVIDIA H200") == "NVIDIA H200, torch 2.13.0"
     assert machine.parse_cpuinfo("") == (None, set())
+    # A generic name gets the family and model numbers that tell one generation from the next.
+    epyc = "processor\t: 0\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2\n"
+    assert machine.parse_cpuinfo(epyc) == ("AMD EPYC, family 25 model 1", {"fpu", "avx2"})
     assert set(machine.cpu_flags()) <= set(machine.BF16_FLAGS)
 
 
