@@ -384,7 +384,12 @@ def precisions(results: list[dict]) -> str:
 
 def temperature_words(temperature: float | None) -> str:
     """The report's words for --temperature."""
-    return f"{temperature:g}" if temperature else "each layout's default (onsets 1.0, bars 0.7)"
+    from midillm.decoding.request import SamplingSettings
+
+    if temperature:
+        return f"{temperature:g}"
+    return (f"each layout's default (onsets {SamplingSettings.for_layout('onsets').temperature:g}, "
+            f"bars {SamplingSettings.for_layout('bars').temperature:g})")
 
 
 def write_markdown(results: list[dict], args, command: str, path: Path) -> None:

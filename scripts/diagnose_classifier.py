@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", help="An eval's metrics.json (`midillm eval ... --out FOLDER`).")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the output quietly
     try:
         metrics = json.loads(Path(args.metrics).read_text())
         reference = feature_rows(metrics["reference"])

@@ -147,10 +147,10 @@ def test_pipeline_in_process_takes_a_midilm_and_checks_parameters(hub_bundle):
     lm = MidiLM.from_pretrained(hub_bundle, dtype=torch.float32)
     pipe = pipeline("midi-generation", model=lm)
     first = pipe("", max_new_tokens=30, seed=3)
-    assert first[0]["ids"] == lm.generate_ids(settings=SamplingSettings(max_new_tokens=30), seed=3)[0]
+    assert first[0]["ids"] == lm.generate_ids(settings=lm.sampling.updated(max_new_tokens=30), seed=3)[0]
     # The corpus constraints can be switched off through the pipeline, as in MidiLM.
     alone = pipe("", max_new_tokens=30, seed=3, constrain=False)
-    assert alone[0]["ids"] == lm.generate_ids(settings=SamplingSettings(max_new_tokens=30), seed=3,
+    assert alone[0]["ids"] == lm.generate_ids(settings=lm.sampling.updated(max_new_tokens=30), seed=3,
                                               constrain=False)[0]
     with pytest.raises(TypeError, match="unknown parameter"):
         pipe(max_new_tokens=10, colour="blue")
@@ -298,9 +298,9 @@ def test_complete_bundle_writes_the_generation_config_from_the_sampling_defaults
     complete_bundle(bundle)
     saved = json.loads((bundle / "generation_config.json").read_text())
     codec = MusicCodec.from_pretrained(bundle)
-    # The layout's own defaults: the onsets layout samples at 1.0, the bars layout at 0.7.
+    # The layout's own defaults: the onsets layout samples at 0.85, the bars layout at 0.7.
     layout_defaults = SamplingSettings.for_layout(codec.layout)
-    assert layout_defaults.temperature == {"onsets": 1.0, "bars": 0.7}[codec.layout]
+    assert layout_defaults.temperature == {"onsets": 0.85, "bars": 0.7}[codec.layout]
     assert {name: saved[name] for name in asdict(layout_defaults)} == asdict(layout_defaults)
     assert saved["eos_token_id"] == codec.music_end_id and saved["do_sample"]
     assert SamplingSettings.from_pretrained(bundle) == layout_defaults

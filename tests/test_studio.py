@@ -371,7 +371,7 @@ def test_prompt_tasks_reach_the_model_as_one_request_with_the_upload_and_the_set
     monkeypatch.setattr(type(lm), "tasks", property(lambda self: PROMPT_TASKS), raising=False)
     monkeypatch.setattr(type(lm), "run", fake_run)
     assert studio.get("/api/models/tiny")[1]["tasks"] == ["generate", *PROMPT_TASKS]
-    status, job = studio.post("/api/jobs", {"model": "tiny", "task": task, "seed": "5", "temperature": "0.85",
+    status, job = studio.post("/api/jobs", {"model": "tiny", "task": task, "seed": "5", "temperature": "0.9",
                                             **fields}, file=("tune.mid", small_midi()))
     assert status == 202, job
     job = studio.wait(job["id"])
@@ -379,7 +379,7 @@ def test_prompt_tasks_reach_the_model_as_one_request_with_the_upload_and_the_set
     (call,) = calls
     assert call.task == task
     assert call.music.note_num() == Score.from_midi(small_midi()).note_num()
-    assert call.num_samples == 1 and call.seed == 5 and call.sampling == {"temperature": 0.85}  # not a default (0.7 bars, 1.0 onsets)
+    assert call.num_samples == 1 and call.seed == 5 and call.sampling == {"temperature": 0.9}  # not a default (0.7 bars, 0.85 onsets)
     assert call.constrain is True and call.on_step is not None  # the page's progress
     for name, value in expected.items():
         assert getattr(call, name) == value

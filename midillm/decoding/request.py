@@ -31,8 +31,14 @@ class TaskError(ValueError):
     """A task the model cannot do, or a request it cannot be done on; one line for the user."""
 
 
-# The bars layout's temperature (`SamplingSettings.for_layout`).
-_BARS_TEMPERATURE = 0.7
+# Each layout's temperature (`SamplingSettings.for_layout`; docs/benchmarks.md, "Sampling
+# temperature"). The onsets layout: 1.0 until 2026-12-06, when an 80-step model looped at 0.7 (an
+# inner voice striking one pitch at onset after onset, ~65% of a part's notes repeats). The
+# 1,000-step model of the cheaper steps no longer loops (repeats 17% at 1.0, 19% at 0.85, 21% at
+# 0.7; Bach 14%), and at 0.85 a chord sounds on 80% of beats against 74% at 1.0 (Bach 89%), all
+# 32 samples sane; at 0.7, 86%, but fewer pitches used (23 against Bach's 28), which a classifier
+# reads (0.87 against 0.80 at 0.85).
+_LAYOUT_TEMPERATURE = {"onsets": 0.85, "bars": 0.7}
 
 # Each sampling value's rule, as (holds, what it must be): `SamplingSettings` checks its own
 # values with these, and a request checks the values it changes with the same rules.
@@ -61,12 +67,7 @@ class SamplingSettings:
     """
 
     max_new_tokens: int = _setting(512, "Length limit in LM tokens")
-    # The onsets layout's default (`for_layout` gives each layout its own). There a voice cannot
-    # rest or overlap by accident (a note holds until its part's next one), and at 0.7 the free
-    # samples loop: an inner voice strikes its last pitch again at onset after onset (alto on one
-    # pitch for 48 bars), though teacher-forced the model gives a repeat the corpus's own odds
-    # (0.109 against 0.104). At 1.0 the repeats fall to Bach's share and the loops go
-    # (docs/benchmarks.md, "Sampling temperature in the onsets layout").
+    # The model's own distribution; `for_layout` gives each layout the temperature measured best.
     temperature: float = _setting(1.0, "Sampling temperature, > 0")
     top_k: int = _setting(0, "Keep the K most likely tokens; 0 = off")
     top_p: float = _setting(0.95, "Nucleus sampling mass in (0, 1]")
@@ -115,9 +116,11 @@ class SamplingSettings:
     @classmethod
     def for_layout(cls, layout: str) -> SamplingSettings:
         """The defaults for a codec's layout: the bars layout samples at 0.7, where a voice's
-        notes carry their own lengths and at 1.0 it rests or overlaps after 16% and 18% of them
-        (docs/benchmarks.md, "Sampling temperature"); the onsets layout at the field's default."""
-        return cls(temperature=_BARS_TEMPERATURE) if layout == "bars" else cls()
+        notes carry their own lengths and at 1.0 it rests or overlaps after 16% and 18% of them;
+        the onsets layout at 0.85, where a chord sounds on more beats than at 1.0 and the voices
+        keep Bach's variety of pitches, which they lose at 0.7 (docs/benchmarks.md, "Sampling
+        temperature"). Another layout: the model's own distribution."""
+        return cls(temperature=_LAYOUT_TEMPERATURE.get(layout, 1.0))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, defaults: SamplingSettings | None = None) -> SamplingSettings:
@@ -150,8 +153,8 @@ SAMPLING_NAMES = tuple(setting.name for setting in fields(SamplingSettings))
 
 # The key-aware bias's strength when it is switched on without one (`--key-bias` alone,
 # key_bias=True): each out-of-key note a row strikes lowers its logit by this much (at
-# temperature T its log-probability by this / T), so at the onsets layout's 1.0 an out-of-key
-# note is about 20 times less likely than the model made it (at 0.7, about 70), and a note of the
+# temperature T its log-probability by this / T), so at 1.0 an out-of-key note is about 20 times
+# less likely than the model made it (at the onsets layout's 0.85, about 34; at 0.7, about 70), and a note of the
 # tonic triad 1.4 times likelier (`grammar.KEY_TRIAD_SHARE`; docs/control.md).
 KEY_BIAS = 3.0
 # The density-aware bias's strength when switched on without one (`--density-bias` alone):
