@@ -22,12 +22,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from midillm.eval.listener import CLASSIFIER_FEATURES  # noqa: E402
-from midillm.eval.two_sample import two_sample_classifier_accuracy  # noqa: E402
-
 
 def feature_rows(block: dict) -> np.ndarray:
     """One row per piece of an eval set: its classifier features, as `listener.classifier_rows`."""
+    from midillm.eval.listener import CLASSIFIER_FEATURES
+
     return np.array([[{**features, **listening}[name] for name in CLASSIFIER_FEATURES]
                      for features, listening in zip(block["per_piece"], block["listener_per_piece"])],
                     dtype=np.float64)
@@ -39,6 +38,9 @@ def main(argv=None) -> int:
     parser.add_argument("metrics", help="An eval's metrics.json (`midillm eval ... --out FOLDER`).")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the output quietly
+    from midillm.eval.listener import CLASSIFIER_FEATURES
+    from midillm.eval.two_sample import two_sample_classifier_accuracy
+
     try:
         metrics = json.loads(Path(args.metrics).read_text())
         reference = feature_rows(metrics["reference"])

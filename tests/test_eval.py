@@ -767,7 +767,9 @@ def test_eval_command_writes_metrics_and_a_report(tiny_bundle, tiny_data, tmp_pa
     # Sampled as `generate` samples this bundle (its own settings), but for the flags given.
     from midillm.decoding.request import SamplingSettings
 
-    bundle_sampling = SamplingSettings.from_pretrained(bundle)
+    from midillm.tokenization import MusicCodec
+
+    bundle_sampling = SamplingSettings.from_pretrained(bundle, SamplingSettings.for_layout(MusicCodec.from_pretrained(bundle).layout))
     assert metrics["sampling"]["temperature"] == bundle_sampling.temperature
     assert metrics["sampling"]["top_p"] == 0.9 != bundle_sampling.top_p
     assert metrics["sampling"]["max_new_tokens"] == 60

@@ -213,7 +213,7 @@ def test_midillm_train_writes_the_whole_bundle(tiny_models, tiny_data, tmp_path)
     generation = json.loads((output / "generation_config.json").read_text())
     codec, _, _ = load_prepared(tiny_data)
     assert generation["eos_token_id"] == codec.music_end_id and generation["do_sample"]
-    assert SamplingSettings.from_pretrained(output) == SamplingSettings()
+    assert SamplingSettings.from_pretrained(output) == SamplingSettings.for_layout(codec.layout)
 
 
 def test_compiled_training_matches_eager(tiny_models, tiny_data, tmp_path):
