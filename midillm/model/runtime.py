@@ -271,6 +271,14 @@ def plain_token_rows(model):
 # ----------------------------------------------------------------------------- the music-only head
 
 
+def _swapped_in_adapter(layer) -> str | None:
+    """The adapter of a PEFT token layer whose trained rows `MusicLM` swaps in itself (for the
+    input rows and the music head alike); None where the base rows stand: adapters switched off,
+    merged into the base, or none active."""
+    active = layer.active_adapters
+    return None if layer.disable_adapters or layer.merged or not active else active[0]
+
+
 class MusicLM(nn.Module):
     """A PEFT causal LM whose loss is computed over the music rows of the head only.
 
@@ -322,10 +330,9 @@ class MusicLM(nn.Module):
         if not isinstance(wrapper, TrainableTokensWrapper):
             return None
         layer = wrapper.token_adapter
-        active = layer.active_adapters
-        if layer.disable_adapters or layer.merged or len(active) != 1 or not isinstance(layer.base_layer, nn.Embedding):
+        adapter = _swapped_in_adapter(layer)
+        if adapter is None or len(layer.active_adapters) != 1 or not isinstance(layer.base_layer, nn.Embedding):
             return None
-        adapter = active[0]
         if self._embedding_slots is None:
             slots = torch.full((layer.base_layer.num_embeddings,), -1, dtype=torch.long)
             slots[torch.tensor(layer.token_indices[adapter], dtype=torch.long)] = torch.arange(len(layer.token_indices[adapter]))
@@ -347,10 +354,9 @@ class MusicLM(nn.Module):
             return head.weight[self.music_rows]
         layer = head.token_adapter
         weight = layer.base_layer.weight[self.music_rows]
-        active = layer.active_adapters
-        if layer.disable_adapters or layer.merged or not active:
+        adapter = _swapped_in_adapter(layer)
+        if adapter is None:
             return weight
-        adapter = active[0]
         if self._delta_slots is None:
             position_in_adapter = {lm_id: k for k, lm_id in enumerate(layer.token_indices[adapter])}
             pairs = [(j, position_in_adapter[lm_id]) for j, lm_id in enumerate(self.music_rows.tolist())
