@@ -17,7 +17,9 @@ written score (its MIDI bytes, read back):
 - density: the written piece's Density bin (`CorpusProfile.density_of`, the corpus's thirds of
   notes per beat per part) is the asked one (a model whose corpus has no thirds: never);
 - sane: `midillm.eval.sanity`, against the model's corpus;
-- the share of pitched notes outside the asked key's scale.
+- the share of pitched notes outside the asked key's scale, and the pitch classes a sample uses,
+  beside the held-out pieces' own first BARS bars (in the key `prepare` moved them to): a key
+  kept by leaving out every chromatic note is kept at the music's cost.
 Writes OUT/control.json and the piano rolls of samples 0 and 1 (both ways), prints the table.
 """
 
@@ -114,8 +116,37 @@ def measure(sample, asked: dict, parts: int, profile) -> dict:
         "density_found": profile.density_of(written),
         "density_obeyed": profile.density_of(written) == asked["density"] if asked["density"] else None,
         "out_of_key_share": sum(pitch % 12 not in scale for pitch in pitches) / max(len(pitches), 1),
+        "pitch_classes": len({pitch % 12 for pitch in pitches}),
         "notes": len(pitches),
     }
+
+
+def held_out_openings(data: str, count: int) -> dict:
+    """What the held-out pieces' own first BARS bars hold, the reference for a sample of BARS
+    bars: pitch classes used, and the share of notes outside the piece's key (estimated from its
+    notes, `tonality.estimate_key`)."""
+    from midillm.decoding.grammar import scale_pitch_classes
+    from midillm.eval.evaluate import data_pieces, load_scores
+    from midillm.tokenization.metre import bar_length
+    from midillm.tokenization.tonality import estimate_key, named_key
+
+    pieces = data_pieces(Path(data))
+    scores, _ = load_scores((pieces["test"] + pieces["validation"])[:count])
+    classes, outside = [], []
+    for score in scores:
+        key = estimate_key(score)
+        if key is None:
+            continue
+        signature = score.time_signatures[0] if len(score.time_signatures) else None
+        end = BARS * bar_length(signature.numerator if signature else 4, signature.denominator if signature else 4,
+                                score.ticks_per_quarter)
+        pitches = [int(note.pitch) for track in score.tracks if not track.is_drum for note in track.notes
+                   if note.time < end]
+        scale = scale_pitch_classes(named_key(*key))
+        classes.append(len({pitch % 12 for pitch in pitches}))
+        outside.append(sum(pitch % 12 not in scale for pitch in pitches) / max(len(pitches), 1))
+    return {"pieces": len(classes), "pitch_classes": sum(classes) / max(len(classes), 1),
+            "out_of_key_share": sum(outside) / max(len(outside), 1)}
 
 
 def share(rows: list[dict], name: str) -> float | None:
@@ -166,9 +197,11 @@ def main() -> None:
         settings[setting] = {"rows": rows, **{name: share(rows, name) for name in
                                               ("key_exact", "key_related", "metre", "tempo", "parts", "bars", "ended",
                                                "sane", "density_obeyed")},
-                             "out_of_key_share": sum(row["out_of_key_share"] for row in rows) / len(rows)}
+                             "out_of_key_share": sum(row["out_of_key_share"] for row in rows) / len(rows),
+                             "pitch_classes": sum(row["pitch_classes"] for row in rows) / len(rows)}
     seconds = time.time() - started
-    write_json(out / "control.json", {"settings": settings, "seconds": seconds, "bars": BARS,
+    held_out = held_out_openings(arguments.data, arguments.samples)
+    write_json(out / "control.json", {"settings": settings, "held_out": held_out, "seconds": seconds, "bars": BARS,
                                       "max_new_tokens": arguments.max_new_tokens})
 
     off, on = settings["bias off"], settings["bias on"]
@@ -186,8 +219,11 @@ def main() -> None:
     print(f"| ended by itself | {percent(off['ended'])} | {percent(on['ended'])} | | |")
     print(f"| density bin (thirds of the corpus; learned / with the bias) | {percent(off['density_obeyed'])} | {percent(on['density_obeyed'])} | | |")
     print(f"| sane | {percent(off['sane'])} | {percent(on['sane'])} | | |")
-    print(f"| notes outside the asked key's scale | {percent(off['out_of_key_share'])} | "
+    print(f"| notes outside the asked key's scale (held-out pieces' first {BARS} bars: "
+          f"{percent(held_out['out_of_key_share'])}) | {percent(off['out_of_key_share'])} | "
           f"{percent(on['out_of_key_share'])} | | |")
+    print(f"| pitch classes used (held-out pieces' first {BARS} bars: {held_out['pitch_classes']:.1f}) | "
+          f"{off['pitch_classes']:.1f} | {on['pitch_classes']:.1f} | | |")
 
 
 if __name__ == "__main__":
