@@ -222,19 +222,39 @@ def test_key_bias_makes_out_of_key_notes_rare(tiny_lm):
     assert on < off / 3, (on, off)
 
 
-def test_key_bias_lowers_each_out_of_key_note_of_a_row(tiny_lm):
+def test_key_bias_raises_the_notes_a_key_dwells_on_in_each_row():
     """The bias counts every pitched note of a row, not only its first one."""
     from midillm.decoding.grammar import key_bias_rows
 
     rows = [["Pitch_62", "Duration_1.0.8"], ["Pitch_60", "Duration_1.0.8"], ["Pitch_60", "Pitch_63"],
             ["PitchDrum_60"], ["Position_4"]]
-    # D is D major's tonic (+ a third of the strength), C and D# are outside its scale.
-    assert key_bias_rows(rows, "D major", 3.0).tolist() == [1.0, -3.0, -6.0, 0.0, 0.0, 0.0]
-    # E is in the scale but off the tonic triad: no bias either way.
-    assert key_bias_rows([["Pitch_64"]], "D major", 3.0).tolist() == [0.0, 0.0]
-    assert key_bias_rows([["Pitch_62", "Pitch_66", "Pitch_69"]], "D major", 3.0).tolist() == [3.0, 0.0]
+    # D is D major's tonic; C and D# lie outside its scale, which by default costs nothing.
+    assert key_bias_rows(rows, "D major", 1.5).tolist() == [1.5, 0.0, 0.0, 0.0, 0.0, 0.0]
+    # A codec without the common key has its tonic to find: out-of-scale notes are lowered too.
+    assert key_bias_rows(rows, "D major", 1.0, out_of_scale_share=3.0).tolist() == [1.0, -3.0, -6.0, 0.0, 0.0, 0.0]
+    # E is in the scale but off the tonic triad: no bias either way; the whole triad, three times.
+    assert key_bias_rows([["Pitch_64"]], "D major", 1.5).tolist() == [0.0, 0.0]
+    assert key_bias_rows([["Pitch_62", "Pitch_66", "Pitch_69"]], "D major", 1.5).tolist() == [4.5, 0.0]
     # D minor's leading note (C#) is dwelt on; its major third (F#) is out of key; E is in it.
-    assert key_bias_rows([["Pitch_61"], ["Pitch_66"], ["Pitch_64"]], "D minor", 3.0).tolist() == [1.0, -3.0, 0.0, 0.0]
+    assert key_bias_rows([["Pitch_61"], ["Pitch_66"], ["Pitch_64"]], "D minor", 1.0,
+                         out_of_scale_share=3.0).tolist() == [1.0, -3.0, 0.0, 0.0]
+
+
+def test_with_the_common_key_the_key_bias_leaves_chromatic_notes_as_the_model_made_them(tiny_lm):
+    """The tonic is exact by construction there: the bias settles the mode and lowers no note."""
+    from midillm.decoding.grammar import KEY_OUT_OF_SCALE_SHARE
+
+    constraints = lambda: tiny_lm.constraints(controls=MusicRequest(key="A minor", key_bias=True))  # noqa: E731
+    common = tiny_lm.codec.common_key
+    try:
+        tiny_lm.codec.common_key = True
+        bias = constraints().row_bias
+        assert bias.min() == 0.0 and bias.max() > 0.0
+        tiny_lm.codec.common_key = False
+        bias = constraints().row_bias
+        assert bias.min() == -KEY_OUT_OF_SCALE_SHARE * KEY_BIAS
+    finally:
+        tiny_lm.codec.common_key = common
 
 
 def test_key_bias_tells_a_key_from_its_relative():
@@ -242,8 +262,8 @@ def test_key_bias_tells_a_key_from_its_relative():
     from midillm.decoding.grammar import key_bias_rows
 
     a_minor_triad, c_major_triad = [["Pitch_57", "Pitch_60", "Pitch_64"]], [["Pitch_60", "Pitch_64", "Pitch_67"]]
-    assert key_bias_rows(a_minor_triad, "A minor", 3.0)[0] > key_bias_rows(c_major_triad, "A minor", 3.0)[0]
-    assert key_bias_rows(c_major_triad, "C major", 3.0)[0] > key_bias_rows(a_minor_triad, "C major", 3.0)[0]
+    assert key_bias_rows(a_minor_triad, "A minor", 1.5)[0] > key_bias_rows(c_major_triad, "A minor", 1.5)[0]
+    assert key_bias_rows(c_major_triad, "C major", 1.5)[0] > key_bias_rows(a_minor_triad, "C major", 1.5)[0]
 
 
 @pytest.mark.parametrize("parallels_per_move, strict", [(0.01, True), (0.2, False), (None, False)])
