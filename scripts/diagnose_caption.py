@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def first_pieces(dataset, codec, splits=("validation", "test")) -> list[tuple[str, list[int], list[int]]]:
     """(caption text, music ids, music labels) of the first piece of each row of the splits: the
-    caption before the row's first `<music>`, the music up to its `</music>`."""
+    caption before the row's first `<music>`, the music up to its `</music>` (or the row's end);
+    a row whose first piece is cut before the next piece's caption is skipped."""
     pieces = []
     for split in splits:
         if split not in dataset:
@@ -37,6 +38,8 @@ def first_pieces(dataset, codec, splits=("validation", "test")) -> list[tuple[st
             start = ids.index(codec.music_start_id)
             caption_start = max((index + 1 for index in range(start) if ids[index] == codec.music_end_id), default=0)
             end = ids.index(codec.music_end_id, start) + 1 if codec.music_end_id in ids[start:] else len(ids)
+            if codec.music_start_id in ids[start + 1:end]:
+                continue  # a piece cut by the context, then the next one's caption: no clean end
             text = codec.lm_tokenizer.decode(ids[caption_start:start], skip_special_tokens=True)
             pieces.append((text, ids[start:end], labels[start:end]))
     return pieces

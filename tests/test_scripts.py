@@ -284,3 +284,29 @@ def test_the_register_diagnostic_reads_the_pitch_each_part_writes_at_the_right_p
     assert all(expected == pytest.approx(pitch, abs=1e-6) for pairs in registers.values() for pitch, expected in pairs)
     assert max(bits for values in measured["bits"].values() for bits in values) < 1e-6
     assert "| token kind |" in diagnose_register.report(measured)
+
+
+def test_the_caption_diagnostic_varies_one_line_over_the_first_piece_of_each_row(tiny_data, tiny_bundle, capsys):
+    """Each held-out row gives its first piece: the caption before `<music>` (its fields read
+    back), the music through `</music>` with its own labels. The measure then runs on a bundle
+    and reports every value of the field, or one line where the captions hold only one."""
+    import diagnose_caption
+    from midillm.model.data import load_prepared
+    from midillm.tokenization.caption import caption_fields
+
+    codec, dataset, _ = load_prepared(tiny_data)
+    pieces = diagnose_caption.first_pieces(dataset, codec)
+    assert pieces
+    for text, music, labels in pieces:
+        assert caption_fields(text).get("Parts")
+        assert music[0] == codec.music_start_id and len(labels) == len(music)
+        assert music.count(codec.music_start_id) == 1 and codec.music_end_id not in music[:-1]
+        assert any(label != -100 for label in labels)
+    values = {caption_fields(text).get("Instruments") for text, _, _ in pieces}
+    code = diagnose_caption.main([str(tiny_bundle), "--data", str(tiny_data), "--field", "Instruments",
+                                  "--max-pieces", "6"])
+    out, err = capsys.readouterr()
+    if len({value for value in values if value}) >= 2:
+        assert code == 0 and "| true Instruments |" in out and "the true value most likely on" in out
+    else:
+        assert code == 1 and err.strip().count("\n") == 0 and "nothing to vary" in err
