@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", required=True, help="The `midillm prepare` output it was trained on.")
     parser.add_argument("--field", default="Key", help="The caption field to vary (default: Key).")
     parser.add_argument("--max-pieces", type=int, default=64, help="At most this many held-out pieces.")
+    parser.add_argument("--value", action="append", default=[],
+                        help="Also try this value of the field (repeatable), e.g. a key no held-out piece is in.")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
     codec = lm.codec
     pieces = [piece for piece in first_pieces(dataset, codec) if caption_fields(piece[0]).get(args.field)]
     pieces = pieces[: args.max_pieces]
-    values = sorted({caption_fields(text)[args.field] for text, _, _ in pieces})
+    values = sorted({caption_fields(text)[args.field] for text, _, _ in pieces} | set(args.value))
     if len(values) < 2:
         print(f"error: the held-out captions hold {len(values)} value(s) of {args.field!r}: nothing to vary",
               file=sys.stderr)

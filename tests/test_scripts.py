@@ -302,11 +302,11 @@ def test_the_caption_diagnostic_varies_one_line_over_the_first_piece_of_each_row
         assert music[0] == codec.music_start_id and len(labels) == len(music)
         assert music.count(codec.music_start_id) == 1 and codec.music_end_id not in music[:-1]
         assert any(label != -100 for label in labels)
-    values = {caption_fields(text).get("Instruments") for text, _, _ in pieces}
-    code = diagnose_caption.main([str(tiny_bundle), "--data", str(tiny_data), "--field", "Instruments",
-                                  "--max-pieces", "6"])
-    out, err = capsys.readouterr()
-    if len({value for value in values if value}) >= 2:
-        assert code == 0 and "| true Instruments |" in out and "the true value most likely on" in out
-    else:
-        assert code == 1 and err.strip().count("\n") == 0 and "nothing to vary" in err
+    assert diagnose_caption.main([str(tiny_bundle), "--data", str(tiny_data), "--field", "Parts",
+                                  "--max-pieces", "6", "--value", "Soprano, Alto, Tenor, Bass"]) == 0
+    out = capsys.readouterr().out
+    assert "| true Parts |" in out and f"{len(pieces[:6])} held-out pieces" in out
+    assert "the true value most likely on" in out
+    # A field the captions do not vary: one line, exit 1.
+    assert diagnose_caption.main([str(tiny_bundle), "--data", str(tiny_data), "--field", "Tempo-less"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: the held-out captions hold 0 value(s)")

@@ -519,6 +519,23 @@ def scale_pitch_classes(key: str) -> frozenset[int]:
     return frozenset((tonic + step) % 12 for step in SCALE_STEPS[minor])
 
 
+def density_target(edges: list[float], density: str) -> float | None:
+    """The notes per beat per part a piece asked to be `density` steers toward: the middle of its
+    bin among the corpus's thirds (`profile.density_edges`); an outer bin's target lies as far
+    past its edge as the middle bin is wide (sparse: at most halfway to none). The steering
+    counts up to the last onset, the measure to the end of the last chord, which a dense piece
+    must make up for: with targets half a bin out, 8 of 8 sparse and medium requests were met
+    and 0 of 4 dense ones (docs/control.md). None without edges."""
+    from midillm.tokenization.caption import DENSITY_BINS
+
+    if len(edges) != 2:
+        return None
+    low, high = edges
+    width = high - low
+    return {DENSITY_BINS[0]: max(low - width, low / 2), DENSITY_BINS[1]: low + width / 2,
+            DENSITY_BINS[2]: high + width}[density]
+
+
 # The key-aware bias (`key_bias_rows`) raises the notes a key dwells on: its tonic triad, and a
 # minor key's leading note (G sharp in A minor: the note a minor cadence needs and its relative
 # major lacks). A key and its relative share their notes (with the common key every minor piece
