@@ -200,6 +200,14 @@ def sample_quality(name: str, model, codec, data: Path, tokens_per_note: float, 
     reference_features = [piece_features(piece_notes(score)) for score in reference]
     reference_listening = [piece_listening(score) for score in reference]
     result_reference = listening_summary(reference_listening)
+    opening_rows = {}  # bars -> the classifier rows of the held-out pieces' first bars
+
+    def openings(bars: int):
+        if bars not in opening_rows:
+            cut = [first_bars(score, bars) for score in reference]
+            opening_rows[bars] = classifier_rows([piece_listening(score) for score in cut],
+                                                 [piece_features(piece_notes(score)) for score in cut])
+        return opening_rows[bars]
     new_tokens = math.ceil(args.quality_notes * tokens_per_note)
     result = {"quality_new_tokens": new_tokens,
               "ceiling_oa": mean_over_features(split_half_ceiling(reference_features), "oa")}
@@ -224,14 +232,10 @@ def sample_quality(name: str, model, codec, data: Path, tokens_per_note: float, 
         # Against the held-out pieces' openings of the samples' length: the samples stop at a
         # token budget (~96 notes, a few bars), and counts such as the pitches used grow with a
         # piece's length, so against whole chorales (~300 notes) the classifier read the length.
-        bars = int(np.median([bars_written(score) for score in played])) if played else 0
-        openings = [first_bars(score, max(bars, 1)) for score in reference]
+        bars = max(int(np.median([bars_written(score) for score in played])), 1) if played else 1
         result[f"classifier_bars_{setting}"] = bars
         result[f"classifier_{setting}"] = two_sample_classifier_accuracy(
-            classifier_rows(listening, features),
-            classifier_rows([piece_listening(score) for score in openings],
-                            [piece_features(piece_notes(score)) for score in openings])) \
-            if len(played) >= 4 else float("nan")
+            classifier_rows(listening, features), openings(bars)) if len(played) >= 4 else float("nan")
     for measure, value in result_reference.items():
         result[f"{measure}_held_out"] = value
     return result

@@ -127,7 +127,7 @@ def held_out_openings(data: str, count: int) -> dict:
     notes, `tonality.estimate_key`)."""
     from midillm.decoding.grammar import scale_pitch_classes
     from midillm.eval.evaluate import data_pieces, load_scores
-    from midillm.tokenization.metre import bar_length
+    from midillm.tokenization.profile import first_bars
     from midillm.tokenization.tonality import estimate_key, named_key
 
     pieces = data_pieces(Path(data))
@@ -137,11 +137,8 @@ def held_out_openings(data: str, count: int) -> dict:
         key = estimate_key(score)
         if key is None:
             continue
-        signature = score.time_signatures[0] if len(score.time_signatures) else None
-        end = BARS * bar_length(signature.numerator if signature else 4, signature.denominator if signature else 4,
-                                score.ticks_per_quarter)
-        pitches = [int(note.pitch) for track in score.tracks if not track.is_drum for note in track.notes
-                   if note.time < end]
+        pitches = [int(note.pitch) for track in first_bars(score, BARS).tracks if not track.is_drum
+                   for note in track.notes]
         scale = scale_pitch_classes(named_key(*key))
         classes.append(len({pitch % 12 for pitch in pitches}))
         outside.append(sum(pitch % 12 not in scale for pitch in pitches) / max(len(pitches), 1))
