@@ -11,7 +11,7 @@ from symusic import Score
 
 from midillm.tokenization.caption import caption_field, key_name, key_tonic
 from midillm.tokenization.tonality import (COMMON_KEYS, drawn_key, estimate_key, in_common_key, named_key,
-                                           shift_to, transposed)
+                                           register_shift, shift_to, transposed)
 
 
 def pitched(score: Score) -> list[tuple[int, int, int, int]]:
@@ -25,6 +25,38 @@ def drums(score: Score) -> list[tuple[int, int]]:
 
 
 # ----------------------------------------------------------------------------- keys
+
+
+def four_voices(medians: list[int], drum_track: bool = False) -> Score:
+    """Four parts, each a line of four notes around its median pitch; a drum track after them."""
+    from symusic import Note, Track
+
+    score = Score(480)
+    for median in medians:
+        track = Track(name="part", program=0)
+        for index, pitch in enumerate((median - 2, median, median, median + 2)):
+            track.notes.append(Note(index * 480, 480, pitch, 80))
+        score.tracks.append(track)
+    if drum_track:
+        drums_track = Track(name="Drums", program=0, is_drum=True)
+        drums_track.notes.append(Note(0, 120, 36, 100))
+        score.tracks.append(drums_track)
+    return score
+
+
+def test_a_new_piece_moves_to_its_key_the_way_that_keeps_its_parts_in_register():
+    centres = [69.0, 63.5, 59.0, 50.0]  # the chorales' SATB ranges' middles in the common key
+    # Written where the corpus's voices sit: the nearer way, up 5 or down 5.
+    assert register_shift(four_voices([70, 64, 58, 50]), 5, centres) == 5
+    assert register_shift(four_voices([70, 64, 58, 50]), -5, centres) == -5
+    # Written high (a soprano at 80 in A minor): up 5 would put it at 85, so down 7.
+    assert register_shift(four_voices([80, 73, 68, 60]), 5, centres) == -7
+    # Written low and asked a key 5 below: up 7 instead.
+    assert register_shift(four_voices([62, 55, 50, 40]), -5, centres) == 7
+    # No move, nothing known of the parts, or drums alone: the move as asked.
+    assert register_shift(four_voices([80, 73, 68, 60]), 0, centres) == 0
+    assert register_shift(four_voices([80, 73, 68, 60]), 5, [None] * 4) == 5
+    assert register_shift(four_voices([], drum_track=True), 5, [20.0]) == 5
 
 
 def test_a_transposed_copy_lands_in_the_same_common_key(bach_midi_files):

@@ -27,7 +27,7 @@ from midillm.tokenization.caption import (INSTRUMENTS, KEY, accompaniment_captio
                                           key_tonic, known_key, part_names, parts_agreeing, programs_listed,
                                           programs_named_in, with_fields)
 from midillm.tokenization.rows import filled_piece, flat, infill_prompt, music_row, reorder_parts
-from midillm.tokenization.tonality import common_tonic, drawn_key, estimate_key, in_key, shift_to
+from midillm.tokenization.tonality import common_tonic, drawn_key, estimate_key, in_key, register_shift, shift_to
 
 from .grammar import CorpusConstraints, GrammarLogitsProcessor, MusicGrammar
 from .precision import apply_precision, model_precision, wide_weights
@@ -657,7 +657,22 @@ class MidiLM:
         if key_back is None:
             return samples
         shift, tonic, minor = key_back
-        return [Sample(in_key(sample.score, shift, tonic, minor), sample.ids, sample.ended) for sample in samples]
+        if request.music is not None or request.registers:
+            # Given music goes back exactly where it came from; asked registers were moved by `shift`.
+            return [Sample(in_key(sample.score, shift, tonic, minor), sample.ids, sample.ended) for sample in samples]
+        return [Sample(in_key(sample.score, register_shift(sample.score, shift, self._register_centres(sample.score)),
+                              tonic, minor), sample.ids, sample.ended) for sample in samples]
+
+    def _register_centres(self, score: Score) -> list[float | None]:
+        """The middle of each track's range in the corpus (by its part's name, else its
+        instrument's family), in the common key: where `register_shift` keeps a new piece."""
+        corpus = self.codec.corpus
+        part_ranges = getattr(corpus, "part_ranges", None) or {}
+        centres = []
+        for track in score.tracks:
+            bounds = part_ranges.get(track.name) or (corpus.pitch_range(track.program) if corpus else None)
+            centres.append(None if bounds is None or track.is_drum else (bounds[0] + bounds[1]) / 2)
+        return centres
 
     def _in_common_key(self, request: MusicRequest, text: str | None
                        ) -> tuple[MusicRequest, str | None, tuple[int, int, bool] | None]:
