@@ -660,19 +660,19 @@ class MidiLM:
         if request.music is not None or request.registers:
             # Given music goes back exactly where it came from; asked registers were moved by `shift`.
             return [Sample(in_key(sample.score, shift, tonic, minor), sample.ids, sample.ended) for sample in samples]
-        return [Sample(in_key(sample.score, register_shift(sample.score, shift, self._register_centres(sample.score)),
+        return [Sample(in_key(sample.score, register_shift(sample.score, shift, self._register_ranges(sample.score)),
                               tonic, minor), sample.ids, sample.ended) for sample in samples]
 
-    def _register_centres(self, score: Score) -> list[float | None]:
-        """The middle of each track's range in the corpus (by its part's name, else its
-        instrument's family), in the common key: where `register_shift` keeps a new piece."""
+    def _register_ranges(self, score: Score) -> list[tuple[int, int] | None]:
+        """Each track's range in the corpus (by its part's name, else its instrument's family),
+        in the common key: where `register_shift` keeps a new piece."""
         corpus = self.codec.corpus
         part_ranges = getattr(corpus, "part_ranges", None) or {}
-        centres = []
+        ranges = []
         for track in score.tracks:
             bounds = part_ranges.get(track.name) or (corpus.pitch_range(track.program) if corpus else None)
-            centres.append(None if bounds is None or track.is_drum else (bounds[0] + bounds[1]) / 2)
-        return centres
+            ranges.append(None if bounds is None or track.is_drum else tuple(bounds))
+        return ranges
 
     def _in_common_key(self, request: MusicRequest, text: str | None
                        ) -> tuple[MusicRequest, str | None, tuple[int, int, bool] | None]:

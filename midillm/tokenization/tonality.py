@@ -110,25 +110,27 @@ def transposed(score: Score, shift: int) -> Score:
     return moved
 
 
-def register_shift(score: Score, shift: int, centres: list[float | None]) -> int:
+def register_shift(score: Score, shift: int, ranges: list[tuple[int, int] | None]) -> int:
     """The move to a new key that keeps the piece in its parts' registers: `shift` (the nearer
     way, `shift_to`), or the same move an octave the other way (up 5 or down 7 semitones) where
-    that brings the pitched tracks' median pitches nearer `centres` (the middle of each track's
-    range in the corpus, by track; None where none is known). The nearer way keeps the corpus's
-    register on average; a piece written high or low in the common key is moved back the way
-    that does not take it further out (a D minor request written high in A minor goes down 7,
-    not up 5 to a soprano at E6)."""
+    that leaves no more notes outside `ranges` (each track's range in the corpus; None where none
+    is known) and brings the pitched tracks' median pitches nearer the middles of those ranges.
+    The nearer way keeps the corpus's register on average; a piece written high or low in the
+    common key is moved back the way that does not take it further out (a D minor request
+    written high in A minor goes down 7, not up 5 to a soprano at E6)."""
     if not shift:
         return shift
     other = shift - 12 if shift > 0 else shift + 12
-    distance = {shift: 0.0, other: 0.0}
-    for track, centre in zip(score.tracks, centres):
-        if centre is None or track.is_drum or not track.note_num():
+    cost = {shift: [0, 0.0], other: [0, 0.0]}  # (notes outside their range, distance from the middles)
+    for track, bounds in zip(score.tracks, ranges):
+        if bounds is None or track.is_drum or not track.note_num():
             continue
-        median = float(np.median(track.notes.numpy()["pitch"]))
-        for move in distance:
-            distance[move] += abs(median + move - centre)
-    return other if distance[other] < distance[shift] else shift
+        pitches = track.notes.numpy()["pitch"].astype(int)
+        low, high = bounds
+        for move in cost:
+            cost[move][0] += int(np.sum((pitches + move < low) | (pitches + move > high)))
+            cost[move][1] += abs(float(np.median(pitches)) + move - (low + high) / 2)
+    return other if cost[other] < cost[shift] else shift
 
 
 def in_key(score: Score, shift: int, tonic: int, minor: bool) -> Score:
