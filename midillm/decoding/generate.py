@@ -657,21 +657,24 @@ class MidiLM:
         if key_back is None:
             return samples
         shift, tonic, minor = key_back
-        if request.music is not None or request.registers:
-            # Given music goes back exactly where it came from; asked registers were moved by `shift`.
-            return [Sample(in_key(sample.score, shift, tonic, minor), sample.ids, sample.ended) for sample in samples]
-        return [Sample(in_key(sample.score, register_shift(sample.score, shift, self._register_ranges(sample.score)),
-                              tonic, minor), sample.ids, sample.ended) for sample in samples]
+        # Given music goes back exactly where it came from, and asked registers were moved by
+        # `shift`; a new piece otherwise goes the way round the octave that keeps its registers.
+        exact = request.music is not None or bool(request.registers)
+        return [Sample(in_key(sample.score, shift if exact else
+                              register_shift(sample.score, shift, self._register_ranges(sample.score)), tonic, minor),
+                       sample.ids, sample.ended) for sample in samples]
 
     def _register_ranges(self, score: Score) -> list[tuple[int, int] | None]:
         """Each track's range in the corpus (by its part's name, else its instrument's family),
         in the common key: where `register_shift` keeps a new piece."""
         corpus = self.codec.corpus
+        if corpus is None:
+            return [None] * len(score.tracks)
         part_ranges = getattr(corpus, "part_ranges", None) or {}
         ranges = []
         for track in score.tracks:
-            bounds = part_ranges.get(track.name) or (corpus.pitch_range(track.program) if corpus else None)
-            ranges.append(None if bounds is None or track.is_drum else tuple(bounds))
+            bounds = None if track.is_drum else part_ranges.get(track.name) or corpus.pitch_range(track.program)
+            ranges.append(tuple(bounds) if bounds else None)
         return ranges
 
     def _in_common_key(self, request: MusicRequest, text: str | None
