@@ -266,6 +266,44 @@ def test_key_bias_tells_a_key_from_its_relative():
     assert key_bias_rows(c_major_triad, "C major", 1.5)[0] > key_bias_rows(a_minor_triad, "C major", 1.5)[0]
 
 
+def test_guidance_runs_the_model_on_the_caption_in_the_relative_key_and_takes_its_tokens(tiny_lm, monkeypatch):
+    """Guidance's negative prompt is the asked key's relative (the key the model drifts to); its
+    rows follow the sampled music token for token, and the asked controls still hold."""
+    batches = []
+    step = tiny_lm._decoder_step
+
+    def recorded(input_ids, cache, *args, **kwargs):
+        batches.append(input_ids.clone())
+        return step(input_ids, cache, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_lm, "_decoder_step", recorded)
+    # A short caption: the tiny model's rows leave a caption few tokens, and the Key line must fit.
+    asked = dict(text="Time signature: 4/4\n", key="D minor", bars=2, num_samples=2, seed=3)
+    samples = tiny_lm.run(MusicRequest(**asked, sampling={"max_new_tokens": 200, "guidance_scale": 4.0}))
+    prompts = [tiny_lm.codec.lm_tokenizer.decode(row) for row in batches[0]]
+    key_lines = [caption_fields(prompt[prompt.index("Key:"):]).get("Key") for prompt in prompts]
+    asked_key = key_lines[0]
+    # The model is asked in its common key when it has one (D minor -> A minor), else in D minor.
+    assert asked_key in ("A minor", "D minor")
+    assert key_lines == [asked_key] * 2 + [{"A minor": "C major", "D minor": "F major"}[asked_key]] * 2
+    for later in batches[1:]:
+        assert later.shape[0] == 4 and torch.equal(later[:2, -1], later[2:, -1])
+    for sample in samples:
+        assert metres(sample.score) and sample.score.note_num() > 0
+        if sample.ended:
+            assert bars_written(sample.score) <= 2
+    # Off (the default): one row a sample, as before; a caption without a key has no negative.
+    assert tiny_lm.guidance_text("Time signature: 3/4\n") is None
+    batches.clear()
+    tiny_lm.run(MusicRequest(**asked, sampling={"max_new_tokens": 20}))
+    assert batches[0].shape[0] == 2
+
+
+def test_guidance_below_one_is_one_line():
+    with pytest.raises(ValueError, match="guidance_scale must be 1 \\(off\\) or more"):
+        MusicRequest(sampling={"guidance_scale": 0.5})
+
+
 @pytest.mark.parametrize("parallels_per_move, strict", [(0.01, True), (0.2, False), (None, False)])
 def test_strict_voice_leading_is_the_corpus_habit_unless_asked(tiny_lm, monkeypatch, parallels_per_move, strict):
     """Left unsaid, strict voice leading is on where the corpus avoids parallels; said, it is what was said."""

@@ -25,7 +25,7 @@ from midillm.tokenization.codec import MAX_PARTS, SHIFT
 from midillm.tokenization.caption import (INSTRUMENTS, KEY, accompaniment_caption, as_written, caption_field,
                                           caption_ids, instrument_name, instruments_listed, names_in_caption,
                                           key_tonic, known_key, part_names, parts_agreeing, programs_listed,
-                                          programs_named_in, with_fields)
+                                          programs_named_in, relative_key, with_fields)
 from midillm.tokenization.rows import filled_piece, flat, infill_prompt, music_row, reorder_parts
 from midillm.tokenization.tonality import common_tonic, drawn_key, estimate_key, in_key, register_shift, shift_to
 
@@ -498,15 +498,24 @@ class MidiLM:
         constraints = constraints_of[distinct[0]] if len(distinct) == 1 else \
             [constraints_of[row_text] for row_text in row_texts]
         grammar_processor = GrammarLogitsProcessor(self.grammar, prompts, row_logits=True, constraints=constraints)
+        # Guidance: each row's caption in the relative key is a second row of the batch, which
+        # takes the same tokens; its logits are the negative prompt's (`SamplingSettings.guidance_scale`).
+        guide_texts = [self.guidance_text(row_text) for row_text in row_texts] \
+            if settings.guidance_scale != 1 and prompt_ids is None else []
+        guide_prompts = [self.prompt_ids(prompt, guide or row_text, time_signature, tempo)
+                         for guide, row_text in zip(guide_texts, row_texts)]
+        # A caption cut to its budget before its Key line prompts both ways alike: nothing to guide.
+        guided = guide_prompts != prompts[:len(guide_prompts)]
+        model_prompts = prompts + guide_prompts if guided else prompts
         program_mask = self._program_mask(programs)
         warpers = settings.warpers()
         head = self._head()
         end_row = self.grammar.end_row
 
         # Prompts of different lengths (one caption per row) are left-padded to one length.
-        width = max(len(ids) for ids in prompts)
-        pads = [width - len(ids) for ids in prompts]
-        sequences = torch.tensor([[self._pad_id()] * pad + ids for pad, ids in zip(pads, prompts)])
+        width = max(len(ids) for ids in model_prompts)
+        pads = [width - len(ids) for ids in model_prompts]
+        sequences = torch.tensor([[self._pad_id()] * pad + ids for pad, ids in zip(pads, model_prompts)])
         new_rows = torch.empty((num_samples, 0), dtype=torch.long)
         finished = torch.zeros(num_samples, dtype=torch.bool)
         new_tokens = torch.zeros(num_samples, dtype=torch.long)
@@ -518,7 +527,7 @@ class MidiLM:
             hidden, cache = self._decoder_step(sequences, None, attention, positions)
             next_position = positions[:, -1] + 1
         else:
-            next_position = torch.full((num_samples,), sequences.shape[1], dtype=torch.long)
+            next_position = torch.full((len(model_prompts),), sequences.shape[1], dtype=torch.long)
             hidden, cache = self._decoder_step(sequences, None)
         bar = tqdm(total=settings.max_new_tokens, desc=f"Sampling {num_samples}", unit="token", disable=not progress)
         for step in range(settings.max_new_tokens):
@@ -526,8 +535,11 @@ class MidiLM:
             if on_step is not None:
                 on_step(step + 1, settings.max_new_tokens)
             logits = (hidden.to(head.dtype) @ head.T).float()
+            if guided:
+                asked, negative = logits[:num_samples], logits[num_samples:]
+                logits = negative + settings.guidance_scale * (asked - negative)
             model_logits = logits.clone() if plans is not None else None
-            logits = grammar_processor(sequences, logits)
+            logits = grammar_processor(sequences[:num_samples], logits)
             masked_mass += grammar_processor.masked_mass * ~finished
             new_tokens += (~finished).long()
             if program_mask is not None:
@@ -557,14 +569,16 @@ class MidiLM:
             chosen_rows = torch.where(finished, torch.full_like(chosen_rows, end_row), chosen_rows)
             finished |= chosen_rows == end_row
             next_ids = self.rows[chosen_rows]
+            if guided:  # the negative prompt's rows take the same tokens
+                next_ids = torch.cat([next_ids, next_ids])
             sequences = torch.cat([sequences, next_ids[:, None]], dim=1)
             new_rows = torch.cat([new_rows, chosen_rows[:, None]], dim=1)
             if finished.all():
                 break
             if attention.shape[1] >= self.context_length:
-                hidden, cache, attention, next_position = self._slide_window(sequences, prompts, pads)
+                hidden, cache, attention, next_position = self._slide_window(sequences, model_prompts, pads)
             else:
-                attention = torch.cat([attention, torch.ones((num_samples, 1), dtype=attention.dtype)], dim=1)
+                attention = torch.cat([attention, torch.ones((len(model_prompts), 1), dtype=attention.dtype)], dim=1)
                 hidden, cache = self._decoder_step(next_ids[:, None], cache, attention, next_position[:, None])
                 next_position += 1
         bar.close()
@@ -577,7 +591,13 @@ class MidiLM:
                                                     row_texts)]
         for record, plan in zip(self.last_generation, plans or []):
             record["bars"] = plan.bars_done  # bars of a task's plan (infill: the new bars)
-        return [self._trim(row.tolist()[pad:]) for row, pad in zip(sequences, pads)]
+        return [self._trim(row.tolist()[pad:]) for row, pad in zip(sequences[:num_samples], pads)]
+
+    def guidance_text(self, text: str | None) -> str | None:
+        """The negative prompt of guidance: the caption in its key's relative key ("Key: A minor"
+        -> "Key: C major"), the key the model drifts to; None where the caption names no key."""
+        key = known_key(caption_field(text, KEY) or "")
+        return with_fields(text, {KEY: relative_key(key)}) if key else None
 
     def _pad_id(self) -> int:
         pad_id = self.codec.lm_tokenizer.pad_token_id

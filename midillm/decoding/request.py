@@ -49,6 +49,7 @@ _SAMPLING_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "top_p": (lambda value: 0 < value <= 1, "must be in (0, 1]"),
     "min_p": (lambda value: 0 <= value < 1, "must be in [0, 1)"),
     "repetition_penalty": (lambda value: value > 0, "must be above 0"),
+    "guidance_scale": (lambda value: value >= 1, "must be 1 (off) or more"),
 }
 
 
@@ -73,6 +74,14 @@ class SamplingSettings:
     top_p: float = _setting(0.95, "Nucleus sampling mass in (0, 1]")
     min_p: float = _setting(0.0, "Drop tokens below this share of the top one")
     repetition_penalty: float = _setting(1.0, "> 1 discourages repeats")
+    # Classifier-free guidance (transformers' `guidance_scale`, as MusicGen samples), with the
+    # caption in the relative key as its negative prompt: the model is also run on that caption,
+    # and each step's logits become negative + scale x (asked - negative). The key is the control
+    # the model learns least from its caption (the mode drifts to the relative key, which shares
+    # its notes in the common key): guidance makes what it did learn count more, at twice the
+    # compute a step. docs/control.md, "Guidance by the relative key".
+    guidance_scale: float = _setting(1.0, "> 1 makes the caption's key count more (the model is also run on "
+                                          "the caption in the relative key, and pushed away from it); 1 = off")
 
     def __post_init__(self):
         self.check_changes({setting.name: getattr(self, setting.name) for setting in fields(self)})

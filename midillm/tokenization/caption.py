@@ -64,6 +64,18 @@ def key_name(sharps: int, minor: bool) -> str | None:
     return f"{names[sharps]} {'minor' if minor else 'major'}" if sharps in names else None
 
 
+def relative_key(name: str) -> str | None:
+    """The key with this one's signature in the other mode ("A minor" -> "C major"); None for a
+    name no caption can give (`known_key`)."""
+    key = known_key(name)
+    if key is None:
+        return None
+    tonic, mode = key.split()
+    names = _MINOR_KEYS_BY_SHARPS if mode == "minor" else _MAJOR_KEYS_BY_SHARPS
+    sharps = next(sharps for sharps, named in names.items() if named == tonic)
+    return key_name(sharps, mode != "minor")
+
+
 def key_names() -> list[str]:
     """Every key a caption can name: the major keys from 7 flats to 7 sharps, then the minor."""
     return [key_name(sharps, bool(minor)) for minor in (0, 1) for sharps in range(-7, 8)]
