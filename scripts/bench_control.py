@@ -7,8 +7,9 @@ The captions are the held-out pieces' own (the test split of a `midillm prepare`
 back from its rows with `caption_fields`), without their titles, with the key, metre and tempo
 varied: sample i asks for KEYS[i % 6], METRES[i % 2], TEMPI[i % 4] and DENSITIES[i % 3] (sample 0 is D minor in
 3/4, sample 1 G major in 4/4), the parts its piece had, and BARS bars. Each caption is sampled
-once with the biases off and once with the key- and density-aware biases on (`KEY_BIAS`,
-`DENSITY_BIAS`; density only where the corpus has its thirds), same seed. Measured on the
+three times, same seed: the learned key alone (`key_guidance` 1), the default (the asked key
+guided, `KEY_GUIDANCE`), and the default with the key- and density-aware biases on (`KEY_BIAS`,
+`DENSITY_BIAS`; density only where the corpus has its thirds). Measured on the
 written score (its MIDI bytes, read back):
 - key: music21's `analyze('key')` of the sample against the asked key: exact tonic and mode, and
   counting the relative and parallel keys as well;
@@ -173,13 +174,16 @@ def main() -> None:
     started = time.time()
     settings = {}
     with_density = bool(lm.codec.corpus.density_edges)
-    for setting, key_bias, density_bias in (("bias off", None, None),
-                                            ("bias on", KEY_BIAS, DENSITY_BIAS if with_density else None)):
+    # The model's own (the learned key alone); the default (an asked key guided); the default
+    # with the key- and density-aware biases on.
+    for setting, guidance, key_bias, density_bias in (
+            ("learned alone", 1.0, None, None), ("guided (default)", None, None, None),
+            ("guided, biases on", None, KEY_BIAS, DENSITY_BIAS if with_density else None)):
         rows = []
         for index in range(arguments.samples):
             text, asked = asked_caption(captions[index % len(captions)], index, with_density)
             request = MusicRequest(text=text, bars=BARS, key_bias=key_bias, density_bias=density_bias, seed=index,
-                                   sampling={"max_new_tokens": arguments.max_new_tokens})
+                                   sampling={"max_new_tokens": arguments.max_new_tokens, "key_guidance": guidance})
             [sample] = lm.run(request)
             row = {"caption": text, **asked, **measure(sample, asked, len(names_in_caption(text)), lm.codec.corpus)}
             rows.append(row)
@@ -189,38 +193,45 @@ def main() -> None:
                   f"out of key {row['out_of_key_share']:.2f}",
                   flush=True)
             if index < 2:
-                name = f"{asked['key'].replace(' ', '-')}-{asked['time_signature'].replace('/', '')}-{setting.replace(' ', '-')}"
+                label = "".join(character if character.isalnum() else "-" for character in setting).strip("-")
+                name = f"{asked['key'].replace(' ', '-')}-{asked['time_signature'].replace('/', '')}-{label}"
                 export_score(sample.score, out / name, ["png", "mid"])
         settings[setting] = {"rows": rows, **{name: share(rows, name) for name in
                                               ("key_exact", "key_related", "metre", "tempo", "parts", "bars", "ended",
                                                "sane", "density_obeyed")},
                              "out_of_key_share": sum(row["out_of_key_share"] for row in rows) / len(rows),
-                             "pitch_classes": sum(row["pitch_classes"] for row in rows) / len(rows)}
+                             "pitch_classes": sum(row["pitch_classes"] for row in rows) / len(rows),
+                             "seconds": time.time() - started - sum(done["seconds"] for done in settings.values())}
     seconds = time.time() - started
     held_out = held_out_openings(arguments.data, arguments.samples)
     write_json(out / "control.json", {"settings": settings, "held_out": held_out, "seconds": seconds, "bars": BARS,
-                                      "max_new_tokens": arguments.max_new_tokens})
+                                      "max_new_tokens": arguments.max_new_tokens, "key_guidance": lm.sampling.key_guidance})
 
-    off, on = settings["bias off"], settings["bias on"]
-    print(f"\n{arguments.samples} held-out captions per setting, {seconds:.0f} s on {machine()}, {today()}")
+    print(f"\n{arguments.samples} held-out captions per setting, {seconds:.0f} s on {machine()}, {today()}; "
+          f"key guidance {lm.sampling.key_guidance:g}")
     print(f"Command: {command_line()}\n")
-    print("| control | midillm, bias off | midillm, bias on | text2midi | MuseCoco |")
-    print("|---|---|---|---|---|")
+    columns = list(settings.values())
+    print("| control | " + " | ".join(f"midillm, {name}" for name in settings) + " | text2midi | MuseCoco |")
+    print("|---" * (len(columns) + 3) + "|")
     percent = lambda value: "n/a" if value is None else f"{100 * value:.0f}%"  # noqa: E731
-    print(f"| key, exact tonic and mode (music21) | {percent(off['key_exact'])} | {percent(on['key_exact'])} | 33.6% | 13.7% |")
-    print(f"| key, counting relative and parallel | {percent(off['key_related'])} | {percent(on['key_related'])} | | |")
-    print(f"| metre | {percent(off['metre'])} | {percent(on['metre'])} | | |")
-    print(f"| tempo, exact BPM | {percent(off['tempo'])} | {percent(on['tempo'])} | 39.7% (bin) | 21.7% (bin) |")
-    print(f"| parts (count) | {percent(off['parts'])} | {percent(on['parts'])} | | |")
-    print(f"| length, exactly {BARS} bars | {percent(off['bars'])} | {percent(on['bars'])} | | |")
-    print(f"| ended by itself | {percent(off['ended'])} | {percent(on['ended'])} | | |")
-    print(f"| density bin (thirds of the corpus; learned / with the bias) | {percent(off['density_obeyed'])} | {percent(on['density_obeyed'])} | | |")
-    print(f"| sane | {percent(off['sane'])} | {percent(on['sane'])} | | |")
-    print(f"| notes outside the asked key's scale (held-out pieces' first {BARS} bars: "
-          f"{percent(held_out['out_of_key_share'])}) | {percent(off['out_of_key_share'])} | "
-          f"{percent(on['out_of_key_share'])} | | |")
-    print(f"| pitch classes used (held-out pieces' first {BARS} bars: {held_out['pitch_classes']:.1f}) | "
-          f"{off['pitch_classes']:.1f} | {on['pitch_classes']:.1f} | | |")
+
+    def line(label: str, name: str, theirs: str = " | ", shown=percent) -> None:
+        print(f"| {label} | " + " | ".join(shown(column[name]) for column in columns) + f" | {theirs} |")
+
+    line("key, exact tonic and mode (music21)", "key_exact", "33.6% | 13.7%")
+    line("key, counting relative and parallel", "key_related")
+    line("metre", "metre")
+    line("tempo, exact BPM", "tempo", "39.7% (bin) | 21.7% (bin)")
+    line("parts (count)", "parts")
+    line(f"length, exactly {BARS} bars", "bars")
+    line("ended by itself", "ended")
+    line("density bin (thirds of the corpus; learned / with the bias)", "density_obeyed")
+    line("sane", "sane")
+    line(f"notes outside the asked key's scale (held-out pieces' first {BARS} bars: "
+         f"{percent(held_out['out_of_key_share'])})", "out_of_key_share")
+    line(f"pitch classes used (held-out pieces' first {BARS} bars: {held_out['pitch_classes']:.1f})",
+         "pitch_classes", shown=lambda value: f"{value:.1f}")
+    line("seconds for the setting's samples", "seconds", shown=lambda value: f"{value:.0f}")
 
 
 if __name__ == "__main__":

@@ -279,7 +279,7 @@ def test_guidance_runs_the_model_on_the_caption_in_the_relative_key_and_takes_it
     monkeypatch.setattr(tiny_lm, "_decoder_step", recorded)
     # A short caption: the tiny model's rows leave a caption few tokens, and the Key line must fit.
     asked = dict(text="Time signature: 4/4\n", key="D minor", bars=2, num_samples=2, seed=3)
-    samples = tiny_lm.run(MusicRequest(**asked, sampling={"max_new_tokens": 200, "guidance_scale": 4.0}))
+    samples = tiny_lm.run(MusicRequest(**asked, sampling={"max_new_tokens": 200, "key_guidance": 4.0}))
     prompts = [tiny_lm.codec.lm_tokenizer.decode(row) for row in batches[0]]
     key_lines = [caption_fields(prompt[prompt.index("Key:"):]).get("Key") for prompt in prompts]
     asked_key = key_lines[0]
@@ -292,16 +292,20 @@ def test_guidance_runs_the_model_on_the_caption_in_the_relative_key_and_takes_it
         assert metres(sample.score) and sample.score.note_num() > 0
         if sample.ended:
             assert bars_written(sample.score) <= 2
-    # Off (the default): one row a sample, as before; a caption without a key has no negative.
+    # Off: one row a sample; a caption without a key has no negative; a drawn caption's key
+    # (a new piece asked nothing) is not guided.
     assert tiny_lm.guidance_text("Time signature: 3/4\n") is None
     batches.clear()
-    tiny_lm.run(MusicRequest(**asked, sampling={"max_new_tokens": 20}))
+    tiny_lm.run(MusicRequest(bars=2, num_samples=2, seed=3, sampling={"max_new_tokens": 20}))
+    assert batches[0].shape[0] == 2
+    batches.clear()
+    tiny_lm.run(MusicRequest(**asked, sampling={"max_new_tokens": 20, "key_guidance": 1.0}))
     assert batches[0].shape[0] == 2
 
 
-def test_guidance_below_one_is_one_line():
-    with pytest.raises(ValueError, match="guidance_scale must be 1 \\(off\\) or more"):
-        MusicRequest(sampling={"guidance_scale": 0.5})
+def test_key_guidance_below_one_is_one_line():
+    with pytest.raises(ValueError, match="key_guidance must be 1 \\(off\\) or more"):
+        MusicRequest(sampling={"key_guidance": 0.5})
 
 
 @pytest.mark.parametrize("parallels_per_move, strict", [(0.01, True), (0.2, False), (None, False)])

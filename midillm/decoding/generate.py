@@ -498,10 +498,12 @@ class MidiLM:
         constraints = constraints_of[distinct[0]] if len(distinct) == 1 else \
             [constraints_of[row_text] for row_text in row_texts]
         grammar_processor = GrammarLogitsProcessor(self.grammar, prompts, row_logits=True, constraints=constraints)
-        # Guidance: each row's caption in the relative key is a second row of the batch, which
-        # takes the same tokens; its logits are the negative prompt's (`SamplingSettings.guidance_scale`).
+        # Guidance of an asked key (`SamplingSettings.key_guidance`): each row's caption in the
+        # relative key is a second row of the batch, which takes the same tokens; its logits are
+        # the negative prompt's. A drawn caption's key was asked by nobody: it is not guided.
+        key_asked = controls is not None and controls.key is not None
         guide_texts = [self.guidance_text(row_text) for row_text in row_texts] \
-            if settings.guidance_scale != 1 and prompt_ids is None else []
+            if key_asked and settings.key_guidance != 1 and prompt_ids is None else []
         guide_prompts = [self.prompt_ids(prompt, guide or row_text, time_signature, tempo)
                          for guide, row_text in zip(guide_texts, row_texts)]
         # A caption cut to its budget before its Key line prompts both ways alike: nothing to guide.
@@ -537,7 +539,7 @@ class MidiLM:
             logits = (hidden.to(head.dtype) @ head.T).float()
             if guided:
                 asked, negative = logits[:num_samples], logits[num_samples:]
-                logits = negative + settings.guidance_scale * (asked - negative)
+                logits = negative + settings.key_guidance * (asked - negative)
             model_logits = logits.clone() if plans is not None else None
             logits = grammar_processor(sequences[:num_samples], logits)
             masked_mass += grammar_processor.masked_mass * ~finished
@@ -731,7 +733,11 @@ class MidiLM:
         # The piece is written in the common key and moved by `shift` afterwards: so are its registers.
         registers = {part: (max(0, low - shift), min(127, high - shift))
                      for part, (low, high) in request.registers.items()} if request.registers else None
-        return request.updated(key=keys[minor], registers=registers), text, (shift, tonic, minor)
+        if request.key:
+            request = request.updated(key=keys[minor])
+        else:  # the drawn caption's mode, named as the model learned it; asked by nobody, so not guided
+            text = with_fields(text, {KEY: keys[minor]})
+        return request.updated(registers=registers), text, (shift, tonic, minor)
 
     def _run(self, request: MusicRequest, text: str | None, settings: SamplingSettings) -> list[Sample]:
         if request.task == "continue":

@@ -8,7 +8,8 @@ const TASK_LABELS = {
   accompany: "Harmonise / accompany",
   arrange: "Arrange",
 };
-const SAMPLING_FIELDS = ["max_new_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty"];
+const SAMPLING_FIELDS = ["max_new_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                         "key_guidance"];
 const POLL_MS = 400;
 
 const $ = (selector, root = document) => root.querySelector(selector);
