@@ -107,13 +107,19 @@ def test_command_writes_the_asked_tempo_and_metre_exactly(tiny_bundle, tmp_path,
         assert metres(score) == {(3, 4)}
 
 
-def test_pipeline_takes_the_same_controls(tiny_bundle):
+def test_pipeline_takes_the_same_controls(tiny_bundle, monkeypatch):
     import midillm  # noqa: F401  (registers the task)
     from transformers import pipeline
 
+    from midillm.decoding.generate import MidiLM
+
+    asked = []
+    run = MidiLM.run
+    monkeypatch.setattr(MidiLM, "run", lambda self, request: asked.append(request) or run(self, request))
     pipe = pipeline("midi-generation", model=str(tiny_bundle), dtype="fp32")
     outputs = pipe("Tempo: 121 BPM\nParts: Soprano, Bass\n", time_signature="3/4", tempo=120, bars=2, num_samples=2,
-                   max_new_tokens=80, seed=3, registers={"Bass": "C3-G3"})
+                   max_new_tokens=80, seed=3, registers={"Bass": "C3-G3"}, key="D minor", key_guidance=3)
+    assert asked[0].key == "D minor" and asked[0].sampling["key_guidance"] == 3
     for output in outputs:
         back = Score.from_midi(output["midi"])
         assert [round(tempo.qpm, 2) for tempo in back.tempos] == [120.0]

@@ -372,14 +372,15 @@ def test_prompt_tasks_reach_the_model_as_one_request_with_the_upload_and_the_set
     monkeypatch.setattr(type(lm), "run", fake_run)
     assert studio.get("/api/models/tiny")[1]["tasks"] == ["generate", *PROMPT_TASKS]
     status, job = studio.post("/api/jobs", {"model": "tiny", "task": task, "seed": "5", "temperature": "0.9",
-                                            **fields}, file=("tune.mid", small_midi()))
+                                            "key_guidance": "4", **fields}, file=("tune.mid", small_midi()))
     assert status == 202, job
     job = studio.wait(job["id"])
     assert job["state"] == "done", job
     (call,) = calls
     assert call.task == task
     assert call.music.note_num() == Score.from_midi(small_midi()).note_num()
-    assert call.num_samples == 1 and call.seed == 5 and call.sampling == {"temperature": 0.9}  # not a default (0.7 bars, 0.85 onsets)
+    # Not defaults (0.7 bars, 0.85 onsets; key guidance 10).
+    assert call.num_samples == 1 and call.seed == 5 and call.sampling == {"temperature": 0.9, "key_guidance": 4.0}
     assert call.constrain is True and call.on_step is not None  # the page's progress
     for name, value in expected.items():
         assert getattr(call, name) == value
