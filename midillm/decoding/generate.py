@@ -735,7 +735,7 @@ class MidiLM:
                      for part, (low, high) in request.registers.items()} if request.registers else None
         if request.key:
             request = request.updated(key=keys[minor])
-        else:  # the drawn caption's mode, named as the model learned it; asked by nobody, so not guided
+        elif self.codec.captions:  # the drawn caption's mode, as the model learned it; asked by nobody: not guided
             text = with_fields(text, {KEY: keys[minor]})
         return request.updated(registers=registers), text, (shift, tonic, minor)
 

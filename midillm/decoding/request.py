@@ -40,12 +40,13 @@ class TaskError(ValueError):
 # reads (0.87 against 0.80 at 0.85).
 _LAYOUT_TEMPERATURE = {"onsets": 0.85, "bars": 0.7}
 
-# `SamplingSettings.key_guidance`: on the 1,000-step demo bundle of 2026-12-06, 48 held-out
-# captions in six keys (scripts/bench_control.py), the exact key asked came out 46% of the time
-# unguided, 52% at 3, 56% at 5, 62% at 10, 79% at 20; eval's 32 samples guided at 10 kept their
-# chords on the beat (83% against 84%) and their pitch classes (entropy 2.87 against 2.92, Bach
-# 3.00), where the key-aware bias narrows them to 2.58 (docs/control.md, "Guidance by the
-# relative key"). Sampling takes 1.2x the time (8 samples of 384 tokens).
+# `SamplingSettings.key_guidance`: on the fresh-clone demo bundle of 2026-12-06 (935 steps), 48
+# held-out captions in six keys (scripts/bench_control.py), the exact key asked came out 46% of
+# the time unguided, 52% at 3, 56% at 5, 62% at 10, 79% at 20 (96 captions: 49% unguided, 66% at
+# 10); eval's 32 samples guided at 10 kept their chords on the beat (83% against 84%) and their
+# pitch classes (entropy 2.87 against 2.92, Bach 3.00), where the key-aware bias narrows them to
+# 2.58; at 20 the model alone was told from Bach 97% of the time (docs/control.md, "Guidance by
+# the relative key"). Sampling takes 1.1x (batch 1) to 1.2x (8 samples) the time.
 KEY_GUIDANCE = 10.0
 
 # Each sampling value's rule, as (holds, what it must be): `SamplingSettings` checks its own
