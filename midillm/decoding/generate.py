@@ -502,12 +502,13 @@ class MidiLM:
         # relative key is a second row of the batch, which takes the same tokens; its logits are
         # the negative prompt's. A drawn caption's key was asked by nobody: it is not guided.
         key_asked = controls is not None and controls.key is not None
-        guide_texts = [self.guidance_text(row_text) for row_text in row_texts] \
-            if key_asked and settings.key_guidance != 1 and prompt_ids is None else []
-        guide_prompts = [self.prompt_ids(prompt, guide or row_text, time_signature, tempo)
-                         for guide, row_text in zip(guide_texts, row_texts)]
+        guide_texts = {row_text: self.guidance_text(row_text) for row_text in distinct} \
+            if key_asked and settings.key_guidance != 1 and prompt_ids is None else {}
+        guide_prompt_of = {row_text: self.prompt_ids(prompt, guide, time_signature, tempo) if guide else prompt_of[row_text]
+                           for row_text, guide in guide_texts.items()}
+        guide_prompts = [guide_prompt_of[row_text] for row_text in row_texts] if guide_texts else []
         # A caption cut to its budget before its Key line prompts both ways alike: nothing to guide.
-        guided = guide_prompts != prompts[:len(guide_prompts)]
+        guided = bool(guide_prompts) and guide_prompts != prompts
         model_prompts = prompts + guide_prompts if guided else prompts
         program_mask = self._program_mask(programs)
         warpers = settings.warpers()
