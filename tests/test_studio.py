@@ -22,6 +22,7 @@ from conftest import make_band_score
 from midillm.tokenization.codec import CODEC_CONFIG_FILE
 from midillm.studio.models import PROMPT_TASKS, LoadedModel, build_caption, find_models, form_fields
 from midillm.studio.server import create_app
+from midillm.decoding.request import KEY_GUIDANCE
 from midillm.eval.sanity import bars_written
 from midillm.tokenization.caption import score_caption
 from midillm.tokenization.roles import program_role
@@ -458,6 +459,8 @@ def test_page_in_headless_chromium_generates_and_shows_everything(studio, tmp_pa
         assert "notes.txt is not a MIDI file" in error and "\n" not in error
 
         browser.evaluate("document.querySelector('#task-generate').click()")
+        # Every sampling setting the page has a field for shows the model's own value.
+        assert float(browser.evaluate("document.querySelector('#key_guidance').value")) == KEY_GUIDANCE
         browser.evaluate("document.querySelector('#max_new_tokens').value = '80'")
         browser.evaluate("document.querySelector('#generate').click()")
         browser.wait_for(RESULT_SHOWN, what="the piano roll, the audio and the sheet music")

@@ -8,8 +8,6 @@ const TASK_LABELS = {
   accompany: "Harmonise / accompany",
   arrange: "Arrange",
 };
-const SAMPLING_FIELDS = ["max_new_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                         "key_guidance"];
 const POLL_MS = 400;
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -159,8 +157,14 @@ function fillCaptionFields(info) {
   $("#caption").value = info.caption;
 }
 
+// The sampling fields are the model's own settings (`SamplingSettings`, sent with the model),
+// each shown where the page has an input of its name.
+function samplingFields() {
+  return Object.keys(model ? model.sampling : {}).filter((name) => $(`#${name}`));
+}
+
 function fillSampling(sampling) {
-  SAMPLING_FIELDS.forEach((name) => { $(`#${name}`).value = sampling[name]; });
+  samplingFields().forEach((name) => { $(`#${name}`).value = sampling[name]; });
 }
 
 async function rebuildCaption() {
@@ -188,7 +192,7 @@ function requestForm() {
   form.append("model", $("#model").value);
   form.append("task", task);
   if (model.captions) form.append("caption", $("#caption").value);
-  ["num_samples", "seed", ...SAMPLING_FIELDS].forEach((name) => {
+  ["num_samples", "seed", ...samplingFields()].forEach((name) => {
     const value = $(`#${name}`).value.trim();
     if (value !== "") form.append(name, value);
   });
