@@ -124,8 +124,11 @@ def test_prepare_mixes_the_tasks_in_by_default():
     assert config.infill_ratio > 0 and config.accompany_ratio > 0
 
 
-@pytest.fixture(scope="module")
-def task_data(tiny_models, tmp_path_factory) -> Path:
+# Parts numbered by role (the trio's default: a flute, a bass and a piano are three General MIDI
+# families; the bass then is `<Part_13>`, after the others at each onset) and in the file's order
+# (the given parts first in the accompaniment rows).
+@pytest.fixture(scope="module", params=["role", "order"])
+def task_data(tiny_models, tmp_path_factory, request) -> Path:
     from midillm.tokenization.dataset import PrepareConfig, prepare
 
     folder = tmp_path_factory.mktemp("trio")
@@ -134,9 +137,13 @@ def task_data(tiny_models, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trio-data")
     report = prepare(PrepareConfig(source=str(folder), out=str(out), base_model=str(tiny_models["tied"]),
                                    vocab_size=0, seq_len=256, infill_ratio=1.0, accompany_ratio=1.0,
-                                   num_workers=1), log=lambda *_: None)
+                                   num_workers=1, part_numbering=None if request.param == "role" else "order"),
+                     log=lambda *_: None)
     assert report["tasks"] == ["continue", "infill", "accompany", "arrange"]
-    assert report["train_examples_by_task"]["infill"] > 0 and report["train_examples_by_task"]["accompany"] > 0
+    assert report["train_examples_by_task"]["infill"] > 0
+    # Numbered by role, an accompaniment row would be its continuation row: the given parts keep their places.
+    assert (report["train_examples_by_task"]["accompany"] > 0) == (request.param == "order")
+    assert MusicCodec.from_pretrained(out / "codec").part_numbering == request.param
     return out
 
 
@@ -215,9 +222,14 @@ def test_accompany_keeps_the_given_track_exactly(task_lm, band_file, strict):
     results = task_lm.accompany(band_file, ["Bass"], num_samples=2, seed=0, max_new_tokens=300,
                                 strict_voice_leading=strict)
     for result in results:
-        assert result.tracks[0].name == "Bass"
-        assert notes_of(result.tracks[0], result.ticks_per_quarter) == notes_of(kept, given.ticks_per_quarter)
-        assert (result.tracks[0].program, result.tracks[0].is_drum) == (kept.program, kept.is_drum)
+        back = track_named(result, "Bass")
+        assert notes_of(back, result.ticks_per_quarter) == notes_of(kept, given.ticks_per_quarter)
+        assert (back.program, back.is_drum) == (kept.program, kept.is_drum)
+        # The given part keeps its number: first in order, and after the parts written by role
+        # (the model wrote around it, below it at each onset, as it learned the trio).
+        names = [track.name for track in result.tracks]
+        assert len(names) > 1, "nothing was written around the given bass"
+        assert names.index("Bass") == (0 if task_lm.codec.part_numbering == "order" else len(names) - 1)
 
 
 def test_given_music_left_when_tokens_run_out_is_all_of_it(task_lm, band_file):
@@ -228,9 +240,10 @@ def test_given_music_left_when_tokens_run_out_is_all_of_it(task_lm, band_file):
     given = select_tracks(task_lm.codec.decode(task_lm.codec.encode(band_file)), ["Bass"])
     given_bars = task_lm.codec.encode_bars(given)
     assert task_lm.codec.layout == "onsets"
-    plan = task_lm._onset_plan(given_bars, 1)
+    numbers = set(task_lm.codec.score_part_numbers(given))
+    plan = task_lm._onset_plan(given_bars, numbers)
     every_id = [lm_id for bar in given_bars for lm_id in bar]
-    assert every_id == [lm_id for head, onsets in plan.given_bars for lm_id in head + [i for _, onset in onsets for i in onset]]
+    assert every_id == [lm_id for head, onsets in plan.given_bars for lm_id in head + [i for onset in onsets for i in onset.ids]]
     plan.record(plan.bar_row, forced=False)  # the first bar line: its head's other ids are queued
     assert plan.queue and plan.rest_ids() == every_id[1:]
     plan.record(plan.row_of_lm_id[plan.queue.pop(0)], forced=True)
@@ -449,3 +462,55 @@ def test_task_likelihoods_read_the_music_in_the_key_the_model_learned(task_lm, b
                for path in (band_file, copy)]
     for task, key in (("harmonisation", "bits_per_note_written_parts"), ("infill", "bits_per_note")):
         assert results[0][task][key] == pytest.approx(results[1][task][key], rel=1e-5)
+
+
+def test_a_part_numbered_below_a_given_one_strikes_with_it_and_the_given_notes_stay_exact(task_lm, band_file):
+    """Numbered by role, the given bass (`<Part_13>`) comes after the melody (`<Part_1>`) at each
+    onset: the plan lets the model reach a given onset with its own melody note, makes the bass's
+    notes there the only way on past part 13, and the bass comes back note for note."""
+    from midillm.decoding.generate import select_tracks
+
+    if task_lm.codec.part_numbering != "role":
+        pytest.skip("in order the given parts come first at each onset")
+    given = select_tracks(task_lm.codec.decode(task_lm.codec.encode(band_file)), ["Bass"])
+    numbers = task_lm.codec.score_part_numbers(given)
+    assert list(numbers) == [13]
+    bars = task_lm.codec.encode_bars(given)
+    plan = task_lm._onset_plan(bars, set(numbers))
+    rows = task_lm.grammar.row_lm_ids
+    written = [bars[0][0]]
+    plan.record(plan.bar_row, forced=False)
+
+    def write(row: int, forced: bool = False) -> None:
+        written.append(int(rows[row]))
+        plan.record(row, forced)
+        while plan.queue:
+            lm_id = plan.queue.pop(0)
+            written.append(lm_id)
+            plan.record(plan.row_of_lm_id[lm_id], True)
+
+    write(plan.row_of_lm_id[plan.queue.pop(0)], forced=True)  # the first bar's metre
+    struck_with_bass = 0
+    while not plan.done:
+        allowed = plan.allowed_rows()
+        if plan.pending and not plan.pending[0].meta:
+            there = allowed & (plan._row_targets() == plan.pending[0].position) & (plan.row_part == 1)
+            assert there.any(), "no way to reach a given onset with a melody note"
+            write(int(torch.nonzero(there)[0]))
+            assert plan.at_onset and plan.at_onset[0][0] == 13
+            assert not (plan.allowed_rows() & (plan._row_targets() >= 0)).any(), "time moved past the given bass"
+            given_row, passing = plan.given_row()
+            assert passing[plan.bar_row] and passing[given_row]
+            write(given_row)
+            struck_with_bass += 1
+        elif plan.given_row() is not None:
+            write(plan.given_row()[0])
+        else:
+            write(plan.bar_row if allowed[plan.bar_row] else plan.end_row)
+    assert struck_with_bass == len(bars) - 1  # each bar's bass note but the first (it holds the tempo)
+    ids = written + plan.rest_ids()
+    score = task_lm.codec.decode([task_lm.codec.music_start_id] + ids + [task_lm.codec.music_end_id],
+                                 names={1: "Melody", 13: "Bass"})
+    bass, melody = track_named(score, "Bass"), track_named(score, "Melody")
+    assert notes_of(bass, score.ticks_per_quarter) == notes_of(given.tracks[0], given.ticks_per_quarter)
+    assert len({note.time for note in melody.notes} & {note.time for note in bass.notes}) == struck_with_bass

@@ -9,6 +9,7 @@ The warpers (temperature, top-k, top-p, min-p, repetition penalty) are transform
 from __future__ import annotations
 
 import functools
+from collections import Counter
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,15 @@ from tqdm.auto import tqdm
 from midillm.errors import first_line
 from midillm.model.bundle import Bundle
 from midillm.tokenization import MusicCodec
-from midillm.tokenization.codec import MAX_PARTS, SHIFT
-from midillm.tokenization.caption import (INSTRUMENTS, KEY, accompaniment_caption, as_written, caption_field,
-                                          caption_ids, instrument_name, instruments_listed, names_in_caption,
+from midillm.tokenization.codec import MAX_PARTS, PART, SHIFT
+from midillm.tokenization.onsets import time_token
+from midillm.tokenization.caption import (DRUMS, INSTRUMENTS, KEY, PARTS, accompaniment_caption, as_written,
+                                          caption_field, caption_fields, caption_ids, instrument_name,
+                                          instrument_program, instruments_listed, instruments_value, names_in_caption,
                                           key_tonic, known_key, part_names, parts_agreeing, programs_listed,
-                                          programs_named_in, relative_key, with_fields)
+                                          part_programs_listed, programs_named_in, relative_key, with_fields,
+                                          write_caption)
+from midillm.tokenization.roles import program_role
 from midillm.tokenization.rows import filled_piece, flat, infill_prompt, music_row, reorder_parts
 from midillm.tokenization.tonality import common_tonic, drawn_key, estimate_key, in_key, register_shift, shift_to
 
@@ -118,14 +123,30 @@ class _BarPlan:
 
 
 @dataclass
+class _GivenOnset:
+    """One onset of the given music: where in its bar, its tempo (the given music's, never the
+    model's), each given part's tokens there (its `<Part_k>` and notes; parts rising), and its
+    ids as the given music wrote them (its time counted from the given onset before)."""
+
+    position: int
+    meta: tuple[str, ...]
+    parts: list[tuple[int, tuple[str, ...]]]
+    ids: list[int]
+
+
+@dataclass
 class _OnsetPlan:
-    """Accompaniment in the onsets layout, one per sample: the given parts are parts
-    0..given_parts-1, so at each onset their notes come first. The model moves time (a Position
-    or Shift, a bar line) but never past an onset of the given music. Reaching one is choosing its
-    first row, as given (its time, with the first given note where a compound holds both; a Shift
-    counted from where the bar stands now, since the model may have added onsets before it); the
-    rest of the given notes there follow as given, then only the other parts may join them. The
-    piece has the given music's bars and ends with it."""
+    """Accompaniment in the onsets layout, one per sample. The given parts keep their numbers
+    (`given_numbers`: the first ones where parts are numbered in order, wherever their roles put
+    them where parts are numbered by role), and each onset's parts come in rising order, as the
+    model learned them. The model moves time (a Position or Shift, a bar line) but never past an
+    onset of the given music. It reaches one by the given music's own first row there (its time
+    with the lowest given part's first note, a Shift counted from where the bar stands now), or,
+    where a part it writes comes before the given ones, by moving time there with that part's
+    first note (or alone). At the onset the given parts' notes are written as given when their
+    turn comes: the model may open a part below the next given one, never one above it, and
+    choosing anything that would pass it is choosing it. After the last given part only parts
+    above it may join. The piece has the given music's bars and ends with it."""
 
     bar_row: int
     end_row: int
@@ -134,65 +155,118 @@ class _OnsetPlan:
     row_shift: torch.Tensor       # the steps each row's Shift moves time on (-1: none)
     row_continues_part: torch.Tensor  # rows that add to the current part's notes without naming a part
     row_writes_score_meta: torch.Tensor  # rows with a metre or tempo: the given music's, never the model's
-    given_bars: list[tuple[list[int], list[tuple[int, list[int]]]]]  # (bar head ids, [(position, its rows' ids)])
-    given_parts: int
+    given_bars: list[tuple[list[int], list[_GivenOnset]]]  # (bar head ids, its onsets)
+    given_numbers: frozenset
+    encode: Callable[[tuple[str, ...]], tuple[int, ...]]  # onsets-layout base tokens -> LM ids
+    onset_time: str = "shift"
+    row_of_lm_id: dict[int, int] = field(default_factory=dict)
     bars_done: int = 0
-    pending: list[tuple[int, list[int]]] = field(default_factory=list)  # the current bar's given onsets to come
+    pending: list[_GivenOnset] = field(default_factory=list)  # the current bar's given onsets to come
+    at_onset: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)  # given parts still to come here
     queue: list[int] = field(default_factory=list)
     part: int = -1                # the part whose notes come now (-1: none yet at this onset)
-    row_of_lm_id: dict[int, int] = field(default_factory=dict)
-    # (steps from the bar's last onset, the given onset's first id) -> the ids that reach it
-    # from here: the given first id itself where time is a Position.
-    reach: Callable[[int, int], tuple[int, ...]] | None = None
     position: int = 0             # where the bar stands: its last onset (0: its start)
+
+    def __post_init__(self):
+        given = torch.tensor(sorted(self.given_numbers), dtype=self.row_part.dtype)
+        self.opens_new = (self.row_part >= 0) & ~torch.isin(self.row_part, given)
 
     @property
     def done(self) -> bool:
-        return self.bars_done >= len(self.given_bars) and not self.pending
+        return self.bars_done >= len(self.given_bars) and not self.pending and not self.at_onset
 
     def _reaching_ids(self) -> list[int]:
-        """The ids that reach the next given onset from here: its first row, as given (a Shift
-        counted from the bar's last onset)."""
-        target, ids = self.pending[0]
-        return list(self.reach(target - self.position, ids[0])) if self.reach is not None else ids[:1]
+        """The ids that reach the next given onset from here, with its lowest given part's notes."""
+        onset = self.pending[0]
+        time = time_token(onset.position, self.position, self.onset_time)
+        return list(self.encode((time,) + onset.meta + (onset.parts[0][1] if onset.parts else ())))
 
     def _next_given_row(self) -> int:
-        """The row that reaches the next given onset."""
         return self.row_of_lm_id[self._reaching_ids()[0]]
+
+    def _part_ids(self) -> list[int]:
+        """The ids of the next given part's notes at the onset reached."""
+        return list(self.encode(self.at_onset[0][1]))
 
     def _row_targets(self) -> torch.Tensor:
         """The Position of the bar each row moves to from here (-1: none)."""
         return torch.where(self.row_shift >= 0, self.position + self.row_shift, self.row_position)
 
+    def _mine(self) -> torch.Tensor:
+        """Rows that go on with the part now written, where it is one the model writes."""
+        return self.row_continues_part if self.part >= 0 and self.part not in self.given_numbers \
+            else torch.zeros_like(self.row_continues_part)
+
+    def _choices(self) -> tuple[torch.Tensor, int | None, torch.Tensor | None]:
+        """(the rows the model may choose, the given row it may choose, and the rows whose
+        mass goes to that given row)."""
+        targets = self._row_targets()
+        stays = targets < 0
+        mine = self._mine()
+        if self.at_onset:  # given parts to come at this onset: below the next one, or it
+            below = self.at_onset[0][0]
+            allowed = (self.opens_new & (self.row_part < below) & stays) | mine
+            passing = ((self.row_part >= below) & stays) | ~stays
+            passing[self.bar_row] = passing[self.end_row] = True
+            return allowed & ~self.row_writes_score_meta, self.row_of_lm_id[self._part_ids()[0]], passing
+        allowed = ((self.opens_new & stays) | mine) & ~self.row_writes_score_meta
+        moves = ~stays & ((self.row_part < 0) | self.opens_new) & ~self.row_writes_score_meta
+        if not self.pending:
+            allowed |= moves
+            allowed[self.bar_row] = self.bars_done < len(self.given_bars)
+            allowed[self.end_row] = self.done
+            return allowed, None, None
+        onset = self.pending[0]
+        allowed |= moves & (targets < onset.position)
+        there = targets == onset.position
+        if not onset.meta:  # time moved there by the model, with a part below the given ones (or alone)
+            allowed |= moves & there & ((self.row_part < 0) | (self.row_part < onset.parts[0][0]))
+        allowed[self.bar_row] = allowed[self.end_row] = False
+        return allowed, self._next_given_row(), there & ~allowed
+
     def allowed_rows(self) -> torch.Tensor:
-        allowed = ((self.row_part < 0) | (self.row_part >= self.given_parts)) & ~self.row_writes_score_meta
-        if 0 <= self.part < self.given_parts:  # a given part's notes here are all written already
-            allowed &= ~self.row_continues_part
-        if self.pending:
-            allowed &= self._row_targets() < self.pending[0][0]
-            allowed[self._next_given_row()] = True
-        allowed[self.bar_row] = not self.pending and self.bars_done < len(self.given_bars)
-        allowed[self.end_row] = self.done
+        allowed, given, _ = self._choices()
+        if given is not None:
+            allowed = allowed.clone()
+            allowed[given] = True
         return allowed
 
     def given_row(self) -> tuple[int, torch.Tensor] | None:
-        """The next given onset's first row (choosing it is reaching that onset), and every row
-        that moves time there (its `Position`, alone or with any first note): the model's wish
-        to go there, whatever it would have struck first."""
-        if not self.pending:
+        """The given row the model may choose now (reaching the next given onset, or the next
+        given part's notes at this one) and the rows whose wish it stands for: moving time there
+        whatever note would come first, or passing the given part."""
+        _, given, passing = self._choices()
+        if given is None:
             return None
-        return self._next_given_row(), self._row_targets() == self.pending[0][0]
+        passing = passing.clone()
+        passing[given] = True
+        return given, passing
 
     def fallback_row(self) -> int:
+        if self.at_onset:
+            return self.row_of_lm_id[self._part_ids()[0]]
         if self.pending:
             return self._next_given_row()
         return self.end_row if self.done else self.bar_row
 
     def record(self, row: int, forced: bool) -> None:
-        reaches_given = not forced and bool(self.pending) and row == self._next_given_row()
-        if reaches_given:
-            queued = self._reaching_ids()[1:] + self.pending.pop(0)[1][1:]
         target = int(self._row_targets()[row])
+        if not forced:
+            if row == self.bar_row and self.bars_done < len(self.given_bars):
+                head, onsets = self.given_bars[self.bars_done]
+                self.queue, self.pending, self.at_onset = list(head[1:]), list(onsets), []
+                self.bars_done += 1
+            elif self.at_onset and row == self.row_of_lm_id[self._part_ids()[0]]:
+                self.queue = self._part_ids()[1:]
+                self.at_onset.pop(0)
+            elif self.pending and target == self.pending[0].position and not self.pending[0].meta and (
+                    int(self.row_part[row]) < 0 or int(self.row_part[row]) not in self.given_numbers):
+                # Time moved there alone (which may be the given music's own first row, where no
+                # compound holds its time with its first note) or with a part of the model's.
+                self.at_onset = list(self.pending.pop(0).parts)
+            elif self.pending and row == self._next_given_row():
+                self.queue = self._reaching_ids()[1:]
+                self.at_onset = list(self.pending.pop(0).parts[1:])
         if int(self.row_part[row]) >= 0:
             self.part = int(self.row_part[row])
         elif row == self.bar_row or target >= 0:
@@ -201,24 +275,21 @@ class _OnsetPlan:
             self.position = 0
         elif target >= 0:
             self.position = target
-        if forced:
-            return
-        if row == self.bar_row and self.bars_done < len(self.given_bars):
-            head, onsets = self.given_bars[self.bars_done]
-            self.queue, self.pending = list(head[1:]), list(onsets)
-            self.bars_done += 1
-        elif reaches_given:
-            self.queue = queued
 
     def rest_ids(self) -> list[int]:
-        """The given music not yet written (when tokens run out): what is queued of the onset or
-        bar begun, this bar's onsets to come, then its bars."""
+        """The given music not yet written (when tokens run out): what is queued, the given
+        parts still to come at this onset, the next onset from where the bar stands (the others
+        follow it as given), then the bars to come."""
         ids = list(self.queue)
-        if self.pending:  # the next onset from where the bar stands; the others follow it as given
-            ids += self._reaching_ids() + self.pending[0][1][1:]
-        ids += [lm_id for _, onset in self.pending[1:] for lm_id in onset]
+        for _, tokens in self.at_onset:
+            ids += list(self.encode(tokens))
+        if self.pending:
+            ids += self._reaching_ids()
+            for _, tokens in self.pending[0].parts[1:]:
+                ids += list(self.encode(tokens))
+        ids += [lm_id for onset in self.pending[1:] for lm_id in onset.ids]
         for head, onsets in self.given_bars[self.bars_done:]:
-            ids += head + [lm_id for _, onset in onsets for lm_id in onset]
+            ids += head + [lm_id for onset in onsets for lm_id in onset.ids]
         return ids
 
 
@@ -349,7 +420,7 @@ class MidiLM:
     def constraints(self, text: str | None = None, programs: list[int] | None = None,
                     min_bars: int | None = -1, strict_voice_leading: bool | None = None,
                     controls: MusicRequest | None = None, given_music: bool = False,
-                    corpus_limits: bool = True) -> CorpusConstraints | None:
+                    corpus_limits: bool = True, part_numbers: list[int] | None = None) -> CorpusConstraints | None:
         """The corpus constraints for a caption (its instruments, if it names any, else the
         corpus's programs) or explicit `programs`, with strict voice leading between the parts
         if asked (`midillm.decoding.voice_leading`) and the request's `controls` (metre, bars,
@@ -360,7 +431,9 @@ class MidiLM:
         given parts' own instruments, and the caption's only as the instruments allowed.
 
         `corpus_limits=False` (constraints off): only what the request asks, its parts'
-        instruments, the programs given, its metre, bars and parts; None when it asks none."""
+        instruments, the programs given, its metre, bars and parts; None when it asks none.
+        `part_numbers`: the `<Part_k>` of each part the caption names, where the caller numbered
+        them (an accompaniment's, given parts among them); else read from the caption."""
         if self.codec.corpus is None:
             return None
         text = self.default_text(text)
@@ -396,7 +469,26 @@ class MidiLM:
         return CorpusConstraints(self.grammar, self.codec.corpus, programs=allowed,
                                  max_parts=len(named_parts) or -1, min_bars=min_bars, part_names=named_parts,
                                  strict_voice_leading=strict_voice_leading, part_programs=instruments,
-                                 corpus_limits=corpus_limits, **asked)
+                                 corpus_limits=corpus_limits, **asked,
+                                 part_numbers=part_numbers if part_numbers is not None else
+                                 self._asked_part_numbers(text, named_parts, instruments, asked.get("parts")))
+
+    def _asked_part_numbers(self, text: str | None, names: list[str], instruments: list[int] | None,
+                            count: int | None) -> list[int] | None:
+        """The `<Part_k>` number of each asked part, in caption order (`MusicCodec.part_numbers`):
+        by its name and its instrument on the caption's "Instruments:" line (else as asked);
+        None where the parts are only counted (a role-numbered codec then lets any parts play,
+        that many)."""
+        count = max(len(names), len(instruments or []), count or 0)
+        if not count or self.codec.part_numbering != "role":
+            return None
+        if len(names) == count:
+            listed = part_programs_listed(caption_field(text, INSTRUMENTS))
+            programs = listed if len(listed) == count and None not in listed else instruments
+            return self.codec.part_numbers(names, programs if programs and len(programs) == count else None)
+        if not instruments or len(instruments) != count:
+            return None
+        return self.codec.part_numbers([program_role(program) for program in instruments], instruments)
 
     def part_instruments(self, text: str | None, programs: list[int] | None = None,
                          controls: MusicRequest | None = None) -> list[int] | None:
@@ -464,7 +556,7 @@ class MidiLM:
                      plans: list[_BarPlan] | None = None,
                      on_step: Callable[[int, int], None] | None = None,
                      strict_voice_leading: bool | None = None, controls: MusicRequest | None = None,
-                     texts: list[str | None] | None = None) -> list[list[int]]:
+                     texts: list[str | None] | None = None, part_numbers: list[int] | None = None) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each.
 
         `constrain=False` samples the model on its own: the syntax grammar and what the request
@@ -476,7 +568,8 @@ class MidiLM:
         (the studio's progress). `controls`: a request whose metre, length, parts and key-aware
         bias the corpus constraints enforce (`MidiLM.run` passes a new piece's). `texts`: one
         caption per sample for new pieces (eval draws a training caption for each), each row
-        prompted and constrained by its own.
+        prompted and constrained by its own. `part_numbers`: the `<Part_k>` of each part the
+        caption names, where the caller numbered them (see `constraints`).
         """
         settings = settings or self.sampling
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -492,7 +585,8 @@ class MidiLM:
                      self.prompt_ids(prompt, row_text, time_signature, tempo) for row_text in distinct}
         constraints_of = {row_text: self.constraints(row_text, programs, min_bars=None if plans else -1,
                                                      strict_voice_leading=strict_voice_leading, controls=controls,
-                                                     given_music=given_music, corpus_limits=constrain)
+                                                     given_music=given_music, corpus_limits=constrain,
+                                                     part_numbers=part_numbers)
                           for row_text in distinct}
         prompts = [prompt_of[row_text] for row_text in row_texts]
         constraints = constraints_of[distinct[0]] if len(distinct) == 1 else \
@@ -745,6 +839,7 @@ class MidiLM:
             # The caption carries every control given.
             if self.codec.captions:
                 text = request.prompt_caption(text) or text
+                request, text = self._in_part_order(request, text)
             self.check_controls(request, text)
             rows = self.generate_ids(request.num_samples, request.music, text, settings, request.seed,
                                      request.programs, progress=request.progress,
@@ -752,7 +847,7 @@ class MidiLM:
                                      constrain=request.constrain, on_step=request.on_step,
                                      strict_voice_leading=request.strict_voice_leading, controls=request)
             # The parts are named as the whole caption names them (the prompt holds it cut to a budget).
-            names = names_in_caption(text) or None
+            names = self.codec.caption_part_numbers(text) or None
             return [Sample(self.written_as_asked(self.codec.decode(row, names=names), request), row, record["ended"])
                     for row, record in zip(rows, self.last_generation)]
         given = self.load_score(request.music)
@@ -777,6 +872,20 @@ class MidiLM:
         scale = score.ticks_per_quarter / given.ticks_per_quarter
         score.tempos = [Tempo(round(int(tempo.time) * scale), float(tempo.qpm)) for tempo in given.tempos]
         return score
+
+    def _in_part_order(self, request: MusicRequest, text: str | None) -> tuple[MusicRequest, str | None]:
+        """The caption's parts in the order the codec writes them (`caption_in_part_order`: with
+        role numbering the bass and drums last, as in every training caption), and the request's
+        parts and programs listed part by part moved with them."""
+        text, order = self.codec.caption_in_part_order(text)
+        if order is None:
+            return request, text
+        moved = {}
+        if isinstance(request.parts, list) and len(request.parts) == len(order):
+            moved["parts"] = [request.parts[index] for index in order]
+        if request.programs and len(request.programs) == len(order):
+            moved["programs"] = [request.programs[index] for index in order]
+        return (request.updated(**moved) if moved else request), text
 
     @staticmethod
     def written_as_asked(score: Score, request: MusicRequest) -> Score:
@@ -850,7 +959,7 @@ class MidiLM:
         for row in rows:
             whole = filled_piece(caption, piece_bars, gap_start, gap_bars, self.codec.music_part(row),
                                  self.codec.music_start_id, self.codec.music_end_id)
-            scores.append(self.codec.decode(whole, names=part_names(score)))
+            scores.append(self.codec.decode(whole, names=self.codec.score_part_numbers(score)))
         return scores
 
     def infill_prompt(self, score: Score, bars: tuple[int, int] | str, text: str | None = None):
@@ -933,10 +1042,12 @@ class MidiLM:
         # parts are the given ones first, then the others.
         caption_text, names = accompaniment_caption(given, text, self.typical_text(), keep_style,
                                                     max_parts=getattr(self.codec.corpus, "max_parts", 0))
+        written = names[len(given.tracks):]
+        given, caption_text, names, numbers, given_numbers = self._numbered_accompaniment(given, caption_text, names, text)
         caption = self._caption_ids(caption_text)
-        given_bars = self.codec.encode_bars(given)
+        given_bars = self.codec.encode_bars(given, numbers=given_numbers if self.codec.layout == "onsets" else None)
         if self.codec.layout == "onsets":
-            plans = [self._onset_plan(given_bars, len(given.tracks)) for _ in range(num_samples)]
+            plans = [self._onset_plan(given_bars, set(given_numbers)) for _ in range(num_samples)]
             prompt = music_row(caption, given_bars[0][:1], self.codec.music_start_id)
             for plan in plans:
                 plan.record(plan.bar_row, forced=False)  # the prompt opened the first bar
@@ -948,22 +1059,67 @@ class MidiLM:
         settings = settings.updated(max_new_tokens=max(settings.max_new_tokens, 4 * total_given))
         rows = self.generate_ids(num_samples, settings=settings, seed=request.seed, constrain=request.constrain,
                                  prompt_ids=prompt, text=caption_text, plans=plans, progress=request.progress,
-                                 on_step=request.on_step,
-                                 strict_voice_leading=self._strict_for_given(request, given, names[len(given.tracks):]))
+                                 on_step=request.on_step, part_numbers=numbers,
+                                 strict_voice_leading=self._strict_for_given(request, given, written))
         scores = []
         for row, plan in zip(rows, plans):
             music = self.codec.music_part(row)
             # Out of tokens before the given music ended: the rest is written as given.
             music += plan.rest_ids()
             score = self.codec.decode(music_row(caption, music, self.codec.music_start_id, self.codec.music_end_id),
-                                      names=names)
+                                      names=dict(zip(numbers, names)))
             if not keep_style:  # an arrangement's parts play the instruments they are named after
-                for track in list(score.tracks)[len(given.tracks):]:
+                for track in [track for track in score.tracks if track.name in written]:
                     program = programs_listed(track.name)
                     if program and program[0] >= 0:
                         track.program = program[0]
             scores.append(score)
         return scores
+
+    def _programs_by_part_name(self, text: str | None) -> dict[str, int]:
+        """Part name (lower case) -> the program a part of that name plays: in the user's caption
+        `text` where it lists one instrument per part, else most often in the training pieces'
+        captions (`CorpusProfile.captions`, as often as pieces have each)."""
+        counts: dict[str, Counter] = {}
+        captions = dict(getattr(self.codec.corpus, "captions", None) or {})
+        for caption, weight in list(captions.items()) + [(text, float("inf"))]:
+            names = names_in_caption(caption)
+            programs = part_programs_listed(caption_field(caption, INSTRUMENTS))
+            if names and len(programs) == len(names):
+                for name, program in zip(names, programs):
+                    if program is not None:
+                        counts.setdefault(name.lower(), Counter())[program] += weight
+        return {name: counted.most_common(1)[0][0] for name, counted in counts.items()}
+
+    def _numbered_accompaniment(self, given: Score, caption_text: str, names: list[str], user_text: str | None
+                                ) -> tuple[Score, str, list[str], list[int], list[int]]:
+        """An accompaniment's parts (`names`: the given ones first) numbered as the codec numbers
+        parts: (the given parts in that order, the caption with its parts in that order, their
+        names, their numbers, the given parts' numbers). Numbered in order, as they are: the
+        given parts first. Numbered by role, each part by its name and instrument (a given part's
+        own; a written part's where its name is one, an arrangement's, else where the user's or
+        the training pieces' captions play it most), the given ones among the others, and the
+        caption's "Instruments:" line one per part where every part's is known (else left out:
+        it would count other parts)."""
+        count = len(given.tracks)
+        if self.codec.part_numbering != "role":
+            return given, caption_text, names, list(range(len(names))), list(range(count))
+        listed = self._programs_by_part_name(user_text)
+        programs = [DRUMS if track.is_drum else int(track.program) for track in given.tracks] + \
+            [instrument_program(name) if instrument_program(name) is not None else listed.get(name.lower())
+             for name in names[count:]]
+        numbers = self.codec.part_numbers(names, programs)
+        order = sorted(range(len(names)), key=lambda index: numbers[index])
+        fields = caption_fields(caption_text)
+        fields[PARTS] = ", ".join(names[index] for index in order)
+        if None in programs:
+            fields.pop(INSTRUMENTS, None)
+        else:
+            fields = caption_fields(with_fields(write_caption(fields),
+                                                {INSTRUMENTS: instruments_value(programs[index] for index in order)}))
+        given_order = [index for index in order if index < count]
+        return (reorder_parts(given, given_order), write_caption(fields), [names[index] for index in order],
+                [numbers[index] for index in order], [numbers[index] for index in given_order])
 
     def _bar_row(self) -> int:
         """The row that opens a bar: `<Part_0>` in the bars layout, else the bar line."""
@@ -971,43 +1127,55 @@ class MidiLM:
             return self.grammar.row_of_lm_id[self.codec.part_lm_id(0)]
         return self.grammar.row_of_lm_id[self.codec.lm_ids_of_base_tokens(["Bar_None"])[0]]
 
-    def _onset_plan(self, given_bars: list[list[int]], given_parts: int) -> _OnsetPlan:
-        """The plan of an accompaniment in the onsets layout (see `_OnsetPlan`)."""
+    def _onset_plan(self, given_bars: list[list[int]], given_numbers: set[int]) -> _OnsetPlan:
+        """The plan of an accompaniment in the onsets layout (see `_OnsetPlan`): the given bars
+        cut into their onsets, and each onset into its given parts' tokens."""
         walks = self.grammar.walks
         row_position = torch.tensor([walks[lm_id].first_position if lm_id in walks and walks[lm_id].first_type == "Position"
                                      else -1 for lm_id in self.grammar.row_lm_ids])
         row_shift = torch.tensor([walks[lm_id].first_shift if lm_id in walks else -1 for lm_id in self.grammar.row_lm_ids])
         bars = []
         for bar in given_bars:
-            head, onsets = [], []
+            head, onsets = [], []  # onsets: [position, ids]
             for lm_id in bar:
                 walk = walks[lm_id]
                 if walk.first_type == "Position":
-                    onsets.append((walk.first_position, [lm_id]))
+                    onsets.append([walk.first_position, [lm_id]])
                 elif walk.first_type == SHIFT:
-                    onsets.append(((onsets[-1][0] if onsets else 0) + walk.first_shift, [lm_id]))
+                    onsets.append([(onsets[-1][0] if onsets else 0) + walk.first_shift, [lm_id]])
                 elif onsets:
                     onsets[-1][1].append(lm_id)
                 else:
                     head.append(lm_id)
-            bars.append((head, onsets))
+            bars.append((head, [self._given_onset(position, ids) for position, ids in onsets]))
         continues = torch.tensor([lm_id in walks and walks[lm_id].first_type in ("Program", "Pitch", "PitchDrum",
                                                                                  "Velocity", "Duration")
                                   for lm_id in self.grammar.row_lm_ids])
         score_meta = torch.tensor([any(token.startswith(("TimeSig_", "Tempo_")) for token in self._row_tokens(lm_id))
                                    for lm_id in self.grammar.row_lm_ids])
-        reach = None
-        if self.codec.onset_time == "shift":
-            # Asked several times a step (the mask, the model's wish, the record): encoded once.
-            @functools.lru_cache(maxsize=None)
-            def reach(steps: int, first_id: int) -> tuple[int, ...]:
-                """The given onset's first row with its Shift counted from here (the same note,
-                in the longest compound that holds it)."""
-                return tuple(self.codec.lm_ids_of_onset_tokens([f"{SHIFT}_{steps}"] + self._row_tokens(first_id)[1:]))
+
+        # Asked several times a step (the mask, the model's wish, the record): encoded once.
+        @functools.lru_cache(maxsize=None)
+        def encode(tokens: tuple[str, ...]) -> tuple[int, ...]:
+            return tuple(self.codec.lm_ids_of_onset_tokens(list(tokens)))
+
         return _OnsetPlan(bar_row=self._bar_row(), end_row=self.grammar.end_row, row_part=self.grammar.row_part,
                           row_position=row_position, row_shift=row_shift, row_continues_part=continues,
-                          row_writes_score_meta=score_meta, given_bars=bars,
-                          given_parts=given_parts, row_of_lm_id=self.grammar.row_of_lm_id, reach=reach)
+                          row_writes_score_meta=score_meta, given_bars=bars, given_numbers=frozenset(given_numbers),
+                          encode=encode, onset_time=self.codec.onset_time, row_of_lm_id=self.grammar.row_of_lm_id)
+
+    def _given_onset(self, position: int, ids: list[int]) -> _GivenOnset:
+        """A given onset's ids -> its time's place, its tempo and each part's tokens."""
+        tokens = [token for lm_id in ids for token in self._row_tokens(lm_id)][1:]  # after its time
+        meta, parts = [], []
+        for token in tokens:
+            if token.startswith(PART + "_"):
+                parts.append((int(token.split("_")[1]), [token]))
+            elif parts:
+                parts[-1][1].append(token)
+            else:
+                meta.append(token)
+        return _GivenOnset(position, tuple(meta), [(number, tuple(part)) for number, part in parts], list(ids))
 
     def _plan(self, exact_bars: int | None = None, given_bars: list[list[int]] | None = None,
               given_parts: int = 0) -> _BarPlan:

@@ -579,7 +579,8 @@ class CorpusConstraints:
     `bar_length` (Position stays inside the current bar's metre), `time_signatures` (only the
     corpus's), `max_gap` (beats without a new onset; -1: the corpus's longest, None: any),
     `min_bars` (no ending before; -1: the corpus's shortest piece, None: any length), `max_parts`
-    (parts: how many; -1: the corpus's most, None: any), `part_density` (in the onsets layout,
+    (parts: how many; -1: the corpus's most, None: any; with `part_numbers`, the first that many of
+    those parts), `part_density` (in the onsets layout,
     each asked part strikes as many notes per beat as the corpus's parts of its role:
     `part_floors`, `part_ceilings`). Masks are vectors over the grammar's rows, built once per
     distinct situation.
@@ -606,8 +607,12 @@ class CorpusConstraints:
                  metre: str | None = None, bars: int | None = None, parts: int | None = None,
                  key: str | None = None, key_bias: float | None = None, part_programs: list[int] | None = None,
                  density: str | None = None, density_bias: float | None = None, corpus_limits: bool = True,
-                 part_density: bool = True, registers: list[tuple[int, int] | None] | None = None):
+                 part_density: bool = True, registers: list[tuple[int, int] | None] | None = None,
+                 part_numbers: list[int] | None = None):
         self.grammar = grammar
+        # The `<Part_k>` number of each asked part, in caption order (`MusicCodec.part_numbers`):
+        # `part_names`, `part_programs`, `registers` and `parts` count parts in that order.
+        self.part_numbers = list(part_numbers) if part_numbers is not None else None
         if not corpus_limits:  # what was asked holds; nothing the corpus alone would refuse
             max_notes_per_onset, no_repeats, max_programs, pitch_ranges = None, False, None, False
             bar_length, time_signatures, max_gap, strict_voice_leading = False, False, None, False
@@ -636,6 +641,15 @@ class CorpusConstraints:
         self.exact_parts = parts if self.with_parts else None
         if self.exact_parts:
             self.max_parts = parts
+        # Which parts must play, and which a row may open: the first `exact_parts` / `max_parts`
+        # numbers; for a codec numbering parts by role that was given none (its numbers are
+        # roles, not a count), any.
+        numbered = self.part_numbers is not None or getattr(codec, "part_numbering", "order") == "order"
+        self.asked_parts = {self._number(index) for index in range(self.exact_parts or 0)} if numbered else set()
+        self.opens_allowed_part = None
+        if self.with_parts and self.max_parts is not None and numbered:
+            allowed = torch.tensor(sorted({self._number(index) for index in range(self.max_parts)}))
+            self.opens_allowed_part = (self.opens_part < 0) | torch.isin(self.opens_part, allowed)
         self.row_bias = key_bias_rows(self.row_tokens, key, key_bias,
                                       0.0 if codec.common_key else KEY_OUT_OF_SCALE_SHARE) if key and key_bias else None
         # An asked density with its bias: the notes per beat per part to steer toward.
@@ -651,13 +665,15 @@ class CorpusConstraints:
             self.density_scale = high - low if high > low else self.density_target
         # Each part's asked instrument: a part names it (a Program token) before its first note,
         # so a drum part is written on drums and no part falls back to program 0.
-        self.part_programs = list(part_programs or []) if self.with_parts else []
+        self.part_programs = {self._number(index): program for index, program in enumerate(part_programs or [])} \
+            if self.with_parts else {}
         if self.part_programs:
-            self.allowed_programs = set(self.part_programs)
+            self.allowed_programs = set(self.part_programs.values())
             self.static = self.static & self._foreign_program_free(self.allowed_programs)
         # Each part's asked register (`request.resolve_registers`): a request, so no dead end
         # gives it way and constraints off keep it.
-        self.registers = list(registers or []) if self.with_parts else []
+        self.registers = {self._number(index): bounds for index, bounds in enumerate(registers or [])
+                          if bounds is not None} if self.with_parts else {}
         self.part_floors, self.part_ceilings = self._part_density_limits(profile) \
             if part_density and corpus_limits and self.onsets else ({}, {})
         # No asked part's voice stays on one pitch longer than the corpus's parts do (the limit
@@ -673,6 +689,10 @@ class CorpusConstraints:
         self._new_program_masks: dict[frozenset, torch.Tensor] = {}
         self._named_program_masks: dict[int, torch.Tensor] = {}
         self._moves_time: torch.Tensor | None = None
+
+    def _number(self, index: int) -> int:
+        """The `<Part_k>` number of the asked part at `index` in caption order."""
+        return self.part_numbers[index] if self.part_numbers is not None and index < len(self.part_numbers) else index
 
     def _read_layout(self, grammar: MusicGrammar) -> None:
         """How the codec writes time and parts, which decides how onsets are counted."""
@@ -691,8 +711,8 @@ class CorpusConstraints:
         """Each constraint's limit: the one asked for, the corpus's (-1), or none (None)."""
         # Parts named like the corpus's (a chorale's Bass) keep to the range the corpus gives them.
         known = getattr(profile, "part_ranges", None) or {}
-        self.part_ranges = [tuple(known[name]) if name in known else None for name in (part_names or [])] \
-            if pitch_ranges else []
+        self.part_ranges = {self._number(index): tuple(known[name]) for index, name in enumerate(part_names or [])
+                            if name in known} if pitch_ranges else {}
         self.max_parts = (getattr(profile, "max_parts", 0) or None) if max_parts == -1 else max_parts
         self.cap = profile.max_notes_per_onset if max_notes_per_onset == -1 else max_notes_per_onset
         self.max_programs = profile.max_programs_per_piece if max_programs == -1 else max_programs
@@ -723,7 +743,7 @@ class CorpusConstraints:
         model."""
         ranges = getattr(profile, "role_notes_per_beat", None) or {}
         floors, ceilings = {}, {}
-        for part, program in enumerate(self.part_programs):
+        for part, program in self.part_programs.items():
             known = [ranges[role] for role in possible_roles(program) if role in ranges]
             if not known:
                 continue
@@ -854,7 +874,7 @@ class CorpusConstraints:
         if not self.strict_voice_leading:
             return
         parts = len(part_names) if part_names else self.max_parts
-        self.lowest_part = parts - 1 if parts else None
+        self.lowest_part = max(self._number(index) for index in range(parts)) if parts else None
 
     # ------------------------------------------------------------------------- state
 
@@ -1020,7 +1040,7 @@ class CorpusConstraints:
     def _unsettled_part_mask(self, state: _OnsetState, part: int) -> torch.Tensor | None:
         """For a part with an asked instrument that has not named it yet: the rows that name it
         first (None: no such part)."""
-        if part in state.parts_settled or not 0 <= part < len(self.part_programs):
+        if part in state.parts_settled or part not in self.part_programs:
             return None
         return self._names_program_first(self.part_programs[part])
 
@@ -1090,18 +1110,17 @@ class CorpusConstraints:
         for part in sorted(self.opened_parts | {state.part}):
             rows = target == part
             allowed = self._program_mask(state.part_programs.get(part, 0), ranges)
-            if ranges and 0 <= part < len(self.part_ranges) and self.part_ranges[part] is not None:
+            if ranges and part in self.part_ranges:
                 allowed = allowed & self._range_mask(self.part_ranges[part])
             if part in state.parts_settled:  # a part plays one instrument, named before its first note
                 allowed = allowed & ~self.has_program
             elif (first := self._unsettled_part_mask(state, part)) is not None:
                 allowed = allowed & first
             mask = torch.where(rows, allowed, mask)
-        for part, bounds in enumerate(self.registers):  # a part not yet opened too: its opening row may strike
-            if bounds is not None:
-                mask = mask & ((target != part) | self._register_mask(bounds))
-        if self.max_parts is not None:
-            mask = mask & (self.opens_part < self.max_parts)
+        for part, bounds in self.registers.items():  # a part not yet opened too: its opening row may strike
+            mask = mask & ((target != part) | self._register_mask(bounds))
+        if self.opens_allowed_part is not None:
+            mask = mask & self.opens_allowed_part
         return mask
 
     def _voice_leading_mask(self, state: _OnsetState) -> torch.Tensor:
@@ -1297,16 +1316,16 @@ class CorpusConstraints:
             if self.strict_voice_leading:
                 mask = mask & self._voice_leading_mask(state)
         elif self.with_parts:
-            if 0 <= state.part < len(self.part_ranges) and self.part_ranges[state.part] is not None:
+            if state.part in self.part_ranges:
                 mask = mask & self._range_mask(self.part_ranges[state.part])
-            if 0 <= state.part < len(self.registers) and self.registers[state.part] is not None:
+            if state.part in self.registers:
                 mask = mask & self._register_mask(self.registers[state.part])
             if state.part in state.parts_settled:  # a part plays one instrument, named before its first note
                 mask = mask & ~self.has_program
             elif (first := self._unsettled_part_mask(state, state.part)) is not None:
                 mask = mask & first
-            if self.max_parts is not None:
-                mask = mask & (self.opens_part < self.max_parts)
+            if self.opens_allowed_part is not None:
+                mask = mask & self.opens_allowed_part
         if state.tempo_here:
             mask = mask & ~self.tempo_before_time
         if state.signature_here:
@@ -1320,7 +1339,7 @@ class CorpusConstraints:
                 mask = mask & density  # each part as busy as the corpus's parts of its role
             if (held := self._same_pitch_mask(state, moved)) is not None:
                 mask = mask & held  # no voice stuck on one pitch
-        missing_parts = set(range(self.exact_parts or 0)) - state.parts_played
+        missing_parts = self.asked_parts - state.parts_played
         if missing_parts and relax < self.LATE_ENTRIES:
             # The asked parts enter first: a part left to enter at the end finds the last onset
             # full (or plays one note in the last beat), and a band's parts start together.

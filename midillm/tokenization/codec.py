@@ -39,10 +39,13 @@ from symusic import Note, Score
 from midillm.version import __version__
 
 from .base_model import DEFAULT_BASE_MODEL, load_lm_tokenizer
-from .caption import caption_ids, instrument_name, names_in_caption, pitch_name, score_caption
+from .caption import (DRUMS, INSTRUMENTS, PARTS, caption_field, caption_fields, caption_ids, instrument_name,
+                      instruments_value, listed_names, names_in_caption, part_names, part_programs_listed,
+                      pitch_name, score_caption, with_fields)
 from .metre import bar_end_after
 from .onsets import PART, PITCH_DESCENDING, SHIFT, onset_units, time_token, writes_directly
 from .profile import CorpusProfile, tokenizer_settings
+from .roles import ROLE_ORDER, caption_role, role_part_numbers, track_role
 from .rows import flat, music_row
 from .tonality import COMMON_KEYS, FIRST_COMMON_KEYS, in_common_key
 
@@ -66,6 +69,11 @@ SCORE_META_TYPES = ("TimeSig", "Tempo")
 # notes together, parts rising, each part's notes at the onset after its `<Part_k>`; with the
 # codec's note compounds (`train_compounds`) a note is one LM position, so harmony is local.
 LAYOUTS = ("bars", "onsets")
+# How a piece's parts are numbered. "order": 0, 1, 2... as the score lists its tracks (a chorale's
+# Soprano, Alto, Tenor, Bass). "role": by what each part plays (`roles.role_part_numbers`: Lead
+# 0 ... Bass 13, Drums 14), so one token means one kind of part in every piece; parts then come in
+# that order (in the caption, the onsets and the decoded score). Onsets layout only.
+PART_NUMBERINGS = ("order", "role")
 DEFAULT_LAYOUT = "onsets"
 # When an onset of the onsets layout falls. "position": REMI's `Position_k`, its place in the bar
 # (k steps of `max_num_pos_per_beat` a beat from the bar line). "shift": `Shift_k`, k steps after
@@ -98,7 +106,8 @@ MUSIC_TOKENIZER_FILE = "music_tokenizer.json"
 # 2: the onsets layout and note compounds; 3: an onset's Position may share a compound with its
 # first note (a reader of 2 would not know which part such a row names); 4: an onset's time may be
 # a `Shift` from the last onset (`onset_time`).
-CODEC_FORMAT_VERSION = 4
+# 5: parts may be numbered by role (`part_numbering` "role": `<Part_13>` is the bass).
+CODEC_FORMAT_VERSION = 5
 MIDITOK_VERSION = installed_version("miditok")
 
 
@@ -220,14 +229,17 @@ def split_bar_by_onset(bar: list[str]) -> tuple[list[str], list[tuple[int, list[
     return head, onsets
 
 
-def interleave_part_bars(part_bars: list[list[list[str]]], onset_time: str = "position") -> list[list[str]]:
+def interleave_part_bars(part_bars: list[list[list[str]]], onset_time: str = "position",
+                         numbers: list[int] | None = None) -> list[list[str]]:
     """Each part's REMI bars (part 0 with the metre and tempo) -> the onsets layout, bar by bar:
     `Bar [TimeSig] Position [Tempo] <Part_k> notes of part k... <Part_m> ... Position ...`.
 
     A part's tokens at one onset stay as miditok wrote them (its program change, its notes
     highest first); parts come in rising order. The metre is written where it changes (miditok
     repeats it after every bar line: a position a bar that says nothing). With `onset_time`
-    "shift" each onset's time is its distance from the bar's last onset (`Shift_k`)."""
+    "shift" each onset's time is its distance from the bar's last onset (`Shift_k`). Part k's
+    token is `<Part_numbers[k]>` (default k)."""
+    numbers = list(range(len(part_bars))) if numbers is None else numbers
     bars, metre = [], []
     for index in range(max((len(bars_of_part) for bars_of_part in part_bars), default=0)):
         at_position: dict[int, list[str]] = {}
@@ -244,7 +256,7 @@ def interleave_part_bars(part_bars: list[list[list[str]]], onset_time: str = "po
                 slot = at_position.setdefault(position, [])
                 slot[:0] = meta if number == 0 else []
                 if music:
-                    slot += [f"{PART}_{number}"] + music
+                    slot += [f"{PART}_{numbers[number]}"] + music
         head = head or ["Bar_None"]
         written = [token for token in head if token.startswith("TimeSig_")]
         if written == metre:
@@ -375,7 +387,7 @@ class MusicCodec:
                  parts: bool | None = None, tasks: tuple[str, ...] = ("continue",),
                  layout: str = "bars", compounds: list[tuple[str, ...]] | None = None,
                  common_key: bool = False, common_minor_key: str = COMMON_KEYS[True],
-                 onset_time: str = "position"):
+                 onset_time: str = "position", part_numbering: str = "order"):
         if render not in RENDERS:
             raise ValueError(f"unknown render {render!r}; choose one of {', '.join(RENDERS)}")
         self.music_tokenizer = music_tokenizer
@@ -398,6 +410,9 @@ class MusicCodec:
         if onset_time not in ONSET_TIMES:
             raise ValueError(f"unknown onset time {onset_time!r}; choose one of {', '.join(ONSET_TIMES)}")
         self.onset_time = onset_time if self.layout == "onsets" else "position"
+        if part_numbering not in PART_NUMBERINGS:
+            raise ValueError(f"unknown part numbering {part_numbering!r}; choose one of {', '.join(PART_NUMBERINGS)}")
+        self.part_numbering = part_numbering if self.layout == "onsets" else "order"
         self.compounds = [tuple(compound) for compound in (compounds or [])] if self.layout == "onsets" else []
         self.common_key = bool(common_key)
         self.common_minor_key = common_minor_key
@@ -421,7 +436,7 @@ class MusicCodec:
                corpus: CorpusProfile | None = None, parts: bool = True,
                layout: str = DEFAULT_LAYOUT, adapt_to_corpus: bool = True,
                tasks: tuple[str, ...] = ("continue",), common_key: bool = False,
-               onset_time: str = DEFAULT_ONSET_TIME) -> MusicCodec:
+               onset_time: str = DEFAULT_ONSET_TIME, part_numbering: str = "order") -> MusicCodec:
         """A new, untrained codec; `lm_tokenizer` defaults to the base model's own. With a
         `corpus` profile the music tokens follow that corpus (see `build_music_tokenizer`) unless
         `adapt_to_corpus` is False; the codec keeps the profile either way (the grammar and eval
@@ -434,7 +449,7 @@ class MusicCodec:
             layout = "bars"
         codec = cls(build_music_tokenizer(tokenization, corpus if adapt_to_corpus else None), lm_tokenizer, render,
                     captions, base_model, corpus, parts=parts, layout=layout, common_key=common_key,
-                    onset_time=onset_time)
+                    onset_time=onset_time, part_numbering=part_numbering)
         codec.tasks = tuple(task for task in tasks if task == "continue" or codec.parts)
         return codec
 
@@ -642,6 +657,7 @@ class MusicCodec:
     def caption(self, score: Score, metadata: Mapping[str, str] | None = None) -> str:
         """A short text from what is known: metadata first, then what the score itself says,
         its Density against the corpus's thirds included where the corpus measured them."""
+        score = self.in_part_order(score)
         return score_caption(score, metadata, self.corpus.density_of(score) if self.corpus is not None else None)
 
     def caption_ids(self, score: Score, metadata: Mapping[str, str] | None = None) -> list[int]:
@@ -649,17 +665,111 @@ class MusicCodec:
             return []
         return caption_ids(self.lm_tokenizer, self.caption(score, metadata))
 
-    def encode_bars(self, score: Score | str | Path, lengths_before: int | None = None) -> list[list[int]]:
+    def part_numbers(self, names: list[str], programs: list[int | None] | None = None) -> list[int]:
+        """The `<Part_k>` number of each part a caption lists (its name and, where known, its
+        program; -1: drums): 0, 1, 2... in order, or with `part_numbering` "role" by what each
+        plays (`roles.caption_role`, `roles.role_part_numbers`). Past `MAX_PARTS` parts the
+        last ones share the last number, as `part_scores` merges such tracks."""
+        if self.part_numbering != "role":
+            return list(range(len(names)))
+        programs = list(programs) if programs is not None and len(programs) == len(names) else [None] * len(names)
+        roles = [caption_role(name, program) for name, program in zip(names, programs)]
+        numbers = role_part_numbers(roles[:MAX_PARTS], MAX_PARTS)
+        return numbers + [numbers[-1]] * (len(roles) - len(numbers))
+
+    def caption_numbers(self, text: str | None) -> list[int]:
+        """`part_numbers` of the parts a caption's "Parts:" line names (its "Instruments:" line,
+        one per part, says what each plays)."""
+        names = names_in_caption(text)
+        programs = part_programs_listed(caption_field(text, INSTRUMENTS))
+        return self.part_numbers(names, programs if len(programs) == len(names) else None)
+
+    def caption_part_numbers(self, text: str | None) -> dict[int, str]:
+        """Part number -> its name, for the parts a caption's "Parts:" line names."""
+        return dict(zip(self.caption_numbers(text), names_in_caption(text)))
+
+    def caption_in_part_order(self, text: str | None) -> tuple[str | None, list[int] | None]:
+        """A caption with its "Parts:" and "Instruments:" lines in the order the codec writes
+        parts (with role numbering: Lead first, Bass and Drums last), as the training captions
+        have them, and where it moved them, the order (new place -> place in `text`); None
+        where nothing moved."""
+        if self.part_numbering != "role" or not text:
+            return text, None
+        fields = caption_fields(text)
+        names = listed_names(fields.get(PARTS, ""))
+        programs = part_programs_listed(fields.get(INSTRUMENTS, ""))
+        count = len(names) or len(programs)
+        if count < 2 or None in programs or (names and programs and len(programs) not in (1, len(names))):
+            return text, None
+        names_or_roles = names or [""] * count
+        each = programs if len(programs) == count else [None] * count
+        roles = [caption_role(name, program) for name, program in zip(names_or_roles, each)]
+        order = sorted(range(count), key=lambda index: ROLE_ORDER.index(roles[index]))
+        if order == list(range(count)):
+            return text, None
+        values = {}
+        if names:
+            values[PARTS] = ", ".join(names[index] for index in order)
+        if len(programs) == count:
+            values[INSTRUMENTS] = instruments_value(programs[index] for index in order)
+        return with_fields(text, values), order
+
+    def in_part_order(self, score: Score) -> Score:
+        """The score's played tracks in the order the codec numbers its parts: as they are, or
+        with role numbering by role (Lead first, Bass and Drums last; one role's tracks as the
+        score lists them). Captions and music are written from this order."""
+        if self.part_numbering != "role":
+            return score
+        played = [track for track in score.tracks if track.note_num()]
+        roles = [caption_role(name, DRUMS if track.is_drum else track.program)
+                 for name, track in zip(part_names(score), played)]
+        order = sorted(range(len(played)), key=lambda index: ROLE_ORDER.index(roles[index]))
+        if order == list(range(len(played))) and len(played) == len(score.tracks):
+            return score
+        ordered = Score(score.ticks_per_quarter)
+        ordered.time_signatures = score.time_signatures.copy()
+        ordered.tempos = score.tempos.copy()
+        ordered.key_signatures = score.key_signatures.copy()
+        ordered.markers = score.markers.copy()
+        ordered.tracks = [played[index].copy() for index in order]
+        return ordered
+
+    def score_part_numbers(self, score: Score) -> dict[int, str]:
+        """Part number -> name (`caption.part_names`) of a score's parts, as the codec writes them."""
+        score = self.in_part_order(score)
+        played = [track for track in score.tracks if track.note_num()]
+        names = part_names(score)
+        return dict(zip(self.part_numbers(names, [DRUMS if track.is_drum else track.program for track in played]),
+                        names))
+
+    def _numbered_parts(self, score: Score, numbers: list[int] | None = None) -> tuple[list[Score], list[int]]:
+        """`part_scores` of a score in part order, and the `<Part_k>` number of each (`numbers`:
+        the played tracks' numbers, rising, as the score lists them: the score is taken as it is)."""
+        if numbers is not None:
+            parts = part_scores(score)
+            if len(numbers) < len(parts) or any(later <= earlier for earlier, later in zip(numbers, numbers[1:])):
+                raise ValueError(f"part numbers {numbers} for {len(parts)} parts: one each, rising")
+            return parts, list(numbers[:len(parts)])
+        score = self.in_part_order(score)
+        parts = part_scores(score)
+        if self.part_numbering != "role":
+            return parts, list(range(len(parts)))
+        return parts, sorted(self.score_part_numbers(score))[:len(parts)]
+
+    def encode_bars(self, score: Score | str | Path, lengths_before: int | None = None,
+                    numbers: list[int] | None = None) -> list[list[int]]:
         """The music of a score as LM ids, bar by bar (music BPE never crosses a bar line).
         With parts, each bar holds each part's bar behind its `<Part_k>` (part 0 always).
         `lengths_before` (onsets layout): notes held into that bar (counted from 0) keep their
-        written length, for music that will be cut there (an infill's gap)."""
+        written length, for music that will be cut there (an infill's gap). `numbers` (onsets
+        layout): each played track's `<Part_k>`, rising, in place of the codec's own numbering
+        (the given parts of an accompaniment, numbered among all the parts of the piece)."""
         if not isinstance(score, Score):
             score = Score(str(score))
         if not self.parts:
             return self._stream_bars(score)
         if self.layout == "onsets":
-            return [self._lm_ids_of_units(bar) for bar in self._onset_bar_units(score, lengths_before)]
+            return [self._lm_ids_of_units(bar) for bar in self._onset_bar_units(score, lengths_before, numbers)]
         part_bars = [self._stream_bars(part, keep_score_meta=number == 0)
                      for number, part in enumerate(part_scores(score))] or [[]]
         note_ids = self._note_lm_ids()
@@ -678,18 +788,21 @@ class MusicCodec:
             bars.append(bar)
         return bars
 
-    def _onset_bar_units(self, score: Score, lengths_before: int | None = None) -> list[list[tuple[str, ...]]]:
+    def _onset_bar_units(self, score: Score, lengths_before: int | None = None,
+                         numbers: list[int] | None = None) -> list[list[tuple[str, ...]]]:
         """The onsets layout of `score`, bar by bar, as note units (`note_units`): written
         straight from the notes where `onsets.writes_directly` covers the tokenizer (the same
         units, about ten times faster), else from miditok's tokens (`_onset_bars`)."""
         if self._direct_layout:
-            units = onset_units(self.music_tokenizer, part_scores(score), self.note_order, self.onset_time,
-                                lengths_before)
+            parts, part_numbers = self._numbered_parts(score, numbers)
+            units = onset_units(self.music_tokenizer, parts, self.note_order, self.onset_time,
+                                lengths_before, part_numbers)
             if units is not None:
                 return units
-        return [[tuple(unit) for unit in note_units(bar)] for bar in self._onset_bars(score, lengths_before)]
+        return [[tuple(unit) for unit in note_units(bar)] for bar in self._onset_bars(score, lengths_before, numbers)]
 
-    def _onset_bars(self, score: Score, lengths_before: int | None = None) -> list[list[str]]:
+    def _onset_bars(self, score: Score, lengths_before: int | None = None,
+                    numbers: list[int] | None = None) -> list[list[str]]:
         """The base tokens of `score` in the onsets layout, bar by bar, from miditok's tokens.
 
         A note that lasts until its part's next onset (or, the part's last, to the end of the
@@ -697,7 +810,8 @@ class MusicCodec:
         back. A voice line is then a chain of pitches, and the model never has to work out how
         long a note must be for the next one to follow it without a gap."""
         encoded = []
-        for number, part in enumerate(part_scores(score)):
+        parts, numbers = self._numbered_parts(score, numbers)
+        for number, part in enumerate(parts):
             sequence = self.music_tokenizer.encode(part, encode_ids=False)
             tokens, events = list(sequence.tokens), list(sequence.events)
             if self.note_order == PITCH_DESCENDING:
@@ -730,7 +844,7 @@ class MusicCodec:
                 if number == 0 or kind not in SCORE_META_TYPES:
                     bars[-1].append(token)
             part_bars.append(bars)
-        return interleave_part_bars(part_bars, self.onset_time)
+        return interleave_part_bars(part_bars, self.onset_time, numbers)
 
     @staticmethod
     def _held_notes(tokens: list[str], events: list, piece_end: int, cut: int | None = None) -> set[int]:
@@ -864,14 +978,19 @@ class MusicCodec:
                 tokens.extend(self.music_token_parts[music_id])
         return tokens
 
-    def decode(self, ids: list[int], names: list[str] | None = None) -> Score:
+    def decode(self, ids: list[int], names: list[str] | dict[int, str] | None = None) -> Score:
         """LM ids -> symusic Score. Captions, delimiters and non-music ids are ignored, but for
-        the caption's "Parts:" line, which names the parts (`names` overrides it)."""
+        the caption's "Parts:" and "Instruments:" lines, which name the parts (`names` overrides
+        them: a list in part order, or part number -> name)."""
         tokens = self.music_tokens(ids)
         if not tokens:
             return Score(self.music_tokenizer.time_division)
         if self.parts:
-            score = self._decode_parts(tokens, names if names is not None else names_in_caption(self._caption_text(ids)))
+            if names is None:
+                names = self.caption_part_numbers(self._caption_text(ids))
+            elif not isinstance(names, dict):
+                names = dict(zip(self.part_numbers(list(names)), names))
+            score = self._decode_parts(tokens, names)
         else:
             score = self._decode_stream(tokens)
         if self.corpus is not None and self.corpus.constant_velocity and self.corpus.velocities \
@@ -1027,8 +1146,9 @@ class MusicCodec:
         return max([self.music_tokenizer.tokens_errors([vocab[token] for token in stream])
                     for stream in streams.values() if stream] or [0.0])
 
-    def _decode_parts(self, tokens: list[str], names: list[str]) -> Score:
-        """Part-by-part bars -> one track per part, on part 0's metre and tempo."""
+    def _decode_parts(self, tokens: list[str], names: dict[int, str]) -> Score:
+        """Part-by-part bars -> one track per part, on part 0's metre and tempo, named by `names`
+        (part number -> name; with role numbering a part it does not name is named by its role)."""
         merged = None
         tracks, held_by_track = [], []
         streams, held = self._onset_part_streams_and_held(tokens) if self.layout == "onsets" else \
@@ -1051,8 +1171,10 @@ class MusicCodec:
                 track.notes.extend(other.notes)
             if held_by_track[-1] is None:
                 track.notes.sort()
-            if number < len(names):
+            if number in names:
                 track.name = names[number]
+            elif self.part_numbering == "role":
+                track.name = track_role(track)
             tracks.append(track)
         if any(held_by_track):
             self._give_back_held_lengths(merged, tracks, held_by_track)
@@ -1088,6 +1210,7 @@ class MusicCodec:
             "common_key": self.common_key,
             "common_minor_key": self.common_minor_key,
             "onset_time": self.onset_time,
+            "part_numbering": self.part_numbering,
         }
         (path / CODEC_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -1109,7 +1232,8 @@ class MusicCodec:
                     layout=config.get("layout", "bars"), compounds=config.get("compounds"),
                     common_key=config.get("common_key", False),
                     common_minor_key=config.get("common_minor_key", FIRST_COMMON_KEYS[True]),
-                    onset_time=config.get("onset_time", "position"))
+                    onset_time=config.get("onset_time", "position"),
+                    part_numbering=config.get("part_numbering", "order"))
         saved = {int(music_id): lm_id for music_id, lm_id in config["music_to_lm"].items()}
         if saved != codec._music_to_lm:
             raise CodecVersionError(

@@ -98,10 +98,12 @@ class _Bars:
 
 
 def onset_units(tokenizer, parts: list[Score], note_order: str | None, onset_time: str,
-                lengths_before: int | None = None) -> list[list[tuple[str, ...]]] | None:
+                lengths_before: int | None = None, numbers: list[int] | None = None) -> list[list[tuple[str, ...]]] | None:
     """The onsets layout of these parts (`codec.part_scores`), bar by bar, as note units
-    (`codec.note_units`), each onset's time written as `onset_time` says: the same units as the
+    (`codec.note_units`), each onset's time written as `onset_time` says, each part opened by
+    `<Part_k>` with k its entry of `numbers` (rising; default 0, 1, 2...): the same units as the
     general path. None where this path does not cover the score."""
+    numbers = list(range(len(parts))) if numbers is None else numbers
     prepared = [tokenizer.preprocess_score(part) for part in parts]
     if not prepared or any(len(score.tracks) != 1 for score in prepared):
         return None
@@ -176,7 +178,7 @@ def onset_units(tokenizer, parts: list[Score], note_order: str | None, onset_tim
         # Each onset (tick) of the part opens with its part token, the part's first with its
         # program; two ticks on one position stay two runs, as miditok writes them.
         firsts = np.flatnonzero(np.diff(times[order], prepend=-1))
-        opening = (f"{PART}_{number}",)
+        opening = (f"{PART}_{numbers[number]}",)
         group_bars, group_positions = bars[order[firsts]].tolist(), positions[order[firsts]].tolist()
         firsts = firsts.tolist()
         for rank, (first, last) in enumerate(zip(firsts, firsts[1:] + [len(units)])):
