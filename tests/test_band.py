@@ -45,16 +45,18 @@ def midi_channels(midi: bytes) -> dict[int, set[int]]:
     return channels
 
 
-def assert_as_asked(score: Score, names: list[str], asked: list[int], ended: bool) -> None:
-    """The part named `names[k]` plays `asked[k]` (-1: a drum track); an ended piece plays
-    every asked part, in their order."""
+def assert_as_asked(score: Score, names: list[str], asked: list[int], ended: bool, codec) -> None:
+    """The part named `names[k]` plays `asked[k]` (-1: a drum track), the parts in the order the
+    codec numbers them (by role: the bass and drums last); an ended piece plays every asked part."""
     program_of = dict(zip(names, asked))
     played = [track for track in score.tracks if track.note_num()]
     assert played and all(track.name in program_of for track in played)
     for track in played:
         assert (-1 if track.is_drum else int(track.program)) == program_of[track.name], track.name
+    number_of = dict(zip(names, codec.part_numbers(names, asked)))
+    assert [number_of[track.name] for track in played] == sorted(number_of[track.name] for track in played)
     if ended:
-        assert written_instruments(score) == asked
+        assert sorted(written_instruments(score)) == sorted(asked)
 
 
 # ----------------------------------------------------------------------------- roles
@@ -132,9 +134,12 @@ def test_a_part_with_an_asked_instrument_names_it_before_its_first_note(band_lm)
     """The corpus constraints: before part 0 (asked: drums) has named its program, no row may
     strike a note for it, nor name another program; a note before any Program token would
     decode as program 0 on a melodic channel."""
-    constraints = band_lm.constraints("Parts: Drums, Bass\nInstruments: Drums, Electric Bass (finger)\n")
+    caption = "Parts: Drums, Bass\nInstruments: Drums, Electric Bass (finger)\n"
+    drums, bass = band_lm.codec.caption_numbers(caption)
+    assert (drums, bass) == (14, 13)  # numbered by role, whatever the caption's order
+    constraints = band_lm.constraints(caption)
     state = constraints.start_state()
-    for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Shift_0", "Part_0"]):
+    for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Shift_0", f"Part_{drums}"]):
         state = constraints.advance(state, lm_id)
     allowed = constraints.row_mask(state)
     rows = band_lm.grammar.row_lm_ids
@@ -159,7 +164,7 @@ def test_drums_and_bass_asked_are_drums_and_bass_written(band_lm):
                                        sampling={"max_new_tokens": 160}))
     assert any(sample.ended for sample in samples)
     for sample in samples:
-        assert_as_asked(sample.score, ["Drums", "Bass"], [-1, 33], sample.ended)
+        assert_as_asked(sample.score, ["Drums", "Bass"], [-1, 33], sample.ended, band_lm.codec)
         drums = [track for track in sample.score.tracks if track.is_drum]
         assert all(track.name == "Drums" for track in drums)
         # Drum notes only in the drum part: every other track is melodic.
@@ -170,11 +175,12 @@ def test_a_training_tunes_caption_gets_its_instruments_part_by_part(band_lm):
     """The issue's test: the exact caption of a training tune (drum part included)."""
     caption = next(iter(band_lm.codec.corpus.captions))
     asked = part_programs_listed(caption_field(caption, INSTRUMENTS))
-    assert -1 in asked and 33 in asked and names_in_caption(caption)[0] == "Drums"
+    # The training pieces' captions list their parts as the codec numbers them: the drums last.
+    assert -1 in asked and 33 in asked and names_in_caption(caption)[-1] == "Drums"
     samples = band_lm.run(MusicRequest(text=caption, bars=2, num_samples=3, seed=4, sampling={"max_new_tokens": 240}))
     assert any(sample.ended for sample in samples)
     for sample in samples:
-        assert_as_asked(sample.score, names_in_caption(caption), asked, sample.ended)
+        assert_as_asked(sample.score, names_in_caption(caption), asked, sample.ended, band_lm.codec)
         for track in sample.score.tracks:  # named as the caption names them, drums on drums
             assert track.is_drum == (track.name == "Drums")
 
@@ -186,7 +192,7 @@ def test_with_constraints_off_the_asked_instruments_still_hold_and_the_corpus_li
     asked = part_programs_listed(caption_field(caption, INSTRUMENTS))
     request_only = band_lm.constraints(caption, corpus_limits=False)
     corpus = band_lm.constraints(caption)
-    assert request_only.part_programs == corpus.part_programs == asked
+    assert request_only.part_programs == corpus.part_programs == dict(zip(band_lm.codec.caption_numbers(caption), asked))
     assert request_only.exact_parts == len(asked) and request_only.allowed_programs == set(asked)
     assert corpus.cap is not None and corpus.pitch_ranges and corpus.no_repeats
     # Each instrument keeps to the range the sanity check judges it by: its family's in the corpus.
@@ -195,7 +201,7 @@ def test_with_constraints_off_the_asked_instruments_still_hold_and_the_corpus_li
     samples = band_lm.run(MusicRequest(text=caption, bars=2, num_samples=3, seed=4, constrain=False,
                                        sampling={"max_new_tokens": 240}))
     for sample in samples:
-        assert_as_asked(sample.score, names_in_caption(caption), asked, sample.ended)
+        assert_as_asked(sample.score, names_in_caption(caption), asked, sample.ended, band_lm.codec)
     # Given music and nothing asked: the syntax alone, as before.
     assert band_lm.constraints(caption, given_music=True, corpus_limits=False) is None
 
@@ -215,8 +221,7 @@ def test_one_batch_with_a_caption_per_sample_writes_each_samples_instruments(ban
         assert record["caption"] == text and record["part_programs"] == asked
         prompt = band_lm.prompt_ids(None, text)
         assert row[:len(prompt)] == prompt  # its own prompt, no padding left in
-        assert_as_asked(band_lm.codec.decode(row, names=names_in_caption(text)), names_in_caption(text), asked,
-                        record["ended"])
+        assert_as_asked(band_lm.codec.decode(row), names_in_caption(text), asked, record["ended"], band_lm.codec)
     with pytest.raises(ValueError, match="one caption per sample"):
         band_lm.generate_ids(2, texts=texts)
 
@@ -227,7 +232,7 @@ def test_without_a_caption_the_drawn_tunes_instruments_are_written(band_lm):
     asked = band_lm.last_generation[0]["part_programs"]
     assert asked == part_programs_listed(caption_field(caption, INSTRUMENTS)) and -1 in asked
     for sample in samples:
-        assert_as_asked(sample.score, names_in_caption(caption), asked, sample.ended)
+        assert_as_asked(sample.score, names_in_caption(caption), asked, sample.ended, band_lm.codec)
 
 
 def test_the_command_writes_drums_on_the_drum_channel(tiny_bundle, tmp_path):
@@ -241,9 +246,9 @@ def test_the_command_writes_drums_on_the_drum_channel(tiny_bundle, tmp_path):
     for path in files:
         score = Score(str(path))
         played = written_instruments(score)
-        # Each part on its own instrument, in part order (a sample cut by --max-new-tokens may
-        # stop before every part has entered).
-        assert played and played == [program for program in (-1, 33, 0) if program in played]
+        # Each part on its own instrument, in part order (by role: piano, bass, drums; a sample
+        # cut by --max-new-tokens may stop before every part has entered).
+        assert played and played == [program for program in (0, 33, -1) if program in played]
         channels = midi_channels(path.read_bytes())
         # The drum part sounds on channel 10 (9 counted from 0), and nothing else does there;
         # the melodic parts sound with their own programs on their own channels.
@@ -266,8 +271,11 @@ def test_the_command_refuses_parts_and_instruments_that_disagree(tiny_bundle, tm
 def test_a_band_round_trips_with_its_programs_and_drum_flag(band_lm):
     score = make_band_score(seed=7, bars=6)
     decoded = band_lm.codec.decode(band_lm.codec.encode(score))
-    assert written_instruments(decoded) == written_instruments(score) == [-1, 33, 0, 48, 73, 25]
-    assert [track.name for track in decoded.tracks] == part_names(score)
+    assert written_instruments(score) == [-1, 33, 0, 48, 73, 25]
+    # Numbered by role, the parts come back lead first, the bass and drums last.
+    assert written_instruments(decoded) == [73, 48, 0, 25, 33, -1]
+    assert [track.name for track in decoded.tracks] == part_names(band_lm.codec.in_part_order(score))
+    assert sorted(part_names(score)) == sorted(track.name for track in decoded.tracks)
     from midillm.tokenization.roundtrip import notes_kept
 
     kept, total = notes_kept(band_lm.codec, score)
@@ -388,28 +396,35 @@ def test_the_card_reports_the_band_checks(tmp_path):
 
 
 def test_until_every_asked_part_has_played_each_new_onset_opens_with_one(band_lm):
-    """Parts 0 and 1 asked; part 0 has played: the next onset must open with part 1, and the
-    piece may not end. Given way only in a dead end (`relax`), instruments kept."""
+    """Drums and bass asked; the drums have played: the next onset must open with the bass, and
+    the piece may not end. Given way only in a dead end (`relax`), instruments kept."""
     from midillm.decoding.grammar import CorpusConstraints
 
-    constraints = band_lm.constraints("Parts: Drums, Bass\nInstruments: Drums, Electric Bass (finger)\n")
+    caption = "Parts: Drums, Bass\nInstruments: Drums, Electric Bass (finger)\n"
+    drums, bass = band_lm.codec.caption_numbers(caption)
+    constraints = band_lm.constraints(caption)
     state = constraints.start_state()
-    for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Shift_0", "Part_0", "Program_-1",
-                                                      "PitchDrum_36"]):
+    for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Shift_0", f"Part_{drums}",
+                                                      "Program_-1", "PitchDrum_36"]):
         state = constraints.advance(state, lm_id)
-    assert state.parts_played == {0}
+    assert state.parts_played == {drums}
     rows = {tuple(band_lm.codec.music_token_parts[band_lm.codec.music_id_of_lm_id(lm_id)]): row
             for row, lm_id in enumerate(band_lm.grammar.row_lm_ids[:-1])}
-    drums_at_a_new_onset = next(row for tokens, row in rows.items()
-                                if tokens[0].startswith("Shift_") and tokens[1:2] == ("Part_0",))
+    # The drums again at a new onset, in one row (time and the drum note together) where the
+    # codec has such a compound; numbered by role the drums come last, so it may have none.
+    drums_at_a_new_onset = [row for tokens, row in rows.items()
+                            if tokens[0].startswith("Shift_") and tokens[1:2] == (f"Part_{drums}",)]
     strict = constraints.row_mask(state)
-    assert not strict[drums_at_a_new_onset] and not strict[band_lm.grammar.end_row]
-    assert constraints.row_mask(state, CorpusConstraints.LATE_ENTRIES)[drums_at_a_new_onset]
+    assert not strict[band_lm.grammar.end_row]
+    assert not strict[drums_at_a_new_onset].any()
+    assert constraints.row_mask(state, CorpusConstraints.LATE_ENTRIES)[drums_at_a_new_onset].all()
     assert constraints.row_mask(state, CorpusConstraints.MAY_END)[band_lm.grammar.end_row]
     # Time moved on, no part yet at this onset: the bass opens it, the drums may not.
     state = constraints.advance(state, band_lm.codec.lm_ids_of_base_tokens(["Shift_4"])[0])
     strict = constraints.row_mask(state)
-    assert strict[rows[("Part_1",)]] and not strict[rows[("Part_0",)]]
+    assert strict[rows[(f"Part_{bass}",)]] and not strict[rows[(f"Part_{drums}",)]]
+    # No other part may play: the caption asks for these two.
+    assert not strict[rows[("Part_0",)]] and not strict[rows[("Part_6",)]]
 
 
 def test_a_typical_caption_whose_parts_and_instruments_disagree_leaves_the_instruments_out():
@@ -426,16 +441,16 @@ def test_a_typical_caption_whose_parts_and_instruments_disagree_leaves_the_instr
 
 
 def test_a_dead_end_gives_way_to_the_parts_range_then_the_instruments_never_to_a_drum_note_on_a_bass(band_lm):
-    """Strict voice leading reads part order as register order (a chorale's); a band's parts come
-    in file order, so a Bass part after a high Strings note may find no pitch at all. The way
-    out keeps the bass on its instrument and in its range: a drum note there (which the syntax
-    alone would allow) is never written."""
+    """Strict voice leading reads part order as register order (a chorale's); a band's parts
+    numbered in file order (here: as the caption lists them) may put a Bass part above a high
+    Strings note, where it finds no pitch at all. The way out keeps the bass on its instrument
+    and in its range: a drum note there (which the syntax alone would allow) is never written."""
     from midillm.decoding.grammar import CorpusConstraints, GrammarLogitsProcessor
 
     caption = ("Parts: Drums, Bass, Piano, Strings, Lead, Guitar\nTime signature: 4/4\n"
                "Instruments: Drums, Electric Bass (finger), Acoustic Grand Piano, String Ensembles 1, Flute, "
                "Acoustic Guitar (steel)\n")
-    constraints = band_lm.constraints(caption)
+    constraints = band_lm.constraints(caption, part_numbers=list(range(6)))
     assert constraints.strict_voice_leading  # the synthetic band corpus has no parallels
     prompt = band_lm.prompt_ids(None, caption) + band_lm.codec.lm_ids_of_base_tokens(
         ["Bar_None", "TimeSig_4/4", "Shift_0", "Part_3", "Program_48", "Pitch_68", "Velocity_111", "Shift_1",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from symusic import Score
 
-from midillm.tokenization.caption import caption_field, key_name, key_tonic
+from midillm.tokenization.caption import caption_field, key_name, key_tonic, part_names
 from midillm.tokenization.tonality import (COMMON_KEYS, drawn_key, estimate_key, in_common_key, named_key,
                                            register_shift, shift_to, transposed)
 
@@ -183,8 +183,12 @@ def test_given_music_comes_back_exactly_in_its_own_key(common_key_lm, band_midi_
     def notes(track, ticks_per_beat):  # in beats: the written score has the codec's resolution
         return sorted((note.time / ticks_per_beat, note.pitch, note.duration / ticks_per_beat) for note in track.notes)
 
-    # The given parts come first, in their order (their names may be their roles).
-    for track, given in zip(written.tracks[:2], score.tracks[:2]):
+    # The given parts come back under their names (or their roles, where a name says nothing),
+    # placed where the codec numbers them.
+    given_tracks = score.copy()
+    given_tracks.tracks = [track.copy() for track in score.tracks[:2]]
+    for name, given in zip(part_names(given_tracks), given_tracks.tracks):
+        [track] = [track for track in written.tracks if track.name == name]
         assert notes(track, written.ticks_per_quarter) == notes(given, score.ticks_per_quarter)
     signature = written.key_signatures[0]
     assert key_name(signature.key, bool(signature.tonality)) == named_key(*estimate_key(score))

@@ -219,8 +219,8 @@ class _OnsetPlan:
         onset = self.pending[0]
         allowed |= moves & (targets < onset.position)
         there = targets == onset.position
-        if not onset.meta:  # time moved there by the model, with a part below the given ones (or alone)
-            allowed |= moves & there & ((self.row_part < 0) | (self.row_part < onset.parts[0][0]))
+        if not onset.meta and onset.parts:  # time moved there with a part of the model's, below the given ones
+            allowed |= moves & there & self.opens_new & (self.row_part < onset.parts[0][0])
         allowed[self.bar_row] = allowed[self.end_row] = False
         return allowed, self._next_given_row(), there & ~allowed
 
@@ -259,14 +259,16 @@ class _OnsetPlan:
             elif self.at_onset and row == self.row_of_lm_id[self._part_ids()[0]]:
                 self.queue = self._part_ids()[1:]
                 self.at_onset.pop(0)
-            elif self.pending and target == self.pending[0].position and not self.pending[0].meta and (
-                    int(self.row_part[row]) < 0 or int(self.row_part[row]) not in self.given_numbers):
-                # Time moved there alone (which may be the given music's own first row, where no
-                # compound holds its time with its first note) or with a part of the model's.
-                self.at_onset = list(self.pending.pop(0).parts)
             elif self.pending and row == self._next_given_row():
-                self.queue = self._reaching_ids()[1:]
-                self.at_onset = list(self.pending.pop(0).parts[1:])
+                if int(self.row_part[row]) < 0 and not self.pending[0].meta:
+                    # Time alone (no compound holds it with the given note): the given parts'
+                    # notes come when their turn does, after any part of the model's below them.
+                    self.at_onset = list(self.pending.pop(0).parts)
+                else:
+                    self.queue = self._reaching_ids()[1:]
+                    self.at_onset = list(self.pending.pop(0).parts[1:])
+            elif self.pending and target == self.pending[0].position and bool(self.opens_new[row]):
+                self.at_onset = list(self.pending.pop(0).parts)  # time moved there with a part of the model's
         if int(self.row_part[row]) >= 0:
             self.part = int(self.row_part[row])
         elif row == self.bar_row or target >= 0:

@@ -675,7 +675,7 @@ class MusicCodec:
         programs = list(programs) if programs is not None and len(programs) == len(names) else [None] * len(names)
         roles = [caption_role(name, program) for name, program in zip(names, programs)]
         numbers = role_part_numbers(roles[:MAX_PARTS], MAX_PARTS)
-        return numbers + [numbers[-1]] * (len(roles) - len(numbers))
+        return numbers + numbers[-1:] * (len(roles) - len(numbers))
 
     def caption_numbers(self, text: str | None) -> list[int]:
         """`part_numbers` of the parts a caption's "Parts:" line names (its "Instruments:" line,

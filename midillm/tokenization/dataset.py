@@ -394,6 +394,12 @@ def _build_codec(config: PrepareConfig, corpus: CorpusProfile, train: list[Check
                               adapt_to_corpus=config.adapt_to_corpus, tasks=tasks, common_key=config.common_key,
                               onset_time=config.onset_time,
                               part_numbering=config.part_numbering or default_part_numbering(corpus))
+    # The default prompts (the train pieces' captions, measured before the codec was chosen)
+    # list their parts in the order the codec writes them, as the training rows' captions do.
+    ordered: Counter = Counter()
+    for caption, count in corpus.captions.items():
+        ordered[codec.caption_in_part_order(caption)[0]] += count
+    corpus.captions = dict(ordered.most_common())
     paths = [piece.file.path for piece in train]
     if config.render == "tokens" and config.vocab_size > len(codec.music_tokenizer.vocab):
         log(f"Training music BPE ({config.vocab_size} tokens) on {len(train)} pieces")
