@@ -62,6 +62,39 @@ def assert_as_asked(score: Score, names: list[str], asked: list[int], ended: boo
 # ----------------------------------------------------------------------------- roles
 
 
+def test_parts_are_numbered_by_role_from_what_a_caption_says_of_them():
+    from midillm.tokenization.roles import ROLE_ORDER, caption_role, role_part_numbers
+
+    # A role word names the role; any other name leaves it to the instrument's family.
+    assert caption_role("bass", None) == "Bass" and caption_role("Drums", 0) == "Drums"
+    assert caption_role("Lead Guitar", 29) == "Guitar" and caption_role("Melody", 73) == "Winds"
+    assert caption_role("Track7", -1) == "Drums" and caption_role("Soprano", None) == "Piano"
+    assert ROLE_ORDER.index("Bass") == 13 and ROLE_ORDER.index("Drums") == 14
+    # Two guitars: the second takes the next free number; numbers rise in role order.
+    assert role_part_numbers(["Drums", "Guitar", "Bass", "Guitar", "Lead"], 16) == [14, 8, 13, 9, 0]
+    # More parts of the last roles than numbers after them: moved down, still rising.
+    assert role_part_numbers(["Drums"] * 4, 16) == [12, 13, 14, 15]
+    assert role_part_numbers(["Lead"] * 16, 16) == list(range(16))
+
+
+def test_a_request_lists_its_parts_in_the_codecs_part_order(band_lm):
+    codec = band_lm.codec
+    assert codec.part_numbering == "role"  # the band corpus: more than one instrument family
+    text = ("Parts: Drums, Bass, Lead Guitar\nTime signature: 4/4\n"
+            "Instruments: Drums, Electric Bass (finger), Overdriven Guitar\n")
+    ordered, order = codec.caption_in_part_order(text)
+    assert order == [2, 1, 0]
+    assert names_in_caption(ordered) == ["Lead Guitar", "Bass", "Drums"]
+    assert caption_field(ordered, INSTRUMENTS) == "Overdriven Guitar, Electric Bass (finger), Drums"
+    assert codec.caption_numbers(ordered) == [8, 13, 14]
+    assert codec.caption_in_part_order(ordered) == (ordered, None)
+    # The programs, names and registers given part by part move with their parts.
+    request = MusicRequest(text=text, programs=[-1, 33, 29], registers="3=E3-C5", parts=["Drums", "Bass", "Lead Guitar"])
+    moved, _ = band_lm._in_part_order(request, text)
+    assert moved.programs == [29, 33, -1] and moved.parts == ["Lead Guitar", "Bass", "Drums"]
+    assert moved.registers == {"1": (52, 72)}
+
+
 @pytest.mark.parametrize("name, says_nothing", [
     ("Track7", True), ("Staff-1", True), ("", True), ("  ", True), ("program 33", True), ("Part 3", True),
     ("Ch. 10", True), ("7", True), ("untitled", True), ("MIDI Ch. 2", True), ("MIDI 01", True), ("Spår 1", True),

@@ -26,20 +26,28 @@ def band_scores() -> dict[str, Score]:
     return {path.name: Score(str(path)) for path in files}
 
 
-def test_every_note_of_the_real_tunes_comes_back_with_its_program_and_drum_flag(band_scores, tiny_lm_tokenizer):
+@pytest.mark.parametrize("numbering", ["role", "order"])
+def test_every_note_of_the_real_tunes_comes_back_with_its_program_and_drum_flag(band_scores, tiny_lm_tokenizer,
+                                                                                numbering):
     from midillm.tokenization.codec import MusicCodec
     from midillm.tokenization.roundtrip import note_keys
 
     # A codec fitted to the corpus, as `prepare` makes it (onsets layout, the corpus's grid and durations).
-    codec = MusicCodec.create("REMI", lm_tokenizer=tiny_lm_tokenizer, corpus=measure_corpus(band_scores.values()))
+    codec = MusicCodec.create("REMI", lm_tokenizer=tiny_lm_tokenizer, corpus=measure_corpus(band_scores.values()),
+                              part_numbering=numbering)
     assert codec.layout == "onsets"
     for name, score in band_scores.items():
         decoded = codec.decode(codec.encode(score))
         # Every note's pitch, onset, duration, program and drum flag, after the tokenizer's own quantisation.
         written = note_keys(codec.music_tokenizer.preprocess_score(score.copy()), durations=True)
         assert note_keys(decoded, durations=True) == written and written.total() == score.note_num(), name
-        # Part by part: the same instruments in the same order, drums on a drum track.
-        assert [program for program, _ in played_tracks(decoded)] == [program for program, _ in played_tracks(score)]
+        # Part by part: the same instruments in the codec's part order (the file's, or by role:
+        # lead first, bass and drums last), drums on a drum track.
+        assert [program for program, _ in played_tracks(decoded)] == \
+            [program for program, _ in played_tracks(codec.in_part_order(score))]
+        if numbering == "role" and len(list(played_tracks(score))) <= 16:
+            # Each part back under its own name (or its role), by its number.
+            assert [track.name for track in decoded.tracks] == part_names(codec.in_part_order(score)), name
 
 
 def test_the_real_tunes_parts_are_named_by_what_they_play_where_their_names_say_nothing(band_scores):

@@ -878,7 +878,7 @@ class MidiLM:
     def _in_part_order(self, request: MusicRequest, text: str | None) -> tuple[MusicRequest, str | None]:
         """The caption's parts in the order the codec writes them (`caption_in_part_order`: with
         role numbering the bass and drums last, as in every training caption), and the request's
-        parts and programs listed part by part moved with them."""
+        parts, programs and registers given part by part moved with them."""
         text, order = self.codec.caption_in_part_order(text)
         if order is None:
             return request, text
@@ -887,6 +887,9 @@ class MidiLM:
             moved["parts"] = [request.parts[index] for index in order]
         if request.programs and len(request.programs) == len(order):
             moved["programs"] = [request.programs[index] for index in order]
+        if request.registers:  # a part's register by its number (from 1) follows the part
+            place = {str(old + 1): str(new + 1) for new, old in enumerate(order)}
+            moved["registers"] = {place.get(part, part): bounds for part, bounds in request.registers.items()}
         return (request.updated(**moved) if moved else request), text
 
     @staticmethod

@@ -69,9 +69,11 @@ def _bits(lm, ids: list[int], start: int, counted: list[bool]) -> float:
 
 def written_parts_bits_per_note(lm, score: Score, given_parts: int = 1) -> tuple[float, int]:
     """Bits the model gives the parts after the first `given_parts` of `score` (the reference's
-    own), with the given parts in view: teacher forcing over the first window of bars that fits
-    the training context. Returns (bits, notes of the written parts in that window)."""
+    own; in the codec's part order, the lowest numbers), with the given parts in view: teacher
+    forcing over the first window of bars that fits the training context. Returns (bits, notes
+    of the written parts in that window)."""
     codec = lm.codec
+    given = set(sorted(codec.score_part_numbers(score))[:given_parts])
     caption = lm._caption_ids(codec.caption(score))
     ids = caption + [codec.music_start_id]
     for bar in codec.encode_bars(score):
@@ -83,7 +85,7 @@ def written_parts_bits_per_note(lm, score: Score, given_parts: int = 1) -> tuple
     for lm_id in ids[start:]:
         number = codec.part_of_lm_id(lm_id)
         part = number if number is not None else part
-        written.append(part >= given_parts)
+        written.append(part >= 0 and part not in given)
     notes = sum(1 for lm_id, is_written in zip(ids[start:], written) if is_written and lm_id in lm.grammar.note_lm_ids)
     return _bits(lm, ids, start, written), notes
 
