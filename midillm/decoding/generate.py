@@ -112,6 +112,10 @@ class _BarPlan:
         """The row to write when every other is masked: the plan wins."""
         return self.end_row if self.done else self.bar_row
 
+    def given_notes_to_come(self) -> int:
+        """Bars layout: given bars come whole, before the other parts'."""
+        return 0
+
     def given_row(self) -> tuple[int, torch.Tensor] | None:
         """A row of given music the model may choose now (none: bars are given whole)."""
         return None
@@ -192,6 +196,10 @@ class _OnsetPlan:
         """The Position of the bar each row moves to from here (-1: none)."""
         return torch.where(self.row_shift >= 0, self.position + self.row_shift, self.row_position)
 
+    def given_notes_to_come(self) -> int:
+        """The notes the given parts will still strike at the onset reached."""
+        return sum(token.startswith(("Pitch_", "PitchDrum_")) for _, tokens in self.at_onset for token in tokens)
+
     def _mine(self) -> torch.Tensor:
         """Rows that go on with the part now written, where it is one the model writes."""
         return self.row_continues_part if self.part >= 0 and self.part not in self.given_numbers \
@@ -220,7 +228,13 @@ class _OnsetPlan:
         allowed |= moves & (targets < onset.position)
         there = targets == onset.position
         if not onset.meta and onset.parts:  # time moved there with a part of the model's, below the given ones
-            allowed |= moves & there & self.opens_new & (self.row_part < onset.parts[0][0])
+            below = onset.parts[0][0]
+            allowed |= moves & there & self.opens_new & (self.row_part < below)
+            if any(number not in self.given_numbers for number in range(below)):
+                # or alone, for a part whose first note names its instrument (no compound holds
+                # a time with a program); where no part can come below the given ones, time
+                # alone is the given music's way there, in its own compound where it has one.
+                allowed |= moves & there & (self.row_part < 0)
         allowed[self.bar_row] = allowed[self.end_row] = False
         return allowed, self._next_given_row(), there & ~allowed
 
@@ -259,16 +273,14 @@ class _OnsetPlan:
             elif self.at_onset and row == self.row_of_lm_id[self._part_ids()[0]]:
                 self.queue = self._part_ids()[1:]
                 self.at_onset.pop(0)
-            elif self.pending and row == self._next_given_row():
-                if int(self.row_part[row]) < 0 and not self.pending[0].meta:
-                    # Time alone (no compound holds it with the given note): the given parts'
-                    # notes come when their turn does, after any part of the model's below them.
-                    self.at_onset = list(self.pending.pop(0).parts)
-                else:
-                    self.queue = self._reaching_ids()[1:]
-                    self.at_onset = list(self.pending.pop(0).parts[1:])
-            elif self.pending and target == self.pending[0].position and bool(self.opens_new[row]):
-                self.at_onset = list(self.pending.pop(0).parts)  # time moved there with a part of the model's
+            elif self.pending and (target == self.pending[0].position or row == self._next_given_row()):
+                reaching = self._reaching_ids()
+                onset = self.pending.pop(0)
+                if onset.meta or int(self.row_part[row]) in self.given_numbers:
+                    # The given music's own first row there: the rest of its first part follows.
+                    self.queue, self.at_onset = reaching[1:], list(onset.parts[1:])
+                else:  # time alone, or with a part of the model's: each given part in its turn
+                    self.at_onset = list(onset.parts)
         if int(self.row_part[row]) >= 0:
             self.part = int(self.row_part[row])
         elif row == self.bar_row or target >= 0:
@@ -422,7 +434,8 @@ class MidiLM:
     def constraints(self, text: str | None = None, programs: list[int] | None = None,
                     min_bars: int | None = -1, strict_voice_leading: bool | None = None,
                     controls: MusicRequest | None = None, given_music: bool = False,
-                    corpus_limits: bool = True, part_numbers: list[int] | None = None) -> CorpusConstraints | None:
+                    corpus_limits: bool = True, part_numbers: list[int] | None = None,
+                    written_programs: list[int | None] | None = None) -> CorpusConstraints | None:
         """The corpus constraints for a caption (its instruments, if it names any, else the
         corpus's programs) or explicit `programs`, with strict voice leading between the parts
         if asked (`midillm.decoding.voice_leading`) and the request's `controls` (metre, bars,
@@ -435,7 +448,9 @@ class MidiLM:
         `corpus_limits=False` (constraints off): only what the request asks, its parts'
         instruments, the programs given, its metre, bars and parts; None when it asks none.
         `part_numbers`: the `<Part_k>` of each part the caption names, where the caller numbered
-        them (an accompaniment's, given parts among them); else read from the caption."""
+        them (an accompaniment's, given parts among them); else read from the caption.
+        `written_programs`: on given music, each named part's instrument where it is to be
+        written (an accompaniment's new parts; None: a given part), which it then plays."""
         if self.codec.corpus is None:
             return None
         text = self.default_text(text)
@@ -452,8 +467,8 @@ class MidiLM:
                          density_bias=controls.density_bias)
             if controls.key_bias and not asked["key"]:
                 raise TaskError("the key-aware bias needs a key: give one (--key, key=) or a caption with a Key line")
-        instruments = None if given_music else self.part_instruments(text, programs, controls)
-        if instruments:  # these parts, each on its instrument, and every one of them plays
+        instruments = written_programs if given_music else self.part_instruments(text, programs, controls)
+        if instruments and not given_music:  # these parts, each on its instrument, and every one of them plays
             asked["parts"] = len(instruments)
         if controls is not None and controls.registers:
             asked["registers"] = resolve_registers(controls.registers, named_parts, asked.get("parts"))
@@ -558,7 +573,8 @@ class MidiLM:
                      plans: list[_BarPlan] | None = None,
                      on_step: Callable[[int, int], None] | None = None,
                      strict_voice_leading: bool | None = None, controls: MusicRequest | None = None,
-                     texts: list[str | None] | None = None, part_numbers: list[int] | None = None) -> list[list[int]]:
+                     texts: list[str | None] | None = None, part_numbers: list[int] | None = None,
+                     written_programs: list[int | None] | None = None) -> list[list[int]]:
         """Sample `num_samples` continuations in one batch; returns prompt + new ids each.
 
         `constrain=False` samples the model on its own: the syntax grammar and what the request
@@ -571,7 +587,8 @@ class MidiLM:
         bias the corpus constraints enforce (`MidiLM.run` passes a new piece's). `texts`: one
         caption per sample for new pieces (eval draws a training caption for each), each row
         prompted and constrained by its own. `part_numbers`: the `<Part_k>` of each part the
-        caption names, where the caller numbered them (see `constraints`).
+        caption names, where the caller numbered them, and `written_programs` the instruments of
+        the parts it writes around given music (see `constraints`).
         """
         settings = settings or self.sampling
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -588,7 +605,7 @@ class MidiLM:
         constraints_of = {row_text: self.constraints(row_text, programs, min_bars=None if plans else -1,
                                                      strict_voice_leading=strict_voice_leading, controls=controls,
                                                      given_music=given_music, corpus_limits=constrain,
-                                                     part_numbers=part_numbers)
+                                                     part_numbers=part_numbers, written_programs=written_programs)
                           for row_text in distinct}
         prompts = [prompt_of[row_text] for row_text in row_texts]
         constraints = constraints_of[distinct[0]] if len(distinct) == 1 else \
@@ -638,6 +655,8 @@ class MidiLM:
                 asked, negative = logits[:num_samples], logits[num_samples:]
                 logits = negative + settings.key_guidance * (asked - negative)
             model_logits = logits.clone() if plans is not None else None
+            if plans is not None:  # given notes still to come at an onset count toward its cap
+                grammar_processor.reserved = [plan.given_notes_to_come() for plan in plans]
             logits = grammar_processor(sequences[:num_samples], logits)
             masked_mass += grammar_processor.masked_mass * ~finished
             new_tokens += (~finished).long()
@@ -647,12 +666,13 @@ class MidiLM:
                 for row, plan in enumerate(plans):
                     planned = logits[row].masked_fill(~plan.allowed_rows(), float("-inf"))
                     given = plan.given_row()
-                    if given is not None:
+                    syntax = grammar_processor.syntax[row]
+                    if given is not None and syntax[given_row := given[0]]:
                         # Reaching the given onset is worth whatever the model gives to moving time
                         # there, whichever note it would have written first; and given music is
-                        # never the constraints' to refuse.
-                        given_row, reaching = given
-                        planned[given_row] = torch.logsumexp(model_logits[row][reaching], dim=0)
+                        # never the constraints' to refuse. Only where the syntax lets it come now:
+                        # not inside a note, nor after a part token that has struck nothing.
+                        planned[given_row] = torch.logsumexp(model_logits[row][given[1] & syntax], dim=0)
                     if not torch.isfinite(planned).any():  # the plan wins: the piece ends or a bar opens
                         planned = torch.full_like(planned, float("-inf"))
                         planned[plan.fallback_row()] = 0.0
@@ -1045,10 +1065,14 @@ class MidiLM:
         given = select_tracks(score, tracks)
         # The user's fields, then the melody's own key, metre and tempo, then the corpus's; its
         # parts are the given ones first, then the others.
-        caption_text, names = accompaniment_caption(given, text, self.typical_text(), keep_style,
+        # The corpus's style and parts from one training piece's caption (drawn by the seed, as a
+        # new piece's is): its parts and instruments are one real piece's.
+        style = self.default_text(None, request.seed) or self.typical_text()
+        caption_text, names = accompaniment_caption(given, text, style, keep_style,
                                                     max_parts=getattr(self.codec.corpus, "max_parts", 0))
         written = names[len(given.tracks):]
-        given, caption_text, names, numbers, given_numbers = self._numbered_accompaniment(given, caption_text, names, text)
+        given, caption_text, names, numbers, given_numbers, programs = self._numbered_accompaniment(
+            given, caption_text, names, style, text)
         caption = self._caption_ids(caption_text)
         given_bars = self.codec.encode_bars(given, numbers=given_numbers if self.codec.layout == "onsets" else None)
         if self.codec.layout == "onsets":
@@ -1064,7 +1088,7 @@ class MidiLM:
         settings = settings.updated(max_new_tokens=max(settings.max_new_tokens, 4 * total_given))
         rows = self.generate_ids(num_samples, settings=settings, seed=request.seed, constrain=request.constrain,
                                  prompt_ids=prompt, text=caption_text, plans=plans, progress=request.progress,
-                                 on_step=request.on_step, part_numbers=numbers,
+                                 on_step=request.on_step, part_numbers=numbers, written_programs=programs,
                                  strict_voice_leading=self._strict_for_given(request, given, written))
         scores = []
         for row, plan in zip(rows, plans):
@@ -1081,35 +1105,41 @@ class MidiLM:
             scores.append(score)
         return scores
 
-    def _programs_by_part_name(self, text: str | None) -> dict[str, int]:
-        """Part name (lower case) -> the program a part of that name plays: in the user's caption
-        `text` where it lists one instrument per part, else most often in the training pieces'
-        captions (`CorpusProfile.captions`, as often as pieces have each)."""
-        counts: dict[str, Counter] = {}
-        captions = dict(getattr(self.codec.corpus, "captions", None) or {})
-        for caption, weight in list(captions.items()) + [(text, float("inf"))]:
+    def _programs_by_part_name(self, *texts: str | None) -> dict[str, int]:
+        """Part name (lower case) -> the program a part of that name plays: in the last of
+        `texts` (captions) that lists one instrument per part and names it, else most often in
+        the training pieces' captions (`CorpusProfile.captions`, as often as pieces have each)."""
+        def pairs(caption):
             names = names_in_caption(caption)
             programs = part_programs_listed(caption_field(caption, INSTRUMENTS))
-            if names and len(programs) == len(names):
-                for name, program in zip(names, programs):
-                    if program is not None:
-                        counts.setdefault(name.lower(), Counter())[program] += weight
-        return {name: counted.most_common(1)[0][0] for name, counted in counts.items()}
+            return [(name.lower(), program) for name, program in zip(names, programs)
+                    if program is not None] if names and len(programs) == len(names) else []
 
-    def _numbered_accompaniment(self, given: Score, caption_text: str, names: list[str], user_text: str | None
-                                ) -> tuple[Score, str, list[str], list[int], list[int]]:
+        counts: dict[str, Counter] = {}
+        for caption, weight in (getattr(self.codec.corpus, "captions", None) or {}).items():
+            for name, program in pairs(caption):
+                counts.setdefault(name, Counter())[program] += weight
+        listed = {name: counted.most_common(1)[0][0] for name, counted in counts.items()}
+        for text in texts:
+            listed.update(pairs(text))
+        return listed
+
+    def _numbered_accompaniment(self, given: Score, caption_text: str, names: list[str], *texts: str | None
+                                ) -> tuple[Score, str, list[str], list[int], list[int], list[int | None] | None]:
         """An accompaniment's parts (`names`: the given ones first) numbered as the codec numbers
         parts: (the given parts in that order, the caption with its parts in that order, their
-        names, their numbers, the given parts' numbers). Numbered in order, as they are: the
+        names, their numbers, the given parts' numbers, and each part's instrument where it is
+        written and known: what the corpus constraints hold it to). Numbered in order, as they are: the
         given parts first. Numbered by role, each part by its name and instrument (a given part's
-        own; a written part's where its name is one, an arrangement's, else where the user's or
-        the training pieces' captions play it most), the given ones among the others, and the
+        own; a written part's where its name is one, an arrangement's, else as the drawn and the
+        user's captions (`texts`) list it, else as the training pieces' captions play it most),
+        the given ones among the others, and the
         caption's "Instruments:" line one per part where every part's is known (else left out:
         it would count other parts)."""
         count = len(given.tracks)
         if self.codec.part_numbering != "role":
-            return given, caption_text, names, list(range(len(names))), list(range(count))
-        listed = self._programs_by_part_name(user_text)
+            return given, caption_text, names, list(range(len(names))), list(range(count)), None
+        listed = self._programs_by_part_name(*texts)
         programs = [DRUMS if track.is_drum else int(track.program) for track in given.tracks] + \
             [instrument_program(name) if instrument_program(name) is not None else listed.get(name.lower())
              for name in names[count:]]
@@ -1123,8 +1153,10 @@ class MidiLM:
             fields = caption_fields(with_fields(write_caption(fields),
                                                 {INSTRUMENTS: instruments_value(programs[index] for index in order)}))
         given_order = [index for index in order if index < count]
+        written = [None if index < count else programs[index] for index in order]
         return (reorder_parts(given, given_order), write_caption(fields), [names[index] for index in order],
-                [numbers[index] for index in order], [numbers[index] for index in given_order])
+                [numbers[index] for index in order], [numbers[index] for index in given_order],
+                written if any(program is not None for program in written) else None)
 
     def _bar_row(self) -> int:
         """The row that opens a bar: `<Part_0>` in the bars layout, else the bar line."""

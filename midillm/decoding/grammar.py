@@ -353,6 +353,9 @@ class GrammarLogitsProcessor(LogitsProcessor):
         self.seen = 0
         self.row_lm_ids = torch.tensor(grammar.row_lm_ids)
         self.masked_mass: torch.Tensor | None = None  # of the last call, per sequence
+        # Per sequence, the notes given music will still strike at the current onset (set by a
+        # task's plan before each call): the corpus's cap counts them.
+        self.reserved: list[int] | None = None
 
     def _constraints_of(self, row: int) -> CorpusConstraints | None:
         return self.constraints[row] if isinstance(self.constraints, list) else self.constraints
@@ -372,8 +375,13 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 self.has_note[row] = self.has_note[row] or lm_id in self.grammar.note_lm_ids
                 if self.constraints is not None and self.onset_states[row] is not None:
                     self.onset_states[row] = self._constraints_of(row).advance(self.onset_states[row], lm_id)
+        if self.reserved is not None and self.constraints is not None:
+            for row, notes in enumerate(self.reserved):
+                if self.onset_states[row] is not None:
+                    self.onset_states[row].reserved = notes
         self.seen = input_ids.shape[1]
         masks = torch.stack([self.grammar.row_mask(state) for state in self.states])
+        self.syntax = masks  # what the syntax alone allows now, per sequence (a task's plan reads it)
         masks[:, self.grammar.end_row] &= torch.tensor(self.has_note)
         if self.constraints is not None:
             for row, state in enumerate(self.onset_states):
@@ -446,6 +454,8 @@ class _OnsetState:
     parts_played: set = None                # parts: parts that struck a note
     onset_parts: set = None                 # onsets layout: parts opened at the current onset
     notes_struck: int = 0                   # notes struck so far, all parts (the density-aware bias)
+    reserved: int = 0                       # notes given music will still strike at this onset (an
+                                            # accompaniment's given parts after the written ones)
     part_notes: Counter = None              # part -> notes it struck (the parts' density limits)
     first_onset: float | None = None        # time of the first note, where a piece's beats count from
     pitch_runs: dict = None                 # onsets layout: part -> (its last pitch, the time it began
@@ -605,7 +615,7 @@ class CorpusConstraints:
                  max_gap: float | None = -1, min_bars: int | None = -1, max_parts: int | None = -1,
                  part_names: list[str] | None = None, strict_voice_leading: bool = False,
                  metre: str | None = None, bars: int | None = None, parts: int | None = None,
-                 key: str | None = None, key_bias: float | None = None, part_programs: list[int] | None = None,
+                 key: str | None = None, key_bias: float | None = None, part_programs: list[int | None] | None = None,
                  density: str | None = None, density_bias: float | None = None, corpus_limits: bool = True,
                  part_density: bool = True, registers: list[tuple[int, int] | None] | None = None,
                  part_numbers: list[int] | None = None):
@@ -665,10 +675,12 @@ class CorpusConstraints:
             self.density_scale = high - low if high > low else self.density_target
         # Each part's asked instrument: a part names it (a Program token) before its first note,
         # so a drum part is written on drums and no part falls back to program 0.
-        self.part_programs = {self._number(index): program for index, program in enumerate(part_programs or [])} \
-            if self.with_parts else {}
+        # (None: a part whose instrument is not asked, an accompaniment's given part.)
+        self.part_programs = {self._number(index): program for index, program in enumerate(part_programs or [])
+                              if program is not None} if self.with_parts else {}
         if self.part_programs:
-            self.allowed_programs = set(self.part_programs.values())
+            self.allowed_programs = set(self.part_programs.values()) | (
+                set(programs) if programs and None in (part_programs or []) else set())
             self.static = self.static & self._foreign_program_free(self.allowed_programs)
         # Each part's asked register (`request.resolve_registers`): a request, so no dead end
         # gives it way and constraints off keep it.
@@ -678,10 +690,12 @@ class CorpusConstraints:
             if part_density and corpus_limits and self.onsets else ({}, {})
         # No asked part's voice stays on one pitch longer than the corpus's parts do (the limit
         # the sanity check's `stuck_part` judges by), with `SAME_PITCH_SPARE` beats to spare. As
-        # with the densities, a new piece's asked parts only: given music holds what it holds.
+        # with the densities, a new piece's asked parts only: given music holds what it holds (an
+        # accompaniment's given parts, None in `part_programs`, hold their notes as given).
         longest = getattr(profile, "max_same_pitch_beats", 0.0) or 0.0
         self.same_pitch_limit = longest - self.SAME_PITCH_SPARE if corpus_limits and self.onsets and \
-            self.part_programs and longest > 2 * self.SAME_PITCH_SPARE else None
+            self.part_programs and None not in (part_programs or []) and longest > 2 * self.SAME_PITCH_SPARE \
+            else None
         # Masks built on first use, once per distinct situation.
         self._part_range_masks: dict[tuple[int, int], torch.Tensor] = {}
         self._program_masks: dict[tuple[int | None, bool], torch.Tensor] = {}
@@ -1284,7 +1298,7 @@ class CorpusConstraints:
                 steps_left = state.bar_positions - round((state.onset_time - state.bar_start) / state.position_quarters)
                 mask = mask & ((self.row_shift == NO_POSITION) | (self.row_shift < steps_left))
         if self.cap is not None:
-            mask = mask & (self.note_demand <= self.cap - state.notes)
+            mask = mask & (self.note_demand <= self.cap - state.notes - state.reserved)
             if self.notes_at_position is not None and state.bar_onsets and state.bar_start is not None:
                 occupied = torch.tensor([state.bar_onsets.get(state.bar_start + position * state.position_quarters, 0)
                                          for position in range(self.notes_at_position.shape[1])])

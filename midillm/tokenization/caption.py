@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from .roles import name_says_nothing, track_role
+from .roles import caption_role, name_says_nothing, track_role
 
 if TYPE_CHECKING:
     from symusic import Score
@@ -222,18 +222,34 @@ def accompaniment_caption(given: Score, text: str | None, typical: str | None, k
     of all its parts, the given ones first.
 
     Its fields are the user's (`text`), then the given music's own key, metre and tempo, then
-    the corpus's (`typical`: with `keep_style`, or where the user gives none), never a title.
-    The parts to write are those its "Parts:" line names, else one per instrument its
-    "Instruments:" line counts, else the corpus's other parts, else numbered parts up to the
-    corpus's `max_parts`."""
+    the corpus's (`typical`: a training piece's caption, or the typical one; with `keep_style`,
+    or where the user gives none), never a title. The parts to write are those its "Parts:" line
+    names, else one per instrument its "Instruments:" line counts, else the corpus's other parts,
+    else numbered parts up to the corpus's `max_parts`. A part named like a given one is the
+    given one; a given part no name matches stands for the first other part of its role (kept
+    drums and bass leave a caption's "Drums" and "Bass" unwritten)."""
     given_names = part_names(given)
     own = caption_fields(score_caption(given))
     user = caption_fields(text or "")
     style = caption_fields(typical or "") if keep_style or not user else {}
-    fields = {**style, **{label: own[label] for label in ("Key", "Time signature", "Tempo") if label in own}, **user}
+    # Each field in its place (`FIELD_ORDER`), as the training captions have them.
+    fields = caption_fields(with_fields(write_caption(style), {label: own.get(label)
+                                                               for label in ("Key", "Time signature", "Tempo")}))
+    fields = caption_fields(with_fields(write_caption(fields), user))
     fields.pop("Title", None)
     taken = {name.lower() for name in given_names}
-    others = [name for name in listed_names(fields.get("Parts", "")) if name.lower() not in taken]
+    listed = listed_names(fields.get("Parts", ""))
+    others = [name for name in listed if name.lower() not in taken]
+    programs = part_programs_listed(fields.get("Instruments", ""))
+    program_of = {name.lower(): program for name, program in zip(listed, programs)} if len(programs) == len(listed) else {}
+    played = [track for track in given.tracks if track.note_num()]
+    for name, track in zip(given_names, played):
+        if name.lower() in {other.lower() for other in listed}:
+            continue
+        role = caption_role(name, DRUMS if track.is_drum else int(track.program))
+        same = next((other for other in others if caption_role(other, program_of.get(other.lower())) == role), None)
+        if same is not None:
+            others.remove(same)
     if not others and fields.get("Instruments"):  # one part per instrument named
         others = [name for count, name in instruments_listed(fields["Instruments"]) for _ in range(count)]
     if not others:
