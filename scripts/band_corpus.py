@@ -42,7 +42,9 @@ def main() -> None:
         score = Score(piece["path"])
         kept, notes = notes_kept(codec, score, durations=True)
         decoded = codec.decode(codec.encode(score))
-        asked = [-1 if track.is_drum else int(track.program) for track in score.tracks if track.note_num()]
+        # In the codec's part order (by role, where it numbers parts so: the bass and drums last).
+        asked = [-1 if track.is_drum else int(track.program) for track in codec.in_part_order(score).tracks
+                 if track.note_num()]
         written = [-1 if track.is_drum else int(track.program) for track in decoded.tracks if track.note_num()]
         check = sample_sanity(score, codec.corpus)
         totals.update(pieces=1, notes=notes, kept=kept, parts=len(asked), drum_parts=asked.count(-1),

@@ -649,3 +649,18 @@ def allowed_moves(mask, rows) -> list:
     """The single-token rows that move time on (a positive shift) that `mask` allows."""
     return [tokens for tokens, row in rows.items() if mask[row] and len(tokens) == 1
             and tokens[0].startswith("Shift_") and int(tokens[0].split("_")[1]) > 0]
+
+
+def test_a_track_name_asked_twice_keeps_both_tracks_of_that_name():
+    """A band tune with two "Drum Kit" tracks: keeping "Drum Kit" twice keeps both, not the
+    first twice (the second kit's notes would be lost and the first's doubled)."""
+    from midillm.decoding.generate import select_tracks
+
+    score = Score(480)
+    for name, pitch, is_drum in (("Drum Kit", 36, True), ("Drum Kit", 42, True), ("Bass", 40, False)):
+        track = Track(name=name, program=0 if is_drum else 33, is_drum=is_drum)
+        track.notes.append(Note(0, 480, pitch, 90))
+        score.tracks.append(track)
+    kept = select_tracks(score, ["Drum Kit", "Drum Kit", "bass"])
+    assert [track.notes[0].pitch for track in kept.tracks] == [36, 42, 40]
+    assert [track.notes[0].pitch for track in select_tracks(score, ["Drum Kit"]).tracks] == [36]

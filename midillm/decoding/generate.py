@@ -1063,10 +1063,9 @@ class MidiLM:
                    keep_style: bool) -> list[Score]:
         text, num_samples = request.text, request.num_samples
         given = select_tracks(score, tracks)
-        # The user's fields, then the melody's own key, metre and tempo, then the corpus's; its
-        # parts are the given ones first, then the others.
-        # The corpus's style and parts from one training piece's caption (drawn by the seed, as a
-        # new piece's is): its parts and instruments are one real piece's.
+        # The user's fields, then the melody's own key, metre and tempo, then the corpus's: one
+        # training piece's caption, drawn by the seed as a new piece's is (its parts and
+        # instruments are one real piece's); its parts are the given ones, then the others.
         style = self.default_text(None, request.seed) or self.typical_text()
         caption_text, names = accompaniment_caption(given, text, style, keep_style,
                                                     max_parts=getattr(self.codec.corpus, "max_parts", 0))
@@ -1266,20 +1265,24 @@ class MidiLM:
 def select_tracks(score: Score, names: list[str] | None) -> Score:
     """A copy of `score` with only the played tracks named (case-insensitive), in the order
     asked; all played tracks when `names` is empty. A track is named by its own name or by its
-    part name (its role where its name says nothing: "Drums" for "Track10"). One line for a
-    name it lacks."""
+    part name (its role where its name says nothing: "Drums" for "Track10"); a name asked as
+    often as tracks have it takes each of them in turn. One line for a name it lacks."""
     played = [track for track in score.tracks if track.note_num()]
     if not played:
         raise TaskError("the MIDI file has no notes")
     order = list(range(len(played)))
     if names:
-        by_name = {}
-        for index, (track, part) in enumerate(zip(played, part_names(score))):  # two of one name: the first
-            by_name.setdefault(track.name.strip().lower(), index)
-            by_name.setdefault(part.lower(), index)
+        by_name: dict[str, list[int]] = {}
+        for index, (track, part) in enumerate(zip(played, part_names(score))):
+            for name in dict.fromkeys((track.name.strip().lower(), part.lower())):
+                by_name.setdefault(name, []).append(index)
         missing = [name for name in names if name.strip().lower() not in by_name]
         if missing:
             have = ", ".join(part_names(score))
             raise TaskError(f"no track named {missing[0]!r} in the MIDI file (its tracks: {have})")
-        order = [by_name[name.strip().lower()] for name in names]
+        # A name asked twice is its tracks in turn (two "Drum Kit" tracks), else the first again.
+        order = []
+        for name in names:
+            tracks = by_name[name.strip().lower()]
+            order.append(next((index for index in tracks if index not in order), tracks[0]))
     return reorder_parts(score, order)  # the given parts first, as accompaniment rows have them

@@ -16,7 +16,8 @@ bar, and a part can be given (kept exactly) while the others are written.
 Tasks besides continuation (their row layouts: `midillm.tokenization.rows`): *infill* rows put
 `<gap>` for each missing bar where the bars were, then `<fill>` and the missing bars (the
 fill-in-the-middle layout of code models), and *accompany* rows put the given parts first
-(parts 0..k-1).
+(parts 0..k-1) where parts are numbered in order; numbered by role (`part_numbering`), the given
+parts keep their numbers and the continuation rows teach it.
 
 `render="text"` is the baseline the design measures against: music tokens are written as plain
 text ("Bar_None Position_0 Pitch_60 ...") through the LM's own tokenizer, with no new rows
