@@ -122,7 +122,7 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, base_model: str = DEFAULT_BASE_
         export_score(score, stem, FORMATS)
         written.append((stem, score.note_num()))
         # Judged as the model wrote it: the corpus profile was measured on the pieces as trained.
-        check = sample_sanity(lm.codec.decode(sample.ids), lm.codec.corpus,
+        check = sample_sanity(lm.codec.decode(sample.ids, whole_bars=True), lm.codec.corpus,
                               lm.last_generation[index]) if lm.codec.corpus else None
         showcase_sane += bool(check and check["sane"])
         verdict = ("sane" if check["sane"] else "NOT sane: " + ", ".join(check["reasons"])) if check else "unchecked"

@@ -215,7 +215,7 @@ def sample_quality(name: str, model, codec, data: Path, tokens_per_note: float, 
         if constrain and codec.render != "tokens":
             continue  # text cannot be held to midillm's grammar
         ids, _, _, records = sample(name, model, codec, args.quality_samples, new_tokens, constrain, seed=1)
-        scores = [sample_validity(codec, row)["score"] for row in ids]
+        scores = [sample_validity(codec, row, whole_bars=True)["score"] for row in ids]
         records = records or [None] * len(scores)
         sanity = sanity_summary([sample_sanity(score, profile, record) for score, record in zip(scores, records)])
         features = [piece_features(piece_notes(score)) for score in scores if score is not None and score.note_num()]

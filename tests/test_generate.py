@@ -41,10 +41,27 @@ def test_twenty_untrained_samples_all_decode_without_token_errors(untrained_lm):
         assert token_errors(untrained_lm.codec, ids) == 0
         # Every note the model wrote is in the score: one per Pitch token, but for a last
         # note cut by the token budget before its Duration.
-        written = sum(token.split("_")[0] in ("Pitch", "PitchDrum")
-                      for token in untrained_lm.codec.music_tokens(ids))
-        decoded = untrained_lm.codec.decode(ids).note_num()
-        assert written - (0 if record["ended"] else 1) <= decoded <= written
+        tokens = untrained_lm.codec.music_tokens(ids)
+        written = sum(token.split("_")[0] in ("Pitch", "PitchDrum") for token in tokens)
+        assert written - (0 if record["ended"] else 1) <= untrained_lm.codec.decode(ids).note_num() <= written
+        # As a new piece, one the budget cut keeps its whole bars: the notes before its last bar
+        # line (all of them with fewer than two).
+        bar_lines = [index for index, token in enumerate(tokens) if token == "Bar_None"]
+        notes_before = [token.split("_")[0] in ("Pitch", "PitchDrum") for token in tokens[:bar_lines[-1]]] \
+            if len(bar_lines) > 1 else []
+        decoded = untrained_lm.codec.decode(ids, whole_bars=True)
+        if record["ended"] or not any(notes_before):
+            written = sum(token.split("_")[0] in ("Pitch", "PitchDrum") for token in tokens)
+            assert written - (0 if record["ended"] else 1) <= decoded.note_num() <= written
+        else:
+            assert decoded.note_num() == sum(notes_before)
+            # Nothing sounds past the last whole bar's line.
+            from midillm.tokenization.metre import end_of_bars
+
+            metres = [(signature.time, signature.numerator, signature.denominator)
+                      for signature in decoded.time_signatures]
+            bar_end = end_of_bars(metres, decoded.ticks_per_quarter, len(bar_lines) - 1)
+            assert max(note.time + note.duration for track in decoded.tracks for note in track.notes) <= bar_end
     assert sum(untrained_lm.codec.decode(ids).note_num() > 0 for ids in samples) >= 15
 
 

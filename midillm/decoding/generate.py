@@ -870,7 +870,10 @@ class MidiLM:
                                      strict_voice_leading=request.strict_voice_leading, controls=request)
             # The parts are named as the whole caption names them (the prompt holds it cut to a budget).
             names = self.codec.caption_part_numbers(text) or None
-            return [Sample(self.written_as_asked(self.codec.decode(row, names=names), request), row, record["ended"])
+            # A new piece the token budget cut ends at its last bar line; a continuation keeps
+            # every note of the music it was given.
+            return [Sample(self.written_as_asked(self.codec.decode(row, names=names, whole_bars=request.music is None),
+                                                 request), row, record["ended"])
                     for row, record in zip(rows, self.last_generation)]
         given = self.load_score(request.music)
         if request.task == "infill":

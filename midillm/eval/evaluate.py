@@ -281,7 +281,7 @@ def _sample(lm, config: EvalConfig, log, constrain: bool = True,
                                progress=True, constrain=constrain, texts=batch if any(batch) else None)
         records += lm.last_generation
         release_free_heap()
-    checked = [sample_validity(lm.codec, row) for row in ids]
+    checked = [sample_validity(lm.codec, row, whole_bars=True) for row in ids]  # new pieces, as `generate` writes them
     scores = [check["score"] if check["score"] is not None else Score(lm.codec.music_tokenizer.time_division)
               for check in checked]
     summary = validity_summary(checked)

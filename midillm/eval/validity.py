@@ -79,8 +79,9 @@ def token_errors_by_type(tokenizer, tokens: list[str]) -> dict[str, int]:
     return counts
 
 
-def sample_validity(codec, ids: list[int]) -> dict:
-    """One generated id sequence: decodes?, notes, tokens and token errors by kind."""
+def sample_validity(codec, ids: list[int], whole_bars: bool = False) -> dict:
+    """One generated id sequence: decodes?, notes, tokens and token errors by kind; `whole_bars`:
+    a new piece, which the codec ends at its last bar line where the token budget cut it."""
     tokens = codec.music_tokens(ids)
     # With parts, each part is its own miditok stream; errors add up over the parts.
     streams = codec.part_streams(tokens).values() if getattr(codec, "parts", False) else [tokens]
@@ -89,7 +90,7 @@ def sample_validity(codec, ids: list[int]) -> dict:
         for kind, count in token_errors_by_type(codec.music_tokenizer, stream).items():
             errors[kind] += count
     try:
-        score = codec.decode(ids)
+        score = codec.decode(ids, whole_bars=whole_bars)
         decoded, notes, error = True, score.note_num(), None
     except Exception as failure:  # noqa: BLE001 - any decoding failure makes the sample invalid
         score, decoded, notes, error = None, False, 0, f"{type(failure).__name__}: {failure}"

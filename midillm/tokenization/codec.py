@@ -43,7 +43,7 @@ from .base_model import DEFAULT_BASE_MODEL, load_lm_tokenizer
 from .caption import (DRUMS, INSTRUMENTS, PARTS, caption_field, caption_fields, caption_ids, instrument_name,
                       instruments_value, listed_names, names_in_caption, part_names, part_programs_listed,
                       pitch_name, score_caption, with_fields)
-from .metre import bar_end_after
+from .metre import bar_end_after, end_of_bars
 from .onsets import PART, PITCH_DESCENDING, SHIFT, onset_units, time_token, writes_directly
 from .profile import CorpusProfile, tokenizer_settings
 from .roles import ROLE_ORDER, caption_role, role_part_numbers, track_role
@@ -979,13 +979,19 @@ class MusicCodec:
                 tokens.extend(self.music_token_parts[music_id])
         return tokens
 
-    def decode(self, ids: list[int], names: list[str] | dict[int, str] | None = None) -> Score:
+    def decode(self, ids: list[int], names: list[str] | dict[int, str] | None = None,
+               whole_bars: bool = False) -> Score:
         """LM ids -> symusic Score. Captions, delimiters and non-music ids are ignored, but for
         the caption's "Parts:" and "Instruments:" lines, which name the parts (`names` overrides
-        them: a list in part order, or part number -> name)."""
+        them: a list in part order, or part number -> name). `whole_bars` (a new piece, onsets
+        layout): music that never reached `</music>` ends at its last bar line (`_whole_bars`);
+        never for music that continues given music, whose last bar may be the user's."""
         tokens = self.music_tokens(ids)
         if not tokens:
             return Score(self.music_tokenizer.time_division)
+        kept_bars = None
+        if whole_bars and self.layout == "onsets" and not self._music_ended(ids):
+            tokens, kept_bars = self._whole_bars(tokens)
         if self.parts:
             if names is None:
                 names = self.caption_part_numbers(self._caption_text(ids))
@@ -994,6 +1000,13 @@ class MusicCodec:
             score = self._decode_parts(tokens, names)
         else:
             score = self._decode_stream(tokens)
+        if kept_bars is not None:  # nothing sounds past the last bar line kept
+            metres = [(signature.time, signature.numerator, signature.denominator) for signature in score.time_signatures]
+            cut = end_of_bars(metres, score.ticks_per_quarter, kept_bars)
+            for track in score.tracks:
+                for note in track.notes:
+                    if note.time + note.duration > cut:
+                        note.duration = cut - note.time
         if self.corpus is not None and self.corpus.constant_velocity and self.corpus.velocities \
                 and not self.music_tokenizer.config.use_velocities:
             # The velocity had no token because the corpus never changes it: give it back.
@@ -1001,6 +1014,30 @@ class MusicCodec:
                 for note in track.notes:
                     note.velocity = self.corpus.velocities[0]
         return score
+
+    def _music_ended(self, ids: list[int]) -> bool:
+        """Whether the music of `ids` (after its last `<music>` or `<fill>`) reached `</music>`."""
+        ids = [int(lm_id) for lm_id in ids]
+        for start in (self.music_start_id, self.fill_id if self.parts else None):
+            if start is not None and start in ids:
+                ids = ids[len(ids) - ids[::-1].index(start):]
+        return self.music_end_id in ids
+
+    @staticmethod
+    def _whole_bars(tokens: list[str]) -> tuple[list[str], int | None]:
+        """Music that never reached its end (the token budget ran out) without its unfinished
+        last bar: (its tokens up to its last bar line, the bars kept); as it is (None) where no
+        whole bar with a note would remain. The last onset's held notes then sound to that bar
+        line, as the sampler counted them: the corpus constraints check each part's notes per
+        beat whenever time moves on, a bar line included, while a piece cut mid-bar rang its
+        last notes to the bar's end, past where the sampler had counted (docs/bands.md, session 25)."""
+        bar_lines = [index for index, token in enumerate(tokens) if token == "Bar_None"]
+        if len(bar_lines) < 2:
+            return tokens, None
+        kept = tokens[:bar_lines[-1]]
+        if not any(token.split("_", 1)[0] in NOTE_TYPES for token in kept):
+            return tokens, None
+        return kept, len(bar_lines) - 1
 
     def _decode_stream(self, tokens: list[str]) -> Score:
         base_vocab = self.music_tokenizer.vocab
