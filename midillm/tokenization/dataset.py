@@ -78,7 +78,8 @@ class PrepareConfig:
         "help": "Onsets layout: how parts are numbered, by role (role: <Part_13> is the bass in every piece, "
                 "<Part_14> the drums; 6.5 fewer bits per note on a band corpus at equal steps) or in the file's "
                 "track order (order). Default: role where the corpus's instruments come from more than one "
-                "General MIDI family (a band), else order (the chorales' four voices)."})
+                "General MIDI family (a band; the Bach chorales, whose few instrumental parts make nine "
+                "programs), else order."})
     compound_vocab: int = field(default=DEFAULT_COMPOUND_VOCAB, metadata={
         "help": "Onsets layout: the most note compounds (whole notes as one token) learned from the train split."})
     compound_coverage: float = field(default=DEFAULT_COMPOUND_COVERAGE, metadata={
