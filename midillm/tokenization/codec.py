@@ -719,29 +719,34 @@ class MusicCodec:
         """The score's played tracks in the order the codec numbers its parts: as they are, or
         with role numbering by role (Lead first, Bass and Drums last; one role's tracks as the
         score lists them). Captions and music are written from this order."""
+        return self._in_part_order(score)[0] if self.part_numbering == "role" else score
+
+    def score_part_numbers(self, score: Score) -> dict[int, str]:
+        """Part number -> name (`caption.part_names`) of a score's parts, as the codec writes them."""
+        _, names, numbers = self._in_part_order(score)
+        return dict(zip(numbers, names))
+
+    def _in_part_order(self, score: Score) -> tuple[Score, list[str], list[int]]:
+        """`in_part_order` of the score, with its parts' names and numbers in that order (the
+        names and roles read once: `prepare` asks for them for every piece)."""
+        names = part_names(score)
         if self.part_numbering != "role":
-            return score
+            return score, names, list(range(len(names)))
         played = [track for track in score.tracks if track.note_num()]
-        roles = [caption_role(name, DRUMS if track.is_drum else track.program)
-                 for name, track in zip(part_names(score), played)]
+        programs = [DRUMS if track.is_drum else track.program for track in played]
+        roles = [caption_role(name, program) for name, program in zip(names, programs)]
         order = sorted(range(len(played)), key=lambda index: ROLE_ORDER.index(roles[index]))
+        names, programs = [names[index] for index in order], [programs[index] for index in order]
+        numbers = self.part_numbers(names, programs)
         if order == list(range(len(played))) and len(played) == len(score.tracks):
-            return score
+            return score, names, numbers
         ordered = Score(score.ticks_per_quarter)
         ordered.time_signatures = score.time_signatures.copy()
         ordered.tempos = score.tempos.copy()
         ordered.key_signatures = score.key_signatures.copy()
         ordered.markers = score.markers.copy()
         ordered.tracks = [played[index].copy() for index in order]
-        return ordered
-
-    def score_part_numbers(self, score: Score) -> dict[int, str]:
-        """Part number -> name (`caption.part_names`) of a score's parts, as the codec writes them."""
-        score = self.in_part_order(score)
-        played = [track for track in score.tracks if track.note_num()]
-        names = part_names(score)
-        return dict(zip(self.part_numbers(names, [DRUMS if track.is_drum else track.program for track in played]),
-                        names))
+        return ordered, names, numbers
 
     def _numbered_parts(self, score: Score, numbers: list[int] | None = None) -> tuple[list[Score], list[int]]:
         """`part_scores` of a score in part order, and the `<Part_k>` number of each (`numbers`:
@@ -751,11 +756,12 @@ class MusicCodec:
             if len(numbers) < len(parts) or any(later <= earlier for earlier, later in zip(numbers, numbers[1:])):
                 raise ValueError(f"part numbers {numbers} for {len(parts)} parts: one each, rising")
             return parts, list(numbers[:len(parts)])
-        score = self.in_part_order(score)
-        parts = part_scores(score)
         if self.part_numbering != "role":
+            parts = part_scores(score)
             return parts, list(range(len(parts)))
-        return parts, sorted(self.score_part_numbers(score))[:len(parts)]
+        score, _, numbers = self._in_part_order(score)
+        parts = part_scores(score)
+        return parts, sorted(set(numbers))[:len(parts)]
 
     def encode_bars(self, score: Score | str | Path, lengths_before: int | None = None,
                     numbers: list[int] | None = None) -> list[list[int]]:
