@@ -1143,20 +1143,18 @@ class MidiLM:
             return given, caption_text, names, list(range(len(names))), list(range(count)), None
         listed = self._programs_by_part_name(*texts)
         programs = [DRUMS if track.is_drum else int(track.program) for track in given.tracks] + \
-            [instrument_program(name) if instrument_program(name) is not None else listed.get(name.lower())
+            [program if (program := instrument_program(name)) is not None else listed.get(name.lower())
              for name in names[count:]]
         numbers = self.codec.part_numbers(names, programs)
         order = sorted(range(len(names)), key=lambda index: numbers[index])
         fields = caption_fields(caption_text)
-        fields[PARTS] = ", ".join(names[index] for index in order)
-        if None in programs:
-            fields.pop(INSTRUMENTS, None)
-        else:
-            fields = caption_fields(with_fields(write_caption(fields),
-                                                {INSTRUMENTS: instruments_value(programs[index] for index in order)}))
+        fields.pop(INSTRUMENTS, None)  # the style's: it counts other parts
+        text = with_fields(write_caption(fields), {
+            PARTS: ", ".join(names[index] for index in order),
+            INSTRUMENTS: instruments_value(programs[index] for index in order) if None not in programs else None})
         given_order = [index for index in order if index < count]
         written = [None if index < count else programs[index] for index in order]
-        return (reorder_parts(given, given_order), write_caption(fields), [names[index] for index in order],
+        return (reorder_parts(given, given_order), text, [names[index] for index in order],
                 [numbers[index] for index in order], [numbers[index] for index in given_order],
                 written if any(program is not None for program in written) else None)
 
