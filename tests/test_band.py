@@ -664,3 +664,24 @@ def test_a_track_name_asked_twice_keeps_both_tracks_of_that_name():
     kept = select_tracks(score, ["Drum Kit", "Drum Kit", "bass"])
     assert [track.notes[0].pitch for track in kept.tracks] == [36, 42, 40]
     assert [track.notes[0].pitch for track in select_tracks(score, ["Drum Kit"]).tracks] == [36]
+
+
+def test_parts_only_counted_on_a_role_numbered_codec_are_any_parts_no_more_than_that_many(band_lm):
+    """`--parts 2` with a caption that names none: numbered by role, no part number is asked,
+    but once two parts have played no third may open."""
+    rows = {tuple(band_lm.codec.music_token_parts[band_lm.codec.music_id_of_lm_id(lm_id)]): row
+            for row, lm_id in enumerate(band_lm.grammar.row_lm_ids[:-1])}
+    third_opens = {}
+    for count in (2, 3):
+        text = "Time signature: 4/4\n"
+        constraints = band_lm.constraints(text, controls=MusicRequest(parts=count, text=text))
+        assert constraints.part_numbers is None and constraints.max_parts == count
+        state = constraints.start_state()
+        for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Bar_None", "TimeSig_4/4", "Shift_0", "Part_6", "Program_0",
+                                                          "Pitch_60"]):
+            state = constraints.advance(state, lm_id)
+        assert constraints.row_mask(state)[rows[("Part_13",)]]  # a second part may open
+        for lm_id in band_lm.codec.lm_ids_of_base_tokens(["Part_13", "Program_33", "Pitch_40"]):
+            state = constraints.advance(state, lm_id)
+        third_opens[count] = bool(constraints.row_mask(state)[rows[("Part_14",)]])
+    assert third_opens == {2: False, 3: True}

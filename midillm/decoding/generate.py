@@ -495,7 +495,7 @@ class MidiLM:
         """The `<Part_k>` number of each asked part, in caption order (`MusicCodec.part_numbers`):
         by its name and its instrument on the caption's "Instruments:" line (else as asked);
         None where the parts are only counted (a role-numbered codec then lets any parts play,
-        that many)."""
+        no more than that many)."""
         count = max(len(names), len(instruments or []), count or 0)
         if not count or self.codec.part_numbering != "role":
             return None

@@ -1135,6 +1135,10 @@ class CorpusConstraints:
             mask = mask & ((target != part) | self._register_mask(bounds))
         if self.opens_allowed_part is not None:
             mask = mask & self.opens_allowed_part
+        elif self.max_parts is not None:  # parts numbered by role, only counted: no more than that many
+            opened = state.parts_played | state.onset_parts
+            if len(opened) >= self.max_parts:
+                mask = mask & ((self.opens_part < 0) | torch.isin(self.opens_part, torch.tensor(sorted(opened))))
         return mask
 
     def _voice_leading_mask(self, state: _OnsetState) -> torch.Tensor:
