@@ -120,6 +120,10 @@ class _BarPlan:
         """A row of given music the model may choose now (none: bars are given whole)."""
         return None
 
+    def choices(self) -> tuple[torch.Tensor, tuple[int, torch.Tensor] | None]:
+        """(the rows the model may choose now, no given row: see `_OnsetPlan.choices`)."""
+        return self.allowed_rows(), None
+
     def rest_ids(self) -> list[int]:
         """The given music not yet written (when tokens run out), as ids: what is queued of the
         bar begun, then the bars to come."""
@@ -238,23 +242,23 @@ class _OnsetPlan:
         allowed[self.bar_row] = allowed[self.end_row] = False
         return allowed, self._next_given_row(), there & ~allowed
 
+    def choices(self) -> tuple[torch.Tensor, tuple[int, torch.Tensor] | None]:
+        """(the rows the model may choose now, and the given row among them with the rows whose
+        wish it stands for: reaching the next given onset, moving time there whatever note would
+        come first, or the next given part's notes at this one, passing it; None: no given row).
+        One reading of the plan a sampling step."""
+        allowed, given, passing = self._choices()
+        if given is None:
+            return allowed, None
+        allowed, passing = allowed.clone(), passing.clone()
+        allowed[given] = passing[given] = True
+        return allowed, (given, passing)
+
     def allowed_rows(self) -> torch.Tensor:
-        allowed, given, _ = self._choices()
-        if given is not None:
-            allowed = allowed.clone()
-            allowed[given] = True
-        return allowed
+        return self.choices()[0]
 
     def given_row(self) -> tuple[int, torch.Tensor] | None:
-        """The given row the model may choose now (reaching the next given onset, or the next
-        given part's notes at this one) and the rows whose wish it stands for: moving time there
-        whatever note would come first, or passing the given part."""
-        _, given, passing = self._choices()
-        if given is None:
-            return None
-        passing = passing.clone()
-        passing[given] = True
-        return given, passing
+        return self.choices()[1]
 
     def fallback_row(self) -> int:
         if self.at_onset:
@@ -664,8 +668,8 @@ class MidiLM:
                 logits = logits.masked_fill(~program_mask, float("-inf"))
             if plans is not None:
                 for row, plan in enumerate(plans):
-                    planned = logits[row].masked_fill(~plan.allowed_rows(), float("-inf"))
-                    given = plan.given_row()
+                    allowed, given = plan.choices()
+                    planned = logits[row].masked_fill(~allowed, float("-inf"))
                     syntax = grammar_processor.syntax[row]
                     if given is not None and syntax[given_row := given[0]]:
                         # Reaching the given onset is worth whatever the model gives to moving time
