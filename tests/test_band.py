@@ -685,3 +685,39 @@ def test_parts_only_counted_on_a_role_numbered_codec_are_any_parts_no_more_than_
             state = constraints.advance(state, lm_id)
         third_opens[count] = bool(constraints.row_mask(state)[rows[("Part_14",)]])
     assert third_opens == {2: False, 3: True}
+
+
+def test_a_row_cut_from_inside_a_piece_names_only_the_parts_that_play_in_it(tiny_data):
+    """A band's strings that rest from bar 4 on are not in the captions of the rows there: a
+    caption's parts are the parts that play, as a request means them. A second guitar playing
+    alone would be numbered as the first on its own: such a row keeps the whole caption."""
+    from midillm.tokenization import MusicCodec
+    from midillm.tokenization.dataset import _window_captions
+
+    codec = MusicCodec.from_pretrained(tiny_data / "codec")
+    assert codec.part_numbering == "role"
+    score = make_band_score(3, bars=8)
+    half = 4 * 4 * score.ticks_per_quarter  # bar 4: the first four bars are 4/4
+    strings = next(track for track in score.tracks if track.program == 48)
+    strings.notes = strings.notes.filter(lambda note: note.time < half)
+    bars = codec.encode_bars(score)
+    assert len(bars) == 8
+    playing = codec.parts_in_bars(bars)
+    assert len(codec.score_part_numbers(score)) == 6
+    assert all(len(numbers) == 6 for numbers in playing[:4]) and all(len(numbers) == 5 for numbers in playing[4:])
+    caption_of = _window_captions(codec, score, {}, bars)
+    assert caption_of(0, 4) is None and caption_of(2, 6) is None  # every part plays: the whole caption
+    late = codec.lm_tokenizer.decode(caption_of(4, 8))
+    assert "String" not in late and caption_field(late, PARTS).count(",") == 4
+    for name in ("Drums", "Piano", "Flute", "Electric Bass (finger)", "Acoustic Guitar (steel)"):
+        assert name in caption_field(late, INSTRUMENTS), name
+
+    # A second guitar, and the first resting from bar 4: alone, the second would be numbered the first's.
+    second = next(track for track in score.tracks if track.program == 25).copy()
+    second.program, second.name = 27, "program 27"
+    first = next(track for track in score.tracks if track.program == 25)
+    first.notes = first.notes.filter(lambda note: note.time < half)
+    score.tracks.append(second)
+    bars = codec.encode_bars(score)
+    caption_of = _window_captions(codec, score, {}, bars)
+    assert caption_of(4, 8) is None and caption_of(0, 4) is None

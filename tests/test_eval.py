@@ -819,6 +819,11 @@ def test_eval_command_writes_metrics_and_a_report(tiny_bundle, tiny_data, tmp_pa
     assert (out / "figures" / "features.png").stat().st_size > 1000
     assert (out / "figures" / "note_lengths.png").is_file()
     assert (out / "samples" / "sample-000.png").is_file() and (out / "samples" / "sample-002.mid").is_file()
+    # The model alone's samples are written too, each the very piece its sanity judged.
+    from symusic import Score
+    for index, check in enumerate(metrics["sets"]["model_alone"]["sanity"]["per_piece"]):
+        written = Score(str(out / "samples" / f"model-alone-{index:03d}.mid"))
+        assert sum(track.note_num() for track in written.tracks) == check["notes"]
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5  # 2 figures + 3 piano rolls, inlined
     assert "data:audio/wav;base64," in html

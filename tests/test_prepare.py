@@ -123,6 +123,24 @@ def test_chunks_cut_at_bar_lines_and_repeat_the_caption():
     assert music_out == [token for bar in bars for token in bar]
 
 
+def test_a_chunk_takes_its_own_caption_where_one_is_given_for_its_bars():
+    caption, start, end = [1, 2, 3], 10, 11
+    bars = [[20 + bar] * 5 for bar in range(10)]
+    asked = []
+
+    def caption_of(first, last):
+        asked.append((first, last))
+        return {(3, 6): [4], (6, 9): [5, 5, 5, 5]}.get((first, last))  # the second: longer than `caption`
+
+    chunks = chunk_piece(caption, bars, start, end, seq_len=20, caption_of=caption_of)
+    plain = chunk_piece(caption, bars, start, end, seq_len=20)
+    # Cut where the whole caption would cut them: three bars of five ids a chunk.
+    assert asked == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert [ids[:length] for ids, length in chunks] == [caption + [start], [4, start], caption + [start],
+                                                       caption + [start]]
+    assert [ids[length:] for ids, length in chunks] == [ids[length:] for ids, length in plain]
+
+
 def test_packing_fills_rows_and_masks_prompts_and_padding():
     chunks = [([1, 2, 30, 31, 32], 2), ([1, 2, 40], 2), ([1, 2, 50, 51, 52, 53, 54, 55], 2), ([1, 2, 60], 2)]
     rows, labels, padding = pack_rows([labelled(chunk) for chunk in chunks], seq_len=8, pad_id=0)

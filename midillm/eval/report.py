@@ -364,6 +364,13 @@ def write_report(metrics: dict, sets: dict, reference: list, out: Path, report_s
         except ExportError as error:  # no synthesizer or SoundFont here: the report says so
             entry["wav_error"] = str(error)
         media.append(entry)
+    # The model alone's samples too: its sane share means little unless its music can be heard
+    # and looked at beside the constrained samples'.
+    if not metrics["settings"].get("samples"):
+        alone_names = metrics["sets"].get("model_alone", {}).get("names") or []
+        for index, score in enumerate(sets.get("model_alone", [])):
+            name = alone_names[index] if index < len(alone_names) else f"model-alone-{index:03d}"
+            write_midi(score, samples_dir / f"{name}.mid")
 
     blocks = _blocks(metrics, images, media)
     (out / "report.md").write_text(_markdown(blocks, out))

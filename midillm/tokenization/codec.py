@@ -609,6 +609,27 @@ class MusicCodec:
             return None
         return music_id - self.first_part_music_id
 
+    def parts_in_bars(self, bars: list[list[int]]) -> list[set[int]] | None:
+        """The part numbers that play in each bar of `encode_bars` (a `<Part_k>` alone or inside a
+        note compound); None where the codec has no numbered parts in its own tokens (no parts,
+        or the text render)."""
+        if not self.parts or self.render != "tokens":
+            return None
+        prefix = PART + "_"
+        numbers_of: dict[int, set[int]] = {}
+        played = []
+        for bar in bars:
+            numbers = set()
+            for lm_id in bar:
+                if lm_id not in numbers_of:
+                    music_id = self._lm_to_music.get(lm_id)
+                    tokens = self.music_token_parts[music_id] if music_id is not None else []
+                    numbers_of[lm_id] = {int(token[len(prefix):]) for token in tokens
+                                         if token.startswith(prefix) and token[len(prefix):].isdigit()}
+                numbers |= numbers_of[lm_id]
+            played.append(numbers)
+        return played
+
     def lm_ids_of_base_tokens(self, tokens: list[str]) -> list[int]:
         """LM ids for a sequence of base music tokens, one id each (no BPE merging)."""
         single = self._single_music_ids

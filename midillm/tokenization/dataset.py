@@ -100,6 +100,10 @@ class PrepareConfig:
     accompany_ratio: float = field(default=0.15, metadata={
         "help": "Accompaniment examples per continuation example in the train split (some parts moved "
                 "first, to be kept while the others are written); 0: the model cannot accompany or arrange."})
+    window_captions: bool = field(default=True, metadata={
+        "help": "Onsets layout with parts: a row cut from inside a piece names in its caption only the parts "
+                "that play in that row (a band's strings resting for the row are left off), so a caption's "
+                "parts are the parts that play, as a request means them; off: every row has the whole piece's."})
     transpose: int = field(default=0, metadata={
         "help": "Augment the train split with copies transposed by -N..N semitones (0: off)."})
     common_key: bool = field(default=True, metadata={
@@ -185,16 +189,16 @@ def assign_splits(pieces: list[CheckedFile], config: PrepareConfig) -> dict[str,
 # ------------------------------------------------------------------------- worker processes
 
 _worker_codec: MusicCodec | None = None
-_worker_row_settings: tuple[int, float] = (0, 0.0)  # seq_len, infill_ratio
+_worker_row_settings: tuple[int, float, bool] = (0, 0.0, False)  # seq_len, infill_ratio, window_captions
 
 
-def _start_worker(codec_dir: str, seq_len: int, infill_ratio: float) -> None:
+def _start_worker(codec_dir: str, seq_len: int, infill_ratio: float, window_captions: bool = False) -> None:
     global _worker_codec, _worker_row_settings
     import warnings
 
     warnings.filterwarnings("ignore")
     _worker_codec = MusicCodec.from_pretrained(codec_dir)
-    _worker_row_settings = (seq_len, infill_ratio)
+    _worker_row_settings = (seq_len, infill_ratio, window_captions)
 
 
 @dataclass(frozen=True)
@@ -226,8 +230,10 @@ def _tokenize_piece(task: _PieceTask) -> dict:
             for track in shifted.tracks:
                 if not track.is_drum:
                     track.shift_pitch(shift, inplace=True)
-        versions.append({"caption": _worker_codec.caption_ids(shifted, metadata),
-                         "bars": _worker_codec.encode_bars(shifted), "task": "continue"})
+        bars = _worker_codec.encode_bars(shifted)
+        versions.append({"caption": _worker_codec.caption_ids(shifted, metadata), "bars": bars, "task": "continue",
+                         "window_caption": _window_captions(_worker_codec, shifted, metadata, bars)
+                         if _worker_row_settings[2] else None})
         # A role-numbered codec writes the parts in role order whatever their order in the file:
         # an accompaniment's given parts keep their places, and the row is the continuation's.
         if task.accompany_seed is not None and _worker_codec.part_numbering == "order":
@@ -240,6 +246,34 @@ def _tokenize_piece(task: _PieceTask) -> dict:
     return {"notes": score.note_num(), "versions": versions}
 
 
+def _window_captions(codec: MusicCodec, score, metadata, bars: list[list[int]]):
+    """For a row of bars [first, end): the caption ids of the piece with only the parts that play
+    in those bars (`MusicCodec.caption_ids` of those tracks), or None where that is the whole
+    piece's caption, or where the parts left would be numbered otherwise on their own (a second
+    guitar whose first rests would become the first): a caption's parts are then numbered as the
+    row writes them, as the request path numbers them."""
+    parts_of_bar = codec.parts_in_bars(bars)
+    if parts_of_bar is None:
+        return None
+    ordered, _, numbers = codec._in_part_order(score)
+    every = set(numbers)
+    cache: dict[frozenset, list[int] | None] = {}
+
+    def caption_of(first: int, end: int) -> list[int] | None:
+        playing = frozenset(set().union(*parts_of_bar[first:end]) & every)
+        if not playing or playing == every:
+            return None
+        if playing not in cache:
+            kept = [index for index, number in enumerate(numbers) if number in playing]
+            window = ordered.copy()
+            window.tracks = [ordered.tracks[index].copy() for index in kept]
+            cache[playing] = codec.caption_ids(window, metadata) \
+                if codec._in_part_order(window)[2] == [numbers[index] for index in kept] else None
+        return cache[playing]
+
+    return caption_of
+
+
 def _piece_examples(task: _PieceTask) -> dict:
     """One piece -> its (ids, labels) examples as int32 arrays (continuation chunks, and in the
     train split about `infill_ratio` infill examples per continuation chunk), its notes, music
@@ -248,7 +282,7 @@ def _piece_examples(task: _PieceTask) -> dict:
     import random
 
     codec = _worker_codec
-    seq_len, infill_ratio = _worker_row_settings
+    seq_len, infill_ratio, _ = _worker_row_settings
     try:
         tokenized = _tokenize_piece(task)
         examples = []
@@ -257,7 +291,7 @@ def _piece_examples(task: _PieceTask) -> dict:
         rng = random.Random(task.content_hash + "infill")
         for version in tokenized["versions"]:
             chunks = chunk_piece(version["caption"], version["bars"], codec.music_start_id,
-                                 codec.music_end_id, seq_len)
+                                 codec.music_end_id, seq_len, caption_of=version.get("window_caption"))
             examples.extend(labelled(chunk) for chunk in chunks)
             task_counts[version["task"]] += len(chunks) if task.split == "train" else 0
             if task.split != "train" or version["task"] != "continue" or "infill" not in codec.tasks:
@@ -495,7 +529,7 @@ def _make_shards(config: PrepareConfig, codec: MusicCodec, shards: list[_Shard],
     pad_id = codec.lm_tokenizer.pad_token_id
     if pad_id is None:
         pad_id = codec.lm_tokenizer.eos_token_id if codec.lm_tokenizer.eos_token_id is not None else 0
-    worker_settings = (str(work.codec_dir), config.seq_len, config.infill_ratio)
+    worker_settings = (str(work.codec_dir), config.seq_len, config.infill_ratio, config.window_captions)
     bar = tqdm(total=total, initial=done, desc="Tokenizing", unit="file")
 
     def finish(shard: _Shard, results) -> None:

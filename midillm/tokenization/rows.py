@@ -15,7 +15,7 @@ the rows it learned from did.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -24,8 +24,9 @@ from .caption import caption_budget
 TASKS = ("continue", "infill", "accompany", "arrange")  # arrange = accompany under a new caption
 IGNORE_INDEX = -100  # the label value the loss skips (captions, padding)
 # Raised whenever the rows or their labels change, so `prepare` rebuilds a cached folder
-# (its fingerprint holds it). 2: infill rows carry loss on the music around the gap.
-ROW_FORMAT_VERSION = 2
+# (its fingerprint holds it). 2: infill rows carry loss on the music around the gap. 3: a row
+# cut from inside a piece names only the parts that play in it (`PrepareConfig.window_captions`).
+ROW_FORMAT_VERSION = 3
 
 
 def flat(bars: list[list[int]]) -> list[int]:
@@ -40,25 +41,36 @@ def music_row(caption: list[int], music: list[int], start_id: int, end_id: int |
 
 
 def chunk_piece(caption: list[int], bars: list[list[int]], start_id: int, end_id: int,
-                seq_len: int) -> list[tuple[list[int], int]]:
+                seq_len: int, caption_of: Callable[[int, int], list[int] | None] | None = None
+                ) -> list[tuple[list[int], int]]:
     """Cut a piece at bar lines into chunks of at most `seq_len` ids.
 
     Each chunk is (ids, number of leading ids without loss): the caption and `<music>` start
     every chunk so each one is a self-contained example; `</music>` ends only the last.
+    `caption_of(first, end)`: the caption of a chunk of bars [first, end) where it is not
+    `caption` (None: it is); one no longer than `caption` (the chunks are cut to its length).
     """
     caption = caption[: caption_budget(seq_len)]
     head = music_row(caption, [], start_id)
     budget = seq_len - len(head) - 1
     # A bar longer than a whole chunk is rare (dense orchestral bars); cut it hard.
-    pieces_of_bars = [bar[i:i + budget] for bar in bars for i in range(0, max(len(bar), 1), budget)]
-    chunks, current = [], []
-    for bar in pieces_of_bars:
+    pieces_of_bars = [(index, bar[i:i + budget]) for index, bar in enumerate(bars)
+                      for i in range(0, max(len(bar), 1), budget)]
+    # Each chunk with the bars [first, last] it holds (a bar cut hard lies in two).
+    groups, current, first, last = [], [], 0, 0
+    for index, bar in pieces_of_bars:
         if current and len(current) + len(bar) > budget:
-            chunks.append(head + current)
-            current = []
-        current = current + bar
-    chunks.append(head + current + [end_id])
-    return [(chunk, len(head)) for chunk in chunks]
+            groups.append((first, last + 1, current))
+            current, first = [], index
+        current, last = current + bar, index
+    groups.append((first, last + 1, current + [end_id]))
+    chunks = []
+    for first, end, music in groups:
+        own = caption_of(first, end) if caption_of is not None else None
+        own = own[: caption_budget(seq_len)] if own is not None and len(own) <= len(caption) else None
+        chunk_head = head if own is None else music_row(own, [], start_id)
+        chunks.append((chunk_head + music, len(chunk_head)))
+    return chunks
 
 
 def labelled(chunk: tuple[list[int], int]) -> tuple[list[int], list[int]]:
