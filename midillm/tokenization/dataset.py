@@ -100,10 +100,13 @@ class PrepareConfig:
     accompany_ratio: float = field(default=0.15, metadata={
         "help": "Accompaniment examples per continuation example in the train split (some parts moved "
                 "first, to be kept while the others are written); 0: the model cannot accompany or arrange."})
-    window_captions: bool = field(default=True, metadata={
+    window_captions: bool = field(default=False, metadata={
         "help": "Onsets layout with parts: a row cut from inside a piece names in its caption only the parts "
                 "that play in that row (a band's strings resting for the row are left off), so a caption's "
-                "parts are the parts that play, as a request means them; off: every row has the whole piece's."})
+                "parts are the parts that play, as a request means them. Off (default): every row has the "
+                "whole piece's. On the band tunes it halved the parts that strike once and fall silent, but "
+                "the model alone was no saner and rarely ended (docs/bands.md, \"Rows that name only the parts "
+                "that play\")."})
     transpose: int = field(default=0, metadata={
         "help": "Augment the train split with copies transposed by -N..N semitones (0: off)."})
     common_key: bool = field(default=True, metadata={

@@ -38,6 +38,11 @@ LONG_DURATION_BEATS = 12
 # A part that rests longer than this (beats) between two notes of one pitch did not stay on it.
 SAME_PITCH_MAX_REST_BEATS = 2.0
 MAX_DURATION_BEATS = 128
+# Loudness levels a note's velocity is rounded to where a corpus's velocities vary (miditok's
+# `num_velocities`; its default, 32, before 2026-12-06). A band corpus's notes vary in part,
+# pitch, length and velocity, so each extra level splits the note compounds further: with 32,
+# 63% of the band tunes' notes were one token each (docs/bands.md, "Fewer loudness levels").
+VELOCITY_LEVELS = 8
 # A part's longest rest and its notes per beat are judged against the train parts of its role,
 # ignoring the rarest 1% at each end (a track that only plays the intro of one tune).
 PART_QUANTILE = 0.99
@@ -531,6 +536,7 @@ def tokenizer_settings(profile: CorpusProfile | None) -> dict:
         signatures.setdefault(denominator, set()).add(numerator)
     return dict(
         use_velocities=not profile.constant_velocity,
+        num_velocities=VELOCITY_LEVELS,
         program_changes=True,
         beat_res=beat_res,
         time_signature_range={denominator: sorted(numerators) for denominator, numerators in signatures.items()},

@@ -24,8 +24,8 @@ from .caption import caption_budget
 TASKS = ("continue", "infill", "accompany", "arrange")  # arrange = accompany under a new caption
 IGNORE_INDEX = -100  # the label value the loss skips (captions, padding)
 # Raised whenever the rows or their labels change, so `prepare` rebuilds a cached folder
-# (its fingerprint holds it). 2: infill rows carry loss on the music around the gap. 3: a row
-# cut from inside a piece names only the parts that play in it (`PrepareConfig.window_captions`).
+# (its fingerprint holds it). 2: infill rows carry loss on the music around the gap. 3: notes'
+# loudness in fewer levels (`profile.VELOCITY_LEVELS`), which the settings do not show.
 ROW_FORMAT_VERSION = 3
 
 
