@@ -5,10 +5,10 @@ the written piece judged by the sanity checks, piano rolls beside the tune's own
         --midi tests/data/band-midi/slow_neasy_redfarn.mid --out runs/band-accompany
 
 The tune (a held-out one: `prepare.json` lists each piece's split) is cut to its first `--bars`
-bars and read as the model's codec reads it; its parts whose role is Drums or Bass
-(`roles.track_role`) are kept, and `MidiLM.accompany` writes the parts of a training piece's
-caption drawn by the seed around them. For each sample: whether every kept part comes back note
-for note (onset, length, pitch), each track's instrument and notes, and `sample_sanity`'s verdict
+bars; its parts whose role is Drums or Bass (`roles.track_role`) are kept, and `MidiLM.accompany`
+writes the parts of a training piece's caption drawn by the seed around them. For each sample:
+whether every kept part comes back note for note as the file has it (onset and length in beats,
+pitch, velocity), each track's instrument and notes, and `sample_sanity`'s verdict
 with its reasons. Writes OUT/reference.{mid,png}, OUT/accompaniment-K.{mid,png} and
 OUT/accompany.json.
 """
@@ -46,7 +46,7 @@ def main() -> None:
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     lm = MidiLM.from_pretrained(arguments.model, dtype=torch.float32)
-    reference = lm.codec.decode(lm.codec.encode(first_bars(Score(arguments.midi), arguments.bars)))
+    reference = first_bars(Score(arguments.midi), arguments.bars)
     played = [track for track in reference.tracks if track.note_num()]
     names = part_names(reference)
     kept = [name for name, track in zip(names, played) if track_role(track) in ("Drums", "Bass")]
@@ -55,7 +55,7 @@ def main() -> None:
     export_score(reference, out / "reference", ["mid", "png"])
 
     def notes(track, ticks_per_quarter):
-        return sorted((note.time / ticks_per_quarter, note.duration / ticks_per_quarter, note.pitch)
+        return sorted((note.time / ticks_per_quarter, note.duration / ticks_per_quarter, note.pitch, note.velocity)
                       for note in track.notes)
 
     results = lm.accompany(reference, kept, num_samples=arguments.samples, seed=arguments.seed,
@@ -66,7 +66,7 @@ def main() -> None:
         exact = {}
         for name, track in zip(names, played):
             if name in kept:  # two kept parts of one name: each must come back among that name's tracks
-                back = [notes(other, score.ticks_per_quarter) for other in score.tracks if other.name == name]
+                back = [notes(other, score.ticks_per_quarter) for other in score.tracks if other.name == track.name]
                 exact.setdefault(name, True)
                 exact[name] = exact[name] and notes(track, reference.ticks_per_quarter) in back
         check = sample_sanity(score, lm.codec.corpus, record)

@@ -232,6 +232,30 @@ def test_accompany_keeps_the_given_track_exactly(task_lm, band_file, strict):
         assert names.index("Bass") == (0 if task_lm.codec.part_numbering == "order" else len(names) - 1)
 
 
+def test_accompany_gives_back_the_users_own_notes_off_the_grid_and_their_loudness(task_lm, tmp_path):
+    """The tokens hold a given part on the corpus's grid and in its loudness levels; the written
+    piece holds it as the user's file does: every onset, length, pitch and velocity."""
+    from symusic import Note
+
+    score = trio_score(seed=42, bars=6)
+    bass = next(track for track in score.tracks if track.name == "Bass")
+    notes = [Note(note.time + (7 if index % 2 else 0), note.duration - 5, note.pitch, 23 + 9 * (index % 11))
+             for index, note in enumerate(bass.notes)]  # 7 ticks of 480 off the grid, 11 loudnesses
+    bass.notes = notes
+    path = tmp_path / "off-grid.mid"
+    score.dump_midi(path)
+    own = next(track for track in Score(path).tracks if track.name == "Bass")
+    tpq = Score(path).ticks_per_quarter
+    coded = track_named(task_lm.codec.decode(task_lm.codec.encode(path)), "Bass")
+    assert [note.velocity for note in coded.notes] != [note.velocity for note in own.notes]  # the tokens' own
+    [result] = task_lm.accompany(path, ["Bass"], num_samples=1, seed=0, max_new_tokens=200)
+    back = track_named(result, "Bass")
+    assert sorted((note.time / result.ticks_per_quarter, note.duration / result.ticks_per_quarter, note.pitch,
+                   note.velocity) for note in back.notes) == \
+        sorted((note.time / tpq, note.duration / tpq, note.pitch, note.velocity) for note in own.notes)
+    assert len([track for track in result.tracks if track.note_num()]) > 1, "nothing was written around it"
+
+
 def test_given_music_left_when_tokens_run_out_is_all_of_it(task_lm, band_file):
     """Tokens may run out anywhere, even just after a bar line opened a given bar: what is left
     of the given music, queued ids included, is written after what was sampled."""

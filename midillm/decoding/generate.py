@@ -1108,8 +1108,34 @@ class MidiLM:
                     program = programs_listed(track.name)
                     if program and program[0] >= 0:
                         track.program = program[0]
-            scores.append(score)
+            scores.append(self.with_given_tracks(score, given))
         return scores
+
+    @staticmethod
+    def with_given_tracks(score: Score, given: Score) -> Score:
+        """The written score on the given music's time base, with its given parts as the user's
+        own tracks: every note's time, length and loudness as given (the tokens hold them on the
+        corpus's grid and in its loudness levels), and the tracks' names, programs and controls.
+        A given part is found by its name (`caption.part_names`: the name the caption gave it),
+        several of one name in turn; one the written score does not hold as often stays as decoded."""
+        if not str(score.ttype).endswith("Tick"):
+            return score
+        given = given if str(given.ttype).endswith("Tick") else given.to("tick")
+        written = score.resample(given.ticks_per_quarter) if score.ticks_per_quarter != given.ticks_per_quarter \
+            else score.copy()
+        places: dict[str, list[int]] = {}
+        for index, track in enumerate(written.tracks):
+            places.setdefault(track.name, []).append(index)
+        originals: dict[str, list] = {}
+        for name, track in zip(part_names(given), [track for track in given.tracks if track.note_num()]):
+            originals.setdefault(name, []).append(track)
+        tracks = list(written.tracks)
+        for name, own in originals.items():
+            if len(places.get(name, [])) == len(own):
+                for index, track in zip(places[name], own):
+                    tracks[index] = track.copy()
+        written.tracks = tracks
+        return written
 
     def _programs_by_part_name(self, *texts: str | None) -> dict[str, int]:
         """Part name (lower case) -> the program a part of that name plays: in the last of
