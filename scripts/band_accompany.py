@@ -66,7 +66,7 @@ def main() -> None:
         exact = {}
         for name, track in zip(names, played):
             if name in kept:  # two kept parts of one name: each must come back among that name's tracks
-                back = [notes(other, score.ticks_per_quarter) for other in score.tracks if other.name == track.name]
+                back = [notes(other, score.ticks_per_quarter) for other in score.tracks if other.name == name]
                 exact.setdefault(name, True)
                 exact[name] = exact[name] and notes(track, reference.ticks_per_quarter) in back
         check = sample_sanity(score, lm.codec.corpus, record)

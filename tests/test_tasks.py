@@ -232,28 +232,53 @@ def test_accompany_keeps_the_given_track_exactly(task_lm, band_file, strict):
         assert names.index("Bass") == (0 if task_lm.codec.part_numbering == "order" else len(names) - 1)
 
 
-def test_accompany_gives_back_the_users_own_notes_off_the_grid_and_their_loudness(task_lm, tmp_path):
-    """The tokens hold a given part on the corpus's grid and in its loudness levels; the written
-    piece holds it as the user's file does: every onset, length, pitch and velocity."""
+def off_grid_file(folder: Path) -> Path:
+    """The trio with every part's notes off the grid (every other one 7 ticks of 480 late, each 5
+    ticks short) and in 11 loudnesses: what the tokens cannot hold."""
     from symusic import Note
 
     score = trio_score(seed=42, bars=6)
-    bass = next(track for track in score.tracks if track.name == "Bass")
-    notes = [Note(note.time + (7 if index % 2 else 0), note.duration - 5, note.pitch, 23 + 9 * (index % 11))
-             for index, note in enumerate(bass.notes)]  # 7 ticks of 480 off the grid, 11 loudnesses
-    bass.notes = notes
-    path = tmp_path / "off-grid.mid"
+    for track in score.tracks:
+        track.notes = [Note(note.time + (7 if index % 2 else 0), note.duration - 5, note.pitch, 23 + 9 * (index % 11))
+                       for index, note in enumerate(track.notes)]
+    path = folder / "off-grid.mid"
     score.dump_midi(path)
+    return path
+
+
+def own_notes(track, ticks_per_quarter: int) -> list[tuple[float, float, int, int]]:
+    """(onset, length in quarter notes, pitch, velocity): all a note holds."""
+    return sorted((note.time / ticks_per_quarter, note.duration / ticks_per_quarter, note.pitch, note.velocity)
+                  for note in track.notes)
+
+
+def test_accompany_gives_back_the_users_own_notes_off_the_grid_and_their_loudness(task_lm, tmp_path):
+    """The tokens hold a given part on the corpus's grid and in its loudness levels; the written
+    piece holds it as the user's file does: every onset, length, pitch and velocity."""
+    path = off_grid_file(tmp_path)
     own = next(track for track in Score(path).tracks if track.name == "Bass")
     tpq = Score(path).ticks_per_quarter
     coded = track_named(task_lm.codec.decode(task_lm.codec.encode(path)), "Bass")
     assert [note.velocity for note in coded.notes] != [note.velocity for note in own.notes]  # the tokens' own
     [result] = task_lm.accompany(path, ["Bass"], num_samples=1, seed=0, max_new_tokens=200)
-    back = track_named(result, "Bass")
-    assert sorted((note.time / result.ticks_per_quarter, note.duration / result.ticks_per_quarter, note.pitch,
-                   note.velocity) for note in back.notes) == \
-        sorted((note.time / tpq, note.duration / tpq, note.pitch, note.velocity) for note in own.notes)
+    assert own_notes(track_named(result, "Bass"), result.ticks_per_quarter) == own_notes(own, tpq)
     assert len([track for track in result.tracks if track.note_num()]) > 1, "nothing was written around it"
+
+
+def test_infill_gives_back_the_users_own_notes_around_the_gap(task_lm, tmp_path):
+    path = off_grid_file(tmp_path)
+    given = Score(path)
+    starts = bar_starts(given)
+    gap_start, gap_end = starts[1], starts[3]  # bars 2-3
+    [result] = task_lm.infill(path, "2-3", num_samples=1, seed=1, max_new_tokens=120)
+    written_inside = 0
+    for own in [track for track in given.tracks if track.note_num()]:
+        back = track_named(result, own.name)
+        around = [note for note in own_notes(back, result.ticks_per_quarter) if not gap_start <= note[0] < gap_end]
+        assert around == [note for note in own_notes(own, given.ticks_per_quarter)
+                          if not gap_start <= note[0] < gap_end], own.name
+        written_inside += sum(gap_start <= note[0] < gap_end for note in own_notes(back, result.ticks_per_quarter))
+    assert written_inside, "the gap was left empty"
 
 
 def test_given_music_left_when_tokens_run_out_is_all_of_it(task_lm, band_file):

@@ -991,7 +991,8 @@ class MidiLM:
         for row in rows:
             whole = filled_piece(caption, piece_bars, gap_start, gap_bars, self.codec.music_part(row),
                                  self.codec.music_start_id, self.codec.music_end_id)
-            scores.append(self.codec.decode(whole, names=self.codec.score_part_numbers(score)))
+            decoded = self.codec.decode(whole, names=self.codec.score_part_numbers(score))
+            scores.append(self.with_given_tracks(decoded, score, gap=(gap_start, gap_start + gap_bars)))
         return scores
 
     def infill_prompt(self, score: Score, bars: tuple[int, int] | str, text: str | None = None):
@@ -1112,17 +1113,24 @@ class MidiLM:
         return scores
 
     @staticmethod
-    def with_given_tracks(score: Score, given: Score) -> Score:
+    def with_given_tracks(score: Score, given: Score, gap: tuple[int, int] | None = None) -> Score:
         """The written score on the given music's time base, with its given parts as the user's
         own tracks: every note's time, length and loudness as given (the tokens hold them on the
-        corpus's grid and in its loudness levels), and the tracks' names, programs and controls.
-        A given part is found by its name (`caption.part_names`: the name the caption gave it),
-        several of one name in turn; one the written score does not hold as often stays as decoded."""
+        corpus's grid and in its loudness levels), and the tracks' programs and controls.
+        `gap` (an infill's bars, as bar numbers from 0: first, end): there a given part holds
+        the notes written, which start in those bars; around them the user's own. A given part is
+        found by its name (`caption.part_names`: the name the caption gave it), several of one
+        name in turn; one the written score does not hold as often stays as decoded."""
         if not str(score.ttype).endswith("Tick"):
             return score
+        from midillm.tokenization.metre import end_of_bars
+
         given = given if str(given.ttype).endswith("Tick") else given.to("tick")
         written = score.resample(given.ticks_per_quarter) if score.ticks_per_quarter != given.ticks_per_quarter \
             else score.copy()
+        if gap is not None:
+            metres = [(int(sig.time), int(sig.numerator), int(sig.denominator)) for sig in given.time_signatures]
+            start, stop = (end_of_bars(metres, given.ticks_per_quarter, bars) for bars in gap)
         places: dict[str, list[int]] = {}
         for index, track in enumerate(written.tracks):
             places.setdefault(track.name, []).append(index)
@@ -1131,9 +1139,16 @@ class MidiLM:
             originals.setdefault(name, []).append(track)
         tracks = list(written.tracks)
         for name, own in originals.items():
-            if len(places.get(name, [])) == len(own):
-                for index, track in zip(places[name], own):
-                    tracks[index] = track.copy()
+            if len(places.get(name, [])) != len(own):
+                continue
+            for index, track in zip(places[name], own):
+                kept = track.copy()
+                kept.name = tracks[index].name  # as the caption names it: a "Track10" is its role, "Drums"
+                if gap is not None:
+                    around = [note for note in track.notes if not start <= note.time < stop]
+                    inside = [note for note in tracks[index].notes if start <= note.time < stop]
+                    kept.notes = sorted(around + inside, key=lambda note: (note.time, -note.pitch))
+                tracks[index] = kept
         written.tracks = tracks
         return written
 
