@@ -259,7 +259,7 @@ def add_eval_command(commands) -> None:
     evaluate.add_argument("--out", required=True, help="Folder for metrics.json and the report.")
     evaluate.add_argument("-n", "--num-samples", type=int, default=16, help="Samples to generate (default: 16).")
     evaluate.add_argument("--samples", metavar="FOLDER", help="Evaluate these MIDI files instead of generating.")
-    add_sampling_arguments(evaluate, names=("max_new_tokens", "temperature", "top_p"),
+    add_sampling_arguments(evaluate, names=("max_new_tokens", "temperature", "top_p", "min_p"),
                            defaults="the bundle's own, as `generate` samples")
     evaluate.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
     evaluate.add_argument("--require-ending", action="store_true",

@@ -761,7 +761,7 @@ def test_eval_command_writes_metrics_and_a_report(tiny_bundle, tiny_data, tmp_pa
     shutil.copytree(tiny_bundle, bundle)
     out = tmp_path / "eval"
     assert main(["eval", str(bundle), "--data", str(tiny_data), "--out", str(out),
-                 "-n", "3", "--max-new-tokens", "60", "--seed", "1", "--top-p", "0.9"]) == 0
+                 "-n", "3", "--max-new-tokens", "60", "--seed", "1", "--top-p", "0.9", "--min-p", "0.05"]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     # Sampled as `generate` samples this bundle (its own settings), but for the flags given.
@@ -772,6 +772,7 @@ def test_eval_command_writes_metrics_and_a_report(tiny_bundle, tiny_data, tmp_pa
     bundle_sampling = SamplingSettings.from_pretrained(bundle, SamplingSettings.for_layout(MusicCodec.from_pretrained(bundle).layout))
     assert metrics["sampling"]["temperature"] == bundle_sampling.temperature
     assert metrics["sampling"]["top_p"] == 0.9 != bundle_sampling.top_p
+    assert metrics["sampling"]["min_p"] == 0.05 != bundle_sampling.min_p
     assert metrics["sampling"]["max_new_tokens"] == 60
     assert json.loads((bundle / "eval" / "metrics.json").read_text()) == metrics
     assert set(metrics["sets"]) == {"generated", "model_alone", "untrained", "shuffled"}

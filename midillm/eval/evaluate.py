@@ -83,6 +83,8 @@ class EvalConfig:
         "help": "Sampling temperature (default: the bundle's own, as `generate` samples it)."})
     top_p: float | None = field(default=None, metadata={
         "help": "Nucleus sampling mass (default: the bundle's own)."})
+    min_p: float | None = field(default=None, metadata={
+        "help": "Drop tokens less likely than this share of the likeliest one (default: the bundle's own)."})
     baselines: bool = field(default=True, metadata={"help": "Also evaluate the untrained model and shuffled bars."})
     baseline_samples: int | None = field(default=8, metadata={
         "help": "Samples drawn from the untrained model (None: as many as num_samples); it only shows the floor."})
@@ -260,7 +262,7 @@ def _settings(lm, config: EvalConfig):
     """What the samples are drawn with: the flags given, else the bundle's own settings, as
     `generate` would sample it."""
     return lm.sampling.updated(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                               top_p=config.top_p)
+                               top_p=config.top_p, min_p=config.min_p)
 
 
 def _sample(lm, config: EvalConfig, log, constrain: bool = True,
