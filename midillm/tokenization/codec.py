@@ -740,14 +740,14 @@ class MusicCodec:
         """The score's played tracks in the order the codec numbers its parts: as they are, or
         with role numbering by role (Lead first, Bass and Drums last; one role's tracks as the
         score lists them). Captions and music are written from this order."""
-        return self._in_part_order(score)[0] if self.part_numbering == "role" else score
+        return self.ordered_parts(score)[0] if self.part_numbering == "role" else score
 
     def score_part_numbers(self, score: Score) -> dict[int, str]:
         """Part number -> name (`caption.part_names`) of a score's parts, as the codec writes them."""
-        _, names, numbers = self._in_part_order(score)
+        _, names, numbers = self.ordered_parts(score)
         return dict(zip(numbers, names))
 
-    def _in_part_order(self, score: Score) -> tuple[Score, list[str], list[int]]:
+    def ordered_parts(self, score: Score) -> tuple[Score, list[str], list[int]]:
         """`in_part_order` of the score, with its parts' names and numbers in that order (the
         names and roles read once: `prepare` asks for them for every piece)."""
         names = part_names(score)
@@ -780,7 +780,7 @@ class MusicCodec:
         if self.part_numbering != "role":
             parts = part_scores(score)
             return parts, list(range(len(parts)))
-        score, _, numbers = self._in_part_order(score)
+        score, _, numbers = self.ordered_parts(score)
         parts = part_scores(score)
         return parts, sorted(set(numbers))[:len(parts)]
 

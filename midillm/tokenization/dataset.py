@@ -258,7 +258,7 @@ def _window_captions(codec: MusicCodec, score, metadata, bars: list[list[int]]):
     parts_of_bar = codec.parts_in_bars(bars)
     if parts_of_bar is None:
         return None
-    ordered, _, numbers = codec._in_part_order(score)
+    ordered, _, numbers = codec.ordered_parts(score)
     every = set(numbers)
     cache: dict[frozenset, list[int] | None] = {}
 
@@ -271,7 +271,7 @@ def _window_captions(codec: MusicCodec, score, metadata, bars: list[list[int]]):
             window = ordered.copy()
             window.tracks = [ordered.tracks[index].copy() for index in kept]
             cache[playing] = codec.caption_ids(window, metadata) \
-                if codec._in_part_order(window)[2] == [numbers[index] for index in kept] else None
+                if codec.ordered_parts(window)[2] == [numbers[index] for index in kept] else None
         return cache[playing]
 
     return caption_of
