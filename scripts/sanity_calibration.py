@@ -14,7 +14,9 @@ one. So here every piece is held out in turn (its profile measured on the others
 `--bars` bars from its first onset on (at most `--excerpts` per piece, spread over the piece), the
 length of an evaluation's samples. SOURCE is what `midillm prepare` reads (a folder, `music21:bach`);
 `--pieces N` holds out only N pieces spread over the corpus (each still judged against all the
-others), for corpora where measuring the profile once a piece takes too long. Prints the sane
+others), for corpora where measuring the profile once a piece takes too long; `--in-sample` judges
+each piece against the profile of all of them instead (the ceiling of a model that wrote its
+training excerpts exactly). Prints the sane
 share and each reason's count; writes OUT/calibration.json with every excerpt's reasons.
 """
 
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--excerpts", type=int, default=4, help="Excerpts judged per piece (default: 4).")
     parser.add_argument("--no-common-key", action="store_true",
                         help="Judge the pieces in their own keys (as `prepare --no-common-key` reads them).")
+    parser.add_argument("--in-sample", action="store_true",
+                        help="Judge every piece against the profile of all of them, itself included: what a model "
+                             "that wrote its training excerpts exactly would score (default: leave-one-out).")
     parser.add_argument("--out", type=Path, help="Folder for calibration.json (default: print only).")
     args = parser.parse_args(argv)
 
@@ -65,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     held_out = range(len(files)) if not args.pieces or args.pieces >= len(files) else sorted(
         {round(i * (len(files) - 1) / max(args.pieces - 1, 1)) for i in range(args.pieces)})
     judged, reasons = [], Counter()
-    for index in tqdm(held_out, desc="Leave-one-out", unit="piece"):
+    whole = measure_corpus(scores) if args.in_sample else None
+    for index in tqdm(held_out, desc="In sample" if args.in_sample else "Leave-one-out", unit="piece"):
         path, score = files[index].path, scores[index]
-        profile = measure_corpus(scores[:index] + scores[index + 1:])
+        profile = whole or measure_corpus(scores[:index] + scores[index + 1:])
         for window, excerpt in excerpts(score, args.bars, args.excerpts):
             check = sample_sanity(excerpt, profile)
             reasons.update(check["reasons"])
@@ -78,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     sane = sum(item["sane"] for item in judged)
     names = [Path(files[index].path).name for index in held_out]
     pieces_sane = sum(all(item["sane"] for item in judged if item["piece"] == name) for name in names)
-    print(f"{len(names)} of {len(files)} pieces held out, {len(judged)} excerpts of {args.bars} bars, each judged "
-          "against the others' profile")
+    print(f"{len(names)} of {len(files)} pieces judged, {len(judged)} excerpts of {args.bars} bars, each against "
+          + ("the profile of all the pieces" if args.in_sample else "the others' profile"))
     print(f"sane: {sane}/{len(judged)} excerpts ({sane / len(judged):.0%}); pieces with every excerpt sane: "
           f"{pieces_sane}/{len(names)}")
     for reason in REASONS:
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_json(args.out / "calibration.json", {
             "source": args.source, "bars": args.bars, "pieces": len(files), "held_out": len(names),
+            "in_sample": args.in_sample,
             "excerpts": len(judged), "sane": sane,
             "sane_share": sane / len(judged), "pieces_all_sane": pieces_sane,
             "reasons": {reason: reasons[reason] for reason in REASONS if reasons[reason]}, "judged": judged})

@@ -233,6 +233,34 @@ def test_a_twenty_note_cluster_is_a_crowded_onset():
     assert reasons(Score(TPQ)) == ["no_notes"]
 
 
+def test_a_samples_most_crowded_onset_is_judged_as_the_corpus_excerpts_are():
+    # A corpus whose every 8-bar excerpt holds one doubled chord (8 notes) among its 32 onsets:
+    # rare among onsets (under 1%: the per-onset cap stays 4), common among excerpts.
+    pieces = []
+    for seed in range(4):
+        piece = chorale(seed, bars=400)
+        doubling = Track(program=0)
+        for window, _ in excerpts(piece, 8, 8):
+            doubling.notes.extend(Note(window * 8 * 4 * TPQ, TPQ, pitch, 80) for pitch in (40, 50, 62, 70))
+        piece.tracks.append(doubling)
+        pieces.append(piece)
+    profile = measure_corpus(pieces)
+    assert profile.max_notes_per_onset == 4 and profile.excerpt_max_notes_per_onset == 8
+    # The corpus's own excerpts pass, as a sample with one doubled chord does...
+    assert all(sample_sanity(excerpt, profile)["sane"] for _, excerpt in excerpts(pieces[0], 8, 8))
+    sample = chorale(seed=9, bars=8)
+    sample.tracks.append(Track(program=0))
+    sample.tracks[-1].notes.extend(Note(4 * TPQ, TPQ, pitch, 80) for pitch in (40, 50, 62, 70))
+    assert sample_sanity(sample, profile)["reasons"] == []
+    # ...but not one chord more crowded than any of the corpus's excerpts has.
+    sample.tracks[-1].notes.append(Note(4 * TPQ, TPQ, 45, 80))
+    assert sample_sanity(sample, profile)["reasons"] == ["crowded_onset"]
+    # A profile measured before excerpts' crowding was: every onset judged by the per-onset cap.
+    older = dataclasses.replace(profile, excerpt_max_notes_per_onset=0)
+    sample.tracks[-1].notes.pop()
+    assert sample_sanity(sample, older)["reasons"] == ["crowded_onset"]
+
+
 def test_notes_struck_more_often_than_the_corpus_unisons_are_duplicates():
     # The chorale profile allows two voices in unison on one program (as the chorales do).
     unison = chorale(seed=3)

@@ -52,7 +52,7 @@ from .features import piece_features, piece_notes
 from .listener import (LISTENER_MEASURES, classifier_rows, listening_summary, piece_listening,
                        split_half_classifier_accuracy)
 from .memorization import TrainingIndex, longest_copy, memorization_summary
-from .sanity import corpus_profile, sample_sanity, sanity_summary
+from .sanity import corpus_profile, crowding_limit, sample_sanity, sanity_summary
 from .two_sample import two_sample_classifier_accuracy
 from .validity import sample_validity, score_validity, validity_summary
 
@@ -234,7 +234,7 @@ def evaluate_sets(sets: dict[str, list[Score]], reference: list[Score], training
 
 def _profile_facts(profile) -> dict:
     """The profile's figures the sanity checks use (the whole profile is in the codec)."""
-    return {"pieces": profile.pieces, "max_notes_per_onset": profile.max_notes_per_onset,
+    return {"pieces": profile.pieces, "max_notes_per_onset": crowding_limit(profile),
             "mean_notes_per_onset": profile.mean_notes_per_onset, "max_gap_beats": profile.max_gap_beats,
             "programs": profile.program_list, "max_programs_per_piece": profile.max_programs_per_piece,
             "pitch_ranges": profile.pitch_ranges, "time_signatures": profile.time_signatures,

@@ -140,7 +140,8 @@ def _sanity_blocks(metrics: dict) -> list[tuple]:
               "Whether a sample ended by itself (`</music>`) or was cut by the token budget is shown beside "
               "its sanity, not counted in it.")
     text = (f"A sample is sane when a listener of the corpus would accept it: it has notes and time moves, "
-            f"no onset has more than {facts['max_notes_per_onset']} notes (all instruments together), no note "
+            f"no onset has more than {facts['max_notes_per_onset']} notes (all instruments together; the most the "
+            f"corpus's excerpts have), no note "
             f"is struck twice, time never stands still longer than {_number(facts['max_gap_beats'], 2)} beats "
             f"(from the start too), it plays only the corpus's programs {facts['programs']}, at most "
             f"{facts['max_programs_per_piece']} of them, each within its pitch range; every part its caption asks "

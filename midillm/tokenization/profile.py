@@ -106,7 +106,11 @@ class CorpusProfile:
     max_unison: int = field(default=1, metadata={
         "help": "The most times one program strikes one pitch at one onset (voices in unison), 99% of pieces."})
     max_notes_per_onset: int = field(default=0, metadata={
-        "help": "The most notes at one onset, ignoring the rarest 1% of onsets."})
+        "help": "The most notes at one onset, ignoring the rarest 1% of onsets: the sampler's cap on every onset."})
+    excerpt_max_notes_per_onset: int = field(default=0, metadata={
+        "help": f"The most notes at one onset of a {DENSITY_EXCERPT_BARS}-bar excerpt, ignoring the rarest 1% of "
+                f"the train pieces' excerpts (`excerpts`): what sanity judges a sample's most crowded onset by, a "
+                f"sample being about an excerpt long; 0: not measured (judged by `max_notes_per_onset`)."})
     mean_notes_per_onset: float = field(default=0.0, metadata={"help": "Mean notes struck at one onset."})
     max_programs_per_piece: int = field(default=0, metadata={"help": "The most programs one piece plays."})
     max_parts: int = field(default=0, metadata={
@@ -376,6 +380,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
     same_pitch: list[float] = []
     role_rests: dict[str, list[float]] = {}
     role_densities: dict[str, list[float]] = {}
+    excerpt_crowding: list[int] = []  # each excerpt's most notes at one onset
     bars: list[int] = []
     grids: Counter = Counter()
     max_duration = 0.0
@@ -443,6 +448,8 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         for _, excerpt in excerpts(score, DENSITY_EXCERPT_BARS, DENSITY_EXCERPTS):
             for role, _, density in part_activity(excerpt):
                 role_densities.setdefault(role, []).append(density)
+            excerpt_crowding.append(int(np.unique(np.concatenate(
+                [notes["time"] for _, notes in played_tracks(excerpt)]), return_counts=True)[1].max()))
         densities.append(float(np.mean([density for _, _, density in activity])))  # = piece_density(score)
         signatures = list(score.time_signatures) or []
         for signature in signatures:
@@ -482,6 +489,7 @@ def measure_corpus(scores: Iterable[Score], captions: Iterable[str] = ()) -> Cor
         time_signatures=dict(time_signatures.most_common()),
         notes_per_onset={int(size): count for size, count in sorted(onset_histogram.items())},
         max_notes_per_onset=int(np.quantile(counts, ONSET_QUANTILE, method="higher")),
+        excerpt_max_notes_per_onset=int(np.quantile(excerpt_crowding, ONSET_QUANTILE, method="higher")),
         max_unison=int(np.quantile(unisons, 0.99, method="higher")),
         mean_notes_per_onset=round(float(counts.mean()), 4),
         max_programs_per_piece=max(programs_per_piece),
