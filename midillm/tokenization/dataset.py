@@ -105,8 +105,8 @@ class PrepareConfig:
                 "that play in that row (a band's strings resting for the row are left off), so a caption's "
                 "parts are the parts that play, as a request means them. Off (default): every row has the "
                 "whole piece's. On the band tunes it halved the parts that strike once and fall silent, but "
-                "the model alone was no saner and rarely ended (docs/bands.md, \"Rows that name only the parts "
-                "that play\")."})
+                "the model alone was no saner and rarely ended, and worse still with the default prompts drawn from "
+                "the rows' own captions (docs/bands.md, sessions 26 and 27)."})
     transpose: int = field(default=0, metadata={
         "help": "Augment the train split with copies transposed by -N..N semitones (0: off)."})
     common_key: bool = field(default=True, metadata={
