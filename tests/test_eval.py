@@ -376,6 +376,59 @@ def test_excerpts_are_spread_whole_bars_from_the_first_onsets_bar():
     assert [window for window, _ in excerpts(score, bars=2, count=3)] == [0, 4, 8]  # first, middle, last
 
 
+def test_held_out_pieces_far_longer_than_the_samples_are_judged_as_excerpts_of_their_length():
+    from midillm.eval.evaluate import reference_excerpts
+
+    def quarters(bars, pitch):  # a note on every beat of `bars` bars of 4/4
+        return make_score([(beat, 1, pitch + beat % 7) for beat in range(4 * bars)])
+
+    tunes, names = [quarters(40, 50), quarters(24, 60)], ["a.mid", "b.mid"]
+    samples = [quarters(8, 70), quarters(9, 70), quarters(7, 70)]
+    cut, cut_names, described = reference_excerpts(tunes, names, samples)
+    # The samples' median is 8 bars: a 40-bar tune holds 5 windows of 8, a 24-bar one 3.
+    assert described == {"bars": 8, "pieces": 2, "excerpts": 8}
+    assert [bars_written(excerpt) for excerpt in cut] == [8] * 8
+    assert cut_names[0] == "a.mid, 8-bar window 1" and cut_names[-1] == "b.mid, 8-bar window 3"
+    assert [note.pitch for note in cut[5].tracks[0].notes][:2] == [60, 61]  # b.mid's first bar
+    # At most `per_piece` excerpts a piece, spread from its first bar to its last.
+    assert [name.rsplit(" ", 1)[-1] for name in reference_excerpts(tunes, names, samples, per_piece=2)[1]] == [
+        "1", "5", "1", "3"]
+    # Pieces under twice the samples' length (the chorales) stay whole.
+    whole = reference_excerpts(tunes, names, [quarters(24, 70)])
+    assert whole[0] is tunes and whole[1] is names and whole[2] is None
+    assert reference_excerpts(tunes, names, [Score(TPQ)])[2] is None  # no sample with notes: nothing to match
+
+
+def test_the_shuffled_control_moves_whole_bars_and_keeps_every_parts_instrument():
+    from midillm.eval.evaluate import shuffle_bars
+
+    # Six bars of 3/4: a bass (program 33) on each downbeat, a kick drum on every beat, and a
+    # piano chord whose root names the bar.
+    score = Score(TPQ)
+    score.time_signatures.append(TimeSignature(0, 3, 4))
+    bass, drums, piano = Track(program=33), Track(program=0, is_drum=True), Track(program=4)
+    for bar in range(6):
+        start = bar * 3 * TPQ
+        bass.notes.append(Note(start, 3 * TPQ, 36 + bar, 90))
+        for beat in range(3):
+            drums.notes.append(Note(start + beat * TPQ, TPQ // 4, 36, 100))
+        for pitch in (60 + bar, 64 + bar, 67 + bar):
+            piano.notes.append(Note(start + TPQ, TPQ, pitch, 70))
+    score.tracks.extend([bass, drums, piano])
+    shuffled = shuffle_bars(score, random.Random(3))
+    # Each part keeps its instrument and its drum flag (moved as tokens, the drums came back as
+    # pitched notes on a piano).
+    assert [(track.program, track.is_drum) for track in shuffled.tracks] == [(33, False), (0, True), (4, False)]
+    order = [(note.time // (3 * TPQ), note.pitch - 36) for note in shuffled.tracks[0].notes]
+    assert sorted(bar for bar, _ in order) == list(range(6))
+    assert [old for _, old in order] != list(range(6))  # the bars moved
+    for new_bar, old_bar in order:  # ... and each bar moved whole: its chord on its second beat
+        chord = sorted(note.pitch for note in shuffled.tracks[2].notes if note.time == new_bar * 3 * TPQ + TPQ)
+        assert chord == [60 + old_bar, 64 + old_bar, 67 + old_bar]
+    assert len(shuffled.tracks[1].notes) == 18 and shuffled.end() == score.end()
+    assert [note.time for note in score.tracks[0].notes] == [bar * 3 * TPQ for bar in range(6)]  # the input untouched
+
+
 def test_a_roles_notes_per_beat_are_measured_where_a_sample_is_judged_on_excerpts():
     # A guitar that strums quarters through the first 8 bars of 64 and sits out the rest plays
     # 1 note a beat where it plays; over the whole tune it would read 1/8.
@@ -860,6 +913,11 @@ def test_eval_command_writes_metrics_and_a_report(tiny_bundle, tiny_data, tmp_pa
             < html.index("Features and overlapped area"))
     markdown = (out / "report.md").read_text()
     assert "figures/features.png" in markdown and "Summary" in markdown
+    # The held-out pieces, whole or cut to the samples' length, as the report says.
+    cut = metrics["reference"]["excerpts"]
+    assert (f"{cut['excerpts']} excerpts of {cut['bars']} bars" if cut else
+            f"{metrics['reference']['pieces']} held-out pieces") in markdown
+    assert cut is None or metrics["reference"]["pieces"] == cut["excerpts"] == len(metrics["reference"]["names"])
 
 
 def test_eval_of_a_folder_of_midi_without_a_model(tiny_data, tmp_path):

@@ -196,11 +196,19 @@ def _sanity_blocks(metrics: dict) -> list[tuple]:
     return blocks
 
 
+def _reference_described(reference: dict) -> str:
+    cut = reference.get("excerpts")
+    if not cut:
+        return f"{reference['pieces']} held-out pieces"
+    return (f"{cut['excerpts']} excerpts of {cut['bars']} bars (the samples' median length) from "
+            f"{cut['pieces']} held-out pieces")
+
+
 def _blocks(metrics: dict, images: dict, sample_media: list[dict]) -> list[tuple]:
     sets = metrics["sets"]
     reference = metrics["reference"]
     blocks: list[tuple] = [("h1", f"Evaluation of {metrics.get('model') or metrics['settings'].get('samples')}"),
-                           ("p", f"Data: {metrics['data']}; reference: {reference['pieces']} held-out pieces "
+                           ("p", f"Data: {metrics['data']}; reference: {_reference_described(reference)} "
                                  f"(test + validation). Features follow MusPy; set comparison follows MGEval "
                                  f"(overlapped area OA, higher is better, and KL divergence, lower is better, "
                                  f"between the reference intra-set and the set-to-reference distance curves).")]
