@@ -284,6 +284,10 @@ def test_model_card_listener_table_shows_only_the_sets_measured():
     # The floor is claimed only as far as the untrained model bears it out.
     assert "even an untrained model can pass it (25% of its samples here)." in text
     assert text.index("| chords on the beat |") < text.index("**Sane samples: 100%**") < text.index("Sanity is a floor")
+    assert "excerpts" not in text  # whole held-out pieces: nothing to say
+    cut = _evaluation_text({"summary": {"sane_share": 1.0, "chord_on_beat": 0.5},
+                            "reference": {"excerpts": {"bars": 6, "pieces": 3, "excerpts": 21}}})
+    assert "judged as 21 excerpts of 6 bars (the samples' median length) from 3 pieces." in cut
 
 
 def test_complete_bundle_writes_the_generation_config_from_the_sampling_defaults(tiny_bundle, tmp_path):

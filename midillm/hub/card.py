@@ -229,6 +229,15 @@ def _listener_table(summary: dict) -> list[str]:
               for name, label in LISTENER.items())]
 
 
+def _held_out_cut(metrics: dict) -> str:
+    """Where eval judged the held-out pieces as excerpts of the samples' length, say so."""
+    cut = (metrics.get("reference") or {}).get("excerpts")
+    if not cut:
+        return ""
+    return (f" The held-out pieces are far longer than the samples, so they are judged as {cut['excerpts']} "
+            f"excerpts of {cut['bars']} bars (the samples' median length) from {cut['pieces']} pieces.")
+
+
 def _evaluation_text(metrics: dict) -> str:
     """The card's quality section: the listener measures first (what separates the model from its
     corpus), then the sane share as the floor, next to bits per note, then the other headline numbers."""
@@ -260,7 +269,7 @@ def _evaluation_text(metrics: dict) -> str:
         "voices: a part's notes followed by a rest before its next note. Classifier accuracy: a cross-validated "
         "classifier telling a set's pieces from the held-out ones (for the held-out pieces, one half against "
         "the other)." + (" The shuffled control: the held-out pieces with their bars in random order."
-                         if "shuffled_" in _listener_columns(summary) else ""), "",
+                         if "shuffled_" in _listener_columns(summary) else "") + _held_out_cut(metrics), "",
         lead, "",
         f"{floor} A sample is sane when it stays in its corpus's range: no onset with more notes than the "
         "corpus ever has, no duplicate notes, time that moves, only the corpus's instruments, an ending; and, "
