@@ -159,9 +159,8 @@ def reference_excerpts(reference: list[Score], names: list[str], samples: list[S
     `EXCERPT_LENGTH_RATIO` times the samples' length, each piece becomes up to `per_piece`
     excerpts of the samples' median bars, spread evenly over it (`profile.excerpts`, what the
     corpus profile measured part densities on); else the pieces stay whole. Returns the
-    reference, its names ("piece.mid, 8-bar window 2", counted from the bar of
-    its first note) and what was cut ({"bars", "pieces",
-    "excerpts"}; None: whole pieces).
+    reference, its names ("piece.mid, 8-bar window 2", counted from the bar of its first note)
+    and what was cut ({"bars", "pieces", "excerpts"}; None: whole pieces).
 
     A band tune runs 50 to 150 bars, a sample 8 to 12: judged whole, a tune's pitches used, its
     range and its parts' longest rests measure its length, not its music, and a folder's three
@@ -192,7 +191,7 @@ def shuffle_bars(score: Score, rng: random.Random) -> Score:
     Moved as notes, not as the codec's bars of tokens: a codec names each part's instrument, the
     metre and the tempo in the first bar only, and the bar shuffled away took them along, so a
     band's parts came back as pianos and its drums as pitched notes (chords on the beat of the
-    held-out tunes 20% -> 9% by that alone; session 28)."""
+    held-out band excerpts 20% -> 9% by that alone; session 28)."""
     score = score if str(score.ttype).endswith("Tick") else score.to("tick")
     signature = score.time_signatures[0] if len(score.time_signatures) else None
     numerator, denominator = (signature.numerator, signature.denominator) if signature else (4, 4)
