@@ -183,10 +183,12 @@ def reference_excerpts(reference: list[Score], names: list[str], samples: list[S
     return cut, cut_names, {"bars": bars, "pieces": len(reference), "excerpts": len(cut)}
 
 
-def shuffle_bars(score: Score, rng: random.Random) -> Score:
+def shuffle_bars(score: Score, rng: random.Random, parts_apart: bool = False) -> Score:
     """The score's bars in a random order, every part moved with its bar (the shuffled control:
     the same bars, chords and instruments, no long-range order). Bars of the first metre (4/4
-    without one); a note keeps its place in its bar, its length and its track.
+    without one); a note keeps its place in its bar, its length and its track. `parts_apart`:
+    the first part stays and each other part's bars go into an order of their own (the
+    harmonisation control of `tasks`: the same notes, with no regard for the melody above).
 
     Moved as notes, not as the codec's bars of tokens: a codec names each part's instrument, the
     metre and the tempo in the first bar only, and the bar shuffled away took them along, so a
@@ -196,12 +198,20 @@ def shuffle_bars(score: Score, rng: random.Random) -> Score:
     signature = score.time_signatures[0] if len(score.time_signatures) else None
     numerator, denominator = (signature.numerator, signature.denominator) if signature else (4, 4)
     bar = max(int(round(bar_length(numerator, denominator, score.ticks_per_quarter))), 1)
-    order = list(range(max(1, math.ceil(score.end() / bar))))
-    rng.shuffle(order)
+    bars = max(1, math.ceil(score.end() / bar))
+
+    def new_order() -> list[int]:
+        order = list(range(bars))
+        rng.shuffle(order)
+        return order
+
     shuffled = score.copy()
-    for track in shuffled.tracks:
+    tracks = list(shuffled.tracks)
+    order = None if parts_apart else new_order()
+    for track in tracks[1:] if parts_apart else tracks:
+        track_order = new_order() if parts_apart else order
         for note in track.notes:
-            note.time = order[note.time // bar] * bar + note.time % bar
+            note.time = track_order[note.time // bar] * bar + note.time % bar
         track.notes.sort()
     return shuffled
 

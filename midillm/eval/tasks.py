@@ -23,10 +23,10 @@ import torch
 from symusic import Score
 from tqdm.auto import tqdm
 
-from midillm.tokenization.metre import bar_length
 from midillm.tokenization.profile import first_bars, measure_corpus
 from midillm.tokenization.rows import flat, infill_row
 
+from .evaluate import shuffle_bars
 from .sanity import sample_sanity, sanity_summary
 from midillm.tokenization.voice_leading import parallel_motion
 
@@ -37,21 +37,9 @@ def voice_ranges(scores: list[Score]) -> dict[str, list[int]]:
 
 
 def shuffled_control(score: Score, rng: random.Random) -> Score:
-    """The score with every part but the first moved bar by bar into a random order (4/4 bars
-    of the first metre): the same notes, with no regard for the melody above them."""
-    signature = score.time_signatures[0] if len(score.time_signatures) else None
-    numerator, denominator = (signature.numerator, signature.denominator) if signature else (4, 4)
-    bar = int(bar_length(numerator, denominator, score.ticks_per_quarter))
-    bars = max(1, math.ceil(score.end() / bar))
-    shuffled = score.copy()
-    for track in list(shuffled.tracks)[1:]:
-        order = list(range(bars))
-        rng.shuffle(order)
-        for item in track.notes:
-            old_bar = item.time // bar
-            item.time = order[old_bar] * bar + item.time % bar
-        track.notes.sort()
-    return shuffled
+    """The score with every part but the first moved bar by bar into a random order (bars of
+    the first metre): the same notes, with no regard for the melody above them."""
+    return shuffle_bars(score, rng, parts_apart=True)
 
 
 @torch.inference_mode()
